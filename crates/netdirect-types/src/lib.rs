@@ -1,0 +1,2 @@
+//! NDK vocabulary types (work in progress).
+#![forbid(unsafe_code)]

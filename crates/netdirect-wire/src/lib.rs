@@ -1,0 +1,2 @@
+//! iWARP wire format (work in progress).
+#![forbid(unsafe_code)]
