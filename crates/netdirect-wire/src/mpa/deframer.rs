@@ -1,0 +1,203 @@
+//! A sans-I/O FPDU deframer: bytes of one TCP direction in, ULPDUs out.
+
+use super::fpdu::{CRC_LEN, FpduPacket, LENGTH_LEN, fpdu_len};
+use super::marker::MarkerLayout;
+use crate::{Error, Result};
+
+/// What was negotiated for the direction being received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct DeframerConfig {
+    /// CRC was negotiated (C in either startup frame): check every FPDU's CRC.
+    pub crc: bool,
+    /// We asked for markers (M in our startup frame): the peer inserts them in what we receive.
+    pub markers: bool,
+    /// Sequence number (or stream offset mod 2³²) of the first octet of the first FPDU, the
+    /// marker base.
+    pub first_seq: u32,
+}
+
+/// Splits the byte stream of one direction into FPDUs, strips markers, checks CRCs, and hands
+/// out each ULPDU.
+///
+/// It buffers what it is given and never panics. Once it has seen a bad CRC, a marker that does
+/// not match, or a malformed length, it stops: every later [`Deframer::next_ulpdu`] returns the
+/// same error, because the stream can no longer be trusted.
+///
+/// ```
+/// use netdirect_wire::mpa::{Deframer, DeframerConfig, emit_fpdu};
+/// let mut wire = vec![0u8; 64];
+/// let n = emit_fpdu(b"first", true, &mut wire).unwrap();
+/// let m = emit_fpdu(b"second", true, &mut wire[n..]).unwrap();
+/// let mut d = Deframer::new(DeframerConfig { crc: true, ..Default::default() });
+/// d.push(&wire[..3]);
+/// assert_eq!(d.next_ulpdu(), None);
+/// d.push(&wire[3..n + m]);
+/// assert_eq!(d.next_ulpdu(), Some(Ok(&b"first"[..])));
+/// assert_eq!(d.next_ulpdu(), Some(Ok(&b"second"[..])));
+/// assert_eq!(d.next_ulpdu(), None);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Deframer {
+    config: DeframerConfig,
+    markers: Option<MarkerLayout>,
+    buf: Vec<u8>,
+    head: usize,
+    seq: u32,
+    stripped: Vec<u8>,
+    failed: Option<Error>,
+}
+
+impl Deframer {
+    /// A deframer for a direction configured as `config`.
+    pub fn new(config: DeframerConfig) -> Self {
+        Deframer {
+            config,
+            markers: config.markers.then(|| MarkerLayout::new(config.first_seq)),
+            buf: Vec::new(),
+            head: 0,
+            seq: config.first_seq,
+            stripped: Vec::new(),
+            failed: None,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> DeframerConfig {
+        self.config
+    }
+
+    /// Adds bytes received from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.head > 0 && self.head >= self.buf.len() / 2 {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Octets received but not yet handed out as part of an FPDU.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    /// Sequence number of the next octet to deframe.
+    pub fn seq(&self) -> u32 {
+        self.seq
+    }
+
+    /// The error that stopped the deframer, if any.
+    pub fn error(&self) -> Option<Error> {
+        self.failed
+    }
+
+    /// The next complete ULPDU, `None` when more bytes are needed, or the error that stopped
+    /// the stream.
+    pub fn next_ulpdu(&mut self) -> Option<Result<&[u8]>> {
+        if let Some(e) = self.failed {
+            return Some(Err(e));
+        }
+        let raw = &self.buf[self.head..];
+        let step = match self.markers {
+            None => Self::plain(raw, self.config.crc).map(|o| o.map(|n| (n, false))),
+            Some(layout) => {
+                self.stripped.clear();
+                layout
+                    .strip(self.seq, raw, self.config.crc, &mut self.stripped)
+                    .map(|o| o.map(|n| (n, true)))
+            }
+        };
+        match step {
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = Some(e);
+                Some(Err(e))
+            }
+            Ok(Some((used, stripped))) => {
+                let at = self.head;
+                self.head += used;
+                // used ≤ 65541 + markers, far below 2³².
+                self.seq = self.seq.wrapping_add(used as u32);
+                let fpdu = if stripped {
+                    &self.stripped[..]
+                } else {
+                    &self.buf[at..at + used]
+                };
+                let n = usize::from(u16::from_be_bytes([fpdu[0], fpdu[1]]));
+                Some(Ok(&fpdu[LENGTH_LEN..LENGTH_LEN + n]))
+            }
+        }
+    }
+
+    fn plain(raw: &[u8], crc: bool) -> Result<Option<usize>> {
+        let Some(len) = raw.get(..LENGTH_LEN) else {
+            return Ok(None);
+        };
+        let total = fpdu_len(usize::from(u16::from_be_bytes([len[0], len[1]])));
+        if raw.len() < total {
+            return Ok(None);
+        }
+        if crc {
+            FpduPacket::new_unchecked(&raw[..total]).check_crc()?;
+        }
+        debug_assert!(total >= LENGTH_LEN + CRC_LEN);
+        Ok(Some(total))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::emit_fpdu;
+    use super::*;
+
+    #[test]
+    fn crc_off_ignores_field_and_crc_on_stops_on_error() {
+        let mut wire = vec![0u8; 16];
+        let n = emit_fpdu(b"abcd", true, &mut wire).unwrap();
+        wire[n - 1] ^= 0xFF;
+        let mut off = Deframer::new(DeframerConfig::default());
+        off.push(&wire[..n]);
+        assert_eq!(off.next_ulpdu(), Some(Ok(&b"abcd"[..])));
+        let mut on = Deframer::new(DeframerConfig {
+            crc: true,
+            ..Default::default()
+        });
+        on.push(&wire[..n]);
+        on.push(&wire[..n]);
+        let first = on.next_ulpdu();
+        assert!(matches!(first, Some(Err(Error::Crc { .. }))));
+        assert!(matches!(on.next_ulpdu(), Some(Err(Error::Crc { .. }))));
+        assert!(on.error().is_some());
+    }
+
+    #[test]
+    fn markers_across_many_fpdus() {
+        let config = DeframerConfig {
+            crc: true,
+            markers: true,
+            first_seq: 0xFFFF_FF00,
+        };
+        let layout = MarkerLayout::new(config.first_seq);
+        let mut wire = Vec::new();
+        let mut seq = config.first_seq;
+        let payloads: Vec<Vec<u8>> = (0..20).map(|i| vec![i as u8; i * 37 % 700]).collect();
+        for p in &payloads {
+            let mut f = vec![0u8; fpdu_len(p.len())];
+            emit_fpdu(p, true, &mut f).unwrap();
+            let mut raw = vec![0u8; f.len() + 16];
+            let n = layout.insert(seq, &f, true, &mut raw).unwrap();
+            wire.extend_from_slice(&raw[..n]);
+            seq = seq.wrapping_add(n as u32);
+        }
+        let mut d = Deframer::new(config);
+        let mut got = Vec::new();
+        for chunk in wire.chunks(13) {
+            d.push(chunk);
+            while let Some(r) = d.next_ulpdu() {
+                got.push(r.unwrap().to_vec());
+            }
+        }
+        assert_eq!(got, payloads);
+        assert_eq!(d.seq(), seq);
+        assert_eq!(d.buffered(), 0);
+    }
+}

@@ -1,0 +1,24 @@
+//! MPA (RFC 5044, RFC 6581): the startup frames, FPDU framing, markers, and a deframer.
+//!
+//! | piece | module |
+//! |---|---|
+//! | Request / Reply and the RFC 6581 IRD/ORD prefix | [`StartupPacket`], [`StartupRepr`], [`Enhanced`] |
+//! | `[ULPDU_Length][ULPDU][pad][CRC]` | [`FpduPacket`], [`emit_fpdu`], [`header`], [`trailer`], [`mulpdu`] |
+//! | markers every 512 octets | [`MarkerLayout`] |
+//! | byte stream → ULPDUs | [`Deframer`] |
+
+mod deframer;
+mod fpdu;
+mod marker;
+mod startup;
+
+pub use deframer::{Deframer, DeframerConfig};
+pub use fpdu::{
+    CRC_LEN, FpduPacket, LENGTH_LEN, MAX_ULPDU, Trailer, emit_fpdu, fpdu_len, header, mulpdu,
+    pad_len, trailer,
+};
+pub use marker::{MARKER_INTERVAL, MARKER_LEN, MarkerLayout};
+pub use startup::{
+    ENHANCED_LEN, Enhanced, HEADER_LEN, MAX_IRD_ORD, MAX_PRIVATE_DATA, REPLY_KEY, REQUEST_KEY, Rtr,
+    StartupKind, StartupPacket, StartupRepr,
+};
