@@ -1,0 +1,5 @@
+//! Fuzz target: `netdirect_wire::fuzz::startup` (its corpus is replayed by
+//! `crates/netdirect-wire/tests/fuzz_corpus.rs`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| netdirect_wire::fuzz::startup(data));
