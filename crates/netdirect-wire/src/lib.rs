@@ -32,10 +32,11 @@
 //!   fuzz targets (`fuzz/`, replayed by `tests/fuzz_corpus.rs`) hold this.
 //! * `Packet::new_unchecked` followed by an accessor may panic if the buffer is too short: that is
 //!   the point of `unchecked`. Use `new_checked` on untrusted input.
-//! * `emit` may panic if the buffer is shorter than `buffer_len()` says it must be — a bug in the
-//!   caller, never something a peer can cause. Values that cannot be encoded (private data over
-//!   512 octets, a ULPDU over 65535 octets) are refused with an [`Error`] before anything is
-//!   written.
+//! * **Emitting never panics either.** Every `Repr::emit` writes into a caller's buffer and
+//!   returns [`Error::Truncated`] when it is shorter than `buffer_len()`, and refuses values that
+//!   cannot be encoded (private data over 512 octets, a ULPDU over 65535 octets, IRD/ORD over 14
+//!   bits, a marked FPDU whose FPDUPTR would not fit 16 bits) with an [`Error`] before writing.
+//! * The `set_*` accessors of a view made with `new_unchecked` index directly, like the getters.
 //!
 //! # Where the RFCs and Linux siw differ
 //!

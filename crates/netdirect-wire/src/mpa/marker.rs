@@ -101,6 +101,10 @@ impl MarkerLayout {
             return Err(Error::Malformed);
         }
         let total = self.marked_len(seq, fpdu.len());
+        // FPDUPTR is 16 bits; MULPDU keeps real FPDUs far below this.
+        if total > usize::from(u16::MAX) {
+            return Err(Error::TooLarge);
+        }
         let out = out.get_mut(..total).ok_or(Error::Truncated)?;
         let mut raw = 0usize;
         let mut length_field_at = 0usize;
@@ -113,7 +117,7 @@ impl MarkerLayout {
                     raw - length_field_at
                 };
                 out[raw..raw + 2].fill(0);
-                // raw < 2¹⁶ since an FPDU is at most 65541 + markers octets; FPDUPTR is 16 bits.
+                // raw < total ≤ u16::MAX, checked above.
                 out[raw + 2..raw + 4].copy_from_slice(&(ptr as u16).to_be_bytes());
                 raw += MARKER_LEN;
             }
