@@ -1,0 +1,156 @@
+//! # NetDMA for Rust
+//!
+//! Memory-to-memory DMA engines behind one interface, modelled on the Windows NetDMA interface
+//! (`netdma.h`, NetDMA 1.0/1.1/2.0; `spec/netdma.md`), with a few extensions from modern engines
+//! (Intel DSA, Linux dmaengine). Names mirror NetDMA: `NetDmaRegisterProvider` →
+//! [`NetDma::register_provider`], `StartDma` → [`Channel::start`], `NET_DMA_NULL_TRANSFER` →
+//! [`ControlFlags::NULL_TRANSFER`]; the NetDMA spellings are doc aliases.
+//!
+//! ## Roles
+//!
+//! * [`NetDma`] — the interface: providers register ([`NetDma::register_provider`] →
+//!   [`ProviderHandle`]: start, stop, power notifications, deregister), clients find them
+//!   ([`NetDma::providers`], [`NetDma::register_client`] for PnP notifications) and allocate
+//!   channels ([`NetDma::allocate_channel`] with [`ChannelParameters`]; the chosen CPU is
+//!   [`Channel::cpu_number`]). A channel is owned by the one [`Channel`] value that allocated it.
+//! * Providers implement [`Provider`] (characteristics, `SetDmaChannelCpuAffinity`,
+//!   `AllocateDmaChannel`) and [`ProviderChannel`] (the channel handlers).
+//!   Built in: [`CpuEngine`] (one worker thread per channel) and [`InlineEngine`] (executes on
+//!   the submitting thread; the reference the conformance suite also runs against).
+//! * Clients build a [`Chain`] of 64-byte [`Descriptor`]s over [`DmaBuffer`]s and submit it with
+//!   [`Channel::start`] / [`Channel::append`]; they learn about completion from the completion
+//!   slot ([`Channel::completion`]), the per-descriptor callback
+//!   ([`ChannelParameters::completion_callback`] for `INTERRUPT_ON_COMPLETION`), or by polling /
+//!   waiting on the returned [`Submission`] ([`Channel::poll`], [`Channel::wait`]).
+//!
+//! ```
+//! use netdma::*;
+//! let netdma = NetDma::new();
+//! let engine = CpuEngine::register(&netdma, EngineConfig::new(2)).unwrap();
+//! let ch = netdma.allocate_channel(engine.id(), ChannelParameters::default()).unwrap();
+//! let src = DmaBuffer::from_slice(b"hello, dma");
+//! let dst = DmaBuffer::new(10);
+//! let mut chain = Chain::new();
+//! chain.copy(&src, 0, &dst, 0, 10, ControlFlags::STATUS_UPDATE_ON_COMPLETION);
+//! let sub = ch.start(chain).unwrap();
+//! assert_eq!(ch.wait(&sub, None), Status::SUCCESS);
+//! assert_eq!(&dst.to_vec().unwrap()[..], b"hello, dma");
+//! assert_eq!(ch.completion().status(), TransferStatus::Idle);
+//! ```
+//!
+//! ## Memory safety
+//!
+//! Descriptors cannot name arbitrary memory. A [`Pa`] is (buffer slot, offset) in the
+//! submitting [`Chain`]'s own buffer table; the engine bounds-checks every range right before
+//! touching it (a bad address halts the channel with `STATUS_ACCESS_VIOLATION`, like an I/OAT
+//! address error). From admission until its submission retires, a chain holds a *lease* on every
+//! buffer it uses (read, or write for destinations and result words), which keeps the buffer
+//! alive and excludes conflicting access: the client's [`DmaBuffer::read`] / [`DmaBuffer::write`]
+//! and other channels' leases fail with `STATUS_SHARING_VIOLATION` instead of racing. Leases are
+//! released before a submission is reported complete, so after [`Channel::wait`] returns the
+//! client can read the result at once. Raw memory enters only through the `unsafe`
+//! [`DmaBuffer::from_raw_parts`] with a written contract. All `unsafe` code lives in one module
+//! (`copy.rs`: buffer storage, guards, leases and the copy kernels), whose docs state the
+//! contract; the rest of the crate is `#![deny(unsafe_code)]`.
+//!
+//! ## Threading model and lock order
+//!
+//! * CPU engine: one worker thread per channel, pinned (best effort) to the reported CPU. It
+//!   takes a whole submitted chain out of the queue under the channel lock and executes it
+//!   without the lock; between descriptors (and between 1 MiB pieces of a descriptor) it checks
+//!   two atomics (`stop_after`: suspend / replacing start; `stop_now`: abort, reset, free).
+//!   Intermediate completions are published with atomic stores (completed sequence number, the
+//!   completion slot); the last descriptor of a chain is published under the channel lock, which
+//!   also decides Idle vs Active atomically with respect to Append.
+//! * Submission: validation and leasing happen before the channel lock; then one lock
+//!   acquisition enqueues and, only if the worker sleeps, one condvar notify. Polling a
+//!   submission is two atomic loads; waiting spins briefly and then blocks on a condvar that
+//!   the worker signals only when someone waits.
+//! * Control calls (start on a running channel, suspend, abort, reset, free) set the stop
+//!   flags and wait until the executor has handed its chain back; then they change the state.
+//! * Completion callbacks run on the executor thread outside every lock (the "DPC"); blocking
+//!   calls on the same channel from inside a callback return `STATUS_INVALID_DEVICE_STATE`.
+//! * Lock order: provider entry lock → (released) → channel slot `RwLock` (read for calls,
+//!   write only to free) → channel lock → buffer lease lock. The buffer lease lock is a leaf;
+//!   the registry/client lists are never held while calling out.
+//!
+//! ## Decisions where the spec is open (`[decide]`)
+//!
+//! * **Status codes**: NTSTATUS values ([`Status`], a local newtype to be unified with
+//!   `netdirect-types` later). Calls outside the §10 table return
+//!   `STATUS_INVALID_DEVICE_STATE` (more specific than the spec's "Unsuccessful");
+//!   malformed descriptors `STATUS_INVALID_PARAMETER`; features the provider does not advertise
+//!   (optional handlers, extensions, 2.0 chains on a 1.x provider, DCA context change without
+//!   DCA) `STATUS_NOT_SUPPORTED`; no free channel `STATUS_INSUFFICIENT_RESOURCES` (NetDMA's
+//!   "STATUS_RESOURCES"); a provider newer than the interface `STATUS_REVISION_MISMATCH`;
+//!   discarded work `STATUS_CANCELLED`; powered-down provider `STATUS_DEVICE_NOT_READY`;
+//!   stopped provider `STATUS_DEVICE_REMOVED`.
+//! * **Masks**: `NET_DMA_OP_TYPE_MASK` = `0xFF000000`, `NET_DMA_RESERVED_MASK` = `0x00FFFD00`
+//!   (the inferred values); reserved bits are rejected.
+//! * **Completion value**: descriptor addresses are 64-byte aligned sequence numbers
+//!   ([`DescriptorAddress`]) assigned in execution order and never reused; status in bits 0–2,
+//!   bits 3–5 zero. Start writes `Armed`; flagged descriptors write `Active`/`Idle`; suspend
+//!   writes `Suspend`; abort, reset and errors write `Halted` (always, as if status reporting
+//!   were on). Completion is published strictly in order; the software engines always behave as
+//!   if `SERIALIZE_TRANSFER` were set.
+//! * **Suspend** returns `Option<DescriptorAddress>` (the last processed descriptor) and is a
+//!   no-op on an idle channel; **Append while suspended** is allowed and runs on resume.
+//! * **Start on a running channel** is legal (spec §6/§10): the current descriptor finishes,
+//!   the rest is discarded (`STATUS_CANCELLED`). Start on a *suspended* channel is illegal.
+//! * **Errors**: the engine halts, [`Channel::last_error`] gives the cause, the callback gets an
+//!   event with `descriptor: None` (NetDMA's DPC with NULL); recovery is `reset` (or `start`).
+//!   After `abort` `last_error` is `STATUS_CANCELLED`.
+//! * **Free** with work outstanding aborts, frees, and reports `STATUS_INVALID_DEVICE_STATE`;
+//!   dropping a [`Channel`] aborts and frees silently.
+//! * **CPU affinity**: the `SetDmaChannelCpuAffinity` table size is an element count; the
+//!   interface proposes channel i → CPU i mod n; allocation prefers a channel already targeting
+//!   an allowed CPU, else retargets one; a mask with no online CPU is
+//!   `STATUS_INVALID_PARAMETER`.
+//! * **Chains**: `next` is a [`Link`] to an index of the same chain (0 = NULL). 1.x chains are
+//!   walked until NULL, 2.0 chains for `DescriptorCount` descriptors (the tail's link is not
+//!   followed); cycles and out-of-range links are `STATUS_INVALID_PARAMETER`. Page breaks use
+//!   4 KiB "pages" of the buffer's offset space; the second address must be 4 KiB aligned.
+//! * **Cache hints**: `DESTINATION_NO_SNOOP` selects non-temporal stores for that descriptor,
+//!   `DESTINATION_DCA_ENABLE` forbids them (data wanted in cache); otherwise copies of at least
+//!   the engine's threshold ([`DEFAULT_NT_THRESHOLD`]) use them.
+//! * **PnP**: late clients get Registered/Arrival/ChannelArrival replayed; ChannelArrival is
+//!   also sent when a channel is freed. PowerDown blocks new work (`STATUS_DEVICE_NOT_READY`)
+//!   and drains; PowerUp re-starts idle channels with a NULL descriptor. Stop waits for running
+//!   work, cancels work left in suspended channels and frees every channel.
+//! * **Extensions** ([`Extensions`], op types numbered like DSA opcodes): fill, compare,
+//!   CRC32c, copy+CRC32c and batch admission; operand layout in [`OpType`].
+
+#![deny(unsafe_code)]
+
+mod copy;
+mod descriptor;
+mod engines;
+mod flags;
+mod interface;
+mod prepared;
+mod provider;
+mod soft;
+mod status;
+
+pub use copy::{
+    BUFFER_ALIGN, ChannelToken, DmaBuffer, Lease, ReadGuard, StoreKind, WriteGuard,
+    non_temporal_available,
+};
+pub use descriptor::{
+    BufferSlot, Chain, ChainStyle, CompletionStatus, Descriptor, DescriptorAddress, Link, Pa,
+    Submission, TransferStatus,
+};
+pub use engines::{CpuEngine, DEFAULT_NT_THRESHOLD, EngineConfig, InlineEngine};
+pub use flags::{ControlFlags, Extensions, OpType, ProviderFlags};
+pub use interface::{
+    Channel, ClientCallback, ClientRegistration, NetDma, PnpNotification, PnpNotificationCode,
+    ProviderHandle, ProviderId, ProviderInfo,
+};
+pub use prepared::{ExecOptions, PreparedChain};
+pub use provider::{
+    AllocatedChannel, ChannelCpuAffinity, ChannelParameters, ChannelSetup, ChannelState,
+    CompletionCallback, CompletionEvent, NET_DMA_CHANNEL_REVISION_1, NET_DMA_CHANNEL_REVISION_2,
+    NET_DMA_PNP_NOTIFICATION_REVISION_1, NET_DMA_PROVIDER_REVISION_1, NET_DMA_PROVIDER_REVISION_2,
+    OptionalHandlers, Provider, ProviderAttributes, ProviderChannel, ProviderCharacteristics,
+};
+pub use status::{Result, Status};

@@ -1,0 +1,690 @@
+//! The software channel shared by the built-in engines: queue, §10 state machine, completion
+//! write-back, and the executor loop (on a worker thread, or inline on the submitting thread).
+
+use crate::copy::ChannelToken;
+use crate::descriptor::{CompletionStatus, DescriptorAddress, Submission, TransferStatus};
+use crate::flags::ControlFlags;
+use crate::prepared::{ExecOptions, PreparedChain};
+use crate::provider::{ChannelState, CompletionCallback, CompletionEvent, ProviderChannel};
+use crate::status::{Result, Status};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+struct Job {
+    chain: PreparedChain,
+    first_seq: u64,
+    cursor: usize,
+}
+
+struct Inner {
+    state: ChannelState,
+    queue: VecDeque<Job>,
+    next_seq: u64,
+    busy: bool,
+    exec_thread: Option<ThreadId>,
+    worker_waiting: bool,
+    discards: Vec<(u64, u64, Status)>,
+    error: Option<Status>,
+    completed_since_start: bool,
+    shutdown: bool,
+}
+
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    worker_cv: Condvar,
+    client_cv: Condvar,
+    slot: AtomicU64,
+    completed: AtomicU64,
+    last_discard_end: AtomicU64,
+    stop_now: AtomicBool,
+    stop_after: AtomicBool,
+    waiters: AtomicUsize,
+    state_mirror: AtomicU8,
+    callback: Option<CompletionCallback>,
+    opts: ExecOptions,
+    inline_token: Mutex<Option<ChannelToken>>,
+    on_free: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+fn state_code(s: ChannelState) -> u8 {
+    s as u8
+}
+
+fn code_state(c: u8) -> ChannelState {
+    use ChannelState::*;
+    [Allocated, Armed, Active, Idle, Suspended, Halted, Free][c as usize]
+}
+
+enum Outcome {
+    Done,
+    Stopped,
+    Failed(Status),
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_state(&self, g: &mut Inner, s: ChannelState) {
+        g.state = s;
+        self.state_mirror.store(state_code(s), Ordering::Release);
+    }
+
+    fn last_addr(&self) -> Option<DescriptorAddress> {
+        match self.completed.load(Ordering::Acquire) {
+            0 => None,
+            s => Some(DescriptorAddress::from_seq(s)),
+        }
+    }
+
+    fn write_slot(&self, status: TransferStatus) {
+        let v = CompletionStatus::new(self.last_addr(), status);
+        self.slot.store(v.0, Ordering::Release);
+    }
+
+    /// Publishes the completion of descriptor `seq`: the slot first (if asked for), then the
+    /// sequence number that `poll`/`wait` read, so a client that saw the completion also sees
+    /// the slot.
+    fn publish(&self, seq: u64, slot: Option<TransferStatus>) {
+        if let Some(st) = slot {
+            let v = CompletionStatus::new(Some(DescriptorAddress::from_seq(seq)), st);
+            self.slot.store(v.0, Ordering::Release);
+        }
+        self.completed.store(seq, Ordering::Release);
+    }
+
+    fn notify_clients(&self) {
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.client_cv.notify_all();
+        }
+    }
+
+    fn notify_worker(&self, g: &Inner) {
+        if g.worker_waiting {
+            self.worker_cv.notify_one();
+        }
+    }
+
+    fn wait_client<'a>(&self, g: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let g = self.client_cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        g
+    }
+
+    /// Fails if the caller is the executor itself (a completion callback): waiting for the
+    /// executor from its own thread would deadlock.
+    fn not_reentrant(&self, g: &Inner) -> Result<()> {
+        if g.busy && g.exec_thread == Some(std::thread::current().id()) {
+            return Err(Status::INVALID_DEVICE_STATE);
+        }
+        Ok(())
+    }
+
+    /// Asks the executor to stop (now, or after the current descriptor) and waits until it
+    /// has handed its job back to the queue.
+    fn quiesce<'a>(&self, mut g: MutexGuard<'a, Inner>, now: bool) -> MutexGuard<'a, Inner> {
+        if now {
+            self.stop_now.store(true, Ordering::SeqCst);
+        }
+        self.stop_after.store(true, Ordering::SeqCst);
+        while g.busy {
+            g = self.wait_client(g);
+        }
+        g
+    }
+
+    fn release_stop(&self) {
+        self.stop_now.store(false, Ordering::SeqCst);
+        self.stop_after.store(false, Ordering::SeqCst);
+    }
+
+    /// Drops every queued job, recording its descriptors as discarded with `status`.
+    fn discard_pending(&self, g: &mut Inner, status: Status) {
+        let from = (self.completed.load(Ordering::Acquire) + 1)
+            .max(self.last_discard_end.load(Ordering::Acquire) + 1);
+        let end = g.next_seq - 1;
+        g.queue.clear();
+        if from <= end {
+            g.discards.push((from, end, status));
+            self.last_discard_end.store(end, Ordering::Release);
+        }
+    }
+
+    fn enqueue(&self, g: &mut Inner, chain: PreparedChain) -> Submission {
+        let first = g.next_seq;
+        g.next_seq += chain.len() as u64;
+        let sub = Submission {
+            first: DescriptorAddress::from_seq(first),
+            last: DescriptorAddress::from_seq(g.next_seq - 1),
+        };
+        g.queue.push_back(Job {
+            chain,
+            first_seq: first,
+            cursor: 0,
+        });
+        sub
+    }
+
+    fn runnable(g: &Inner) -> bool {
+        matches!(g.state, ChannelState::Armed | ChannelState::Active) && !g.queue.is_empty()
+    }
+
+    /// Runs one job from its cursor without the lock.
+    fn exec_job(&self, token: &mut ChannelToken, job: &mut Job) -> Outcome {
+        let n = job.chain.len();
+        while job.cursor < n {
+            if self.stop_after.load(Ordering::Relaxed) {
+                return Outcome::Stopped;
+            }
+            let i = job.cursor;
+            match job.chain.execute(i, token, &self.opts, &self.stop_now) {
+                Ok(()) => {}
+                Err(s) if s == Status::CANCELLED && self.stop_now.load(Ordering::SeqCst) => {
+                    return Outcome::Stopped;
+                }
+                Err(s) => return Outcome::Failed(s),
+            }
+            if i + 1 == n {
+                return Outcome::Done;
+            }
+            job.cursor += 1;
+            let seq = job.first_seq + i as u64;
+            let f = job.chain.flags(i);
+            let upd = f.contains(ControlFlags::STATUS_UPDATE_ON_COMPLETION);
+            self.publish(seq, upd.then_some(TransferStatus::Active));
+            if self.state_mirror.load(Ordering::Acquire) == state_code(ChannelState::Armed) {
+                let mut g = self.lock();
+                if g.state == ChannelState::Armed {
+                    self.set_state(&mut g, ChannelState::Active);
+                }
+                g.completed_since_start = true;
+            }
+            if f.contains(ControlFlags::INTERRUPT_ON_COMPLETION) {
+                if let Some(cb) = &self.callback {
+                    cb(CompletionEvent {
+                        descriptor: Some(DescriptorAddress::from_seq(seq)),
+                        status: Status::SUCCESS,
+                        user_context: job.chain.user_context(i),
+                    });
+                }
+            }
+        }
+        Outcome::Done
+    }
+
+    /// The executor loop. `inline`: return as soon as nothing is runnable.
+    fn run(&self, token: &mut ChannelToken, inline: bool) {
+        let mut g = self.lock();
+        loop {
+            let mut job = loop {
+                if g.shutdown {
+                    return;
+                }
+                if Self::runnable(&g) && !self.stop_after.load(Ordering::SeqCst) {
+                    break g.queue.pop_front().expect("runnable implies a job");
+                }
+                if inline {
+                    return;
+                }
+                g.worker_waiting = true;
+                g = self.worker_cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                g.worker_waiting = false;
+            };
+            g.busy = true;
+            g.exec_thread = Some(std::thread::current().id());
+            drop(g);
+            let outcome = self.exec_job(token, &mut job);
+            let mut event = None;
+            match outcome {
+                Outcome::Done => {
+                    let i = job.chain.len() - 1;
+                    let seq = job.first_seq + i as u64;
+                    let (f, user) = (job.chain.flags(i), job.chain.user_context(i));
+                    drop(job); // release leases before the submission is reported complete
+                    g = self.lock();
+                    g.completed_since_start = true;
+                    let st = if g.queue.is_empty() {
+                        self.set_state(&mut g, ChannelState::Idle);
+                        TransferStatus::Idle
+                    } else {
+                        self.set_state(&mut g, ChannelState::Active);
+                        TransferStatus::Active
+                    };
+                    let upd = f.contains(ControlFlags::STATUS_UPDATE_ON_COMPLETION);
+                    self.publish(seq, upd.then_some(st));
+                    if f.contains(ControlFlags::INTERRUPT_ON_COMPLETION) {
+                        event = Some(CompletionEvent {
+                            descriptor: Some(DescriptorAddress::from_seq(seq)),
+                            status: Status::SUCCESS,
+                            user_context: user,
+                        });
+                    }
+                }
+                Outcome::Stopped => {
+                    g = self.lock();
+                    g.queue.push_front(job);
+                }
+                Outcome::Failed(status) => {
+                    drop(job);
+                    g = self.lock();
+                    self.discard_pending(&mut g, status);
+                    g.error = Some(status);
+                    self.set_state(&mut g, ChannelState::Halted);
+                    self.write_slot(TransferStatus::Halted);
+                    event = Some(CompletionEvent {
+                        descriptor: None,
+                        status,
+                        user_context: [0; 2],
+                    });
+                }
+            }
+            g.busy = false;
+            g.exec_thread = None;
+            self.notify_clients();
+            if let (Some(ev), Some(cb)) = (event, &self.callback) {
+                // Run the callback like a DPC: outside the lock, still marked as the executor
+                // so that blocking calls on this channel from inside it fail instead of hanging.
+                g.busy = true;
+                g.exec_thread = Some(std::thread::current().id());
+                drop(g);
+                cb(ev);
+                g = self.lock();
+                g.busy = false;
+                g.exec_thread = None;
+                self.notify_clients();
+            }
+        }
+    }
+
+    fn poll(&self, sub: &Submission) -> Status {
+        let (first, last) = (sub.first.seq(), sub.last.seq());
+        let done = self.completed.load(Ordering::Acquire);
+        if self.last_discard_end.load(Ordering::Acquire) < first {
+            return if done >= last {
+                Status::SUCCESS
+            } else {
+                Status::PENDING
+            };
+        }
+        let g = self.lock();
+        for &(a, b, st) in g.discards.iter().rev() {
+            if a <= last && first <= b {
+                return st;
+            }
+        }
+        if self.completed.load(Ordering::Acquire) >= last {
+            Status::SUCCESS
+        } else {
+            Status::PENDING
+        }
+    }
+}
+
+/// A software channel; `worker` is `None` for the inline engine.
+pub(crate) struct SoftChannel {
+    shared: Arc<Shared>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    inline: bool,
+}
+
+impl SoftChannel {
+    /// Creates a channel. Threaded: a worker thread (pinned to `pin` if given) runs the queue.
+    pub(crate) fn new(
+        token: ChannelToken,
+        callback: Option<CompletionCallback>,
+        opts: ExecOptions,
+        inline: bool,
+        pin: Option<usize>,
+        on_free: Box<dyn FnOnce() + Send>,
+    ) -> std::io::Result<SoftChannel> {
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                state: ChannelState::Allocated,
+                queue: VecDeque::new(),
+                next_seq: 1,
+                busy: false,
+                exec_thread: None,
+                worker_waiting: false,
+                discards: Vec::new(),
+                error: None,
+                completed_since_start: false,
+                shutdown: false,
+            }),
+            worker_cv: Condvar::new(),
+            client_cv: Condvar::new(),
+            slot: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            last_discard_end: AtomicU64::new(0),
+            stop_now: AtomicBool::new(false),
+            stop_after: AtomicBool::new(false),
+            waiters: AtomicUsize::new(0),
+            state_mirror: AtomicU8::new(state_code(ChannelState::Allocated)),
+            callback,
+            opts,
+            inline_token: Mutex::new(None),
+            on_free: Mutex::new(Some(on_free)),
+        });
+        let worker = if inline {
+            *shared
+                .inline_token
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(token);
+            None
+        } else {
+            let s = shared.clone();
+            let mut token = token;
+            Some(
+                std::thread::Builder::new()
+                    .name(format!("netdma-ch{}", token.id()))
+                    .spawn(move || {
+                        if let Some(cpu) = pin {
+                            // Best effort: an unpinned worker is still correct.
+                            let _ =
+                                core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                        }
+                        s.run(&mut token, false)
+                    })?,
+            )
+        };
+        Ok(SoftChannel {
+            shared,
+            worker: Mutex::new(worker),
+            inline,
+        })
+    }
+
+    /// Inline engine: run the queue on this thread unless another thread already does.
+    fn kick(&self) {
+        if !self.inline {
+            return;
+        }
+        // Holding the token lock makes this thread the executor; a concurrent submitter that
+        // finds it taken leaves its work to the running executor, which loops until the queue
+        // is empty (both sides decide under the channel lock, so no work is stranded).
+        loop {
+            let Ok(mut t) = self.shared.inline_token.try_lock() else {
+                return;
+            };
+            let Some(token) = t.as_mut() else { return };
+            self.shared.run(token, true);
+            drop(t);
+            let g = self.shared.lock();
+            if !Shared::runnable(&g) || self.shared.stop_after.load(Ordering::SeqCst) || g.busy {
+                return;
+            }
+        }
+    }
+
+    fn after_submit(&self, g: MutexGuard<'_, Inner>) {
+        self.shared.notify_worker(&g);
+        let reentrant = g.busy && g.exec_thread == Some(std::thread::current().id());
+        drop(g);
+        if !reentrant {
+            self.kick();
+        }
+    }
+}
+
+impl ProviderChannel for SoftChannel {
+    fn start(&self, chain: PreparedChain) -> Result<Submission> {
+        let sh = &*self.shared;
+        let mut g = sh.lock();
+        use ChannelState::*;
+        match g.state {
+            Allocated | Idle | Halted => {}
+            Armed | Active => {
+                sh.not_reentrant(&g)?;
+                g = sh.quiesce(g, false);
+            }
+            Suspended | Free => return Err(Status::INVALID_DEVICE_STATE),
+        }
+        sh.discard_pending(&mut g, Status::CANCELLED);
+        sh.release_stop();
+        let sub = sh.enqueue(&mut g, chain);
+        g.error = None;
+        g.completed_since_start = false;
+        sh.set_state(&mut g, Armed);
+        sh.slot.store(
+            CompletionStatus::new(None, TransferStatus::Armed).0,
+            Ordering::Release,
+        );
+        sh.notify_clients();
+        self.after_submit(g);
+        Ok(sub)
+    }
+
+    fn append(&self, chains: Vec<PreparedChain>) -> Result<Vec<Submission>> {
+        let sh = &*self.shared;
+        let mut g = sh.lock();
+        use ChannelState::*;
+        match g.state {
+            Armed | Active | Suspended => {}
+            Idle => sh.set_state(&mut g, Active),
+            Allocated | Halted | Free => return Err(Status::INVALID_DEVICE_STATE),
+        }
+        let subs = chains.into_iter().map(|c| sh.enqueue(&mut g, c)).collect();
+        self.after_submit(g);
+        Ok(subs)
+    }
+
+    fn suspend(&self) -> Result<Option<DescriptorAddress>> {
+        let sh = &*self.shared;
+        let mut g = sh.lock();
+        match g.state {
+            ChannelState::Idle => return Ok(sh.last_addr()),
+            ChannelState::Armed | ChannelState::Active => {}
+            _ => return Err(Status::INVALID_DEVICE_STATE),
+        }
+        sh.not_reentrant(&g)?;
+        g = sh.quiesce(g, false);
+        sh.release_stop();
+        // The executor may have drained the queue while we waited.
+        let s = if g.state == ChannelState::Idle {
+            ChannelState::Idle
+        } else {
+            ChannelState::Suspended
+        };
+        sh.set_state(&mut g, s);
+        if s == ChannelState::Suspended {
+            sh.write_slot(TransferStatus::Suspend);
+        }
+        sh.notify_clients();
+        Ok(sh.last_addr())
+    }
+
+    fn resume(&self) -> Result<()> {
+        let sh = &*self.shared;
+        let mut g = sh.lock();
+        if g.state != ChannelState::Suspended {
+            return Err(Status::INVALID_DEVICE_STATE);
+        }
+        let s = if g.queue.is_empty() {
+            ChannelState::Idle
+        } else if g.completed_since_start {
+            ChannelState::Active
+        } else {
+            ChannelState::Armed
+        };
+        sh.set_state(&mut g, s);
+        self.after_submit(g);
+        Ok(())
+    }
+
+    fn abort(&self) -> Result<()> {
+        let sh = &*self.shared;
+        let mut g = sh.lock();
+        use ChannelState::*;
+        if !matches!(g.state, Armed | Active | Idle | Suspended) {
+            return Err(Status::INVALID_DEVICE_STATE);
+        }
+        sh.not_reentrant(&g)?;
+        g = sh.quiesce(g, true);
+        sh.discard_pending(&mut g, Status::CANCELLED);
+        sh.release_stop();
+        g.error = Some(Status::CANCELLED);
+        sh.set_state(&mut g, Halted);
+        sh.write_slot(TransferStatus::Halted);
+        sh.notify_clients();
+        Ok(())
+    }
+
+    fn reset(&self) -> Result<()> {
+        let sh = &*self.shared;
+        let mut g = sh.lock();
+        use ChannelState::*;
+        if !matches!(g.state, Armed | Active | Idle | Suspended | Halted) {
+            return Err(Status::INVALID_DEVICE_STATE);
+        }
+        sh.not_reentrant(&g)?;
+        g = sh.quiesce(g, true);
+        sh.discard_pending(&mut g, Status::CANCELLED);
+        sh.release_stop();
+        g.error = None;
+        sh.set_state(&mut g, Allocated);
+        sh.write_slot(TransferStatus::Halted);
+        sh.notify_clients();
+        Ok(())
+    }
+
+    fn free(&self) {
+        let sh = &*self.shared;
+        let mut g = sh.lock();
+        if g.state == ChannelState::Free {
+            return;
+        }
+        if sh.not_reentrant(&g).is_ok() {
+            g = sh.quiesce(g, true);
+        } else {
+            sh.stop_now.store(true, Ordering::SeqCst);
+            sh.stop_after.store(true, Ordering::SeqCst);
+        }
+        sh.discard_pending(&mut g, Status::CANCELLED);
+        g.shutdown = true;
+        sh.set_state(&mut g, ChannelState::Free);
+        sh.worker_cv.notify_all();
+        sh.notify_clients();
+        drop(g);
+        let handle = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+        if let Some(f) = sh.on_free.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            f();
+        }
+    }
+
+    fn state(&self) -> ChannelState {
+        code_state(self.shared.state_mirror.load(Ordering::Acquire))
+    }
+
+    fn completion(&self) -> CompletionStatus {
+        CompletionStatus(self.shared.slot.load(Ordering::Acquire))
+    }
+
+    fn last_error(&self) -> Option<Status> {
+        self.shared.lock().error
+    }
+
+    fn poll(&self, sub: &Submission) -> Status {
+        self.shared.poll(sub)
+    }
+
+    fn wait(&self, sub: &Submission, timeout: Option<Duration>) -> Status {
+        let sh = &*self.shared;
+        for _ in 0..256 {
+            let s = sh.poll(sub);
+            if s != Status::PENDING {
+                return s;
+            }
+            std::hint::spin_loop();
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut g = sh.lock();
+        if sh.not_reentrant(&g).is_err() {
+            return Status::INVALID_DEVICE_STATE;
+        }
+        loop {
+            // Completion and discard are published under the lock, so this check cannot miss
+            // a wake-up.
+            let s = sh.poll_locked(&g, sub);
+            if s != Status::PENDING {
+                return s;
+            }
+            g = match deadline {
+                None => sh.wait_client(g),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Status::TIMEOUT;
+                    }
+                    sh.waiters.fetch_add(1, Ordering::SeqCst);
+                    let (g2, _) = sh
+                        .client_cv
+                        .wait_timeout(g, d - now)
+                        .unwrap_or_else(|e| e.into_inner());
+                    sh.waiters.fetch_sub(1, Ordering::SeqCst);
+                    g2
+                }
+            };
+        }
+    }
+
+    fn wait_idle(&self, timeout: Option<Duration>) -> Status {
+        let sh = &*self.shared;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut g = sh.lock();
+        if sh.not_reentrant(&g).is_err() {
+            return Status::INVALID_DEVICE_STATE;
+        }
+        loop {
+            if !g.busy && !Shared::runnable(&g) {
+                return Status::SUCCESS;
+            }
+            g = match deadline {
+                None => sh.wait_client(g),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Status::TIMEOUT;
+                    }
+                    sh.waiters.fetch_add(1, Ordering::SeqCst);
+                    let (g2, _) = sh
+                        .client_cv
+                        .wait_timeout(g, d - now)
+                        .unwrap_or_else(|e| e.into_inner());
+                    sh.waiters.fetch_sub(1, Ordering::SeqCst);
+                    g2
+                }
+            };
+        }
+    }
+}
+
+impl Shared {
+    fn poll_locked(&self, g: &Inner, sub: &Submission) -> Status {
+        let (first, last) = (sub.first.seq(), sub.last.seq());
+        for &(a, b, st) in g.discards.iter().rev() {
+            if a <= last && first <= b {
+                return st;
+            }
+        }
+        if self.completed.load(Ordering::Acquire) >= last {
+            Status::SUCCESS
+        } else {
+            Status::PENDING
+        }
+    }
+}
+
+impl Drop for SoftChannel {
+    fn drop(&mut self) {
+        self.free();
+    }
+}

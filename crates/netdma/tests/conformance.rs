@@ -1,0 +1,281 @@
+//! The conformance suite, run against every provider in this crate.
+#![allow(missing_docs)]
+
+mod common;
+
+use common::{Rng, Setup, T, random_copies, striped_chain};
+use netdma::*;
+use proptest::prelude::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn cpu(n: &NetDma, c: EngineConfig) -> Result<ProviderHandle> {
+    CpuEngine::register(n, c).map(CpuEngine::into_handle)
+}
+
+fn inline(n: &NetDma, c: EngineConfig) -> Result<ProviderHandle> {
+    InlineEngine::register(n, c).map(InlineEngine::into_handle)
+}
+
+macro_rules! suite {
+    ($m:ident, $make:expr) => {
+        mod $m {
+            use super::*;
+            #[test]
+            fn random_copies_temporal() {
+                let mut c = EngineConfig::new(1);
+                c.nt_threshold = u64::MAX;
+                random_copies($make, c, 1, 24);
+            }
+            #[test]
+            fn random_copies_non_temporal() {
+                let mut c = EngineConfig::new(1);
+                c.nt_threshold = 300;
+                random_copies($make, c, 2, 24);
+            }
+            #[test]
+            fn random_copies_default() {
+                random_copies($make, EngineConfig::new(1), 3, 24);
+            }
+            #[test]
+            fn append_while_running() {
+                common::append_while_running($make);
+            }
+            #[test]
+            fn suspend_resume() {
+                common::suspend_resume($make);
+            }
+            #[test]
+            fn abort_mid_chain() {
+                common::abort_mid_chain($make);
+            }
+            #[test]
+            fn reset_after_error() {
+                common::reset_after_error($make);
+            }
+            #[test]
+            fn completion_and_callbacks() {
+                common::completion_and_callbacks($make);
+            }
+            #[test]
+            fn links_and_page_breaks() {
+                common::links_and_page_breaks($make);
+            }
+            #[test]
+            fn extensions() {
+                common::extensions($make);
+            }
+            #[test]
+            fn start_replaces_running_chain() {
+                common::start_replaces_running_chain($make);
+            }
+            #[test]
+            fn allocation() {
+                common::allocation($make);
+            }
+            #[test]
+            fn pnp_and_power() {
+                common::pnp_and_power($make);
+            }
+            #[test]
+            fn invalid_use() {
+                common::invalid_use($make);
+            }
+        }
+    };
+}
+
+suite!(cpu_engine, cpu);
+suite!(inline_engine, inline);
+
+/// A channel held mid-chain deterministically: the callback of descriptor 0 blocks the worker
+/// until released, and the release happens only after `suspend` has raised its request.
+#[test]
+fn cpu_suspend_is_exact_mid_chain() {
+    let s = Setup::new(cpu, EngineConfig::new(1));
+    let go = Arc::new(AtomicBool::new(false));
+    let entered = Arc::new(AtomicBool::new(false));
+    let (g2, e2) = (go.clone(), entered.clone());
+    let ch = s.channel_with(ChannelParameters {
+        completion_callback: Some(Arc::new(move |_| {
+            e2.store(true, Ordering::SeqCst);
+            while !g2.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+        })),
+        ..ChannelParameters::default()
+    });
+    let mut r = Rng::new(3);
+    let (n, size) = (8, 4096);
+    let sv = r.bytes(n * size);
+    let src = DmaBuffer::from_slice(&sv);
+    let dst = DmaBuffer::new(n * size);
+    let mut c = striped_chain(&src, &dst, n, size, ControlFlags::empty());
+    c.descriptors_mut()[0].control_flags = ControlFlags::INTERRUPT_ON_COMPLETION;
+    let sub = ch.start(c).unwrap();
+    while !entered.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let releaser = {
+        let go = go.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            go.store(true, Ordering::SeqCst);
+        })
+    };
+    let last = ch.suspend().unwrap();
+    releaser.join().unwrap();
+    assert_eq!(ch.state(), ChannelState::Suspended);
+    assert_eq!(last, Some(sub.first));
+    assert_eq!(ch.completion().status(), TransferStatus::Suspend);
+    // Start on a suspended channel is the invalid case.
+    let mut null = Chain::new();
+    null.null(ControlFlags::empty());
+    assert_eq!(
+        ch.start(null.clone()).err(),
+        Some(Status::INVALID_DEVICE_STATE)
+    );
+    let extra = ch.append(null).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(
+        ch.poll(&sub),
+        Status::PENDING,
+        "nothing runs while suspended"
+    );
+    ch.resume().unwrap();
+    assert_eq!(ch.wait(&extra, T), Status::SUCCESS);
+    assert_eq!(dst.to_vec().unwrap(), sv);
+}
+
+/// Blocking calls from inside a completion callback fail instead of deadlocking; append works.
+#[test]
+fn cpu_callback_reentrancy() {
+    let s = Setup::new(cpu, EngineConfig::new(1));
+    let slot: Arc<std::sync::Mutex<Option<Arc<Channel>>>> = Arc::default();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (s2, seen2) = (slot.clone(), seen.clone());
+    let ch = Arc::new(s.channel_with(ChannelParameters {
+        completion_callback: Some(Arc::new(move |ev| {
+            if ev.user_context[0] != 1 {
+                return;
+            }
+            let ch = s2.lock().unwrap().clone().unwrap();
+            let mut v = seen2.lock().unwrap();
+            v.push(ch.abort().err());
+            v.push(ch.suspend().err());
+            let mut c = Chain::new();
+            c.null(ControlFlags::empty());
+            v.push(ch.start(c.clone()).err());
+            v.push(ch.append(c).err());
+        })),
+        ..ChannelParameters::default()
+    }));
+    *slot.lock().unwrap() = Some(ch.clone());
+    let mut c = Chain::new();
+    let i = c.null(ControlFlags::INTERRUPT_ON_COMPLETION);
+    c.descriptors_mut()[i].user_context1 = 1;
+    ch.start(c).unwrap();
+    assert_eq!(ch.wait_idle(T), Status::SUCCESS);
+    // The callback of the last descriptor runs with the channel idle: abort would have to wait
+    // for the executor (refused), suspend is the documented no-op, start and append are legal.
+    let bad = Some(Status::INVALID_DEVICE_STATE);
+    assert_eq!(*seen.lock().unwrap(), vec![bad, None, None, None]);
+    slot.lock().unwrap().take();
+}
+
+/// Two channels copy concurrently; a buffer written by one cannot be leased by the other.
+#[test]
+fn cpu_two_channels_and_sharing() {
+    let s = Setup::new(cpu, EngineConfig::new(2));
+    let go = Arc::new(AtomicBool::new(true));
+    let g2 = go.clone();
+    let a = s.channel_with(ChannelParameters {
+        completion_callback: Some(Arc::new(move |_| {
+            while !g2.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+        })),
+        ..ChannelParameters::default()
+    });
+    let b = s.channel();
+    assert_ne!(a.index(), b.index());
+    let mut r = Rng::new(9);
+    let sv = r.bytes(1 << 20);
+    let src = DmaBuffer::from_slice(&sv);
+    let (d1, d2) = (DmaBuffer::new(1 << 20), DmaBuffer::new(1 << 20));
+    let mut c1 = Chain::new();
+    c1.copy(&src, 0, &d1, 0, 1 << 20, ControlFlags::empty());
+    let mut c2 = Chain::new();
+    c2.copy(&src, 0, &d2, 0, 1 << 20, ControlFlags::empty());
+    let (s1, s2) = (a.start(c1).unwrap(), b.start(c2).unwrap());
+    assert_eq!(a.wait(&s1, T), Status::SUCCESS);
+    assert_eq!(b.wait(&s2, T), Status::SUCCESS);
+    assert_eq!(d1.to_vec().unwrap(), sv);
+    assert_eq!(d2.to_vec().unwrap(), sv);
+    // Channel `a` is held inside a callback while its chain leases d1 for writing: `b` may
+    // neither read nor write d1 until that chain retires.
+    go.store(false, Ordering::SeqCst);
+    let mut hold = Chain::new();
+    hold.null(ControlFlags::INTERRUPT_ON_COMPLETION);
+    hold.copy(&src, 0, &d1, 0, 16, ControlFlags::empty());
+    let held = a.start(hold).unwrap();
+    let mut other = Chain::new();
+    other.copy(&d1, 0, &d2, 0, 16, ControlFlags::empty());
+    assert_eq!(
+        b.append(other.clone()).err(),
+        Some(Status::SHARING_VIOLATION)
+    );
+    assert_eq!(d1.read().err(), Some(Status::SHARING_VIOLATION));
+    go.store(true, Ordering::SeqCst);
+    assert_eq!(a.wait(&held, T), Status::SUCCESS);
+    let sub = b.append(other).unwrap();
+    assert_eq!(b.wait(&sub, T), Status::SUCCESS);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    /// Arbitrary descriptor words never panic: submission is accepted or refused with a status,
+    /// and an accepted chain ends idle or halted with a status.
+    #[test]
+    fn arbitrary_descriptors_never_panic(
+        words in proptest::collection::vec((any::<u32>(), any::<u32>(), 0u64..80_000, 0u64..80_000, 0u64..6, any::<u64>(), any::<u64>()), 1..6),
+        counted in any::<bool>(),
+        use_inline in any::<bool>(),
+    ) {
+        let s = Setup::new(if use_inline { inline } else { cpu }, EngineConfig::new(1));
+        let ch = s.channel();
+        let a = DmaBuffer::new(65536);
+        let b = DmaBuffer::new(4096);
+        let mut c = Chain::new();
+        c.buffer(&a);
+        c.buffer(&b);
+        let n = words.len();
+        for (size, flags, src, dst, next, ns, nd) in words {
+            let slot = |x: u64| Pa::new(BufferSlot((x % 3) as u16), x / 2);
+            c.push(Descriptor {
+                transfer_size: size % 100_000,
+                control_flags: ControlFlags::from_bits_retain(flags & 0x0400_03FF | (flags & 0x1100_0000)),
+                source: slot(src),
+                destination: slot(dst),
+                next: if next == 0 || next as usize > n { Link::NULL } else { Link::to(next as usize - 1) },
+                next_source: Pa(ns % 70_000),
+                next_destination: Pa(nd % 70_000),
+                user_context1: 0,
+                user_context2: 0,
+            });
+        }
+        if counted {
+            c.set_style(ChainStyle::Counted(n as u32));
+        }
+        match ch.start(c) {
+            Ok(sub) => {
+                let st = ch.wait(&sub, T);
+                prop_assert!(st == Status::SUCCESS || st == Status::ACCESS_VIOLATION, "{}", st);
+                prop_assert!(matches!(ch.state(), ChannelState::Idle | ChannelState::Halted));
+            }
+            Err(e) => prop_assert!(
+                [Status::INVALID_PARAMETER, Status::NOT_SUPPORTED].contains(&e), "{}", e
+            ),
+        }
+    }
+}
