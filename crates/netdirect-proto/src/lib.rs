@@ -1,0 +1,23 @@
+//! The iWARP protocol engine, sans I/O: bytes and time in; frames to send, placement
+//! decisions, completions and timers out.
+//!
+//! This crate decides what iWARP traffic means for a connection and what to send next. It has no
+//! sockets, no threads, no clocks of its own and never touches registered memory: the I/O driver
+//! above it (the soft RNIC) owns those, feeds the engine what arrived and when, and carries out
+//! what the engine asks for. The same inputs always give the same outputs, so two engines can
+//! be run against each other in a test with simulated time and arbitrary re-chunking of the
+//! byte stream.
+//!
+//! | piece | module |
+//! |---|---|
+//! | MPA Request/Reply, CRC/marker/IRD/ORD/RTR negotiation | [`handshake`] |
+//!
+//! # Threading and locks
+//!
+//! None here. Every engine object is plain data driven through `&mut self` by one owner at a
+//! time; the driver decides which thread that is and what locks protect it.
+#![forbid(unsafe_code)]
+
+pub mod handshake;
+
+pub use handshake::{Handshake, MpaConfig, Negotiated, ReadLimits, Role, RtrKind};
