@@ -192,6 +192,14 @@ impl Chain {
         Chain::default()
     }
 
+    /// An empty chain with room for `n` descriptors.
+    pub fn with_capacity(n: usize) -> Chain {
+        Chain {
+            descriptors: Vec::with_capacity(n),
+            ..Chain::default()
+        }
+    }
+
     /// Adds `buf` to the buffer table (once; later calls return the same slot).
     ///
     /// # Panics
