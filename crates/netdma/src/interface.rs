@@ -501,7 +501,7 @@ impl ProviderHandle {
                     if let Some(ch) = ch {
                         if ch.state() == ChannelState::Idle {
                             let mut c = Chain::new();
-                            c.null(crate::flags::ControlFlags::empty());
+                            c.null(crate::flags::ControlFlags::STATUS_UPDATE_ON_COMPLETION);
                             let p = PreparedChain::prepare(c, &caps, 0)?;
                             ch.start(p)?;
                         }

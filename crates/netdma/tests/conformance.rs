@@ -145,6 +145,24 @@ fn cpu_suspend_is_exact_mid_chain() {
     ch.resume().unwrap();
     assert_eq!(ch.wait(&extra, T), Status::SUCCESS);
     assert_eq!(dst.to_vec().unwrap(), sv);
+    // Free with work outstanding: reported, but the channel is freed (and its leases dropped).
+    go.store(false, Ordering::SeqCst);
+    entered.store(false, Ordering::SeqCst);
+    let mut c = striped_chain(&src, &dst, n, size, ControlFlags::empty());
+    c.descriptors_mut()[0].control_flags = ControlFlags::INTERRUPT_ON_COMPLETION;
+    ch.start(c).unwrap();
+    while !entered.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    assert_eq!(ch.state(), ChannelState::Active);
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        go.store(true, Ordering::SeqCst);
+    });
+    assert_eq!(ch.free().err(), Some(Status::INVALID_DEVICE_STATE));
+    releaser.join().unwrap();
+    assert!(dst.write().is_ok(), "leases released by free");
+    assert_eq!(s.netdma.providers()[0].allocated_channels, 0);
 }
 
 /// Blocking calls from inside a completion callback fail instead of deadlocking; append works.

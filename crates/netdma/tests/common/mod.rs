@@ -715,7 +715,8 @@ pub fn pnp_and_power(make: Make) {
         h.pnp_event_notify(ChannelArrival).err(),
         Some(Status::INVALID_PARAMETER)
     );
-    // Re-initialised with a Start: append works.
+    // Re-initialised with a Start of a NULL descriptor: the slot reads Idle, append works.
+    assert_eq!(ch.completion().status(), TransferStatus::Idle);
     let sub = ch.append(c.clone()).unwrap();
     assert_eq!(ch.wait(&sub, T), Status::SUCCESS);
     assert!(netdma.providers()[0].powered);
