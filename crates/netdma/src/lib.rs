@@ -51,22 +51,7 @@
 //! client can read the result at once. Raw memory enters only through the `unsafe`
 //! [`DmaBuffer::from_raw_parts`] with a written contract. All `unsafe` code lives in one module
 //! (`copy.rs`: buffer storage, guards, leases and the copy kernels), whose docs state the
-//! contract; the rest of the crate is `//!
-//! ## Performance (CPU engine)
-//!
-//! `cargo bench -p netdma` prints GB/s per copy size for single-thread `memcpy` and for one
-//! and two channels, measured in the same run between identically allocated buffers, with
-//! one chain queued behind the running one. On the 2-vCPU development VM (AMD EPYC, 32 MiB L3,
-//! shared with other builds; ratios vary by about ±0.1 between runs) a typical quiet run gave
-//! (one channel / memcpy): 4 KiB 0.60, 16 KiB 0.79, 64 KiB 0.85–0.99, 256 KiB 0.95–1.00,
-//! 1 MiB 0.91–0.97, 4 MiB 0.99–1.01, 16 MiB 1.4, 64 MiB 1.35–1.6 (non-temporal stores beat
-//! glibc's temporal `memcpy` once the data leaves the cache); two channels together 1.6–2.9× one
-//! memcpy from 64 KiB up when the machine is otherwise idle. Small descriptors are limited by
-//! the client's cost of building and validating descriptors (~100–200 ns each here), which
-//! competes with the engine for the same two vCPUs; batch small copies into larger descriptors
-//! where possible.
-
-#![deny(unsafe_code)]`.
+//! contract; the rest of the crate is `#![deny(unsafe_code)]`.
 //!
 //! ## Threading model and lock order
 //!
@@ -134,6 +119,21 @@
 //!   work, cancels work left in suspended channels and frees every channel.
 //! * **Extensions** ([`Extensions`], op types numbered like DSA opcodes): fill, compare,
 //!   CRC32c, copy+CRC32c and batch admission; operand layout in [`OpType`].
+
+//!
+//! ## Performance (CPU engine)
+//!
+//! `cargo bench -p netdma` prints GB/s per copy size for single-thread `memcpy` and for one
+//! and two channels, measured in the same run between identically allocated buffers, with
+//! one chain queued behind the running one. On the 2-vCPU development VM (AMD EPYC, 32 MiB L3,
+//! shared with other builds; ratios vary by about ±0.1 between runs) a typical quiet run gave
+//! (one channel / memcpy): 4 KiB 0.60, 16 KiB 0.79, 64 KiB 0.85–0.99, 256 KiB 0.95–1.00,
+//! 1 MiB 0.91–0.97, 4 MiB 0.99–1.01, 16 MiB 1.4, 64 MiB 1.35–1.6 (non-temporal stores beat
+//! glibc's temporal `memcpy` once the data leaves the cache); two channels together 1.6–2.9× one
+//! memcpy from 64 KiB up when the machine is otherwise idle. Small descriptors are limited by
+//! the client's cost of building and validating descriptors (~100–200 ns each here), which
+//! competes with the engine for the same two vCPUs; batch small copies into larger descriptors
+//! where possible.
 
 #![deny(unsafe_code)]
 
