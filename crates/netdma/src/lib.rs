@@ -119,7 +119,6 @@
 //!   work, cancels work left in suspended channels and frees every channel.
 //! * **Extensions** ([`Extensions`], op types numbered like DSA opcodes): fill, compare,
 //!   CRC32c, copy+CRC32c and batch admission; operand layout in [`OpType`].
-
 //!
 //! ## Performance (CPU engine)
 //!
