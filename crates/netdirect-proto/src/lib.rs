@@ -19,5 +19,6 @@
 #![forbid(unsafe_code)]
 
 pub mod handshake;
+pub mod stream;
 
 pub use handshake::{Handshake, MpaConfig, Negotiated, ReadLimits, Role, RtrKind};

@@ -45,6 +45,8 @@ pub struct Deframer {
     seq: u32,
     stripped: Vec<u8>,
     failed: Option<Error>,
+    /// The ULPDU last handed out: (from `stripped`?, start, length).
+    last: Option<(bool, usize, usize)>,
 }
 
 impl Deframer {
@@ -58,6 +60,7 @@ impl Deframer {
             seq: config.first_seq,
             stripped: Vec::new(),
             failed: None,
+            last: None,
         }
     }
 
@@ -68,6 +71,7 @@ impl Deframer {
 
     /// Adds bytes received from the stream.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.last = None;
         if self.head > 0 && self.head >= self.buf.len() / 2 {
             self.buf.drain(..self.head);
             self.head = 0;
@@ -93,6 +97,7 @@ impl Deframer {
     /// The next complete ULPDU, `None` when more bytes are needed, or the error that stopped
     /// the stream.
     pub fn next_ulpdu(&mut self) -> Option<Result<&[u8]>> {
+        self.last = None;
         if let Some(e) = self.failed {
             return Some(Err(e));
         }
@@ -123,9 +128,27 @@ impl Deframer {
                     &self.buf[at..at + used]
                 };
                 let n = usize::from(u16::from_be_bytes([fpdu[0], fpdu[1]]));
+                let start = if stripped {
+                    LENGTH_LEN
+                } else {
+                    at + LENGTH_LEN
+                };
+                self.last = Some((stripped, start, n));
                 Some(Ok(&fpdu[LENGTH_LEN..LENGTH_LEN + n]))
             }
         }
+    }
+
+    /// The ULPDU last returned by [`Deframer::next_ulpdu`], until the next call to `push` or
+    /// `next_ulpdu`. Lets a caller look at it again after the borrow of `next_ulpdu` ended.
+    pub fn last_ulpdu(&self) -> Option<&[u8]> {
+        let (stripped, start, n) = self.last?;
+        let src = if stripped {
+            &self.stripped[..]
+        } else {
+            &self.buf[..]
+        };
+        src.get(start..start + n)
     }
 
     fn plain(raw: &[u8], crc: bool) -> Result<Option<usize>> {
@@ -194,7 +217,9 @@ mod tests {
             d.push(chunk);
             while let Some(r) = d.next_ulpdu() {
                 got.push(r.unwrap().to_vec());
+                assert_eq!(d.last_ulpdu(), got.last().map(|v| &v[..]));
             }
+            assert_eq!(d.last_ulpdu(), None);
         }
         assert_eq!(got, payloads);
         assert_eq!(d.seq(), seq);

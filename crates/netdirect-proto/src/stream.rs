@@ -1,0 +1,1388 @@
+//! One RDMAP stream (RFC 5040) over MPA, from the first FPDU to the Terminate or close: the send
+//! queue with ORD and read fences, segmentation, inbound validation and placement decisions,
+//! inbound RDMA Read service (IRD), completions in posting order, and error handling.
+//!
+//! # How a driver uses it
+//!
+//! ```text
+//! post(..)                      a work request enters the send queue
+//! poll_transmit() -> TxFrame    the next FPDU to send: header bytes + where the payload comes from
+//! poll_action() -> Action       a local operation (bind, fast register, invalidate) to carry out
+//! local_done(wr, status)        ... and its outcome
+//! push_input(bytes)             bytes read from TCP
+//! poll_rx(&mut host) -> Place   where the payload of the next inbound segment goes
+//! poll_completion()             work completions, FIFO per queue
+//! poll_event()                  Terminate sent or received, peer closed
+//! ```
+//!
+//! The engine never touches memory. A [`Host`] answers its questions: whether a tagged range may
+//! be accessed (returning a *lease* that keeps the region alive while the engine holds it),
+//! which posted receive takes the next inbound Send, and invalidations.
+//!
+//! # Decisions (where RFC 5040 and NDK leave a choice)
+//!
+//! | case | decision |
+//! |---|---|
+//! | Send/Write completion | when its last segment has been handed to the driver ("handed to TCP", as siw) |
+//! | completion order | FIFO per queue: a Send posted after a Read completes after it |
+//! | more reads posted than ORD | queued in order until a read completes (§10.15) |
+//! | peer exceeds our IRD | Terminate DDP untagged "no buffer" (0x02) on QN 1 |
+//! | inbound Send, no receive posted | Terminate DDP untagged "no buffer" (0x02) |
+//! | inbound Send longer than the receive | the receive completes `STATUS_BUFFER_OVERFLOW`, Terminate DDP "message too long" (0x05) |
+//! | inbound tagged access failure | Terminate DDP tagged (invalid STag 0x00, base/bounds 0x01, STag not associated 0x02, TO wrap 0x03); access rights map to invalid STag, as siw |
+//! | inbound Read Request access failure | Terminate RDMAP remote protection, code by failure |
+//! | zero-length inbound Write or Read | not checked against the region table (as siw, which sends STag 1 for RTR) |
+//! | RFC 7306 opcodes | not negotiated: Terminate RDMAP "unexpected opcode" (as siw) |
+//! | Terminate received | the oldest unfinished send-queue request completes with the mapped status, the rest `STATUS_CANCELLED` |
+//! | after any error | no more input is processed, everything pending completes `STATUS_CANCELLED` |
+//! | responder sending first | held until the first inbound FPDU (RFC 5044 "initiator speaks first") |
+//!
+//! `provider_error_code` of an error completion packs the Terminate: `0x01LLTTCC` when we sent
+//! it, `0x02LLTTCC` when we received it (layer, type, code).
+
+use std::collections::VecDeque;
+
+use netdirect_types::Status;
+use netdirect_wire::mpa::{self, Deframer, DeframerConfig, MarkerLayout};
+use netdirect_wire::rdmap::{self, Message, ReadRequest};
+use netdirect_wire::terminate::{self, TermError};
+
+use crate::handshake::{Negotiated, Role, RtrKind};
+
+/// How a tagged access is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// An inbound RDMA Write places data.
+    RemoteWrite,
+    /// An inbound RDMA Read Request reads data.
+    RemoteRead,
+    /// An inbound Read Response places data into our own read sink.
+    ReadSink,
+}
+
+/// Why a tagged access was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaggedError {
+    /// No valid region or window has this STag.
+    InvalidStag,
+    /// The range is outside the region.
+    BaseBounds,
+    /// The region does not grant the access.
+    AccessRights,
+    /// The STag belongs to another protection domain (or QP, for windows).
+    NotAssociated,
+    /// The tagged offset plus length wraps 2⁶⁴.
+    ToWrap,
+}
+
+/// The driver's side of the engine: memory checks, receive buffers, invalidation.
+pub trait Host {
+    /// A handle that keeps a checked region alive (and its check valid) while held.
+    type Lease: Clone;
+
+    /// Checks `len` octets at tagged offset `to` of `stag` for `access`.
+    fn tagged(
+        &mut self,
+        stag: u32,
+        to: u64,
+        len: u64,
+        access: Access,
+    ) -> Result<Self::Lease, TaggedError>;
+
+    /// Invalidates `stag` for a Send with Invalidate. Fails if it cannot be invalidated.
+    fn invalidate(&mut self, stag: u32) -> Result<(), TaggedError>;
+
+    /// Takes the next posted receive (from the QP's receive queue or its SRQ): its id and
+    /// capacity in octets.
+    fn take_receive(&mut self) -> Option<(u64, u64)>;
+}
+
+/// A work request for the send queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Request {
+    /// Send `len` octets of the request's gather list.
+    Send {
+        /// Octets.
+        len: u32,
+        /// Send with Solicited Event.
+        solicited: bool,
+        /// Send with Invalidate: the peer's STag to invalidate.
+        invalidate: Option<u32>,
+    },
+    /// RDMA Write of `len` octets to the peer's `stag` at `to`.
+    Write {
+        /// Octets.
+        len: u32,
+        /// Peer STag.
+        stag: u32,
+        /// Peer tagged offset.
+        to: u64,
+    },
+    /// RDMA Read of `len` octets from the peer's `stag`/`to` into our `sink_stag`/`sink_to`.
+    Read {
+        /// Octets.
+        len: u32,
+        /// Our sink STag (the Read Response is tagged with it).
+        sink_stag: u32,
+        /// Our sink tagged offset.
+        sink_to: u64,
+        /// Peer source STag.
+        stag: u32,
+        /// Peer source tagged offset.
+        to: u64,
+    },
+    /// A local operation (bind, fast register, invalidate) carried out by the driver in queue
+    /// order.
+    Local,
+}
+
+/// Flags of a send-queue work request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PostFlags {
+    /// Report success too (the NDK's default; false for `SILENT_SUCCESS`).
+    pub signaled: bool,
+    /// Start only after every earlier RDMA Read has completed.
+    pub read_fence: bool,
+}
+
+/// Why a post was refused (nothing was queued).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum PostError {
+    /// The stream is in error or closed.
+    #[error("stream is not connected")]
+    NotConnected,
+    /// A read with ORD 0: it could never be issued.
+    #[error("no outbound read credits (ORD 0)")]
+    NoReadCredits,
+}
+
+/// Where a frame's payload comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload<L> {
+    /// Octets `[offset, offset + len)` of work request `wr`'s gather list.
+    Request {
+        /// Work request id.
+        wr: u64,
+        /// Offset in the gather list.
+        offset: u64,
+        /// Octets.
+        len: u32,
+    },
+    /// Octets at tagged offset `to` of our own region held by `lease` (a Read Response).
+    Tagged {
+        /// The region, checked when the Read Request arrived.
+        lease: L,
+        /// Tagged offset.
+        to: u64,
+        /// Octets.
+        len: u32,
+    },
+}
+
+impl<L> Payload<L> {
+    /// Octets of payload.
+    pub fn len(&self) -> u32 {
+        match self {
+            Payload::Request { len, .. } | Payload::Tagged { len, .. } => *len,
+        }
+    }
+
+    /// Whether there are no payload octets.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One FPDU to send: `header` (ULPDU_Length and the DDP/RDMAP headers), then `payload`, then
+/// the pad and CRC ([`netdirect_wire::mpa::trailer`]), with markers inserted at `seq` when
+/// [`Stream::markers_tx`] is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxFrame<L> {
+    /// ULPDU_Length and the headers.
+    pub header: Vec<u8>,
+    /// The payload, if any.
+    pub payload: Option<Payload<L>>,
+    /// Stream position of the FPDU's first octet, relative to the first FPDU (the marker base).
+    pub seq: u32,
+}
+
+/// Where an inbound segment's payload goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest<L> {
+    /// Into posted receive `recv`, at `offset` of its scatter list.
+    Receive {
+        /// Receive id (from [`Host::take_receive`]).
+        recv: u64,
+        /// Message offset.
+        offset: u64,
+    },
+    /// Into a tagged region at tagged offset `to`.
+    Tagged {
+        /// The checked region.
+        lease: L,
+        /// Tagged offset.
+        to: u64,
+    },
+}
+
+/// Payload octets to place.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Place<'a, L> {
+    /// Where.
+    pub dest: Dest<L>,
+    /// What.
+    pub data: &'a [u8],
+}
+
+/// Which queue and kind of request a completion is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkKind {
+    /// Send or Send with Invalidate.
+    Send,
+    /// RDMA Write.
+    Write,
+    /// RDMA Read.
+    Read,
+    /// A local operation.
+    Local,
+    /// A receive.
+    Receive,
+}
+
+/// A work completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WorkCompletion {
+    /// Work request id (or receive id).
+    pub wr: u64,
+    /// Kind.
+    pub kind: WorkKind,
+    /// Outcome.
+    pub status: Status,
+    /// Receives: octets placed.
+    pub bytes: u32,
+    /// Receives: the STag a Send with Invalidate invalidated.
+    pub invalidated: Option<u32>,
+    /// Receives: the Send carried Solicited Event.
+    pub solicited: bool,
+    /// The Terminate behind an error (see the module docs), 0 otherwise.
+    pub provider_error: u32,
+}
+
+/// A Terminate as raw layer/type/code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TermCode {
+    /// Layer.
+    pub layer: u8,
+    /// Error type.
+    pub error_type: u8,
+    /// Error code.
+    pub error_code: u8,
+}
+
+impl TermCode {
+    fn packed(self, origin: u32) -> u32 {
+        origin << 24
+            | u32::from(self.layer) << 16
+            | u32::from(self.error_type) << 8
+            | u32::from(self.error_code)
+    }
+
+    /// The named error, if the tables have one.
+    pub fn error(self) -> Option<TermError> {
+        TermError::from_parts(self.layer, self.error_type, self.error_code)
+    }
+}
+
+impl From<TermError> for TermCode {
+    fn from(e: TermError) -> Self {
+        let (l, t, c) = e.parts();
+        TermCode {
+            layer: l as u8,
+            error_type: t,
+            error_code: c,
+        }
+    }
+}
+
+/// What the stream reports besides completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// We detected an error and queued a Terminate; close the connection once it is sent.
+    TerminateSent(TermCode),
+    /// The peer sent a Terminate; close the connection.
+    TerminateReceived(TermCode),
+    /// The peer closed its side of TCP.
+    PeerClosed,
+}
+
+/// A local operation to carry out now, in send-queue order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Action {
+    /// The work request to carry out; answer with [`Stream::local_done`].
+    pub wr: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Active,
+    Error,
+}
+
+#[derive(Debug, Clone)]
+struct SqEntry {
+    wr: u64,
+    req: Request,
+    flags: PostFlags,
+    /// `Some` once finished: the status to report.
+    done: Option<Status>,
+}
+
+#[derive(Debug, Clone)]
+enum TxKind<L> {
+    Send {
+        wr: u64,
+        solicited: bool,
+        invalidate: Option<u32>,
+        msn: u32,
+    },
+    Write {
+        wr: u64,
+        stag: u32,
+        to: u64,
+    },
+    ReadResponse {
+        lease: Option<L>,
+        sink_stag: u32,
+        sink_to: u64,
+        to: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct TxMsg<L> {
+    kind: TxKind<L>,
+    len: u32,
+    sent: u32,
+    /// The send-queue entry to mark done after the last segment.
+    entry: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct OutRead {
+    entry: u64,
+    msn: u32,
+    sink_stag: u32,
+    sink_to: u64,
+    len: u32,
+    got: u32,
+    rtr: bool,
+}
+
+#[derive(Debug, Clone)]
+struct InRead<L> {
+    lease: Option<L>,
+    sink_stag: u32,
+    sink_to: u64,
+    to: u64,
+    len: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RxMsg {
+    recv: u64,
+    cap: u64,
+    got: u64,
+    absorb: bool,
+}
+
+/// Everything but the deframer, so that a placement can borrow the deframer's buffer while the
+/// state changes.
+#[derive(Debug, Clone)]
+struct Core<L> {
+    state: State,
+    limits: crate::ReadLimits,
+    max_payload: u32,
+    markers_tx: Option<MarkerLayout>,
+    tx_seq: u32,
+    tx_allowed: bool,
+    rtr_tx: Option<RtrKind>,
+    rtr_rx: Option<RtrKind>,
+    // Send side.
+    next_entry: u64,
+    sq: VecDeque<(u64, SqEntry)>,
+    started: usize,
+    current: Option<TxMsg<L>>,
+    local_pending: Option<u64>,
+    outstanding: VecDeque<OutRead>,
+    irq: VecDeque<InRead<L>>,
+    responses_in_a_row: u32,
+    send_msn: u32,
+    read_msn: u32,
+    term_tx: Option<(TermCode, Option<Copied>)>,
+    rx_copy: Option<Copied>,
+    pending_frame: Option<TxFrame<L>>,
+    // Receive side.
+    recv_msn: u32,
+    rreq_msn: u32,
+    rx: Option<RxMsg>,
+    // Out.
+    completions: VecDeque<WorkCompletion>,
+    actions: VecDeque<Action>,
+    events: VecDeque<Event>,
+}
+
+/// One RDMAP stream, sans I/O. `L` is the driver's lease type ([`Host::Lease`]).
+#[derive(Debug, Clone)]
+pub struct Stream<L> {
+    deframer: Deframer,
+    core: Core<L>,
+}
+
+/// The largest MULPDU we segment to by default: a whole 1500-MTU segment is not required on
+/// loopback, and siw accepts any FPDU up to 65535 octets (spec/iwarp.md §7.3).
+pub const DEFAULT_MULPDU: usize = 16 * 1024;
+
+impl<L: Clone> Stream<L> {
+    /// A stream in FPDU mode after `negotiated`, segmenting to `mulpdu` octets per ULPDU.
+    pub fn new(negotiated: &Negotiated, mulpdu: usize) -> Stream<L> {
+        let mulpdu = mulpdu.clamp(64, mpa::MAX_ULPDU);
+        Stream {
+            deframer: Deframer::new(DeframerConfig {
+                crc: negotiated.crc,
+                markers: negotiated.markers_rx,
+                first_seq: 0,
+            }),
+            core: Core {
+                state: State::Active,
+                limits: negotiated.limits,
+                // Room for the largest data header (untagged, 18 octets).
+                max_payload: (mulpdu - 18) as u32,
+                markers_tx: negotiated.markers_tx.then(|| MarkerLayout::new(0)),
+                tx_seq: 0,
+                tx_allowed: negotiated.role == Role::Initiator,
+                rtr_tx: negotiated
+                    .rtr
+                    .filter(|_| negotiated.role == Role::Initiator),
+                rtr_rx: negotiated
+                    .rtr
+                    .filter(|_| negotiated.role == Role::Responder),
+                next_entry: 0,
+                sq: VecDeque::new(),
+                started: 0,
+                current: None,
+                local_pending: None,
+                outstanding: VecDeque::new(),
+                irq: VecDeque::new(),
+                responses_in_a_row: 0,
+                send_msn: 1,
+                read_msn: 1,
+                term_tx: None,
+                rx_copy: None,
+                pending_frame: None,
+                recv_msn: 1,
+                rreq_msn: 1,
+                rx: None,
+                completions: VecDeque::new(),
+                actions: VecDeque::new(),
+                events: VecDeque::new(),
+            },
+        }
+    }
+
+    /// Whether we insert markers in what we send (the driver inserts them at [`TxFrame::seq`]).
+    pub fn markers_tx(&self) -> bool {
+        self.core.markers_tx.is_some()
+    }
+
+    /// Whether the stream is still usable.
+    pub fn is_active(&self) -> bool {
+        self.core.state == State::Active
+    }
+
+    /// Effective read limits.
+    pub fn limits(&self) -> crate::ReadLimits {
+        self.core.limits
+    }
+
+    /// Queues a send-queue work request with id `wr`.
+    pub fn post(&mut self, wr: u64, req: Request, flags: PostFlags) -> Result<(), PostError> {
+        if self.core.state != State::Active {
+            return Err(PostError::NotConnected);
+        }
+        if matches!(req, Request::Read { .. }) && self.core.limits.ord == 0 {
+            return Err(PostError::NoReadCredits);
+        }
+        let id = self.core.next_entry;
+        self.core.next_entry += 1;
+        self.core.sq.push_back((
+            id,
+            SqEntry {
+                wr,
+                req,
+                flags,
+                done: None,
+            },
+        ));
+        Ok(())
+    }
+
+    /// The outcome of a local operation handed out by [`Stream::poll_action`].
+    pub fn local_done(&mut self, wr: u64, status: Status) {
+        let core = &mut self.core;
+        if let Some(id) = core.local_pending.take() {
+            if let Some((_, e)) = core.sq.iter_mut().find(|(i, e)| *i == id && e.wr == wr) {
+                e.done = Some(status);
+            }
+            if !status.is_success() {
+                core.fail(Some(TermError::RdmapLocalCatastrophic.into()), None, None);
+            }
+            core.retire();
+        }
+    }
+
+    /// The next local operation to carry out.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.core.schedule_local();
+        self.core.actions.pop_front()
+    }
+
+    /// The next FPDU to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<TxFrame<L>> {
+        self.core.poll_transmit()
+    }
+
+    /// Bytes read from TCP.
+    pub fn push_input(&mut self, bytes: &[u8]) {
+        if self.core.state == State::Active {
+            self.deframer.push(bytes);
+        }
+    }
+
+    /// The peer closed its side of TCP.
+    pub fn handle_eof(&mut self) {
+        if self.core.state == State::Active {
+            self.core.events.push_back(Event::PeerClosed);
+        }
+    }
+
+    /// Processes buffered input up to the next payload to place; `None` when more input is
+    /// needed or the stream is in error. Place the data before polling completions.
+    pub fn poll_rx<H: Host<Lease = L>>(&mut self, host: &mut H) -> Option<Place<'_, L>> {
+        let (dest, range) = loop {
+            if self.core.state != State::Active {
+                return None;
+            }
+            let ulpdu = match self.deframer.next_ulpdu()? {
+                Ok(u) => u,
+                Err(e) => {
+                    let term = e
+                        .term_error(false)
+                        .unwrap_or(TermError::LlpLocalCatastrophic);
+                    self.core.rx_copy = None;
+                    self.core.fail(Some(term.into()), None, None);
+                    return None;
+                }
+            };
+            if let Some(place) = self.core.on_ulpdu(ulpdu, host) {
+                break place;
+            }
+        };
+        let ulpdu = self.deframer.last_ulpdu()?;
+        Some(Place {
+            dest,
+            data: &ulpdu[range],
+        })
+    }
+
+    /// The next work completion.
+    pub fn poll_completion(&mut self) -> Option<WorkCompletion> {
+        self.core.completions.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.core.events.pop_front()
+    }
+
+    /// Cancels everything pending (NdkFlush, or teardown): every unfinished send-queue request
+    /// and the receive being filled complete with `STATUS_CANCELLED`; the stream stops.
+    pub fn flush(&mut self) {
+        self.core.fail(None, None, None);
+    }
+}
+
+fn tagged_term(e: TaggedError) -> TermError {
+    match e {
+        TaggedError::InvalidStag | TaggedError::AccessRights => TermError::DdpTaggedInvalidStag,
+        TaggedError::BaseBounds => TermError::DdpTaggedBaseBounds,
+        TaggedError::NotAssociated => TermError::DdpTaggedStagNotAssociated,
+        TaggedError::ToWrap => TermError::DdpTaggedToWrap,
+    }
+}
+
+fn read_term(e: TaggedError) -> TermError {
+    match e {
+        TaggedError::InvalidStag => TermError::RdmapInvalidStag,
+        TaggedError::BaseBounds => TermError::RdmapBaseBounds,
+        TaggedError::AccessRights => TermError::RdmapAccessRights,
+        TaggedError::NotAssociated => TermError::RdmapStagNotAssociated,
+        TaggedError::ToWrap => TermError::RdmapToWrap,
+    }
+}
+
+/// The status the blamed request gets when the peer terminates.
+fn remote_status(code: TermCode) -> Status {
+    match code.error() {
+        Some(
+            TermError::RdmapInvalidStag
+            | TermError::RdmapAccessRights
+            | TermError::RdmapStagNotAssociated
+            | TermError::RdmapCannotInvalidate
+            | TermError::DdpTaggedInvalidStag
+            | TermError::DdpTaggedStagNotAssociated,
+        ) => Status::ACCESS_VIOLATION,
+        Some(
+            TermError::RdmapBaseBounds
+            | TermError::RdmapToWrap
+            | TermError::DdpTaggedBaseBounds
+            | TermError::DdpTaggedToWrap,
+        ) => Status::REMOTE_RESOURCES,
+        _ => Status::CONNECTION_ABORTED,
+    }
+}
+
+impl<L: Clone> Core<L> {
+    fn kind_of(req: &Request) -> WorkKind {
+        match req {
+            Request::Send { .. } => WorkKind::Send,
+            Request::Write { .. } => WorkKind::Write,
+            Request::Read { .. } => WorkKind::Read,
+            Request::Local => WorkKind::Local,
+        }
+    }
+
+    /// Moves finished requests at the head of the send queue to the completion queue.
+    fn retire(&mut self) {
+        while let Some((_, e)) = self.sq.front() {
+            let Some(status) = e.done else { break };
+            let (_, e) = self.sq.pop_front().expect("front exists");
+            self.started = self.started.saturating_sub(1);
+            if e.flags.signaled || !status.is_success() {
+                self.completions.push_back(WorkCompletion {
+                    wr: e.wr,
+                    kind: Self::kind_of(&e.req),
+                    status,
+                    bytes: 0,
+                    invalidated: None,
+                    solicited: false,
+                    provider_error: 0,
+                });
+            }
+        }
+    }
+
+    fn mark_done(&mut self, id: u64, status: Status) {
+        if let Some((_, e)) = self.sq.iter_mut().find(|(i, _)| *i == id) {
+            e.done = Some(status);
+        }
+        self.retire();
+    }
+
+    /// Enters the error state: queue a Terminate if `sent` names one, blame the oldest
+    /// unfinished request with `blame`, cancel the rest.
+    fn fail(&mut self, sent: Option<TermCode>, received: Option<TermCode>, blame: Option<u64>) {
+        if self.state == State::Error {
+            return;
+        }
+        self.state = State::Error;
+        if let Some(t) = sent {
+            self.term_tx = Some((t, self.rx_copy.take()));
+            self.events.push_back(Event::TerminateSent(t));
+        }
+        if let Some(t) = received {
+            self.events.push_back(Event::TerminateReceived(t));
+        }
+        let provider_error = match (sent, received) {
+            (Some(t), _) => t.packed(1),
+            (None, Some(t)) => t.packed(2),
+            (None, None) => 0,
+        };
+        let blame_status = received.map(remote_status).unwrap_or(Status::CANCELLED);
+        self.current = None;
+        self.local_pending = None;
+        for (id, e) in self.sq.drain(..) {
+            let status = match e.done {
+                Some(s) => s,
+                None if Some(id) == blame => blame_status,
+                None => Status::CANCELLED,
+            };
+            if e.flags.signaled || !status.is_success() {
+                self.completions.push_back(WorkCompletion {
+                    wr: e.wr,
+                    kind: Self::kind_of(&e.req),
+                    status,
+                    bytes: 0,
+                    invalidated: None,
+                    solicited: false,
+                    provider_error: if status.is_success() {
+                        0
+                    } else {
+                        provider_error
+                    },
+                });
+            }
+        }
+        self.outstanding.clear();
+        self.irq.clear();
+        if let Some(rx) = self.rx.take().filter(|m| !m.absorb) {
+            self.completions.push_back(WorkCompletion {
+                wr: rx.recv,
+                kind: WorkKind::Receive,
+                status: Status::CANCELLED,
+                bytes: 0,
+                invalidated: None,
+                solicited: false,
+                provider_error,
+            });
+        }
+    }
+
+    fn local_error(&mut self, term: TermError) -> Option<(Dest<L>, core::ops::Range<usize>)> {
+        self.fail(Some(term.into()), None, None);
+        None
+    }
+
+    /// Hands out the next local operation if it is at the head of what may start.
+    fn schedule_local(&mut self) {
+        if self.state != State::Active || self.local_pending.is_some() || self.current.is_some() {
+            return;
+        }
+        if let Some((id, e)) = self.sq.get(self.started) {
+            if matches!(e.req, Request::Local) && self.may_start(e) {
+                let (id, wr) = (*id, e.wr);
+                self.started += 1;
+                self.local_pending = Some(id);
+                self.actions.push_back(Action { wr });
+            }
+        }
+    }
+
+    fn may_start(&self, e: &SqEntry) -> bool {
+        if e.flags.read_fence && !self.outstanding.is_empty() {
+            return false;
+        }
+        if matches!(e.req, Request::Read { .. })
+            && self.outstanding.len() >= usize::from(self.limits.ord)
+        {
+            return false;
+        }
+        true
+    }
+
+    fn header_frame(&mut self, repr: &rdmap::Repr<'_>, payload: Option<Payload<L>>) -> TxFrame<L> {
+        let ulpdu_len = repr.header_len() + payload.as_ref().map_or(0, |p| p.len() as usize);
+        let mut header = vec![0u8; mpa::LENGTH_LEN + repr.header_len()];
+        // ulpdu_len ≤ max_payload + 46 < 65536 by construction.
+        header[..2].copy_from_slice(&(ulpdu_len as u16).to_be_bytes());
+        repr.emit_header(&mut header[2..])
+            .expect("header buffer sized by header_len");
+        let seq = self.tx_seq;
+        let fpdu = mpa::fpdu_len(ulpdu_len);
+        let wire = match self.markers_tx {
+            Some(m) => m.marked_len(seq, fpdu),
+            None => fpdu,
+        };
+        self.tx_seq = self.tx_seq.wrapping_add(wire as u32);
+        TxFrame {
+            header,
+            payload,
+            seq,
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<TxFrame<L>> {
+        if let Some((t, copied)) = self.term_tx.take() {
+            // Layer/type decide what to copy (RFC 5040 §4.8, as siw): DDP errors copy the DDP
+            // header, RDMAP errors also the RDMAP header, LLP and catastrophic errors nothing.
+            let copy = copied.filter(|_| {
+                t.layer == terminate::Layer::Ddp as u8
+                    || (t.layer == terminate::Layer::Rdmap as u8 && t.error_type != 0)
+            });
+            let rdmap_copy = copy.as_ref().and_then(|c| c.rdmap);
+            let terminate = terminate::Repr {
+                layer: t.layer,
+                error_type: t.error_type,
+                error_code: t.error_code,
+                m: copy.is_some(),
+                failing_ddp: copy.as_ref().map(|c| terminate::FailingDdp {
+                    segment_length: c.seg_len,
+                    header: &c.ddp[..c.ddp_len],
+                }),
+                rdmap_header: rdmap_copy
+                    .as_ref()
+                    .filter(|_| t.layer == terminate::Layer::Rdmap as u8)
+                    .map(|h| &h[..]),
+            };
+            let repr = rdmap::Repr {
+                last: true,
+                message: Message::Terminate { msn: 1, terminate },
+                payload: &[],
+            };
+            return Some(self.header_frame(&repr, None));
+        }
+        if self.state != State::Active || !self.tx_allowed {
+            return None;
+        }
+        if let Some(kind) = self.rtr_tx.take() {
+            return Some(self.rtr_frame(kind));
+        }
+        if self.current.is_none() && self.local_pending.is_none() {
+            self.start_next();
+        }
+        if let Some(frame) = self.pending_frame.take() {
+            return Some(frame);
+        }
+        let msg = self.current.as_mut()?;
+        let chunk = (msg.len - msg.sent).min(self.max_payload);
+        let offset = msg.sent;
+        msg.sent += chunk;
+        let last = msg.sent == msg.len;
+        let (message, payload) = match &msg.kind {
+            TxKind::Send {
+                wr,
+                solicited,
+                invalidate,
+                msn,
+            } => (
+                Message::Send {
+                    msn: *msn,
+                    mo: offset,
+                    solicited: *solicited,
+                    invalidate: *invalidate,
+                },
+                Payload::Request {
+                    wr: *wr,
+                    offset: u64::from(offset),
+                    len: chunk,
+                },
+            ),
+            TxKind::Write { wr, stag, to } => (
+                Message::Write {
+                    stag: *stag,
+                    to: to.wrapping_add(u64::from(offset)),
+                },
+                Payload::Request {
+                    wr: *wr,
+                    offset: u64::from(offset),
+                    len: chunk,
+                },
+            ),
+            TxKind::ReadResponse {
+                lease,
+                sink_stag,
+                sink_to,
+                to,
+            } => (
+                Message::ReadResponse {
+                    stag: *sink_stag,
+                    to: sink_to.wrapping_add(u64::from(offset)),
+                },
+                match lease {
+                    Some(lease) => Payload::Tagged {
+                        lease: lease.clone(),
+                        to: to.wrapping_add(u64::from(offset)),
+                        len: chunk,
+                    },
+                    None => Payload::Request {
+                        wr: 0,
+                        offset: 0,
+                        len: 0,
+                    },
+                },
+            ),
+        };
+        let entry = msg.entry;
+        if last {
+            self.current = None;
+        }
+        let repr = rdmap::Repr {
+            last,
+            message,
+            payload: &[],
+        };
+        let payload = (!payload.is_empty()).then_some(payload);
+        let frame = self.header_frame(&repr, payload);
+        if last {
+            if let Some(id) = entry {
+                self.mark_done(id, Status::SUCCESS);
+            }
+        }
+        Some(frame)
+    }
+
+    fn rtr_frame(&mut self, kind: RtrKind) -> TxFrame<L> {
+        // STag 1 and TO 1 for the zero-length operations, as cxgb4: the safest values for peers
+        // that treat STag 0 specially.
+        let message = match kind {
+            RtrKind::Write => Message::Write { stag: 1, to: 1 },
+            RtrKind::Read => {
+                let msn = self.read_msn;
+                self.read_msn = self.read_msn.wrapping_add(1);
+                self.outstanding.push_back(OutRead {
+                    entry: u64::MAX,
+                    msn,
+                    sink_stag: 1,
+                    sink_to: 1,
+                    len: 0,
+                    got: 0,
+                    rtr: true,
+                });
+                Message::ReadRequest {
+                    msn,
+                    request: ReadRequest {
+                        sink_stag: 1,
+                        sink_to: 1,
+                        size: 0,
+                        source_stag: 1,
+                        source_to: 1,
+                    },
+                }
+            }
+            RtrKind::Send => {
+                let msn = self.send_msn;
+                self.send_msn = self.send_msn.wrapping_add(1);
+                Message::Send {
+                    msn,
+                    mo: 0,
+                    solicited: false,
+                    invalidate: None,
+                }
+            }
+        };
+        self.header_frame(
+            &rdmap::Repr {
+                last: true,
+                message,
+                payload: &[],
+            },
+            None,
+        )
+    }
+
+    /// Starts the next message: a read response or the next send-queue request.
+    fn start_next(&mut self) {
+        let sq_ready = self
+            .sq
+            .get(self.started)
+            .is_some_and(|(_, e)| !matches!(e.req, Request::Local) && self.may_start(e));
+        // At most 4 responses in a row while the send queue has work (siw's burst).
+        if !self.irq.is_empty() && (!sq_ready || self.responses_in_a_row < 4) {
+            let r = self.irq.pop_front().expect("non-empty");
+            self.responses_in_a_row += 1;
+            self.current = Some(TxMsg {
+                kind: TxKind::ReadResponse {
+                    lease: r.lease,
+                    sink_stag: r.sink_stag,
+                    sink_to: r.sink_to,
+                    to: r.to,
+                },
+                len: r.len,
+                sent: 0,
+                entry: None,
+            });
+            return;
+        }
+        self.responses_in_a_row = 0;
+        if !sq_ready {
+            return;
+        }
+        let (id, e) = self
+            .sq
+            .get(self.started)
+            .map(|(i, e)| (*i, e.clone()))
+            .expect("ready");
+        self.started += 1;
+        match e.req {
+            Request::Send {
+                len,
+                solicited,
+                invalidate,
+            } => {
+                let msn = self.send_msn;
+                self.send_msn = self.send_msn.wrapping_add(1);
+                self.current = Some(TxMsg {
+                    kind: TxKind::Send {
+                        wr: e.wr,
+                        solicited,
+                        invalidate,
+                        msn,
+                    },
+                    len,
+                    sent: 0,
+                    entry: Some(id),
+                });
+            }
+            Request::Write { len, stag, to } => {
+                self.current = Some(TxMsg {
+                    kind: TxKind::Write { wr: e.wr, stag, to },
+                    len,
+                    sent: 0,
+                    entry: Some(id),
+                });
+            }
+            Request::Read {
+                len,
+                sink_stag,
+                sink_to,
+                stag,
+                to,
+            } => {
+                let msn = self.read_msn;
+                self.read_msn = self.read_msn.wrapping_add(1);
+                self.outstanding.push_back(OutRead {
+                    entry: id,
+                    msn,
+                    sink_stag,
+                    sink_to,
+                    len,
+                    got: 0,
+                    rtr: false,
+                });
+                // A Read Request is one header-only segment; send it through the queue of
+                // one-off frames.
+                let repr = rdmap::Repr {
+                    last: true,
+                    message: Message::ReadRequest {
+                        msn,
+                        request: ReadRequest {
+                            sink_stag,
+                            sink_to,
+                            size: len,
+                            source_stag: stag,
+                            source_to: to,
+                        },
+                    },
+                    payload: &[],
+                };
+                let frame = self.header_frame(&repr, None);
+                self.pending_frame = Some(frame);
+            }
+            Request::Local => unreachable!("local requests are handed out by schedule_local"),
+        }
+    }
+}
+
+/// The failing segment's headers, kept for the Terminate we may send about it.
+#[derive(Debug, Clone, Copy)]
+struct Copied {
+    ddp: [u8; 18],
+    ddp_len: usize,
+    rdmap: Option<[u8; terminate::RDMAP_HEADER_LEN]>,
+    seg_len: u16,
+}
+
+impl Copied {
+    fn of(ulpdu: &[u8]) -> Option<Copied> {
+        let tagged = ulpdu.first()? & 0x80 != 0;
+        let ddp_len = if tagged { 14 } else { 18 };
+        let mut ddp = [0u8; 18];
+        ddp[..ddp_len].copy_from_slice(ulpdu.get(..ddp_len)?);
+        let is_read_request = !tagged && ulpdu[1] & 0x0F == rdmap::Opcode::ReadRequest as u8;
+        let rdmap = ulpdu
+            .get(ddp_len..ddp_len + terminate::RDMAP_HEADER_LEN)
+            .filter(|_| is_read_request)
+            .map(|h| {
+                let mut a = [0u8; terminate::RDMAP_HEADER_LEN];
+                a.copy_from_slice(h);
+                a
+            });
+        let headers = ddp_len + rdmap.map_or(0, |_| terminate::RDMAP_HEADER_LEN);
+        // As siw: the failing segment's payload length, informational.
+        let seg_len = u16::try_from(ulpdu.len().saturating_sub(headers)).unwrap_or(u16::MAX);
+        Some(Copied {
+            ddp,
+            ddp_len,
+            rdmap,
+            seg_len,
+        })
+    }
+}
+
+impl<L: Clone> Core<L> {
+    /// Which of our requests a received Terminate is about: the outstanding read whose Read
+    /// Request it copies; without a copy, the oldest outstanding read for a protection error.
+    fn blame(&self, t: &terminate::Repr<'_>) -> Option<u64> {
+        match t.failing_ddp {
+            Some(f) => {
+                let h = f.header;
+                let untagged = h.len() == 18 && h[0] & 0x80 == 0;
+                let qn = untagged.then(|| u32::from_be_bytes([h[6], h[7], h[8], h[9]]));
+                if qn != Some(rdmap::QN_READ_REQUEST) {
+                    return None;
+                }
+                let msn = u32::from_be_bytes([h[10], h[11], h[12], h[13]]);
+                self.outstanding
+                    .iter()
+                    .find(|r| r.msn == msn && !r.rtr)
+                    .map(|r| r.entry)
+            }
+            None if t.layer == terminate::Layer::Rdmap as u8 && t.error_type == 1 => {
+                self.outstanding.iter().find(|r| !r.rtr).map(|r| r.entry)
+            }
+            None => None,
+        }
+    }
+
+    /// Handles one inbound ULPDU; returns where its payload goes, as a range of `ulpdu`.
+    fn on_ulpdu<H: Host<Lease = L>>(
+        &mut self,
+        ulpdu: &[u8],
+        host: &mut H,
+    ) -> Option<(Dest<L>, core::ops::Range<usize>)> {
+        self.rx_copy = Copied::of(ulpdu);
+        let first = !self.tx_allowed || self.rtr_rx.is_some();
+        // RFC 5044: the responder may send once the initiator's first FPDU arrived.
+        self.tx_allowed = true;
+        let repr = match rdmap::Repr::parse(ulpdu) {
+            Ok(r) => r,
+            Err(e) => {
+                let tagged = ulpdu.first().is_some_and(|c| c & 0x80 != 0);
+                let term = e
+                    .term_error(tagged)
+                    .unwrap_or(TermError::RdmapOperationUnspecified);
+                return self.local_error(term);
+            }
+        };
+        let payload_at = ulpdu.len() - repr.payload.len();
+        let payload = payload_at..ulpdu.len();
+        let len = repr.payload.len() as u64;
+        // The responder's ready-to-receive message, absorbed without checks.
+        if first {
+            if let Some(kind) = self.rtr_rx.take() {
+                let is_rtr = match (&repr.message, kind) {
+                    (Message::Write { .. }, RtrKind::Write) => len == 0,
+                    (Message::Send { .. }, RtrKind::Send) => len == 0,
+                    (Message::ReadRequest { request, .. }, RtrKind::Read) => request.size == 0,
+                    _ => false,
+                };
+                if is_rtr {
+                    match repr.message {
+                        Message::Send { .. } => self.recv_msn = self.recv_msn.wrapping_add(1),
+                        Message::ReadRequest { request, .. } => {
+                            self.rreq_msn = self.rreq_msn.wrapping_add(1);
+                            self.irq.push_back(InRead {
+                                lease: None,
+                                sink_stag: request.sink_stag,
+                                sink_to: request.sink_to,
+                                to: 0,
+                                len: 0,
+                            });
+                        }
+                        _ => {}
+                    }
+                    return None;
+                }
+            }
+        }
+        match repr.message {
+            Message::Write { stag, to } => {
+                if len == 0 {
+                    return None;
+                }
+                match host.tagged(stag, to, len, Access::RemoteWrite) {
+                    Ok(lease) => Some((Dest::Tagged { lease, to }, payload)),
+                    Err(e) => self.local_error(tagged_term(e)),
+                }
+            }
+            Message::ReadResponse { stag, to } => {
+                self.on_read_response(stag, to, len, repr.last, payload, host)
+            }
+            Message::ReadRequest { msn, request } => {
+                if msn != self.rreq_msn {
+                    return self.local_error(TermError::DdpUntaggedMsnRange);
+                }
+                self.rreq_msn = self.rreq_msn.wrapping_add(1);
+                let in_service = self.irq.len()
+                    + usize::from(matches!(
+                        self.current,
+                        Some(TxMsg {
+                            kind: TxKind::ReadResponse { .. },
+                            ..
+                        })
+                    ));
+                if in_service >= usize::from(self.limits.ird) {
+                    return self.local_error(TermError::DdpUntaggedNoBuffer);
+                }
+                let lease = if request.size == 0 {
+                    None
+                } else {
+                    match host.tagged(
+                        request.source_stag,
+                        request.source_to,
+                        u64::from(request.size),
+                        Access::RemoteRead,
+                    ) {
+                        Ok(l) => Some(l),
+                        Err(e) => return self.local_error(read_term(e)),
+                    }
+                };
+                self.irq.push_back(InRead {
+                    lease,
+                    sink_stag: request.sink_stag,
+                    sink_to: request.sink_to,
+                    to: request.source_to,
+                    len: request.size,
+                });
+                None
+            }
+            Message::Send {
+                msn,
+                mo,
+                solicited,
+                invalidate,
+            } => self.on_send(
+                msn, mo, solicited, invalidate, repr.last, payload, len, host,
+            ),
+            Message::Terminate { terminate, .. } => {
+                let code = TermCode {
+                    layer: terminate.layer,
+                    error_type: terminate.error_type,
+                    error_code: terminate.error_code,
+                };
+                let blame = self.blame(&terminate);
+                self.fail(None, Some(code), blame);
+                None
+            }
+            Message::ImmediateData { .. }
+            | Message::AtomicRequest { .. }
+            | Message::AtomicResponse { .. } => self.local_error(TermError::RdmapUnexpectedOpcode),
+        }
+    }
+
+    fn on_read_response<H: Host<Lease = L>>(
+        &mut self,
+        stag: u32,
+        to: u64,
+        len: u64,
+        last: bool,
+        payload: core::ops::Range<usize>,
+        host: &mut H,
+    ) -> Option<(Dest<L>, core::ops::Range<usize>)> {
+        let Some(read) = self.outstanding.front_mut() else {
+            return self.local_error(TermError::RdmapUnexpectedOpcode);
+        };
+        let expected_to = read.sink_to.wrapping_add(u64::from(read.got));
+        if read.rtr {
+            if len != 0 || !last {
+                return self.local_error(TermError::RdmapUnexpectedOpcode);
+            }
+            self.outstanding.pop_front();
+            return None;
+        }
+        if stag != read.sink_stag || to != expected_to {
+            return self.local_error(TermError::DdpTaggedInvalidStag);
+        }
+        if u64::from(read.got) + len > u64::from(read.len) {
+            return self.local_error(TermError::DdpTaggedBaseBounds);
+        }
+        // len ≤ read.len - read.got, so it fits u32.
+        read.got += len as u32;
+        let done = read.got == read.len;
+        if last != done {
+            return self.local_error(TermError::RdmapOperationUnspecified);
+        }
+        let place = if len == 0 {
+            None
+        } else {
+            match host.tagged(stag, to, len, Access::ReadSink) {
+                Ok(lease) => Some((Dest::Tagged { lease, to }, payload)),
+                Err(e) => return self.local_error(tagged_term(e)),
+            }
+        };
+        if done {
+            let read = self.outstanding.pop_front().expect("front exists");
+            self.mark_done(read.entry, Status::SUCCESS);
+        }
+        place
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_send<H: Host<Lease = L>>(
+        &mut self,
+        msn: u32,
+        mo: u32,
+        solicited: bool,
+        invalidate: Option<u32>,
+        last: bool,
+        payload: core::ops::Range<usize>,
+        len: u64,
+        host: &mut H,
+    ) -> Option<(Dest<L>, core::ops::Range<usize>)> {
+        if msn != self.recv_msn {
+            return self.local_error(TermError::DdpUntaggedMsnRange);
+        }
+        let mut msg = match self.rx.take() {
+            Some(m) => m,
+            None => {
+                if mo != 0 {
+                    return self.local_error(TermError::DdpUntaggedInvalidMo);
+                }
+                match host.take_receive() {
+                    Some((recv, cap)) => RxMsg {
+                        recv,
+                        cap,
+                        got: 0,
+                        absorb: false,
+                    },
+                    None => return self.local_error(TermError::DdpUntaggedNoBuffer),
+                }
+            }
+        };
+        if u64::from(mo) != msg.got {
+            self.rx = Some(msg);
+            return self.local_error(TermError::DdpUntaggedInvalidMo);
+        }
+        if msg.got + len > msg.cap {
+            // The receive is too small: it completes with an error, not as cancelled.
+            self.completions.push_back(WorkCompletion {
+                wr: msg.recv,
+                kind: WorkKind::Receive,
+                status: Status::BUFFER_OVERFLOW,
+                bytes: 0,
+                invalidated: None,
+                solicited,
+                provider_error: TermCode::from(TermError::DdpUntaggedTooLong).packed(1),
+            });
+            return self.local_error(TermError::DdpUntaggedTooLong);
+        }
+        let dest = Dest::Receive {
+            recv: msg.recv,
+            offset: msg.got,
+        };
+        msg.got += len;
+        if !last {
+            self.rx = Some(msg);
+            return Some((dest, payload));
+        }
+        self.recv_msn = self.recv_msn.wrapping_add(1);
+        if let Some(stag) = invalidate {
+            if host.invalidate(stag).is_err() {
+                self.rx = Some(msg);
+                return self.local_error(TermError::RdmapCannotInvalidate);
+            }
+        }
+        // The payload of this last segment is placed by the caller before it polls
+        // completions, so the completion can be queued now.
+        self.completions.push_back(WorkCompletion {
+            wr: msg.recv,
+            kind: WorkKind::Receive,
+            status: Status::SUCCESS,
+            // Capacity is bounded by the receive's u32-sized scatter list.
+            bytes: u32::try_from(msg.got).unwrap_or(u32::MAX),
+            invalidated: invalidate,
+            solicited,
+            provider_error: 0,
+        });
+        Some((dest, payload))
+    }
+}

@@ -1,0 +1,755 @@
+//! The deterministic two-engine harness: two endpoints run the MPA handshake and RDMAP streams
+//! against each other over an in-memory pipe that re-chunks the byte stream at random, with
+//! simulated time. Whatever the chunking, the bytes placed, the completions and the events must
+//! be the same.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use netdirect_proto::handshake::{Event as HsEvent, Handshake, MpaConfig, ReadLimits};
+use netdirect_proto::stream::{
+    Access, Dest, Event, Host, Payload, PostFlags, Request, Stream, TaggedError, TermCode,
+    WorkCompletion, WorkKind,
+};
+use netdirect_types::Status;
+use netdirect_wire::crc::FpduCrc;
+use netdirect_wire::mpa::{self, MarkerLayout};
+use netdirect_wire::terminate::TermError;
+
+/// A tiny deterministic PRNG (xorshift64*), so runs repeat exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Region {
+    base: u64,
+    data: Vec<u8>,
+    remote_write: bool,
+    remote_read: bool,
+    read_sink: bool,
+    valid: bool,
+}
+
+/// The host side of one endpoint: regions by STag, posted receives, and their buffers.
+#[derive(Debug, Default)]
+struct FakeHost {
+    regions: HashMap<u32, Region>,
+    receives: VecDeque<(u64, u64)>,
+    recv_data: HashMap<u64, Vec<u8>>,
+}
+
+impl Host for FakeHost {
+    type Lease = u32;
+
+    fn tagged(&mut self, stag: u32, to: u64, len: u64, access: Access) -> Result<u32, TaggedError> {
+        let r = self
+            .regions
+            .get(&stag)
+            .filter(|r| r.valid)
+            .ok_or(TaggedError::InvalidStag)?;
+        let ok = match access {
+            Access::RemoteWrite => r.remote_write,
+            Access::RemoteRead => r.remote_read,
+            Access::ReadSink => r.read_sink,
+        };
+        if !ok {
+            return Err(TaggedError::AccessRights);
+        }
+        let end = to.checked_add(len).ok_or(TaggedError::ToWrap)?;
+        if to < r.base || end > r.base + r.data.len() as u64 {
+            return Err(TaggedError::BaseBounds);
+        }
+        Ok(stag)
+    }
+
+    fn invalidate(&mut self, stag: u32) -> Result<(), TaggedError> {
+        let r = self
+            .regions
+            .get_mut(&stag)
+            .filter(|r| r.valid)
+            .ok_or(TaggedError::InvalidStag)?;
+        r.valid = false;
+        Ok(())
+    }
+
+    fn take_receive(&mut self) -> Option<(u64, u64)> {
+        self.receives.pop_front()
+    }
+}
+
+struct Node {
+    name: &'static str,
+    stream: Stream<u32>,
+    host: FakeHost,
+    crc: bool,
+    /// Gather lists of posted send-queue requests, flattened.
+    gather: HashMap<u64, Vec<u8>>,
+    completions: Vec<WorkCompletion>,
+    events: Vec<Event>,
+}
+
+impl Node {
+    fn post_recv(&mut self, id: u64, cap: usize) {
+        self.host.receives.push_back((id, cap as u64));
+        self.host.recv_data.insert(id, vec![0; cap]);
+    }
+
+    fn region(&mut self, stag: u32, base: u64, data: Vec<u8>) {
+        self.host.regions.insert(
+            stag,
+            Region {
+                base,
+                data,
+                remote_write: true,
+                remote_read: true,
+                read_sink: true,
+                valid: true,
+            },
+        );
+    }
+
+    fn post(&mut self, wr: u64, req: Request, data: Vec<u8>) {
+        self.gather.insert(wr, data);
+        let flags = PostFlags {
+            signaled: true,
+            read_fence: false,
+        };
+        self.stream.post(wr, req, flags).unwrap();
+    }
+
+    /// Runs local actions and returns the bytes the stream wants to send.
+    fn transmit(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            while let Some(a) = self.stream.poll_action() {
+                self.stream.local_done(a.wr, Status::SUCCESS);
+            }
+            let Some(frame) = self.stream.poll_transmit() else {
+                break;
+            };
+            let payload: Vec<u8> = match &frame.payload {
+                None => Vec::new(),
+                Some(Payload::Request { wr, offset, len }) => {
+                    let g = &self.gather[wr];
+                    g[*offset as usize..*offset as usize + *len as usize].to_vec()
+                }
+                Some(Payload::Tagged { lease, to, len }) => {
+                    let r = &self.host.regions[lease];
+                    let at = (to - r.base) as usize;
+                    r.data[at..at + *len as usize].to_vec()
+                }
+            };
+            let ulpdu_len = frame.header.len() - 2 + payload.len();
+            let crc = self.crc.then(|| {
+                let mut c = FpduCrc::new();
+                c.update(&frame.header);
+                c.update(&payload);
+                c
+            });
+            let mut fpdu = frame.header.clone();
+            fpdu.extend_from_slice(&payload);
+            fpdu.extend_from_slice(mpa::trailer(ulpdu_len, crc).as_bytes());
+            if self.stream.markers_tx() {
+                let layout = MarkerLayout::new(0);
+                let mut raw = vec![0u8; layout.marked_len(frame.seq, fpdu.len())];
+                layout.insert(frame.seq, &fpdu, self.crc, &mut raw).unwrap();
+                out.extend_from_slice(&raw);
+            } else {
+                out.extend_from_slice(&fpdu);
+            }
+        }
+        out
+    }
+
+    /// Feeds received bytes and carries out placements.
+    fn receive(&mut self, bytes: &[u8]) {
+        self.stream.push_input(bytes);
+        while let Some(place) = self.stream.poll_rx(&mut self.host) {
+            match place.dest {
+                Dest::Receive { recv, offset } => {
+                    let buf = self.host.recv_data.get_mut(&recv).expect("posted receive");
+                    buf[offset as usize..offset as usize + place.data.len()]
+                        .copy_from_slice(place.data);
+                }
+                Dest::Tagged { lease, to } => {
+                    let r = self.host.regions.get_mut(&lease).expect("leased region");
+                    let at = (to - r.base) as usize;
+                    r.data[at..at + place.data.len()].copy_from_slice(place.data);
+                }
+            }
+        }
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(c) = self.stream.poll_completion() {
+            self.completions.push(c);
+        }
+        while let Some(e) = self.stream.poll_event() {
+            self.events.push(e);
+        }
+    }
+}
+
+/// A pipe in each direction that delivers in random chunks.
+struct World {
+    a: Node,
+    b: Node,
+    rng: Rng,
+    a_to_b: Vec<u8>,
+    b_to_a: Vec<u8>,
+}
+
+fn deliver(rng: &mut Rng, pipe: &mut Vec<u8>, to: &mut Node) -> bool {
+    if pipe.is_empty() {
+        return false;
+    }
+    let n = 1 + rng.below(pipe.len().min(3000) as u64) as usize;
+    let chunk: Vec<u8> = pipe.drain(..n).collect();
+    to.receive(&chunk);
+    true
+}
+
+impl World {
+    /// Runs the MPA handshake over the pipe (re-chunked too) and builds the two streams.
+    fn connect(seed: u64, ic: MpaConfig, il: ReadLimits, rc: MpaConfig, rl: ReadLimits) -> World {
+        let mut rng = Rng(seed | 1);
+        let now = Instant::now();
+        let mut i = Handshake::initiator(ic, il, b"client", now).unwrap();
+        let mut r = Handshake::responder(rc, now);
+        let mut wire = Vec::new();
+        i.poll_transmit(&mut wire);
+        while !wire.is_empty() {
+            let n = 1 + rng.below(wire.len() as u64) as usize;
+            let used = r.handle_input(&wire[..n]);
+            assert_eq!(used, n);
+            wire.drain(..n);
+        }
+        let Some(HsEvent::Request(req)) = r.poll_event() else {
+            panic!("no request")
+        };
+        assert_eq!(req.private_data, b"client");
+        r.accept(rl, b"server").unwrap();
+        let Some(HsEvent::Established(rn)) = r.poll_event() else {
+            panic!("responder")
+        };
+        r.poll_transmit(&mut wire);
+        while !wire.is_empty() {
+            let n = 1 + rng.below(wire.len() as u64) as usize;
+            wire.drain(..i.handle_input(&wire[..n]));
+        }
+        let Some(HsEvent::Established(inn)) = i.poll_event() else {
+            panic!("initiator")
+        };
+        let node = |name, n: &netdirect_proto::Negotiated| Node {
+            name,
+            stream: Stream::new(n, 1200),
+            host: FakeHost::default(),
+            crc: n.crc,
+            gather: HashMap::new(),
+            completions: Vec::new(),
+            events: Vec::new(),
+        };
+        World {
+            a: node("initiator", &inn),
+            b: node("responder", &rn),
+            rng,
+            a_to_b: Vec::new(),
+            b_to_a: Vec::new(),
+        }
+    }
+
+    /// Moves bytes until both sides are quiet.
+    fn run(&mut self) {
+        for _ in 0..1_000_000 {
+            let out = self.a.transmit();
+            self.a_to_b.extend_from_slice(&out);
+            let out = self.b.transmit();
+            self.b_to_a.extend_from_slice(&out);
+            let moved_ab = if self.rng.below(2) == 0 {
+                deliver(&mut self.rng, &mut self.a_to_b, &mut self.b)
+            } else {
+                false
+            };
+            let moved_ba = deliver(&mut self.rng, &mut self.b_to_a, &mut self.a);
+            let moved_ab = moved_ab || deliver(&mut self.rng, &mut self.a_to_b, &mut self.b);
+            self.a.drain();
+            self.b.drain();
+            if !moved_ab && !moved_ba && self.a_to_b.is_empty() && self.b_to_a.is_empty() {
+                let (x, y) = (self.a.transmit(), self.b.transmit());
+                if x.is_empty() && y.is_empty() {
+                    return;
+                }
+                self.a_to_b.extend_from_slice(&x);
+                self.b_to_a.extend_from_slice(&y);
+            }
+        }
+        panic!("no quiescence: {} / {}", self.a.name, self.b.name);
+    }
+}
+
+fn pattern(seed: u8, n: usize) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// What one run of the mixed workload leaves behind.
+#[derive(Debug, PartialEq, Eq)]
+struct Outcome {
+    a_completions: Vec<WorkCompletion>,
+    b_completions: Vec<WorkCompletion>,
+    a_recv: Vec<Vec<u8>>,
+    b_recv: Vec<Vec<u8>>,
+    a_region: Vec<u8>,
+    b_region: Vec<u8>,
+    events: (Vec<Event>, Vec<Event>),
+}
+
+fn mixed(seed: u64, crc: bool, markers: bool) -> Outcome {
+    let cfg = MpaConfig {
+        crc,
+        markers,
+        ..MpaConfig::default()
+    };
+    let l = ReadLimits { ird: 4, ord: 2 };
+    let mut w = World::connect(seed, cfg.clone(), l, cfg, l);
+    w.a.region(0xA0, 0x1000, vec![0; 300_000]);
+    w.b.region(0xB0, 0x9000_0000, pattern(7, 150_000));
+    for id in 0..4 {
+        w.a.post_recv(100 + id, 70_000);
+        w.b.post_recv(200 + id, 70_000);
+    }
+    // Initiator: two sends (one multi-segment), a write, three reads (ORD 2 queues one), a
+    // local operation, a send with invalidate of the responder's region... after the reads.
+    w.a.post(
+        1,
+        Request::Send {
+            len: 100,
+            solicited: false,
+            invalidate: None,
+        },
+        pattern(1, 100),
+    );
+    w.a.post(
+        2,
+        Request::Send {
+            len: 65_000,
+            solicited: true,
+            invalidate: None,
+        },
+        pattern(2, 65_000),
+    );
+    w.a.post(
+        3,
+        Request::Write {
+            len: 40_000,
+            stag: 0xB0,
+            to: 0x9000_0010,
+        },
+        pattern(3, 40_000),
+    );
+    for (k, (len, to)) in [
+        (30_000u32, 0x9000_0000u64),
+        (1, 0x9000_1000),
+        (90_000, 0x9000_2000),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let sink_to = 0x1000 + 60_000 * k as u64;
+        w.a.post(
+            10 + k as u64,
+            Request::Read {
+                len,
+                sink_stag: 0xA0,
+                sink_to,
+                stag: 0xB0,
+                to,
+            },
+            Vec::new(),
+        );
+    }
+    w.a.post(20, Request::Local, Vec::new());
+    w.a.post(
+        21,
+        Request::Send {
+            len: 0,
+            solicited: false,
+            invalidate: None,
+        },
+        Vec::new(),
+    );
+    // Responder: a send back and a write into the initiator's region.
+    w.b.post(
+        30,
+        Request::Send {
+            len: 3000,
+            solicited: false,
+            invalidate: None,
+        },
+        pattern(4, 3000),
+    );
+    w.b.post(
+        31,
+        Request::Write {
+            len: 5000,
+            stag: 0xA0,
+            to: 0x1000 + 250_000,
+        },
+        pattern(5, 5000),
+    );
+    w.run();
+    Outcome {
+        a_completions: w.a.completions.clone(),
+        b_completions: w.b.completions.clone(),
+        a_recv: (100..104).map(|i| w.a.host.recv_data[&i].clone()).collect(),
+        b_recv: (200..204).map(|i| w.b.host.recv_data[&i].clone()).collect(),
+        a_region: w.a.host.regions[&0xA0].data.clone(),
+        b_region: w.b.host.regions[&0xB0].data.clone(),
+        events: (w.a.events.clone(), w.b.events.clone()),
+    }
+}
+
+#[test]
+fn mixed_workload_places_and_completes() {
+    let o = mixed(1, true, false);
+    let ok = |wr, kind| WorkCompletion {
+        wr,
+        kind,
+        status: Status::SUCCESS,
+        bytes: 0,
+        invalidated: None,
+        solicited: false,
+        provider_error: 0,
+    };
+    // Initiator send queue, in posting order; then its one receive.
+    let sq: Vec<_> = o
+        .a_completions
+        .iter()
+        .filter(|c| c.kind != WorkKind::Receive)
+        .copied()
+        .collect();
+    assert_eq!(
+        sq,
+        vec![
+            ok(1, WorkKind::Send),
+            ok(2, WorkKind::Send),
+            ok(3, WorkKind::Write),
+            ok(10, WorkKind::Read),
+            ok(11, WorkKind::Read),
+            ok(12, WorkKind::Read),
+            ok(20, WorkKind::Local),
+            ok(21, WorkKind::Send),
+        ]
+    );
+    let recv: Vec<_> = o
+        .a_completions
+        .iter()
+        .filter(|c| c.kind == WorkKind::Receive)
+        .collect();
+    assert_eq!(recv.len(), 1);
+    assert_eq!((recv[0].wr, recv[0].bytes), (100, 3000));
+    assert_eq!(o.a_recv[0][..3000], pattern(4, 3000)[..]);
+    // Responder receives: 100, 65000 (solicited), 0 octets.
+    let brecv: Vec<_> = o
+        .b_completions
+        .iter()
+        .filter(|c| c.kind == WorkKind::Receive)
+        .map(|c| (c.wr, c.bytes, c.solicited))
+        .collect();
+    assert_eq!(
+        brecv,
+        vec![(200, 100, false), (201, 65_000, true), (202, 0, false)]
+    );
+    assert_eq!(o.b_recv[0][..100], pattern(1, 100)[..]);
+    assert_eq!(o.b_recv[1][..65_000], pattern(2, 65_000)[..]);
+    // The write landed in the responder's region; the reads came back.
+    let src = pattern(7, 150_000);
+    let mut expected_b = src.clone();
+    expected_b[0x10..0x10 + 40_000].copy_from_slice(&pattern(3, 40_000));
+    assert_eq!(o.b_region, expected_b);
+    // Reads were queued behind the write, so they see the written bytes.
+    assert_eq!(o.a_region[..30_000], expected_b[..30_000]);
+    assert_eq!(o.a_region[60_000], expected_b[0x1000]);
+    assert_eq!(
+        o.a_region[120_000..210_000],
+        expected_b[0x2000..0x2000 + 90_000]
+    );
+    assert_eq!(o.a_region[250_000..255_000], pattern(5, 5000)[..]);
+    assert!(o.a_region[210_000..250_000].iter().all(|&b| b == 0));
+    assert_eq!(o.events, (vec![], vec![]));
+}
+
+#[test]
+fn chunking_does_not_change_the_outcome() {
+    for (crc, markers) in [(false, false), (true, false), (true, true), (false, true)] {
+        let reference = mixed(1, crc, markers);
+        for seed in 2..8 {
+            assert_eq!(
+                mixed(seed * 7919, crc, markers),
+                reference,
+                "seed {seed} crc {crc} markers {markers}"
+            );
+        }
+    }
+}
+
+#[test]
+fn write_to_invalid_stag_terminates_both_sides() {
+    let l = ReadLimits { ird: 1, ord: 1 };
+    let mut w = World::connect(3, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.b.region(0xB0, 0x1000, vec![0; 100]);
+    w.a.region(0xA0, 0x1000, vec![0; 100]);
+    w.a.post_recv(1, 10);
+    w.a.post(
+        5,
+        Request::Write {
+            len: 10,
+            stag: 0xBAD,
+            to: 0x1000,
+        },
+        vec![1; 10],
+    );
+    w.a.post(
+        6,
+        Request::Read {
+            len: 10,
+            sink_stag: 0xA0,
+            sink_to: 0x1000,
+            stag: 0xB0,
+            to: 0x1000,
+        },
+        vec![],
+    );
+    w.a.post(
+        7,
+        Request::Send {
+            len: 1,
+            solicited: false,
+            invalidate: None,
+        },
+        vec![9],
+    );
+    w.run();
+    let term = TermCode::from(TermError::DdpTaggedInvalidStag);
+    assert_eq!(w.b.events, vec![Event::TerminateSent(term)]);
+    assert_eq!(w.a.events, vec![Event::TerminateReceived(term)]);
+    // The write completed when it was handed out; the Terminate copies the Write's header, so
+    // no request of ours is blamed: the read in flight is cancelled, carrying the Terminate in
+    // its provider error code. The send after it had been handed out already. Posted receives
+    // stay with the driver, which flushes them.
+    let st: Vec<_> = w.a.completions.iter().map(|c| (c.wr, c.status)).collect();
+    assert_eq!(
+        st,
+        vec![
+            (5, Status::SUCCESS),
+            (6, Status::CANCELLED),
+            (7, Status::SUCCESS)
+        ]
+    );
+    assert_eq!(w.a.completions[1].provider_error, 0x0201_0100);
+    assert_eq!(w.a.host.receives.len(), 1);
+    assert!(!w.a.stream.is_active() && !w.b.stream.is_active());
+    // Nothing was written anywhere.
+    assert_eq!(w.b.host.regions[&0xB0].data, vec![0; 100]);
+}
+
+#[test]
+fn hostile_reads_and_sends_get_the_rfc_terminates() {
+    let l = ReadLimits { ird: 1, ord: 1 };
+    // Read beyond the region.
+    let mut w = World::connect(5, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.b.region(0xB0, 0x1000, vec![0; 100]);
+    w.a.region(0xA0, 0x1000, vec![0; 1000]);
+    w.a.post(
+        1,
+        Request::Read {
+            len: 200,
+            sink_stag: 0xA0,
+            sink_to: 0x1000,
+            stag: 0xB0,
+            to: 0x1000,
+        },
+        vec![],
+    );
+    w.run();
+    assert_eq!(
+        w.b.events,
+        vec![Event::TerminateSent(TermError::RdmapBaseBounds.into())]
+    );
+    assert_eq!(w.a.completions[0].status, Status::REMOTE_RESOURCES);
+
+    // A send with no receive posted.
+    let mut w = World::connect(6, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.a.post(
+        1,
+        Request::Send {
+            len: 5,
+            solicited: false,
+            invalidate: None,
+        },
+        vec![1; 5],
+    );
+    w.run();
+    assert_eq!(
+        w.b.events,
+        vec![Event::TerminateSent(TermError::DdpUntaggedNoBuffer.into())]
+    );
+
+    // A send longer than the receive.
+    let mut w = World::connect(7, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.b.post_recv(9, 4);
+    w.a.post(
+        1,
+        Request::Send {
+            len: 5,
+            solicited: false,
+            invalidate: None,
+        },
+        vec![1; 5],
+    );
+    w.run();
+    assert_eq!(
+        w.b.events,
+        vec![Event::TerminateSent(TermError::DdpUntaggedTooLong.into())]
+    );
+    assert_eq!(w.b.completions[0].status, Status::BUFFER_OVERFLOW);
+    assert_eq!(w.b.host.recv_data[&9], vec![0; 4]);
+
+    // Send with invalidate of a region, then of one that is no longer valid.
+    let mut w = World::connect(8, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.b.region(0xB0, 0x1000, vec![0; 100]);
+    w.b.post_recv(1, 10);
+    w.b.post_recv(2, 10);
+    w.a.post(
+        1,
+        Request::Send {
+            len: 1,
+            solicited: false,
+            invalidate: Some(0xB0),
+        },
+        vec![1],
+    );
+    w.a.post(
+        2,
+        Request::Send {
+            len: 1,
+            solicited: false,
+            invalidate: Some(0xB0),
+        },
+        vec![1],
+    );
+    w.run();
+    assert_eq!(w.b.completions[0].invalidated, Some(0xB0));
+    assert!(!w.b.host.regions[&0xB0].valid);
+    assert_eq!(
+        w.b.events,
+        vec![Event::TerminateSent(
+            TermError::RdmapCannotInvalidate.into()
+        )]
+    );
+}
+
+#[test]
+fn ird_is_enforced() {
+    // The initiator believes it may have 4 reads out; the responder serves 1.
+    let mut w = World::connect(
+        9,
+        MpaConfig::default(),
+        ReadLimits { ird: 4, ord: 4 },
+        MpaConfig::default(),
+        ReadLimits { ird: 4, ord: 4 },
+    );
+    w.b.stream = {
+        // Re-create the responder stream with IRD 1 to play a peer that lies about its IRD.
+        let n = netdirect_proto::Negotiated {
+            role: netdirect_proto::Role::Responder,
+            revision: 2,
+            crc: false,
+            markers_tx: false,
+            markers_rx: false,
+            limits: ReadLimits { ird: 1, ord: 4 },
+            rtr: None,
+            peer_private_data: vec![],
+        };
+        Stream::new(&n, 1200)
+    };
+    w.b.region(0xB0, 0x1000, vec![5; 100_000]);
+    w.a.region(0xA0, 0x1000, vec![0; 100_000]);
+    for k in 0..3u64 {
+        w.a.post(
+            k,
+            Request::Read {
+                len: 30_000,
+                sink_stag: 0xA0,
+                sink_to: 0x1000 + 30_000 * k,
+                stag: 0xB0,
+                to: 0x1000,
+            },
+            vec![],
+        );
+    }
+    // Deliver everything the initiator sends before the responder gets a chance to answer.
+    let bytes = w.a.transmit();
+    w.b.receive(&bytes);
+    w.b.drain();
+    assert_eq!(
+        w.b.events,
+        vec![Event::TerminateSent(TermError::DdpUntaggedNoBuffer.into())]
+    );
+}
+
+#[test]
+fn peer_to_peer_rtr_is_sent_and_absorbed() {
+    let p2p = MpaConfig {
+        peer_to_peer: Some(netdirect_wire::mpa::Rtr {
+            send: false,
+            write: true,
+            read: true,
+        }),
+        ..MpaConfig::default()
+    };
+    let l = ReadLimits { ird: 1, ord: 1 };
+    let mut w = World::connect(11, p2p, l, MpaConfig::default(), l);
+    // The responder has work queued before anything arrived: it must wait for the RTR.
+    w.b.post(
+        1,
+        Request::Write {
+            len: 4,
+            stag: 0xA0,
+            to: 0x1000,
+        },
+        vec![7; 4],
+    );
+    w.a.region(0xA0, 0x1000, vec![0; 4]);
+    assert!(w.b.transmit().is_empty(), "the responder spoke first");
+    w.run();
+    assert_eq!(w.a.host.regions[&0xA0].data, vec![7; 4]);
+    assert!(w.a.events.is_empty() && w.b.events.is_empty());
+    assert_eq!(w.b.completions.len(), 1);
+}
+
+#[test]
+fn handshake_times_out_in_simulated_time() {
+    let t0 = Instant::now();
+    let mut r = Handshake::responder(MpaConfig::default(), t0);
+    let mut t = t0;
+    while r.poll_event().is_none() {
+        t += Duration::from_millis(250);
+        r.handle_timeout(t);
+    }
+    assert_eq!(t - t0, Duration::from_secs(10));
+}
