@@ -11,6 +11,10 @@
 //! | piece | module |
 //! |---|---|
 //! | MPA Request/Reply, CRC/marker/IRD/ORD/RTR negotiation | [`handshake`] |
+//! | RDMAP stream: send queue, segmentation, placement decisions, IRD/ORD, Terminates, completions | [`stream`] |
+//!
+//! The deterministic two-engine harness (`tests/harness.rs`) runs both halves against each other
+//! over an in-memory pipe that re-chunks the stream at random, with simulated time.
 //!
 //! # Threading and locks
 //!
