@@ -1,0 +1,7 @@
+//! The software iWARP RNIC (being written).
+#![deny(unsafe_code)]
+
+pub mod cq;
+pub mod memory;
+pub mod srq;
+pub mod transport;
