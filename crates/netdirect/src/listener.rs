@@ -1,0 +1,29 @@
+//! The listener (`NDK_LISTENER`).
+
+use std::net::SocketAddr;
+
+use netdirect_types::Status;
+
+use crate::{Object, Request};
+
+/// A listener: delivers a connector per incoming connection request to its connect event.
+pub trait Listener: Object {
+    /// Listens on `address` (port 0: ephemeral).
+    #[doc(alias = "NdkListen")]
+    fn listen(&self, address: SocketAddr) -> Request<()>;
+
+    /// The address listened on (with the port chosen for port 0).
+    #[doc(alias = "NdkGetListenerLocalAddress")]
+    #[doc(alias = "NdkGetLocalAddress")]
+    fn local_address(&self) -> Result<SocketAddr, Status>;
+
+    /// Pauses (`true`) or resumes connect events; while paused, requests are refused as if no
+    /// one listened.
+    #[doc(alias = "NdkControlConnectEvents")]
+    fn control_connect_events(&self, pause: bool);
+
+    /// Closes the listener: new requests are refused at once; the close completes when the
+    /// connectors accepted through it are closed.
+    #[doc(alias = "NdkCloseListener")]
+    fn close(self: Box<Self>) -> Request<()>;
+}
