@@ -753,3 +753,147 @@ fn handshake_times_out_in_simulated_time() {
     }
     assert_eq!(t - t0, Duration::from_secs(10));
 }
+
+#[test]
+fn read_fence_holds_later_requests_until_reads_complete() {
+    let l = ReadLimits { ird: 2, ord: 2 };
+    let mut w = World::connect(12, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.b.region(0xB0, 0x1000, pattern(9, 10_000));
+    w.a.region(0xA0, 0x1000, vec![0; 10_000]);
+    w.a.post(
+        1,
+        Request::Read {
+            len: 10_000,
+            sink_stag: 0xA0,
+            sink_to: 0x1000,
+            stag: 0xB0,
+            to: 0x1000,
+        },
+        vec![],
+    );
+    let fenced = PostFlags {
+        signaled: true,
+        read_fence: true,
+    };
+    w.a.gather.insert(2, vec![1; 8]);
+    w.a.stream
+        .post(
+            2,
+            Request::Write {
+                len: 8,
+                stag: 0xB0,
+                to: 0x1000,
+            },
+            fenced,
+        )
+        .unwrap();
+    // Before any response arrives, only the Read Request may go out.
+    let first = w.a.transmit();
+    assert_eq!(
+        first.len(),
+        mpa::fpdu_len(46),
+        "the fenced write went out before the read completed"
+    );
+    w.a_to_b.extend_from_slice(&first);
+    w.run();
+    // The read saw the original bytes; the write landed afterwards.
+    assert_eq!(w.a.host.regions[&0xA0].data, pattern(9, 10_000));
+    assert_eq!(w.b.host.regions[&0xB0].data[..8], [1; 8]);
+    let order: Vec<_> = w.a.completions.iter().map(|c| c.wr).collect();
+    assert_eq!(order, vec![1, 2]);
+}
+
+#[test]
+fn silent_success_and_flush() {
+    let l = ReadLimits { ird: 1, ord: 1 };
+    let mut w = World::connect(13, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.b.post_recv(1, 8);
+    w.b.post_recv(2, 8);
+    let silent = PostFlags {
+        signaled: false,
+        read_fence: false,
+    };
+    w.a.gather.insert(10, vec![5; 4]);
+    w.a.stream
+        .post(
+            10,
+            Request::Send {
+                len: 4,
+                solicited: false,
+                invalidate: None,
+            },
+            silent,
+        )
+        .unwrap();
+    w.a.post(
+        11,
+        Request::Send {
+            len: 4,
+            solicited: false,
+            invalidate: None,
+        },
+        vec![6; 4],
+    );
+    w.run();
+    // The silent send produced no completion; the signaled one did.
+    let a: Vec<_> = w.a.completions.iter().map(|c| c.wr).collect();
+    assert_eq!(a, vec![11]);
+    // A flush cancels what is pending and stops the stream; posts fail inline afterwards.
+    w.a.region(0xA0, 0x1000, vec![0; 4]);
+    w.b.region(0xB0, 0x1000, vec![0; 4]);
+    w.a.post(
+        12,
+        Request::Read {
+            len: 4,
+            sink_stag: 0xA0,
+            sink_to: 0x1000,
+            stag: 0xB0,
+            to: 0x1000,
+        },
+        vec![],
+    );
+    w.a.stream.flush();
+    w.a.drain();
+    let last = w.a.completions.last().unwrap();
+    assert_eq!((last.wr, last.status), (12, Status::CANCELLED));
+    assert!(
+        w.a.stream
+            .post(13, Request::Local, PostFlags::default())
+            .is_err()
+    );
+    assert!(w.a.transmit().is_empty());
+}
+
+#[test]
+fn local_operation_failure_terminates() {
+    let l = ReadLimits { ird: 1, ord: 1 };
+    let mut w = World::connect(14, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.a.post(1, Request::Local, vec![]);
+    w.a.post(
+        2,
+        Request::Send {
+            len: 1,
+            solicited: false,
+            invalidate: None,
+        },
+        vec![1],
+    );
+    let action =
+        w.a.stream
+            .poll_action()
+            .expect("the local op is at the head");
+    assert_eq!(action.wr, 1);
+    w.a.stream.local_done(1, Status::ACCESS_VIOLATION);
+    w.a.drain();
+    let st: Vec<_> = w.a.completions.iter().map(|c| (c.wr, c.status)).collect();
+    assert_eq!(
+        st,
+        vec![(1, Status::ACCESS_VIOLATION), (2, Status::CANCELLED)]
+    );
+    assert_eq!(
+        w.a.events,
+        vec![Event::TerminateSent(
+            TermError::RdmapLocalCatastrophic.into()
+        )]
+    );
+}
