@@ -3,5 +3,6 @@
 
 pub mod cq;
 pub mod memory;
+pub mod objects;
 pub mod srq;
 pub mod transport;
