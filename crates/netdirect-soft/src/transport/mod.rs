@@ -1,1 +1,803 @@
-//! (being written)
+//! The TCP driver and progress engine: moves the bytes of every connection of an adapter.
+//!
+//! An [`Engine`] owns one **progress thread** with a `mio` reactor. Every socket of the adapter
+//! (listeners and connections) is non-blocking and registered with it. The thread runs the MPA
+//! handshake ([`netdirect_proto::Handshake`]) and the RDMAP stream
+//! ([`netdirect_proto::stream::Stream`]) of each connection, reads what TCP has, places it, sends
+//! what the streams produce, and reports completions and events to the connection's host
+//! ([`QpHost`]). Progress is automatic, like hardware: a consumer never polls to make the peer
+//! progress.
+//!
+//! # API
+//!
+//! | NDK | here |
+//! |---|---|
+//! | NdkListen / NdkGetLocalAddress (listener) | [`Engine::listen`] → [`Listener`], [`Listener::local_addr`] |
+//! | NdkControlConnectEvents | [`Listener::pause`] |
+//! | connect event | the listener's callback gets an [`Incoming`] |
+//! | NdkAccept / NdkReject (passive) | [`Incoming::accept`] / [`Incoming::reject`] |
+//! | NdkConnect | [`Engine::connect`] (completion: [`Negotiated`] or [`ConnectError`]) |
+//! | NdkCompleteConnect / NdkReject (active) | [`Connection::complete`] / [`Connection::reject`] |
+//! | post on the initiator queue, NdkFlush | [`Connection::post`], [`Connection::flush`] |
+//! | NdkDisconnect | [`Connection::disconnect`] (and dropping the [`Connection`]) |
+//!
+//! Completion callbacks run on the progress thread and must not block (the NDK rule for
+//! callbacks). They may call back into the engine: every call only queues a command.
+//!
+//! # Connection life
+//!
+//! * **Active side.** [`Engine::connect`] binds (if a local address is given), starts a
+//!   non-blocking TCP connect and queues the MPA Request. The completion reports the peer's
+//!   acceptance with the [`Negotiated`] parameters (the Reply's private data and the effective
+//!   IRD/ORD), *before* the stream starts: nothing is sent until [`Connection::complete`] (NDK
+//!   "complete connect"), which starts the stream; its first FPDU (the RFC 6581 RTR message when
+//!   peer-to-peer mode was negotiated) tells the passive side that the connection is complete.
+//!   [`Connection::reject`] instead sends a Terminate (LLP "local catastrophic", 0x05) and
+//!   closes: the passive side's accept completes `STATUS_CONNECTION_ABORTED`.
+//! * **Passive side.** An accepted TCP connection runs the responder handshake; when the Request
+//!   is parsed the listener's callback gets an [`Incoming`]. [`Incoming::accept`] sends the
+//!   Reply and builds the stream; its completion fires when the initiator's **first FPDU** has
+//!   arrived (NDK: accept completes when the active side completed the connect). With plain
+//!   RFC 5044 (no RTR) that is the initiator's first message, so use [`ndk_mpa_config`]
+//!   (peer-to-peer RTR offered) when the active side may wait for the passive side to speak.
+//!   [`Incoming::reject`] (or dropping the `Incoming`) sends a Reply with R set and closes.
+//!   While a listener is paused, a Request is answered with such a reject (empty private data),
+//!   which the initiator reports as `STATUS_CONNECTION_REFUSED`.
+//! * **Disconnect.** [`Connection::disconnect`] stops taking new frames from the stream, finishes
+//!   the FPDU being written, shuts down the sending side of TCP (FIN), then flushes the stream
+//!   (pending requests complete `STATUS_CANCELLED`) and calls [`QpHost::flushed`]. The socket is
+//!   kept open, reading and discarding, until the peer's FIN or
+//!   [`EngineConfig::disconnect_timeout`], so that closing never resets data in flight.
+//! * **Peer close.** A FIN (or a reset) from the peer is reported as
+//!   [`Event::PeerClosed`] and nothing is flushed (NDK §7.7); the consumer disconnects.
+//! * **Errors.** When the stream sends a Terminate ([`Event::TerminateSent`]), the engine writes
+//!   it, shuts down and closes; when it receives one, it closes. The stream has completed
+//!   everything pending; [`QpHost::flushed`] follows.
+//!
+//! Posting is allowed on a connected connection (also after a peer close or a stream error,
+//! where requests complete `STATUS_CANCELLED`); before the connection is complete and after
+//! [`Connection::disconnect`] a post fails inline with `STATUS_CONNECTION_INVALID`. A read with
+//! ORD 0 fails inline with `STATUS_INSUFFICIENT_RESOURCES`.
+//!
+//! # Errors: errno → NTSTATUS
+//!
+//! | when | errno | status |
+//! |---|---|---|
+//! | bind (listen, or connect from a local address) | `EADDRINUSE` | `STATUS_SHARING_VIOLATION` |
+//! | bind | `EADDRNOTAVAIL` (address not local), `EINVAL`, `EAFNOSUPPORT` | `STATUS_INVALID_ADDRESS` |
+//! | bind | `EACCES` | `STATUS_ACCESS_DENIED` |
+//! | connect | `ECONNREFUSED`, `ECONNRESET` (RST) | `STATUS_CONNECTION_REFUSED` |
+//! | connect | `ENETUNREACH`, `ENETDOWN` | `STATUS_NETWORK_UNREACHABLE` |
+//! | connect | `EHOSTUNREACH`, `EHOSTDOWN` | `STATUS_HOST_UNREACHABLE` |
+//! | connect | `ETIMEDOUT`, or [`EngineConfig::connect_timeout`] | `STATUS_IO_TIMEOUT` |
+//! | connect with an explicit local port | `EADDRNOTAVAIL`, `EADDRINUSE` (the 4-tuple exists) | `STATUS_ADDRESS_ALREADY_EXISTS` |
+//! | connect from an ephemeral port | `EADDRNOTAVAIL` (no port left) | `STATUS_TOO_MANY_ADDRESSES` |
+//! | any | `ENOMEM`, `ENOBUFS`, `EMFILE`, `ENFILE` | `STATUS_INSUFFICIENT_RESOURCES` |
+//! | MPA | peer rejected (Reply with R) | `STATUS_CONNECTION_REFUSED` + its private data |
+//! | MPA | the connection closed before the Reply | `STATUS_CONNECTION_REFUSED` |
+//! | MPA | Reply timed out ([`MpaConfig::timeout`]) | `STATUS_IO_TIMEOUT` |
+//! | MPA | invalid Reply, IRD, RTR (a Terminate is sent) | `STATUS_CONNECTION_ABORTED` |
+//! | accept/complete | the peer went away, rejected, or terminated | `STATUS_CONNECTION_ABORTED` |
+//!
+//! Listeners set `SO_REUSEADDR` (as siw), so a second listener on a port in use still fails
+//! (Linux refuses it while one socket listens), and IPv6 listeners are `IPV6_V6ONLY`, so IPv4 and
+//! IPv6 listeners on one port are independent. A connect from an explicit local address also
+//! sets `SO_REUSEADDR`: several connections may share a local port as long as their peers
+//! differ (NDK shared endpoints), and a duplicate 4-tuple is the `ADDRESS_ALREADY_EXISTS` case.
+//!
+//! # Threading model and lock order
+//!
+//! * One progress thread per [`Engine`]. It alone owns the sockets, the handshakes, the streams
+//!   and the hosts ([`QpHost`] values move into it with [`Engine::connect`] and
+//!   [`Incoming::accept`]); every host method runs on it.
+//! * Consumer threads talk to it through one lock-free `crossbeam_queue::SegQueue` of commands
+//!   plus a `mio::Waker` (an eventfd write). The waker is only written when the thread is about
+//!   to sleep or sleeping (a `SeqCst` flag/queue handshake), so a busy engine takes posts without
+//!   any system call on the posting side.
+//! * Consumer-visible connection state (connected, ORD) lives in atomics, so inline post checks
+//!   (`STATUS_CONNECTION_INVALID`, ORD 0) need no lock.
+//! * Callbacks ([`Incoming`] delivery, connect/accept/complete/disconnect completions) run on
+//!   the progress thread.
+//!
+//! **Locks on the data path: none in this module.** A post is an atomic load, a queue push and,
+//! at most, an eventfd write; the progress thread's read → place → complete → transmit path
+//! takes no lock of its own. Whatever the host does (region table, CQ ring) is the host's and is
+//! called with no transport lock held, so there is no lock order to respect here: the transport
+//! never holds a lock while calling out.
+//!
+//! # Data path
+//!
+//! * **Receive:** the thread reads into one reusable buffer per engine
+//!   ([`EngineConfig::read_buffer`]), feeds the stream, and calls [`QpHost::place`] for every
+//!   placement before it drains completions (completions come after placement) and events. One
+//!   connection reads at most [`EngineConfig::read_budget`] octets per turn before the others get
+//!   theirs.
+//! * **Transmit:** FPDUs with small payloads (at most 4 KiB) or markers are built in the
+//!   connection's out buffer and coalesced (up to 64 KiB per write). A large payload goes out
+//!   with one vectored write — pending coalesced bytes, header, the payload spans straight from
+//!   registered memory ([`QpHost::with_payload`]), pad and CRC — so the payload is not copied in
+//!   user space; only what the kernel did not take is copied into the out buffer, and the
+//!   connection waits for `WRITABLE` before it takes the next frame from the stream.
+//! * **FPDU size:** MULPDU is `mpa::mulpdu(TCP_MAXSEG)` capped at [`EngineConfig::max_mulpdu`]
+//!   (on loopback the MSS is about 64 KiB; the cap, 32 KiB FPDUs, is in [`DEFAULT_MAX_MULPDU`]). `TCP_NODELAY` is set on
+//!   every connection, as siw does.
+
+mod errno;
+mod reactor;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{self, AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::SegQueue;
+use netdirect_proto::handshake::{Handshake, PeerRequest};
+use netdirect_proto::stream::{Dest, Event, Host, Payload, PostFlags, Request, WorkCompletion};
+use netdirect_types::Status;
+use netdirect_wire::mpa;
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub use errno::{bind_status, connect_status};
+pub use netdirect_proto::handshake::{MpaConfig, Negotiated, ReadLimits};
+
+use reactor::Cmd;
+
+/// What the engine needs from the owner of a connection (the queue pair).
+///
+/// Every method is called on the progress thread, with no transport lock held. Besides the
+/// stream's memory questions ([`Host`]: tagged checks with leases, receives, invalidation), the
+/// host gives access to payload bytes for sending and takes placements, completions and events.
+pub trait QpHost: Host<Lease: Send> + Send + 'static {
+    /// What a post carries to the host besides the request (typically the gather list with its
+    /// leases); handed over by [`QpHost::posted`] on the progress thread, before the stream
+    /// sees the request.
+    type Work: Send + 'static;
+
+    /// A send-queue request `wr` with its `work` is about to be queued in the stream. Send-queue
+    /// completions are FIFO: an unsignaled request is finished when a later one completes.
+    fn posted(&mut self, wr: u64, work: Self::Work);
+
+    /// Calls `f` once with the bytes of `payload`, as one or more spans in order (one per
+    /// gather entry, say), borrowed straight from registered memory.
+    fn with_payload<R>(
+        &mut self,
+        payload: &Payload<Self::Lease>,
+        f: impl FnOnce(&[&[u8]]) -> R,
+    ) -> R;
+
+    /// Places inbound payload `data` at `dest` (already checked by [`Host`]).
+    fn place(&mut self, dest: Dest<Self::Lease>, data: &[u8]);
+
+    /// A work completion, after the placements it covers.
+    fn completed(&mut self, completion: WorkCompletion);
+
+    /// A stream event: Terminate sent or received (the connection closes), or the peer closed
+    /// (nothing is flushed).
+    fn event(&mut self, event: Event);
+
+    /// Carries out local operation `wr` (bind, fast register, invalidate) in queue order.
+    fn local(&mut self, wr: u64) -> Status;
+
+    /// The stream was flushed or failed: every send-queue request has its completion. Complete
+    /// the posted receives of the QP's own receive queue with `STATUS_CANCELLED`.
+    fn flushed(&mut self) {}
+}
+
+/// The default cap on MULPDU: FPDUs of 32 KiB, what siw sends on `lo` (spec/iwarp.md §7.3).
+///
+/// Measured with `tests/transport.rs::rdma_write_throughput` (release, 2 cores, 128 MiB of RDMA
+/// Write between two engines in one process, `ND_MULPDU` overriding the cap): 16 KiB, 32 KiB
+/// and 64 KiB FPDUs all gave 450-525 MB/s, the differences inside the run-to-run noise. The
+/// cost is elsewhere (the receive side copies socket → read buffer → deframer → region), so the
+/// cap takes siw's value, which also keeps the FPDU inside one loopback segment.
+pub const DEFAULT_MAX_MULPDU: usize = mpa::mulpdu(32 * 1024, false);
+
+/// Settings of an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Name of the progress thread.
+    pub thread_name: String,
+    /// Upper bound on MULPDU (the MSS-derived value is used when smaller).
+    pub max_mulpdu: usize,
+    /// How long a TCP connect may take before it fails with `STATUS_IO_TIMEOUT`.
+    pub connect_timeout: Duration,
+    /// How long a disconnect may wait for pending bytes to leave and then for the peer's FIN.
+    pub disconnect_timeout: Duration,
+    /// Size of the engine's receive buffer.
+    pub read_buffer: usize,
+    /// Octets one connection may read per turn before other connections are served.
+    pub read_budget: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            thread_name: "netdirect-soft".into(),
+            max_mulpdu: DEFAULT_MAX_MULPDU,
+            connect_timeout: Duration::from_secs(20),
+            disconnect_timeout: Duration::from_secs(5),
+            read_buffer: 256 * 1024,
+            read_budget: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// MPA settings for NDK semantics: [`MpaConfig::default`] (revision 2, siw's limits) with
+/// peer-to-peer mode offering a zero-length RDMA Write or Read as ready-to-receive message, so
+/// that [`Connection::complete`] always sends a first FPDU and the passive side's accept
+/// completes even when the active side waits for the passive side to speak.
+pub fn ndk_mpa_config() -> MpaConfig {
+    MpaConfig {
+        peer_to_peer: Some(mpa::Rtr {
+            send: false,
+            write: true,
+            read: true,
+        }),
+        ..MpaConfig::default()
+    }
+}
+
+/// Why a connect failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("connect failed: {status}")]
+pub struct ConnectError {
+    /// The NTSTATUS (see the table in the module docs).
+    pub status: Status,
+    /// The private data of a peer that rejected the connection.
+    pub private_data: Vec<u8>,
+}
+
+impl ConnectError {
+    fn new(status: Status) -> Self {
+        ConnectError {
+            status,
+            private_data: Vec::new(),
+        }
+    }
+}
+
+/// Completion of a connect: the peer accepted (complete or reject next) or the error.
+pub type ConnectCallback = Box<dyn FnOnce(Result<Negotiated, ConnectError>) + Send>;
+/// Completion of an accept, complete-connect or disconnect.
+pub type StatusCallback = Box<dyn FnOnce(Status) + Send>;
+
+/// Where a connection is, as seen by consumer threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ConnState {
+    /// TCP connect or MPA handshake in progress; or (passive) waiting for accept/reject.
+    Connecting = 0,
+    /// Active side: the peer accepted; waiting for [`Connection::complete`] or reject.
+    Replied = 1,
+    /// Passive side: accepted; waiting for the initiator's first FPDU.
+    Accepting = 2,
+    /// Established.
+    Connected = 3,
+    /// The peer closed its side; posts still queue (nothing is flushed until disconnect).
+    PeerClosed = 4,
+    /// The stream failed or was flushed; posts complete `STATUS_CANCELLED`.
+    Error = 5,
+    /// Disconnected, rejected or failed: posts fail inline.
+    Closed = 6,
+}
+
+impl ConnState {
+    fn from_u8(v: u8) -> ConnState {
+        match v {
+            0 => ConnState::Connecting,
+            1 => ConnState::Replied,
+            2 => ConnState::Accepting,
+            3 => ConnState::Connected,
+            4 => ConnState::PeerClosed,
+            5 => ConnState::Error,
+            _ => ConnState::Closed,
+        }
+    }
+}
+
+/// Connection state shared between the handle and the progress thread.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    id: usize,
+    state: AtomicU8,
+    ord: AtomicU16,
+    local: SocketAddr,
+    peer: SocketAddr,
+}
+
+impl ConnShared {
+    fn new(id: usize, local: SocketAddr, peer: SocketAddr) -> Arc<ConnShared> {
+        Arc::new(ConnShared {
+            id,
+            state: AtomicU8::new(ConnState::Connecting as u8),
+            ord: AtomicU16::new(0),
+            local,
+            peer,
+        })
+    }
+
+    pub(crate) fn state(&self) -> ConnState {
+        ConnState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Moves to `to` unless the connection is already closed (closed is final).
+    pub(crate) fn set_state(&self, to: ConnState) {
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                (s != ConnState::Closed as u8).then_some(to as u8)
+            });
+    }
+}
+
+/// The part of the engine consumer threads share with the progress thread.
+pub(crate) struct Inner<H: QpHost> {
+    cmds: SegQueue<Cmd<H>>,
+    waker: mio::Waker,
+    sleeping: AtomicBool,
+    stop: AtomicBool,
+    closed: AtomicBool,
+    next_id: AtomicU64,
+    config: EngineConfig,
+}
+
+impl<H: QpHost> Inner<H> {
+    fn id(&self) -> usize {
+        self.next_id.fetch_add(1, Ordering::Relaxed) as usize
+    }
+
+    /// Queues a command and wakes the progress thread if it sleeps. Once the engine is gone the
+    /// command is failed here (its callbacks run with `STATUS_CANCELLED`).
+    fn send(&self, cmd: Cmd<H>) {
+        self.cmds.push(cmd);
+        atomic::fence(Ordering::SeqCst);
+        if self.closed.load(Ordering::SeqCst) {
+            self.drain_failed();
+        } else if self.sleeping.load(Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    fn drain_failed(&self) {
+        while let Some(cmd) = self.cmds.pop() {
+            cmd.fail();
+        }
+    }
+}
+
+/// One progress thread and the sockets of one adapter, for connections driven for hosts `H`.
+pub struct Engine<H: QpHost> {
+    inner: Arc<Inner<H>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<H: QpHost> std::fmt::Debug for Engine<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("thread", &self.inner.config.thread_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Engine::connect`] needs.
+#[derive(Debug, Clone)]
+pub struct ConnectParams {
+    /// Local address to bind (port 0: ephemeral); `None`: chosen by the routing table.
+    pub local: Option<SocketAddr>,
+    /// The peer's listener.
+    pub remote: SocketAddr,
+    /// MPA settings ([`ndk_mpa_config`] for NDK semantics).
+    pub config: MpaConfig,
+    /// Requested IRD/ORD (capped at 14 bits).
+    pub limits: ReadLimits,
+    /// Private data for the Request (at most 508 octets; Linux peers take 252).
+    pub private_data: Vec<u8>,
+}
+
+const MAX_PRIVATE_DATA: usize = mpa::MAX_PRIVATE_DATA - mpa::ENHANCED_LEN;
+
+fn cap_limits(l: ReadLimits) -> ReadLimits {
+    ReadLimits {
+        ird: l.ird.min(mpa::MAX_IRD_ORD),
+        ord: l.ord.min(mpa::MAX_IRD_ORD),
+    }
+}
+
+impl<H: QpHost> Engine<H> {
+    /// Starts the progress thread.
+    pub fn new(config: EngineConfig) -> Result<Engine<H>, Status> {
+        let poll = mio::Poll::new().map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
+        let waker = mio::Waker::new(poll.registry(), reactor::WAKER)
+            .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
+        let inner = Arc::new(Inner {
+            cmds: SegQueue::new(),
+            waker,
+            sleeping: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+            config: config.clone(),
+        });
+        let r = reactor::Reactor::new(inner.clone(), poll);
+        let thread = std::thread::Builder::new()
+            .name(config.thread_name)
+            .spawn(move || r.run())
+            .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
+        Ok(Engine {
+            inner,
+            thread: Some(thread),
+        })
+    }
+
+    /// Listens on `addr` (port 0: ephemeral). Each valid MPA Request calls `on_request` on the
+    /// progress thread with an [`Incoming`] to accept or reject. `config` is the responder's
+    /// MPA configuration for every connection of this listener.
+    pub fn listen(
+        &self,
+        addr: SocketAddr,
+        config: MpaConfig,
+        on_request: impl FnMut(Incoming<H>) + Send + 'static,
+    ) -> Result<Listener<H>, Status> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .map_err(|e| bind_status(&e))?;
+        socket
+            .set_reuse_address(true)
+            .map_err(|e| bind_status(&e))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true).map_err(|e| bind_status(&e))?;
+        }
+        socket.bind(&addr.into()).map_err(|e| bind_status(&e))?;
+        socket.listen(1024).map_err(|e| bind_status(&e))?;
+        socket.set_nonblocking(true).map_err(|e| bind_status(&e))?;
+        let local = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .ok_or(Status::INVALID_ADDRESS)?;
+        let listener = mio::net::TcpListener::from_std(socket.into());
+        let id = self.inner.id();
+        let paused = Arc::new(AtomicBool::new(false));
+        self.inner.send(Cmd::Listen {
+            id,
+            listener,
+            config,
+            paused: paused.clone(),
+            on_request: Box::new(on_request),
+        });
+        Ok(Listener {
+            inner: self.inner.clone(),
+            id,
+            local,
+            paused,
+        })
+    }
+
+    /// Connects to `params.remote` and runs the MPA initiator handshake for `host`.
+    ///
+    /// Fails inline for what the local stack knows at once (bind errors, a refused loopback
+    /// connect, a duplicate 4-tuple, private data over 508 octets); otherwise `on_done` reports
+    /// the peer's acceptance ([`Negotiated`]; call [`Connection::complete`] or
+    /// [`Connection::reject`] next) or the failure.
+    pub fn connect(
+        &self,
+        params: ConnectParams,
+        host: H,
+        on_done: impl FnOnce(Result<Negotiated, ConnectError>) + Send + 'static,
+    ) -> Result<Connection<H>, Status> {
+        let ConnectParams {
+            local,
+            remote,
+            config,
+            limits,
+            private_data,
+        } = params;
+        if private_data.len() > MAX_PRIVATE_DATA {
+            return Err(Status::INVALID_BUFFER_SIZE);
+        }
+        if local.is_some_and(|l| l.is_ipv4() != remote.is_ipv4()) {
+            return Err(Status::INVALID_ADDRESS);
+        }
+        let hs = Handshake::initiator(config, cap_limits(limits), &private_data, Instant::now())
+            .map_err(|e| errno::handshake_status(&e))?;
+        let socket = Socket::new(
+            Domain::for_address(remote),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .map_err(|e| connect_status(&e, false))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| connect_status(&e, false))?;
+        let _ = socket.set_nodelay(true);
+        let explicit_port = local.is_some_and(|l| l.port() != 0);
+        if let Some(l) = local {
+            socket
+                .set_reuse_address(true)
+                .map_err(|e| bind_status(&e))?;
+            socket.bind(&l.into()).map_err(|e| bind_status(&e))?;
+        }
+        let connected_now = match socket.connect(&remote.into()) {
+            Ok(()) => true,
+            Err(e)
+                if e.raw_os_error() == Some(115) || e.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                false
+            }
+            Err(e) => return Err(connect_status(&e, explicit_port)),
+        };
+        let local_addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(remote);
+        let sock = mio::net::TcpStream::from_std(socket.into());
+        let shared = ConnShared::new(self.inner.id(), local_addr, remote);
+        self.inner.send(Cmd::Connect {
+            shared: shared.clone(),
+            sock,
+            hs,
+            host,
+            explicit_port,
+            connected_now,
+            on_done: Box::new(on_done),
+        });
+        Ok(Connection {
+            inner: self.inner.clone(),
+            shared,
+        })
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+}
+
+impl<H: QpHost> Drop for Engine<H> {
+    /// Stops the progress thread and joins it: every connection is flushed (completions
+    /// `STATUS_CANCELLED`, then [`QpHost::flushed`]) and closed, every listener closed, every
+    /// pending callback called with `STATUS_CANCELLED`.
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        let _ = self.inner.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.drain_failed();
+    }
+}
+
+/// A listening socket. Dropping it closes the socket; connections already handed out as
+/// [`Incoming`] are not affected, handshakes still waiting for their Request are closed.
+pub struct Listener<H: QpHost> {
+    inner: Arc<Inner<H>>,
+    id: usize,
+    local: SocketAddr,
+    paused: Arc<AtomicBool>,
+}
+
+impl<H: QpHost> std::fmt::Debug for Listener<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("local", &self.local)
+            .field("paused", &self.paused.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl<H: QpHost> Listener<H> {
+    /// The bound address (the ephemeral port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Pauses (`true`) or resumes connect events (NdkControlConnectEvents). While paused, every
+    /// new Request is rejected (an MPA Reply with R set and no private data).
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+    }
+}
+
+impl<H: QpHost> Drop for Listener<H> {
+    fn drop(&mut self) {
+        self.inner.send(Cmd::CloseListener { id: self.id });
+    }
+}
+
+/// An incoming connection whose MPA Request has been parsed (the NDK connect event). Accept or
+/// reject it; dropping it rejects it.
+pub struct Incoming<H: QpHost> {
+    inner: Arc<Inner<H>>,
+    shared: Arc<ConnShared>,
+    request: PeerRequest,
+    decided: bool,
+}
+
+impl<H: QpHost> std::fmt::Debug for Incoming<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("peer", &self.shared.peer)
+            .field("local", &self.shared.local)
+            .field("request", &self.request)
+            .finish()
+    }
+}
+
+impl<H: QpHost> Incoming<H> {
+    /// The initiator's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// Our address of this connection.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// The Request: private data, IRD/ORD (revision 2), CRC/marker wishes, RTR offer.
+    pub fn request(&self) -> &PeerRequest {
+        &self.request
+    }
+
+    /// Accepts with our `limits` (capped by the initiator's, NDK §7.6) and `private_data`, for
+    /// `host`. The Reply goes out at once; `on_done` runs when the initiator's first FPDU has
+    /// arrived (`STATUS_SUCCESS`), or with `STATUS_CONNECTION_ABORTED` when the initiator went
+    /// away, rejected or terminated first.
+    pub fn accept(
+        mut self,
+        limits: ReadLimits,
+        private_data: &[u8],
+        host: H,
+        on_done: impl FnOnce(Status) + Send + 'static,
+    ) -> Result<Connection<H>, Status> {
+        if private_data.len() > MAX_PRIVATE_DATA {
+            return Err(Status::INVALID_BUFFER_SIZE);
+        }
+        self.decided = true;
+        self.shared.set_state(ConnState::Accepting);
+        self.inner.send(Cmd::Accept {
+            id: self.shared.id,
+            limits: cap_limits(limits),
+            private_data: private_data.to_vec(),
+            host,
+            on_done: Box::new(on_done),
+        });
+        Ok(Connection {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Rejects with `private_data` (an MPA Reply with R set), then closes.
+    pub fn reject(mut self, private_data: &[u8]) -> Result<(), Status> {
+        if private_data.len() > MAX_PRIVATE_DATA {
+            return Err(Status::INVALID_BUFFER_SIZE);
+        }
+        self.decided = true;
+        self.shared.set_state(ConnState::Closed);
+        self.inner.send(Cmd::Reject {
+            id: self.shared.id,
+            private_data: private_data.to_vec(),
+        });
+        Ok(())
+    }
+}
+
+impl<H: QpHost> Drop for Incoming<H> {
+    fn drop(&mut self) {
+        if !self.decided {
+            self.shared.set_state(ConnState::Closed);
+            self.inner.send(Cmd::Reject {
+                id: self.shared.id,
+                private_data: Vec::new(),
+            });
+        }
+    }
+}
+
+/// One connection (the connector and the QP's transport). Dropping it disconnects (and
+/// flushes) if that was not done.
+pub struct Connection<H: QpHost> {
+    inner: Arc<Inner<H>>,
+    shared: Arc<ConnShared>,
+}
+
+impl<H: QpHost> std::fmt::Debug for Connection<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("local", &self.shared.local)
+            .field("peer", &self.shared.peer)
+            .field("state", &self.shared.state())
+            .finish()
+    }
+}
+
+impl<H: QpHost> Connection<H> {
+    /// Our address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.shared.peer
+    }
+
+    /// Where the connection is.
+    pub fn state(&self) -> ConnState {
+        self.shared.state()
+    }
+
+    /// Active side, after the connect completed: starts the stream (its first FPDU completes
+    /// the passive side's accept). `on_done` gets `STATUS_SUCCESS`, `STATUS_CONNECTION_ABORTED`
+    /// when the peer went away meanwhile, or `STATUS_CONNECTION_INVALID` in the wrong state.
+    pub fn complete(&self, on_done: impl FnOnce(Status) + Send + 'static) {
+        self.inner.send(Cmd::Complete {
+            id: self.shared.id,
+            on_done: Box::new(on_done),
+        });
+    }
+
+    /// Active side, after the connect completed: refuses the connection instead of completing
+    /// it. Sends a Terminate (LLP local catastrophic) and closes.
+    pub fn reject(&self) {
+        self.shared.set_state(ConnState::Closed);
+        self.inner.send(Cmd::Abandon { id: self.shared.id });
+    }
+
+    /// Queues send-queue request `wr` (its bytes and leases in `work`, handed to
+    /// [`QpHost::posted`]). Fails inline with `STATUS_CONNECTION_INVALID` unless connected, and
+    /// with `STATUS_INSUFFICIENT_RESOURCES` for a read when the negotiated ORD is 0.
+    pub fn post(
+        &self,
+        wr: u64,
+        work: H::Work,
+        request: Request,
+        flags: PostFlags,
+    ) -> Result<(), Status> {
+        match self.shared.state() {
+            ConnState::Connected | ConnState::PeerClosed | ConnState::Error => {}
+            _ => return Err(Status::CONNECTION_INVALID),
+        }
+        if matches!(request, Request::Read { .. }) && self.shared.ord.load(Ordering::Acquire) == 0 {
+            return Err(Status::INSUFFICIENT_RESOURCES);
+        }
+        self.inner.send(Cmd::Post {
+            id: self.shared.id,
+            wr,
+            work,
+            request,
+            flags,
+        });
+        Ok(())
+    }
+
+    /// NdkFlush: every pending request completes `STATUS_CANCELLED` and the stream stops (the
+    /// TCP connection stays until [`Connection::disconnect`]).
+    pub fn flush(&self) {
+        self.inner.send(Cmd::Flush { id: self.shared.id });
+    }
+
+    /// Graceful disconnect: FIN after the FPDU in progress, then the flush. `on_done` gets
+    /// `STATUS_SUCCESS`, or `STATUS_IO_TIMEOUT` when pending bytes could not leave in
+    /// [`EngineConfig::disconnect_timeout`] (the connection is then reset).
+    pub fn disconnect(&self, on_done: impl FnOnce(Status) + Send + 'static) {
+        self.shared.set_state(ConnState::Closed);
+        self.inner.send(Cmd::Disconnect {
+            id: self.shared.id,
+            on_done: Some(Box::new(on_done)),
+        });
+    }
+}
+
+impl<H: QpHost> Drop for Connection<H> {
+    fn drop(&mut self) {
+        self.shared.set_state(ConnState::Closed);
+        self.inner.send(Cmd::Disconnect {
+            id: self.shared.id,
+            on_done: None,
+        });
+    }
+}

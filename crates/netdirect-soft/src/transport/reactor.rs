@@ -1,0 +1,1366 @@
+//! The progress thread: commands in, sockets driven, hosts called.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::{self, AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use netdirect_proto::handshake::{Event as HsEvent, Handshake, MpaConfig, PeerRequest, ReadLimits};
+use netdirect_proto::stream::{Event, PostFlags, Request, Stream, WorkCompletion, WorkKind};
+use netdirect_types::Status;
+use netdirect_wire::crc::FpduCrc;
+use netdirect_wire::mpa::{self, MarkerLayout};
+use netdirect_wire::rdmap::{self, Message};
+use netdirect_wire::terminate::{self, TermError};
+use socket2::SockRef;
+
+use super::errno::{connect_status, handshake_status};
+use super::{
+    ConnShared, ConnState, ConnectCallback, ConnectError, EngineConfig, Incoming, Inner, QpHost,
+    StatusCallback,
+};
+
+/// The waker's token; connections and listeners use their ids (from 1).
+pub(crate) const WAKER: Token = Token(0);
+
+/// Payloads up to this size are copied behind their header and coalesced.
+const SMALL_PAYLOAD: usize = 4096;
+/// Coalesced bytes are written once they reach this size.
+const COALESCE: usize = 64 * 1024;
+/// Bytes buffered from a peer that should be silent (before accept or complete).
+const EARLY_INPUT_CAP: usize = 64 * 1024;
+
+/// A command from a consumer thread.
+pub(crate) enum Cmd<H: QpHost> {
+    Listen {
+        id: usize,
+        listener: TcpListener,
+        config: MpaConfig,
+        paused: Arc<AtomicBool>,
+        on_request: Box<dyn FnMut(Incoming<H>) + Send>,
+    },
+    CloseListener {
+        id: usize,
+    },
+    Connect {
+        shared: Arc<ConnShared>,
+        sock: TcpStream,
+        hs: Handshake,
+        host: H,
+        explicit_port: bool,
+        connected_now: bool,
+        on_done: ConnectCallback,
+    },
+    Accept {
+        id: usize,
+        limits: ReadLimits,
+        private_data: Vec<u8>,
+        host: H,
+        on_done: StatusCallback,
+    },
+    Reject {
+        id: usize,
+        private_data: Vec<u8>,
+    },
+    Complete {
+        id: usize,
+        on_done: StatusCallback,
+    },
+    Abandon {
+        id: usize,
+    },
+    Post {
+        id: usize,
+        wr: u64,
+        work: H::Work,
+        request: Request,
+        flags: PostFlags,
+    },
+    Flush {
+        id: usize,
+    },
+    Disconnect {
+        id: usize,
+        on_done: Option<StatusCallback>,
+    },
+}
+
+impl<H: QpHost> Cmd<H> {
+    /// Runs the callbacks of a command that can no longer be carried out (engine gone).
+    pub(crate) fn fail(self) {
+        match self {
+            Cmd::Connect {
+                shared, on_done, ..
+            } => {
+                shared.set_state(ConnState::Closed);
+                on_done(Err(ConnectError::new(Status::CANCELLED)));
+            }
+            Cmd::Accept { on_done, .. } | Cmd::Complete { on_done, .. } => {
+                on_done(Status::CANCELLED)
+            }
+            Cmd::Disconnect {
+                on_done: Some(cb), ..
+            } => cb(Status::SUCCESS),
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// TCP connect in progress.
+    TcpConnecting,
+    /// MPA startup frames in flight.
+    Handshake,
+    /// Passive: the Request is with the consumer.
+    Decision,
+    /// Active: the peer accepted; waiting for complete or reject.
+    Replied,
+    /// Passive: accepted; waiting for the first FPDU.
+    Accepting,
+    /// The stream runs.
+    Connected,
+    /// Writing what is left (a Terminate, a Reply), then FIN.
+    Closing,
+    /// FIN sent; reading and discarding until the peer's FIN.
+    Linger,
+    /// To be removed.
+    Dead,
+}
+
+/// Finds where the initiator's first FPDU ends in the stream (passive side).
+#[derive(Debug, Clone, Copy)]
+struct FirstFpdu {
+    markers: bool,
+    head: [u8; 6],
+    seen: usize,
+    total: Option<usize>,
+}
+
+impl FirstFpdu {
+    fn new(markers: bool) -> Self {
+        FirstFpdu {
+            markers,
+            head: [0; 6],
+            seen: 0,
+            total: None,
+        }
+    }
+
+    /// Accounts for `data`; `Some(k)` when the first FPDU ends `k` octets into it.
+    fn feed(&mut self, data: &[u8]) -> Option<usize> {
+        let hl: usize = if self.markers { 6 } else { 2 };
+        let start = self.seen;
+        for (i, b) in data.iter().take(hl.saturating_sub(start)).enumerate() {
+            self.head[start + i] = *b;
+        }
+        self.seen += data.len();
+        if self.total.is_none() && self.seen >= hl {
+            let len = usize::from(u16::from_be_bytes([self.head[hl - 2], self.head[hl - 1]]));
+            let fpdu = mpa::fpdu_len(len);
+            self.total = Some(if self.markers {
+                MarkerLayout::new(0).marked_len(0, fpdu)
+            } else {
+                fpdu
+            });
+        }
+        let total = self.total?;
+        (self.seen >= total).then(|| total - start)
+    }
+}
+
+/// A Terminate FPDU built without a stream (an initiator refusing a Reply).
+fn terminate_fpdu(err: TermError, crc: bool, markers: bool) -> Vec<u8> {
+    let repr = rdmap::Repr {
+        last: true,
+        message: Message::Terminate {
+            msn: 1,
+            terminate: terminate::Repr::new(err),
+        },
+        payload: &[],
+    };
+    let mut ulpdu = vec![0u8; repr.buffer_len()];
+    let mut fpdu = vec![0u8; mpa::fpdu_len(ulpdu.len())];
+    if repr.emit(&mut ulpdu).is_err() || mpa::emit_fpdu(&ulpdu, crc, &mut fpdu).is_err() {
+        return Vec::new();
+    }
+    if !markers {
+        return fpdu;
+    }
+    let layout = MarkerLayout::new(0);
+    let mut raw = vec![0u8; layout.marked_len(0, fpdu.len())];
+    match layout.insert(0, &fpdu, crc, &mut raw) {
+        Ok(n) => {
+            raw.truncate(n);
+            raw
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+fn cancelled(wr: u64, request: &Request) -> WorkCompletion {
+    WorkCompletion {
+        wr,
+        kind: match request {
+            Request::Send { .. } => WorkKind::Send,
+            Request::Write { .. } => WorkKind::Write,
+            Request::Read { .. } => WorkKind::Read,
+            Request::Local => WorkKind::Local,
+        },
+        status: Status::CANCELLED,
+        bytes: 0,
+        invalidated: None,
+        solicited: false,
+        provider_error: 0,
+    }
+}
+
+/// One connection, owned by the progress thread.
+struct Conn<H: QpHost> {
+    shared: Arc<ConnShared>,
+    sock: TcpStream,
+    phase: Phase,
+    listener: Option<usize>,
+    hs: Option<Handshake>,
+    stream: Option<Stream<H::Lease>>,
+    host: Option<H>,
+    explicit_port: bool,
+    emss: usize,
+    crc: bool,
+    markers_tx: bool,
+    out: Vec<u8>,
+    out_pos: usize,
+    spare: Vec<u8>,
+    early: Vec<u8>,
+    readable: bool,
+    writable: bool,
+    eof: bool,
+    io_dead: bool,
+    deadline: Option<Instant>,
+    on_connect: Option<ConnectCallback>,
+    on_accept: Option<StatusCallback>,
+    on_disconnect: Option<StatusCallback>,
+    disconnecting: bool,
+    first: Option<FirstFpdu>,
+    flushed: bool,
+    peer_closed: bool,
+    /// The stream queued a Terminate: send it, then close.
+    terminating: bool,
+    /// Closing: the stream has nothing more to send.
+    tx_drained: bool,
+    /// A Request waiting to be handed to the listener.
+    request: Option<PeerRequest>,
+    /// The peer went away while the consumer decides.
+    aborted: bool,
+    /// A consumer handle ([`super::Connection`] or [`Incoming`]) refers to this connection, so
+    /// it outlives its socket until released (posts then complete `STATUS_CANCELLED`).
+    has_handle: bool,
+    /// Dead, socket closed, kept for its handle.
+    zombie: bool,
+}
+
+impl<H: QpHost> Conn<H> {
+    fn new(shared: Arc<ConnShared>, sock: TcpStream, phase: Phase, hs: Handshake) -> Self {
+        let emss = SockRef::from(&sock).mss().unwrap_or(1460) as usize;
+        Conn {
+            shared,
+            sock,
+            phase,
+            listener: None,
+            hs: Some(hs),
+            stream: None,
+            host: None,
+            explicit_port: false,
+            emss,
+            crc: false,
+            markers_tx: false,
+            out: Vec::new(),
+            out_pos: 0,
+            spare: Vec::new(),
+            early: Vec::new(),
+            readable: false,
+            writable: false,
+            eof: false,
+            io_dead: false,
+            deadline: None,
+            on_connect: None,
+            on_accept: None,
+            on_disconnect: None,
+            disconnecting: false,
+            first: None,
+            flushed: false,
+            peer_closed: false,
+            terminating: false,
+            tx_drained: false,
+            request: None,
+            aborted: false,
+            has_handle: false,
+            zombie: false,
+        }
+    }
+
+    fn fail_connect(&mut self, status: Status, private_data: Vec<u8>) {
+        self.shared.set_state(ConnState::Closed);
+        if let Some(cb) = self.on_connect.take() {
+            cb(Err(ConnectError {
+                status,
+                private_data,
+            }));
+        }
+    }
+
+    fn fail_accept(&mut self, status: Status) {
+        if let Some(cb) = self.on_accept.take() {
+            cb(status);
+        }
+    }
+
+    fn make_stream(&mut self, neg: &netdirect_proto::Negotiated, cap: usize) {
+        let mulpdu = mpa::mulpdu(self.emss, neg.markers_tx).min(cap);
+        self.crc = neg.crc;
+        self.markers_tx = neg.markers_tx;
+        self.shared.ord.store(neg.limits.ord, Ordering::Release);
+        self.stream = Some(Stream::new(neg, mulpdu));
+    }
+
+    /// Starts closing: write what is queued, FIN, linger.
+    fn begin_close(&mut self, now: Instant, timeout: Duration) {
+        if matches!(self.phase, Phase::Closing | Phase::Linger | Phase::Dead) {
+            return;
+        }
+        self.phase = Phase::Closing;
+        self.deadline = Some(now + timeout);
+    }
+
+    fn kill(&mut self) {
+        self.phase = Phase::Dead;
+        self.deadline = None;
+    }
+
+    /// The TCP connect finished (or failed).
+    fn on_tcp_connected(&mut self, now: Instant) {
+        if self.phase != Phase::TcpConnecting {
+            return;
+        }
+        match self.sock.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                let st = connect_status(&e, self.explicit_port);
+                self.fail_connect(st, Vec::new());
+                return self.kill();
+            }
+            Ok(None) => {}
+        }
+        match self.sock.peer_addr() {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotConnected => return,
+            Err(e) => {
+                let st = connect_status(&e, self.explicit_port);
+                self.fail_connect(st, Vec::new());
+                return self.kill();
+            }
+        }
+        self.emss = SockRef::from(&self.sock).mss().unwrap_or(1460) as usize;
+        self.phase = Phase::Handshake;
+        // The MPA timeout runs from the connect call (the Handshake was made then).
+        self.deadline = self.hs.as_ref().and_then(Handshake::poll_timeout);
+        let _ = now;
+    }
+
+    /// Handles what the handshake reports.
+    fn hs_events(&mut self, now: Instant, cfg: &EngineConfig) {
+        while let Some(ev) = self.hs.as_mut().and_then(Handshake::poll_event) {
+            match ev {
+                HsEvent::Request(req) => {
+                    self.phase = Phase::Decision;
+                    self.deadline = None;
+                    self.request = Some(req);
+                }
+                HsEvent::Established(neg) => {
+                    self.make_stream(&neg, cfg.max_mulpdu);
+                    self.deadline = None;
+                    if neg.role == netdirect_proto::Role::Initiator {
+                        self.phase = Phase::Replied;
+                        self.shared.set_state(ConnState::Replied);
+                        if let Some(cb) = self.on_connect.take() {
+                            cb(Ok(neg));
+                        }
+                    } else {
+                        self.phase = Phase::Accepting;
+                        self.first = Some(FirstFpdu::new(neg.markers_rx));
+                        let early = std::mem::take(&mut self.early);
+                        if !early.is_empty() {
+                            self.feed(&early);
+                        }
+                    }
+                }
+                HsEvent::Rejected { private_data } => {
+                    self.fail_connect(Status::CONNECTION_REFUSED, private_data);
+                    self.begin_close(now, cfg.disconnect_timeout);
+                }
+                HsEvent::Failed(e) => {
+                    if self.hs.as_ref().map(Handshake::role)
+                        == Some(netdirect_proto::Role::Initiator)
+                    {
+                        if let Some(t) = e.term_error() {
+                            let crc = self.crc;
+                            self.out.extend_from_slice(&terminate_fpdu(t, crc, false));
+                        }
+                        self.fail_connect(handshake_status(&e), Vec::new());
+                    } else {
+                        self.shared.set_state(ConnState::Closed);
+                    }
+                    self.begin_close(now, cfg.disconnect_timeout);
+                }
+            }
+        }
+    }
+
+    /// Runs the stream's receive side over buffered input, placing every payload.
+    fn rx(&mut self) {
+        let (Some(stream), Some(host)) = (self.stream.as_mut(), self.host.as_mut()) else {
+            return;
+        };
+        while let Some(place) = stream.poll_rx(host) {
+            host.place(place.dest, place.data);
+        }
+    }
+
+    /// Stream-mode input (accepting or connected).
+    fn feed(&mut self, data: &[u8]) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        if self.phase == Phase::Accepting {
+            let first = self
+                .first
+                .as_mut()
+                .expect("accepting tracks the first FPDU");
+            match first.feed(data) {
+                Some(k) => {
+                    stream.push_input(&data[..k]);
+                    self.rx();
+                    let ok = self.stream.as_ref().is_some_and(Stream::is_active);
+                    if ok {
+                        self.phase = Phase::Connected;
+                        self.shared.set_state(ConnState::Connected);
+                        if let Some(cb) = self.on_accept.take() {
+                            cb(Status::SUCCESS);
+                        }
+                    } else {
+                        self.fail_accept(Status::CONNECTION_ABORTED);
+                    }
+                    if let Some(s) = self.stream.as_mut() {
+                        s.push_input(&data[k..]);
+                    }
+                    self.rx();
+                }
+                None => {
+                    stream.push_input(data);
+                    self.rx();
+                }
+            }
+        } else {
+            stream.push_input(data);
+            self.rx();
+        }
+    }
+
+    /// Delivers the stream's completions and events to the host.
+    fn drain(&mut self, now: Instant, cfg: &EngineConfig) {
+        let (Some(stream), Some(host)) = (self.stream.as_mut(), self.host.as_mut()) else {
+            return;
+        };
+        while let Some(c) = stream.poll_completion() {
+            host.completed(c);
+        }
+        let mut close = false;
+        while let Some(e) = stream.poll_event() {
+            if e == Event::PeerClosed && self.shared.state() == ConnState::Connected {
+                self.shared.set_state(ConnState::PeerClosed);
+            }
+            if !stream.is_active() && !matches!(self.shared.state(), ConnState::Closed) {
+                self.shared.set_state(ConnState::Error);
+            }
+            host.event(e);
+            match e {
+                Event::TerminateSent(_) => {
+                    self.terminating = true;
+                    close = true;
+                }
+                Event::TerminateReceived(_) => close = true,
+                Event::PeerClosed => self.peer_closed = true,
+            }
+        }
+        if !stream.is_active() && !self.flushed {
+            self.flushed = true;
+            if !matches!(self.shared.state(), ConnState::Closed) {
+                self.shared.set_state(ConnState::Error);
+            }
+            host.flushed();
+        }
+        if close {
+            if self.phase == Phase::Accepting {
+                self.fail_accept(Status::CONNECTION_ABORTED);
+            }
+            self.begin_close(now, cfg.disconnect_timeout);
+        }
+    }
+
+    /// The peer closed (`reset`: or the connection broke).
+    fn on_peer_gone(&mut self, reset: bool, now: Instant, cfg: &EngineConfig) {
+        self.eof = true;
+        if reset {
+            self.io_dead = true;
+        }
+        match self.phase {
+            Phase::TcpConnecting | Phase::Handshake => {
+                if self.on_connect.is_some() {
+                    self.fail_connect(Status::CONNECTION_REFUSED, Vec::new());
+                } else {
+                    self.shared.set_state(ConnState::Closed);
+                }
+                self.kill();
+            }
+            Phase::Decision | Phase::Replied => self.aborted = true,
+            Phase::Accepting => {
+                self.fail_accept(Status::CONNECTION_ABORTED);
+                if let Some(s) = self.stream.as_mut() {
+                    s.flush();
+                }
+                self.drain(now, cfg);
+                self.shared.set_state(ConnState::Closed);
+                self.kill();
+            }
+            Phase::Connected => {
+                if !self.peer_closed {
+                    match self.stream.as_mut() {
+                        Some(s) if s.is_active() => s.handle_eof(),
+                        _ => {
+                            // The stream is done; tell the host the connection is gone anyway.
+                            self.peer_closed = true;
+                            if let Some(h) = self.host.as_mut() {
+                                h.event(Event::PeerClosed);
+                            }
+                        }
+                    }
+                    self.drain(now, cfg);
+                }
+            }
+            Phase::Closing => {
+                if reset {
+                    self.finish_close();
+                    self.kill();
+                }
+            }
+            Phase::Linger | Phase::Dead => self.kill(),
+        }
+    }
+
+    /// Reads once into `rbuf`; returns the octets read (0 on would-block, EOF or error).
+    fn receive(&mut self, rbuf: &mut [u8], now: Instant, cfg: &EngineConfig) -> Option<usize> {
+        let n = match (&self.sock).read(rbuf) {
+            Ok(0) => {
+                self.on_peer_gone(false, now, cfg);
+                return Some(0);
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.readable = false;
+                return None;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Some(0),
+            Err(_) => {
+                self.on_peer_gone(true, now, cfg);
+                return Some(0);
+            }
+        };
+        let data = &rbuf[..n];
+        match self.phase {
+            Phase::Handshake => {
+                let used = self.hs.as_mut().map_or(0, |h| h.handle_input(data));
+                self.early.extend_from_slice(&data[used..]);
+                self.hs_events(now, cfg);
+            }
+            Phase::Decision | Phase::Replied => self.early.extend_from_slice(data),
+            Phase::Accepting | Phase::Connected => {
+                self.feed(data);
+                self.drain(now, cfg);
+            }
+            Phase::TcpConnecting | Phase::Closing | Phase::Linger | Phase::Dead => {}
+        }
+        Some(n)
+    }
+
+    fn wants_read(&self) -> bool {
+        if self.eof || self.io_dead {
+            return false;
+        }
+        match self.phase {
+            Phase::TcpConnecting | Phase::Dead => false,
+            Phase::Decision | Phase::Replied => self.early.len() < EARLY_INPUT_CAP,
+            _ => true,
+        }
+    }
+
+    /// Writes the out buffer; `Ok(true)` when it is empty.
+    fn flush_out(&mut self) -> io::Result<bool> {
+        while self.out_pos < self.out.len() {
+            match (&self.sock).write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    return Ok(false);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        Ok(true)
+    }
+
+    /// Whether the stream's frames may be taken now.
+    fn frames_allowed(&self) -> bool {
+        match self.phase {
+            Phase::Connected | Phase::Accepting => !self.disconnecting,
+            Phase::Closing => self.terminating && !self.disconnecting,
+            _ => false,
+        }
+    }
+
+    /// Takes frames from the stream and writes them. Returns whether anything happened.
+    fn transmit(&mut self) -> io::Result<bool> {
+        let mut progress = false;
+        if let Some(hs) = self.hs.as_mut() {
+            let before = self.out.len();
+            hs.poll_transmit(&mut self.out);
+            progress |= self.out.len() != before;
+        }
+        if self.out.len() - self.out_pos >= COALESCE && !self.flush_out()? {
+            return Ok(progress);
+        }
+        while self.writable && self.frames_allowed() {
+            let (Some(stream), Some(host)) = (self.stream.as_mut(), self.host.as_mut()) else {
+                break;
+            };
+            while let Some(a) = stream.poll_action() {
+                let st = host.local(a.wr);
+                stream.local_done(a.wr, st);
+                progress = true;
+            }
+            let Some(frame) = stream.poll_transmit() else {
+                if self.phase == Phase::Closing {
+                    self.tx_drained = true;
+                }
+                break;
+            };
+            progress = true;
+            let plen = frame.payload.as_ref().map_or(0, |p| p.len() as usize);
+            if self.markers_tx {
+                self.append_marked(frame);
+            } else if plen <= SMALL_PAYLOAD {
+                self.append_plain(frame);
+            } else {
+                self.write_direct(frame)?;
+            }
+            if self.out.len() - self.out_pos >= COALESCE && !self.flush_out()? {
+                break;
+            }
+        }
+        if self.writable {
+            let before = self.out_pos;
+            self.flush_out()?;
+            progress |= self.out_pos != before;
+        }
+        Ok(progress)
+    }
+
+    /// Appends a whole FPDU (header, payload copy, trailer) to the out buffer.
+    fn append_plain(&mut self, frame: netdirect_proto::stream::TxFrame<H::Lease>) {
+        let start = self.out.len();
+        self.out.extend_from_slice(&frame.header);
+        let mut plen = 0;
+        if let (Some(p), Some(host)) = (frame.payload.as_ref(), self.host.as_mut()) {
+            let out = &mut self.out;
+            host.with_payload(p, |spans| {
+                for s in spans {
+                    out.extend_from_slice(s);
+                    plen += s.len();
+                }
+            });
+        }
+        let ulpdu_len = frame.header.len() - mpa::LENGTH_LEN + plen;
+        let crc = self.crc.then(|| {
+            let mut c = FpduCrc::new();
+            c.update(&self.out[start..]);
+            c
+        });
+        self.out
+            .extend_from_slice(mpa::trailer(ulpdu_len, crc).as_bytes());
+    }
+
+    /// Appends an FPDU with markers (built contiguously, then marked).
+    fn append_marked(&mut self, frame: netdirect_proto::stream::TxFrame<H::Lease>) {
+        let mut fpdu = std::mem::take(&mut self.spare);
+        fpdu.clear();
+        let seq = frame.seq;
+        let out = std::mem::take(&mut self.out);
+        let pos = self.out_pos;
+        self.out = fpdu;
+        self.out_pos = 0;
+        self.append_plain(frame);
+        let fpdu = std::mem::replace(&mut self.out, out);
+        self.out_pos = pos;
+        let layout = MarkerLayout::new(0);
+        let start = self.out.len();
+        self.out
+            .resize(start + layout.marked_len(seq, fpdu.len()), 0);
+        if let Ok(n) = layout.insert(seq, &fpdu, self.crc, &mut self.out[start..]) {
+            self.out.truncate(start + n);
+        }
+        self.spare = fpdu;
+    }
+
+    /// Writes an FPDU with a large payload with one vectored write straight from the host's
+    /// memory, behind whatever is coalesced; keeps what the kernel did not take.
+    fn write_direct(
+        &mut self,
+        frame: netdirect_proto::stream::TxFrame<H::Lease>,
+    ) -> io::Result<()> {
+        let (Some(payload), Some(host)) = (frame.payload.as_ref(), self.host.as_mut()) else {
+            return Ok(());
+        };
+        let sock = &self.sock;
+        let pending = &self.out[self.out_pos..];
+        let crc_on = self.crc;
+        let spare = &mut self.spare;
+        let mut blocked = false;
+        let res: io::Result<()> = host.with_payload(payload, |spans| {
+            let plen: usize = spans.iter().map(|s| s.len()).sum();
+            let ulpdu_len = frame.header.len() - mpa::LENGTH_LEN + plen;
+            let crc = crc_on.then(|| {
+                let mut c = FpduCrc::new();
+                c.update(&frame.header);
+                for s in spans {
+                    c.update(s);
+                }
+                c
+            });
+            let trailer = mpa::trailer(ulpdu_len, crc);
+            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(spans.len() + 3);
+            iov.push(IoSlice::new(pending));
+            iov.push(IoSlice::new(&frame.header));
+            iov.extend(spans.iter().map(|s| IoSlice::new(s)));
+            iov.push(IoSlice::new(trailer.as_bytes()));
+            let total: usize = iov.iter().map(|s| s.len()).sum();
+            let written = loop {
+                match (&*sock).write_vectored(&iov) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        blocked = true;
+                        break 0;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+            // Keep the rest.
+            spare.clear();
+            let mut skip = written;
+            for s in &iov {
+                if skip >= s.len() {
+                    skip -= s.len();
+                    continue;
+                }
+                spare.extend_from_slice(&s[skip..]);
+                skip = 0;
+            }
+            debug_assert_eq!(spare.len(), total - written);
+            Ok(())
+        });
+        res?;
+        std::mem::swap(&mut self.out, &mut self.spare);
+        self.out_pos = 0;
+        self.spare.clear();
+        if blocked {
+            self.writable = false;
+        }
+        Ok(())
+    }
+
+    /// Flushes the stream for a disconnect or teardown, and reports the disconnect.
+    fn finish_close(&mut self) {
+        if let Some(s) = self.stream.as_mut() {
+            s.flush();
+        }
+        if let (Some(stream), Some(host)) = (self.stream.as_mut(), self.host.as_mut()) {
+            while let Some(c) = stream.poll_completion() {
+                host.completed(c);
+            }
+            while let Some(e) = stream.poll_event() {
+                host.event(e);
+            }
+            if !self.flushed {
+                self.flushed = true;
+                host.flushed();
+            }
+        }
+        if let Some(cb) = self.on_disconnect.take() {
+            cb(Status::SUCCESS);
+        }
+    }
+
+    /// Moves a closing connection on once its bytes are out.
+    fn advance_close(&mut self, now: Instant, cfg: &EngineConfig) {
+        if self.phase != Phase::Closing {
+            return;
+        }
+        let terminate_pending = self.terminating && !self.disconnecting && !self.tx_drained;
+        if (self.out_pos < self.out.len() || terminate_pending) && !self.io_dead {
+            return;
+        }
+        let _ = self.sock.shutdown(Shutdown::Write);
+        self.finish_close();
+        if self.eof || self.io_dead {
+            self.kill();
+        } else {
+            self.phase = Phase::Linger;
+            self.deadline = Some(now + cfg.disconnect_timeout);
+        }
+    }
+
+    fn on_deadline(&mut self, now: Instant, cfg: &EngineConfig) {
+        match self.phase {
+            Phase::TcpConnecting => {
+                self.fail_connect(Status::IO_TIMEOUT, Vec::new());
+                self.kill();
+            }
+            Phase::Handshake => {
+                if let Some(hs) = self.hs.as_mut() {
+                    hs.handle_timeout(now);
+                }
+                self.hs_events(now, cfg);
+                if self.phase == Phase::Handshake {
+                    self.deadline = self.hs.as_ref().and_then(Handshake::poll_timeout);
+                }
+            }
+            Phase::Closing => {
+                // Pending bytes could not leave: reset.
+                let _ = SockRef::from(&self.sock).set_linger(Some(Duration::ZERO));
+                if let Some(cb) = self.on_disconnect.take() {
+                    self.on_disconnect = Some(Box::new(move |_| cb(Status::IO_TIMEOUT)));
+                }
+                self.finish_close();
+                self.kill();
+            }
+            Phase::Linger => self.kill(),
+            _ => self.deadline = None,
+        }
+    }
+
+    /// Drives the connection as far as the socket allows; returns whether it should get another
+    /// turn without waiting for readiness (read budget used up).
+    fn drive(&mut self, rbuf: &mut [u8], now: Instant, cfg: &EngineConfig) -> bool {
+        let mut budget = cfg.read_budget;
+        loop {
+            let mut progress = false;
+            if !self.io_dead && self.phase != Phase::TcpConnecting && self.phase != Phase::Dead {
+                match self.transmit() {
+                    Ok(p) => progress |= p,
+                    Err(_) => {
+                        self.on_peer_gone(true, now, cfg);
+                        progress = true;
+                    }
+                }
+                // Completions of what was handed to TCP; events of local failures.
+                self.drain(now, cfg);
+            }
+            self.advance_close(now, cfg);
+            if self.phase == Phase::Dead {
+                return false;
+            }
+            if self.readable && self.wants_read() {
+                if budget == 0 {
+                    return true;
+                }
+                if let Some(n) = self.receive(rbuf, now, cfg) {
+                    budget = budget.saturating_sub(n.max(1));
+                    progress = true;
+                }
+            }
+            if !progress {
+                return false;
+            }
+        }
+    }
+}
+
+struct ListenerState<H: QpHost> {
+    listener: TcpListener,
+    config: MpaConfig,
+    paused: Arc<AtomicBool>,
+    on_request: Box<dyn FnMut(Incoming<H>) + Send>,
+}
+
+/// The progress thread's state.
+pub(crate) struct Reactor<H: QpHost> {
+    inner: Arc<Inner<H>>,
+    poll: Poll,
+    listeners: HashMap<usize, ListenerState<H>>,
+    conns: HashMap<usize, Conn<H>>,
+    ready: HashSet<usize>,
+    rbuf: Vec<u8>,
+}
+
+impl<H: QpHost> Reactor<H> {
+    pub(crate) fn new(inner: Arc<Inner<H>>, poll: Poll) -> Self {
+        let rbuf = vec![0u8; inner.config.read_buffer.max(4096)];
+        Reactor {
+            inner,
+            poll,
+            listeners: HashMap::new(),
+            conns: HashMap::new(),
+            ready: HashSet::new(),
+            rbuf,
+        }
+    }
+
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = Instant::now();
+            self.commands(now);
+            if self.inner.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            self.drive_ready(now);
+            self.deliver_requests(now);
+            self.reap();
+            let timeout = if !self.ready.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                self.conns
+                    .values()
+                    .filter_map(|c| c.deadline)
+                    .min()
+                    .map(|d| d.saturating_duration_since(Instant::now()))
+            };
+            self.inner.sleeping.store(true, Ordering::SeqCst);
+            atomic::fence(Ordering::SeqCst);
+            let timeout = if self.inner.cmds.is_empty() && !self.inner.stop.load(Ordering::SeqCst) {
+                timeout
+            } else {
+                Some(Duration::ZERO)
+            };
+            let res = self.poll.poll(&mut events, timeout);
+            self.inner.sleeping.store(false, Ordering::SeqCst);
+            if let Err(e) = res {
+                if e.kind() != ErrorKind::Interrupted {
+                    break;
+                }
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                let Token(id) = ev.token();
+                if ev.token() == WAKER {
+                    continue;
+                }
+                if self.listeners.contains_key(&id) {
+                    self.accept_all(id, now);
+                    continue;
+                }
+                if let Some(c) = self.conns.get_mut(&id) {
+                    if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                        c.readable = true;
+                    }
+                    if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                        c.writable = true;
+                        if c.phase == Phase::TcpConnecting {
+                            c.on_tcp_connected(now);
+                        }
+                    }
+                    self.ready.insert(id);
+                }
+            }
+            for (id, c) in self.conns.iter_mut() {
+                if c.deadline.is_some_and(|d| d <= now) {
+                    c.on_deadline(now, &self.inner.config);
+                    self.ready.insert(*id);
+                }
+            }
+        }
+        self.shutdown();
+    }
+
+    fn register(&mut self, c: &mut Conn<H>) -> bool {
+        self.poll
+            .registry()
+            .register(
+                &mut c.sock,
+                Token(c.shared.id),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_ok()
+    }
+
+    fn commands(&mut self, now: Instant) {
+        let cfg = self.inner.config.clone();
+        while let Some(cmd) = self.inner.cmds.pop() {
+            match cmd {
+                Cmd::Listen {
+                    id,
+                    mut listener,
+                    config,
+                    paused,
+                    on_request,
+                } => {
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut listener, Token(id), Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.listeners.insert(
+                            id,
+                            ListenerState {
+                                listener,
+                                config,
+                                paused,
+                                on_request,
+                            },
+                        );
+                        self.accept_all(id, now);
+                    }
+                }
+                Cmd::CloseListener { id } => {
+                    if let Some(mut l) = self.listeners.remove(&id) {
+                        let _ = self.poll.registry().deregister(&mut l.listener);
+                    }
+                    for c in self.conns.values_mut() {
+                        if c.listener == Some(id) && c.phase == Phase::Handshake {
+                            c.shared.set_state(ConnState::Closed);
+                            c.kill();
+                        }
+                    }
+                }
+                Cmd::Connect {
+                    shared,
+                    sock,
+                    hs,
+                    host,
+                    explicit_port,
+                    connected_now,
+                    on_done,
+                } => {
+                    let id = shared.id;
+                    let mut c = Conn::new(shared, sock, Phase::TcpConnecting, hs);
+                    c.host = Some(host);
+                    c.has_handle = true;
+                    c.explicit_port = explicit_port;
+                    c.on_connect = Some(on_done);
+                    c.deadline = Some(now + cfg.connect_timeout);
+                    if !self.register(&mut c) {
+                        c.fail_connect(Status::INSUFFICIENT_RESOURCES, Vec::new());
+                        continue;
+                    }
+                    if connected_now {
+                        c.writable = true;
+                        c.on_tcp_connected(now);
+                    }
+                    self.conns.insert(id, c);
+                    self.ready.insert(id);
+                }
+                Cmd::Accept {
+                    id,
+                    limits,
+                    private_data,
+                    host,
+                    on_done,
+                } => {
+                    let Some(c) = self
+                        .conns
+                        .get_mut(&id)
+                        .filter(|c| c.phase == Phase::Decision && !c.aborted)
+                    else {
+                        if let Some(c) = self.conns.get_mut(&id) {
+                            c.shared.set_state(ConnState::Closed);
+                            c.begin_close(now, cfg.disconnect_timeout);
+                        }
+                        on_done(Status::CONNECTION_ABORTED);
+                        continue;
+                    };
+                    c.host = Some(host);
+                    c.on_accept = Some(on_done);
+                    let accepted = c.hs.as_mut().map(|h| h.accept(limits, &private_data));
+                    match accepted {
+                        Some(Ok(())) => {
+                            c.shared.set_state(ConnState::Accepting);
+                            c.hs_events(now, &cfg);
+                        }
+                        _ => {
+                            c.fail_accept(Status::INVALID_PARAMETER);
+                            c.shared.set_state(ConnState::Closed);
+                            c.begin_close(now, cfg.disconnect_timeout);
+                        }
+                    }
+                    self.ready.insert(id);
+                }
+                Cmd::Reject { id, private_data } => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.has_handle = false;
+                        if c.phase == Phase::Decision {
+                            if let Some(hs) = c.hs.as_mut() {
+                                let _ = hs.reject(&private_data);
+                            }
+                        }
+                        c.shared.set_state(ConnState::Closed);
+                        c.begin_close(now, cfg.disconnect_timeout);
+                        self.ready.insert(id);
+                    }
+                }
+                Cmd::Complete { id, on_done } => {
+                    let Some(c) = self.conns.get_mut(&id) else {
+                        on_done(Status::CONNECTION_ABORTED);
+                        continue;
+                    };
+                    if c.phase != Phase::Replied {
+                        on_done(Status::CONNECTION_INVALID);
+                        continue;
+                    }
+                    if c.aborted {
+                        c.shared.set_state(ConnState::Closed);
+                        c.begin_close(now, cfg.disconnect_timeout);
+                        on_done(Status::CONNECTION_ABORTED);
+                        self.ready.insert(id);
+                        continue;
+                    }
+                    c.phase = Phase::Connected;
+                    c.shared.set_state(ConnState::Connected);
+                    on_done(Status::SUCCESS);
+                    let early = std::mem::take(&mut c.early);
+                    if !early.is_empty() {
+                        c.feed(&early);
+                        c.drain(now, &cfg);
+                    }
+                    self.ready.insert(id);
+                }
+                Cmd::Abandon { id } => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        if c.phase == Phase::Replied {
+                            let t = terminate_fpdu(
+                                TermError::LlpLocalCatastrophic,
+                                c.crc,
+                                c.markers_tx,
+                            );
+                            c.out.extend_from_slice(&t);
+                            c.stream = None;
+                        }
+                        c.shared.set_state(ConnState::Closed);
+                        c.begin_close(now, cfg.disconnect_timeout);
+                        self.ready.insert(id);
+                    }
+                }
+                Cmd::Post {
+                    id,
+                    wr,
+                    work,
+                    request,
+                    flags,
+                } => {
+                    let Some(c) = self.conns.get_mut(&id) else {
+                        continue;
+                    };
+                    let Some(host) = c.host.as_mut() else {
+                        continue;
+                    };
+                    host.posted(wr, work);
+                    let ok = c
+                        .stream
+                        .as_mut()
+                        .is_some_and(|s| s.post(wr, request, flags).is_ok());
+                    if !ok {
+                        host.completed(cancelled(wr, &request));
+                    }
+                    self.ready.insert(id);
+                }
+                Cmd::Flush { id } => {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        if let Some(s) = c.stream.as_mut() {
+                            s.flush();
+                        }
+                        c.drain(now, &cfg);
+                        self.ready.insert(id);
+                    }
+                }
+                Cmd::Disconnect { id, on_done } => {
+                    let Some(c) = self.conns.get_mut(&id) else {
+                        if let Some(cb) = on_done {
+                            cb(Status::SUCCESS);
+                        }
+                        continue;
+                    };
+                    c.shared.set_state(ConnState::Closed);
+                    c.has_handle = false;
+                    if let Some(cb) = on_done {
+                        match c.on_disconnect.take() {
+                            Some(prev) => {
+                                c.on_disconnect = Some(Box::new(move |s| {
+                                    prev(s);
+                                    cb(s);
+                                }))
+                            }
+                            None => c.on_disconnect = Some(cb),
+                        }
+                    }
+                    match c.phase {
+                        Phase::TcpConnecting | Phase::Handshake => {
+                            c.fail_connect(Status::CANCELLED, Vec::new());
+                            c.begin_close(now, cfg.disconnect_timeout);
+                        }
+                        Phase::Accepting => {
+                            c.fail_accept(Status::CANCELLED);
+                            c.disconnecting = true;
+                            c.begin_close(now, cfg.disconnect_timeout);
+                        }
+                        // A Terminate or Reply is on its way out: the callback runs once done.
+                        Phase::Closing => {}
+                        Phase::Linger | Phase::Dead => c.finish_close(),
+                        Phase::Decision | Phase::Replied | Phase::Connected => {
+                            c.disconnecting = true;
+                            c.begin_close(now, cfg.disconnect_timeout);
+                        }
+                    }
+                    self.ready.insert(id);
+                }
+            }
+        }
+    }
+
+    fn accept_all(&mut self, id: usize, now: Instant) {
+        loop {
+            let Some(l) = self.listeners.get_mut(&id) else {
+                return;
+            };
+            let (sock, peer) = match l.listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // ECONNABORTED and friends: the next one may work; resource errors: try later.
+                Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
+                Err(_) => return,
+            };
+            let _ = sock.set_nodelay(true);
+            let local = sock.local_addr().unwrap_or(peer);
+            let hs = Handshake::responder(l.config.clone(), now);
+            let cid = self.inner.id();
+            let shared = ConnShared::new(cid, local, peer);
+            let mut c = Conn::new(shared, sock, Phase::Handshake, hs);
+            c.listener = Some(id);
+            c.writable = true;
+            c.deadline = c.hs.as_ref().and_then(Handshake::poll_timeout);
+            if self.register(&mut c) {
+                self.conns.insert(cid, c);
+                self.ready.insert(cid);
+            }
+        }
+    }
+
+    fn drive_ready(&mut self, now: Instant) {
+        let ids: Vec<usize> = self.ready.drain().collect();
+        for id in ids {
+            if let Some(c) = self.conns.get_mut(&id) {
+                if c.drive(&mut self.rbuf, now, &self.inner.config) {
+                    self.ready.insert(id);
+                }
+            }
+        }
+    }
+
+    /// Hands parsed Requests to their listeners (or rejects them while paused or closed).
+    fn deliver_requests(&mut self, now: Instant) {
+        let cfg = self.inner.config.clone();
+        let pending: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.request.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in pending {
+            let c = self.conns.get_mut(&id).expect("listed");
+            let request = c.request.take().expect("listed");
+            let listener = c.listener.and_then(|l| self.listeners.get_mut(&l));
+            match listener {
+                Some(l) if !l.paused.load(Ordering::Acquire) => {
+                    c.has_handle = true;
+                    let incoming = Incoming {
+                        inner: self.inner.clone(),
+                        shared: c.shared.clone(),
+                        request,
+                        decided: false,
+                    };
+                    (l.on_request)(incoming);
+                }
+                _ => {
+                    if let Some(hs) = c.hs.as_mut() {
+                        let _ = hs.reject(&[]);
+                    }
+                    c.shared.set_state(ConnState::Closed);
+                    c.begin_close(now, cfg.disconnect_timeout);
+                    self.ready.insert(id);
+                }
+            }
+        }
+        if !self.ready.is_empty() {
+            self.drive_ready(now);
+        }
+    }
+
+    fn reap(&mut self) {
+        let dead: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Dead && !(c.zombie && c.has_handle))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in dead {
+            let c = self.conns.get_mut(&id).expect("listed");
+            if !c.zombie {
+                let _ = self.poll.registry().deregister(&mut c.sock);
+                let _ = c.sock.shutdown(Shutdown::Both);
+                c.finish_close();
+                c.fail_accept(Status::CONNECTION_ABORTED);
+                c.fail_connect(Status::CONNECTION_ABORTED, Vec::new());
+                c.zombie = true;
+            }
+            self.ready.remove(&id);
+            if !c.has_handle {
+                c.shared.set_state(ConnState::Closed);
+                self.conns.remove(&id);
+            }
+        }
+    }
+
+    /// Engine drop: flush and close everything, fail every callback.
+    fn shutdown(&mut self) {
+        for (_, mut l) in self.listeners.drain() {
+            let _ = self.poll.registry().deregister(&mut l.listener);
+        }
+        for (_, mut c) in self.conns.drain() {
+            if !c.zombie {
+                let _ = self.poll.registry().deregister(&mut c.sock);
+            }
+            c.shared.set_state(ConnState::Closed);
+            c.fail_connect(Status::CANCELLED, Vec::new());
+            c.fail_accept(Status::CANCELLED);
+            c.finish_close();
+        }
+        self.inner.closed.store(true, Ordering::SeqCst);
+        self.inner.drain_failed();
+    }
+}
