@@ -237,11 +237,27 @@ struct Pair {
 
 /// Connects `ea` (active) to a listener of `eb` on `addr`, through accept and complete.
 fn pair(ea: &Engine<TestHost>, eb: &Engine<TestHost>, addr: SocketAddr, crc: bool) -> Pair {
+    pair_with(ea, eb, addr, crc, false)
+}
+
+/// [`pair`], with markers asked for in both directions when `markers`.
+fn pair_with(
+    ea: &Engine<TestHost>,
+    eb: &Engine<TestHost>,
+    addr: SocketAddr,
+    crc: bool,
+    markers: bool,
+) -> Pair {
     let config = MpaConfig {
         crc,
+        markers,
         ..ndk_mpa_config()
     };
-    let (l, incoming) = listen(eb, addr, MpaConfig::default());
+    let listener_config = MpaConfig {
+        markers,
+        ..MpaConfig::default()
+    };
+    let (l, incoming) = listen(eb, addr, listener_config);
     let (ha, sa, na) = host();
     let (hb, sb, nb) = host();
     let (cb, connected) = connect_channel();
@@ -415,6 +431,12 @@ fn ipv4_and_ipv6_data_path_with_and_without_crc() {
     let p = pair(&ea, &ea, "127.0.0.1:0".parse().unwrap(), true);
     exercise(&p);
     disconnect_both(p);
+    // Markers in both directions (never offered to siw, but understood), with and without CRC.
+    for crc in [false, true] {
+        let p = pair_with(&ea, &eb, "[::1]:0".parse().unwrap(), crc, true);
+        exercise(&p);
+        disconnect_both(p);
+    }
 }
 
 #[test]
