@@ -6,3 +6,5 @@ pub mod memory;
 pub mod objects;
 pub mod srq;
 pub mod transport;
+
+pub use objects::adapter::{SoftAdapter, SoftProvider};

@@ -770,6 +770,36 @@ impl MemoryTable {
         base_va: u64,
         flags: OpFlags,
     ) -> Result<RemoteToken, Status> {
+        self.fast_register_impl(mr, pages, fbo, length, base_va, flags, true)
+    }
+
+    /// Every check of [`MemoryTable::fast_register`] except "not registered yet" (a queued
+    /// invalidate may come first), changing nothing: what a provider answers inline when the
+    /// request is posted.
+    pub fn check_fast_register(
+        &self,
+        mr: MrId,
+        pages: &[LogicalAddress],
+        fbo: u32,
+        length: u64,
+        base_va: u64,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.fast_register_impl(mr, pages, fbo, length, base_va, flags, false)
+            .map(drop)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fast_register_impl(
+        &self,
+        mr: MrId,
+        pages: &[LogicalAddress],
+        fbo: u32,
+        length: u64,
+        base_va: u64,
+        flags: OpFlags,
+        commit: bool,
+    ) -> Result<RemoteToken, Status> {
         let mut t = self.tables.write();
         let e = t.mr(mr)?;
         let MrKind::Fast { init } = e.kind else {
@@ -778,7 +808,7 @@ impl MemoryTable {
         let Some((max_pages, remote_access)) = init else {
             return Err(Status::INVALID_DEVICE_REQUEST);
         };
-        if e.region.is_some() {
+        if e.region.is_some() && commit {
             return Err(Status::INVALID_DEVICE_REQUEST);
         }
         if !OpFlags::FAST_REGISTER_VALID.contains(flags) {
@@ -836,6 +866,9 @@ impl MemoryTable {
             let at = span.offset + (lam_offset + in_page - lam.fbo) as usize;
             Mapping::push_span(&mut spans, &span.buffer, at, n as usize);
             done += n;
+        }
+        if !commit {
+            return Ok(RemoteToken(0));
         }
         let map = Arc::new(Mapping::new(base_va, spans));
         let (e, key) = t.mr_mut(mr)?;
@@ -910,6 +943,31 @@ impl MemoryTable {
         len: u64,
         flags: OpFlags,
     ) -> Result<RemoteToken, Status> {
+        self.bind_impl(mw, mr, va, len, flags, true)
+    }
+
+    /// Every check of [`MemoryTable::bind`] except "window not bound yet" (a queued invalidate
+    /// may come first), changing nothing: the provider's inline answer when a bind is posted.
+    pub fn check_bind(
+        &self,
+        mw: MwId,
+        mr: MrId,
+        va: u64,
+        len: u64,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.bind_impl(mw, mr, va, len, flags, false).map(drop)
+    }
+
+    fn bind_impl(
+        &self,
+        mw: MwId,
+        mr: MrId,
+        va: u64,
+        len: u64,
+        flags: OpFlags,
+        commit: bool,
+    ) -> Result<RemoteToken, Status> {
         let mut t = self.tables.write();
         let (mr_pd, mr_kind_fast, region) = {
             let e = t.mr(mr)?;
@@ -927,7 +985,7 @@ impl MemoryTable {
         if !OpFlags::BIND_VALID.contains(flags) || !(remote_read || remote_write) {
             return Err(Status::INVALID_PARAMETER);
         }
-        if w.binding.is_some() {
+        if w.binding.is_some() && commit {
             return Err(Status::INVALID_DEVICE_REQUEST);
         }
         if w.pd != mr_pd {
@@ -944,6 +1002,9 @@ impl MemoryTable {
         }
         if len == 0 || !range_inside(base, rlen, va, len) {
             return Err(Status::INVALID_PARAMETER);
+        }
+        if !commit {
+            return Ok(RemoteToken(0));
         }
         let (w, key) = t.mw_mut(mw)?;
         *key = key.wrapping_add(1);

@@ -84,6 +84,9 @@ mod tests {
         assert!(i.frmr_page_count <= MAX_FRMR_PAGES);
         assert!(i.supports_srq());
         assert_eq!(i.rdma_technology, RdmaTechnology::IWarp);
-        assert!(!i.adapter_flags.contains(AdapterFlags::CQ_INTERRUPT_MODERATION_SUPPORTED));
+        assert!(
+            !i.adapter_flags
+                .contains(AdapterFlags::CQ_INTERRUPT_MODERATION_SUPPORTED)
+        );
     }
 }

@@ -1,0 +1,203 @@
+//! The provider and the adapter.
+
+use std::any::Any;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use netdirect::{
+    Adapter, Affinity, Buffer, ConnectEvent, Connector, Cq, CqNotification, Lam, Listener, Object,
+    OpenParameters, Pd, Provider, Request, SharedEndpoint,
+};
+use netdirect_types::{AdapterInfo, ObjectType, Status, Version};
+
+use super::connector::SoftConnector;
+use super::cq::SoftCq;
+use super::limits;
+use super::listener::SoftListener;
+use super::pd::SoftPd;
+use super::qp::SoftHost;
+use super::shared_endpoint::SoftSharedEndpoint;
+use crate::memory::{MemoryConfig, MemoryTable};
+use crate::transport::{Engine, EngineConfig};
+
+/// The software iWARP RNIC as a provider, registered as `"soft"`.
+///
+/// ```
+/// use netdirect::{OpenParameters, Registry};
+/// use netdirect_soft::SoftProvider;
+/// let mut registry = Registry::new();
+/// registry.register(std::sync::Arc::new(SoftProvider::new())).unwrap();
+/// let adapter = registry
+///     .open_adapter("soft", OpenParameters {
+///         address: "127.0.0.1".parse().unwrap(),
+///         version: netdirect_types::Version::V1_2,
+///     })
+///     .unwrap();
+/// assert_eq!(adapter.query_info().rdma_technology, netdirect_types::RdmaTechnology::IWarp);
+/// adapter.close();
+/// ```
+#[derive(Debug, Default)]
+pub struct SoftProvider {
+    engine: EngineConfig,
+}
+
+impl SoftProvider {
+    /// The provider with default engine settings.
+    pub fn new() -> SoftProvider {
+        SoftProvider::default()
+    }
+
+    /// The provider with these engine settings (FPDU size, timeouts, buffer sizes).
+    pub fn with_engine_config(engine: EngineConfig) -> SoftProvider {
+        SoftProvider { engine }
+    }
+
+    /// Opens an adapter directly (what [`Provider::open_adapter`] does).
+    pub fn open(&self, params: OpenParameters) -> Result<SoftAdapter, Status> {
+        let version = limits::negotiate(params.version)?;
+        check_local_address(params.address)?;
+        let info = limits::adapter_info(version);
+        let memory = Arc::new(MemoryTable::new(MemoryConfig::for_adapter(
+            limits::MAX_FRMR_PAGES,
+            info.adapter_flags,
+        )));
+        let mut engine_config = self.engine.clone();
+        engine_config.thread_name = format!("nd-soft {}", params.address);
+        let engine = Engine::new(engine_config)?;
+        Ok(SoftAdapter {
+            shared: Arc::new(AdapterShared {
+                version,
+                info,
+                address: params.address,
+                memory,
+                engine,
+            }),
+        })
+    }
+}
+
+impl Provider for SoftProvider {
+    fn name(&self) -> &str {
+        "soft"
+    }
+
+    fn open_adapter(&self, params: OpenParameters) -> Result<Box<dyn Adapter>, Status> {
+        Ok(Box::new(self.open(params)?))
+    }
+}
+
+/// `STATUS_INVALID_ADDRESS` unless `address` is one of this machine's (a TCP bind to it works).
+fn check_local_address(address: IpAddr) -> Result<(), Status> {
+    if address.is_unspecified() || address.is_multicast() {
+        return Err(Status::INVALID_ADDRESS);
+    }
+    std::net::TcpListener::bind(SocketAddr::new(address, 0))
+        .map(drop)
+        .map_err(|_| Status::INVALID_ADDRESS)
+}
+
+/// What every object of an adapter shares.
+pub(crate) struct AdapterShared {
+    pub(crate) version: Version,
+    pub(crate) info: AdapterInfo,
+    pub(crate) address: IpAddr,
+    pub(crate) memory: Arc<MemoryTable>,
+    pub(crate) engine: Engine<SoftHost>,
+}
+
+impl AdapterShared {
+    /// `address` with the adapter's IP when it names none (unspecified), or
+    /// `STATUS_INVALID_ADDRESS` when it names another IP.
+    pub(crate) fn local(&self, address: SocketAddr) -> Result<SocketAddr, Status> {
+        if address.ip().is_unspecified() && address.is_ipv4() == self.address.is_ipv4() {
+            return Ok(SocketAddr::new(self.address, address.port()));
+        }
+        if address.ip() != self.address {
+            return Err(Status::INVALID_ADDRESS);
+        }
+        Ok(address)
+    }
+}
+
+/// An open adapter of the software RNIC: one progress thread, one memory table.
+pub struct SoftAdapter {
+    pub(crate) shared: Arc<AdapterShared>,
+}
+
+impl std::fmt::Debug for SoftAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoftAdapter")
+            .field("address", &self.shared.address)
+            .field("version", &self.shared.version)
+            .finish()
+    }
+}
+
+impl Object for SoftAdapter {
+    fn object_type(&self) -> ObjectType {
+        ObjectType::Adapter
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Adapter for SoftAdapter {
+    fn query_info(&self) -> AdapterInfo {
+        self.shared.info
+    }
+
+    fn create_cq(
+        &self,
+        depth: u32,
+        notification: CqNotification,
+        _affinity: Option<Affinity>,
+    ) -> Request<Box<dyn Cq>> {
+        Request::ready(
+            crate::cq::Cq::new(depth, self.shared.info.max_cq_depth, notification)
+                .map(|cq| Box::new(SoftCq::new(cq)) as Box<dyn Cq>),
+        )
+    }
+
+    fn create_pd(&self) -> Request<Box<dyn Pd>> {
+        Request::ready(
+            self.shared
+                .memory
+                .create_pd()
+                .map(|id| Box::new(SoftPd::new(self.shared.clone(), id)) as Box<dyn Pd>),
+        )
+    }
+
+    fn create_shared_endpoint(&self, address: SocketAddr) -> Request<Box<dyn SharedEndpoint>> {
+        Request::ready(
+            SoftSharedEndpoint::new(&self.shared, address)
+                .map(|e| Box::new(e) as Box<dyn SharedEndpoint>),
+        )
+    }
+
+    fn create_connector(&self) -> Request<Box<dyn Connector>> {
+        Request::ok(Box::new(SoftConnector::active(self.shared.clone())))
+    }
+
+    fn create_listener(&self, connect_event: ConnectEvent) -> Request<Box<dyn Listener>> {
+        Request::ok(Box::new(SoftListener::new(
+            self.shared.clone(),
+            connect_event,
+        )))
+    }
+
+    fn build_lam(&self, buffer: &Buffer, offset: usize, length: usize) -> Request<Lam> {
+        Request::ready(self.shared.memory.build_lam(buffer, offset, length))
+    }
+
+    fn release_lam(&self, lam: Lam) {
+        // NdkReleaseLAM is VOID: releasing an unknown mapping is ignored.
+        let _ = self.shared.memory.release_lam(&lam);
+    }
+
+    fn close(self: Box<Self>) {
+        // Children hold the adapter's shared state; the progress thread stops when the last of
+        // them is gone (the engine joins it on drop).
+    }
+}

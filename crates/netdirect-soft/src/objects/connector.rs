@@ -1,0 +1,404 @@
+//! `NDK_CONNECTOR`: one connection, active (created by the consumer) or passive (delivered by a
+//! listener).
+//!
+//! Decisions (NDK §10):
+//! * private data over `MaxCallerData`/`MaxCalleeData` (252): `STATUS_INVALID_BUFFER_SIZE`
+//!   (NDSPI's choice);
+//! * connect or accept with a QP that already has a connection: `STATUS_CONNECTION_ACTIVE`; a
+//!   connector is used for one connection only (second connect: `STATUS_CONNECTION_ACTIVE`);
+//! * calls in the wrong state (complete-connect before the peer accepted, accept on an active
+//!   connector, addresses before a connection exists): `STATUS_CONNECTION_INVALID` (§10.21);
+//! * `NdkGetConnectionData` reports exactly the private data the peer sent;
+//! * the timeouts are the transport's: 20 s for TCP connect, 10 s for the MPA Reply; a consumer
+//!   may take as long as it likes to accept or complete (§7.6).
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use netdirect::{
+    ConnectionData, Connector, DisconnectEvent, DisconnectEventEx, Object, Qp, Request,
+    SharedEndpoint,
+};
+use netdirect_proto::handshake::ReadLimits;
+use netdirect_types::{ObjectType, Status};
+use parking_lot::Mutex;
+
+use super::adapter::AdapterShared;
+use super::limits::MAX_PRIVATE_DATA;
+use super::qp::{DisconnectCallback, QpCore, SoftHost, SoftQp};
+use super::shared_endpoint::SoftSharedEndpoint;
+use crate::transport::{ConnectParams, Incoming, ndk_mpa_config};
+
+enum State {
+    /// Active connector, nothing done yet.
+    Idle,
+    /// Active: connect in progress, or accepted by the peer (the QP holds the connection).
+    Active { qp: Arc<QpCore> },
+    /// Passive: the request waiting for accept or reject.
+    Requested(Incoming<SoftHost>),
+    /// Passive: accepted on this QP.
+    Accepted { qp: Arc<QpCore> },
+    /// Rejected, failed, or closed.
+    Done,
+}
+
+struct Inner {
+    state: State,
+    data: ConnectionData,
+    local: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+}
+
+/// A connector of the software RNIC.
+pub struct SoftConnector {
+    shared: Arc<AdapterShared>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn limit(v: u32) -> u16 {
+    u16::try_from(v.min(super::limits::MAX_READ_LIMIT)).unwrap_or(u16::MAX)
+}
+
+impl SoftConnector {
+    pub(crate) fn active(shared: Arc<AdapterShared>) -> SoftConnector {
+        SoftConnector {
+            shared,
+            inner: Arc::new(Mutex::new(Inner {
+                state: State::Idle,
+                data: ConnectionData::default(),
+                local: None,
+                peer: None,
+            })),
+        }
+    }
+
+    pub(crate) fn passive(
+        shared: Arc<AdapterShared>,
+        incoming: Incoming<SoftHost>,
+    ) -> SoftConnector {
+        let request = incoming.request();
+        let (ird, ord) = request.limits.map_or((0, 0), |l| (l.ord, l.ird));
+        let data = ConnectionData {
+            // As seen from here before accepting: what the peer asked for, capped by our maxima
+            // (§7.6: inbound is the peer's outbound request and vice versa).
+            inbound_read_limit: u32::from(ird).min(shared.info.max_inbound_read_limit),
+            outbound_read_limit: u32::from(ord).min(shared.info.max_outbound_read_limit),
+            private_data: request.private_data.clone(),
+        };
+        let (local, peer) = (incoming.local_addr(), incoming.peer_addr());
+        SoftConnector {
+            shared,
+            inner: Arc::new(Mutex::new(Inner {
+                state: State::Requested(incoming),
+                data,
+                local: Some(local),
+                peer: Some(peer),
+            })),
+        }
+    }
+
+    fn start(
+        &self,
+        qp: &dyn Qp,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        ird: u32,
+        ord: u32,
+        private_data: &[u8],
+    ) -> Request<()> {
+        if private_data.len() > MAX_PRIVATE_DATA as usize {
+            return Request::failed(Status::INVALID_BUFFER_SIZE);
+        }
+        let core = match SoftQp::core_of(qp) {
+            Ok(c) => c,
+            Err(e) => return Request::failed(e),
+        };
+        let mut inner = self.inner.lock();
+        if !matches!(inner.state, State::Idle) || core.conn.get().is_some() {
+            return Request::failed(Status::CONNECTION_ACTIVE);
+        }
+        let params = ConnectParams {
+            local,
+            remote,
+            config: ndk_mpa_config(),
+            limits: ReadLimits {
+                ird: limit(ird),
+                ord: limit(ord),
+            },
+            private_data: private_data.to_vec(),
+        };
+        let (request, done) = Request::pending();
+        let state = self.inner.clone();
+        let conn = self
+            .shared
+            .engine
+            .connect(params, SoftHost::new(core.clone()), move |result| {
+                let mut inner = state.lock();
+                match result {
+                    Ok(n) => {
+                        inner.data = ConnectionData {
+                            inbound_read_limit: u32::from(n.limits.ird),
+                            outbound_read_limit: u32::from(n.limits.ord),
+                            private_data: n.peer_private_data,
+                        };
+                        drop(inner);
+                        done.complete(Ok(()));
+                    }
+                    Err(e) => {
+                        inner.data.private_data = e.private_data;
+                        inner.state = State::Done;
+                        drop(inner);
+                        done.complete(Err(e.status));
+                    }
+                }
+            });
+        match conn {
+            Ok(conn) => {
+                inner.local = Some(conn.local_addr());
+                inner.peer = Some(conn.peer_addr());
+                if core.conn.set(conn).is_err() {
+                    return Request::failed(Status::CONNECTION_ACTIVE);
+                }
+                inner.state = State::Active { qp: core };
+                request
+            }
+            Err(e) => {
+                inner.state = State::Done;
+                Request::failed(e)
+            }
+        }
+    }
+
+    fn complete(&self, disconnect: Option<DisconnectCallback>) -> Request<()> {
+        let inner = self.inner.lock();
+        let State::Active { qp } = &inner.state else {
+            return Request::failed(Status::CONNECTION_INVALID);
+        };
+        let Ok(conn) = qp.connection() else {
+            return Request::failed(Status::CONNECTION_INVALID);
+        };
+        *qp.disconnect.lock() = disconnect;
+        let (request, done) = Request::pending();
+        conn.complete(move |status| done.complete(status_result(status)));
+        request
+    }
+
+    fn accept_with(
+        &self,
+        qp: &dyn Qp,
+        ird: u32,
+        ord: u32,
+        private_data: &[u8],
+        disconnect: Option<DisconnectCallback>,
+    ) -> Request<()> {
+        if private_data.len() > MAX_PRIVATE_DATA as usize {
+            return Request::failed(Status::INVALID_BUFFER_SIZE);
+        }
+        let core = match SoftQp::core_of(qp) {
+            Ok(c) => c,
+            Err(e) => return Request::failed(e),
+        };
+        if core.conn.get().is_some() {
+            return Request::failed(Status::CONNECTION_ACTIVE);
+        }
+        let mut inner = self.inner.lock();
+        let State::Requested(incoming) = std::mem::replace(&mut inner.state, State::Done) else {
+            return Request::failed(Status::CONNECTION_INVALID);
+        };
+        *core.disconnect.lock() = disconnect;
+        let limits = ReadLimits {
+            ird: limit(ird),
+            ord: limit(ord),
+        };
+        let (request, done) = Request::pending();
+        match incoming.accept(
+            limits,
+            private_data,
+            SoftHost::new(core.clone()),
+            move |status| done.complete(status_result(status)),
+        ) {
+            Ok(conn) => {
+                let _ = core.conn.set(conn);
+                inner.state = State::Accepted { qp: core };
+                request
+            }
+            Err(e) => Request::failed(e),
+        }
+    }
+
+    fn qp(&self) -> Option<Arc<QpCore>> {
+        match &self.inner.lock().state {
+            State::Active { qp } | State::Accepted { qp } => Some(qp.clone()),
+            _ => None,
+        }
+    }
+}
+
+fn status_result(status: Status) -> Result<(), Status> {
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
+
+impl Object for SoftConnector {
+    fn object_type(&self) -> ObjectType {
+        ObjectType::Connector
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Connector for SoftConnector {
+    fn connect(
+        &self,
+        qp: &dyn Qp,
+        local: SocketAddr,
+        remote: SocketAddr,
+        inbound_read_limit: u32,
+        outbound_read_limit: u32,
+        private_data: &[u8],
+    ) -> Request<()> {
+        let local = match self.shared.local(local) {
+            Ok(l) => l,
+            Err(e) => return Request::failed(e),
+        };
+        self.start(
+            qp,
+            Some(local),
+            remote,
+            inbound_read_limit,
+            outbound_read_limit,
+            private_data,
+        )
+    }
+
+    fn connect_with_shared_endpoint(
+        &self,
+        qp: &dyn Qp,
+        endpoint: &dyn SharedEndpoint,
+        remote: SocketAddr,
+        inbound_read_limit: u32,
+        outbound_read_limit: u32,
+        private_data: &[u8],
+    ) -> Request<()> {
+        let local = match SoftSharedEndpoint::address_of(endpoint) {
+            Ok(a) => a,
+            Err(e) => return Request::failed(e),
+        };
+        self.start(
+            qp,
+            Some(local),
+            remote,
+            inbound_read_limit,
+            outbound_read_limit,
+            private_data,
+        )
+    }
+
+    fn complete_connect(&self, disconnect: Option<DisconnectEvent>) -> Request<()> {
+        self.complete(disconnect.map(DisconnectCallback::Plain))
+    }
+
+    fn complete_connect_ex(&self, disconnect: Option<DisconnectEventEx>) -> Request<()> {
+        self.complete(disconnect.map(DisconnectCallback::Ex))
+    }
+
+    fn accept(
+        &self,
+        qp: &dyn Qp,
+        inbound_read_limit: u32,
+        outbound_read_limit: u32,
+        private_data: &[u8],
+        disconnect: Option<DisconnectEvent>,
+    ) -> Request<()> {
+        self.accept_with(
+            qp,
+            inbound_read_limit,
+            outbound_read_limit,
+            private_data,
+            disconnect.map(DisconnectCallback::Plain),
+        )
+    }
+
+    fn accept_ex(
+        &self,
+        qp: &dyn Qp,
+        inbound_read_limit: u32,
+        outbound_read_limit: u32,
+        private_data: &[u8],
+        disconnect: Option<DisconnectEventEx>,
+    ) -> Request<()> {
+        self.accept_with(
+            qp,
+            inbound_read_limit,
+            outbound_read_limit,
+            private_data,
+            disconnect.map(DisconnectCallback::Ex),
+        )
+    }
+
+    fn reject(&self, private_data: &[u8]) -> Result<(), Status> {
+        if private_data.len() > MAX_PRIVATE_DATA as usize {
+            return Err(Status::INVALID_BUFFER_SIZE);
+        }
+        let mut inner = self.inner.lock();
+        match std::mem::replace(&mut inner.state, State::Done) {
+            State::Requested(incoming) => incoming.reject(private_data),
+            State::Active { qp } => match qp.connection() {
+                Ok(conn) => {
+                    conn.reject();
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            State::Done => Err(Status::CONNECTION_ABORTED),
+            other => {
+                inner.state = other;
+                Err(Status::CONNECTION_INVALID)
+            }
+        }
+    }
+
+    fn connection_data(&self) -> Result<ConnectionData, Status> {
+        Ok(self.inner.lock().data.clone())
+    }
+
+    fn local_address(&self) -> Result<SocketAddr, Status> {
+        self.inner.lock().local.ok_or(Status::CONNECTION_INVALID)
+    }
+
+    fn peer_address(&self) -> Result<SocketAddr, Status> {
+        self.inner.lock().peer.ok_or(Status::CONNECTION_INVALID)
+    }
+
+    fn disconnect(&self) -> Request<()> {
+        let Some(qp) = self.qp() else {
+            return Request::failed(Status::CONNECTION_INVALID);
+        };
+        let Ok(conn) = qp.connection() else {
+            return Request::failed(Status::CONNECTION_INVALID);
+        };
+        let (request, done) = Request::pending();
+        conn.disconnect(move |status| done.complete(status_result(status)));
+        request
+    }
+
+    fn close(self: Box<Self>) -> Request<()> {
+        let mut inner = self.inner.lock();
+        match std::mem::replace(&mut inner.state, State::Done) {
+            State::Active { qp } | State::Accepted { qp } => {
+                if let Ok(conn) = qp.connection() {
+                    conn.disconnect(|_| {});
+                }
+            }
+            // Dropping the request rejects it.
+            State::Requested(_) | State::Idle | State::Done => {}
+        }
+        Request::ok(())
+    }
+}

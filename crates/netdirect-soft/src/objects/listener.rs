@@ -1,0 +1,89 @@
+//! `NDK_LISTENER`.
+//!
+//! Decisions: listening on an address that is not the adapter's is `STATUS_INVALID_ADDRESS`
+//! (the unspecified address means the adapter's); a second `listen` on one listener is
+//! `STATUS_INVALID_DEVICE_STATE`; closing stops accepting at once (the TCP listener closes);
+//! connections accepted earlier live on with their own sockets, so the close completes at once
+//! too (§2.6's "pending until accepted connectors are closed" only matters for the port, which
+//! the kernel keeps reserved while those sockets exist).
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use netdirect::{ConnectEvent, Listener, Object, Request};
+use netdirect_types::{ObjectType, Status};
+use parking_lot::Mutex;
+
+use super::adapter::AdapterShared;
+use super::connector::SoftConnector;
+use super::qp::SoftHost;
+use crate::transport::{self, ndk_mpa_config};
+
+/// A listener of the software RNIC.
+pub struct SoftListener {
+    shared: Arc<AdapterShared>,
+    connect_event: ConnectEvent,
+    listener: Mutex<Option<transport::Listener<SoftHost>>>,
+}
+
+impl SoftListener {
+    pub(crate) fn new(shared: Arc<AdapterShared>, connect_event: ConnectEvent) -> SoftListener {
+        SoftListener {
+            shared,
+            connect_event,
+            listener: Mutex::new(None),
+        }
+    }
+}
+
+impl Object for SoftListener {
+    fn object_type(&self) -> ObjectType {
+        ObjectType::Listener
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Listener for SoftListener {
+    fn listen(&self, address: SocketAddr) -> Request<()> {
+        let address = match self.shared.local(address) {
+            Ok(a) => a,
+            Err(e) => return Request::failed(e),
+        };
+        let mut slot = self.listener.lock();
+        if slot.is_some() {
+            return Request::failed(Status::INVALID_DEVICE_STATE);
+        }
+        let shared = self.shared.clone();
+        let event = self.connect_event.clone();
+        let result = self
+            .shared
+            .engine
+            .listen(address, ndk_mpa_config(), move |incoming| {
+                event(Box::new(SoftConnector::passive(shared.clone(), incoming)));
+            });
+        Request::ready(result.map(|l| *slot = Some(l)))
+    }
+
+    fn local_address(&self) -> Result<SocketAddr, Status> {
+        self.listener
+            .lock()
+            .as_ref()
+            .map(|l| l.local_addr())
+            .ok_or(Status::INVALID_DEVICE_STATE)
+    }
+
+    fn control_connect_events(&self, pause: bool) {
+        if let Some(l) = self.listener.lock().as_ref() {
+            l.pause(pause);
+        }
+    }
+
+    fn close(self: Box<Self>) -> Request<()> {
+        self.listener.lock().take();
+        Request::ok(())
+    }
+}

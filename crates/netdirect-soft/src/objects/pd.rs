@@ -1,0 +1,133 @@
+//! `NDK_PD`.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+
+use netdirect::{Mr, Mw, Object, Pd, Qp, QpConfig, QpWithSrqConfig, Request, Srq, SrqConfig};
+use netdirect_types::{LocalToken, ObjectType, Status};
+
+use super::adapter::AdapterShared;
+use super::cq::SoftCq;
+use super::mr::SoftMr;
+use super::mw::SoftMw;
+use super::qp::{QpLimits, SoftQp};
+use super::srq::SoftSrq;
+use crate::memory::PdId;
+
+/// A protection domain of the software RNIC.
+pub struct SoftPd {
+    shared: Arc<AdapterShared>,
+    id: PdId,
+}
+
+impl SoftPd {
+    pub(crate) fn new(shared: Arc<AdapterShared>, id: PdId) -> SoftPd {
+        SoftPd { shared, id }
+    }
+}
+
+impl Object for SoftPd {
+    fn object_type(&self) -> ObjectType {
+        ObjectType::Pd
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Pd for SoftPd {
+    fn create_mr(&self, fast_register: bool) -> Request<Box<dyn Mr>> {
+        Request::ready(
+            self.shared
+                .memory
+                .create_mr(self.id, fast_register)
+                .map(|id| {
+                    let token = self.shared.memory.local_token(id).map_or(0, |t| t.0);
+                    Box::new(SoftMr {
+                        shared: self.shared.clone(),
+                        id,
+                        token: AtomicU32::new(token),
+                    }) as Box<dyn Mr>
+                }),
+        )
+    }
+
+    fn create_mw(&self) -> Request<Box<dyn Mw>> {
+        Request::ready(self.shared.memory.create_mw(self.id).map(|id| {
+            let token = self.shared.memory.mw_remote_token(id).map_or(0, |t| t.0);
+            Box::new(SoftMw {
+                shared: self.shared.clone(),
+                id,
+                token: AtomicU32::new(token),
+            }) as Box<dyn Mw>
+        }))
+    }
+
+    fn create_srq(&self, config: SrqConfig) -> Request<Box<dyn Srq>> {
+        Request::ready(
+            SoftSrq::new(self.shared.clone(), self.id, config).map(|s| Box::new(s) as Box<dyn Srq>),
+        )
+    }
+
+    fn create_qp(&self, config: QpConfig<'_>) -> Request<Box<dyn Qp>> {
+        let result = (|| {
+            let info = &self.shared.info;
+            if config.receive_queue_depth > info.max_receive_queue_depth
+                || config.max_receive_sge > info.max_receive_request_sge
+            {
+                return Err(Status::INVALID_PARAMETER);
+            }
+            let limits = QpLimits::new(
+                info,
+                config.initiator_queue_depth,
+                config.max_initiator_sge,
+                config.inline_data_size,
+            )?;
+            Ok(Box::new(SoftQp::new(
+                self.shared.clone(),
+                self.id,
+                SoftCq::ring_of(config.receive_cq)?,
+                SoftCq::ring_of(config.initiator_cq)?,
+                None,
+                config.context,
+                limits.with_receive(config.receive_queue_depth, config.max_receive_sge),
+            )) as Box<dyn Qp>)
+        })();
+        Request::ready(result)
+    }
+
+    fn create_qp_with_srq(&self, config: QpWithSrqConfig<'_>) -> Request<Box<dyn Qp>> {
+        let result = (|| {
+            let limits = QpLimits::new(
+                &self.shared.info,
+                config.initiator_queue_depth,
+                config.max_initiator_sge,
+                config.inline_data_size,
+            )?;
+            let srq = SoftSrq::queue_of(config.srq)?;
+            Ok(Box::new(SoftQp::new(
+                self.shared.clone(),
+                self.id,
+                SoftCq::ring_of(config.receive_cq)?,
+                SoftCq::ring_of(config.initiator_cq)?,
+                Some(srq),
+                config.context,
+                limits,
+            )) as Box<dyn Qp>)
+        })();
+        Request::ready(result)
+    }
+
+    fn privileged_token(&self) -> LocalToken {
+        self.id.privileged_token()
+    }
+
+    fn close(self: Box<Self>) -> Request<()> {
+        // The memory table refuses while MRs or MWs remain; the PD then stays until they are
+        // closed (NDK §2.6: the close would pend), which here means it is simply dropped.
+        let _ = self.shared.memory.close_pd(self.id);
+        Request::ok(())
+    }
+}

@@ -1,0 +1,1034 @@
+//! `NDK_QP`: the queue pair, its two queues, and its host for the transport.
+//!
+//! # Posting (consumer threads)
+//!
+//! A post is checked completely before it is queued, so a request that fails inline leaves no
+//! trace (NDK §7.1). The checks and their statuses, in order (§10.1):
+//!
+//! | check | status |
+//! |---|---|
+//! | flags not valid for the operation | `STATUS_INVALID_PARAMETER` |
+//! | QP not connected (initiator requests) | `STATUS_CONNECTION_INVALID` |
+//! | more SGEs than the QP's limit (reads: `MaxReadRequestSge`) | `STATUS_DATA_OVERRUN` |
+//! | more bytes than `MaxTransferLength`, or inline bytes over the QP's inline size | `STATUS_BUFFER_OVERFLOW` |
+//! | queue full (outstanding requests = depth) | `STATUS_NO_MORE_ENTRIES` |
+//! | an SGE's token, rights or range (memory table) | `STATUS_ACCESS_VIOLATION` |
+//! | a bind or fast register the memory table refuses | its status (e.g. `STATUS_ACCESS_VIOLATION` for remote rights on a non-remote fast-register MR) |
+//!
+//! Decisions:
+//! * `NDK_OP_FLAG_DEFER` is accepted and ignored: every request is handed to the engine at once
+//!   (the flag is a permission, §7.1), so nothing deferred can be lost at flush or close.
+//! * `NDK_OP_FLAG_INLINE` on `send`/`write` copies the SGEs' bytes at post time (the buffers may
+//!   be reused when the call returns); the SGEs are still checked, since safe Rust cannot read
+//!   memory that is not registered. [`QpInitiator::send_inline`] takes plain slices.
+//! * "Outstanding" (§10.4): a request occupies its queue slot until its completion is queued; a
+//!   `SILENT_SUCCESS` request until a later completion of its queue retires it, as verbs do.
+//! * Receives may be posted before the connection; after a flush they complete
+//!   `STATUS_CANCELLED` at once. Flushing an SRQ-attached QP leaves the SRQ's receives alone
+//!   (§10.14): they belong to every attached QP.
+//! * Bind and fast register are checked against the memory table when posted (so the NDK's
+//!   inline statuses are inline) and carried out in send-queue order; the remote token a fast
+//!   register or bind will produce is readable as soon as the post returns (§7.9).
+//! * `RDMA_READ_LOCAL_INVALIDATE` invalidates the first SGE's token when the read succeeds; if
+//!   that token cannot be invalidated (not a fast-registered region), the read completes
+//!   `STATUS_INVALID_DEVICE_REQUEST`.
+//! * After a peer's Terminate or close the disconnect callback runs; nothing is flushed until the
+//!   consumer disconnects (§7.7).
+//!
+//! # Engine side (the progress thread)
+//!
+//! [`SoftHost`] is the QP as the transport sees it. It owns the records of requests in flight
+//! (their leases keep every region they touch alive), turns the engine's work completions into
+//! NDK completions on the QP's CQs, scatters inbound data into receive buffers and regions, and
+//! carries out local operations. Locks it takes per completion: the CQ ring's; per receive
+//! taken: the receive queue's (or SRQ's).
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use netdirect::{
+    DisconnectEvent, DisconnectEventEx, InvalidateTarget, Mr, Mw, Object, Qp, QpInitiator,
+    QpReceiver, Request,
+};
+use netdirect_proto::stream::{
+    Access, Dest, Event, Host, Payload, PostFlags, Request as WorkRequest, TaggedError,
+    WorkCompletion, WorkKind,
+};
+use netdirect_types::{
+    AdapterInfo, Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RemoteToken, Sge,
+    Status,
+};
+use parking_lot::Mutex;
+
+use super::adapter::AdapterShared;
+use super::mr::{SoftMr, next_token};
+use super::mw::SoftMw;
+use super::srq::SrqQueue;
+use crate::memory::{Lease, LocalAccess, MemoryObject, MemoryTable, MrId, MwId, PdId};
+use crate::transport::{Connection, QpHost};
+
+/// A posted receive: its context and the leases on its scatter list.
+pub(crate) struct RecvEntry {
+    context: u64,
+    sges: Vec<Lease>,
+    len: u64,
+}
+
+impl RecvEntry {
+    pub(crate) fn new(
+        memory: &MemoryTable,
+        pd: PdId,
+        context: u64,
+        sges: &[Sge],
+        access: LocalAccess,
+    ) -> Result<RecvEntry, Status> {
+        let mut leases = Vec::with_capacity(sges.len());
+        let mut len = 0u64;
+        for sge in sges {
+            leases.push(memory.check_local(pd, sge, access)?);
+            len += u64::from(sge.length);
+        }
+        Ok(RecvEntry {
+            context,
+            sges: leases,
+            len,
+        })
+    }
+
+    /// Scatters `data` at message offset `offset` (already bounded by the engine).
+    fn write(&self, mut offset: u64, mut data: &[u8]) {
+        for lease in &self.sges {
+            if data.is_empty() {
+                return;
+            }
+            if offset >= lease.len() {
+                offset -= lease.len();
+                continue;
+            }
+            let n = (lease.len() - offset).min(data.len() as u64) as usize;
+            // The range is inside the lease by construction; a failure would only mean nothing
+            // is written.
+            let _ = lease.write(lease.to() + offset, &data[..n]);
+            data = &data[n..];
+            offset = 0;
+        }
+    }
+}
+
+/// A local operation carried out in send-queue order.
+pub(crate) enum LocalOp {
+    Bind {
+        mw: MwId,
+        mr: MrId,
+        address: u64,
+        length: u64,
+        flags: OpFlags,
+    },
+    FastRegister {
+        mr: MrId,
+        pages: Vec<LogicalAddress>,
+        fbo: u32,
+        length: u64,
+        base: u64,
+        flags: OpFlags,
+    },
+    Invalidate(MemoryObject),
+}
+
+/// What a send-queue request carries to the engine.
+pub(crate) enum WrData {
+    Gather(Vec<Lease>),
+    Inline(Vec<u8>),
+    Local(LocalOp),
+}
+
+/// A send-queue request in flight.
+pub struct WrRecord {
+    context: u64,
+    op: OperationType,
+    data: WrData,
+    /// `RDMA_READ_LOCAL_INVALIDATE`: the first SGE's token.
+    invalidate_on_success: Option<u32>,
+}
+
+/// The QP's limits, from its creation parameters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QpLimits {
+    sq_depth: u32,
+    max_initiator_sge: u32,
+    inline_size: u32,
+    rq_depth: u32,
+    max_receive_sge: u32,
+    max_read_sge: u32,
+    max_transfer: u64,
+}
+
+impl QpLimits {
+    pub(crate) fn new(
+        info: &AdapterInfo,
+        sq_depth: u32,
+        max_initiator_sge: u32,
+        inline_size: u32,
+    ) -> Result<QpLimits, Status> {
+        if sq_depth > info.max_initiator_queue_depth
+            || max_initiator_sge > info.max_initiator_request_sge
+            || inline_size > info.max_inline_data_size
+        {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        Ok(QpLimits {
+            sq_depth,
+            max_initiator_sge,
+            inline_size,
+            rq_depth: 0,
+            max_receive_sge: 0,
+            max_read_sge: info.max_read_request_sge,
+            max_transfer: u64::from(info.max_transfer_length),
+        })
+    }
+
+    pub(crate) fn with_receive(mut self, depth: u32, max_sge: u32) -> QpLimits {
+        self.rq_depth = depth;
+        self.max_receive_sge = max_sge;
+        self
+    }
+}
+
+/// The disconnect callback a connect or accept registered.
+pub(crate) enum DisconnectCallback {
+    Plain(DisconnectEvent),
+    Ex(DisconnectEventEx),
+}
+
+/// What the consumer's QP object, its halves, its connector and its engine host share.
+pub(crate) struct QpCore {
+    pub(crate) memory: Arc<MemoryTable>,
+    pub(crate) pd: PdId,
+    recv_cq: Arc<crate::cq::Cq>,
+    init_cq: Arc<crate::cq::Cq>,
+    srq: Option<Arc<SrqQueue>>,
+    context: u64,
+    limits: QpLimits,
+    rq: Mutex<VecDeque<RecvEntry>>,
+    sq_outstanding: AtomicU32,
+    next_wr: AtomicU64,
+    flushed: AtomicBool,
+    pub(crate) conn: OnceLock<Connection<SoftHost>>,
+    pub(crate) disconnect: Mutex<Option<DisconnectCallback>>,
+}
+
+impl QpCore {
+    fn receive_completion(&self, context: u64, status: Status) -> Completion {
+        Completion {
+            status,
+            bytes_transferred: 0,
+            qp_context: self.context,
+            request_context: context,
+            op_type: OperationType::Receive,
+            provider_error_code: 0,
+            type_specific: 0,
+        }
+    }
+
+    /// Completes every receive of the QP's own queue with `STATUS_CANCELLED`.
+    fn flush_receives(&self) {
+        let drained: Vec<RecvEntry> = self.rq.lock().drain(..).collect();
+        for e in drained {
+            let _ = self
+                .recv_cq
+                .push(self.receive_completion(e.context, Status::CANCELLED), false);
+        }
+    }
+
+    fn flush(&self) {
+        match self.conn.get() {
+            Some(conn) => conn.flush(),
+            None => {
+                self.flushed.store(true, Ordering::Release);
+                self.flush_receives();
+            }
+        }
+    }
+
+    pub(crate) fn connection(&self) -> Result<&Connection<SoftHost>, Status> {
+        self.conn.get().ok_or(Status::CONNECTION_INVALID)
+    }
+
+    /// Runs the registered disconnect callback once.
+    pub(crate) fn peer_disconnected(&self) {
+        match self.disconnect.lock().take() {
+            Some(DisconnectCallback::Plain(f)) => f(),
+            Some(DisconnectCallback::Ex(f)) => f(0),
+            None => {}
+        }
+    }
+}
+
+/// A queue pair of the software RNIC.
+pub struct SoftQp {
+    pub(crate) core: Arc<QpCore>,
+    initiator: SoftInitiator,
+    receiver: SoftReceiver,
+}
+
+impl SoftQp {
+    pub(crate) fn new(
+        shared: Arc<AdapterShared>,
+        pd: PdId,
+        recv_cq: Arc<crate::cq::Cq>,
+        init_cq: Arc<crate::cq::Cq>,
+        srq: Option<(Arc<SrqQueue>, PdId)>,
+        context: u64,
+        limits: QpLimits,
+    ) -> SoftQp {
+        let core = Arc::new(QpCore {
+            memory: shared.memory.clone(),
+            pd,
+            recv_cq,
+            init_cq,
+            srq: srq.map(|(q, _)| q),
+            context,
+            limits,
+            rq: Mutex::new(VecDeque::new()),
+            sq_outstanding: AtomicU32::new(0),
+            next_wr: AtomicU64::new(1),
+            flushed: AtomicBool::new(false),
+            conn: OnceLock::new(),
+            disconnect: Mutex::new(None),
+        });
+        SoftQp {
+            initiator: SoftInitiator {
+                core: core.clone(),
+                shared,
+            },
+            receiver: SoftReceiver { core: core.clone() },
+            core,
+        }
+    }
+
+    pub(crate) fn core_of(qp: &dyn Qp) -> Result<Arc<QpCore>, Status> {
+        qp.as_any()
+            .downcast_ref::<SoftQp>()
+            .map(|q| q.core.clone())
+            .ok_or(Status::INVALID_PARAMETER)
+    }
+}
+
+impl Object for SoftQp {
+    fn object_type(&self) -> ObjectType {
+        ObjectType::Qp
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl Qp for SoftQp {
+    fn split(&mut self) -> (&mut dyn QpInitiator, &mut dyn QpReceiver) {
+        (&mut self.initiator, &mut self.receiver)
+    }
+
+    fn into_split(self: Box<Self>) -> (Box<dyn QpInitiator>, Box<dyn QpReceiver>) {
+        let this = *self;
+        (Box::new(this.initiator), Box::new(this.receiver))
+    }
+
+    fn flush(&self) {
+        self.core.flush();
+    }
+
+    fn close(self: Box<Self>) -> Request<()> {
+        if let Some(conn) = self.core.conn.get() {
+            conn.disconnect(|_| {});
+        }
+        Request::ok(())
+    }
+}
+
+/// The receive queue of a [`SoftQp`].
+pub struct SoftReceiver {
+    core: Arc<QpCore>,
+}
+
+impl QpReceiver for SoftReceiver {
+    fn receive(&mut self, request_context: u64, sges: &[Sge]) -> Result<(), Status> {
+        let core = &self.core;
+        if core.srq.is_some() {
+            // §10.14: receives of an SRQ-attached QP go through the SRQ.
+            return Err(Status::INVALID_DEVICE_REQUEST);
+        }
+        if sges.len() as u64 > u64::from(core.limits.max_receive_sge) {
+            return Err(Status::DATA_OVERRUN);
+        }
+        let entry = RecvEntry::new(
+            &core.memory,
+            core.pd,
+            request_context,
+            sges,
+            LocalAccess::Write,
+        )?;
+        if entry.len > core.limits.max_transfer {
+            return Err(Status::BUFFER_OVERFLOW);
+        }
+        if core.flushed.load(Ordering::Acquire) {
+            let _ = core.recv_cq.push(
+                core.receive_completion(request_context, Status::CANCELLED),
+                false,
+            );
+            return Ok(());
+        }
+        let mut rq = core.rq.lock();
+        if rq.len() >= core.limits.rq_depth as usize {
+            return Err(Status::NO_MORE_ENTRIES);
+        }
+        rq.push_back(entry);
+        Ok(())
+    }
+
+    fn flush(&self) {
+        self.core.flush();
+    }
+}
+
+/// The initiator queue of a [`SoftQp`].
+pub struct SoftInitiator {
+    core: Arc<QpCore>,
+    shared: Arc<AdapterShared>,
+}
+
+impl SoftInitiator {
+    fn check_flags(flags: OpFlags, valid: OpFlags) -> Result<(), Status> {
+        if valid.contains(flags) {
+            Ok(())
+        } else {
+            Err(Status::INVALID_PARAMETER)
+        }
+    }
+
+    fn gather(
+        &self,
+        sges: &[Sge],
+        max_sge: u32,
+        access: LocalAccess,
+    ) -> Result<(Vec<Lease>, u64), Status> {
+        if sges.len() as u64 > u64::from(max_sge) {
+            return Err(Status::DATA_OVERRUN);
+        }
+        let total = Sge::total_length(sges);
+        if total > self.core.limits.max_transfer {
+            return Err(Status::BUFFER_OVERFLOW);
+        }
+        let mut leases = Vec::with_capacity(sges.len());
+        for sge in sges {
+            leases.push(self.core.memory.check_local(self.core.pd, sge, access)?);
+        }
+        Ok((leases, total))
+    }
+
+    /// Copies the bytes of checked leases (for INLINE posts).
+    fn copy(leases: &[Lease]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for l in leases {
+            let _ = l.for_each_span(l.to(), l.len(), |b| out.extend_from_slice(b));
+        }
+        out
+    }
+
+    fn submit(
+        &self,
+        op: OperationType,
+        context: u64,
+        data: WrData,
+        request: WorkRequest,
+        flags: OpFlags,
+        invalidate_on_success: Option<u32>,
+    ) -> Result<(), Status> {
+        let core = &self.core;
+        let conn = core.connection()?;
+        if core.sq_outstanding.load(Ordering::Acquire) >= core.limits.sq_depth {
+            return Err(Status::NO_MORE_ENTRIES);
+        }
+        let wr = core.next_wr.fetch_add(1, Ordering::Relaxed);
+        let record = WrRecord {
+            context,
+            op,
+            data,
+            invalidate_on_success,
+        };
+        let post_flags = PostFlags {
+            signaled: !flags.contains(OpFlags::SILENT_SUCCESS),
+            read_fence: flags.contains(OpFlags::READ_FENCE),
+        };
+        core.sq_outstanding.fetch_add(1, Ordering::AcqRel);
+        conn.post(wr, record, request, post_flags).inspect_err(|_| {
+            core.sq_outstanding.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+
+    fn data_request(
+        &self,
+        context: u64,
+        sges: &[Sge],
+        flags: OpFlags,
+        valid: OpFlags,
+        make: impl FnOnce(u32) -> WorkRequest,
+        op: OperationType,
+    ) -> Result<(), Status> {
+        Self::check_flags(flags, valid)?;
+        self.core.connection()?;
+        let (leases, total) = self.gather(
+            sges,
+            self.core
+                .limits
+                .max_initiator_sge
+                .max(if flags.contains(OpFlags::INLINE) {
+                    u32::MAX
+                } else {
+                    0
+                }),
+            LocalAccess::Read,
+        )?;
+        let data = if flags.contains(OpFlags::INLINE) {
+            if total > u64::from(self.core.limits.inline_size) {
+                return Err(Status::BUFFER_OVERFLOW);
+            }
+            WrData::Inline(Self::copy(&leases))
+        } else {
+            WrData::Gather(leases)
+        };
+        // total ≤ MaxTransferLength ≤ u32::MAX (checked in gather).
+        self.submit(op, context, data, make(total as u32), flags, None)
+    }
+
+    fn inline_request(
+        &self,
+        context: u64,
+        data: &[&[u8]],
+        flags: OpFlags,
+        valid: OpFlags,
+        make: impl FnOnce(u32) -> WorkRequest,
+        op: OperationType,
+    ) -> Result<(), Status> {
+        Self::check_flags(flags, valid)?;
+        self.core.connection()?;
+        let total: usize = data.iter().map(|d| d.len()).sum();
+        if total as u64 > u64::from(self.core.limits.inline_size) {
+            return Err(Status::BUFFER_OVERFLOW);
+        }
+        let bytes = data.concat();
+        self.submit(
+            op,
+            context,
+            WrData::Inline(bytes),
+            make(total as u32),
+            flags,
+            None,
+        )
+    }
+
+    fn local(
+        &self,
+        context: u64,
+        op: OperationType,
+        local: LocalOp,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.submit(
+            op,
+            context,
+            WrData::Local(local),
+            WorkRequest::Local,
+            flags,
+            None,
+        )
+    }
+}
+
+impl QpInitiator for SoftInitiator {
+    fn send(&mut self, request_context: u64, sges: &[Sge], flags: OpFlags) -> Result<(), Status> {
+        let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
+        self.data_request(
+            request_context,
+            sges,
+            flags,
+            OpFlags::SEND_VALID,
+            |len| WorkRequest::Send {
+                len,
+                solicited,
+                invalidate: None,
+            },
+            OperationType::Send,
+        )
+    }
+
+    fn send_inline(
+        &mut self,
+        request_context: u64,
+        data: &[&[u8]],
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
+        self.inline_request(
+            request_context,
+            data,
+            flags,
+            OpFlags::SEND_VALID,
+            |len| WorkRequest::Send {
+                len,
+                solicited,
+                invalidate: None,
+            },
+            OperationType::Send,
+        )
+    }
+
+    fn send_and_invalidate(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        flags: OpFlags,
+        remote_token: RemoteToken,
+    ) -> Result<(), Status> {
+        let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
+        self.data_request(
+            request_context,
+            sges,
+            flags,
+            OpFlags::SEND_VALID,
+            |len| WorkRequest::Send {
+                len,
+                solicited,
+                invalidate: Some(remote_token.0),
+            },
+            OperationType::Send,
+        )
+    }
+
+    fn read(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        Self::check_flags(flags, OpFlags::READ_VALID)?;
+        self.core.connection()?;
+        let (leases, total) =
+            self.gather(sges, self.core.limits.max_read_sge, LocalAccess::ReadSink)?;
+        let (sink_stag, sink_to) = sges.first().map_or((0, 0), |s| (s.token.0, s.address));
+        let local_invalidate = (flags.contains(OpFlags::RDMA_READ_LOCAL_INVALIDATE)
+            && self
+                .shared
+                .info
+                .adapter_flags
+                .contains(netdirect_types::AdapterFlags::RDMA_READ_LOCAL_INVALIDATE_SUPPORTED))
+        .then_some(sink_stag)
+        .filter(|_| !sges.is_empty());
+        let request = WorkRequest::Read {
+            len: total as u32,
+            sink_stag,
+            sink_to,
+            stag: remote_token.0,
+            to: remote_address,
+        };
+        self.submit(
+            OperationType::Read,
+            request_context,
+            WrData::Gather(leases),
+            request,
+            flags,
+            local_invalidate,
+        )
+    }
+
+    fn write(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.data_request(
+            request_context,
+            sges,
+            flags,
+            OpFlags::WRITE_VALID,
+            |len| WorkRequest::Write {
+                len,
+                stag: remote_token.0,
+                to: remote_address,
+            },
+            OperationType::Write,
+        )
+    }
+
+    fn write_inline(
+        &mut self,
+        request_context: u64,
+        data: &[&[u8]],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.inline_request(
+            request_context,
+            data,
+            flags,
+            OpFlags::WRITE_VALID,
+            |len| WorkRequest::Write {
+                len,
+                stag: remote_token.0,
+                to: remote_address,
+            },
+            OperationType::Write,
+        )
+    }
+
+    fn bind(
+        &mut self,
+        request_context: u64,
+        mr: &dyn Mr,
+        mw: &dyn Mw,
+        address: u64,
+        length: u64,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        Self::check_flags(flags, OpFlags::BIND_VALID)?;
+        let (mr, mw) = (SoftMr::of(mr)?, SoftMw::of(mw)?);
+        self.core.connection()?;
+        self.core
+            .memory
+            .check_bind(mw.id, mr.id, address, length, flags)?;
+        let op = LocalOp::Bind {
+            mw: mw.id,
+            mr: mr.id,
+            address,
+            length,
+            flags,
+        };
+        self.local(request_context, OperationType::Bind, op, flags)?;
+        mw.token.store(
+            next_token(mw.token.load(Ordering::Acquire)),
+            Ordering::Release,
+        );
+        Ok(())
+    }
+
+    fn fast_register(
+        &mut self,
+        request_context: u64,
+        mr: &dyn Mr,
+        pages: &[LogicalAddress],
+        fbo: u32,
+        length: u64,
+        base_address: u64,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        let mr = SoftMr::of(mr)?;
+        self.core.connection()?;
+        self.core
+            .memory
+            .check_fast_register(mr.id, pages, fbo, length, base_address, flags)?;
+        let op = LocalOp::FastRegister {
+            mr: mr.id,
+            pages: pages.to_vec(),
+            fbo,
+            length,
+            base: base_address,
+            flags,
+        };
+        self.local(request_context, OperationType::FastRegister, op, flags)?;
+        mr.token.store(
+            next_token(mr.token.load(Ordering::Acquire)),
+            Ordering::Release,
+        );
+        Ok(())
+    }
+
+    fn invalidate(
+        &mut self,
+        request_context: u64,
+        target: InvalidateTarget<'_>,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        Self::check_flags(flags, OpFlags::INVALIDATE_VALID)?;
+        let object = match target {
+            InvalidateTarget::Mr(mr) => MemoryObject::Mr(SoftMr::of(mr)?.id),
+            InvalidateTarget::Mw(mw) => MemoryObject::Mw(SoftMw::of(mw)?.id),
+        };
+        self.core.connection()?;
+        self.local(
+            request_context,
+            OperationType::Invalidate,
+            LocalOp::Invalidate(object),
+            flags,
+        )
+    }
+
+    fn flush(&self) {
+        self.core.flush();
+    }
+}
+
+/// The QP as the transport's progress thread sees it.
+pub struct SoftHost {
+    core: Arc<QpCore>,
+    wrs: HashMap<u64, WrRecord>,
+    order: VecDeque<u64>,
+    receives: HashMap<u64, RecvEntry>,
+    next_receive: u64,
+    scratch: Vec<u8>,
+}
+
+impl SoftHost {
+    pub(crate) fn new(core: Arc<QpCore>) -> SoftHost {
+        SoftHost {
+            core,
+            wrs: HashMap::new(),
+            order: VecDeque::new(),
+            receives: HashMap::new(),
+            next_receive: 1,
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl Host for SoftHost {
+    type Lease = Lease;
+
+    fn tagged(
+        &mut self,
+        stag: u32,
+        to: u64,
+        len: u64,
+        access: Access,
+    ) -> Result<Lease, TaggedError> {
+        self.core
+            .memory
+            .check_remote(self.core.pd, stag, to, len, access)
+    }
+
+    fn invalidate(&mut self, stag: u32) -> Result<(), TaggedError> {
+        self.core.memory.invalidate_remote(self.core.pd, stag)
+    }
+
+    fn take_receive(&mut self) -> Option<(u64, u64)> {
+        let entry = match &self.core.srq {
+            Some(srq) => srq.take()?,
+            None => self.core.rq.lock().pop_front()?,
+        };
+        let id = self.next_receive;
+        self.next_receive += 1;
+        let cap = entry.len;
+        self.receives.insert(id, entry);
+        Some((id, cap))
+    }
+}
+
+/// Calls `f` with the bytes of `[offset, offset + len)` of a list of leases: straight from
+/// memory when they are one contiguous piece, else from a copy in `scratch`.
+fn with_leases<R>(
+    leases: &[Lease],
+    offset: u64,
+    len: u64,
+    scratch: &mut Vec<u8>,
+    f: impl FnOnce(&[&[u8]]) -> R,
+) -> R {
+    let mut at = offset;
+    for l in leases {
+        if at < l.len() {
+            if at + len <= l.len() {
+                if let Ok(mut spans) = l.spans(l.to() + at, len) {
+                    if let (Some((buffer, range)), None) = (spans.next(), spans.next()) {
+                        return buffer.with(|b| f(&[&b[range]]));
+                    }
+                }
+            }
+            break;
+        }
+        at -= l.len();
+    }
+    scratch.clear();
+    let mut skip = offset;
+    let mut want = len;
+    for l in leases {
+        if want == 0 {
+            break;
+        }
+        if skip >= l.len() {
+            skip -= l.len();
+            continue;
+        }
+        let n = (l.len() - skip).min(want);
+        let _ = l.for_each_span(l.to() + skip, n, |b| scratch.extend_from_slice(b));
+        want -= n;
+        skip = 0;
+    }
+    f(&[&scratch[..]])
+}
+
+impl QpHost for SoftHost {
+    type Work = WrRecord;
+
+    fn posted(&mut self, wr: u64, work: WrRecord) {
+        self.wrs.insert(wr, work);
+        self.order.push_back(wr);
+    }
+
+    fn with_payload<R>(&mut self, p: &Payload<Lease>, f: impl FnOnce(&[&[u8]]) -> R) -> R {
+        match p {
+            Payload::Request { wr, offset, len } => match self.wrs.get(wr).map(|w| &w.data) {
+                Some(WrData::Inline(bytes)) => {
+                    let start = *offset as usize;
+                    f(&[&bytes[start..start + *len as usize]])
+                }
+                Some(WrData::Gather(leases)) => {
+                    with_leases(leases, *offset, u64::from(*len), &mut self.scratch, f)
+                }
+                _ => f(&[]),
+            },
+            Payload::Tagged { lease, to, len } => {
+                let at = to - lease.to();
+                with_leases(
+                    std::slice::from_ref(lease),
+                    at,
+                    u64::from(*len),
+                    &mut self.scratch,
+                    f,
+                )
+            }
+        }
+    }
+
+    fn place(&mut self, dest: Dest<Lease>, data: &[u8]) {
+        match dest {
+            Dest::Receive { recv, offset } => {
+                if let Some(e) = self.receives.get(&recv) {
+                    e.write(offset, data);
+                }
+            }
+            Dest::Tagged { lease, to } => {
+                let _ = lease.write(to, data);
+            }
+        }
+    }
+
+    fn completed(&mut self, c: WorkCompletion) {
+        let core = self.core.clone();
+        if c.kind == WorkKind::Receive {
+            let Some(entry) = self.receives.remove(&c.wr) else {
+                return;
+            };
+            let completion = Completion {
+                status: c.status,
+                bytes_transferred: c.bytes,
+                qp_context: core.context,
+                request_context: entry.context,
+                op_type: if c.invalidated.is_some() {
+                    OperationType::ReceiveAndInvalidate
+                } else {
+                    OperationType::Receive
+                },
+                provider_error_code: c.provider_error,
+                type_specific: c.invalidated.map_or(0, u64::from),
+            };
+            let _ = core.recv_cq.push(completion, c.solicited);
+            return;
+        }
+        // Completions are FIFO per queue: everything posted before this request (silent
+        // successes) is retired with it.
+        let mut retired = 0u32;
+        let mut record = None;
+        while let Some(id) = self.order.pop_front() {
+            retired += 1;
+            let r = self.wrs.remove(&id);
+            if id == c.wr {
+                record = r;
+                break;
+            }
+        }
+        core.sq_outstanding.fetch_sub(
+            retired.min(core.sq_outstanding.load(Ordering::Acquire)),
+            Ordering::AcqRel,
+        );
+        let Some(record) = record else { return };
+        let mut status = c.status;
+        if status.is_success() {
+            if let Some(stag) = record.invalidate_on_success {
+                if core.memory.invalidate_remote(core.pd, stag).is_err() {
+                    status = Status::INVALID_DEVICE_REQUEST;
+                }
+            }
+        }
+        let completion = Completion {
+            status,
+            bytes_transferred: 0,
+            qp_context: core.context,
+            request_context: record.context,
+            op_type: record.op,
+            provider_error_code: if status.is_success() {
+                0
+            } else {
+                c.provider_error
+            },
+            type_specific: 0,
+        };
+        let _ = core.init_cq.push(completion, false);
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::PeerClosed | Event::TerminateReceived(_) => self.core.peer_disconnected(),
+            Event::TerminateSent(_) => {}
+        }
+    }
+
+    fn local(&mut self, wr: u64) -> Status {
+        let memory = &self.core.memory;
+        let Some(WrRecord {
+            data: WrData::Local(op),
+            ..
+        }) = self.wrs.get(&wr)
+        else {
+            return Status::INVALID_DEVICE_REQUEST;
+        };
+        let result = match op {
+            LocalOp::Bind {
+                mw,
+                mr,
+                address,
+                length,
+                flags,
+            } => memory.bind(*mw, *mr, *address, *length, *flags).map(drop),
+            LocalOp::FastRegister {
+                mr,
+                pages,
+                fbo,
+                length,
+                base,
+                flags,
+            } => memory
+                .fast_register(*mr, pages, *fbo, *length, *base, *flags)
+                .map(drop),
+            LocalOp::Invalidate(object) => memory.invalidate(*object),
+        };
+        result.err().unwrap_or(Status::SUCCESS)
+    }
+
+    fn flushed(&mut self) {
+        self.core.flushed.store(true, Ordering::Release);
+        // Receives taken by the engine but not completed (none after a flush; defensive).
+        for (_, e) in self.receives.drain() {
+            let _ = self.core.recv_cq.push(
+                self.core.receive_completion(e.context, Status::CANCELLED),
+                false,
+            );
+        }
+        self.core.flush_receives();
+    }
+}
