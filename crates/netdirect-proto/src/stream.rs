@@ -529,10 +529,11 @@ impl<L: Clone> Stream<L> {
     /// The outcome of a local operation handed out by [`Stream::poll_action`].
     pub fn local_done(&mut self, wr: u64, status: Status) {
         let core = &mut self.core;
-        if let Some(id) = core.local_pending.take() {
-            if let Some((_, e)) = core.sq.iter_mut().find(|(i, e)| *i == id && e.wr == wr) {
-                e.done = Some(status);
-            }
+        let Some(id) = core.local_pending else { return };
+        // An answer for another request is ignored: the pending one still waits for its own.
+        if let Some((_, e)) = core.sq.iter_mut().find(|(i, e)| *i == id && e.wr == wr) {
+            e.done = Some(status);
+            core.local_pending = None;
             if !status.is_success() {
                 core.fail(Some(TermError::RdmapLocalCatastrophic.into()), None, None);
             }
@@ -695,8 +696,16 @@ impl<L: Clone> Core<L> {
             return;
         }
         self.state = State::Error;
+        // A Terminate is untagged: it must not land between the segments of a Send we are half
+        // way through (siw rejects that), so then it is not sent, as siw does.
+        let mid_send = matches!(
+            &self.current,
+            Some(TxMsg { kind: TxKind::Send { .. }, sent, len, .. }) if *sent > 0 && sent < len
+        );
         if let Some(t) = sent {
-            self.term_tx = Some((t, self.rx_copy.take()));
+            if !mid_send {
+                self.term_tx = Some((t, self.rx_copy.take()));
+            }
             self.events.push_back(Event::TerminateSent(t));
         }
         if let Some(t) = received {
@@ -1072,6 +1081,14 @@ impl<L: Clone> Core<L> {
     }
 }
 
+/// Whether `ulpdu` is an untagged Terminate (opcode 7 on QN 2) with at least its control field.
+fn is_terminate(ulpdu: &[u8]) -> bool {
+    ulpdu.len() >= 22
+        && ulpdu[0] & 0x80 == 0
+        && ulpdu[1] & 0x0F == rdmap::Opcode::Terminate as u8
+        && ulpdu[6..10] == rdmap::QN_TERMINATE.to_be_bytes()
+}
+
 /// The failing segment's headers, kept for the Terminate we may send about it.
 #[derive(Debug, Clone, Copy)]
 struct Copied {
@@ -1145,6 +1162,17 @@ impl<L: Clone> Core<L> {
         self.tx_allowed = true;
         let repr = match rdmap::Repr::parse(ulpdu) {
             Ok(r) => r,
+            Err(_) if is_terminate(ulpdu) => {
+                // A malformed Terminate is still the peer's Terminate (siw copies headers
+                // loosely): take its layer, type and code, never answer it with our own.
+                let code = TermCode {
+                    layer: ulpdu[18] >> 4,
+                    error_type: ulpdu[18] & 0x0F,
+                    error_code: ulpdu[19],
+                };
+                self.fail(None, Some(code), None);
+                return None;
+            }
             Err(e) => {
                 let tagged = ulpdu.first().is_some_and(|c| c & 0x80 != 0);
                 let term = e
@@ -1279,8 +1307,11 @@ impl<L: Clone> Core<L> {
             self.outstanding.pop_front();
             return None;
         }
-        if stag != read.sink_stag || to != expected_to {
+        if stag != read.sink_stag {
             return self.local_error(TermError::DdpTaggedInvalidStag);
+        }
+        if to != expected_to {
+            return self.local_error(TermError::DdpTaggedBaseBounds);
         }
         if u64::from(read.got) + len > u64::from(read.len) {
             return self.local_error(TermError::DdpTaggedBaseBounds);
@@ -1289,7 +1320,9 @@ impl<L: Clone> Core<L> {
         read.got += len as u32;
         let done = read.got == read.len;
         if last != done {
-            return self.local_error(TermError::RdmapOperationUnspecified);
+            // A short response (or one that goes on past its size) falls outside the sink the
+            // request named: base/bounds, as siw reports it.
+            return self.local_error(TermError::DdpTaggedBaseBounds);
         }
         let place = if len == 0 {
             None

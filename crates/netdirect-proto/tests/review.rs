@@ -2,7 +2,7 @@
 //! against RFC 5040/5041 and against what Linux siw sends and expects (spec/iwarp.md §7, siw
 //! `siw_qp.c` / `siw_qp_rx.c`).
 //!
-//! Tests marked `#[ignore = "bug: …"]` show a defect of the engine; they fail until it is fixed.
+//! Each test here once showed a defect of the engine (found in review) and now pins the fix.
 
 use std::collections::HashMap;
 
@@ -126,7 +126,6 @@ const SIGNALED: PostFlags = PostFlags {
 /// 18-octet untagged DDP header, no 28-octet RDMAP header). The engine must report the peer's
 /// Terminate, not treat it as a malformed segment and answer with a Terminate of its own.
 #[test]
-#[ignore = "bug: siw's Terminate with R set but no RDMAP header is answered with our own Terminate, see review report"]
 fn siw_terminate_with_r_and_send_header_is_received() {
     let mut s = stream(Role::Initiator, 1024);
     let mut host = TestHost::default();
@@ -170,7 +169,6 @@ fn siw_terminate_with_r_and_send_header_is_received() {
 /// "invalid STag" is the wrong report; siw (`siw_rresp_check_ntoh`) and RFC 5041 call an offset
 /// outside what the request allows a base/bounds violation (DDP tagged 0x01).
 #[test]
-#[ignore = "bug: Read Response at the wrong TO is reported as invalid STag instead of base/bounds, see review report"]
 fn read_response_at_wrong_offset_is_base_bounds() {
     let mut s = stream(Role::Initiator, 1024);
     let mut host = TestHost::default();
@@ -207,7 +205,6 @@ fn read_response_at_wrong_offset_is_base_bounds() {
 /// base/bounds (`rresp len: … != …`); the engine reports RDMAP remote operation "unspecified".
 /// Lower severity than the test above: both end the stream, but the peer's diagnosis differs.
 #[test]
-#[ignore = "bug (minor): short Read Response is reported as RDMAP unspecified, siw says DDP base/bounds, see review report"]
 fn short_read_response_is_base_bounds() {
     let mut s = stream(Role::Initiator, 1024);
     let mut host = TestHost::default();
@@ -247,7 +244,6 @@ fn short_read_response_is_base_bounds() {
 /// (`siw_send_terminate`: "cannot send TERMINATE: op in progress"); finishing the message first
 /// would do too.
 #[test]
-#[ignore = "bug: a Terminate is sent in the middle of a multi-segment Send (untagged interleaving), see review report"]
 fn terminate_is_not_interleaved_into_an_unfinished_send() {
     // MULPDU 64: 46 payload octets per segment, so a 100-octet Send takes three segments.
     let mut s = stream(Role::Initiator, 64);
