@@ -1,4 +1,68 @@
-//! The software iWARP RNIC (being written).
+//! A software iWARP RNIC: the netdirect provider that speaks MPA/DDP/RDMAP over TCP.
+//!
+//! [`SoftProvider`] implements the NDK object model ([`netdirect`]) on any Linux machine. Its
+//! wire is standard iWARP, so the peer can be another netdirect, Linux's kernel soft-iWARP
+//! (`siw`) or an iWARP RNIC, over IPv4 or IPv6.
+//!
+//! # Layers
+//!
+//! | module | what |
+//! |---|---|
+//! | [`objects`] | the NDK objects (adapter, PD, CQ, SRQ, QP, MR, MW, connector, listener, shared endpoint) |
+//! | [`memory`] | the adapter's memory table: regions, windows, LAMs, tokens, local and remote checks, leases |
+//! | [`cq`], [`srq`] | completion ring with the NDK arming rules; shared receive queue with its threshold |
+//! | [`transport`] | one progress thread per adapter: TCP sockets, MPA handshakes, RDMAP streams ([`netdirect_proto`]) |
+//!
+//! # Threading and lock order
+//!
+//! * One **progress thread per adapter** (the transport's engine) owns every socket, handshake
+//!   and stream of the adapter, and runs every QP's engine-side host ([`objects::qp::SoftHost`]).
+//!   Data moves without the consumer's help.
+//! * Consumer threads post through lock-free queues into that thread. A post takes the memory
+//!   table's read lock (SGE checks) and, for receives, the receive queue's lock; nothing else.
+//! * Callbacks (CQ and SRQ notifications, connect events, request completions, disconnect
+//!   events) run on the progress thread, except where a consumer call completes at once. They
+//!   must not block; they may call back into the provider (every call there only queues work or
+//!   takes a short lock that no callback holds).
+//! * **Lock order** (a thread holding one may take those after it, never before): memory table
+//!   → buffer lock (leases copy under a buffer's lock, taken after the table lookup released
+//!   the table) ; receive queue or SRQ → memory table is never needed (entries are checked
+//!   before they are queued); CQ ring locks are leaves: a notification callback runs after the
+//!   ring's lock is released. The transport holds no lock while calling the host.
+//! * Locks on the data path per inbound segment: one buffer lock (placement); per completion:
+//!   the CQ ring's; per send segment: one buffer read lock while the payload is written.
+//!
+//! # Decisions where the NDK is silent (spec §10)
+//!
+//! Each is made once, written where it is implemented, and tested.
+//!
+//! | §10 | decision | where | test |
+//! |---|---|---|---|
+//! | 1 inline posting statuses | flags `INVALID_PARAMETER`, unconnected `CONNECTION_INVALID`, SGE count `DATA_OVERRUN`, bytes `BUFFER_OVERFLOW`, queue full `NO_MORE_ENTRIES`, token/rights/range `ACCESS_VIOLATION` | [`objects::qp`] | `tests/ndk.rs` `posting_limits_have_their_statuses` |
+//! | 2 completion status per failure | peer Terminate: the read it names `ACCESS_VIOLATION`/`REMOTE_RESOURCES`, the rest `CANCELLED`; receive too small `BUFFER_OVERFLOW`; the Terminate in `ProviderErrorCode` | [`netdirect_proto::stream`] | `tests/ndk.rs` `write_to_invalid_token_terminates_and_cancels`, proto `harness.rs` |
+//! | 3 QP after an error completion | error: Terminate sent or received, connection closed, everything pending `CANCELLED`, later posts `CONNECTION_INVALID` | [`netdirect_proto::stream`], [`transport`] | same |
+//! | 4 ordering, silent success | FIFO per queue; a silent success holds its slot until a later completion retires it | [`objects::qp`] | proto `mixed_workload_places_and_completes`, `posting_limits_have_their_statuses` |
+//! | 5 ERRORS arm, unarmed CQ errors | CQ-level errors only; delivered even when not armed | [`cq`] | `tests/cq.rs` |
+//! | 6 fast register and tokens | every registration rotates the token's key; fast register on a registered MR completes `INVALID_DEVICE_REQUEST` | [`memory`] | `tests/memory.rs`, `tests/ndk.rs` |
+//! | 7 deferred requests | `DEFER` accepted, every request handed to the engine at once: nothing deferred can be lost | [`objects::qp`] | — (no state to test) |
+//! | 8 windows and deregistration | deregister with windows `DEVICE_BUSY`; no windows over fast-register MRs (`ACCESS_VIOLATION`); invalidating an unbound window `INVALID_DEVICE_REQUEST` | [`memory`] | `tests/memory.rs` |
+//! | 9 shrinking a CQ or SRQ below its content | refused, nothing lost (see the modules) | [`cq`], [`srq`] | `tests/cq.rs`, `tests/srq.rs` |
+//! | 10 private data | over 252 octets `INVALID_BUFFER_SIZE`; connection data reports exactly what the peer sent | [`objects::connector`] | `connect_refused_and_rejected` |
+//! | 11 timeouts | TCP connect 20 s, MPA Reply 10 s, disconnect 5 s; none on the consumer's accept/complete | [`transport`] | transport tests |
+//! | 12 reuse | a QP and a connector serve one connection (`CONNECTION_ACTIVE` after); a listener listens once | [`objects::connector`], [`objects::listener`] | — |
+//! | 13 close with pending requests | closing a connector disconnects (flush); pending callbacks complete `CANCELLED` | [`objects::connector`], [`transport`] | transport tests |
+//! | 14 receive on an SRQ QP, flush and SRQ | `receive` on an SRQ-attached QP `INVALID_DEVICE_REQUEST`; flush leaves the SRQ's receives | [`objects::qp`] | `srq_feeds_two_qps_and_notifies_below_threshold` |
+//! | 15 ORD/IRD | reads beyond ORD wait in order; a peer beyond our IRD gets Terminate DDP untagged 0x02 | [`netdirect_proto::stream`] | proto `ird_is_enforced` |
+//! | 16 adapter close, callback threads | the adapter lives until its children are closed; callbacks on the progress thread, re-entry allowed | this page | — |
+//! | 17 tokens | `index << 8 \| key`, local = remote | [`memory`] | `tests/memory.rs` |
+//! | 18 ports, addresses | the host's TCP port space; the adapter's IP (or unspecified, meaning it) else `INVALID_ADDRESS`; loopback connections; IPv4 and IPv6 | [`objects::adapter`] | `connect_refused_and_rejected`, `data_path_ipv6` |
+//! | 19 PAGE_SIZE, logical addresses | 4096; `(LAM slot, generation, page)` encoding | [`memory`] | `tests/memory.rs` |
+//! | 20 SRQ arming at creation | armed when the threshold and a callback are given | [`srq`] | `tests/srq.rs` |
+//! | 21 connector calls in the wrong state | `CONNECTION_INVALID` | [`objects::connector`] | — |
+//! | 22 zero-length requests | allowed | [`objects::qp`] | proto harness (zero-length send) |
+//! | 23 versions | 1.2 for major 1, 2.1 for major 2; the 2.1 `Ex` calls exist | [`objects::limits`] | `limits` unit tests |
+//! | 24 affinity, interrupt moderation | affinity ignored; moderation `NOT_SUPPORTED` | [`objects::adapter`], [`cq`] | `tests/cq.rs` |
+//! | 25 send-and-invalidate to a peer without it | our side and siw both implement it | — | `fast_register_and_windows_over_the_wire` |
 #![deny(unsafe_code)]
 
 pub mod cq;
