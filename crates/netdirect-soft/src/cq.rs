@@ -1,1 +1,476 @@
-//! (being written)
+//! The completion queue: a bounded FIFO of [`Completion`]s with the NDK's arming and
+//! notification rules (§3.5, §7.3, §7.4).
+//!
+//! A [`Cq`] is shared (`Arc`) between the engine, which [`Cq::push`]es completions, and the
+//! consumer, which [`Cq::get_results`] and [`Cq::arm`]s. It is plain data behind one
+//! `parking_lot::Mutex`, with no thread of its own: the notification callback runs on the
+//! thread whose call made it due (see *Notifications*).
+//!
+//! # Arming (§7.4)
+//!
+//! * Notifications are off until [`Cq::arm`]; each arm requests **one** notification. When it is
+//!   satisfied the arm is cleared and the callback runs once with `STATUS_SUCCESS`.
+//! * [`CqNotifyType::Any`]: any completion satisfies it, error completions included (§6.2).
+//!   [`CqNotifyType::Solicited`]: a completion pushed with `solicited = true` (a receive whose
+//!   send carried `SEND_AND_SOLICIT_EVENT`) or any completion whose status is not a success.
+//!   [`CqNotifyType::Errors`]: CQ-level errors only — failed work completions do not satisfy it
+//!   (§10.5).
+//! * Arming again before the arm fired merges the types: `Any` wins over everything, two
+//!   `Errors` stay `Errors`, otherwise `Solicited` (the §7.4 table).
+//! * An arm fires **at once** if the CQ holds an entry that satisfies the (merged) type and that
+//!   arrived after the previous notification was issued. This closes the race "poll found the
+//!   CQ empty → an entry arrives → arm". If every entry in the CQ was already there at the
+//!   previous notification, the arm waits for a new one (the NDK allows either). Entries are
+//!   numbered as they arrive, so the test is O(1).
+//!
+//! # Errors (§7.3, §10.5)
+//!
+//! * Overflow: a [`Cq::push`] into a full CQ drops that completion, makes the CQ unusable (every
+//!   later push is dropped and returns `STATUS_BUFFER_OVERFLOW`, arms do nothing) and delivers
+//!   one `STATUS_BUFFER_OVERFLOW` notification **whether or not the CQ is armed**.
+//! * [`Cq::fail`]: a fatal error; the same with `STATUS_INTERNAL_ERROR`.
+//! * Entries queued before the error stay readable with [`Cq::get_results`]: they are real
+//!   completions of real requests, and losing them would hide which requests finished.
+//! * Exactly one error notification per CQ, ever.
+//!
+//! # Notifications
+//!
+//! The callback ([`Notification`], `Arc<dyn Fn(Status) + Send + Sync>`) is called with no lock
+//! held, on the thread whose [`Cq::push`], [`Cq::arm`] or [`Cq::fail`] made it due — so an arm
+//! that fires at once calls the callback before `arm` returns. Callbacks must not block (they
+//! run on the engine's progress thread; NDK callbacks run at `DISPATCH_LEVEL`).
+//!
+//! * Serialized per CQ: never two callbacks of one CQ at once. A notification that becomes due
+//!   while a callback runs is queued and delivered, in order, by the thread running that
+//!   callback after it returns.
+//! * Re-entrant: the callback may call [`Cq::get_results`], [`Cq::arm`] (a fire is then queued,
+//!   not nested), [`Cq::push`] and [`Cq::close`] on the same CQ.
+//! * [`Cq::close`] waits until a running callback has returned (§2.5) and no notification is
+//!   made after it; called from inside the callback it does not wait for itself.
+//! * A panicking callback does not wedge the CQ: the serialization state is reset.
+//!
+//! # Decisions (where the NDK is silent, §10)
+//!
+//! | case | decision |
+//! |---|---|
+//! | depth 0, or above the adapter's maximum, at creation or resize | `STATUS_INVALID_PARAMETER` |
+//! | resize below the entries queued (§10.9) | `STATUS_BUFFER_OVERFLOW`, CQ unchanged (NDSPI); nothing is ever lost |
+//! | resize of a failed or closed CQ | `STATUS_INVALID_DEVICE_STATE` (after the parameter check) |
+//! | ERRORS arm and failed completions (§10.5) | not satisfied; only CQ errors |
+//! | CQ error when not armed (§10.5) | delivered anyway, once |
+//! | arm of a failed or closed CQ | ignored |
+//! | arm with only entries older than the last notification | waits for a new entry |
+//! | push into a closed CQ | dropped, `STATUS_INVALID_DEVICE_STATE` |
+//! | `get_results` after an overflow | returns the entries queued before it |
+//! | `get_results` after close | 0 (the queue is dropped at close) |
+//! | interrupt moderation | the adapter does not advertise it: [`Cq::control_interrupt_moderation`] always answers `STATUS_NOT_SUPPORTED`, before looking at the arguments — the NDK reserves that status for exactly this case, and a consumer probing the capability gets the same answer whatever it passes (so `STATUS_INVALID_PARAMETER_MIX` is never returned) |
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::thread::{self, ThreadId};
+
+use netdirect_types::{BasicCompletion, Completion, CqNotifyType, Status};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+/// A CQ or SRQ notification callback (`NDK_FN_CQ_NOTIFICATION_CALLBACK`,
+/// `NDK_FN_SRQ_NOTIFICATION_CALLBACK`): called with the notification status. Must not block.
+#[doc(alias = "NdkCqNotificationCallback")]
+pub type Notification = Arc<dyn Fn(Status) + Send + Sync>;
+
+/// Serialized delivery of notifications for one object (CQ or SRQ). Lives inside the object's
+/// mutex-protected state.
+#[derive(Debug, Default)]
+pub(crate) struct Notifier {
+    /// Notifications due, oldest first.
+    due: VecDeque<Status>,
+    /// The thread running the delivery loop (and maybe a callback right now).
+    delivering: Option<ThreadId>,
+    /// No more notifications.
+    closed: bool,
+}
+
+impl Notifier {
+    /// Queues a notification (dropped once closed).
+    pub(crate) fn push(&mut self, status: Status) {
+        if !self.closed {
+            self.due.push_back(status);
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+}
+
+/// Resets the delivery state if a callback unwinds.
+struct Unwind<'a, S> {
+    lock: &'a Mutex<S>,
+    idle: &'a Condvar,
+    notifier: fn(&mut S) -> &mut Notifier,
+}
+
+impl<S> Drop for Unwind<'_, S> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let mut g = self.lock.lock();
+            (self.notifier)(&mut g).delivering = None;
+            self.idle.notify_all();
+        }
+    }
+}
+
+/// Delivers every due notification unless another delivery loop runs (then that loop delivers
+/// them after its current callback returns). Called with the state's guard; releases it around
+/// each callback.
+pub(crate) fn deliver<'a, S>(
+    lock: &'a Mutex<S>,
+    idle: &Condvar,
+    mut guard: MutexGuard<'a, S>,
+    notifier: fn(&mut S) -> &mut Notifier,
+    callback: Option<&Notification>,
+) {
+    let n = notifier(&mut guard);
+    let Some(callback) = callback else {
+        n.due.clear();
+        return;
+    };
+    if n.delivering.is_some() || n.due.is_empty() {
+        return;
+    }
+    n.delivering = Some(thread::current().id());
+    loop {
+        let n = notifier(&mut guard);
+        let Some(status) = n.due.pop_front() else {
+            break;
+        };
+        drop(guard);
+        {
+            let _unwind = Unwind {
+                lock,
+                idle,
+                notifier,
+            };
+            callback(status);
+        }
+        guard = lock.lock();
+    }
+    notifier(&mut guard).delivering = None;
+    idle.notify_all();
+}
+
+/// Marks the notifier closed and waits until no callback runs (unless called from the
+/// delivering thread itself).
+pub(crate) fn close_notifier<S>(
+    idle: &Condvar,
+    guard: &mut MutexGuard<'_, S>,
+    notifier: fn(&mut S) -> &mut Notifier,
+) {
+    let me = thread::current().id();
+    let n = notifier(guard);
+    n.closed = true;
+    n.due.clear();
+    while let Some(t) = notifier(guard).delivering {
+        if t == me {
+            break;
+        }
+        idle.wait(guard);
+    }
+}
+
+/// The merged arm type when `second` is armed while `first` is pending (§7.4 table).
+pub fn merge_arm(first: CqNotifyType, second: CqNotifyType) -> CqNotifyType {
+    use CqNotifyType::{Any, Errors, Solicited};
+    match (first, second) {
+        (Any, _) | (_, Any) => Any,
+        (Errors, Errors) => Errors,
+        _ => Solicited,
+    }
+}
+
+struct State {
+    ring: VecDeque<(u64, Completion)>,
+    depth: usize,
+    /// Number of the last entry pushed (entries are numbered from 1).
+    last_seq: u64,
+    /// `last_seq` when the previous notification was issued.
+    notified_seq: u64,
+    /// Number of the last solicited or failed entry (0: none).
+    trigger_seq: u64,
+    arm: Option<CqNotifyType>,
+    error: Option<Status>,
+    notifier: Notifier,
+}
+
+fn notifier(s: &mut State) -> &mut Notifier {
+    &mut s.notifier
+}
+
+impl State {
+    /// Clears the arm and queues a success notification.
+    fn fire(&mut self) {
+        self.arm = None;
+        self.notified_seq = self.last_seq;
+        self.notifier.push(Status::SUCCESS);
+    }
+
+    /// Whether the queue holds an entry newer than the last notification that satisfies `ty`.
+    fn satisfied_now(&self, ty: CqNotifyType) -> bool {
+        match ty {
+            CqNotifyType::Any => self.ring.back().is_some_and(|e| e.0 > self.notified_seq),
+            CqNotifyType::Solicited => {
+                self.trigger_seq > self.notified_seq
+                    && self.ring.front().is_some_and(|e| e.0 <= self.trigger_seq)
+            }
+            CqNotifyType::Errors => false,
+        }
+    }
+
+    fn set_error(&mut self, status: Status) -> bool {
+        if self.error.is_some() || self.notifier.is_closed() {
+            return false;
+        }
+        self.error = Some(status);
+        self.arm = None;
+        self.notifier.push(status);
+        true
+    }
+}
+
+/// A completion queue. See the [module docs](self) for the rules.
+pub struct Cq {
+    max_depth: u32,
+    notification: Notification,
+    state: Mutex<State>,
+    idle: Condvar,
+}
+
+impl fmt::Debug for Cq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.state.lock();
+        f.debug_struct("Cq")
+            .field("depth", &s.depth)
+            .field("len", &s.ring.len())
+            .field("arm", &s.arm)
+            .field("error", &s.error)
+            .finish()
+    }
+}
+
+fn check_depth(depth: u32, max_depth: u32) -> Result<usize, Status> {
+    if depth == 0 || depth > max_depth {
+        return Err(Status::INVALID_PARAMETER);
+    }
+    usize::try_from(depth).map_err(|_| Status::INVALID_PARAMETER)
+}
+
+impl Cq {
+    /// `NdkCreateCq`: a CQ of `depth` entries on an adapter whose `MaxCqDepth` is `max_depth`.
+    ///
+    /// `STATUS_INVALID_PARAMETER` if `depth` is 0 or above `max_depth`.
+    #[doc(alias = "NdkCreateCq")]
+    pub fn new(depth: u32, max_depth: u32, notification: Notification) -> Result<Arc<Cq>, Status> {
+        let depth = check_depth(depth, max_depth)?;
+        Ok(Arc::new(Cq {
+            max_depth,
+            notification,
+            state: Mutex::new(State {
+                ring: VecDeque::new(),
+                depth,
+                last_seq: 0,
+                notified_seq: 0,
+                trigger_seq: 0,
+                arm: None,
+                error: None,
+                notifier: Notifier::default(),
+            }),
+            idle: Condvar::new(),
+        }))
+    }
+
+    fn deliver(&self, guard: MutexGuard<'_, State>) {
+        deliver(
+            &self.state,
+            &self.idle,
+            guard,
+            notifier,
+            Some(&self.notification),
+        );
+    }
+
+    /// Queues a completion from the engine. `solicited`: a receive whose send carried
+    /// `SEND_AND_SOLICIT_EVENT` (for [`CqNotifyType::Solicited`] arms). May run the callback
+    /// before returning.
+    ///
+    /// Errors (the completion is dropped): `STATUS_BUFFER_OVERFLOW` when the CQ is full — it is
+    /// then unusable — or already overflowed; `STATUS_INTERNAL_ERROR` after [`Cq::fail`];
+    /// `STATUS_INVALID_DEVICE_STATE` after [`Cq::close`].
+    pub fn push(&self, completion: Completion, solicited: bool) -> Result<(), Status> {
+        let mut s = self.state.lock();
+        if s.notifier.is_closed() {
+            return Err(Status::INVALID_DEVICE_STATE);
+        }
+        if let Some(e) = s.error {
+            return Err(e);
+        }
+        if s.ring.len() >= s.depth {
+            s.set_error(Status::BUFFER_OVERFLOW);
+            self.deliver(s);
+            return Err(Status::BUFFER_OVERFLOW);
+        }
+        s.last_seq += 1;
+        let seq = s.last_seq;
+        let trigger = solicited || !completion.status.is_success();
+        if trigger {
+            s.trigger_seq = seq;
+        }
+        s.ring.push_back((seq, completion));
+        let fire = match s.arm {
+            Some(CqNotifyType::Any) => true,
+            Some(CqNotifyType::Solicited) => trigger,
+            Some(CqNotifyType::Errors) | None => false,
+        };
+        if fire {
+            s.fire();
+            self.deliver(s);
+        }
+        Ok(())
+    }
+
+    /// `NdkGetCqResultsEx`: moves up to `out.len()` completions, oldest first, into `out`;
+    /// returns how many. Never blocks (beyond the CQ's short lock).
+    #[doc(alias = "NdkGetCqResultsEx")]
+    pub fn get_results(&self, out: &mut [Completion]) -> usize {
+        let mut s = self.state.lock();
+        let n = out.len().min(s.ring.len());
+        for (slot, (_, c)) in out.iter_mut().zip(s.ring.drain(..n)) {
+            *slot = c;
+        }
+        n
+    }
+
+    /// `NdkGetCqResults`: as [`Cq::get_results`], in the `NDK_RESULT` form.
+    #[doc(alias = "NdkGetCqResults")]
+    pub fn get_results_basic(&self, out: &mut [BasicCompletion]) -> usize {
+        let mut s = self.state.lock();
+        let n = out.len().min(s.ring.len());
+        for (slot, (_, c)) in out.iter_mut().zip(s.ring.drain(..n)) {
+            *slot = c.to_basic();
+        }
+        n
+    }
+
+    /// `NdkArmCq`: requests one notification of type `ty` (merged with a pending arm). Fires at
+    /// once — calling the callback before returning, unless a callback is already running — if
+    /// a satisfying entry arrived since the previous notification. Ignored on a failed or closed
+    /// CQ.
+    #[doc(alias = "NdkArmCq")]
+    pub fn arm(&self, ty: CqNotifyType) {
+        let mut s = self.state.lock();
+        if s.error.is_some() || s.notifier.is_closed() {
+            return;
+        }
+        let merged = s.arm.map_or(ty, |first| merge_arm(first, ty));
+        if s.satisfied_now(merged) {
+            s.fire();
+            self.deliver(s);
+        } else {
+            s.arm = Some(merged);
+        }
+    }
+
+    /// `NdkResizeCq`: changes the depth. Statuses: `INVALID_PARAMETER` (0 or above the maximum),
+    /// `INVALID_DEVICE_STATE` (failed or closed CQ), `BUFFER_OVERFLOW` (fewer than the entries
+    /// queued; nothing changes).
+    #[doc(alias = "NdkResizeCq")]
+    pub fn resize(&self, depth: u32) -> Result<(), Status> {
+        let depth = check_depth(depth, self.max_depth)?;
+        let mut s = self.state.lock();
+        if s.error.is_some() || s.notifier.is_closed() {
+            return Err(Status::INVALID_DEVICE_STATE);
+        }
+        if depth < s.ring.len() {
+            return Err(Status::BUFFER_OVERFLOW);
+        }
+        s.depth = depth;
+        Ok(())
+    }
+
+    /// `NdkControlCqInterruptModeration`: always `STATUS_NOT_SUPPORTED` (the adapter does not
+    /// advertise `CQ_INTERRUPT_MODERATION_SUPPORTED`; arguments are not examined).
+    #[doc(alias = "NdkControlCqInterruptModeration")]
+    pub fn control_interrupt_moderation(&self, interval: u32, count: u32) -> Result<(), Status> {
+        let _ = (interval, count);
+        Err(Status::NOT_SUPPORTED)
+    }
+
+    /// A fatal CQ error: the CQ becomes unusable and a `STATUS_INTERNAL_ERROR` notification is
+    /// delivered, armed or not. Does nothing if the CQ already failed or is closed.
+    pub fn fail(&self) {
+        let mut s = self.state.lock();
+        if s.set_error(Status::INTERNAL_ERROR) {
+            self.deliver(s);
+        }
+    }
+
+    /// `NdkCloseCq`: no more notifications; queued entries are dropped. Waits until a running
+    /// callback has returned (unless called from that callback).
+    #[doc(alias = "NdkCloseCq")]
+    pub fn close(&self) {
+        let mut s = self.state.lock();
+        close_notifier(&self.idle, &mut s, notifier);
+        s.arm = None;
+        s.ring.clear();
+    }
+
+    /// Entries queued.
+    pub fn len(&self) -> usize {
+        self.state.lock().ring.len()
+    }
+
+    /// Whether no entry is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The current depth.
+    pub fn depth(&self) -> u32 {
+        self.state.lock().depth as u32
+    }
+
+    /// The pending arm, if any.
+    pub fn armed(&self) -> Option<CqNotifyType> {
+        self.state.lock().arm
+    }
+
+    /// The error that made the CQ unusable (`STATUS_BUFFER_OVERFLOW` or
+    /// `STATUS_INTERNAL_ERROR`), if any.
+    pub fn error(&self) -> Option<Status> {
+        self.state.lock().error
+    }
+
+    /// Whether [`Cq::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().notifier.is_closed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use CqNotifyType::{Any, Errors, Solicited};
+
+    #[test]
+    fn merge_table() {
+        let table = [
+            (Any, [Any, Any, Any]),
+            (Errors, [Any, Errors, Solicited]),
+            (Solicited, [Any, Solicited, Solicited]),
+        ];
+        for (first, row) in table {
+            for (second, want) in [Any, Errors, Solicited].into_iter().zip(row) {
+                assert_eq!(merge_arm(first, second), want, "{first:?} then {second:?}");
+            }
+        }
+    }
+}
