@@ -485,6 +485,18 @@ impl Tables {
         }
     }
 
+    fn mw(&self, mw: MwId) -> Result<(&MwEntry, u8), Status> {
+        match self.slots.get(mw.index as usize) {
+            Some(Slot {
+                serial,
+                key,
+                entry: Entry::Mw(e),
+                ..
+            }) if *serial == mw.serial => Ok((e, *key)),
+            _ => Err(Status::INVALID_HANDLE),
+        }
+    }
+
     fn mw_mut(&mut self, mw: MwId) -> Result<(&mut MwEntry, &mut u8), Status> {
         match self.slots.get_mut(mw.index as usize) {
             Some(Slot {
@@ -590,7 +602,8 @@ impl MemoryTable {
     /// `NdkClosePd`: frees the PD and its privileged token.
     ///
     /// `STATUS_DEVICE_BUSY` while MRs or MWs of the PD exist (the object model keeps the PD
-    /// until they are closed); `STATUS_INVALID_HANDLE` if already closed.
+    /// until they are closed); `STATUS_INVALID_HANDLE` if already closed. Scans the table
+    /// (closing a PD is rare).
     #[doc(alias = "NdkClosePd")]
     pub fn close_pd(&self, pd: PdId) -> Result<(), Status> {
         let mut t = self.tables.write();
@@ -1025,15 +1038,13 @@ impl MemoryTable {
     /// [`MemoryTable::bind`]).
     #[doc(alias = "NdkGetRemoteTokenFromMw")]
     pub fn mw_remote_token(&self, mw: MwId) -> Result<RemoteToken, Status> {
-        let mut t = self.tables.write();
-        let (_, key) = t.mw_mut(mw)?;
-        Ok(RemoteToken(join(mw.index, *key)))
+        let (_, key) = self.tables.read().mw(mw)?;
+        Ok(RemoteToken(join(mw.index, key)))
     }
 
     /// Whether the window is bound.
     pub fn is_bound(&self, mw: MwId) -> Result<bool, Status> {
-        let mut t = self.tables.write();
-        Ok(t.mw_mut(mw)?.0.binding.is_some())
+        Ok(self.tables.read().mw(mw)?.0.binding.is_some())
     }
 
     /// `NdkCloseMw`: frees the window, unbinding it first if bound.
