@@ -1551,7 +1551,8 @@ mod tests {
             end: 110,
         };
         let pieces: Vec<_> = lease.spans(104, 6).unwrap().map(|(_, r)| r).collect();
-        assert_eq!(pieces, [4..10]);
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0], 4..10);
         assert!(lease.spans(104, 7).is_err());
         assert_eq!(lease.spans(110, 0).unwrap().count(), 0);
     }
