@@ -12,6 +12,7 @@
 //! | [`memory`] | the adapter's memory table: regions, windows, LAMs, tokens, local and remote checks, leases |
 //! | [`cq`], [`srq`] | completion ring with the NDK arming rules; shared receive queue with its threshold |
 //! | [`transport`] | one progress thread per adapter: TCP sockets, MPA handshakes, RDMAP streams ([`netdirect_proto`]) |
+//! | [`dma`] | optional placement through a NetDMA channel ([`Placement`]) |
 //!
 //! # Threading and lock order
 //!
@@ -63,12 +64,17 @@
 //! | 23 versions | 1.2 for major 1, 2.1 for major 2; the 2.1 `Ex` calls exist | [`objects::limits`] | `limits` unit tests |
 //! | 24 affinity, interrupt moderation | affinity ignored; moderation `NOT_SUPPORTED` | [`objects::adapter`], [`cq`] | `tests/cq.rs` |
 //! | 25 send-and-invalidate to a peer without it | our side and siw both implement it | — | `fast_register_and_windows_over_the_wire` |
+//!
+//! `unsafe` appears in one module, [`dma`], to lend a region's bytes to a NetDMA channel for one
+//! copy; its contract is written there.
 #![deny(unsafe_code)]
 
 pub mod cq;
+pub mod dma;
 pub mod memory;
 pub mod objects;
 pub mod srq;
 pub mod transport;
 
+pub use dma::Placement;
 pub use objects::adapter::{SoftAdapter, SoftProvider};

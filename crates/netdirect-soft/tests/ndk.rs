@@ -12,7 +12,7 @@ use netdirect::{
     Adapter, Buffer, Connector, Cq, InvalidateTarget, Mr, OpenParameters, Pd, Provider, Qp,
     QpConfig,
 };
-use netdirect_soft::SoftProvider;
+use netdirect_soft::{Placement, SoftProvider};
 use netdirect_types::{
     Completion, CqNotifyType, LocalToken, MrFlags, OpFlags, OperationType, RemoteToken, Sge,
     Status, Version,
@@ -21,7 +21,12 @@ use netdirect_types::{
 const WAIT: Duration = Duration::from_secs(10);
 
 fn open(ip: IpAddr) -> Box<dyn Adapter> {
+    open_with(ip, Placement::Cpu)
+}
+
+fn open_with(ip: IpAddr, placement: Placement) -> Box<dyn Adapter> {
     SoftProvider::new()
+        .with_placement(placement)
         .open_adapter(OpenParameters {
             address: ip,
             version: Version::V1_2,
@@ -39,7 +44,11 @@ struct Side {
 
 impl Side {
     fn new(ip: IpAddr, context: u64) -> Side {
-        let adapter = open(ip);
+        Side::with_placement(ip, context, Placement::Cpu)
+    }
+
+    fn with_placement(ip: IpAddr, context: u64, placement: Placement) -> Side {
+        let adapter = open_with(ip, placement);
         let pd = adapter.create_pd().wait().unwrap();
         let cq = adapter
             .create_cq(256, Arc::new(|_| {}), None)
@@ -149,8 +158,12 @@ fn connect(
 }
 
 fn data_path(ip: IpAddr) {
-    let mut server = Side::new(ip, 0x5E);
-    let mut client = Side::new(ip, 0xC1);
+    data_path_with(ip, Placement::Cpu);
+}
+
+fn data_path_with(ip: IpAddr, placement: Placement) {
+    let mut server = Side::with_placement(ip, 0x5E, placement);
+    let mut client = Side::with_placement(ip, 0xC1, placement);
     // The server posts receives before accepting.
     let srv_buf = Buffer::new(1 << 20);
     let srv_mr = server.register(
@@ -252,6 +265,12 @@ fn data_path_ipv4() {
 #[test]
 fn data_path_ipv6() {
     data_path("::1".parse().unwrap());
+}
+
+#[test]
+fn data_path_with_netdma_placement() {
+    // Every inbound payload is copied into place by a NetDMA channel.
+    data_path_with("127.0.0.1".parse().unwrap(), Placement::NetDma);
 }
 
 #[test]

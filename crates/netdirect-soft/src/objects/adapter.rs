@@ -17,6 +17,7 @@ use super::listener::SoftListener;
 use super::pd::SoftPd;
 use super::qp::SoftHost;
 use super::shared_endpoint::SoftSharedEndpoint;
+use crate::dma::{DmaPlacer, Placement};
 use crate::memory::{MemoryConfig, MemoryTable};
 use crate::transport::{Engine, EngineConfig};
 
@@ -39,6 +40,7 @@ use crate::transport::{Engine, EngineConfig};
 #[derive(Debug, Default)]
 pub struct SoftProvider {
     engine: EngineConfig,
+    placement: Placement,
 }
 
 impl SoftProvider {
@@ -49,7 +51,16 @@ impl SoftProvider {
 
     /// The provider with these engine settings (FPDU size, timeouts, buffer sizes).
     pub fn with_engine_config(engine: EngineConfig) -> SoftProvider {
-        SoftProvider { engine }
+        SoftProvider {
+            engine,
+            placement: Placement::Cpu,
+        }
+    }
+
+    /// The provider placing inbound payloads as `placement` says (CPU or a NetDMA channel).
+    pub fn with_placement(mut self, placement: Placement) -> SoftProvider {
+        self.placement = placement;
+        self
     }
 
     /// Opens an adapter directly (what [`Provider::open_adapter`] does).
@@ -64,6 +75,10 @@ impl SoftProvider {
         let mut engine_config = self.engine.clone();
         engine_config.thread_name = format!("nd-soft {}", params.address);
         let engine = Engine::new(engine_config)?;
+        let placer = match self.placement {
+            Placement::Cpu => None,
+            Placement::NetDma => Some(Arc::new(DmaPlacer::new()?)),
+        };
         Ok(SoftAdapter {
             shared: Arc::new(AdapterShared {
                 version,
@@ -71,6 +86,7 @@ impl SoftProvider {
                 address: params.address,
                 memory,
                 engine,
+                placer,
             }),
         })
     }
@@ -103,6 +119,7 @@ pub(crate) struct AdapterShared {
     pub(crate) address: IpAddr,
     pub(crate) memory: Arc<MemoryTable>,
     pub(crate) engine: Engine<SoftHost>,
+    pub(crate) placer: Option<Arc<DmaPlacer>>,
 }
 
 impl AdapterShared {

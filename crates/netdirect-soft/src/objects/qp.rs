@@ -66,6 +66,7 @@ use super::adapter::AdapterShared;
 use super::mr::{SoftMr, next_token};
 use super::mw::SoftMw;
 use super::srq::SrqQueue;
+use crate::dma::DmaPlacer;
 use crate::memory::{Lease, LocalAccess, MemoryObject, MemoryTable, MrId, MwId, PdId};
 use crate::transport::{Connection, QpHost};
 
@@ -98,7 +99,7 @@ impl RecvEntry {
     }
 
     /// Scatters `data` at message offset `offset` (already bounded by the engine).
-    fn write(&self, mut offset: u64, mut data: &[u8]) {
+    fn write(&self, mut offset: u64, mut data: &[u8], placer: Option<&DmaPlacer>) {
         for lease in &self.sges {
             if data.is_empty() {
                 return;
@@ -108,11 +109,30 @@ impl RecvEntry {
                 continue;
             }
             let n = (lease.len() - offset).min(data.len() as u64) as usize;
-            // The range is inside the lease by construction; a failure would only mean nothing
-            // is written.
-            let _ = lease.write(lease.to() + offset, &data[..n]);
+            write_lease(lease, lease.to() + offset, &data[..n], placer);
             data = &data[n..];
             offset = 0;
+        }
+    }
+}
+
+/// Copies `data` to tagged offset `to` of `lease`: on this thread, or through the NetDMA
+/// channel when one is configured (falling back to a CPU copy if the channel fails, so that no
+/// data is lost). The range is inside the lease by construction.
+fn write_lease(lease: &Lease, to: u64, data: &[u8], placer: Option<&DmaPlacer>) {
+    match placer {
+        None => {
+            let _ = lease.write(to, data);
+        }
+        Some(p) => {
+            let mut at = 0;
+            let _ = lease.for_each_span_mut(to, data.len() as u64, |piece| {
+                let src = &data[at..at + piece.len()];
+                if p.copy(src, piece).is_err() {
+                    piece.copy_from_slice(src);
+                }
+                at += piece.len();
+            });
         }
     }
 }
@@ -217,6 +237,7 @@ pub(crate) struct QpCore {
     flushed: AtomicBool,
     pub(crate) conn: OnceLock<Connection<SoftHost>>,
     pub(crate) disconnect: Mutex<Option<DisconnectCallback>>,
+    placer: Option<Arc<DmaPlacer>>,
 }
 
 impl QpCore {
@@ -297,6 +318,7 @@ impl SoftQp {
             flushed: AtomicBool::new(false),
             conn: OnceLock::new(),
             disconnect: Mutex::new(None),
+            placer: shared.placer.clone(),
         });
         SoftQp {
             initiator: SoftInitiator {
@@ -909,11 +931,11 @@ impl QpHost for SoftHost {
         match dest {
             Dest::Receive { recv, offset } => {
                 if let Some(e) = self.receives.get(&recv) {
-                    e.write(offset, data);
+                    e.write(offset, data, self.core.placer.as_deref());
                 }
             }
             Dest::Tagged { lease, to } => {
-                let _ = lease.write(to, data);
+                write_lease(&lease, to, data, self.core.placer.as_deref())
             }
         }
     }
