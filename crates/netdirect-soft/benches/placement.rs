@@ -2,7 +2,7 @@
 //! channel, measured in the same run. `cargo bench -p netdirect-soft --bench placement`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use netdirect::{Adapter, Buffer, Connector, Cq, OpenParameters, Pd, Provider, Qp, QpConfig};
@@ -20,6 +20,7 @@ struct Side {
     pd: Box<dyn Pd>,
     cq: Box<dyn Cq>,
     qp: Box<dyn Qp>,
+    wake: Arc<(Mutex<bool>, Condvar)>,
 }
 
 fn side(ip: IpAddr, placement: Placement) -> Side {
@@ -31,8 +32,17 @@ fn side(ip: IpAddr, placement: Placement) -> Side {
         })
         .expect("open adapter");
     let pd = adapter.create_pd().wait().unwrap();
+    let wake = Arc::new((Mutex::new(false), Condvar::new()));
+    let w = wake.clone();
     let cq = adapter
-        .create_cq(1024, Arc::new(|_| {}), None)
+        .create_cq(
+            1024,
+            Arc::new(move |_| {
+                *w.0.lock().unwrap() = true;
+                w.1.notify_one();
+            }),
+            None,
+        )
         .wait()
         .unwrap();
     let qp = pd
@@ -53,10 +63,13 @@ fn side(ip: IpAddr, placement: Placement) -> Side {
         pd,
         cq,
         qp,
+        wake,
     }
 }
 
-fn drain(cq: &mut dyn Cq, n: usize) {
+/// Waits for `n` successful completions, sleeping on the CQ notification when there is none
+/// (busy polling would take a core from the progress threads on a 2-core machine).
+fn drain(cq: &mut dyn Cq, wake: &(Mutex<bool>, Condvar), n: usize) {
     let mut buf = [Completion {
         status: Status::SUCCESS,
         bytes_transferred: 0,
@@ -75,6 +88,18 @@ fn drain(cq: &mut dyn Cq, n: usize) {
             assert_eq!(c.status, Status::SUCCESS);
         }
         got += k;
+        if k == 0 {
+            *wake.0.lock().unwrap() = false;
+            cq.arm(netdirect_types::CqNotifyType::Any);
+            // An entry that arrived before the arm fires it at once (NDK §7.4).
+            let fired = wake.0.lock().unwrap();
+            if !*fired {
+                let _ = wake
+                    .1
+                    .wait_timeout(fired, Duration::from_millis(50))
+                    .unwrap();
+            }
+        }
     }
 }
 
@@ -153,7 +178,7 @@ fn run(placement: Placement) -> (f64, f64) {
                 }
                 posted += 1;
             }
-            drain(&mut *client.cq, 1);
+            drain(&mut *client.cq, &client.wake, 1);
             done += 1;
         }
         rates[k] = TOTAL as f64 / start.elapsed().as_secs_f64() / 1e6;
