@@ -311,9 +311,7 @@ fn initiator_requests_need_a_connection() {
     assert_eq!((c[0].request_context, c[0].status), (1, Status::CANCELLED));
 }
 
-#[test]
-fn connect_refused_and_rejected() {
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+fn connect_refused_and_rejected(ip: IpAddr) {
     let client = Side::new(ip, 1);
     // Nothing listens on this port (bound and closed just now).
     let port = std::net::TcpListener::bind((ip, 0))
@@ -386,14 +384,21 @@ fn connect_refused_and_rejected() {
     );
     // An address that is not the adapter's.
     assert_eq!(
-        other.listen("127.0.0.2:0".parse().unwrap()).wait(),
+        other
+            .listen(SocketAddr::new(
+                if ip.is_ipv4() {
+                    "127.0.0.2".parse().unwrap()
+                } else {
+                    "::2".parse().unwrap()
+                },
+                0
+            ))
+            .wait(),
         Err(Status::INVALID_ADDRESS)
     );
 }
 
-#[test]
-fn fast_register_and_windows_over_the_wire() {
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+fn fast_register_and_windows_over_the_wire(ip: IpAddr) {
     let mut server = Side::new(ip, 1);
     let mut client = Side::new(ip, 2);
     let (_s, _c) = connect(&mut server, &mut client, ip, b"");
@@ -540,9 +545,7 @@ fn fast_register_and_windows_over_the_wire() {
     assert_eq!(server.completions(1)[0].status, Status::SUCCESS);
 }
 
-#[test]
-fn write_to_invalid_token_terminates_and_cancels() {
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+fn write_to_invalid_token_terminates_and_cancels(ip: IpAddr) {
     let mut server = Side::new(ip, 1);
     let mut client = Side::new(ip, 2);
     let (_s, _c) = connect(&mut server, &mut client, ip, b"");
@@ -635,9 +638,7 @@ fn side_with_notifications(ip: IpAddr, context: u64) -> (Side, mpsc::Receiver<St
     )
 }
 
-#[test]
-fn cq_arming_solicited_and_any() {
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+fn cq_arming_solicited_and_any(ip: IpAddr) {
     let (mut server, notes) = side_with_notifications(ip, 1);
     let mut client = Side::new(ip, 2);
     let buf = Buffer::new(4096);
@@ -683,10 +684,8 @@ fn cq_arming_solicited_and_any() {
     client.completions(3);
 }
 
-#[test]
-fn srq_feeds_two_qps_and_notifies_below_threshold() {
+fn srq_feeds_two_qps_and_notifies_below_threshold(ip: IpAddr) {
     use netdirect::{QpWithSrqConfig, SrqConfig};
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
     let server_adapter = open(ip);
     let pd = server_adapter.create_pd().wait().unwrap();
     let mut cq = server_adapter
@@ -886,9 +885,7 @@ fn disconnect_event_without_flush_then_disconnect_flushes() {
     );
 }
 
-#[test]
-fn fast_register_seed_rules_each_with_its_status() {
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+fn fast_register_seed_rules_each_with_its_status(ip: IpAddr) {
     let mut server = Side::new(ip, 1);
     let mut client = Side::new(ip, 2);
     let buf = Buffer::new(8 * 4096);
@@ -999,9 +996,7 @@ fn fast_register_seed_rules_each_with_its_status() {
     assert_eq!(got, [7u8; 256]);
 }
 
-#[test]
-fn posting_limits_have_their_statuses() {
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+fn posting_limits_have_their_statuses(ip: IpAddr) {
     let (mut server, _notes) = side_with_notifications(ip, 1);
     let mut client = Side::new(ip, 2);
     let (_s, _c) = connect(&mut server, &mut client, ip, b"");
@@ -1072,9 +1067,7 @@ fn posting_limits_have_their_statuses() {
     );
 }
 
-#[test]
-fn shared_endpoint_connects_twice_from_one_port() {
-    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+fn shared_endpoint_connects_twice_from_one_port(ip: IpAddr) {
     let mut a = Side::new(ip, 1);
     let mut b = Side::new(ip, 2);
     let client = Side::new(ip, 3);
@@ -1132,3 +1125,32 @@ fn shared_endpoint_connects_twice_from_one_port() {
         connectors.push((connector, incoming, listener));
     }
 }
+
+/// Runs each test body on 127.0.0.1 and on ::1.
+macro_rules! both_families {
+    ($($name:ident),* $(,)?) => {
+        mod v4 {
+            $(#[test]
+            fn $name() {
+                super::$name("127.0.0.1".parse().unwrap());
+            })*
+        }
+        mod v6 {
+            $(#[test]
+            fn $name() {
+                super::$name("::1".parse().unwrap());
+            })*
+        }
+    };
+}
+
+both_families!(
+    connect_refused_and_rejected,
+    fast_register_and_windows_over_the_wire,
+    write_to_invalid_token_terminates_and_cancels,
+    cq_arming_solicited_and_any,
+    srq_feeds_two_qps_and_notifies_below_threshold,
+    fast_register_seed_rules_each_with_its_status,
+    posting_limits_have_their_statuses,
+    shared_endpoint_connects_twice_from_one_port,
+);
