@@ -1126,6 +1126,85 @@ fn shared_endpoint_connects_twice_from_one_port(ip: IpAddr) {
     }
 }
 
+fn read_local_invalidate_and_cq_overflow(ip: IpAddr) {
+    let (mut server, notes) = side_with_notifications(ip, 1);
+    let mut client = Side::new(ip, 2);
+    let (_s, _c) = connect(&mut server, &mut client, ip, b"");
+    // The read sink is a fast-registered region; the read invalidates it when it succeeds.
+    let buf = Buffer::new(2 * 4096);
+    let lam = server.adapter.build_lam(&buf, 0, buf.len()).wait().unwrap();
+    let sink = server.pd.create_mr(true).wait().unwrap();
+    sink.initialize_fast_register(2, false).wait().unwrap();
+    let flags = OpFlags::ALLOW_LOCAL_WRITE | OpFlags::RDMA_READ_SINK;
+    let pages = lam.mapping.adapter_page_array.clone();
+    server
+        .qp
+        .initiator()
+        .fast_register(1, &*sink, &pages, 0, 8192, 0x4000_0000, flags)
+        .unwrap();
+    let src = Buffer::from_slice(&[9u8; 8192]);
+    let src_mr = client.register(&src, MrFlags::ALLOW_REMOTE_READ);
+    let s = [Sge::new(0x4000_0000, 8192, sink.local_token())];
+    server
+        .qp
+        .initiator()
+        .read(
+            2,
+            &s,
+            src.address(),
+            src_mr.remote_token(),
+            OpFlags::RDMA_READ_LOCAL_INVALIDATE,
+        )
+        .unwrap();
+    let c = server.completions(2);
+    assert_eq!((c[1].request_context, c[1].status), (2, Status::SUCCESS));
+    assert_eq!(buf.to_vec(), vec![9u8; 8192]);
+    // The sink's token is gone: using it again is refused inline.
+    assert_eq!(
+        server.qp.initiator().read(
+            3,
+            &s,
+            src.address(),
+            src_mr.remote_token(),
+            OpFlags::empty()
+        ),
+        Err(Status::ACCESS_VIOLATION)
+    );
+    // CQ overflow: the server's CQ holds 8; nine completions overrun it, and the notification
+    // says so even though nothing armed the CQ.
+    let rbuf = Buffer::new(9 * 16);
+    let rmr = client.register(&rbuf, MrFlags::ALLOW_LOCAL_WRITE);
+    for k in 0..9 {
+        client
+            .qp
+            .receiver()
+            .receive(k, &[sge(&rbuf, &*rmr, k as usize * 16, 16)])
+            .unwrap();
+    }
+    let mut posted = 0;
+    let deadline = Instant::now() + WAIT;
+    while posted < 9 {
+        assert!(Instant::now() < deadline, "could not post");
+        match server
+            .qp
+            .initiator()
+            .send_inline(10 + posted, &[b"x"], OpFlags::empty())
+        {
+            Ok(()) => posted += 1,
+            // Slots free up as completions are queued (even unread).
+            Err(Status::NO_MORE_ENTRIES) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut saw_overflow = false;
+    let deadline = Instant::now() + WAIT;
+    while !saw_overflow && Instant::now() < deadline {
+        saw_overflow =
+            notes.recv_timeout(Duration::from_millis(100)) == Ok(Status::BUFFER_OVERFLOW);
+    }
+    assert!(saw_overflow, "no STATUS_BUFFER_OVERFLOW notification");
+}
+
 /// Runs each test body on 127.0.0.1 and on ::1.
 macro_rules! both_families {
     ($($name:ident),* $(,)?) => {
@@ -1153,4 +1232,5 @@ both_families!(
     fast_register_seed_rules_each_with_its_status,
     posting_limits_have_their_statuses,
     shared_endpoint_connects_twice_from_one_port,
+    read_local_invalidate_and_cq_overflow,
 );

@@ -27,8 +27,11 @@
 //!   `STATUS_CANCELLED` at once. Flushing an SRQ-attached QP leaves the SRQ's receives alone
 //!   (§10.14): they belong to every attached QP.
 //! * Bind and fast register are checked against the memory table when posted (so the NDK's
-//!   inline statuses are inline) and carried out in send-queue order; the remote token a fast
-//!   register or bind will produce is readable as soon as the post returns (§7.9).
+//!   inline statuses are inline). When the window or region is free they take effect at once,
+//!   so requests posted right after them may use the new registration (a region only becomes
+//!   valid early, never late), and complete in send-queue order; behind a queued invalidate of
+//!   the same object they are carried out in queue order. Either way the remote token is
+//!   readable as soon as the post returns (§7.9).
 //! * `RDMA_READ_LOCAL_INVALIDATE` invalidates the first SGE's token when the read succeeds; if
 //!   that token cannot be invalidated (not a fast-registered region), the read completes
 //!   `STATUS_INVALID_DEVICE_REQUEST`.
@@ -155,6 +158,8 @@ pub(crate) enum LocalOp {
         flags: OpFlags,
     },
     Invalidate(MemoryObject),
+    /// Already carried out when posted; completes in queue order.
+    Done,
 }
 
 /// What a send-queue request carries to the engine.
@@ -551,6 +556,15 @@ impl SoftInitiator {
         )
     }
 
+    /// The checks `submit` makes, for operations that change the table before they are queued.
+    fn ready_to_post(&self) -> Result<(), Status> {
+        self.core.connection()?;
+        if self.core.sq_outstanding.load(Ordering::Acquire) >= self.core.limits.sq_depth {
+            return Err(Status::NO_MORE_ENTRIES);
+        }
+        Ok(())
+    }
+
     fn local(
         &self,
         context: u64,
@@ -726,6 +740,19 @@ impl QpInitiator for SoftInitiator {
         self.core
             .memory
             .check_bind(mw.id, mr.id, address, length, flags)?;
+        let memory = &self.core.memory;
+        // Bind now when the window is free, so that requests posted after this one can use it
+        // at once; behind a queued invalidate, bind in queue order.
+        if !memory.is_bound(mw.id)? {
+            self.ready_to_post()?;
+            let token = memory.bind(mw.id, mr.id, address, length, flags)?;
+            mw.token.store(token.0, Ordering::Release);
+            return self
+                .local(request_context, OperationType::Bind, LocalOp::Done, flags)
+                .inspect_err(|_| {
+                    let _ = memory.invalidate(mw.id);
+                });
+        }
         let op = LocalOp::Bind {
             mw: mw.id,
             mr: mr.id,
@@ -756,6 +783,25 @@ impl QpInitiator for SoftInitiator {
         self.core
             .memory
             .check_fast_register(mr.id, pages, fbo, length, base_address, flags)?;
+        let memory = &self.core.memory;
+        // Register now when the region is free, so that requests posted after this one can use
+        // it at once (its remote token is valid before the completion, §7.9); behind a queued
+        // invalidate, register in queue order.
+        if !memory.is_registered(mr.id)? {
+            self.ready_to_post()?;
+            let token = memory.fast_register(mr.id, pages, fbo, length, base_address, flags)?;
+            mr.token.store(token.0, Ordering::Release);
+            return self
+                .local(
+                    request_context,
+                    OperationType::FastRegister,
+                    LocalOp::Done,
+                    flags,
+                )
+                .inspect_err(|_| {
+                    let _ = memory.invalidate(mr.id);
+                });
+        }
         let op = LocalOp::FastRegister {
             mr: mr.id,
             pages: pages.to_vec(),
@@ -1038,6 +1084,7 @@ impl QpHost for SoftHost {
                 .fast_register(*mr, pages, *fbo, *length, *base, *flags)
                 .map(drop),
             LocalOp::Invalidate(object) => memory.invalidate(*object),
+            LocalOp::Done => Ok(()),
         };
         result.err().unwrap_or(Status::SUCCESS)
     }
