@@ -1,0 +1,339 @@
+//! `nd bench`: the one-command loopback benchmark.
+//!
+//! In one process, for 127.0.0.1 and then ::1: a server thread and a client open an adapter
+//! each and connect (the personas' code, [`crate::perf`]); RDMA write, RDMA read and Send
+//! bandwidth from 4 KiB to 4 MiB; 8-byte message rate (write, send); 8-byte write and send
+//! latency (HDR histogram: min, median, p99, p99.9). Every figure has a peer measured in the
+//! same run: a plain TCP socket pair on the same loopback streaming the same sizes (ratio =
+//! RDMA / TCP for bandwidth and rate, TCP / RDMA for latency, so > 1 is better for RDMA
+//! everywhere). Last, the NetDMA CPU copy engine next to memcpy.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::{out, outln};
+use indicatif::ProgressBar;
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::perf::{self, Opts, Row, Stop, Test};
+use crate::report::{LINE, bw_unit, lat_stats};
+
+/// `nd bench` flags.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// A few sizes and short cells: a smoke run of every part (for tests and CI).
+    #[arg(long)]
+    quick: bool,
+    /// Print JSON (one row per test) on stdout instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Milliseconds per bandwidth cell (default 150; 10 with --quick).
+    #[arg(long = "cell-ms")]
+    cell_ms: Option<u64>,
+    /// Latency samples per test (default 20000; 200 with --quick).
+    #[arg(long = "lat-iters")]
+    lat_iters: Option<u64>,
+    /// Only IPv4.
+    #[arg(long = "no-ipv6")]
+    no_ipv6: bool,
+}
+
+const SIZES: [usize; 11] = [
+    4 << 10,
+    8 << 10,
+    16 << 10,
+    32 << 10,
+    64 << 10,
+    128 << 10,
+    256 << 10,
+    512 << 10,
+    1 << 20,
+    2 << 20,
+    4 << 20,
+];
+const QUICK_SIZES: [usize; 3] = [4 << 10, 64 << 10, 1 << 20];
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn base_opts(test: Test, sizes: Vec<usize>, stop: Stop, ip: IpAddr) -> Opts {
+    Opts {
+        test,
+        sizes,
+        stop,
+        qps: 1,
+        port: 0,
+        tx_depth: if test.is_bw() { 128 } else { 1 },
+        rx_depth: 512,
+        inline: 0,
+        outs: 16,
+        timeout: TIMEOUT,
+        bind: Some(ip),
+        warmup: 0,
+        window_bytes: Some(8 << 20),
+    }
+}
+
+/// Runs server and client of `opts` in this process.
+fn pair(opts: &Opts, pb: &ProgressBar) -> Result<Vec<Row>> {
+    let (tx, rx) = mpsc::channel();
+    let sopts = opts.clone();
+    let server = std::thread::Builder::new()
+        .name("nd bench server".into())
+        .spawn(move || perf::serve(&sopts, Some(tx), &|_| {}))
+        .map_err(|e| Error::msg(format!("cannot start the server thread: {e}")))?;
+    let port = match rx.recv_timeout(TIMEOUT) {
+        Ok(p) => p,
+        Err(_) => {
+            return Err(match server.join() {
+                Ok(Err(e)) => e,
+                _ => Error::msg("the bench server did not start"),
+            });
+        }
+    };
+    let ip = opts.bind.unwrap_or(Ipv4Addr::LOCALHOST.into());
+    let client = perf::client(opts, SocketAddr::new(ip, port), pb);
+    let served = server
+        .join()
+        .map_err(|_| Error::msg("the bench server thread failed"))?;
+    // The server's error explains a client's timeout better than the timeout does.
+    match (client, served) {
+        (_, Err(e)) => Err(Error {
+            message: format!("{} server: {}", opts.test.name(), e.message),
+            status: e.status,
+        }),
+        (Err(e), Ok(_)) => Err(e),
+        (Ok(run), Ok(_)) => Ok(run.rows),
+    }
+}
+
+fn label(size: usize) -> String {
+    if size >= 1 << 20 {
+        format!("{}M", size >> 20)
+    } else if size >= 1 << 10 {
+        format!("{}K", size >> 10)
+    } else {
+        size.to_string()
+    }
+}
+
+fn family(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() { "ipv4" } else { "ipv6" }
+}
+
+/// Runs `nd bench`.
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let started = Instant::now();
+    let sizes: Vec<usize> = if a.quick {
+        QUICK_SIZES.to_vec()
+    } else {
+        SIZES.to_vec()
+    };
+    let cell = Duration::from_millis(a.cell_ms.unwrap_or(if a.quick { 10 } else { 150 }));
+    let lat_iters = a
+        .lat_iters
+        .unwrap_or(if a.quick { 200 } else { 20000 })
+        .max(5);
+    let mut ips: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into()];
+    let mut notes = Vec::new();
+    if !a.no_ipv6 {
+        if std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok() {
+            ips.push(Ipv6Addr::LOCALHOST.into());
+        } else {
+            notes.push("IPv6 loopback (::1) unavailable on this machine: IPv6 skipped".to_string());
+        }
+    }
+    // Progress: per family 3 sweeps + TCP sweep + 2 rates + 2 latencies + TCP latency; copy.
+    let per_family = 4 * sizes.len() as u64 + 2 + 2 + 1;
+    let total = per_family * ips.len() as u64 + sizes.len() as u64;
+    let pb = crate::progress(total, a.quiet);
+    let mut tests: Vec<Value> = Vec::new();
+    let mut text = String::new();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    text += &format!(
+        "nd bench: soft iWARP RNIC, two adapters in one process over TCP loopback ({cpus} CPUs)\n"
+    );
+    text += &format!(
+        " bandwidth cells: {} ms each after a warm-up; latency: {lat_iters} samples; peer: a plain TCP socket pair\n streaming the same sizes in the same process (ratio > 1: RDMA ahead of TCP). MiB = 2^20 B.\n",
+        cell.as_millis()
+    );
+    for n in &notes {
+        text += &format!(" note: {n}\n");
+    }
+    for &ip in &ips {
+        let fam = family(ip);
+        // TCP peer sweep first (same sizes, same loopback).
+        let mut tcp = Vec::new();
+        for &size in &sizes {
+            pb.set_message(format!("{fam} TCP peer {}", label(size)));
+            tcp.push(crate::tcp::bandwidth(ip, size, cell, 4)?);
+            pb.inc(1);
+        }
+        for test in [Test::WriteBw, Test::ReadBw, Test::SendBw] {
+            pb.set_message(format!("{fam} {}", test.name()));
+            let mut o = base_opts(test, sizes.clone(), Stop::Duration(cell), ip);
+            o.warmup = 16;
+            let rows = pair(&o, &pb)?;
+            text += &format!(
+                "{LINE}\n {} over {ip}  (peer: TCP stream, same sizes)\n",
+                test.title()
+            );
+            text += " #bytes     #iterations    BW peak[MiB/sec]    BW average[MiB/sec]   MsgRate[Mpps]   TCP[MiB/sec]   vs TCP\n";
+            for (row, t) in rows.iter().zip(&tcp) {
+                if let Row::Bw(r) = row {
+                    let ratio = r.avg / t.bw;
+                    text += &format!(
+                        " {:<7}    {:<10}       {:<9.2}          {:<9.2}\t\t   {:<9.6}     {:<9.2}      {:.2}x\n",
+                        r.size,
+                        r.iters,
+                        bw_unit(r.peak, false),
+                        bw_unit(r.avg, false),
+                        r.msg_rate / 1e6,
+                        bw_unit(t.bw, false),
+                        ratio
+                    );
+                    tests.push(json!({
+                        "test": test.name(), "family": fam, "address": ip.to_string(),
+                        "size": r.size, "iterations": r.iters, "seconds": r.secs,
+                        "bw_peak_mib_s": bw_unit(r.peak, false), "bw_avg_mib_s": bw_unit(r.avg, false),
+                        "bw_avg_gbit_s": bw_unit(r.avg, true), "msg_rate_mpps": r.msg_rate / 1e6,
+                        "peer": "tcp", "peer_bw_mib_s": bw_unit(t.bw, false), "ratio": ratio,
+                        "data_verified": true,
+                    }));
+                }
+            }
+        }
+        // Message rate: 8-byte writes and sends, a window of 128.
+        pb.set_message(format!("{fam} message rate"));
+        let tcp8 = crate::tcp::bandwidth(ip, 8, cell.max(Duration::from_millis(50)), 64)?;
+        text += &format!(
+            "{LINE}\n Message rate over {ip}, 8-byte messages, 128 in flight  (peer: TCP 8-byte writes)\n"
+        );
+        text += " test         #bytes  #iterations   MsgRate[Mpps]   TCP MsgRate[Mpps]   vs TCP\n";
+        for test in [Test::WriteBw, Test::SendBw] {
+            let mut o = base_opts(
+                test,
+                vec![8],
+                Stop::Duration(cell.max(Duration::from_millis(50)) * 2),
+                ip,
+            );
+            o.warmup = 128;
+            let rows = pair(&o, &pb)?;
+            pb.inc(1);
+            if let Some(Row::Bw(r)) = rows.first() {
+                let ratio = r.msg_rate / tcp8.msg_rate;
+                text += &format!(
+                    " {:<12} {:<7} {:<12}  {:<14.6}  {:<18.6}  {:.2}x\n",
+                    test.name(),
+                    8,
+                    r.iters,
+                    r.msg_rate / 1e6,
+                    tcp8.msg_rate / 1e6,
+                    ratio
+                );
+                tests.push(json!({
+                    "test": format!("msg_rate_{}", &test.name()[..test.name().len() - 3]),
+                    "family": fam, "address": ip.to_string(), "size": 8, "iterations": r.iters,
+                    "msg_rate_mpps": r.msg_rate / 1e6, "peer": "tcp",
+                    "peer_msg_rate_mpps": tcp8.msg_rate / 1e6, "ratio": ratio,
+                }));
+            }
+        }
+        // Latency: 8 bytes, ping-pong.
+        pb.set_message(format!("{fam} TCP latency"));
+        let tcp_lat = crate::tcp::latency(ip, 8, lat_iters, lat_iters / 10)?;
+        pb.inc(1);
+        let tl = lat_stats(&perf::LatRow {
+            size: 8,
+            hist: tcp_lat,
+        });
+        text += &format!(
+            "{LINE}\n Latency over {ip}, 8 bytes, one-way = half the round trip  (peer: TCP ping-pong)\n"
+        );
+        text += " test         #bytes #iterations  t_min[usec]  t_typical[usec]  99%[usec]  99.9%[usec]  TCP t_typical[usec]  vs TCP\n";
+        for test in [Test::WriteLat, Test::SendLat] {
+            pb.set_message(format!("{fam} {}", test.name()));
+            let mut o = base_opts(test, vec![8], Stop::Iters(lat_iters), ip);
+            o.warmup = lat_iters / 10;
+            o.inline = 220;
+            let rows = pair(&o, &pb)?;
+            if let Some(Row::Lat(r)) = rows.first() {
+                let l = lat_stats(r);
+                let ratio = tl.typical / l.typical;
+                text += &format!(
+                    " {:<12} {:<6} {:<11}  {:<11.2}  {:<15.2}  {:<9.2}  {:<11.2}  {:<19.2}  {:.2}x\n",
+                    test.name(),
+                    8,
+                    l.n,
+                    l.min,
+                    l.typical,
+                    l.p99,
+                    l.p999,
+                    tl.typical,
+                    ratio
+                );
+                tests.push(json!({
+                    "test": test.name(), "family": fam, "address": ip.to_string(), "size": 8,
+                    "iterations": l.n, "t_min_us": l.min, "t_median_us": l.typical,
+                    "t_avg_us": l.avg, "t_max_us": l.max,
+                    "p99_us": l.p99, "p99_9_us": l.p999, "peer": "tcp",
+                    "peer_t_median_us": tl.typical, "peer_p99_us": tl.p99, "ratio": ratio,
+                    "data_verified": true,
+                }));
+            }
+        }
+        tests.push(json!({
+            "test": "tcp_lat", "family": fam, "address": ip.to_string(), "size": 8,
+            "iterations": tl.n, "t_min_us": tl.min, "t_median_us": tl.typical,
+            "p99_us": tl.p99, "p99_9_us": tl.p999,
+        }));
+    }
+    // NetDMA copy engine vs memcpy.
+    pb.set_message("NetDMA copy engine");
+    let copy_trial = Duration::from_millis(if a.quick { 5 } else { 40 });
+    let copies = crate::copy::run(&sizes, copy_trial, || pb.inc(1))?;
+    text += &format!(
+        "{LINE}\n NetDMA CPU copy engine (1 channel) vs memcpy, GB/s (10^9 B), best of 2 x {} ms\n",
+        copy_trial.as_millis()
+    );
+    text += " #bytes      NetDMA[GB/s]   memcpy[GB/s]   vs memcpy\n";
+    for c in &copies {
+        let ratio = c.netdma / c.memcpy;
+        text += &format!(
+            " {:<10}  {:<13.2}  {:<13.2}  {:.2}x\n",
+            c.size, c.netdma, c.memcpy, ratio
+        );
+        tests.push(json!({
+            "test": "netdma_copy", "size": c.size, "netdma_gb_s": c.netdma,
+            "peer": "memcpy", "peer_gb_s": c.memcpy, "ratio": ratio,
+        }));
+    }
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    text += &format!("{LINE}\n nd bench finished in {secs:.1} s\n");
+    if a.json {
+        let v = json!({
+            "tool": "nd bench",
+            "version": env!("CARGO_PKG_VERSION"),
+            "provider": "soft",
+            "cpus": cpus,
+            "quick": a.quick,
+            "cell_ms": cell.as_millis() as u64,
+            "latency_samples": lat_iters,
+            "units": {"bw": "MiB/s (2^20 B/s)", "latency": "microseconds", "copy": "GB/s (10^9 B/s)", "ratio": "RDMA vs peer, > 1 means RDMA ahead"},
+            "notes": notes,
+            "seconds": secs,
+            "tests": tests,
+        });
+        let s = serde_json::to_string_pretty(&v).map_err(|e| Error::msg(e.to_string()))?;
+        outln!("{s}");
+    } else {
+        out!("{text}");
+    }
+    Ok(())
+}

@@ -1,0 +1,579 @@
+//! One side of a connection: adapter, PD, CQ, QP, a data buffer and a receive ring, plus the
+//! control protocol of [`crate::proto`] (credits, control messages) on top.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use netdirect::{Adapter, Buffer, Connector, Cq, Mr, OpenParameters, Pd, Provider, Qp, QpConfig};
+use netdirect_soft::SoftProvider;
+use netdirect_types::{
+    AdapterInfo, Completion, MrFlags, OpFlags, OperationType, RemoteToken, Sge, Status, Version,
+};
+
+use crate::error::{Context, Error, Result, wait};
+use crate::proto::{CTRL_LEN, Ctrl, Kind};
+
+/// An open adapter and its protection domain.
+pub struct Side {
+    /// The adapter.
+    pub adapter: Box<dyn Adapter>,
+    /// Its PD.
+    pub pd: Box<dyn Pd>,
+    /// `NDK_ADAPTER_INFO`.
+    pub info: AdapterInfo,
+    /// The local address it serves.
+    pub address: IpAddr,
+}
+
+impl Side {
+    /// Opens a soft adapter on `address`.
+    pub fn open(address: IpAddr, timeout: Duration) -> Result<Side> {
+        let adapter = SoftProvider::new()
+            .open_adapter(OpenParameters {
+                address,
+                version: Version::V1_2,
+            })
+            .context(|| format!("cannot open an adapter on {address}"))?;
+        let pd = wait(
+            adapter.create_pd(),
+            timeout,
+            "cannot create a protection domain",
+        )?;
+        let info = adapter.query_info();
+        Ok(Side {
+            adapter,
+            pd,
+            info,
+            address,
+        })
+    }
+}
+
+/// Queue sizes and buffer layout of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// Octets of each half (inbox, outbox) of the data buffer.
+    pub half: usize,
+    /// Octets of one receive slot.
+    pub slot: usize,
+    /// Receives kept posted.
+    pub rx_depth: usize,
+    /// Initiator requests outstanding at most (data plus control).
+    pub tx_depth: usize,
+    /// Inline size of the QP (at least a control message).
+    pub inline: u32,
+    /// Data requests of at most this many octets are posted inline (`-I`).
+    pub data_inline: u32,
+    /// IRD and ORD asked for.
+    pub read_limit: u32,
+}
+
+/// Initiator requests reserved for control messages on top of the data window.
+pub const CTRL_TX: usize = 16;
+/// Peer receives only credit messages may use.
+pub const CREDIT_RESERVE: u64 = 3;
+/// The fewest receives a side posts.
+pub const MIN_RX: usize = 8;
+const RX_TAG: u64 = 1 << 63;
+const CTRL_TAG: u64 = 1 << 62;
+
+/// The peer's buffer (its inbox) as advertised in `Hello`/`HelloAck`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Remote {
+    /// Inbox address.
+    pub address: u64,
+    /// Inbox length; the outbox follows it.
+    pub len: u64,
+    /// Token.
+    pub token: u32,
+}
+
+/// What came off the CQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A data request posted with this context completed.
+    TxDone(u64),
+    /// A control message.
+    Ctrl(Ctrl),
+    /// A data message in receive slot `slot`, `len` octets: call [`Conn::repost`] when done.
+    Data {
+        /// Receive slot.
+        slot: usize,
+        /// Octets received.
+        len: usize,
+    },
+}
+
+/// A connection and its resources.
+pub struct Conn {
+    /// The connector (dropped first).
+    pub connector: Option<Box<dyn Connector>>,
+    /// The QP.
+    pub qp: Box<dyn Qp>,
+    /// The CQ of both queues.
+    pub cq: Box<dyn Cq>,
+    /// Data buffer: inbox then outbox.
+    pub data: Buffer,
+    /// Its region.
+    pub data_mr: Box<dyn Mr>,
+    rx: Buffer,
+    rx_mr: Box<dyn Mr>,
+    /// Layout.
+    pub layout: Layout,
+    /// The peer's buffer.
+    pub remote: Remote,
+    /// Data requests outstanding on the initiator queue.
+    pub tx_out: usize,
+    ctrl_out: usize,
+    backlog: VecDeque<Event>,
+    results: Vec<Completion>,
+    ready: VecDeque<Completion>,
+    /// Sends made to the peer (each consumes one of its receives).
+    pub sent: u64,
+    /// Sends the peer can take: its receive depth plus the credits it returned.
+    pub credit_limit: u64,
+    peer_rx_depth: u64,
+    consumed: u64,
+    credited: u64,
+    /// How long a wait may last.
+    pub timeout: Duration,
+    /// The local address of the connection.
+    pub local: Option<SocketAddr>,
+    /// The peer's address.
+    pub peer: Option<SocketAddr>,
+}
+
+impl Conn {
+    /// Creates the CQ, QP, buffers and regions, and posts the receives.
+    pub fn new(side: &Side, layout: Layout, timeout: Duration) -> Result<Conn> {
+        let depth = (layout.tx_depth + CTRL_TX + layout.rx_depth + 16) as u32;
+        let cq = wait(
+            side.adapter.create_cq(depth, Arc::new(|_| {}), None),
+            timeout,
+            &format!("cannot create a completion queue of {depth} entries"),
+        )?;
+        let qp = wait(
+            side.pd.create_qp(QpConfig {
+                receive_cq: &*cq,
+                initiator_cq: &*cq,
+                context: 0,
+                receive_queue_depth: layout.rx_depth as u32,
+                initiator_queue_depth: (layout.tx_depth + CTRL_TX) as u32,
+                max_receive_sge: 1,
+                max_initiator_sge: 1,
+                inline_data_size: layout.inline,
+            }),
+            timeout,
+            &format!(
+                "cannot create a queue pair (send depth {}, receive depth {}, inline {}; adapter limits {} / {} / {})",
+                layout.tx_depth + CTRL_TX,
+                layout.rx_depth,
+                layout.inline,
+                side.info.max_initiator_queue_depth,
+                side.info.max_receive_queue_depth,
+                side.info.max_inline_data_size
+            ),
+        )?;
+        let data = Buffer::new(2 * layout.half);
+        data.with_mut(|b| crate::proto::fill_pattern(&mut b[layout.half..]));
+        let data_mr = register(
+            side,
+            &data,
+            MrFlags::ALLOW_LOCAL_WRITE
+                | MrFlags::ALLOW_REMOTE_WRITE
+                | MrFlags::ALLOW_REMOTE_READ
+                | MrFlags::RDMA_READ_SINK,
+            timeout,
+        )?;
+        let rx = Buffer::new(layout.slot * layout.rx_depth);
+        let rx_mr = register(side, &rx, MrFlags::ALLOW_LOCAL_WRITE, timeout)?;
+        let mut conn = Conn {
+            connector: None,
+            qp,
+            cq,
+            data,
+            data_mr,
+            rx,
+            rx_mr,
+            layout,
+            remote: Remote::default(),
+            tx_out: 0,
+            ctrl_out: 0,
+            backlog: VecDeque::new(),
+            results: vec![EMPTY; 64],
+            ready: VecDeque::new(),
+            sent: 0,
+            credit_limit: 1 + CREDIT_RESERVE,
+            peer_rx_depth: 0,
+            consumed: 0,
+            credited: 0,
+            timeout,
+            local: None,
+            peer: None,
+        };
+        for slot in 0..layout.rx_depth {
+            conn.post_receive(slot)?;
+        }
+        Ok(conn)
+    }
+
+    fn post_receive(&mut self, slot: usize) -> Result<()> {
+        let sge = Sge::new(
+            self.rx.address() + (slot * self.layout.slot) as u64,
+            self.layout.slot as u32,
+            self.rx_mr.local_token(),
+        );
+        self.qp
+            .receiver()
+            .receive(RX_TAG | slot as u64, &[sge])
+            .context(|| "cannot post a receive".into())
+    }
+
+    /// Our advertisement: inbox address, length, token, receive depth.
+    pub fn hello(&self, kind: Kind) -> Ctrl {
+        Ctrl {
+            kind,
+            a: self.data.address(),
+            b: self.layout.half as u64,
+            c: u64::from(self.data_mr.remote_token().0),
+            d: self.layout.rx_depth as u64,
+        }
+    }
+
+    /// Takes the peer's advertisement.
+    pub fn set_remote(&mut self, c: &Ctrl) {
+        self.remote = Remote {
+            address: c.a,
+            len: c.b,
+            token: c.c as u32,
+        };
+        self.peer_rx_depth = c.d;
+        self.credit_limit = self.credit_limit.max(c.d);
+    }
+
+    /// The peer's inbox address at `offset`.
+    pub fn remote_inbox(&self, offset: usize) -> u64 {
+        self.remote.address + offset as u64
+    }
+
+    /// The peer's outbox address at `offset`.
+    pub fn remote_outbox(&self, offset: usize) -> u64 {
+        self.remote.address + self.remote.len + offset as u64
+    }
+
+    /// The peer's token.
+    pub fn remote_token(&self) -> RemoteToken {
+        RemoteToken(self.remote.token)
+    }
+
+    /// An SGE over our inbox at `offset`.
+    pub fn inbox_sge(&self, offset: usize, len: usize) -> Sge {
+        Sge::new(
+            self.data.address() + offset as u64,
+            len as u32,
+            self.data_mr.local_token(),
+        )
+    }
+
+    /// An SGE over our outbox at `offset`.
+    pub fn outbox_sge(&self, offset: usize, len: usize) -> Sge {
+        self.inbox_sge(self.layout.half + offset, len)
+    }
+
+    /// Whether the peer has a receive for one more Send (keeping [`CREDIT_RESERVE`] receives
+    /// for credit messages, so that credits can always flow).
+    pub fn can_send(&self) -> bool {
+        self.sent + CREDIT_RESERVE < self.credit_limit
+    }
+
+    /// Posts a data Send from the outbox (inline when it fits the inline size).
+    pub fn send_data(&mut self, context: u64, len: usize) -> Result<()> {
+        let r = if len as u32 <= self.layout.data_inline && len > 0 {
+            let half = self.layout.half;
+            let bytes = self.data.with(|b| b[half..half + len].to_vec());
+            self.qp
+                .initiator()
+                .send_inline(context, &[&bytes], OpFlags::empty())
+        } else {
+            let sge = self.outbox_sge(0, len);
+            self.qp.initiator().send(context, &[sge], OpFlags::empty())
+        };
+        r.context(|| format!("cannot post a send of {len} octets"))?;
+        self.sent += 1;
+        self.tx_out += 1;
+        Ok(())
+    }
+
+    /// Posts an RDMA Write of `len` octets from our outbox at `offset` to the peer's inbox at
+    /// `offset`.
+    pub fn write_data(&mut self, context: u64, offset: usize, len: usize) -> Result<()> {
+        let remote = self.remote_inbox(offset);
+        let token = self.remote_token();
+        let r = if len as u32 <= self.layout.data_inline && len > 0 {
+            let half = self.layout.half;
+            let bytes = self
+                .data
+                .with(|b| b[half + offset..half + offset + len].to_vec());
+            self.qp
+                .initiator()
+                .write_inline(context, &[&bytes], remote, token, OpFlags::empty())
+        } else {
+            let sge = self.outbox_sge(offset, len);
+            self.qp
+                .initiator()
+                .write(context, &[sge], remote, token, OpFlags::empty())
+        };
+        r.context(|| format!("cannot post an RDMA write of {len} octets"))?;
+        self.tx_out += 1;
+        Ok(())
+    }
+
+    /// Posts an RDMA Read of `len` octets from the peer's outbox at `offset` into our inbox at
+    /// `offset`.
+    pub fn read_data(&mut self, context: u64, offset: usize, len: usize) -> Result<()> {
+        let sge = self.inbox_sge(offset, len);
+        let remote = self.remote_outbox(offset);
+        let token = self.remote_token();
+        self.qp
+            .initiator()
+            .read(context, &[sge], remote, token, OpFlags::empty())
+            .context(|| format!("cannot post an RDMA read of {len} octets"))?;
+        self.tx_out += 1;
+        Ok(())
+    }
+
+    /// Sends a control message, waiting for a credit and queue room first.
+    pub fn send_ctrl(&mut self, c: Ctrl) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        let reserve = if c.kind == Kind::Credit {
+            0
+        } else {
+            CREDIT_RESERVE
+        };
+        while self.sent + reserve >= self.credit_limit || self.ctrl_out >= CTRL_TX {
+            match self.poll_one()? {
+                Some(e) => self.backlog.push_back(e),
+                None => idle(deadline, "a receive credit from the peer")?,
+            }
+        }
+        self.qp
+            .initiator()
+            .send_inline(CTRL_TAG, &[&c.encode()], OpFlags::empty())
+            .context(|| format!("cannot send the {:?} control message", c.kind))?;
+        self.sent += 1;
+        self.ctrl_out += 1;
+        Ok(())
+    }
+
+    /// Reposts receive slot `slot` after a [`Event::Data`], returning credits when due.
+    pub fn repost(&mut self, slot: usize) -> Result<()> {
+        self.post_receive(slot)?;
+        self.consumed += 1;
+        if self.consumed - self.credited >= (self.layout.rx_depth as u64 / 4).max(1) {
+            self.credited = self.consumed;
+            self.send_ctrl(Ctrl::new(Kind::Credit, self.consumed, 0))?;
+        }
+        Ok(())
+    }
+
+    /// The next event, if one is there.
+    pub fn try_next(&mut self) -> Result<Option<Event>> {
+        if let Some(e) = self.backlog.pop_front() {
+            return Ok(Some(e));
+        }
+        self.poll_one()
+    }
+
+    /// The next event, waiting at most the timeout; `what` names what we wait for.
+    pub fn next(&mut self, what: &str) -> Result<Event> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if let Some(e) = self.try_next()? {
+                return Ok(e);
+            }
+            idle(deadline, what)?;
+        }
+    }
+
+    /// Waits for a control message of type `kind`; data requests completing meanwhile are
+    /// accounted for, anything else is a protocol error.
+    pub fn expect(&mut self, kind: Kind) -> Result<Ctrl> {
+        loop {
+            match self.next(&format!("the peer's {kind:?} message"))? {
+                Event::Ctrl(c) if c.kind == kind => return Ok(c),
+                Event::TxDone(_) => {}
+                other => {
+                    return Err(Error::msg(format!(
+                        "protocol error: waiting for {kind:?}, got {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Waits for the next control message; data requests completing meanwhile are accounted
+    /// for, data messages are a protocol error.
+    pub fn next_ctrl(&mut self, what: &str) -> Result<Ctrl> {
+        loop {
+            match self.next(what)? {
+                Event::Ctrl(c) => return Ok(c),
+                Event::TxDone(_) => {}
+                other => {
+                    return Err(Error::msg(format!(
+                        "protocol error: waiting for {what}, got {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Waits until every data request has completed.
+    pub fn drain(&mut self) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        while self.tx_out > 0 {
+            match self.poll_one()? {
+                Some(Event::TxDone(_)) => {}
+                Some(other) => self.backlog.push_back(other),
+                None => idle(deadline, "outstanding requests to complete")?,
+            }
+            if self.backlog.len() > 4096 {
+                return Err(Error::msg("protocol error: too many unexpected messages"));
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_one(&mut self) -> Result<Option<Event>> {
+        loop {
+            if self.ready.is_empty() {
+                let n = self.cq.get_results_ex(&mut self.results);
+                if n == 0 {
+                    return Ok(None);
+                }
+                self.ready.extend(self.results[..n].iter().copied());
+            }
+            let Some(c) = self.ready.pop_front() else {
+                return Ok(None);
+            };
+            if c.status != Status::SUCCESS {
+                return Err(Error::status(
+                    format!(
+                        "a {} request failed ({}{})",
+                        op_name(c.op_type),
+                        crate::error::explain(c.status),
+                        if c.provider_error_code != 0 {
+                            format!(", provider code {:#010x}", c.provider_error_code)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    c.status,
+                ));
+            }
+            if c.request_context & RX_TAG != 0 {
+                let slot = (c.request_context & !RX_TAG) as usize;
+                let len = c.bytes_transferred as usize;
+                if len == CTRL_LEN {
+                    let mut m = [0u8; CTRL_LEN];
+                    self.rx
+                        .read_at(slot * self.layout.slot, &mut m)
+                        .map_err(|e| Error::msg(e.to_string()))?;
+                    if let Some(ctrl) = Ctrl::decode(&m) {
+                        self.repost(slot)?;
+                        if ctrl.kind == Kind::Credit {
+                            self.credit_limit = self.credit_limit.max(self.peer_rx_depth + ctrl.a);
+                            continue;
+                        }
+                        return Ok(Some(Event::Ctrl(ctrl)));
+                    }
+                }
+                return Ok(Some(Event::Data { slot, len }));
+            }
+            if c.request_context == CTRL_TAG {
+                self.ctrl_out -= 1;
+                continue;
+            }
+            self.tx_out = self.tx_out.saturating_sub(1);
+            return Ok(Some(Event::TxDone(c.request_context)));
+        }
+    }
+
+    /// Reads `len` octets of receive slot `slot`.
+    pub fn slot_bytes(&self, slot: usize, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        let _ = self.rx.read_at(slot * self.layout.slot, &mut v);
+        v
+    }
+
+    /// Disconnects (best effort, bounded by the timeout) and drops everything, after the control
+    /// messages already posted have gone out.
+    pub fn close(mut self) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.ctrl_out > 0 && Instant::now() < deadline {
+            match self.poll_one() {
+                Ok(Some(e)) => self.backlog.push_back(e),
+                Ok(None) => std::thread::yield_now(),
+                Err(_) => break,
+            }
+        }
+        if let Some(c) = self.connector.take() {
+            let _ = c
+                .disconnect()
+                .wait_timeout(self.timeout.min(Duration::from_secs(5)));
+            drop(c);
+        }
+    }
+}
+
+/// Gives the CPU away while waiting; an error once `deadline` has passed.
+pub fn idle(deadline: Instant, what: &str) -> Result<()> {
+    std::thread::yield_now();
+    if Instant::now() > deadline {
+        return Err(Error::status(
+            format!("timed out waiting for {what}"),
+            Status::IO_TIMEOUT,
+        ));
+    }
+    Ok(())
+}
+
+fn register(
+    side: &Side,
+    buffer: &Buffer,
+    flags: MrFlags,
+    timeout: Duration,
+) -> Result<Box<dyn Mr>> {
+    let mr = wait(
+        side.pd.create_mr(false),
+        timeout,
+        "cannot create a memory region",
+    )?;
+    wait(
+        mr.register(buffer, 0, buffer.len(), flags),
+        timeout,
+        &format!("cannot register {} octets", buffer.len()),
+    )?;
+    Ok(mr)
+}
+
+fn op_name(op: OperationType) -> &'static str {
+    match op {
+        OperationType::Send => "send",
+        OperationType::Read => "RDMA read",
+        OperationType::Write => "RDMA write",
+        OperationType::Receive | OperationType::ReceiveAndInvalidate => "receive",
+        _ => "queue pair",
+    }
+}
+
+const EMPTY: Completion = Completion {
+    status: Status::SUCCESS,
+    bytes_transferred: 0,
+    qp_context: 0,
+    request_context: 0,
+    op_type: OperationType::Send,
+    provider_error_code: 0,
+    type_specific: 0,
+};

@@ -1,0 +1,262 @@
+//! `nd`, the command line; the work is in the `netdirect_cli` library.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use netdirect_cli::error::{Error, Result};
+use netdirect_cli::perf::{self, Opts, Stop, Test};
+use netdirect_cli::{bench, conn, info, outln, parse_ip, progress, report};
+
+#[derive(Parser)]
+#[command(
+    name = "nd",
+    version,
+    about = "Network Direct tools over netdirect's software iWARP RNIC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Loopback benchmark in one process (IPv4 and IPv6), with TCP and memcpy as peers.
+    Bench(bench::BenchArgs),
+    /// Adapters and their NDK_ADAPTER_INFO (like ndadapterinfo / ibv_devinfo).
+    Info(info::InfoArgs),
+    /// RDMA write bandwidth (ib_write_bw).
+    WriteBw(PerfArgs),
+    /// RDMA read bandwidth (ib_read_bw).
+    ReadBw(PerfArgs),
+    /// Send bandwidth (ib_send_bw).
+    SendBw(PerfArgs),
+    /// RDMA write latency, ping-pong (ib_write_lat).
+    WriteLat(PerfArgs),
+    /// RDMA read latency (ib_read_lat).
+    ReadLat(PerfArgs),
+    /// Send latency, ping-pong (ib_send_lat).
+    SendLat(PerfArgs),
+}
+
+/// perftest's flags. The SAME options must be passed to server and client.
+#[derive(Args, Debug, Clone)]
+struct PerfArgs {
+    /// Server to connect to (IPv4, IPv6, `[v6]`, or localhost); omit to serve.
+    host: Option<String>,
+    /// Size of message to exchange (default 65536 BW / 2 LAT).
+    #[arg(short = 's', long = "size")]
+    size: Option<u64>,
+    /// Number of exchanges (at least 5; default 1000, 5000 for write BW).
+    #[arg(short = 'n', long = "iters")]
+    iters: Option<u64>,
+    /// Run sizes from 2 till 2^23.
+    #[arg(short = 'a', long = "all")]
+    all: bool,
+    /// Run each size for this many seconds instead of -n iterations.
+    #[arg(short = 'D', long = "duration")]
+    duration: Option<f64>,
+    /// Number of QPs (bandwidth tests).
+    #[arg(short = 'q', long = "qp", default_value_t = 1)]
+    qps: usize,
+    /// TCP port (default 18515).
+    #[arg(short = 'p', long = "port", default_value_t = perf::DEFAULT_PORT)]
+    port: u16,
+    /// Size of the TX queue: requests in flight per QP (default 128 BW / 1 LAT).
+    #[arg(short = 't', long = "tx-depth")]
+    tx_depth: Option<usize>,
+    /// Receives the server keeps posted for Send tests (default 512).
+    #[arg(short = 'r', long = "rx-depth", default_value_t = 512)]
+    rx_depth: usize,
+    /// Max size of message to be sent inline (default 0 BW / 220 LAT; adapter max 1024).
+    #[arg(short = 'I', long = "inline_size")]
+    inline: Option<u32>,
+    /// Number of outstanding RDMA reads (default 16).
+    #[arg(short = 'o', long = "outs", default_value_t = 16)]
+    outs: u32,
+    /// Report bandwidth in Gb/sec (10^9 bit) instead of MiB/sec.
+    #[arg(long = "report_gbits")]
+    report_gbits: bool,
+    /// Do not warn about CPU frequency scaling (accepted; nd never warns).
+    #[arg(short = 'F', long = "CPU-freq")]
+    cpu_freq: bool,
+    /// Use rdma_cm (accepted; iWARP always connects through the CM).
+    #[arg(short = 'R', long = "rdma_cm")]
+    rdma_cm: bool,
+    /// Also write the report as JSON to --out_json_file.
+    #[arg(long = "out_json")]
+    out_json: bool,
+    /// File for --out_json.
+    #[arg(long = "out_json_file", default_value = "perftest_out.json")]
+    out_json_file: PathBuf,
+    /// Print the report as JSON on stdout instead of the table.
+    #[arg(long = "json")]
+    json: bool,
+    /// Local address (server: listen only there; client: connect from there).
+    #[arg(long = "bind_source_ip", alias = "bind")]
+    bind: Option<String>,
+    /// Longest wait for anything (connection, completion), in seconds.
+    #[arg(long = "timeout", default_value_t = 60.0)]
+    timeout: f64,
+    /// No progress bar and no banner.
+    #[arg(long = "quiet")]
+    quiet: bool,
+}
+
+fn opts_of(test: Test, a: &PerfArgs) -> Result<Opts> {
+    let bw = test.is_bw();
+    if a.qps == 0 || a.qps > 64 {
+        return Err(Error::msg(format!(
+            "-q {}: the number of QPs must be 1..=64",
+            a.qps
+        )));
+    }
+    if a.qps > 1 && !bw {
+        return Err(Error::msg("-q applies to bandwidth tests only"));
+    }
+    let sizes: Vec<usize> = if a.all {
+        (1..=23).map(|k| 1usize << k).collect()
+    } else {
+        let s = a.size.unwrap_or(if bw { 65536 } else { 2 });
+        if s == 0 {
+            return Err(Error::msg("-s 0: the message size must be at least 1"));
+        }
+        vec![usize::try_from(s).map_err(|_| Error::msg("message size too large"))?]
+    };
+    let stop = match (a.duration, a.iters) {
+        (Some(d), _) if d > 0.0 && d.is_finite() => Stop::Duration(Duration::from_secs_f64(d)),
+        (Some(d), _) => return Err(Error::msg(format!("-D {d}: the duration must be positive"))),
+        (None, Some(n)) if n < 5 => {
+            return Err(Error::msg(format!("-n {n}: iterations must be at least 5")));
+        }
+        (None, Some(n)) => Stop::Iters(n),
+        (None, None) => Stop::Iters(if test == Test::WriteBw { 5000 } else { 1000 }),
+    };
+    if !(a.timeout > 0.0 && a.timeout.is_finite()) {
+        return Err(Error::msg("--timeout must be a positive number of seconds"));
+    }
+    Ok(Opts {
+        test,
+        sizes,
+        stop,
+        qps: a.qps,
+        port: a.port,
+        tx_depth: a.tx_depth.unwrap_or(if bw { 128 } else { 1 }).max(1),
+        rx_depth: a.rx_depth.max(conn::MIN_RX),
+        inline: a.inline.unwrap_or(if bw { 0 } else { 220 }),
+        outs: a.outs.max(1),
+        timeout: Duration::from_secs_f64(a.timeout),
+        bind: a.bind.as_deref().map(parse_ip).transpose()?,
+        warmup: 0,
+        window_bytes: None,
+    })
+}
+
+fn persona(test: Test, a: &PerfArgs) -> Result<()> {
+    let _ = (a.cpu_freq, a.rdma_cm);
+    let opts = opts_of(test, a)?;
+    let human = !a.json;
+    match &a.host {
+        None => {
+            let summary = perf::serve(&opts, None, &|addrs: &[SocketAddr]| {
+                if human && !a.quiet {
+                    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                    outln!("\n************************************");
+                    outln!("* Waiting for client to connect... *");
+                    outln!("************************************");
+                    outln!(" listening on {}", list.join(", "));
+                }
+            })?;
+            if human {
+                outln!("{}", report::header(&opts, "soft"));
+                outln!(
+                    " served {} size(s) to {}; data check: {}",
+                    summary.phases,
+                    summary.peer.map_or("?".into(), |p| p.to_string()),
+                    if summary.verified { "OK" } else { "FAILED" }
+                );
+                outln!("{}", report::LINE);
+            } else {
+                let v = serde_json::json!({
+                    "role": "server",
+                    "test": test.name(),
+                    "peer": summary.peer.map(|p| p.to_string()),
+                    "sizes": summary.phases,
+                    "data_verified": summary.verified,
+                });
+                outln!("{v}");
+            }
+            Ok(())
+        }
+        Some(host) => {
+            let ip = parse_ip(host)?;
+            let server = SocketAddr::new(ip, opts.port);
+            let pb = progress(
+                opts.sizes.len() as u64,
+                a.quiet || opts.sizes.len() < 2 && !matches!(opts.stop, Stop::Duration(_)),
+            );
+            pb.set_message(test.name());
+            let run = perf::client(&opts, server, &pb);
+            pb.finish_and_clear();
+            let run = run?;
+            let json = report::client_json(&opts, &run, a.report_gbits);
+            if a.out_json {
+                let text =
+                    serde_json::to_string_pretty(&json).map_err(|e| Error::msg(e.to_string()))?;
+                std::fs::write(&a.out_json_file, text + "\n").map_err(|e| {
+                    Error::msg(format!("cannot write {}: {e}", a.out_json_file.display()))
+                })?;
+            }
+            if human {
+                outln!(
+                    "{}",
+                    report::header(&opts, &format!("soft ({})", run.local.ip()))
+                );
+                outln!("{}", report::addresses(&run));
+                outln!("{}", report::columns(test, a.report_gbits));
+                for r in &run.rows {
+                    outln!("{}", report::row_line(r, a.report_gbits));
+                }
+                outln!("{}", report::LINE);
+                outln!(
+                    " data check      : {}",
+                    if run.verified {
+                        "OK (received bytes match the sent pattern)"
+                    } else {
+                        "FAILED"
+                    }
+                );
+            } else {
+                outln!("{json}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Bench(a) => bench::run(&a),
+        Command::Info(a) => info::run(&a),
+        Command::WriteBw(a) => persona(Test::WriteBw, &a),
+        Command::ReadBw(a) => persona(Test::ReadBw, &a),
+        Command::SendBw(a) => persona(Test::SendBw, &a),
+        Command::WriteLat(a) => persona(Test::WriteLat, &a),
+        Command::ReadLat(a) => persona(Test::ReadLat, &a),
+        Command::SendLat(a) => persona(Test::SendLat, &a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nd: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

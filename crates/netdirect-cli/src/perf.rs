@@ -1,0 +1,1020 @@
+//! The perftest personas' engine: one server, one client, the six tests, shared by
+//! `nd write-bw …` and `nd bench`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::ProgressBar;
+use netdirect::Connector;
+use netdirect_types::{AdapterInfo, Status};
+
+use crate::conn::{Conn, Event, Layout, MIN_RX, Side, idle};
+use crate::error::{Context, Error, Result, explain, wait};
+use crate::proto::{CTRL_LEN, Ctrl, Hello, Kind, check_pattern};
+
+/// perftest's default port (`DEF_PORT`).
+pub const DEFAULT_PORT: u16 = 18515;
+/// Receive-ring memory a side commits at most for Send tests.
+const RX_BYTES: usize = 64 << 20;
+
+/// The six tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Test {
+    /// RDMA write bandwidth.
+    WriteBw,
+    /// RDMA read bandwidth.
+    ReadBw,
+    /// Send bandwidth.
+    SendBw,
+    /// RDMA write latency (ping-pong by writes, polling memory).
+    WriteLat,
+    /// RDMA read latency.
+    ReadLat,
+    /// Send latency (ping-pong).
+    SendLat,
+}
+
+impl Test {
+    /// The id carried in the connect private data.
+    pub fn id(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// `write_bw`, … (perftest's binary names without `ib_`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Test::WriteBw => "write_bw",
+            Test::ReadBw => "read_bw",
+            Test::SendBw => "send_bw",
+            Test::WriteLat => "write_lat",
+            Test::ReadLat => "read_lat",
+            Test::SendLat => "send_lat",
+        }
+    }
+
+    /// perftest's title line.
+    pub fn title(self) -> &'static str {
+        match self {
+            Test::WriteBw => "RDMA_Write BW Test",
+            Test::ReadBw => "RDMA_Read BW Test",
+            Test::SendBw => "Send BW Test",
+            Test::WriteLat => "RDMA_Write Latency Test",
+            Test::ReadLat => "RDMA_Read Latency Test",
+            Test::SendLat => "Send Latency Test",
+        }
+    }
+
+    /// A bandwidth test.
+    pub fn is_bw(self) -> bool {
+        matches!(self, Test::WriteBw | Test::ReadBw | Test::SendBw)
+    }
+
+    fn is_send(self) -> bool {
+        matches!(self, Test::SendBw | Test::SendLat)
+    }
+
+    fn is_read(self) -> bool {
+        matches!(self, Test::ReadBw | Test::ReadLat)
+    }
+
+    fn from_id(id: u8) -> Option<Test> {
+        [
+            Test::WriteBw,
+            Test::ReadBw,
+            Test::SendBw,
+            Test::WriteLat,
+            Test::ReadLat,
+            Test::SendLat,
+        ]
+        .into_iter()
+        .find(|t| t.id() == id)
+    }
+}
+
+/// When a measurement stops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stop {
+    /// After this many operations (`-n`).
+    Iters(u64),
+    /// After this long (`-D`).
+    Duration(Duration),
+}
+
+/// Options of a run (the perftest flags).
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// The test.
+    pub test: Test,
+    /// Message sizes, one measurement each.
+    pub sizes: Vec<usize>,
+    /// Iterations or duration.
+    pub stop: Stop,
+    /// QPs (`-q`, bandwidth tests).
+    pub qps: usize,
+    /// TCP port.
+    pub port: u16,
+    /// Requests in flight per QP (`-t`).
+    pub tx_depth: usize,
+    /// Receives the server keeps posted for Send tests (`-r`).
+    pub rx_depth: usize,
+    /// Inline threshold (`-I`).
+    pub inline: u32,
+    /// Outstanding reads (`-o`).
+    pub outs: u32,
+    /// Longest wait for anything.
+    pub timeout: Duration,
+    /// Local address (server: listen there only; client: connect from there).
+    pub bind: Option<IpAddr>,
+    /// Unmeasured operations before each measurement.
+    pub warmup: u64,
+    /// Cap of the bytes in flight per QP (bench), on top of `-t`.
+    pub window_bytes: Option<usize>,
+}
+
+/// One bandwidth result.
+#[derive(Debug, Clone, Copy)]
+pub struct BwRow {
+    /// Message size.
+    pub size: usize,
+    /// Operations completed (all QPs).
+    pub iters: u64,
+    /// Peak bandwidth, bytes/s.
+    pub peak: f64,
+    /// Average bandwidth, bytes/s.
+    pub avg: f64,
+    /// Messages per second.
+    pub msg_rate: f64,
+    /// Seconds measured.
+    pub secs: f64,
+}
+
+/// One latency result (histogram in nanoseconds; one-way = half round trip for ping-pong).
+#[derive(Debug, Clone)]
+pub struct LatRow {
+    /// Message size.
+    pub size: usize,
+    /// Samples.
+    pub hist: Histogram<u64>,
+}
+
+/// A measurement of one size.
+#[derive(Debug, Clone)]
+pub enum Row {
+    /// Bandwidth.
+    Bw(BwRow),
+    /// Latency.
+    Lat(LatRow),
+}
+
+/// What a client run found.
+#[derive(Debug, Clone)]
+pub struct ClientRun {
+    /// The adapter's info.
+    pub info: AdapterInfo,
+    /// Local address of QP 0's connection.
+    pub local: SocketAddr,
+    /// The server's address.
+    pub remote: SocketAddr,
+    /// Local and remote buffer/token of QP 0: (address, token).
+    pub buffers: [(u64, u32); 2],
+    /// One row per size.
+    pub rows: Vec<Row>,
+    /// Whether the data was checked and found right (every size, both sides).
+    pub verified: bool,
+}
+
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+/// The window of requests in flight per QP for `size`.
+fn window(opts: &Opts, size: usize) -> usize {
+    let mut w = opts.tx_depth.max(1);
+    if opts.test.is_read() {
+        w = w.min(opts.outs.max(1) as usize);
+    }
+    if let Some(bytes) = opts.window_bytes {
+        w = w.min((bytes / size.max(1)).max(2));
+    }
+    if !opts.test.is_bw() {
+        w = 1;
+    }
+    w
+}
+
+/// Buffer and queue layout for a run whose largest message is `max_size`.
+fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
+    let half = if opts.test.is_bw() {
+        max_size.max((max_size.saturating_mul(opts.tx_depth.max(1))).min(16 << 20))
+    } else {
+        max_size
+    };
+    let slot = if opts.test.is_send() {
+        max_size.max(CTRL_LEN)
+    } else {
+        CTRL_LEN
+    };
+    let rx_depth = if opts.test.is_send() {
+        let want = if server { opts.rx_depth } else { 64 };
+        want.min(RX_BYTES / slot).max(MIN_RX)
+    } else {
+        2 * MIN_RX
+    };
+    Layout {
+        half: round_up(half.max(1), 4096),
+        slot,
+        rx_depth,
+        tx_depth: if opts.test.is_bw() {
+            opts.tx_depth.max(1)
+        } else {
+            2
+        },
+        inline: opts.inline.max(CTRL_LEN as u32),
+        data_inline: opts.inline,
+        read_limit: opts.outs.clamp(1, 128),
+    }
+}
+
+/// Checks the run's sizes and inline size against the adapter's limits.
+fn check_limits(opts: &Opts, info: &AdapterInfo) -> Result<()> {
+    let max = opts.sizes.iter().copied().max().unwrap_or(0);
+    if max as u64 > u64::from(info.max_transfer_length) {
+        return Err(Error::status(
+            format!(
+                "message size {max} exceeds the adapter's MaxTransferLength {}",
+                info.max_transfer_length
+            ),
+            Status::INVALID_BUFFER_SIZE,
+        ));
+    }
+    if opts.inline > info.max_inline_data_size {
+        return Err(Error::status(
+            format!(
+                "inline size {} exceeds the adapter's MaxInlineDataSize {}",
+                opts.inline, info.max_inline_data_size
+            ),
+            Status::INVALID_PARAMETER,
+        ));
+    }
+    let depth = opts.tx_depth as u64 + crate::conn::CTRL_TX as u64;
+    if depth > u64::from(info.max_initiator_queue_depth) {
+        return Err(Error::status(
+            format!(
+                "TX depth {} exceeds the adapter's MaxInitiatorQueueDepth {}",
+                opts.tx_depth, info.max_initiator_queue_depth
+            ),
+            Status::INVALID_PARAMETER,
+        ));
+    }
+    Ok(())
+}
+
+/// The local address to use to reach `remote`: loopback for loopback, else what routing says.
+fn local_for(remote: IpAddr, bind: Option<IpAddr>) -> Result<IpAddr> {
+    if let Some(b) = bind {
+        return Ok(b);
+    }
+    if remote.is_loopback() {
+        return Ok(remote);
+    }
+    // Routing lookup only: a UDP connect sends nothing.
+    let any: IpAddr = if remote.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    let s = std::net::UdpSocket::bind((any, 0))
+        .and_then(|s| s.connect((remote, 9)).map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map_err(|e| {
+            Error::status(
+                format!("no local address routes to {remote} ({e})"),
+                Status::HOST_UNREACHABLE,
+            )
+        })?;
+    Ok(s.ip())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+/// Connects to `server`, runs every size, and returns the measurements.
+pub fn client(opts: &Opts, server: SocketAddr, progress: &ProgressBar) -> Result<ClientRun> {
+    let local_ip = local_for(server.ip(), opts.bind)?;
+    if local_ip.is_ipv4() != server.is_ipv4() {
+        return Err(Error::status(
+            format!("local address {local_ip} and server {server} are of different families"),
+            Status::INVALID_ADDRESS,
+        ));
+    }
+    let side = Side::open(local_ip, opts.timeout)?;
+    check_limits(opts, &side.info)?;
+    let max_size = opts.sizes.iter().copied().max().unwrap_or(1);
+    let lay = layout(opts, max_size, false);
+    let mut conns = Vec::new();
+    for q in 0..opts.qps {
+        let mut conn = Conn::new(&side, lay, opts.timeout)?;
+        let connector = wait(
+            side.adapter.create_connector(),
+            opts.timeout,
+            "cannot create a connector",
+        )?;
+        let hello = Hello {
+            test: opts.test.id(),
+            qp_index: q as u8,
+            qp_count: opts.qps as u8,
+            max_size: max_size as u64,
+        };
+        let pending = connector.connect(
+            &*conn.qp,
+            SocketAddr::new(local_ip, 0),
+            server,
+            lay.read_limit,
+            lay.read_limit,
+            &hello.encode(),
+        );
+        if let Err(mut e) = wait(
+            pending,
+            opts.timeout,
+            &format!("cannot connect to {server}"),
+        ) {
+            if let Some(s) = e.status {
+                e.message = format!("{}: {}", e.message, explain(s));
+            }
+            if let Ok(d) = connector.connection_data() {
+                if !d.private_data.is_empty() {
+                    e.message = format!(
+                        "{} (the server said: {})",
+                        e.message,
+                        String::from_utf8_lossy(&d.private_data)
+                    );
+                }
+            }
+            return Err(e);
+        }
+        wait(
+            connector.complete_connect(None),
+            opts.timeout,
+            &format!("cannot complete the connection to {server}"),
+        )?;
+        conn.local = connector.local_address().ok();
+        conn.peer = connector.peer_address().ok();
+        conn.connector = Some(connector);
+        conn.send_ctrl(conn.hello(Kind::Hello))?;
+        let ack = conn.expect(Kind::HelloAck)?;
+        conn.set_remote(&ack);
+        conns.push(conn);
+    }
+    let c0 = &conns[0];
+    let mut run = ClientRun {
+        info: side.info,
+        local: c0.local.unwrap_or(SocketAddr::new(local_ip, 0)),
+        remote: server,
+        buffers: [
+            (c0.data.address(), c0.data_mr.remote_token().0),
+            (c0.remote.address, c0.remote.token),
+        ],
+        rows: Vec::new(),
+        verified: true,
+    };
+    for &size in &opts.sizes {
+        if opts.test == Test::WriteLat {
+            for c in &conns {
+                c.data.with_mut(|b| b[..size].fill(0));
+            }
+        }
+        for c in conns.iter_mut() {
+            c.send_ctrl(Ctrl::new(Kind::Phase, size as u64, 0))?;
+        }
+        for c in conns.iter_mut() {
+            c.expect(Kind::PhaseAck)?;
+        }
+        let (row, counts, local_ok) = measure(opts, &mut conns, size)?;
+        for (c, n) in conns.iter_mut().zip(&counts) {
+            c.send_ctrl(Ctrl::new(Kind::PhaseEnd, n.total, n.covered))?;
+        }
+        let mut ok = local_ok;
+        for (c, n) in conns.iter_mut().zip(&counts) {
+            let ack = c.expect(Kind::PhaseEndAck)?;
+            if ack.a == 2 || (opts.test.is_send() && ack.b != n.total) {
+                ok = false;
+            }
+        }
+        if !ok {
+            return Err(Error::status(
+                format!(
+                    "data check failed for {} at {size} octets: the bytes that arrived are not the bytes sent",
+                    opts.test.name()
+                ),
+                Status::DATA_ERROR,
+            ));
+        }
+        run.verified &= ok;
+        run.rows.push(row);
+        progress.inc(1);
+    }
+    for c in conns.iter_mut() {
+        c.send_ctrl(Ctrl::new(Kind::Bye, 0, 0))?;
+    }
+    for c in conns {
+        c.close();
+    }
+    drop(side);
+    Ok(run)
+}
+
+fn marker(i: u64) -> u8 {
+    (i % 250) as u8 + 1
+}
+
+/// Operations per QP in a measurement, for the server's accounting.
+#[derive(Debug, Clone, Copy)]
+struct Count {
+    /// Operations, warm-up included (the server counts Sends).
+    total: u64,
+    /// Buffer slots written from offset 0 (warm-up and measurement both start there).
+    covered: u64,
+}
+
+/// One measurement: the row, the operations per QP, and the client-side data check.
+fn measure(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<(Row, Vec<Count>, bool)> {
+    if opts.test.is_bw() {
+        if opts.warmup > 0 {
+            bw_loop(opts, conns, size, Stop::Iters(opts.warmup))?;
+        }
+        let (row, counts) = bw_loop(opts, conns, size, opts.stop)?;
+        let ok = if opts.test == Test::ReadBw {
+            conns.iter().zip(&counts).all(|(c, n)| {
+                let slots = (c.layout.half / size).max(1) as u64;
+                let used = (*n).max(opts.warmup).min(slots) as usize * size;
+                c.data.with(|b| check_pattern(&b[..used]))
+            })
+        } else {
+            true
+        };
+        // Warm-up operations count too: the server sees them.
+        let counts = counts
+            .iter()
+            .map(|n| Count {
+                total: n + opts.warmup,
+                covered: (*n).max(opts.warmup),
+            })
+            .collect();
+        Ok((Row::Bw(row), counts, ok))
+    } else {
+        let c = &mut conns[0];
+        let (hist, n, ok) = lat_loop(opts, c, size)?;
+        Ok((
+            Row::Lat(LatRow { size, hist }),
+            vec![Count {
+                total: n,
+                covered: 1,
+            }],
+            ok,
+        ))
+    }
+}
+
+fn bw_loop(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Result<(BwRow, Vec<u64>)> {
+    let w = window(opts, size);
+    let nq = conns.len();
+    let mut posted = vec![0u64; nq];
+    let mut done = vec![0u64; nq];
+    let total_target = match stop {
+        Stop::Iters(n) => Some(n),
+        Stop::Duration(_) => None,
+    };
+    let chunk = match total_target {
+        Some(n) => (n / 16).max(w as u64).max(1),
+        None => (w as u64 * 4).max(64),
+    };
+    let start = Instant::now();
+    let mut marks = vec![start];
+    let mut completed_total = 0u64;
+    let mut last_progress = Instant::now();
+    loop {
+        let posting = match stop {
+            Stop::Iters(n) => posted.iter().sum::<u64>() < n * nq as u64,
+            Stop::Duration(d) => start.elapsed() < d,
+        };
+        let mut progressed = false;
+        for (q, c) in conns.iter_mut().enumerate() {
+            let slots = (c.layout.half / size).max(1) as u64;
+            while posting
+                && c.tx_out < w
+                && total_target.is_none_or(|n| posted[q] < n)
+                && (opts.test != Test::SendBw || c.can_send())
+            {
+                let off = (posted[q] % slots) as usize * size;
+                match opts.test {
+                    Test::WriteBw => c.write_data(1, off, size)?,
+                    Test::ReadBw => c.read_data(1, off, size)?,
+                    _ => c.send_data(1, size)?,
+                }
+                posted[q] += 1;
+            }
+            while let Some(e) = c.try_next()? {
+                match e {
+                    Event::TxDone(_) => {
+                        done[q] += 1;
+                        completed_total += 1;
+                        progressed = true;
+                        if completed_total % chunk == 0 {
+                            marks.push(Instant::now());
+                        }
+                    }
+                    other => {
+                        return Err(Error::msg(format!(
+                            "protocol error: unexpected {other:?} during the measurement"
+                        )));
+                    }
+                }
+            }
+        }
+        let all_posted = !posting || total_target.is_some_and(|n| posted.iter().all(|p| *p >= n));
+        if all_posted && done == posted {
+            break;
+        }
+        if progressed {
+            last_progress = Instant::now();
+        } else {
+            idle(last_progress + opts.timeout, "RDMA requests to complete")?;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let n: u64 = done.iter().sum();
+    let avg = (n as f64 * size as f64) / secs;
+    let mut peak = avg;
+    for pair in marks.windows(2) {
+        let dt = (pair[1] - pair[0]).as_secs_f64();
+        if dt > 0.0 && marks.len() > 2 {
+            peak = peak.max(chunk as f64 * size as f64 / dt);
+        }
+    }
+    Ok((
+        BwRow {
+            size,
+            iters: n,
+            peak,
+            avg,
+            msg_rate: n as f64 / secs,
+            secs,
+        },
+        done,
+    ))
+}
+
+/// A histogram of nanoseconds from 1 ns to 60 s, 3 significant digits.
+pub fn new_hist() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3)
+        .map_err(|e| Error::msg(format!("cannot create a histogram: {e}")))
+}
+
+/// The ping-pong or read loop; returns (histogram, operations, client-side data check).
+fn lat_loop(opts: &Opts, c: &mut Conn, size: usize) -> Result<(Histogram<u64>, u64, bool)> {
+    let mut hist = new_hist()?;
+    let start = Instant::now();
+    let half = c.layout.half;
+    let mut i = 0u64;
+    let mut last_slot = None;
+    let total = opts.warmup
+        + match opts.stop {
+            Stop::Iters(n) => n,
+            Stop::Duration(_) => u64::MAX,
+        };
+    while i < total {
+        if let Stop::Duration(d) = opts.stop {
+            if i >= opts.warmup && start.elapsed() >= d {
+                break;
+            }
+        }
+        let t0 = Instant::now();
+        let deadline = t0 + opts.timeout;
+        match opts.test {
+            Test::ReadLat => {
+                c.read_data(1, 0, size)?;
+                loop {
+                    match c.try_next()? {
+                        Some(Event::TxDone(_)) => break,
+                        Some(other) => return Err(unexpected(other)),
+                        None => idle(deadline, "the RDMA read to complete")?,
+                    }
+                }
+            }
+            Test::SendLat => {
+                while !c.can_send() {
+                    match c.try_next()? {
+                        Some(Event::TxDone(_)) => {}
+                        Some(other) => return Err(unexpected(other)),
+                        None => idle(deadline, "a receive credit from the server")?,
+                    }
+                }
+                c.send_data(1, size)?;
+                loop {
+                    match c.try_next()? {
+                        Some(Event::TxDone(_)) => {}
+                        Some(Event::Data { slot, len }) => {
+                            if len != size {
+                                return Err(Error::status(
+                                    format!(
+                                        "a pong of {len} octets came back for a ping of {size}"
+                                    ),
+                                    Status::DATA_ERROR,
+                                ));
+                            }
+                            last_slot = Some(slot);
+                            c.repost(slot)?;
+                            break;
+                        }
+                        Some(other) => return Err(unexpected(other)),
+                        None => idle(deadline, "the server's pong")?,
+                    }
+                }
+            }
+            _ => {
+                let m = marker(i);
+                c.data
+                    .write_at(half + size - 1, &[m])
+                    .map_err(|e| Error::msg(e.to_string()))?;
+                c.write_data(1, 0, size)?;
+                let mut b = [0u8];
+                loop {
+                    let _ = c.data.read_at(size - 1, &mut b);
+                    if b[0] == m {
+                        break;
+                    }
+                    match c.try_next()? {
+                        Some(Event::TxDone(_)) | None => {}
+                        Some(other) => return Err(unexpected(other)),
+                    }
+                    idle(deadline, "the server's RDMA write back")?;
+                }
+            }
+        }
+        let ns = t0.elapsed().as_nanos() as u64;
+        if i >= opts.warmup {
+            let sample = if opts.test == Test::ReadLat {
+                ns
+            } else {
+                ns / 2
+            };
+            let _ = hist.record(sample.max(1));
+        }
+        i += 1;
+    }
+    c.drain()?;
+    let ok = match opts.test {
+        Test::ReadLat => c.data.with(|b| check_pattern(&b[..size])),
+        Test::WriteLat => {
+            let ok = c.data.with(|b| check_pattern(&b[..size - 1]));
+            // Put the pattern back under the marker for the next size.
+            let _ = c
+                .data
+                .write_at(half + size - 1, &[crate::proto::pattern(size - 1)]);
+            ok
+        }
+        _ => last_slot.is_none_or(|s| check_pattern(&c.slot_bytes(s, size))),
+    };
+    Ok((hist, i, ok))
+}
+
+fn unexpected(e: Event) -> Error {
+    Error::msg(format!(
+        "protocol error: unexpected {e:?} during the measurement"
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server
+
+/// What a server run did.
+#[derive(Debug, Clone)]
+pub struct ServeSummary {
+    /// The client's address.
+    pub peer: Option<SocketAddr>,
+    /// Sizes measured.
+    pub phases: usize,
+    /// Whether every server-side data check passed (or none applied).
+    pub verified: bool,
+}
+
+type Incoming = (usize, Box<dyn Connector>);
+
+// Workaround for a netdirect-soft bug: a listener's connect handler holds a reference to its
+// adapter; when the listener closes after the consumer dropped the adapter, the adapter is
+// dropped on its own progress thread, which joins itself and panics ("Resource deadlock
+// avoided"). Server adapters are therefore kept until the process exits.
+static GRAVEYARD: Mutex<Vec<Arc<Side>>> = Mutex::new(Vec::new());
+
+fn keep_alive(side: &Arc<Side>) {
+    if let Ok(mut g) = GRAVEYARD.lock() {
+        g.push(side.clone());
+    }
+}
+
+/// Listens (on `opts.bind`, or on 127.0.0.1 and ::1), serves one client's run, and returns.
+/// `ready` gets the port listened on once listening.
+pub fn serve(
+    opts: &Opts,
+    ready: Option<mpsc::Sender<u16>>,
+    on_listen: &dyn Fn(&[SocketAddr]),
+) -> Result<ServeSummary> {
+    let addrs: Vec<IpAddr> = match opts.bind {
+        Some(ip) => vec![ip],
+        None => vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+    };
+    let (tx, rx) = mpsc::channel::<Incoming>();
+    let mut sides = Vec::new();
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    let mut port = opts.port;
+    for (k, ip) in addrs.iter().enumerate() {
+        let side = match Side::open(*ip, opts.timeout) {
+            Ok(s) => Arc::new(s),
+            // The loopback of the other family may be missing; one family is enough.
+            Err(_) if opts.bind.is_none() && k > 0 => continue,
+            Err(e) => return Err(e),
+        };
+        keep_alive(&side);
+        check_limits(opts, &side.info)?;
+        let tx = Mutex::new(tx.clone());
+        let listener = wait(
+            side.adapter
+                .create_listener(Arc::new(move |c: Box<dyn Connector>| {
+                    if let Ok(tx) = tx.lock() {
+                        let _ = tx.send((k, c));
+                    }
+                })),
+            opts.timeout,
+            "cannot create a listener",
+        )?;
+        let addr = SocketAddr::new(*ip, port);
+        match wait(listener.listen(addr), opts.timeout, "") {
+            Ok(()) => {}
+            Err(e) => {
+                let s = e.status.unwrap_or(Status::UNSUCCESSFUL);
+                let why = if matches!(
+                    s,
+                    Status::SHARING_VIOLATION | Status::ADDRESS_ALREADY_EXISTS
+                ) {
+                    format!("cannot listen on {addr}: the port is in use")
+                } else {
+                    format!("cannot listen on {addr}: {}", explain(s))
+                };
+                return Err(Error::status(why, s));
+            }
+        }
+        let local = listener
+            .local_address()
+            .context(|| "cannot read the listener's address".into())?;
+        port = local.port();
+        bound.push(local);
+        listeners.push(listener);
+        sides.push(Some(side));
+    }
+    // Index `k` of the callback is the position in `addrs`; map it to `sides`.
+    let mut side_of = vec![usize::MAX; addrs.len()];
+    let mut j = 0;
+    for (k, ip) in addrs.iter().enumerate() {
+        if bound.get(j).is_some_and(|b| b.ip() == *ip) {
+            side_of[k] = j;
+            j += 1;
+        }
+    }
+    if let Some(r) = ready {
+        let _ = r.send(port);
+    }
+    on_listen(&bound);
+
+    let mut conns: Vec<Conn> = Vec::new();
+    let mut expected = 1usize;
+    let mut max_size = 0usize;
+    let mut side_idx = 0usize;
+    while conns.len() < expected {
+        let (k, c) = rx.recv_timeout(opts.timeout).map_err(|_| {
+            Error::status(
+                format!(
+                    "no client connected within {} s",
+                    opts.timeout.as_secs_f64()
+                ),
+                Status::IO_TIMEOUT,
+            )
+        })?;
+        let data = c.connection_data().unwrap_or_default();
+        let Some(hello) = Hello::decode(&data.private_data) else {
+            let _ = c.reject(b"not an nd perftest client");
+            continue;
+        };
+        if hello.test != opts.test.id() {
+            let _ = c
+                .reject(format!("test mismatch: this server runs {}", opts.test.name()).as_bytes());
+            let theirs = Test::from_id(hello.test).map_or("an unknown test", Test::name);
+            return Err(Error::msg(format!(
+                "the client asked for {theirs}, but this server runs {}; pass the same test to both",
+                opts.test.name()
+            )));
+        }
+        if conns.is_empty() {
+            expected = usize::from(hello.qp_count.max(1));
+            max_size = hello.max_size as usize;
+            side_idx = side_of[k];
+        }
+        let Some(side) = sides.get(side_of[k]).and_then(Option::as_ref) else {
+            let _ = c.reject(b"no adapter");
+            continue;
+        };
+        if max_size as u64 > u64::from(side.info.max_transfer_length) {
+            let _ = c.reject(b"message size over the adapter's MaxTransferLength");
+            return Err(Error::status(
+                format!(
+                    "the client asked for {max_size}-octet messages, over the adapter's MaxTransferLength {}",
+                    side.info.max_transfer_length
+                ),
+                Status::INVALID_BUFFER_SIZE,
+            ));
+        }
+        let lay = layout(opts, max_size, true);
+        let mut conn = Conn::new(side, lay, opts.timeout)?;
+        let limit = data
+            .inbound_read_limit
+            .max(lay.read_limit)
+            .min(side.info.max_inbound_read_limit);
+        wait(
+            c.accept(&*conn.qp, limit, limit, b"", None),
+            opts.timeout,
+            "cannot accept the client's connection",
+        )?;
+        conn.local = c.local_address().ok();
+        conn.peer = c.peer_address().ok();
+        conn.connector = Some(c);
+        let h = conn.expect(Kind::Hello)?;
+        conn.set_remote(&h);
+        conn.send_ctrl(conn.hello(Kind::HelloAck))?;
+        conns.push(conn);
+    }
+    let _ = side_idx;
+    let peer = conns[0].peer;
+    let mut phases = 0;
+    let mut verified = true;
+    loop {
+        let first = conns[0].next_ctrl("the client's next message")?;
+        match first.kind {
+            Kind::Bye => break,
+            Kind::Phase => {}
+            k => {
+                return Err(Error::msg(format!(
+                    "protocol error: got {k:?} between measurements"
+                )));
+            }
+        }
+        let size = first.a as usize;
+        if size == 0 || size > max_size {
+            return Err(Error::msg(format!("protocol error: phase size {size}")));
+        }
+        for c in conns.iter_mut().skip(1) {
+            c.expect(Kind::Phase)?;
+        }
+        let ok = serve_phase(opts, &mut conns, size)?;
+        verified &= ok;
+        phases += 1;
+    }
+    for c in conns {
+        c.close();
+    }
+    for l in listeners {
+        let _ = l.close().wait_timeout(Duration::from_secs(2));
+    }
+    drop(sides);
+    Ok(ServeSummary {
+        peer,
+        phases,
+        verified,
+    })
+}
+
+/// Serves one measurement; returns the server-side data check.
+fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
+    let test = opts.test;
+    if test == Test::WriteLat {
+        conns[0].data.with_mut(|b| b[..size].fill(0));
+    }
+    for c in conns.iter_mut() {
+        c.send_ctrl(Ctrl::new(Kind::PhaseAck, 0, 0))?;
+    }
+    let nq = conns.len();
+    let mut seen = vec![0u64; nq];
+    let mut last: Vec<Option<(usize, usize)>> = vec![None; nq];
+    let mut end: Vec<Option<u64>> = vec![None; nq];
+    let mut covered = vec![0u64; nq];
+    let mut marker_i = 0u64;
+    let mut last_progress = Instant::now();
+    let half = conns[0].layout.half;
+    while end.iter().any(Option::is_none) {
+        let mut progressed = false;
+        for q in 0..nq {
+            if end[q].is_some() {
+                continue;
+            }
+            let c = &mut conns[q];
+            if test == Test::WriteLat {
+                let m = marker(marker_i);
+                let mut b = [0u8];
+                let _ = c.data.read_at(size - 1, &mut b);
+                if b[0] == m {
+                    let _ = c.data.write_at(half + size - 1, &[m]);
+                    c.write_data(1, 0, size)?;
+                    marker_i += 1;
+                    progressed = true;
+                }
+            }
+            while let Some(e) = c.try_next()? {
+                progressed = true;
+                match e {
+                    Event::TxDone(_) => {}
+                    Event::Data { slot, len } => {
+                        if !test.is_send() || len != size {
+                            return Err(Error::status(
+                                format!("a message of {len} octets arrived; expected {size}"),
+                                Status::DATA_ERROR,
+                            ));
+                        }
+                        seen[q] += 1;
+                        last[q] = Some((slot, len));
+                        c.repost(slot)?;
+                        if test == Test::SendLat {
+                            let deadline = Instant::now() + opts.timeout;
+                            while !c.can_send() {
+                                match c.try_next()? {
+                                    Some(Event::TxDone(_)) => {}
+                                    Some(other) => return Err(unexpected(other)),
+                                    None => idle(deadline, "a receive credit from the client")?,
+                                }
+                            }
+                            c.send_data(1, size)?;
+                        }
+                    }
+                    Event::Ctrl(k) if k.kind == Kind::PhaseEnd => {
+                        end[q] = Some(k.a);
+                        covered[q] = k.b;
+                        break;
+                    }
+                    Event::Ctrl(k) => {
+                        return Err(Error::msg(format!(
+                            "protocol error: got {:?} during a measurement",
+                            k.kind
+                        )));
+                    }
+                }
+            }
+        }
+        if progressed {
+            last_progress = Instant::now();
+        } else {
+            idle(
+                last_progress + opts.timeout,
+                "the client's measurement to finish",
+            )?;
+        }
+    }
+    let mut all_ok = true;
+    for q in 0..nq {
+        let c = &mut conns[q];
+        c.drain()?;
+        let count = end[q].unwrap_or(0);
+        let verdict = match test {
+            Test::WriteBw => {
+                let slots = (c.layout.half / size).max(1) as u64;
+                let used = covered[q].min(slots) as usize * size;
+                c.data.with(|b| check_pattern(&b[..used]))
+            }
+            Test::WriteLat => {
+                let ok = c.data.with(|b| check_pattern(&b[..size - 1]));
+                let _ = c
+                    .data
+                    .write_at(half + size - 1, &[crate::proto::pattern(size - 1)]);
+                ok
+            }
+            Test::SendBw | Test::SendLat => {
+                seen[q] == count && last[q].is_none_or(|(s, l)| check_pattern(&c.slot_bytes(s, l)))
+            }
+            Test::ReadBw | Test::ReadLat => true,
+        };
+        all_ok &= verdict;
+        let code = match test {
+            Test::ReadBw | Test::ReadLat => 0,
+            _ if verdict => 1,
+            _ => 2,
+        };
+        c.send_ctrl(Ctrl::new(Kind::PhaseEndAck, code, seen[q]))?;
+    }
+    if !all_ok {
+        return Err(Error::status(
+            format!("data check failed for {} at {size} octets", test.name()),
+            Status::DATA_ERROR,
+        ));
+    }
+    Ok(all_ok)
+}

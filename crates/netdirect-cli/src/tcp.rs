@@ -1,0 +1,112 @@
+//! The peer every RDMA figure is compared with: a plain TCP socket pair on the same loopback,
+//! in the same process, streaming the same sizes.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use netdirect_types::Status;
+
+use crate::error::{Error, Result};
+
+fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::status(format!("TCP peer: {what}: {e}"), Status::UNSUCCESSFUL)
+}
+
+fn pair(ip: IpAddr, timeout: Duration) -> Result<(TcpStream, TcpStream)> {
+    let l = TcpListener::bind(SocketAddr::new(ip, 0)).map_err(io_err("bind"))?;
+    let addr = l.local_addr().map_err(io_err("local address"))?;
+    let c = TcpStream::connect_timeout(&addr, timeout).map_err(io_err("connect"))?;
+    let (s, _) = l.accept().map_err(io_err("accept"))?;
+    for x in [&c, &s] {
+        x.set_nodelay(true).map_err(io_err("nodelay"))?;
+        x.set_read_timeout(Some(timeout))
+            .map_err(io_err("timeout"))?;
+        x.set_write_timeout(Some(timeout))
+            .map_err(io_err("timeout"))?;
+    }
+    Ok((c, s))
+}
+
+/// A stream result: bytes per second and messages per second.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpBw {
+    /// Bytes per second.
+    pub bw: f64,
+    /// Messages (writes of `size`) per second.
+    pub msg_rate: f64,
+}
+
+/// Streams `size`-octet writes for `time` (at least `min_msgs`); the receiver reads them all
+/// and acknowledges the total; the time runs until the acknowledgement.
+pub fn bandwidth(ip: IpAddr, size: usize, time: Duration, min_msgs: u64) -> Result<TcpBw> {
+    let timeout = Duration::from_secs(30);
+    let (mut c, mut s) = pair(ip, timeout)?;
+    let reader = thread::spawn(move || -> std::io::Result<u64> {
+        let mut buf = vec![0u8; (1 << 20).max(size)];
+        let mut total = 0u64;
+        loop {
+            let n = s.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        s.write_all(&total.to_le_bytes())?;
+        Ok(total)
+    });
+    let msg = vec![0x5Au8; size];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < min_msgs || start.elapsed() < time {
+        c.write_all(&msg).map_err(io_err("write"))?;
+        sent += 1;
+    }
+    c.shutdown(std::net::Shutdown::Write)
+        .map_err(io_err("shutdown"))?;
+    let mut ack = [0u8; 8];
+    c.read_exact(&mut ack).map_err(io_err("acknowledgement"))?;
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let total = u64::from_le_bytes(ack);
+    let _ = reader.join();
+    if total != sent * size as u64 {
+        return Err(Error::status(
+            format!("TCP peer: {total} octets arrived of {}", sent * size as u64),
+            Status::DATA_ERROR,
+        ));
+    }
+    Ok(TcpBw {
+        bw: total as f64 / secs,
+        msg_rate: sent as f64 / secs,
+    })
+}
+
+/// `iters` ping-pongs of `size` octets (after `warmup`); one-way latency = half the round trip,
+/// in nanoseconds.
+pub fn latency(ip: IpAddr, size: usize, iters: u64, warmup: u64) -> Result<Histogram<u64>> {
+    let timeout = Duration::from_secs(30);
+    let (mut c, mut s) = pair(ip, timeout)?;
+    let total = iters + warmup;
+    let echo = thread::spawn(move || -> std::io::Result<()> {
+        let mut b = vec![0u8; size];
+        for _ in 0..total {
+            s.read_exact(&mut b)?;
+            s.write_all(&b)?;
+        }
+        Ok(())
+    });
+    let mut hist = crate::perf::new_hist()?;
+    let mut b = vec![7u8; size];
+    for i in 0..total {
+        let t0 = Instant::now();
+        c.write_all(&b).map_err(io_err("write"))?;
+        c.read_exact(&mut b).map_err(io_err("read"))?;
+        if i >= warmup {
+            let _ = hist.record((t0.elapsed().as_nanos() as u64 / 2).max(1));
+        }
+    }
+    let _ = echo.join();
+    Ok(hist)
+}
