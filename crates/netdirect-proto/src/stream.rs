@@ -280,6 +280,12 @@ pub struct TermCode {
 }
 
 impl TermCode {
+    /// The `provider_error_code` form of this Terminate: `0x01LLTTCC` when we sent it,
+    /// `0x02LLTTCC` when we received it.
+    pub fn provider_error(self, sent: bool) -> u32 {
+        self.packed(if sent { 1 } else { 2 })
+    }
+
     fn packed(self, origin: u32) -> u32 {
         origin << 24
             | u32::from(self.layer) << 16

@@ -105,17 +105,6 @@ fn assert_no_engine_panic() {
     assert!(other.is_empty(), "progress threads panicked: {other:?}");
 }
 
-/// Dropped between a listener and its adapter: gives the progress thread time to drop the
-/// listener (and its connect-event closure, which holds the adapter) before the adapter goes,
-/// working around the self-join bug in tests that are about something else.
-struct Settle;
-
-impl Drop for Settle {
-    fn drop(&mut self) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Frames
 
@@ -521,7 +510,6 @@ struct Harness {
     reply: Enhanced,
     healthy: Healthy,
     listening: Listening,
-    _settle: Settle,
     server: Box<dyn Adapter>,
 }
 
@@ -634,7 +622,6 @@ impl Harness {
             reply,
             healthy,
             listening,
-            _settle: Settle,
             server,
         }
     }
@@ -1305,7 +1292,6 @@ fn peer_reset_mid_frame_is_a_disconnect_and_nothing_breaks() {
 fn garbage_instead_of_an_mpa_request_closes_without_a_connect_event() {
     watch_engine_panics();
     let server = open(v4());
-    let _settle = Settle;
     let listening = Listening::new(&*server, v4());
     let mut healthy = Healthy::new(&*server, &listening, v4());
     let garbage: [&[u8]; 3] = [
@@ -1355,7 +1341,6 @@ fn many_hostile_peers_do_not_disturb_a_busy_healthy_connection() {
     // One adapter; the healthy connection does a round between every hostile connection.
     watch_engine_panics();
     let server = open(v4());
-    let _settle = Settle;
     let listening = Listening::new(&*server, v4());
     let mut healthy = Healthy::new(&*server, &listening, v4());
     for round in 0..6u32 {
@@ -1397,7 +1382,6 @@ fn many_hostile_peers_do_not_disturb_a_busy_healthy_connection() {
 }
 
 #[test]
-#[ignore = "bug: the listener's connect-event closure holds the last Arc<AdapterShared>; the progress thread drops it and joins itself (panic 'failed to join thread: Resource deadlock avoided')"]
 fn dropping_an_adapter_right_after_its_listener_does_not_panic() {
     watch_engine_panics();
     for _ in 0..20 {
@@ -1418,7 +1402,6 @@ fn dropping_an_adapter_right_after_its_listener_does_not_panic() {
 }
 
 #[test]
-#[ignore = "bug: receives flushed after a Terminate we sent complete CANCELLED with provider_error_code 0; the read carries 0x01LLTTCC"]
 fn cancelled_receives_carry_the_terminate_too() {
     let mut h = Harness::new(Opts::new(v4()));
     let stag = 0xDEAD_BE00;

@@ -35,8 +35,9 @@
 //! * `RDMA_READ_LOCAL_INVALIDATE` invalidates the first SGE's token when the read succeeds; if
 //!   that token cannot be invalidated (not a fast-registered region), the read completes
 //!   `STATUS_INVALID_DEVICE_REQUEST`.
-//! * After a peer's Terminate or close the disconnect callback runs; nothing is flushed until the
-//!   consumer disconnects (§7.7).
+//! * After a peer's close, or a Terminate either side sent, the disconnect callback runs;
+//!   nothing is flushed because of it (§7.7). Receives cancelled after a Terminate carry it in
+//!   `provider_error_code`, like the initiator requests.
 //!
 //! # Engine side (the progress thread)
 //!
@@ -243,6 +244,9 @@ pub(crate) struct QpCore {
     pub(crate) conn: OnceLock<Connection<SoftHost>>,
     pub(crate) disconnect: Mutex<Option<DisconnectCallback>>,
     placer: Option<Arc<DmaPlacer>>,
+    /// The Terminate that ended the connection (`provider_error_code` form), for the receives
+    /// flushed after it.
+    terminate: AtomicU32,
 }
 
 impl QpCore {
@@ -253,7 +257,11 @@ impl QpCore {
             qp_context: self.context,
             request_context: context,
             op_type: OperationType::Receive,
-            provider_error_code: 0,
+            provider_error_code: if status.is_success() {
+                0
+            } else {
+                self.terminate.load(Ordering::Acquire)
+            },
             type_specific: 0,
         }
     }
@@ -324,6 +332,7 @@ impl SoftQp {
             conn: OnceLock::new(),
             disconnect: Mutex::new(None),
             placer: shared.placer.clone(),
+            terminate: AtomicU32::new(0),
         });
         SoftQp {
             initiator: SoftInitiator {
@@ -1050,10 +1059,23 @@ impl QpHost for SoftHost {
     }
 
     fn event(&mut self, e: Event) {
+        // Whichever side terminated, the connection is gone: the consumer hears of it through
+        // the disconnect event (nothing is flushed because of it, §7.7; the stream itself has
+        // already completed its own requests).
         match e {
-            Event::PeerClosed | Event::TerminateReceived(_) => self.core.peer_disconnected(),
-            Event::TerminateSent(_) => {}
+            Event::PeerClosed => {}
+            Event::TerminateReceived(t) => {
+                self.core
+                    .terminate
+                    .store(t.provider_error(false), Ordering::Release);
+            }
+            Event::TerminateSent(t) => {
+                self.core
+                    .terminate
+                    .store(t.provider_error(true), Ordering::Release);
+            }
         }
+        self.core.peer_disconnected();
     }
 
     fn local(&mut self, wr: u64) -> Status {

@@ -562,7 +562,12 @@ impl<H: QpHost> Drop for Engine<H> {
         self.inner.stop.store(true, Ordering::SeqCst);
         let _ = self.inner.waker.wake();
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // The last handle can go on the progress thread itself (a callback that held the
+            // adapter was dropped there): then the thread winds down on its own once the
+            // current callback returns; joining would deadlock.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.drain_failed();
