@@ -34,10 +34,10 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-    /// Milliseconds per bandwidth cell (default 150; 10 with --quick).
+    /// Milliseconds per bandwidth cell (default 100; 10 with --quick).
     #[arg(long = "cell-ms")]
     cell_ms: Option<u64>,
-    /// Latency samples per test (default 20000; 200 with --quick).
+    /// Latency samples per test (default 10000; 200 with --quick).
     #[arg(long = "lat-iters")]
     lat_iters: Option<u64>,
     /// Only IPv4.
@@ -103,6 +103,7 @@ fn pair(opts: &Opts, pb: &ProgressBar) -> Result<Vec<Row>> {
         .map_err(|_| Error::msg("the bench server thread failed"))?;
     // The server's error explains a client's timeout better than the timeout does.
     match (client, served) {
+        (Err(e), Err(s)) if s.status == Some(netdirect_types::Status::IO_TIMEOUT) => Err(e),
         (_, Err(e)) => Err(Error {
             message: format!("{} server: {}", opts.test.name(), e.message),
             status: e.status,
@@ -134,10 +135,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     } else {
         SIZES.to_vec()
     };
-    let cell = Duration::from_millis(a.cell_ms.unwrap_or(if a.quick { 10 } else { 150 }));
+    let cell = Duration::from_millis(a.cell_ms.unwrap_or(if a.quick { 10 } else { 100 }));
     let lat_iters = a
         .lat_iters
-        .unwrap_or(if a.quick { 200 } else { 20000 })
+        .unwrap_or(if a.quick { 200 } else { 10000 })
         .max(5);
     let mut ips: Vec<IpAddr> = vec![Ipv4Addr::LOCALHOST.into()];
     let mut notes = Vec::new();

@@ -429,6 +429,20 @@ impl Conn {
         }
     }
 
+    /// Reaps finished data requests without waiting, and waits while `max_out` or more are
+    /// still outstanding; other events are kept for [`Conn::try_next`].
+    pub fn reap(&mut self, max_out: usize) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.poll_one()? {
+                Some(Event::TxDone(_)) => continue,
+                Some(other) => self.backlog.push_back(other),
+                None if self.tx_out >= max_out => idle(deadline, "requests to complete")?,
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Waits until every data request has completed.
     pub fn drain(&mut self) -> Result<()> {
         let deadline = Instant::now() + self.timeout;

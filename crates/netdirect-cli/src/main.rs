@@ -162,8 +162,14 @@ fn persona(test: Test, a: &PerfArgs) -> Result<()> {
     match &a.host {
         None => {
             let summary = perf::serve(&opts, None, &|addrs: &[SocketAddr]| {
-                if human && !a.quiet {
-                    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+                if !human {
+                    // JSON Lines: this line, then the summary.
+                    outln!(
+                        "{}",
+                        serde_json::json!({ "event": "listening", "addresses": list })
+                    );
+                } else if !a.quiet {
                     outln!("\n************************************");
                     outln!("* Waiting for client to connect... *");
                     outln!("************************************");

@@ -1,0 +1,382 @@
+//! End-to-end: the built `nd` binary as server and client on 127.0.0.1 and ::1 for every
+//! perftest persona (checking the data check both sides report), `nd bench --quick --json`,
+//! `nd info --json`, and the error cases with their exit codes and messages. Only loopback is
+//! ever contacted.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv6Addr, TcpListener};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const ND: &str = env!("CARGO_BIN_EXE_nd");
+
+/// A port free on both 127.0.0.1 and ::1 right now.
+fn free_port() -> u16 {
+    loop {
+        let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = v4.local_addr().unwrap().port();
+        if TcpListener::bind((Ipv6Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Starts a server and waits until it listens; returns the child and its remaining stdout.
+fn server(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(ND)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nd server");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("server banner");
+        if line.contains("listening") {
+            break;
+        }
+    }
+    (child, rx)
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn nd(args: &[&str]) -> Output {
+    Command::new(ND).args(args).output().expect("run nd")
+}
+
+/// Server and client of `persona` over `host`; both must succeed and report good data.
+fn pair(persona: &str, host: &str, extra: &[&str]) -> String {
+    let port = free_port().to_string();
+    let mut sargs = vec![persona, "-p", &port, "--timeout", "30"];
+    sargs.extend_from_slice(extra);
+    let (mut srv, lines) = server(&sargs);
+    let mut cargs = vec![persona, host, "-p", &port, "--timeout", "30"];
+    cargs.extend_from_slice(extra);
+    let out = nd(&cargs);
+    let (stdout, stderr) = text(&out);
+    let status = srv.wait().unwrap();
+    let srv_out: Vec<String> = lines.try_iter().collect();
+    let srv_err = {
+        let mut s = String::new();
+        use std::io::Read;
+        srv.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+        s
+    };
+    assert!(
+        out.status.success(),
+        "client {cargs:?} failed: {stdout}\n{stderr}"
+    );
+    assert!(
+        status.success(),
+        "server {sargs:?} failed: {srv_out:?}\n{srv_err}"
+    );
+    assert!(!stderr.contains("panicked") && !srv_err.contains("panicked"));
+    if !extra.contains(&"--json") {
+        assert!(
+            stdout.contains("data check      : OK"),
+            "client output: {stdout}"
+        );
+        assert!(
+            srv_out.iter().any(|l| l.contains("data check: OK")),
+            "server output: {srv_out:?}"
+        );
+    }
+    stdout
+}
+
+fn check_table(persona: &str, out: &str, rows: usize) {
+    let bw = persona.ends_with("bw");
+    let head = if bw {
+        " #bytes     #iterations    BW peak[MiB/sec]    BW average[MiB/sec]   MsgRate[Mpps]"
+    } else {
+        " #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]"
+    };
+    assert!(out.contains(head), "{out}");
+    let lines = out
+        .lines()
+        .skip_while(|l| !l.starts_with(" #bytes"))
+        .skip(1);
+    let data: Vec<_> = lines
+        .take_while(|l| !l.starts_with("---"))
+        .collect::<Vec<_>>();
+    assert_eq!(data.len(), rows, "{out}");
+    for l in data {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        assert!(cols.len() >= if bw { 5 } else { 9 }, "{l}");
+        for c in cols {
+            c.parse::<f64>().unwrap_or_else(|_| panic!("{c} in {l}"));
+        }
+    }
+}
+
+macro_rules! persona_tests {
+    ($($name:ident: $persona:literal, $host:literal;)*) => {$(
+        #[test]
+        fn $name() {
+            let out = pair($persona, $host, &["-n", "20"]);
+            check_table($persona, &out, 1);
+        }
+    )*};
+}
+
+persona_tests! {
+    write_bw_v4: "write-bw", "127.0.0.1";
+    write_bw_v6: "write-bw", "::1";
+    read_bw_v4: "read-bw", "127.0.0.1";
+    read_bw_v6: "read-bw", "::1";
+    send_bw_v4: "send-bw", "127.0.0.1";
+    send_bw_v6: "send-bw", "::1";
+    write_lat_v4: "write-lat", "127.0.0.1";
+    write_lat_v6: "write-lat", "::1";
+    read_lat_v4: "read-lat", "127.0.0.1";
+    read_lat_v6: "read-lat", "::1";
+    send_lat_v4: "send-lat", "127.0.0.1";
+    send_lat_v6: "send-lat", "::1";
+}
+
+#[test]
+fn sizes_depths_qps_and_gbits() {
+    // Several sizes, two QPs, a small TX depth, Gb/s, bracketed IPv6.
+    let out = pair(
+        "send-bw",
+        "[::1]",
+        &[
+            "-s",
+            "300000",
+            "-n",
+            "10",
+            "-q",
+            "2",
+            "-t",
+            "4",
+            "--report_gbits",
+        ],
+    );
+    assert!(out.contains("BW peak[Gb/sec]"), "{out}");
+    assert!(out.contains("Number of qps   : 2"), "{out}");
+    let out = pair(
+        "write-lat",
+        "127.0.0.1",
+        &["-s", "4096", "-n", "10", "-I", "0"],
+    );
+    check_table("write-lat", &out, 1);
+    let out = pair(
+        "read-bw",
+        "127.0.0.1",
+        &["-s", "70000", "-n", "12", "-o", "2"],
+    );
+    check_table("read-bw", &out, 1);
+}
+
+#[test]
+fn duration_mode() {
+    let out = pair("write-bw", "127.0.0.1", &["-s", "8192", "-D", "0.2"]);
+    check_table("write-bw", &out, 1);
+    let out = pair("send-lat", "::1", &["-D", "0.2"]);
+    check_table("send-lat", &out, 1);
+}
+
+#[test]
+fn json_output_parses() {
+    let out = pair("write-bw", "127.0.0.1", &["-n", "10", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("valid JSON");
+    assert_eq!(v["test_info"]["test"], "write_bw");
+    assert_eq!(v["test_info"]["data_verified"], true);
+    let r = &v["results"][0];
+    assert_eq!(r["MsgSize"], 65536);
+    assert!(r["BW_average"].as_f64().unwrap() > 0.0);
+    let out = pair("send-lat", "::1", &["-n", "10", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("valid JSON");
+    assert!(v["results"][0]["percentile_99.9"].as_f64().unwrap() > 0.0);
+    // --out_json writes the file next to the table.
+    let dir = std::env::temp_dir().join(format!("nd-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("out.json");
+    let f = file.to_str().unwrap();
+    pair(
+        "read-lat",
+        "127.0.0.1",
+        &["-n", "10", "--out_json", "--out_json_file", f],
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(v["test_info"]["test"], "read_lat");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn failure(args: &[&str], words: &str, status: &str) {
+    let out = nd(args);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}\n{stderr}");
+    assert!(stderr.contains(words), "{args:?}: {stderr}");
+    assert!(stderr.contains(status), "{args:?}: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn refused_without_a_server() {
+    let port = free_port().to_string();
+    failure(
+        &["write-bw", "127.0.0.1", "-p", &port],
+        "the connection was refused",
+        "STATUS_CONNECTION_REFUSED (0xC0000236)",
+    );
+    failure(
+        &["send-lat", "::1", "-p", &port],
+        "the connection was refused",
+        "STATUS_CONNECTION_REFUSED (0xC0000236)",
+    );
+}
+
+#[test]
+fn bad_address() {
+    failure(
+        &["write-bw", "999.1.1.1"],
+        "is not an IP address",
+        "STATUS_INVALID_ADDRESS (0xC0000141)",
+    );
+    failure(
+        &["read-bw", "127.0.0.1", "--bind", "192.0.2.77"],
+        "cannot open an adapter on 192.0.2.77",
+        "STATUS_INVALID_ADDRESS (0xC0000141)",
+    );
+}
+
+#[test]
+fn size_over_the_adapter_limit() {
+    failure(
+        &["write-bw", "127.0.0.1", "-s", "2147483648"],
+        "exceeds the adapter's MaxTransferLength 1073741824",
+        "STATUS_INVALID_BUFFER_SIZE (0xC0000206)",
+    );
+    failure(
+        &["send-lat", "-I", "4096"],
+        "exceeds the adapter's MaxInlineDataSize 1024",
+        "STATUS_INVALID_PARAMETER (0xC000000D)",
+    );
+}
+
+#[test]
+fn port_in_use() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    failure(
+        &["write-bw", "-p", &port, "--bind", "127.0.0.1"],
+        "the port is in use",
+        "STATUS_SHARING_VIOLATION (0xC0000043)",
+    );
+}
+
+#[test]
+fn mismatched_tests_are_refused() {
+    let port = free_port().to_string();
+    let (mut srv, _lines) = server(&["write-bw", "-p", &port, "--timeout", "20"]);
+    let out = nd(&["read-bw", "127.0.0.1", "-p", &port, "-n", "10"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("test mismatch"), "{stderr}");
+    assert!(
+        stderr.contains("STATUS_CONNECTION_REFUSED (0xC0000236)"),
+        "{stderr}"
+    );
+    let s = srv.wait().unwrap();
+    assert_eq!(s.code(), Some(1));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = nd(&["write-bw", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = nd(&["write-bw", "127.0.0.1", "-n", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("iterations must be at least 5"));
+}
+
+#[test]
+fn bench_quick_json_has_a_row_per_test() {
+    let out = nd(&["bench", "--quick", "--json", "--quiet"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("valid JSON");
+    let rows = v["tests"].as_array().unwrap();
+    let families = if v["notes"].as_array().unwrap().is_empty() {
+        2
+    } else {
+        1
+    };
+    // Per family: 3 sweeps x 3 sizes, 2 message rates, 2 latencies, the TCP latency; copy: 3.
+    assert_eq!(rows.len(), families * (9 + 2 + 2 + 1) + 3, "{stdout}");
+    for test in [
+        "write_bw",
+        "read_bw",
+        "send_bw",
+        "msg_rate_write",
+        "msg_rate_send",
+        "write_lat",
+        "send_lat",
+        "netdma_copy",
+    ] {
+        let r: Vec<_> = rows.iter().filter(|r| r["test"] == test).collect();
+        assert!(!r.is_empty(), "no {test} row");
+        for r in r {
+            assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+        }
+    }
+    let lat = rows.iter().find(|r| r["test"] == "write_lat").unwrap();
+    for k in ["t_min_us", "t_median_us", "p99_us", "p99_9_us"] {
+        assert!(lat[k].as_f64().unwrap() > 0.0, "{k}");
+    }
+}
+
+#[test]
+fn bench_quick_tables() {
+    let out = nd(&["bench", "--quick", "--no-ipv6"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for s in [
+        "RDMA_Write BW Test over 127.0.0.1",
+        "RDMA_Read BW Test over 127.0.0.1",
+        "Send BW Test over 127.0.0.1",
+        "vs TCP",
+        "Message rate over 127.0.0.1",
+        "99.9%[usec]",
+        "vs memcpy",
+        "nd bench finished in",
+    ] {
+        assert!(stdout.contains(s), "missing {s}: {stdout}");
+    }
+}
+
+#[test]
+fn info_json_lists_both_loopbacks() {
+    let out = nd(&["info", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let a = v["adapters"].as_array().unwrap();
+    assert!(!a.is_empty());
+    assert_eq!(a[0]["address"], "127.0.0.1");
+    assert_eq!(a[0]["MaxTransferLength"], "1073741824");
+    assert_eq!(a[0]["MaxInlineDataSize"], "1024");
+    let out = nd(&["info"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MaxInitiatorQueueDepth  : 16384"));
+}
