@@ -705,22 +705,6 @@ pub struct ServeSummary {
 
 type Incoming = (usize, Box<dyn Connector>);
 
-// Workaround for a netdirect-soft bug: a listener's connect handler holds a reference to its
-// adapter; when the listener closes after the consumer dropped the adapter, the adapter is
-// dropped on its own progress thread, which joins itself and panics ("Resource deadlock
-// avoided"). Server adapters are therefore kept until the process exits.
-static GRAVEYARD: Mutex<Vec<Arc<Side>>> = Mutex::new(Vec::new());
-
-fn keep_alive(side: &Arc<Side>) {
-    // `ND_NO_KEEPALIVE=1` turns the workaround off, to reproduce the bug.
-    if std::env::var_os("ND_NO_KEEPALIVE").is_some() {
-        return;
-    }
-    if let Ok(mut g) = GRAVEYARD.lock() {
-        g.push(side.clone());
-    }
-}
-
 /// Listens (on `opts.bind`, or on 127.0.0.1 and ::1), serves one client's run, and returns.
 /// `ready` gets the port listened on once listening.
 pub fn serve(
@@ -744,7 +728,6 @@ pub fn serve(
             Err(_) if opts.bind.is_none() && k > 0 => continue,
             Err(e) => return Err(e),
         };
-        keep_alive(&side);
         check_limits(opts, &side.info)?;
         let tx = Mutex::new(tx.clone());
         let listener = wait(

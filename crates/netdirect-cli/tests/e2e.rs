@@ -72,7 +72,7 @@ fn pair(persona: &str, host: &str, extra: &[&str]) -> String {
     let out = nd(&cargs);
     let (stdout, stderr) = text(&out);
     let status = srv.wait().unwrap();
-    let srv_out: Vec<String> = lines.try_iter().collect();
+    let srv_out: Vec<String> = lines.iter().collect();
     let srv_err = {
         let mut s = String::new();
         use std::io::Read;

@@ -57,13 +57,19 @@ impl Listener for SoftListener {
         if slot.is_some() {
             return Request::failed(Status::INVALID_DEVICE_STATE);
         }
-        let shared = self.shared.clone();
+        // Weak: the engine owns this closure, and a strong reference would keep the adapter
+        // (and so the engine) alive from inside its own thread, which could then not be joined
+        // when the consumer lets go of the adapter.
+        let shared = Arc::downgrade(&self.shared);
         let event = self.connect_event.clone();
         let result = self
             .shared
             .engine
             .listen(address, ndk_mpa_config(), move |incoming| {
-                event(Box::new(SoftConnector::passive(shared.clone(), incoming)));
+                // Adapter gone: dropping the request rejects it.
+                if let Some(shared) = shared.upgrade() {
+                    event(Box::new(SoftConnector::passive(shared, incoming)));
+                }
             });
         Request::ready(result.map(|l| *slot = Some(l)))
     }

@@ -24,6 +24,9 @@ use super::{
     StatusCallback,
 };
 
+/// How long an engine being dropped keeps writing bytes already queued.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
+
 /// The waker's token; connections and listeners use their ids (from 1).
 pub(crate) const WAKER: Token = Token(0);
 
@@ -1350,6 +1353,27 @@ impl<H: QpHost> Reactor<H> {
     fn shutdown(&mut self) {
         for (_, mut l) in self.listeners.drain() {
             let _ = self.poll.registry().deregister(&mut l.listener);
+        }
+        // Bytes already queued (a reject Reply, a Terminate, the end of a send) still go out,
+        // best effort and briefly, before the sockets close.
+        let deadline = Instant::now() + SHUTDOWN_FLUSH;
+        loop {
+            let mut pending = false;
+            for c in self.conns.values_mut() {
+                if let Some(hs) = c.hs.as_mut() {
+                    hs.poll_transmit(&mut c.out);
+                }
+                if !c.zombie && !c.io_dead && c.out_pos < c.out.len() {
+                    match c.flush_out() {
+                        Ok(true) | Err(_) => {}
+                        Ok(false) => pending = true,
+                    }
+                }
+            }
+            if !pending || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         for (_, mut c) in self.conns.drain() {
             if !c.zombie {
