@@ -16,6 +16,8 @@
 //!   payload must be placed exactly where the captured headers say, the completions must come in
 //!   order, and nothing may end in a Terminate.
 
+// The capture reader of the wire crate's tests, shared rather than copied.
+#[path = "../../netdirect-wire/tests/common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
