@@ -565,6 +565,22 @@ impl<L: Clone> Stream<L> {
         }
     }
 
+    /// Lets `read` write up to `n` received octets straight into the stream's input buffer
+    /// (a socket read without an extra copy); keeps what it reports. When the stream is no
+    /// longer active the octets are read and dropped.
+    pub fn fill_input_with<E>(
+        &mut self,
+        n: usize,
+        read: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        if self.core.state == State::Active {
+            self.deframer.fill_with(n, read)
+        } else {
+            let mut scratch = vec![0u8; n.min(64 * 1024)];
+            read(&mut scratch)
+        }
+    }
+
     /// The peer closed its side of TCP.
     pub fn handle_eof(&mut self) {
         if self.core.state == State::Active {

@@ -565,7 +565,16 @@ impl<H: QpHost> Conn<H> {
 
     /// Reads once into `rbuf`; returns the octets read (0 on would-block, EOF or error).
     fn receive(&mut self, rbuf: &mut [u8], now: Instant, cfg: &EngineConfig) -> Option<usize> {
-        let n = match (&self.sock).read(rbuf) {
+        // Established: read straight into the stream's input buffer (one copy fewer).
+        let direct = self.phase == Phase::Connected && self.stream.is_some();
+        let read = match (direct, self.stream.as_mut()) {
+            (true, Some(stream)) => {
+                let sock = &self.sock;
+                stream.fill_input_with(rbuf.len(), |buf| (&*sock).read(buf))
+            }
+            _ => (&self.sock).read(rbuf),
+        };
+        let n = match read {
             Ok(0) => {
                 self.on_peer_gone(false, now, cfg);
                 return Some(0);
@@ -581,6 +590,11 @@ impl<H: QpHost> Conn<H> {
                 return Some(0);
             }
         };
+        if direct {
+            self.rx();
+            self.drain(now, cfg);
+            return Some(n);
+        }
         let data = &rbuf[..n];
         match self.phase {
             Phase::Handshake => {

@@ -40,8 +40,11 @@ pub struct DeframerConfig {
 pub struct Deframer {
     config: DeframerConfig,
     markers: Option<MarkerLayout>,
+    /// Received octets live in `buf[head..end]`; `buf[end..]` is initialized spare room that
+    /// [`Deframer::fill_with`] lends out, so a socket can read straight into it.
     buf: Vec<u8>,
     head: usize,
+    end: usize,
     seq: u32,
     stripped: Vec<u8>,
     failed: Option<Error>,
@@ -57,6 +60,7 @@ impl Deframer {
             markers: config.markers.then(|| MarkerLayout::new(config.first_seq)),
             buf: Vec::new(),
             head: 0,
+            end: 0,
             seq: config.first_seq,
             stripped: Vec::new(),
             failed: None,
@@ -69,19 +73,45 @@ impl Deframer {
         self.config
     }
 
-    /// Adds bytes received from the stream.
-    pub fn push(&mut self, bytes: &[u8]) {
+    /// Makes room for `n` more octets after the buffered ones; returns where they go.
+    fn reserve(&mut self, n: usize) -> usize {
         self.last = None;
-        if self.head > 0 && self.head >= self.buf.len() / 2 {
-            self.buf.drain(..self.head);
+        if self.head > 0 && (self.head == self.end || self.head >= self.buf.len() / 2) {
+            self.buf.copy_within(self.head..self.end, 0);
+            self.end -= self.head;
             self.head = 0;
         }
-        self.buf.extend_from_slice(bytes);
+        if self.buf.len() < self.end + n {
+            // Zeroed once when the buffer grows, not on every fill.
+            self.buf.resize(self.end + n, 0);
+        }
+        self.end
+    }
+
+    /// Adds bytes received from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        let at = self.reserve(bytes.len());
+        self.buf[at..at + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// Lends up to `n` writable octets after the buffered ones to `read` (a socket read straight
+    /// into the deframer, saving a copy) and keeps the first `k` of them when it returns
+    /// `Ok(k)` (`k` is clamped to `n`).
+    pub fn fill_with<E>(
+        &mut self,
+        n: usize,
+        read: impl FnOnce(&mut [u8]) -> core::result::Result<usize, E>,
+    ) -> core::result::Result<usize, E> {
+        let at = self.reserve(n);
+        let k = read(&mut self.buf[at..at + n])?.min(n);
+        self.end += k;
+        Ok(k)
     }
 
     /// Octets received but not yet handed out as part of an FPDU.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.head
+        self.end - self.head
     }
 
     /// Sequence number of the next octet to deframe.
@@ -101,7 +131,7 @@ impl Deframer {
         if let Some(e) = self.failed {
             return Some(Err(e));
         }
-        let raw = &self.buf[self.head..];
+        let raw = &self.buf[self.head..self.end];
         let step = match self.markers {
             None => Self::plain(raw, self.config.crc).map(|o| o.map(|n| (n, false))),
             Some(layout) => {
@@ -190,6 +220,29 @@ mod tests {
         assert!(matches!(first, Some(Err(Error::Crc { .. }))));
         assert!(matches!(on.next_ulpdu(), Some(Err(Error::Crc { .. }))));
         assert!(on.error().is_some());
+    }
+
+    #[test]
+    fn fill_with_reads_in_place() {
+        let mut wire = vec![0u8; 64];
+        let n = emit_fpdu(b"in place", false, &mut wire).unwrap();
+        let mut d = Deframer::new(DeframerConfig::default());
+        let mut at = 0;
+        while at < n {
+            // A short "read" of 5 octets into a 16-octet window.
+            let k: core::result::Result<usize, ()> = d.fill_with(16, |buf| {
+                let k = (n - at).min(5);
+                buf[..k].copy_from_slice(&wire[at..at + k]);
+                Ok(k)
+            });
+            at += k.unwrap();
+        }
+        assert_eq!(d.buffered(), n);
+        assert_eq!(d.next_ulpdu(), Some(Ok(&b"in place"[..])));
+        // An error keeps nothing; a claim beyond the window is clamped.
+        assert_eq!(d.fill_with(8, |_| Err::<usize, _>("io")), Err("io"));
+        assert_eq!(d.fill_with(8, |_| Ok::<_, ()>(100)), Ok(8));
+        assert_eq!(d.buffered(), 8);
     }
 
     #[test]
