@@ -114,20 +114,56 @@ fn sge(buffer: &Buffer, mr: &dyn Mr, offset: usize, len: u32) -> Sge {
 }
 
 /// Connects `client` to `server` through a listener and a connector.
+/// A listener on `ip` (ephemeral port) whose connect events arrive on the returned channel.
+fn listen_on(
+    adapter: &dyn Adapter,
+    ip: IpAddr,
+) -> (
+    Box<dyn netdirect::Listener>,
+    mpsc::Receiver<Box<dyn Connector>>,
+) {
+    let (tx, rx) = mpsc::channel::<Box<dyn Connector>>();
+    let tx = std::sync::Mutex::new(tx);
+    let listener = adapter
+        .create_listener(Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()))
+        .wait()
+        .unwrap();
+    listener.listen(SocketAddr::new(ip, 0)).wait().unwrap();
+    (listener, rx)
+}
+
+/// Connects `client_qp` to the listener at `address`, accepts on `server_qp` with
+/// `disconnect`, and completes both sides (IRD/ORD 1/1, no private data).
+fn establish(
+    client: &dyn Adapter,
+    client_qp: &dyn Qp,
+    events: &mpsc::Receiver<Box<dyn Connector>>,
+    address: SocketAddr,
+    server_qp: &dyn Qp,
+    disconnect: Option<netdirect::DisconnectEvent>,
+) -> (Box<dyn Connector>, Box<dyn Connector>) {
+    let connector = client.create_connector().wait().unwrap();
+    let local = SocketAddr::new(address.ip(), 0);
+    let pending = connector.connect(client_qp, local, address, 1, 1, b"");
+    let incoming = events.recv_timeout(WAIT).expect("connect event");
+    let accepted = incoming.accept(server_qp, 1, 1, b"", disconnect);
+    pending.wait_timeout(WAIT).expect("connect").unwrap();
+    connector
+        .complete_connect(None)
+        .wait_timeout(WAIT)
+        .expect("complete")
+        .unwrap();
+    accepted.wait_timeout(WAIT).expect("accept").unwrap();
+    (incoming, connector)
+}
+
 fn connect(
     server: &mut Side,
     client: &mut Side,
     ip: IpAddr,
     private: &[u8],
 ) -> (Box<dyn Connector>, Box<dyn Connector>) {
-    let (tx, rx) = mpsc::channel::<Box<dyn Connector>>();
-    let tx = std::sync::Mutex::new(tx);
-    let listener = server
-        .adapter
-        .create_listener(Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()))
-        .wait()
-        .unwrap();
-    listener.listen(SocketAddr::new(ip, 0)).wait().unwrap();
+    let (listener, rx) = listen_on(&*server.adapter, ip);
     let address = listener.local_address().unwrap();
     assert_ne!(address.port(), 0);
     let connector = client.adapter.create_connector().wait().unwrap();
@@ -732,36 +768,20 @@ fn srq_feeds_two_qps_and_notifies_below_threshold(ip: IpAddr) {
         })
         .collect();
     // Connect two clients, one to each SRQ-attached QP.
-    let (ctx_tx, ctx_rx) = mpsc::channel::<Box<dyn Connector>>();
-    let ctx_tx = std::sync::Mutex::new(ctx_tx);
-    let listener = server_adapter
-        .create_listener(Arc::new(move |c| ctx_tx.lock().unwrap().send(c).unwrap()))
-        .wait()
-        .unwrap();
-    listener.listen(SocketAddr::new(ip, 0)).wait().unwrap();
+    let (listener, events) = listen_on(&*server_adapter, ip);
     let mut clients = Vec::new();
     let mut keep = Vec::new();
     for qp in &qps {
         let client = Side::new(ip, 9);
-        let connector = client.adapter.create_connector().wait().unwrap();
-        let pending = connector.connect(
+        let address = listener.local_address().unwrap();
+        keep.push(establish(
+            &*client.adapter,
             &*client.qp,
-            SocketAddr::new(ip, 0),
-            listener.local_address().unwrap(),
-            1,
-            1,
-            b"",
-        );
-        let incoming = ctx_rx.recv_timeout(WAIT).unwrap();
-        let accepted = incoming.accept(&**qp, 1, 1, b"", None);
-        pending.wait_timeout(WAIT).unwrap().unwrap();
-        connector
-            .complete_connect(None)
-            .wait_timeout(WAIT)
-            .unwrap()
-            .unwrap();
-        accepted.wait_timeout(WAIT).unwrap().unwrap();
-        keep.push((incoming, connector));
+            &events,
+            address,
+            &**qp,
+            None,
+        ));
         clients.push(client);
     }
     clients[0]
@@ -815,39 +835,16 @@ fn disconnect_event_without_flush_then_disconnect_flushes() {
         .receive(5, &[sge(&buf, &*mr, 0, 64)])
         .unwrap();
     // Accept with a disconnect callback.
-    let (tx, rx) = mpsc::channel::<Box<dyn Connector>>();
-    let tx = std::sync::Mutex::new(tx);
-    let listener = server
-        .adapter
-        .create_listener(Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()))
-        .wait()
-        .unwrap();
-    listener.listen(SocketAddr::new(ip, 0)).wait().unwrap();
-    let connector = client.adapter.create_connector().wait().unwrap();
-    let pending = connector.connect(
-        &*client.qp,
-        SocketAddr::new(ip, 0),
-        listener.local_address().unwrap(),
-        1,
-        1,
-        b"",
-    );
-    let incoming = rx.recv_timeout(WAIT).unwrap();
+    let (listener, events) = listen_on(&*server.adapter, ip);
     let (dtx, disconnected) = mpsc::channel();
-    let accepted = incoming.accept(
+    let (incoming, connector) = establish(
+        &*client.adapter,
+        &*client.qp,
+        &events,
+        listener.local_address().unwrap(),
         &*server.qp,
-        1,
-        1,
-        b"",
         Some(Box::new(move || dtx.send(()).unwrap())),
     );
-    pending.wait_timeout(WAIT).unwrap().unwrap();
-    connector
-        .complete_connect(None)
-        .wait_timeout(WAIT)
-        .unwrap()
-        .unwrap();
-    accepted.wait_timeout(WAIT).unwrap().unwrap();
     // The client disconnects: the server hears of it, and nothing of its is flushed yet.
     connector.disconnect().wait_timeout(WAIT).unwrap().unwrap();
     disconnected.recv_timeout(WAIT).expect("disconnect event");
