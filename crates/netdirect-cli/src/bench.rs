@@ -76,6 +76,10 @@ fn base_opts(test: Test, sizes: Vec<usize>, stop: Stop, ip: IpAddr) -> Opts {
         bind: Some(ip),
         warmup: 0,
         window_bytes: Some(8 << 20),
+        nd: false,
+        check_every: false,
+        sge: 1,
+        warmup_phase: None,
     }
 }
 

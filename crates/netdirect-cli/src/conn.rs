@@ -68,6 +68,8 @@ pub struct Layout {
     pub data_inline: u32,
     /// IRD and ORD asked for.
     pub read_limit: u32,
+    /// Scatter/gather entries per Send or write (the ND tools' `-n`); reads use one.
+    pub sge: usize,
 }
 
 /// Initiator requests reserved for control messages on top of the data window.
@@ -162,7 +164,7 @@ impl Conn {
                 receive_queue_depth: layout.rx_depth as u32,
                 initiator_queue_depth: (layout.tx_depth + CTRL_TX) as u32,
                 max_receive_sge: 1,
-                max_initiator_sge: 1,
+                max_initiator_sge: layout.sge.max(1) as u32,
                 inline_data_size: layout.inline,
             }),
             timeout,
@@ -253,6 +255,16 @@ impl Conn {
         self.credit_limit = self.credit_limit.max(c.d);
     }
 
+    /// Message slots of `size` octets that fit both our buffer halves and the peer's.
+    pub fn slots(&self, size: usize) -> u64 {
+        let len = if self.remote.len == 0 {
+            self.layout.half
+        } else {
+            self.layout.half.min(self.remote.len as usize)
+        };
+        (len / size.max(1)).max(1) as u64
+    }
+
     /// The peer's inbox address at `offset`.
     pub fn remote_inbox(&self, offset: usize) -> u64 {
         self.remote.address + offset as u64
@@ -282,6 +294,16 @@ impl Conn {
         self.inbox_sge(self.layout.half + offset, len)
     }
 
+    /// Our outbox from `offset`, `len` octets, as up to `layout.sge` contiguous SGEs.
+    fn outbox_sgl(&self, offset: usize, len: usize) -> Vec<Sge> {
+        let n = self.layout.sge.clamp(1, len.max(1));
+        let piece = len.div_ceil(n).max(1);
+        (0..len)
+            .step_by(piece)
+            .map(|at| self.outbox_sge(offset + at, piece.min(len - at)))
+            .collect()
+    }
+
     /// Whether the peer has a receive for one more Send (keeping [`CREDIT_RESERVE`] receives
     /// for credit messages, so that credits can always flow).
     pub fn can_send(&self) -> bool {
@@ -297,8 +319,8 @@ impl Conn {
                 .initiator()
                 .send_inline(context, &[&bytes], OpFlags::empty())
         } else {
-            let sge = self.outbox_sge(0, len);
-            self.qp.initiator().send(context, &[sge], OpFlags::empty())
+            let sgl = self.outbox_sgl(0, len);
+            self.qp.initiator().send(context, &sgl, OpFlags::empty())
         };
         r.context(|| format!("cannot post a send of {len} octets"))?;
         self.sent += 1;
@@ -320,10 +342,10 @@ impl Conn {
                 .initiator()
                 .write_inline(context, &[&bytes], remote, token, OpFlags::empty())
         } else {
-            let sge = self.outbox_sge(offset, len);
+            let sgl = self.outbox_sgl(offset, len);
             self.qp
                 .initiator()
-                .write(context, &[sge], remote, token, OpFlags::empty())
+                .write(context, &sgl, remote, token, OpFlags::empty())
         };
         r.context(|| format!("cannot post an RDMA write of {len} octets"))?;
         self.tx_out += 1;

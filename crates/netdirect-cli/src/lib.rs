@@ -9,19 +9,34 @@
 //!   without a host they serve, with a host they connect; perftest's flags, columns and default
 //!   port (18515). The client and server exchange buffers with the control protocol documented
 //!   in [`proto`].
+//! * `nd ping | pingpong | rping | rpingpong | wping | wpingpong` — the Microsoft NetworkDirect
+//!   test tools (`ndping`, `ndpingpong`, `ndrping`, `ndrpingpong`, plus write variants): `-s`
+//!   serves, `-c ADDR[:PORT]` connects, IPv4 and IPv6, their size sweep, table and default ports
+//!   (54324…54329), with every received message checked against a known pattern; see [`nd`].
+//! * `nd dma` — the NetDMA CPU copy engine by size (4 KiB…64 MiB) and channel count next to
+//!   memcpy; see [`dma`].
+//!
+//! Every long run shows a progress bar on a terminal's stderr (`--quiet` drops it), every
+//! result table has a `--json` form, and every error is a sentence plus the NTSTATUS behind it
+//! (`nd: error: cannot connect to 127.0.0.1:54324: the connection was refused (is a server
+//! running there?): STATUS_CONNECTION_REFUSED (0xC0000236)`), exit status 1; usage errors
+//! exit 2.
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod conn;
 pub mod copy;
+pub mod cpu;
+pub mod dma;
 pub mod error;
 pub mod info;
+pub mod nd;
 pub mod perf;
 pub mod proto;
 pub mod report;
 pub mod tcp;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use netdirect_types::Status;
@@ -46,6 +61,53 @@ pub fn parse_ip(s: &str) -> Result<IpAddr> {
             Status::INVALID_ADDRESS,
         )
     })
+}
+
+/// Parses `<ip>[:<port>]` as the NetworkDirect tools take it, plus IPv6: `v4`, `v4:port`,
+/// `[v6]`, `[v6]:port`, a plain v6 literal (no port: its colons are the address's),
+/// `localhost[:port]`. A missing port is `default_port`.
+pub fn parse_endpoint(s: &str, default_port: u16) -> Result<SocketAddr> {
+    let t = s.trim();
+    let bad = |why: &str| {
+        Error::status(
+            format!(
+                "'{s}' is not an address: {why} (use <ip>[:<port>], e.g. 127.0.0.1:54324, [::1]:54324 or ::1)"
+            ),
+            Status::INVALID_ADDRESS,
+        )
+    };
+    let port_of = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| bad(&format!("'{p}' is not a port number (0-65535)")))
+    };
+    let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+        let Some((h, after)) = rest.split_once(']') else {
+            return Err(bad("'[' without ']'"));
+        };
+        let port = match after {
+            "" => default_port,
+            p => port_of(
+                p.strip_prefix(':')
+                    .ok_or_else(|| bad("expected ':<port>' after ']'"))?,
+            )?,
+        };
+        (h, port)
+    } else if t.matches(':').count() == 1 {
+        let (h, p) = t.split_once(':').unwrap_or((t, ""));
+        (h, port_of(p)?)
+    } else {
+        (t, default_port)
+    };
+    let ip = if host.eq_ignore_ascii_case("localhost") {
+        Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.parse::<IpAddr>()
+            .map_err(|_| bad(&format!("'{host}' is not an IPv4 or IPv6 address")))?
+    };
+    if t.starts_with('[') && ip.is_ipv4() {
+        return Err(bad("brackets are for IPv6 addresses"));
+    }
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// A progress bar on stderr, drawn only on a terminal and when not quiet.
@@ -82,4 +144,34 @@ macro_rules! out {
         use std::io::Write as _;
         let _ = write!(std::io::stdout().lock(), $($t)*);
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints() {
+        let p = |s: &str| parse_endpoint(s, 54324).map(|a| a.to_string());
+        assert_eq!(p("127.0.0.1").unwrap(), "127.0.0.1:54324");
+        assert_eq!(p("127.0.0.1:7").unwrap(), "127.0.0.1:7");
+        assert_eq!(p("[::1]:9").unwrap(), "[::1]:9");
+        assert_eq!(p("[::1]").unwrap(), "[::1]:54324");
+        assert_eq!(p("::1").unwrap(), "[::1]:54324");
+        assert_eq!(p("fe80::1:2").unwrap(), "[fe80::1:2]:54324");
+        assert_eq!(p("localhost:5").unwrap(), "127.0.0.1:5");
+        for bad in [
+            "999.1.1.1",
+            "1.2.3.4:x",
+            "1.2.3.4:70000",
+            "[::1",
+            "[::1]x",
+            "[1.2.3.4]",
+            "",
+        ] {
+            let e = parse_endpoint(bad, 1).unwrap_err();
+            assert_eq!(e.status, Some(Status::INVALID_ADDRESS), "{bad}");
+            assert!(e.message.contains("is not an address"), "{bad}: {e}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use netdirect_cli::error::{Error, Result};
 use netdirect_cli::perf::{self, Opts, Stop, Test};
-use netdirect_cli::{bench, conn, info, outln, parse_ip, progress, report};
+use netdirect_cli::{bench, conn, dma, info, nd, outln, parse_ip, progress, report};
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,34 @@ enum Command {
     ReadLat(PerfArgs),
     /// Send latency, ping-pong (ib_send_lat).
     SendLat(PerfArgs),
+    /// ndping: a stream of Sends (up to -q in flight), sizes 1 B..4 MiB; port 54324.
+    ///
+    /// Server: `nd ping -s [ADDR[:PORT]]`; client: `nd ping -c ADDR[:PORT]` (IPv4, `[v6]:port`,
+    /// or v6 without port). Columns: Size, Iter, Latency (usec per message), CPU (% of all
+    /// processors), Bytes/Sec. The server checks every message against the pattern sent.
+    Ping(nd::NdArgs),
+    /// ndpingpong: Send ping-pong, one message in flight; port 54325.
+    ///
+    /// Latency is half the round trip and Bytes/Sec counts both directions, as ndpingpong.
+    /// Both sides check every message against the pattern sent.
+    Pingpong(nd::NdArgs),
+    /// ndrping -r: a stream of RDMA reads of the server's buffer; port 54326.
+    ///
+    /// Latency is usec per read (wall time / iterations). The client checks what it read.
+    Rping(nd::NdArgs),
+    /// RDMA reads one at a time (a read is a round trip; latency = the whole read); port 54327.
+    Rpingpong(nd::NdArgs),
+    /// ndrping -w: a stream of RDMA writes into the server's buffer; port 54328.
+    ///
+    /// The server checks what was written after each size.
+    Wping(nd::NdArgs),
+    /// ndrpingpong: RDMA write ping-pong on the last byte; port 54329.
+    ///
+    /// Latency is half the round trip, Bytes/Sec both directions. Both sides check the data.
+    Wpingpong(nd::NdArgs),
+    /// NetDMA benchmark: the CPU copy engine's GB/s by size (4 KiB..64 MiB) and channel count
+    /// (1..=N), next to memcpy.
+    Dma(dma::DmaArgs),
 }
 
 /// perftest's flags. The SAME options must be passed to server and client.
@@ -152,6 +180,10 @@ fn opts_of(test: Test, a: &PerfArgs) -> Result<Opts> {
         bind: a.bind.as_deref().map(parse_ip).transpose()?,
         warmup: 0,
         window_bytes: None,
+        nd: false,
+        check_every: false,
+        sge: 1,
+        warmup_phase: None,
     })
 }
 
@@ -253,6 +285,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::WriteLat(a) => persona(Test::WriteLat, &a),
         Command::ReadLat(a) => persona(Test::ReadLat, &a),
         Command::SendLat(a) => persona(Test::SendLat, &a),
+        Command::Ping(a) => nd::run(Test::SendBw, &a),
+        Command::Pingpong(a) => nd::run(Test::SendLat, &a),
+        Command::Rping(a) => nd::run(Test::ReadBw, &a),
+        Command::Rpingpong(a) => nd::run(Test::ReadLat, &a),
+        Command::Wping(a) => nd::run(Test::WriteBw, &a),
+        Command::Wpingpong(a) => nd::run(Test::WriteLat, &a),
+        Command::Dma(a) => dma::run(&a),
     }
 }
 

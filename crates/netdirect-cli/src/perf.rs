@@ -55,6 +55,20 @@ impl Test {
         }
     }
 
+    /// The NetworkDirect persona of this test: `ping` (Send stream), `pingpong` (Send
+    /// ping-pong), `rping` (RDMA read stream), `rpingpong` (one read at a time), `wping` (RDMA
+    /// write stream), `wpingpong` (RDMA write ping-pong).
+    pub fn nd_name(self) -> &'static str {
+        match self {
+            Test::SendBw => "ping",
+            Test::SendLat => "pingpong",
+            Test::ReadBw => "rping",
+            Test::ReadLat => "rpingpong",
+            Test::WriteBw => "wping",
+            Test::WriteLat => "wpingpong",
+        }
+    }
+
     /// perftest's title line.
     pub fn title(self) -> &'static str {
         match self {
@@ -101,6 +115,27 @@ pub enum Stop {
     Iters(u64),
     /// After this long (`-D`).
     Duration(Duration),
+    /// The NetworkDirect tools' rule: `min(max_iters, max_volume / size)` operations (at
+    /// least 1) for each size.
+    Sweep {
+        /// Iterations at most.
+        max_iters: u64,
+        /// Octets moved per size at most.
+        max_volume: u64,
+    },
+}
+
+impl Stop {
+    /// The stop rule of one size: [`Stop::Sweep`] becomes [`Stop::Iters`].
+    pub fn for_size(self, size: usize) -> Stop {
+        match self {
+            Stop::Sweep {
+                max_iters,
+                max_volume,
+            } => Stop::Iters(max_iters.min(max_volume / size.max(1) as u64).max(1)),
+            s => s,
+        }
+    }
 }
 
 /// Options of a run (the perftest flags).
@@ -132,6 +167,73 @@ pub struct Opts {
     pub warmup: u64,
     /// Cap of the bytes in flight per QP (bench), on top of `-t`.
     pub window_bytes: Option<usize>,
+    /// The NetworkDirect personas (`nd ping` …) rather than perftest's: another test id on
+    /// the wire and their names in messages.
+    pub nd: bool,
+    /// Check every message that arrives (Sends) against the pattern, not only the last.
+    pub check_every: bool,
+    /// Scatter/gather entries per data request (Sends and writes; reads use 1).
+    pub sge: usize,
+    /// An unreported warm-up measurement first: (size, operations), as the ND tools' 1000
+    /// header-size messages.
+    pub warmup_phase: Option<(usize, u64)>,
+}
+
+impl Opts {
+    /// The options of `test` with perftest's defaults for everything else.
+    pub fn new(test: Test) -> Opts {
+        let bw = test.is_bw();
+        Opts {
+            test,
+            sizes: vec![if bw { 65536 } else { 2 }],
+            stop: Stop::Iters(1000),
+            qps: 1,
+            port: DEFAULT_PORT,
+            tx_depth: if bw { 128 } else { 1 },
+            rx_depth: 512,
+            inline: if bw { 0 } else { 220 },
+            outs: 16,
+            timeout: Duration::from_secs(60),
+            bind: None,
+            warmup: 0,
+            window_bytes: None,
+            nd: false,
+            check_every: false,
+            sge: 1,
+            warmup_phase: None,
+        }
+    }
+
+    /// The test's name as the user typed it (`write_bw`, or `wping` for the ND personas).
+    pub fn name(&self) -> &'static str {
+        if self.nd {
+            self.test.nd_name()
+        } else {
+            self.test.name()
+        }
+    }
+
+    /// The test id carried in the connect private data.
+    fn wire_id(&self) -> u8 {
+        self.test.id() + if self.nd { ND_ID_OFFSET } else { 0 }
+    }
+
+    fn max_size(&self) -> usize {
+        let w = self.warmup_phase.map_or(0, |(s, _)| s);
+        self.sizes.iter().copied().max().unwrap_or(1).max(w)
+    }
+}
+
+/// Added to [`Test::id`] on the wire by the ND personas.
+const ND_ID_OFFSET: u8 = 16;
+
+/// The name of the test behind wire id `id`.
+fn name_of_id(id: u8) -> &'static str {
+    if id > ND_ID_OFFSET {
+        Test::from_id(id - ND_ID_OFFSET).map_or("an unknown test", Test::nd_name)
+    } else {
+        Test::from_id(id).map_or("an unknown test", Test::name)
+    }
 }
 
 /// One bandwidth result.
@@ -184,6 +286,10 @@ pub struct ClientRun {
     pub rows: Vec<Row>,
     /// Whether the data was checked and found right (every size, both sides).
     pub verified: bool,
+    /// Per row: wall-clock seconds of the measurement (posting to last completion).
+    pub secs: Vec<f64>,
+    /// Per row: CPU time of this process during the measurement, in percent of all CPUs.
+    pub cpu: Vec<f64>,
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -235,12 +341,13 @@ fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
         inline: opts.inline.max(CTRL_LEN as u32),
         data_inline: opts.inline,
         read_limit: opts.outs.clamp(1, 128),
+        sge: opts.sge.max(1),
     }
 }
 
 /// Checks the run's sizes and inline size against the adapter's limits.
 fn check_limits(opts: &Opts, info: &AdapterInfo) -> Result<()> {
-    let max = opts.sizes.iter().copied().max().unwrap_or(0);
+    let max = opts.max_size();
     if max as u64 > u64::from(info.max_transfer_length) {
         return Err(Error::status(
             format!(
@@ -255,6 +362,15 @@ fn check_limits(opts: &Opts, info: &AdapterInfo) -> Result<()> {
             format!(
                 "inline size {} exceeds the adapter's MaxInlineDataSize {}",
                 opts.inline, info.max_inline_data_size
+            ),
+            Status::INVALID_PARAMETER,
+        ));
+    }
+    if opts.sge == 0 || opts.sge as u64 > u64::from(info.max_initiator_request_sge) {
+        return Err(Error::status(
+            format!(
+                "{} scatter/gather entries per request: the adapter's MaxInitiatorRequestSge is {} (and at least 1 is needed)",
+                opts.sge, info.max_initiator_request_sge
             ),
             Status::INVALID_PARAMETER,
         ));
@@ -312,7 +428,7 @@ pub fn client(opts: &Opts, server: SocketAddr, progress: &ProgressBar) -> Result
     }
     let side = Side::open(local_ip, opts.timeout)?;
     check_limits(opts, &side.info)?;
-    let max_size = opts.sizes.iter().copied().max().unwrap_or(1);
+    let max_size = opts.max_size();
     let lay = layout(opts, max_size, false);
     let mut conns = Vec::new();
     for q in 0..opts.qps {
@@ -323,7 +439,7 @@ pub fn client(opts: &Opts, server: SocketAddr, progress: &ProgressBar) -> Result
             "cannot create a connector",
         )?;
         let hello = Hello {
-            test: opts.test.id(),
+            test: opts.wire_id(),
             qp_index: q as u8,
             qp_count: opts.qps as u8,
             max_size: max_size as u64,
@@ -379,41 +495,17 @@ pub fn client(opts: &Opts, server: SocketAddr, progress: &ProgressBar) -> Result
         ],
         rows: Vec::new(),
         verified: true,
+        secs: Vec::new(),
+        cpu: Vec::new(),
     };
+    if let Some((size, n)) = opts.warmup_phase {
+        client_phase(opts, &mut conns, size, Stop::Iters(n.max(1)))?;
+    }
     for &size in &opts.sizes {
-        if opts.test == Test::WriteLat {
-            for c in &conns {
-                c.data.with_mut(|b| b[..size].fill(0));
-            }
-        }
-        for c in conns.iter_mut() {
-            c.send_ctrl(Ctrl::new(Kind::Phase, size as u64, 0))?;
-        }
-        for c in conns.iter_mut() {
-            c.expect(Kind::PhaseAck)?;
-        }
-        let (row, counts, local_ok) = measure(opts, &mut conns, size)?;
-        for (c, n) in conns.iter_mut().zip(&counts) {
-            c.send_ctrl(Ctrl::new(Kind::PhaseEnd, n.total, n.covered))?;
-        }
-        let mut ok = local_ok;
-        for (c, n) in conns.iter_mut().zip(&counts) {
-            let ack = c.expect(Kind::PhaseEndAck)?;
-            if ack.a == 2 || (opts.test.is_send() && ack.b != n.total) {
-                ok = false;
-            }
-        }
-        if !ok {
-            return Err(Error::status(
-                format!(
-                    "data check failed for {} at {size} octets: the bytes that arrived are not the bytes sent",
-                    opts.test.name()
-                ),
-                Status::DATA_ERROR,
-            ));
-        }
-        run.verified &= ok;
+        let (row, secs, cpu) = client_phase(opts, &mut conns, size, opts.stop.for_size(size))?;
         run.rows.push(row);
+        run.secs.push(secs);
+        run.cpu.push(cpu);
         progress.inc(1);
     }
     for c in conns.iter_mut() {
@@ -424,6 +516,57 @@ pub fn client(opts: &Opts, server: SocketAddr, progress: &ProgressBar) -> Result
     }
     drop(side);
     Ok(run)
+}
+
+/// One measurement from `Phase` to `PhaseEndAck`: the row, wall seconds and CPU percent.
+fn client_phase(
+    opts: &Opts,
+    conns: &mut [Conn],
+    size: usize,
+    stop: Stop,
+) -> Result<(Row, f64, f64)> {
+    for c in conns.iter() {
+        match opts.test {
+            Test::WriteLat => c.data.with_mut(|b| b[..size].fill(0)),
+            // Reads land in the inbox: clear it so that only this size's reads can pass.
+            Test::ReadBw | Test::ReadLat => {
+                let half = c.layout.half;
+                c.data.with_mut(|b| b[..half].fill(0));
+            }
+            _ => {}
+        }
+    }
+    for c in conns.iter_mut() {
+        c.send_ctrl(Ctrl::new(Kind::Phase, size as u64, 0))?;
+    }
+    for c in conns.iter_mut() {
+        c.expect(Kind::PhaseAck)?;
+    }
+    let cpu0 = crate::cpu::process_cpu();
+    let t0 = Instant::now();
+    let (row, counts, local_ok) = measure(opts, conns, size, stop)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = crate::cpu::percent(cpu0, crate::cpu::process_cpu(), secs);
+    for (c, n) in conns.iter_mut().zip(&counts) {
+        c.send_ctrl(Ctrl::new(Kind::PhaseEnd, n.total, n.covered))?;
+    }
+    let mut ok = local_ok;
+    for (c, n) in conns.iter_mut().zip(&counts) {
+        let ack = c.expect(Kind::PhaseEndAck)?;
+        if ack.a == 2 || (opts.test.is_send() && ack.b != n.total) {
+            ok = false;
+        }
+    }
+    if !ok {
+        return Err(Error::status(
+            format!(
+                "data check failed for {} at {size} octets: the bytes that arrived are not the bytes sent",
+                opts.name()
+            ),
+            Status::DATA_ERROR,
+        ));
+    }
+    Ok((row, secs, cpu))
 }
 
 fn marker(i: u64) -> u8 {
@@ -440,33 +583,38 @@ struct Count {
 }
 
 /// One measurement: the row, the operations per QP, and the client-side data check.
-fn measure(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<(Row, Vec<Count>, bool)> {
+fn measure(
+    opts: &Opts,
+    conns: &mut [Conn],
+    size: usize,
+    stop: Stop,
+) -> Result<(Row, Vec<Count>, bool)> {
     if opts.test.is_bw() {
         if opts.warmup > 0 {
             bw_loop(opts, conns, size, Stop::Iters(opts.warmup))?;
         }
-        let (row, counts) = bw_loop(opts, conns, size, opts.stop)?;
+        let (row, counts) = bw_loop(opts, conns, size, stop)?;
         let ok = if opts.test == Test::ReadBw {
             conns.iter().zip(&counts).all(|(c, n)| {
-                let slots = (c.layout.half / size).max(1) as u64;
-                let used = (*n).max(opts.warmup).min(slots) as usize * size;
+                let used = (*n).max(opts.warmup).min(c.slots(size)) as usize * size;
                 c.data.with(|b| check_pattern(&b[..used]))
             })
         } else {
             true
         };
         // Warm-up operations count too: the server sees them.
-        let counts = counts
+        let counts = conns
             .iter()
-            .map(|n| Count {
+            .zip(&counts)
+            .map(|(c, n)| Count {
                 total: n + opts.warmup,
-                covered: (*n).max(opts.warmup),
+                covered: (*n).max(opts.warmup).min(c.slots(size)),
             })
             .collect();
         Ok((Row::Bw(row), counts, ok))
     } else {
         let c = &mut conns[0];
-        let (hist, n, ok) = lat_loop(opts, c, size)?;
+        let (hist, n, ok) = lat_loop(opts, c, size, stop)?;
         Ok((
             Row::Lat(LatRow { size, hist }),
             vec![Count {
@@ -483,9 +631,10 @@ fn bw_loop(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Result<(
     let nq = conns.len();
     let mut posted = vec![0u64; nq];
     let mut done = vec![0u64; nq];
+    let stop = stop.for_size(size);
     let total_target = match stop {
         Stop::Iters(n) => Some(n),
-        Stop::Duration(_) => None,
+        Stop::Duration(_) | Stop::Sweep { .. } => None,
     };
     let chunk = match total_target {
         Some(n) => (n / 16).max(w as u64).max(1),
@@ -499,10 +648,11 @@ fn bw_loop(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Result<(
         let posting = match stop {
             Stop::Iters(n) => posted.iter().sum::<u64>() < n * nq as u64,
             Stop::Duration(d) => start.elapsed() < d,
+            Stop::Sweep { .. } => false,
         };
         let mut progressed = false;
         for (q, c) in conns.iter_mut().enumerate() {
-            let slots = (c.layout.half / size).max(1) as u64;
+            let slots = c.slots(size);
             while posting
                 && c.tx_out < w
                 && total_target.is_none_or(|n| posted[q] < n)
@@ -574,19 +724,24 @@ pub fn new_hist() -> Result<Histogram<u64>> {
 }
 
 /// The ping-pong or read loop; returns (histogram, operations, client-side data check).
-fn lat_loop(opts: &Opts, c: &mut Conn, size: usize) -> Result<(Histogram<u64>, u64, bool)> {
+fn lat_loop(
+    opts: &Opts,
+    c: &mut Conn,
+    size: usize,
+    stop: Stop,
+) -> Result<(Histogram<u64>, u64, bool)> {
     let mut hist = new_hist()?;
     let start = Instant::now();
     let half = c.layout.half;
     let mut i = 0u64;
     let mut last_slot = None;
     let total = opts.warmup
-        + match opts.stop {
+        + match stop {
             Stop::Iters(n) => n,
-            Stop::Duration(_) => u64::MAX,
+            Stop::Duration(_) | Stop::Sweep { .. } => u64::MAX,
         };
     while i < total {
-        if let Stop::Duration(d) = opts.stop {
+        if let Stop::Duration(d) = stop {
             if i >= opts.warmup && start.elapsed() >= d {
                 break;
             }
@@ -623,6 +778,15 @@ fn lat_loop(opts: &Opts, c: &mut Conn, size: usize) -> Result<(Histogram<u64>, u
                                 return Err(Error::status(
                                     format!(
                                         "a pong of {len} octets came back for a ping of {size}"
+                                    ),
+                                    Status::DATA_ERROR,
+                                ));
+                            }
+                            if opts.check_every && !check_pattern(&c.slot_bytes(slot, size)) {
+                                return Err(Error::status(
+                                    format!(
+                                        "data check failed for {}: pong {i} of {size} octets is not the pattern sent",
+                                        opts.name()
                                     ),
                                     Status::DATA_ERROR,
                                 ));
@@ -797,13 +961,12 @@ pub fn serve(
             let _ = c.reject(b"not an nd perftest client");
             continue;
         };
-        if hello.test != opts.test.id() {
-            let _ = c
-                .reject(format!("test mismatch: this server runs {}", opts.test.name()).as_bytes());
-            let theirs = Test::from_id(hello.test).map_or("an unknown test", Test::name);
+        if hello.test != opts.wire_id() {
+            let _ = c.reject(format!("test mismatch: this server runs {}", opts.name()).as_bytes());
+            let theirs = name_of_id(hello.test);
             return Err(Error::msg(format!(
                 "the client asked for {theirs}, but this server runs {}; pass the same test to both",
-                opts.test.name()
+                opts.name()
             )));
         }
         if conns.is_empty() {
@@ -890,6 +1053,13 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
     if test == Test::WriteLat {
         conns[0].data.with_mut(|b| b[..size].fill(0));
     }
+    if test == Test::WriteBw {
+        // Only this size's writes can pass the check at the end.
+        for c in conns.iter() {
+            let half = c.layout.half;
+            c.data.with_mut(|b| b[..half].fill(0));
+        }
+    }
     for c in conns.iter_mut() {
         c.send_ctrl(Ctrl::new(Kind::PhaseAck, 0, 0))?;
     }
@@ -928,6 +1098,16 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
                         if !test.is_send() || len != size {
                             return Err(Error::status(
                                 format!("a message of {len} octets arrived; expected {size}"),
+                                Status::DATA_ERROR,
+                            ));
+                        }
+                        if opts.check_every && !check_pattern(&c.slot_bytes(slot, len)) {
+                            return Err(Error::status(
+                                format!(
+                                    "data check failed for {}: message {} of {size} octets is not the pattern sent",
+                                    opts.name(),
+                                    seen[q]
+                                ),
                                 Status::DATA_ERROR,
                             ));
                         }
@@ -1003,7 +1183,7 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
     }
     if !all_ok {
         return Err(Error::status(
-            format!("data check failed for {} at {size} octets", test.name()),
+            format!("data check failed for {} at {size} octets", opts.name()),
             Status::DATA_ERROR,
         ));
     }

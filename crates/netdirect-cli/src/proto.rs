@@ -170,9 +170,23 @@ pub fn fill_pattern(b: &mut [u8]) {
     }
 }
 
+/// The pattern's period: `pattern(i + PERIOD) == pattern(i)`.
+const PERIOD: usize = 251;
+
+/// [`pattern`] over 256 periods, compared chunk by chunk (memcmp speed).
+fn reference() -> &'static [u8] {
+    static REF: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    REF.get_or_init(|| {
+        let mut v = vec![0u8; PERIOD * 256];
+        fill_pattern(&mut v);
+        v
+    })
+}
+
 /// Whether `b` holds [`pattern`] from offset 0.
 pub fn check_pattern(b: &[u8]) -> bool {
-    b.iter().enumerate().all(|(i, x)| *x == pattern(i))
+    let r = reference();
+    b.chunks(r.len()).all(|c| c == &r[..c.len()])
 }
 
 #[cfg(test)]
@@ -200,5 +214,11 @@ mod tests {
         fill_pattern(&mut data);
         assert_eq!(Ctrl::decode(&data), None);
         assert!(check_pattern(&data));
+        let mut big = vec![0u8; 3 * PERIOD * 256 + 17];
+        fill_pattern(&mut big);
+        assert!(check_pattern(&big));
+        assert!(big.iter().enumerate().all(|(i, x)| *x == pattern(i)));
+        big[PERIOD * 256 + 5] ^= 1;
+        assert!(!check_pattern(&big));
     }
 }

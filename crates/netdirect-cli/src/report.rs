@@ -38,6 +38,12 @@ pub fn header(opts: &Opts, device: &str) -> String {
     match opts.stop {
         Stop::Iters(n) => s += &format!(" Iterations      : {n}\n"),
         Stop::Duration(d) => s += &format!(" Duration        : {} [s]\n", d.as_secs_f64()),
+        Stop::Sweep {
+            max_iters,
+            max_volume,
+        } => {
+            s += &format!(" Iterations      : min({max_iters}, {max_volume} / size)\n");
+        }
     }
     s += LINE;
     s

@@ -380,3 +380,286 @@ fn info_json_lists_both_loopbacks() {
     let out = nd(&["info"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("MaxInitiatorQueueDepth  : 16384"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// NetworkDirect personas and nd dma
+
+/// `nd <persona> -s <server>` and `nd <persona> -c <client> <extra>`; both must succeed and
+/// report good data. Returns the client's stdout.
+fn nd_pair(persona: &str, server_addr: &str, client_addr: &str, extra: &[&str]) -> String {
+    let sargs = vec![persona, "-s", server_addr, "--timeout", "30"];
+    let (mut srv, lines) = server(&sargs);
+    let mut cargs = vec![persona, "-c", client_addr, "--timeout", "30"];
+    cargs.extend_from_slice(extra);
+    let out = nd(&cargs);
+    let (stdout, stderr) = text(&out);
+    // The server exits after the run: its stdout reaches EOF, then collect it.
+    let status = srv.wait().unwrap();
+    let srv_out: Vec<String> = lines.iter().collect();
+    let srv_err = {
+        let mut s = String::new();
+        use std::io::Read;
+        srv.stderr.take().unwrap().read_to_string(&mut s).unwrap();
+        s
+    };
+    assert!(
+        out.status.success(),
+        "client {cargs:?} failed: {stdout}\n{stderr}"
+    );
+    assert!(
+        status.success(),
+        "server {sargs:?} failed: {srv_out:?}\n{srv_err}"
+    );
+    assert!(!stderr.contains("panicked") && !srv_err.contains("panicked"));
+    assert!(
+        srv_out.iter().any(|l| l.contains("data check: OK")),
+        "server output: {srv_out:?}"
+    );
+    stdout
+}
+
+/// The ND table: header and `rows` numeric rows with five columns, sizes as given.
+fn check_nd_table(out: &str, sizes: &[u64], iters: u64) {
+    assert!(out.starts_with("Using "), "{out}");
+    assert!(
+        out.contains("processors. Sender Frequency is 1000000000"),
+        "{out}"
+    );
+    let head = format!(
+        " {:>9} {:>9} {:>9} {:>7} {:>11}",
+        "Size", "Iter", "Latency", "CPU", "Bytes/Sec"
+    );
+    assert!(out.contains(&head), "{out}");
+    let data: Vec<&str> = out
+        .lines()
+        .skip_while(|l| *l != head)
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(data.len(), sizes.len(), "{out}");
+    for (l, size) in data.iter().zip(sizes) {
+        let cols: Vec<f64> = l
+            .split_whitespace()
+            .map(|c| c.parse().unwrap_or_else(|_| panic!("{c} in {l}")))
+            .collect();
+        assert_eq!(cols.len(), 5, "{l}");
+        assert_eq!(cols[0], *size as f64, "{l}");
+        assert_eq!(cols[1], iters as f64, "{l}");
+        assert!(cols[2] > 0.0 && cols[4] > 0.0, "{l}");
+        assert!((0.0..=100.0).contains(&cols[3]), "{l}");
+    }
+    assert!(
+        out.contains("data check: OK (the receiver compared the data"),
+        "{out}"
+    );
+}
+
+macro_rules! nd_persona_tests {
+    ($($name:ident: $persona:literal;)*) => {$(
+        #[test]
+        fn $name() {
+            // IPv4 with a port after -c; a sweep of sizes 1..64 with ND's iteration rule capped.
+            let port = free_port();
+            let out = nd_pair(
+                $persona,
+                &format!("127.0.0.1:{port}"),
+                &format!("127.0.0.1:{port}"),
+                &["--iters", "8", "--max-size", "64", "--warmup", "10"],
+            );
+            check_nd_table(&out, &[1, 2, 4, 8, 16, 32, 64], 8);
+            // IPv6 in brackets with a port; one size larger than a page, two SGEs.
+            let port = free_port();
+            let v6 = format!("[::1]:{port}");
+            let out = nd_pair($persona, &v6, &v6, &["--size", "70000", "--iters", "6", "-n", "2"]);
+            check_nd_table(&out, &[70000], 6);
+        }
+    )*};
+}
+
+nd_persona_tests! {
+    nd_ping: "ping";
+    nd_pingpong: "pingpong";
+    nd_rping: "rping";
+    nd_rpingpong: "rpingpong";
+    nd_wping: "wping";
+    nd_wpingpong: "wpingpong";
+}
+
+#[test]
+fn nd_address_forms_json_and_log_file() {
+    // ND's form: -s / -c without a value and the address last ([v6]:port here; plain v6
+    // without a port: the unit tests and the `-c ::1` error case in nd_errors).
+    let port = free_port();
+    let sargs_addr = format!("[::1]:{port}");
+    let (mut srv, lines) = server(&["wpingpong", "-s", "--json", "--timeout", "30", &sargs_addr]);
+    let dir = std::env::temp_dir().join(format!("nd-e2e-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("wpingpong.json");
+    let out = nd(&[
+        "wpingpong",
+        "-c",
+        "--json",
+        "-v",
+        "--iters",
+        "5",
+        "--min-size",
+        "16",
+        "--max-size",
+        "32",
+        "--warmup",
+        "3",
+        "-l",
+        log.to_str().unwrap(),
+        &sargs_addr,
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(srv.wait().unwrap().success());
+    let srv_lines: Vec<String> = lines.iter().collect();
+    let last: serde_json::Value = serde_json::from_str(srv_lines.last().unwrap()).unwrap();
+    assert_eq!(last["role"], "server");
+    assert_eq!(last["data_verified"], true);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("valid JSON");
+    assert_eq!(v["test"], "wpingpong");
+    assert_eq!(v["data_verified"], true);
+    assert_eq!(v["remote_address"], sargs_addr);
+    let r = v["results"].as_array().unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[1]["size"], 32);
+    assert_eq!(r[1]["iterations"], 5);
+    assert!(r[1]["samples"]["p99_us"].as_f64().unwrap() > 0.0);
+    let logged: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    assert_eq!(logged, v);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn nd_errors() {
+    let port = free_port();
+    failure(
+        &["ping", "-c", &format!("127.0.0.1:{port}")],
+        "the connection was refused",
+        "STATUS_CONNECTION_REFUSED (0xC0000236)",
+    );
+    failure(
+        &["rping", "-c", &format!("[::1]:{port}")],
+        "the connection was refused",
+        "STATUS_CONNECTION_REFUSED (0xC0000236)",
+    );
+    failure(
+        &["pingpong", "-c", "127.0.0.1:99999"],
+        "is not a port number",
+        "STATUS_INVALID_ADDRESS (0xC0000141)",
+    );
+    failure(
+        &["wping", "-c", "999.1.1.1"],
+        "is not an IPv4 or IPv6 address",
+        "STATUS_INVALID_ADDRESS (0xC0000141)",
+    );
+    failure(
+        &["ping", "-c", "127.0.0.1", "--size", "2147483648"],
+        "exceeds the adapter's MaxTransferLength 1073741824",
+        "STATUS_INVALID_BUFFER_SIZE (0xC0000206)",
+    );
+    failure(
+        &["wping", "-c", "::1", "-n", "17"],
+        "the adapter's MaxInitiatorRequestSge is 16",
+        "STATUS_INVALID_PARAMETER (0xC000000D)",
+    );
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    failure(
+        &["ping", "-s", &format!("127.0.0.1:{port}")],
+        "the port is in use",
+        "STATUS_SHARING_VIOLATION (0xC0000043)",
+    );
+    // Neither or both of -s and -c.
+    let out = nd(&["ping", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out)
+            .1
+            .contains("exactly one of client (-c) or server (-s)")
+    );
+    let out = nd(&["ping", "-s", "-c", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = nd(&["ping", "-c", "-b", "-p", "127.0.0.1"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn nd_persona_mismatch_is_refused() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let (mut srv, _lines) = server(&["ping", "-s", &addr, "--timeout", "20"]);
+    let out = nd(&["wping", "-c", &addr, "--iters", "5", "--max-size", "4"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("test mismatch: this server runs ping"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("STATUS_CONNECTION_REFUSED (0xC0000236)"),
+        "{stderr}"
+    );
+    assert_eq!(srv.wait().unwrap().code(), Some(1));
+}
+
+#[test]
+fn dma_quick_json_and_table() {
+    let out = nd(&[
+        "dma",
+        "--quick",
+        "--json",
+        "--channels",
+        "2",
+        "--trials",
+        "1",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("valid JSON");
+    let rows = v["results"].as_array().unwrap();
+    assert_eq!(rows.len(), 3 * 2, "{stdout}");
+    for r in rows {
+        assert!(r["netdma_gb_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["memcpy_gb_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(v["data_verified"], true);
+    let out = nd(&[
+        "dma",
+        "--min-size",
+        "4096",
+        "--max-size",
+        "16384",
+        "-c",
+        "2",
+        "--trial-ms",
+        "2",
+        "--trials",
+        "1",
+        "--quiet",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for h in [
+        "#bytes",
+        "memcpy[GB/s]",
+        "1ch[GB/s]",
+        "2ch[GB/s]",
+        "best/memcpy",
+    ] {
+        assert!(stdout.contains(h), "{stdout}");
+    }
+    for s in ["4096", "8192", "16384"] {
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(s)),
+            "{stdout}"
+        );
+    }
+    let out = nd(&["dma", "--channels", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("the channel count must be 1..=64"));
+}
