@@ -13,6 +13,9 @@
 //!   test tools (`ndping`, `ndpingpong`, `ndrping`, `ndrpingpong`, plus write variants): `-s`
 //!   serves, `-c ADDR[:PORT]` connects, IPv4 and IPv6, their size sweep, table and default ports
 //!   (54324…54329), with every received message checked against a known pattern; see [`nd`].
+//! * `nd rping-compat` — Linux `rping` on the wire (librdmacm's example: Send the source
+//!   advertisement, RDMA Read, go-ahead, sink advertisement, RDMA Write, done), to ping Linux
+//!   iWARP (siw) and be pinged by it; see [`rping`].
 //! * `nd dma` — the NetDMA CPU copy engine by size (4 KiB…64 MiB) and channel count next to
 //!   memcpy; see [`dma`].
 //!
@@ -34,6 +37,7 @@ pub mod nd;
 pub mod perf;
 pub mod proto;
 pub mod report;
+pub mod rping;
 pub mod tcp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use netdirect_cli::error::{Error, Result};
 use netdirect_cli::perf::{self, Opts, Stop, Test};
-use netdirect_cli::{bench, conn, dma, info, nd, outln, parse_ip, progress, report};
+use netdirect_cli::{bench, conn, dma, info, nd, outln, parse_ip, progress, report, rping};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +65,15 @@ enum Command {
     ///
     /// Latency is half the round trip, Bytes/Sec both directions. Both sides check the data.
     Wpingpong(nd::NdArgs),
+    /// Linux rping's wire protocol (librdmacm examples/rping.c): ping a Linux iWARP/RDMA peer
+    /// or be pinged by one; port 7174.
+    ///
+    /// Server: `nd rping-compat -s [-a ADDR] [-p PORT]`; client: `nd rping-compat -c -a ADDR`.
+    /// Per ping the client advertises its source buffer, the server RDMA-reads it, says go
+    /// ahead, the client advertises its sink, the server RDMA-writes it and says done. `-v`
+    /// prints the data, `-V` validates it, `-C` counts, `-S` sizes (26..=65535).
+    #[command(name = "rping-compat")]
+    RpingCompat(rping::RpingArgs),
     /// NetDMA benchmark: the CPU copy engine's GB/s by size (4 KiB..64 MiB) and channel count
     /// (1..=N), next to memcpy.
     Dma(dma::DmaArgs),
@@ -291,6 +300,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Rpingpong(a) => nd::run(Test::ReadLat, &a),
         Command::Wping(a) => nd::run(Test::WriteBw, &a),
         Command::Wpingpong(a) => nd::run(Test::WriteLat, &a),
+        Command::RpingCompat(a) => rping::run(&a),
         Command::Dma(a) => dma::run(&a),
     }
 }
