@@ -332,6 +332,15 @@ pub fn abort_mid_chain(make: Make) {
     assert_eq!(dst.to_vec().unwrap(), sv);
 }
 
+/// Waits (up to `T`) until at least `n` callbacks arrived: a callback runs after the
+/// write-back it reports, so it may trail `wait` a little.
+fn wait_for_events<E>(events: &Mutex<Vec<E>>, n: usize) {
+    let deadline = std::time::Instant::now() + T.unwrap();
+    while events.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+}
+
 /// A bad address halts the channel with a readable status; reset recovers it.
 pub fn reset_after_error(make: Make) {
     let s = Setup::new(make, EngineConfig::new(1));
@@ -368,6 +377,7 @@ pub fn reset_after_error(make: Make) {
         got[100..].iter().all(|&b| b == 0),
         "nothing after the failing descriptor"
     );
+    wait_for_events(&events, 1);
     {
         let ev = events.lock().unwrap();
         assert_eq!(ev.len(), 1);
@@ -428,6 +438,9 @@ pub fn completion_and_callbacks(make: Make) {
     let cs = ch.completion();
     assert_eq!(cs.last_completed(), Some(sub.last));
     assert_eq!(cs.status(), TransferStatus::Idle);
+    // The callback of the last descriptor runs after its completion is published (the DPC
+    // follows the write-back, as with hardware), so it may trail `wait` a little.
+    wait_for_events(&events, 2);
     let ev = events.lock().unwrap().clone();
     assert_eq!(ev.len(), 2);
     assert_eq!(ev[0].descriptor, Some(sub.address_of(0)));
@@ -715,7 +728,9 @@ pub fn pnp_and_power(make: Make) {
         h.pnp_event_notify(ChannelArrival).err(),
         Some(Status::INVALID_PARAMETER)
     );
-    // Re-initialised with a Start of a NULL descriptor: the slot reads Idle, append works.
+    // Re-initialised with a Start of a NULL descriptor: once the engine ran it (a CPU worker
+    // does so asynchronously), the slot reads Idle and append works.
+    assert_eq!(ch.wait_idle(T), Status::SUCCESS);
     assert_eq!(ch.completion().status(), TransferStatus::Idle);
     let sub = ch.append(c.clone()).unwrap();
     assert_eq!(ch.wait(&sub, T), Status::SUCCESS);
