@@ -2,7 +2,7 @@
 //! control protocol of [`crate::proto`] (credits, control messages) on top.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -563,6 +563,29 @@ impl Conn {
     }
 }
 
+/// The local address to reach `remote` from: loopback for loopback, else routing's choice.
+pub fn local_for(remote: IpAddr) -> Result<IpAddr> {
+    if remote.is_loopback() {
+        return Ok(remote);
+    }
+    let any: IpAddr = if remote.is_ipv4() {
+        Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        Ipv6Addr::UNSPECIFIED.into()
+    };
+    // A UDP connect only looks the route up; it sends nothing.
+    std::net::UdpSocket::bind((any, 0))
+        .and_then(|s| s.connect((remote, 9)).map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .map_err(|e| {
+            Error::status(
+                format!("no local address routes to {remote} ({e})"),
+                Status::HOST_UNREACHABLE,
+            )
+        })
+}
+
 /// Gives the CPU away while waiting; an error once `deadline` has passed.
 pub fn idle(deadline: Instant, what: &str) -> Result<()> {
     std::thread::yield_now();
@@ -575,7 +598,7 @@ pub fn idle(deadline: Instant, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn register(
+pub(crate) fn register(
     side: &Side,
     buffer: &Buffer,
     flags: MrFlags,
@@ -594,7 +617,7 @@ fn register(
     Ok(mr)
 }
 
-fn op_name(op: OperationType) -> &'static str {
+pub(crate) fn op_name(op: OperationType) -> &'static str {
     match op {
         OperationType::Send => "send",
         OperationType::Read => "RDMA read",
@@ -604,7 +627,7 @@ fn op_name(op: OperationType) -> &'static str {
     }
 }
 
-const EMPTY: Completion = Completion {
+pub(crate) const EMPTY: Completion = Completion {
     status: Status::SUCCESS,
     bytes_transferred: 0,
     qp_context: 0,

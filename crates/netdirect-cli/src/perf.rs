@@ -388,30 +388,9 @@ fn check_limits(opts: &Opts, info: &AdapterInfo) -> Result<()> {
     Ok(())
 }
 
-/// The local address to use to reach `remote`: loopback for loopback, else what routing says.
+/// The local address to use to reach `remote`: `--bind` if given, else [`crate::conn::local_for`].
 fn local_for(remote: IpAddr, bind: Option<IpAddr>) -> Result<IpAddr> {
-    if let Some(b) = bind {
-        return Ok(b);
-    }
-    if remote.is_loopback() {
-        return Ok(remote);
-    }
-    // Routing lookup only: a UDP connect sends nothing.
-    let any: IpAddr = if remote.is_ipv4() {
-        Ipv4Addr::UNSPECIFIED.into()
-    } else {
-        Ipv6Addr::UNSPECIFIED.into()
-    };
-    let s = std::net::UdpSocket::bind((any, 0))
-        .and_then(|s| s.connect((remote, 9)).map(|()| s))
-        .and_then(|s| s.local_addr())
-        .map_err(|e| {
-            Error::status(
-                format!("no local address routes to {remote} ({e})"),
-                Status::HOST_UNREACHABLE,
-            )
-        })?;
-    Ok(s.ip())
+    bind.map_or_else(|| crate::conn::local_for(remote), Ok)
 }
 
 // ---------------------------------------------------------------------------------------------

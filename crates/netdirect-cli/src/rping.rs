@@ -26,7 +26,7 @@
 //! 65535 from the advertisement), `-I addr` client source address, `-d` debug lines on stderr.
 //! The server serves one client and exits, as rping without `-P`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -34,9 +34,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use netdirect::{Buffer, Connector, Cq, Mr, Qp, QpConfig};
-use netdirect_types::{Completion, MrFlags, OpFlags, OperationType, RemoteToken, Sge, Status};
+use netdirect_types::{Completion, MrFlags, OpFlags, RemoteToken, Sge, Status};
 
-use crate::conn::Side;
+use crate::conn::{EMPTY, Side, idle, local_for, op_name, register};
 use crate::error::{Context, Error, Result, explain, wait};
 use crate::{outln, parse_ip};
 
@@ -448,59 +448,6 @@ impl Ep {
     }
 }
 
-fn idle(deadline: Instant, what: &str) -> Result<()> {
-    std::thread::yield_now();
-    if Instant::now() > deadline {
-        return Err(Error::status(
-            format!("timed out waiting for {what}"),
-            Status::IO_TIMEOUT,
-        ));
-    }
-    Ok(())
-}
-
-fn register(
-    side: &Side,
-    buffer: &Buffer,
-    flags: MrFlags,
-    timeout: Duration,
-) -> Result<Box<dyn Mr>> {
-    let mr = wait(
-        side.pd.create_mr(false),
-        timeout,
-        "cannot create a memory region",
-    )?;
-    wait(
-        mr.register(buffer, 0, buffer.len(), flags),
-        timeout,
-        &format!("cannot register {} octets", buffer.len()),
-    )?;
-    Ok(mr)
-}
-
-/// The local address to reach `remote` from: loopback for loopback, else routing's choice.
-fn local_for(remote: IpAddr) -> Result<IpAddr> {
-    if remote.is_loopback() {
-        return Ok(remote);
-    }
-    let any: IpAddr = if remote.is_ipv4() {
-        Ipv4Addr::UNSPECIFIED.into()
-    } else {
-        Ipv6Addr::UNSPECIFIED.into()
-    };
-    // A UDP connect only looks the route up; it sends nothing.
-    std::net::UdpSocket::bind((any, 0))
-        .and_then(|s| s.connect((remote, 9)).map(|()| s))
-        .and_then(|s| s.local_addr())
-        .map(|a| a.ip())
-        .map_err(|e| {
-            Error::status(
-                format!("no local address routes to {remote} ({e})"),
-                Status::HOST_UNREACHABLE,
-            )
-        })
-}
-
 fn client(a: &RpingArgs) -> Result<()> {
     let timeout = Duration::from_secs_f64(a.timeout);
     let Some(addr) = a.addr.as_deref() else {
@@ -790,26 +737,6 @@ fn server_loop(a: &RpingArgs, ep: &mut Ep) -> Result<()> {
         ping += 1;
     }
 }
-
-fn op_name(op: OperationType) -> &'static str {
-    match op {
-        OperationType::Send => "send",
-        OperationType::Read => "RDMA read",
-        OperationType::Write => "RDMA write",
-        OperationType::Receive | OperationType::ReceiveAndInvalidate => "receive",
-        _ => "queue pair",
-    }
-}
-
-const EMPTY: Completion = Completion {
-    status: Status::SUCCESS,
-    bytes_transferred: 0,
-    qp_context: 0,
-    request_context: 0,
-    op_type: OperationType::Send,
-    provider_error_code: 0,
-    type_specific: 0,
-};
 
 #[cfg(test)]
 mod tests {
