@@ -16,21 +16,8 @@ use netdirect_wire::crc::FpduCrc;
 use netdirect_wire::mpa::{self, MarkerLayout};
 use netdirect_wire::terminate::TermError;
 
-/// A tiny deterministic PRNG (xorshift64*), so runs repeat exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+mod rng;
+use rng::Rng;
 
 #[derive(Debug, Clone)]
 struct Region {

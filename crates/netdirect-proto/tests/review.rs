@@ -16,6 +16,9 @@ use netdirect_wire::mpa::{self, Deframer, DeframerConfig};
 use netdirect_wire::rdmap::{self, Message, ReadRequest};
 use netdirect_wire::terminate::TermError;
 
+mod rng;
+use rng::Rng;
+
 /// A host that grants every access inside its regions and hands out receives of a fixed size.
 #[derive(Default)]
 struct TestHost {
@@ -391,26 +394,6 @@ fn read_responses_in_request_order() {
         }
     }
     assert_eq!(got, expect);
-}
-
-/// A tiny deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
-        v[self.below(v.len() as u64) as usize]
-    }
 }
 
 /// A permissive host: every STag exists and spans all of 2⁶⁴ (so that the engine's own range

@@ -35,6 +35,9 @@ use netdirect_wire::crc::FpduCrc;
 use netdirect_wire::mpa::{self, Deframer, DeframerConfig, StartupKind, StartupRepr};
 use netdirect_wire::rdmap::{self, Message, Opcode, ReadRequest};
 
+mod rng;
+use rng::Rng;
+
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/");
 
 fn capture(name: &str) -> PathBuf {
@@ -48,22 +51,6 @@ fn capture(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(path.is_file(), "capture {} is missing", path.display());
     path
-}
-
-/// A tiny deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
