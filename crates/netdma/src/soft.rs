@@ -116,6 +116,28 @@ impl Shared {
         g
     }
 
+    /// [`Self::wait_client`] bounded by `deadline`; `None` once it has passed.
+    fn wait_client_until<'a>(
+        &self,
+        g: MutexGuard<'a, Inner>,
+        deadline: Option<Instant>,
+    ) -> Option<MutexGuard<'a, Inner>> {
+        let Some(d) = deadline else {
+            return Some(self.wait_client(g));
+        };
+        let now = Instant::now();
+        if now >= d {
+            return None;
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let (g, _) = self
+            .client_cv
+            .wait_timeout(g, d - now)
+            .unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        Some(g)
+    }
+
     /// Fails if the caller is the executor itself (a completion callback): waiting for the
     /// executor from its own thread would deadlock.
     fn not_reentrant(&self, g: &Inner) -> Result<()> {
@@ -617,21 +639,9 @@ impl ProviderChannel for SoftChannel {
             if s != Status::PENDING {
                 return s;
             }
-            g = match deadline {
-                None => sh.wait_client(g),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Status::TIMEOUT;
-                    }
-                    sh.waiters.fetch_add(1, Ordering::SeqCst);
-                    let (g2, _) = sh
-                        .client_cv
-                        .wait_timeout(g, d - now)
-                        .unwrap_or_else(|e| e.into_inner());
-                    sh.waiters.fetch_sub(1, Ordering::SeqCst);
-                    g2
-                }
+            g = match sh.wait_client_until(g, deadline) {
+                Some(g) => g,
+                None => return Status::TIMEOUT,
             };
         }
     }
@@ -647,21 +657,9 @@ impl ProviderChannel for SoftChannel {
             if !g.busy && !Shared::runnable(&g) {
                 return Status::SUCCESS;
             }
-            g = match deadline {
-                None => sh.wait_client(g),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Status::TIMEOUT;
-                    }
-                    sh.waiters.fetch_add(1, Ordering::SeqCst);
-                    let (g2, _) = sh
-                        .client_cv
-                        .wait_timeout(g, d - now)
-                        .unwrap_or_else(|e| e.into_inner());
-                    sh.waiters.fetch_sub(1, Ordering::SeqCst);
-                    g2
-                }
+            g = match sh.wait_client_until(g, deadline) {
+                Some(g) => g,
+                None => return Status::TIMEOUT,
             };
         }
     }
