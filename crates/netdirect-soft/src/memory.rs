@@ -462,49 +462,58 @@ impl Tables {
         self.free.push_back(index);
     }
 
+    /// The live slot `index` of generation `serial`: a stale or unknown handle is
+    /// `STATUS_INVALID_HANDLE`.
+    fn slot(&self, index: u32, serial: u64) -> Result<&Slot, Status> {
+        self.slots
+            .get(index as usize)
+            .filter(|s| s.serial == serial)
+            .ok_or(Status::INVALID_HANDLE)
+    }
+
+    fn slot_mut(&mut self, index: u32, serial: u64) -> Result<&mut Slot, Status> {
+        self.slots
+            .get_mut(index as usize)
+            .filter(|s| s.serial == serial)
+            .ok_or(Status::INVALID_HANDLE)
+    }
+
     fn mr(&self, mr: MrId) -> Result<&MrEntry, Status> {
-        match self.slots.get(mr.index as usize) {
-            Some(Slot {
-                serial,
-                entry: Entry::Mr(e),
-                ..
-            }) if *serial == mr.serial => Ok(e),
+        match &self.slot(mr.index, mr.serial)?.entry {
+            Entry::Mr(e) => Ok(e),
             _ => Err(Status::INVALID_HANDLE),
         }
     }
 
     fn mr_mut(&mut self, mr: MrId) -> Result<(&mut MrEntry, &mut u8), Status> {
-        match self.slots.get_mut(mr.index as usize) {
-            Some(Slot {
-                serial,
+        match self.slot_mut(mr.index, mr.serial)? {
+            Slot {
                 key,
                 entry: Entry::Mr(e),
                 ..
-            }) if *serial == mr.serial => Ok((e, key)),
+            } => Ok((e, key)),
             _ => Err(Status::INVALID_HANDLE),
         }
     }
 
     fn mw(&self, mw: MwId) -> Result<(&MwEntry, u8), Status> {
-        match self.slots.get(mw.index as usize) {
-            Some(Slot {
-                serial,
+        match self.slot(mw.index, mw.serial)? {
+            Slot {
                 key,
                 entry: Entry::Mw(e),
                 ..
-            }) if *serial == mw.serial => Ok((e, *key)),
+            } => Ok((e, *key)),
             _ => Err(Status::INVALID_HANDLE),
         }
     }
 
     fn mw_mut(&mut self, mw: MwId) -> Result<(&mut MwEntry, &mut u8), Status> {
-        match self.slots.get_mut(mw.index as usize) {
-            Some(Slot {
-                serial,
+        match self.slot_mut(mw.index, mw.serial)? {
+            Slot {
                 key,
                 entry: Entry::Mw(e),
                 ..
-            }) if *serial == mw.serial => Ok((e, key)),
+            } => Ok((e, key)),
             _ => Err(Status::INVALID_HANDLE),
         }
     }
