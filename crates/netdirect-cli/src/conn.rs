@@ -204,7 +204,7 @@ impl Conn {
             tx_out: 0,
             ctrl_out: 0,
             backlog: VecDeque::new(),
-            results: vec![EMPTY; 64],
+            results: vec![Completion::EMPTY; 64],
             ready: VecDeque::new(),
             sent: 0,
             credit_limit: 1 + CREDIT_RESERVE,
@@ -626,13 +626,3 @@ pub(crate) fn op_name(op: OperationType) -> &'static str {
         _ => "queue pair",
     }
 }
-
-pub(crate) const EMPTY: Completion = Completion {
-    status: Status::SUCCESS,
-    bytes_transferred: 0,
-    qp_context: 0,
-    request_context: 0,
-    op_type: OperationType::Send,
-    provider_error_code: 0,
-    type_specific: 0,
-};

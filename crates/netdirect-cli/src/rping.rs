@@ -36,7 +36,7 @@ use clap::Args;
 use netdirect::{Buffer, Connector, Cq, Mr, Qp, QpConfig};
 use netdirect_types::{Completion, MrFlags, OpFlags, RemoteToken, Sge, Status};
 
-use crate::conn::{EMPTY, Side, idle, local_for, op_name, register};
+use crate::conn::{Side, idle, local_for, op_name, register};
 use crate::error::{Context, Error, Result, explain, wait};
 use crate::{outln, parse_ip};
 
@@ -266,7 +266,7 @@ impl Ep {
             send,
             send_mr,
             sends_out: 0,
-            results: vec![EMPTY; 16],
+            results: vec![Completion::EMPTY; 16],
             disconnected: Arc::new(AtomicBool::new(false)),
             timeout,
             debug: false,

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use netdirect::{Adapter, Buffer, Connector, Cq, OpenParameters, Pd, Provider, Qp, QpConfig};
 use netdirect_soft::{Placement, SoftProvider};
-use netdirect_types::{
-    Completion, MrFlags, OpFlags, OperationType, RemoteToken, Sge, Status, Version,
-};
+use netdirect_types::{Completion, MrFlags, OpFlags, RemoteToken, Sge, Status, Version};
 
 const TOTAL: usize = 256 << 20;
 const MSG: usize = 1 << 20;
@@ -70,15 +68,7 @@ fn side(ip: IpAddr, placement: Placement) -> Side {
 /// Waits for `n` successful completions, sleeping on the CQ notification when there is none
 /// (busy polling would take a core from the progress threads on a 2-core machine).
 fn drain(cq: &mut dyn Cq, wake: &(Mutex<bool>, Condvar), n: usize) {
-    let mut buf = [Completion {
-        status: Status::SUCCESS,
-        bytes_transferred: 0,
-        qp_context: 0,
-        request_context: 0,
-        op_type: OperationType::Send,
-        provider_error_code: 0,
-        type_specific: 0,
-    }; 64];
+    let mut buf = [Completion::EMPTY; 64];
     let mut got = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     while got < n {

@@ -20,17 +20,6 @@ use netdirect_types::{
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A placeholder entry for completion buffers.
-const EMPTY: Completion = Completion {
-    status: Status::SUCCESS,
-    bytes_transferred: 0,
-    qp_context: 0,
-    request_context: 0,
-    op_type: OperationType::Send,
-    provider_error_code: 0,
-    type_specific: 0,
-};
-
 fn open(ip: IpAddr) -> Box<dyn Adapter> {
     open_with(ip, Placement::Cpu)
 }
@@ -96,7 +85,7 @@ impl Side {
     fn completions(&mut self, n: usize) -> Vec<Completion> {
         let mut out = Vec::new();
         let deadline = Instant::now() + WAIT;
-        let mut buf = [EMPTY; 16];
+        let mut buf = [Completion::EMPTY; 16];
         while out.len() < n {
             assert!(Instant::now() < deadline, "timed out with {out:?}");
             let k = self.cq.get_results_ex(&mut buf);
@@ -797,7 +786,7 @@ fn srq_feeds_two_qps_and_notifies_below_threshold(ip: IpAddr) {
     // Two of four receives consumed: 2 left, not below the threshold yet.
     let mut got = Vec::new();
     let deadline = Instant::now() + WAIT;
-    let mut out = [EMPTY; 4];
+    let mut out = [Completion::EMPTY; 4];
     while got.len() < 2 {
         assert!(Instant::now() < deadline);
         let n = cq.get_results_ex(&mut out);
@@ -848,7 +837,7 @@ fn disconnect_event_without_flush_then_disconnect_flushes() {
     // The client disconnects: the server hears of it, and nothing of its is flushed yet.
     connector.disconnect().wait_timeout(WAIT).unwrap().unwrap();
     disconnected.recv_timeout(WAIT).expect("disconnect event");
-    let mut out = [EMPTY; 4];
+    let mut out = [Completion::EMPTY; 4];
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(
         server.cq.get_results_ex(&mut out),
@@ -1035,7 +1024,7 @@ fn posting_limits_have_their_statuses(ip: IpAddr) {
     );
     let c = client.completions(4);
     assert_eq!(c.len(), 4);
-    let mut out = [EMPTY; 4];
+    let mut out = [Completion::EMPTY; 4];
     assert_eq!(
         server.cq.get_results_ex(&mut out),
         0,

@@ -54,6 +54,17 @@ pub struct Completion {
 }
 
 impl Completion {
+    /// An all-zero successful entry, to size the buffers `NdkGetCqResultsEx` fills.
+    pub const EMPTY: Completion = Completion {
+        status: Status::SUCCESS,
+        bytes_transferred: 0,
+        qp_context: 0,
+        request_context: 0,
+        op_type: OperationType::Send,
+        provider_error_code: 0,
+        type_specific: 0,
+    };
+
     /// The `NDK_RESULT` view of this entry (what `NdkGetCqResults` returns).
     #[doc(alias = "NDK_RESULT")]
     #[inline]

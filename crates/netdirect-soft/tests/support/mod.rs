@@ -16,7 +16,7 @@ use netdirect::{
     Qp, QpConfig,
 };
 use netdirect_soft::SoftProvider;
-use netdirect_types::{Completion, MrFlags, OperationType, Sge, Status, Version};
+use netdirect_types::{Completion, MrFlags, Sge, Version};
 
 /// Opens an adapter of a fresh [`SoftProvider`] on `ip`.
 pub(crate) fn open(ip: IpAddr) -> Box<dyn Adapter> {
@@ -27,17 +27,6 @@ pub(crate) fn open(ip: IpAddr) -> Box<dyn Adapter> {
         })
         .expect("open adapter")
 }
-
-/// An empty completion, to size polling buffers.
-pub(crate) const NO_COMPLETION: Completion = Completion {
-    status: Status::SUCCESS,
-    bytes_transferred: 0,
-    qp_context: 0,
-    request_context: 0,
-    op_type: OperationType::Send,
-    provider_error_code: 0,
-    type_specific: 0,
-};
 
 /// One queue pair with its own protection domain and one CQ for both of its queues.
 pub(crate) struct Endpoint {
@@ -89,7 +78,7 @@ impl Endpoint {
     pub(crate) fn completions_within(&mut self, n: usize, timeout: Duration) -> Vec<Completion> {
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
-        let mut buf = [NO_COMPLETION; 16];
+        let mut buf = [Completion::EMPTY; 16];
         while out.len() < n {
             let k = self.cq.get_results_ex(&mut buf[..(n - out.len()).min(16)]);
             out.extend_from_slice(&buf[..k]);
@@ -113,7 +102,7 @@ impl Endpoint {
     pub(crate) fn drain(&mut self, quiet: Duration) -> Vec<Completion> {
         let deadline = Instant::now() + quiet;
         let mut out = Vec::new();
-        let mut buf = [NO_COMPLETION; 16];
+        let mut buf = [Completion::EMPTY; 16];
         while Instant::now() < deadline {
             let k = self.cq.get_results_ex(&mut buf);
             out.extend_from_slice(&buf[..k]);
