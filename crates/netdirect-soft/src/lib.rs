@@ -41,7 +41,7 @@
 //! |---|---|---|---|
 //! | 1 inline posting statuses | flags `INVALID_PARAMETER`, unconnected `CONNECTION_INVALID`, SGE count `DATA_OVERRUN`, bytes `BUFFER_OVERFLOW`, queue full `NO_MORE_ENTRIES`, token/rights/range `ACCESS_VIOLATION` | [`objects::qp`] | `tests/ndk.rs` `posting_limits_have_their_statuses` |
 //! | 2 completion status per failure | peer Terminate: the read it names `ACCESS_VIOLATION`/`REMOTE_RESOURCES`, the rest `CANCELLED`; receive too small `BUFFER_OVERFLOW`; the Terminate in `ProviderErrorCode` | [`netdirect_proto::stream`] | `tests/ndk.rs` `write_to_invalid_token_terminates_and_cancels`, proto `harness.rs` |
-//! | 3 QP after an error completion | error: Terminate sent or received, connection closed, everything pending `CANCELLED`, later posts `CONNECTION_INVALID` | [`netdirect_proto::stream`], [`transport`] | same |
+//! | 3 QP after an error completion | error: Terminate sent or received, connection closed, everything pending `CANCELLED`; from before the first flushed completion is visible, initiator posts fail inline `CONNECTION_INVALID` (also after NdkFlush), receives complete `CANCELLED` | [`netdirect_proto::stream`], [`transport`] | same; `tests/hostile.rs` (every case) |
 //! | 4 ordering, silent success | FIFO per queue; a silent success holds its slot until a later completion retires it | [`objects::qp`] | proto `mixed_workload_places_and_completes`, `posting_limits_have_their_statuses` |
 //! | 5 ERRORS arm, unarmed CQ errors | CQ-level errors only; delivered even when not armed | [`cq`] | `tests/cq.rs` |
 //! | 6 fast register and tokens | every registration rotates the token's key; fast register on a registered MR completes `INVALID_DEVICE_REQUEST` | [`memory`] | `tests/memory.rs`, `tests/ndk.rs` |

@@ -695,7 +695,8 @@ impl Harness {
         recvs
     }
 
-    /// After a stream error: new work completes `STATUS_CANCELLED` (the QP is in error).
+    /// After a stream error (§10.3): a new receive completes `STATUS_CANCELLED`, a new
+    /// initiator request is refused inline with `STATUS_CONNECTION_INVALID`.
     fn expect_qp_in_error(&mut self) {
         let recv_mr = &self._recv_mr;
         self.ep
@@ -703,22 +704,21 @@ impl Harness {
             .receiver()
             .receive(900, &[sge(&self.recv_buf, &**recv_mr, 0, RECV_LEN)])
             .unwrap();
-        // Transport docs: after a stream error posts are still taken and complete cancelled.
-        self.ep
-            .qp
-            .initiator()
-            .send_inline(901, &[b"late"], OpFlags::empty())
-            .expect("a post on a QP in error is taken");
-        let c = self.ep.completions(2);
-        let mut got: Vec<_> = c.iter().map(|c| (c.request_context, c.status)).collect();
-        got.sort_unstable_by_key(|g| g.0);
         assert_eq!(
-            got,
-            vec![(900, Status::CANCELLED), (901, Status::CANCELLED)],
-            "work posted after the error is cancelled"
+            self.ep
+                .qp
+                .initiator()
+                .send_inline(901, &[b"late"], OpFlags::empty())
+                .err(),
+            Some(Status::CONNECTION_INVALID),
+            "a post on a QP in error is refused"
         );
-        let send = c.iter().find(|c| c.request_context == 901).unwrap();
-        assert_eq!(send.op_type, OperationType::Send);
+        let c = self.ep.completions(1);
+        assert_eq!(
+            (c[0].request_context, c[0].status, c[0].op_type),
+            (900, Status::CANCELLED, OperationType::Receive),
+            "a receive posted after the error is cancelled"
+        );
     }
 
     /// The whole buffer (canaries and region) is byte for byte what it was.

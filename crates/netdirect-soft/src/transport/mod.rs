@@ -54,10 +54,13 @@
 //!   it, shuts down and closes; when it receives one, it closes. The stream has completed
 //!   everything pending; [`QpHost::flushed`] follows.
 //!
-//! Posting is allowed on a connected connection (also after a peer close or a stream error,
-//! where requests complete `STATUS_CANCELLED`); before the connection is complete and after
-//! [`Connection::disconnect`] a post fails inline with `STATUS_CONNECTION_INVALID`. A read with
-//! ORD 0 fails inline with `STATUS_INSUFFICIENT_RESOURCES`.
+//! Posting is allowed on a connected connection (also after a peer close, where requests
+//! complete `STATUS_CANCELLED`). Before the connection is complete, once the stream stopped
+//! (an error, a Terminate either way, NdkFlush) and after [`Connection::disconnect`], a post
+//! fails inline with `STATUS_CONNECTION_INVALID` (§10.3). The state changes before the first
+//! flushed completion is delivered, so a consumer that has seen one is refused deterministically;
+//! a post racing the change still completes `STATUS_CANCELLED`. A read with ORD 0 fails inline
+//! with `STATUS_INSUFFICIENT_RESOURCES`.
 //!
 //! # Errors: errno → NTSTATUS
 //!
@@ -753,7 +756,8 @@ impl<H: QpHost> Connection<H> {
     }
 
     /// Queues send-queue request `wr` (its bytes and leases in `work`, handed to
-    /// [`QpHost::posted`]). Fails inline with `STATUS_CONNECTION_INVALID` unless connected, and
+    /// [`QpHost::posted`]). Fails inline with `STATUS_CONNECTION_INVALID` unless connected (or
+    /// peer-closed), and
     /// with `STATUS_INSUFFICIENT_RESOURCES` for a read when the negotiated ORD is 0.
     pub fn post(
         &self,
@@ -763,7 +767,7 @@ impl<H: QpHost> Connection<H> {
         flags: PostFlags,
     ) -> Result<(), Status> {
         match self.shared.state() {
-            ConnState::Connected | ConnState::PeerClosed | ConnState::Error => {}
+            ConnState::Connected | ConnState::PeerClosed => {}
             _ => return Err(Status::CONNECTION_INVALID),
         }
         if matches!(request, Request::Read { .. }) && self.shared.ord.load(Ordering::Acquire) == 0 {

@@ -477,6 +477,10 @@ impl<H: QpHost> Conn<H> {
         let (Some(stream), Some(host)) = (self.stream.as_mut(), self.host.as_mut()) else {
             return;
         };
+        // A stopped stream refuses posts before its flushed completions become visible.
+        if !stream.is_active() && !matches!(self.shared.state(), ConnState::Closed) {
+            self.shared.set_state(ConnState::Error);
+        }
         while let Some(c) = stream.poll_completion() {
             host.completed(c);
         }
@@ -484,9 +488,6 @@ impl<H: QpHost> Conn<H> {
         while let Some(e) = stream.poll_event() {
             if e == Event::PeerClosed && self.shared.state() == ConnState::Connected {
                 self.shared.set_state(ConnState::PeerClosed);
-            }
-            if !stream.is_active() && !matches!(self.shared.state(), ConnState::Closed) {
-                self.shared.set_state(ConnState::Error);
             }
             host.event(e);
             match e {
@@ -500,9 +501,6 @@ impl<H: QpHost> Conn<H> {
         }
         if !stream.is_active() && !self.flushed {
             self.flushed = true;
-            if !matches!(self.shared.state(), ConnState::Closed) {
-                self.shared.set_state(ConnState::Error);
-            }
             host.flushed();
         }
         if close {
