@@ -61,24 +61,17 @@ fn nd(args: &[&str]) -> Output {
     Command::new(ND).args(args).output().expect("run nd")
 }
 
-/// Server and client of `persona` over `host`; both must succeed and report good data.
-fn pair(persona: &str, host: &str, extra: &[&str]) -> String {
-    let port = free_port().to_string();
-    let mut sargs = vec![persona, "-p", &port, "--timeout", "30"];
-    sargs.extend_from_slice(extra);
-    let (mut srv, lines) = server(&sargs);
-    let mut cargs = vec![persona, host, "-p", &port, "--timeout", "30"];
-    cargs.extend_from_slice(extra);
-    let out = nd(&cargs);
+/// Runs an `nd` server with `sargs` and a client with `cargs`; both must succeed without a
+/// panic. Returns the client's stdout and the server's stdout lines.
+fn run_both(sargs: &[&str], cargs: &[&str]) -> (String, Vec<String>) {
+    let (mut srv, lines) = server(sargs);
+    let out = nd(cargs);
     let (stdout, stderr) = text(&out);
+    // The server exits after the run: its stdout reaches EOF, then collect it.
     let status = srv.wait().unwrap();
     let srv_out: Vec<String> = lines.iter().collect();
-    let srv_err = {
-        let mut s = String::new();
-        use std::io::Read;
-        srv.stderr.take().unwrap().read_to_string(&mut s).unwrap();
-        s
-    };
+    let mut srv_err = String::new();
+    std::io::Read::read_to_string(&mut srv.stderr.take().unwrap(), &mut srv_err).unwrap();
     assert!(
         out.status.success(),
         "client {cargs:?} failed: {stdout}\n{stderr}"
@@ -88,6 +81,17 @@ fn pair(persona: &str, host: &str, extra: &[&str]) -> String {
         "server {sargs:?} failed: {srv_out:?}\n{srv_err}"
     );
     assert!(!stderr.contains("panicked") && !srv_err.contains("panicked"));
+    (stdout, srv_out)
+}
+
+/// Server and client of `persona` over `host`; both must succeed and report good data.
+fn pair(persona: &str, host: &str, extra: &[&str]) -> String {
+    let port = free_port().to_string();
+    let mut sargs = vec![persona, "-p", &port, "--timeout", "30"];
+    sargs.extend_from_slice(extra);
+    let mut cargs = vec![persona, host, "-p", &port, "--timeout", "30"];
+    cargs.extend_from_slice(extra);
+    let (stdout, srv_out) = run_both(&sargs, &cargs);
     if !extra.contains(&"--json") {
         assert!(
             stdout.contains("data check      : OK"),
@@ -388,29 +392,9 @@ fn info_json_lists_both_loopbacks() {
 /// report good data. Returns the client's stdout.
 fn nd_pair(persona: &str, server_addr: &str, client_addr: &str, extra: &[&str]) -> String {
     let sargs = vec![persona, "-s", server_addr, "--timeout", "30"];
-    let (mut srv, lines) = server(&sargs);
     let mut cargs = vec![persona, "-c", client_addr, "--timeout", "30"];
     cargs.extend_from_slice(extra);
-    let out = nd(&cargs);
-    let (stdout, stderr) = text(&out);
-    // The server exits after the run: its stdout reaches EOF, then collect it.
-    let status = srv.wait().unwrap();
-    let srv_out: Vec<String> = lines.iter().collect();
-    let srv_err = {
-        let mut s = String::new();
-        use std::io::Read;
-        srv.stderr.take().unwrap().read_to_string(&mut s).unwrap();
-        s
-    };
-    assert!(
-        out.status.success(),
-        "client {cargs:?} failed: {stdout}\n{stderr}"
-    );
-    assert!(
-        status.success(),
-        "server {sargs:?} failed: {srv_out:?}\n{srv_err}"
-    );
-    assert!(!stderr.contains("panicked") && !srv_err.contains("panicked"));
+    let (stdout, srv_out) = run_both(&sargs, &cargs);
     assert!(
         srv_out.iter().any(|l| l.contains("data check: OK")),
         "server output: {srv_out:?}"
