@@ -459,23 +459,20 @@ impl Netns {
 
     /// Packets each end's netem qdisc dropped so far (`tc -s qdisc show`).
     fn netem_dropped(&self) -> [u64; 2] {
-        let mut dropped = [0; 2];
-        for i in 0..2 {
+        [0, 1].map(|i| {
             let out = Command::new("tc")
                 .args(["-n", &self.names[i], "-s", "qdisc", "show", "dev"])
                 .arg(&self.ifaces[i])
                 .output()
                 .expect("tc runs");
-            let text = String::from_utf8_lossy(&out.stdout);
             // "Sent 123 bytes 45 pkt (dropped 6, overlimits 0 requeues 0)"
-            dropped[i] = text
+            String::from_utf8_lossy(&out.stdout)
                 .split("(dropped ")
                 .nth(1)
                 .and_then(|t| t.split(',').next())
                 .and_then(|n| n.trim().parse().ok())
-                .unwrap_or(0);
-        }
-        dropped
+                .unwrap_or(0)
+        })
     }
 
     fn clear_netem(&self) {
