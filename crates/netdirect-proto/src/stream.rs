@@ -15,6 +15,37 @@
 //! poll_event()                  Terminate sent or received, peer closed
 //! ```
 //!
+//! # Header-first receive (large payloads straight from the socket)
+//!
+//! With [`Stream::set_direct_min`] on, a driver can read large payloads from the socket
+//! straight into their destination, smoltcp/quinn style (the engine still touches neither
+//! sockets nor memory):
+//!
+//! ```text
+//! read_hint() -> Option<usize>          how much to read into the input buffer next (header + trailer sized while large FPDUs arrive)
+//! fill_input_with / push_input          ... as before
+//! poll_rx(&mut host) -> Place           as before; buffered payload octets of a direct FPDU come out here too
+//! direct_target() -> DirectTarget       the validated destination of the rest of the payload and its length
+//! direct_placed(&landed)                each piece a (vectored) read put there, in order: counted and CRC'd
+//! ```
+//!
+//! When the input buffer holds the length field and DDP/RDMAP header of an FPDU (markers off)
+//! whose payload still misses at least the threshold, and the header is a Send, RDMA Write or
+//! Read Response that passes every check the buffered path makes (STag, TO, bounds and rights
+//! through [`Host::tagged`], MSN, MO, receive available and large enough, outstanding read,
+//! ...), the header leaves the buffer and [`Stream::direct_target`] names the rest of the
+//! payload's destination. Anything else — a complete or small FPDU, a header that fails a
+//! check, the responder's first FPDU — stays on the buffered path, which decides exactly as
+//! before (CRC first). Once the payload is in, the pad and CRC come through the input buffer;
+//! the segment is then accounted for by the same code as a buffered one (completions, MSNs,
+//! invalidation), so a CRC error or a stream that ends mid-payload gives the same Terminate,
+//! state and completions as on the buffered path. The octets already placed are then
+//! undefined; nothing outside the validated range is ever written. One difference remains: the
+//! first segment of a Send takes its receive when its header is validated, so if the FPDU then
+//! fails, that receive is the receive in progress and completes `STATUS_CANCELLED` from the
+//! stream (from a QP's own queue the driver would have cancelled it just the same; from an SRQ it
+//! is consumed instead of left in the SRQ — its buffer was written).
+//!
 //! The engine never touches memory. A [`Host`] answers its questions: whether a tagged range may
 //! be accessed (returning a *lease* that keeps the region alive while the engine holds it),
 //! which posted receive takes the next inbound Send, and invalidations.
@@ -43,6 +74,7 @@
 use std::collections::VecDeque;
 
 use netdirect_types::Status;
+use netdirect_wire::crc::{self as wire_crc, FpduCrc};
 use netdirect_wire::mpa::{self, Deframer, DeframerConfig, MarkerLayout};
 use netdirect_wire::rdmap::{self, Message, ReadRequest};
 use netdirect_wire::terminate::{self, TermError};
@@ -223,6 +255,33 @@ pub enum Dest<L> {
         /// Tagged offset.
         to: u64,
     },
+}
+
+impl<L: Clone> Dest<L> {
+    /// The destination `n` octets further on.
+    pub fn advanced(&self, n: u64) -> Dest<L> {
+        match self {
+            Dest::Receive { recv, offset } => Dest::Receive {
+                recv: *recv,
+                offset: offset + n,
+            },
+            Dest::Tagged { lease, to } => Dest::Tagged {
+                lease: lease.clone(),
+                to: to.wrapping_add(n),
+            },
+        }
+    }
+}
+
+/// Where the rest of a large inbound payload goes when the driver reads it from the socket
+/// straight into its destination ([`Stream::direct_target`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectTarget<L> {
+    /// Where the next payload octet goes: a range of the host's lease (a region, or a posted
+    /// receive), validated as a whole when the segment's header arrived.
+    pub dest: Dest<L>,
+    /// Payload octets still to come; the driver must not read more than this into `dest`.
+    pub len: usize,
 }
 
 /// Payload octets to place.
@@ -442,7 +501,51 @@ struct Core<L> {
 pub struct Stream<L> {
     deframer: Deframer,
     core: Core<L>,
+    /// Header-first receive: the least payload still missing for an FPDU to be received
+    /// directly (`None`: off).
+    direct_min: Option<usize>,
+    /// The FPDU being received directly.
+    drx: Option<DirectRx<L>>,
+    /// The last FPDU received was large: size reads so that the next one's header arrives
+    /// alone ([`Stream::read_hint`]).
+    large_streak: bool,
 }
+
+/// An FPDU whose header was validated and whose payload goes straight to its destination.
+#[derive(Debug, Clone)]
+struct DirectRx<L> {
+    /// ULPDU_Length and the DDP/RDMAP headers as received (at most 2 + 18 octets).
+    header: [u8; mpa::LENGTH_LEN + 18],
+    header_len: usize,
+    /// Where payload octet 0 goes.
+    dest: Dest<L>,
+    payload_len: usize,
+    /// Payload octets placed so far (copied from the input buffer or read directly).
+    placed: usize,
+    /// CRC over the length field, the headers and the payload placed so far.
+    crc: FpduCrc,
+}
+
+/// What [`Stream::poll_rx`] does next with the FPDU being received directly.
+enum DirectStep<L> {
+    /// More input needed.
+    Wait,
+    /// Place the next `n` buffered octets at the destination.
+    Place(Dest<L>, usize),
+    /// The FPDU is finished (or the stream failed): go on.
+    Done,
+}
+
+/// The default for [`Stream::set_direct_min`]: an FPDU whose payload still misses at least
+/// this many octets when its header has arrived is read straight into its destination.
+///
+/// Below it the saved copy costs less than the extra read system calls header-first receive
+/// needs (one for the header and trailer, one for the payload).
+pub const DIRECT_MIN: usize = 1024;
+
+/// The octets a header-first read asks for: the longest DDP/RDMAP header (untagged, 18) with
+/// the length field before it.
+const HEADER_READ: usize = mpa::LENGTH_LEN + 18;
 
 /// The largest MULPDU we segment to by default: a whole 1500-MTU segment is not required on
 /// loopback, and siw accepts any FPDU up to 65535 octets (spec/iwarp.md §7.3).
@@ -492,6 +595,83 @@ impl<L: Clone> Stream<L> {
                 actions: VecDeque::new(),
                 events: VecDeque::new(),
             },
+            direct_min: None,
+            drx: None,
+            large_streak: false,
+        }
+    }
+
+    /// Turns header-first receive on (`Some(min)`, see [`DIRECT_MIN`]) or off (`None`, the
+    /// default). When on and the peer sends without markers, an FPDU whose payload still
+    /// misses at least `min` octets once its header is buffered is validated from its header,
+    /// and [`Stream::direct_target`] then names where the rest of its payload goes. With
+    /// markers on in what we receive it does nothing: markers would land inside the payload,
+    /// so every FPDU goes through the input buffer.
+    pub fn set_direct_min(&mut self, min: Option<usize>) {
+        self.direct_min = min.map(|m| m.max(1));
+    }
+
+    /// Where the payload of the FPDU being received now goes, when the driver should read it
+    /// from the socket straight into that memory: a validated range of `len` octets. `None`
+    /// when there is no such FPDU, when buffered input must be processed first
+    /// ([`Stream::poll_rx`]) or when the stream stopped.
+    ///
+    /// The driver reads at most `len` octets into `dest`'s bytes (a vectored read when they
+    /// are several pieces), reports each piece that landed, in order, with
+    /// [`Stream::direct_placed`], and goes on with [`Stream::poll_rx`] as usual: the pad and CRC
+    /// come through the input buffer, and the segment's completions and errors are exactly
+    /// those of the buffered path. A CRC error found then leaves the octets already placed in
+    /// the destination undefined (RFC 5044 §8: an FPDU that fails its CRC is not delivered;
+    /// the data placed from it is not valid); nothing outside the validated range is touched.
+    pub fn direct_target(&self) -> Option<DirectTarget<L>> {
+        let d = self.drx.as_ref()?;
+        if self.core.state != State::Active || self.deframer.buffered() != 0 {
+            return None;
+        }
+        let len = d.payload_len - d.placed;
+        (len > 0).then(|| DirectTarget {
+            dest: d.dest.advanced(d.placed as u64),
+            len,
+        })
+    }
+
+    /// Payload octets the driver read into the [`Stream::direct_target`] destination, in
+    /// order: they are counted and added to the FPDU's CRC. Returns how many were taken (never
+    /// more than the target's `len`; 0 when there is no target).
+    pub fn direct_placed(&mut self, landed: &[u8]) -> usize {
+        if self.direct_target().is_none() {
+            return 0;
+        }
+        let crc_on = self.deframer.config().crc;
+        let Some(d) = self.drx.as_mut() else { return 0 };
+        let k = landed.len().min(d.payload_len - d.placed);
+        if crc_on {
+            d.crc.update(&landed[..k]);
+        }
+        d.placed += k;
+        self.deframer.skip(k);
+        k
+    }
+
+    /// How many octets the driver should read into the input buffer next, when header-first
+    /// receive is on: just enough to reach the next FPDU's header (and the current one's
+    /// trailer) while large FPDUs are arriving, so that their payload is read straight into
+    /// place. `None`: read as much as is convenient.
+    pub fn read_hint(&self) -> Option<usize> {
+        self.direct_min?;
+        if self.core.state != State::Active || self.deframer.config().markers {
+            return None;
+        }
+        let buffered = self.deframer.buffered();
+        match &self.drx {
+            Some(d) if d.placed < d.payload_len => Some(d.payload_len - d.placed),
+            Some(d) => {
+                let ulpdu = d.header_len - mpa::LENGTH_LEN + d.payload_len;
+                let trailer = mpa::pad_len(ulpdu) + mpa::CRC_LEN;
+                Some((trailer + HEADER_READ).saturating_sub(buffered).max(1))
+            }
+            None if self.large_streak && buffered < HEADER_READ => Some(HEADER_READ - buffered),
+            None => None,
         }
     }
 
@@ -595,6 +775,22 @@ impl<L: Clone> Stream<L> {
             if self.core.state != State::Active {
                 return None;
             }
+            if self.drx.is_some() {
+                match self.direct_step(host) {
+                    DirectStep::Wait => return None,
+                    DirectStep::Done => continue,
+                    DirectStep::Place(dest, n) => {
+                        let data = self.deframer.consume_slice(n);
+                        return Some(Place { dest, data });
+                    }
+                }
+            }
+            if let Some(min) = self.direct_min {
+                if let Some(d) = self.probe_direct(min, host) {
+                    self.drx = Some(d);
+                    continue;
+                }
+            }
             let ulpdu = match self.deframer.next_ulpdu()? {
                 Ok(u) => u,
                 Err(e) => {
@@ -606,7 +802,10 @@ impl<L: Clone> Stream<L> {
                     return None;
                 }
             };
-            if let Some(place) = self.core.on_ulpdu(ulpdu, host) {
+            if let Some(min) = self.direct_min {
+                self.large_streak = ulpdu.len() >= min + HEADER_READ;
+            }
+            if let Some(place) = self.core.on_ulpdu(ulpdu, 0, host) {
                 break place;
             }
         };
@@ -615,6 +814,120 @@ impl<L: Clone> Stream<L> {
             dest,
             data: &ulpdu[range],
         })
+    }
+
+    /// Looks at the buffered head of the next FPDU: when it is a Send, RDMA Write or Read
+    /// Response whose payload still misses at least `min` octets and whose header passes every
+    /// check the buffered path makes, takes the header out of the input buffer and returns
+    /// the direct receive. Anything else (a complete FPDU, a small one, an invalid header, markers,
+    /// the responder's first FPDU) is left to the buffered path, which then decides exactly
+    /// as it always has, CRC first.
+    fn probe_direct<H: Host<Lease = L>>(
+        &mut self,
+        min: usize,
+        host: &mut H,
+    ) -> Option<DirectRx<L>> {
+        let config = self.deframer.config();
+        if config.markers || self.core.rtr_rx.is_some() {
+            return None;
+        }
+        let raw = self.deframer.peek();
+        let ulpdu_len = usize::from(u16::from_be_bytes([*raw.first()?, *raw.get(1)?]));
+        if raw.len() >= mpa::fpdu_len(ulpdu_len) {
+            return None;
+        }
+        let tagged = raw.get(mpa::LENGTH_LEN)? & 0x80 != 0;
+        let ddp_len = if tagged { 14 } else { 18 };
+        let header_len = mpa::LENGTH_LEN + ddp_len;
+        let payload_len = ulpdu_len.checked_sub(ddp_len)?;
+        let header = raw.get(..header_len)?;
+        if payload_len.saturating_sub(raw.len() - header_len) < min {
+            return None;
+        }
+        let repr = rdmap::Repr::parse(&header[mpa::LENGTH_LEN..]).ok()?;
+        let len = payload_len as u64;
+        let dest = match repr.message {
+            Message::Write { stag, to } => {
+                let lease = host.tagged(stag, to, len, Access::RemoteWrite).ok()?;
+                Dest::Tagged { lease, to }
+            }
+            Message::ReadResponse { stag, to } => self
+                .core
+                .probe_read_response(stag, to, len, repr.last, host)?,
+            Message::Send { msn, mo, .. } => self.core.probe_send(msn, mo, len, host)?,
+            _ => return None,
+        };
+        let mut d = DirectRx {
+            header: [0; HEADER_READ],
+            header_len,
+            dest,
+            payload_len,
+            placed: 0,
+            crc: FpduCrc::new(),
+        };
+        d.header[..header_len].copy_from_slice(header);
+        if config.crc {
+            d.crc.update(header);
+        }
+        self.deframer.consume(header_len);
+        self.large_streak = true;
+        Some(d)
+    }
+
+    /// One step of the FPDU being received directly: place payload octets that came through
+    /// the input buffer, or check the trailer and finish the segment.
+    fn direct_step<H: Host<Lease = L>>(&mut self, host: &mut H) -> DirectStep<L> {
+        let crc_on = self.deframer.config().crc;
+        let buffered = self.deframer.buffered();
+        let Some(d) = self.drx.as_mut() else {
+            return DirectStep::Done;
+        };
+        let missing = d.payload_len - d.placed;
+        if missing > 0 {
+            if buffered == 0 {
+                return DirectStep::Wait;
+            }
+            let n = buffered.min(missing);
+            let dest = d.dest.advanced(d.placed as u64);
+            if crc_on {
+                d.crc.update(&self.deframer.peek()[..n]);
+            }
+            d.placed += n;
+            return DirectStep::Place(dest, n);
+        }
+        let ulpdu_len = d.header_len - mpa::LENGTH_LEN + d.payload_len;
+        let pad = mpa::pad_len(ulpdu_len);
+        if buffered < pad + mpa::CRC_LEN {
+            return DirectStep::Wait;
+        }
+        let d = self.drx.take().expect("checked above");
+        let trailer = self.deframer.consume_slice(pad + mpa::CRC_LEN);
+        let mut crc = d.crc;
+        crc.update(&trailer[..pad]);
+        let received = wire_crc::from_wire([
+            trailer[pad],
+            trailer[pad + 1],
+            trailer[pad + 2],
+            trailer[pad + 3],
+        ]);
+        let computed = crc.finish();
+        if crc_on && received != computed {
+            // As the buffered path: the stream can no longer be trusted.
+            let term = netdirect_wire::Error::Crc { received, computed }
+                .term_error(false)
+                .unwrap_or(TermError::LlpLocalCatastrophic);
+            self.core.rx_copy = None;
+            self.core.fail(Some(term.into()), None, None);
+            return DirectStep::Done;
+        }
+        // The segment is whole and sound: account for it exactly as the buffered path does
+        // (its payload is already in place, so the placement it returns is not used again).
+        let _ = self.core.on_ulpdu(
+            &d.header[mpa::LENGTH_LEN..d.header_len],
+            d.payload_len,
+            host,
+        );
+        DirectStep::Done
     }
 
     /// The next work completion.
@@ -1121,7 +1434,7 @@ struct Copied {
 }
 
 impl Copied {
-    fn of(ulpdu: &[u8]) -> Option<Copied> {
+    fn of(ulpdu: &[u8], extra: usize) -> Option<Copied> {
         let tagged = ulpdu.first()? & 0x80 != 0;
         let ddp_len = if tagged { 14 } else { 18 };
         let mut ddp = [0u8; 18];
@@ -1137,7 +1450,8 @@ impl Copied {
             });
         let headers = ddp_len + rdmap.map_or(0, |_| terminate::RDMAP_HEADER_LEN);
         // As siw: the failing segment's payload length, informational.
-        let seg_len = u16::try_from(ulpdu.len().saturating_sub(headers)).unwrap_or(u16::MAX);
+        let seg_len =
+            u16::try_from((ulpdu.len() + extra).saturating_sub(headers)).unwrap_or(u16::MAX);
         Some(Copied {
             ddp,
             ddp_len,
@@ -1173,12 +1487,17 @@ impl<L: Clone> Core<L> {
     }
 
     /// Handles one inbound ULPDU; returns where its payload goes, as a range of `ulpdu`.
+    ///
+    /// `extra` payload octets follow `ulpdu` (0, except for a segment received directly: then
+    /// `ulpdu` is the DDP/RDMAP header of a Send, RDMA Write or Read Response and `extra` its
+    /// payload length; the returned range then reaches past `ulpdu`).
     fn on_ulpdu<H: Host<Lease = L>>(
         &mut self,
         ulpdu: &[u8],
+        extra: usize,
         host: &mut H,
     ) -> Option<(Dest<L>, core::ops::Range<usize>)> {
-        self.rx_copy = Copied::of(ulpdu);
+        self.rx_copy = Copied::of(ulpdu, extra);
         let first = !self.tx_allowed || self.rtr_rx.is_some();
         // RFC 5044: the responder may send once the initiator's first FPDU arrived.
         self.tx_allowed = true;
@@ -1204,8 +1523,8 @@ impl<L: Clone> Core<L> {
             }
         };
         let payload_at = ulpdu.len() - repr.payload.len();
-        let payload = payload_at..ulpdu.len();
-        let len = repr.payload.len() as u64;
+        let payload = payload_at..ulpdu.len() + extra;
+        let len = (repr.payload.len() + extra) as u64;
         // The responder's ready-to-receive message, absorbed without checks.
         if first {
             if let Some(kind) = self.rtr_rx.take() {
@@ -1307,6 +1626,64 @@ impl<L: Clone> Core<L> {
             | Message::AtomicRequest { .. }
             | Message::AtomicResponse { .. } => self.local_error(TermError::RdmapUnexpectedOpcode),
         }
+    }
+
+    /// The checks [`Core::on_read_response`] makes, without changing anything: where the
+    /// payload of a valid Read Response segment goes.
+    fn probe_read_response<H: Host<Lease = L>>(
+        &self,
+        stag: u32,
+        to: u64,
+        len: u64,
+        last: bool,
+        host: &mut H,
+    ) -> Option<Dest<L>> {
+        let read = self.outstanding.front()?;
+        let got = u64::from(read.got);
+        let valid = !read.rtr
+            && stag == read.sink_stag
+            && to == read.sink_to.wrapping_add(got)
+            && got + len <= u64::from(read.len)
+            && last == (got + len == u64::from(read.len))
+            && len != 0;
+        if !valid {
+            return None;
+        }
+        let lease = host.tagged(stag, to, len, Access::ReadSink).ok()?;
+        Some(Dest::Tagged { lease, to })
+    }
+
+    /// The checks [`Core::on_send`] makes before placing: where the payload of a valid Send
+    /// segment goes. The first segment of a message takes its receive now (it becomes the
+    /// receive in progress, as after a first segment placed through the buffer); nothing else
+    /// changes.
+    fn probe_send<H: Host<Lease = L>>(
+        &mut self,
+        msn: u32,
+        mo: u32,
+        len: u64,
+        host: &mut H,
+    ) -> Option<Dest<L>> {
+        if msn != self.recv_msn {
+            return None;
+        }
+        if self.rx.is_none() {
+            if mo != 0 {
+                return None;
+            }
+            let (recv, cap) = host.take_receive()?;
+            self.rx = Some(RxMsg {
+                recv,
+                cap,
+                got: 0,
+                absorb: false,
+            });
+        }
+        let msg = self.rx.as_ref()?;
+        (u64::from(mo) == msg.got && msg.got + len <= msg.cap).then_some(Dest::Receive {
+            recv: msg.recv,
+            offset: msg.got,
+        })
     }
 
     fn on_read_response<H: Host<Lease = L>>(

@@ -1,7 +1,8 @@
 //! The deterministic two-engine harness: two endpoints run the MPA handshake and RDMAP streams
 //! against each other over an in-memory pipe that re-chunks the byte stream at random, with
 //! simulated time. Whatever the chunking, the bytes placed, the completions and the events must
-//! be the same.
+//! be the same, and the same again when large payloads are received header-first, straight into
+//! their destination ([`Stream::direct_target`]), in random pieces.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -81,6 +82,12 @@ struct Node {
     stream: Stream<u32>,
     host: FakeHost,
     crc: bool,
+    /// Header-first receive is on: payloads are written straight into their destination.
+    direct: bool,
+    /// Chooses how direct reads are split and whether read hints are followed.
+    rng: Rng,
+    /// Payload octets received directly.
+    direct_octets: usize,
     /// Gather lists of posted send-queue requests, flattened.
     gather: HashMap<u64, Vec<u8>>,
     completions: Vec<WorkCompletion>,
@@ -161,23 +168,71 @@ impl Node {
     }
 
     /// Feeds received bytes and carries out placements.
-    fn receive(&mut self, bytes: &[u8]) {
-        self.stream.push_input(bytes);
-        while let Some(place) = self.stream.poll_rx(&mut self.host) {
-            match place.dest {
-                Dest::Receive { recv, offset } => {
-                    let buf = self.host.recv_data.get_mut(&recv).expect("posted receive");
-                    buf[offset as usize..offset as usize + place.data.len()]
-                        .copy_from_slice(place.data);
+    fn receive(&mut self, mut bytes: &[u8]) {
+        if !self.direct {
+            self.stream.push_input(bytes);
+            self.place_all();
+            self.drain();
+            return;
+        }
+        // As a socket driver would: buffered input first, then, while the stream names a
+        // direct target, "read" payload straight into it (in random pieces, as a vectored
+        // read into several slices would land), else into the input buffer (sometimes as
+        // much as there is, sometimes what the read hint asks for).
+        while !bytes.is_empty() {
+            self.place_all();
+            if let Some(t) = self.stream.direct_target() {
+                let n = t.len.min(bytes.len());
+                let mut at = 0;
+                while at < n {
+                    let k = (1 + self.rng.below(n as u64) as usize).min(n - at);
+                    let dest = t.dest.advanced(at as u64);
+                    let landed = self.dest_bytes(&dest, k);
+                    landed.copy_from_slice(&bytes[at..at + k]);
+                    let landed = landed.to_vec();
+                    assert_eq!(self.stream.direct_placed(&landed), k);
+                    self.direct_octets += k;
+                    at += k;
                 }
-                Dest::Tagged { lease, to } => {
-                    let r = self.host.regions.get_mut(&lease).expect("leased region");
-                    let at = (to - r.base) as usize;
-                    r.data[at..at + place.data.len()].copy_from_slice(place.data);
+                if n == t.len {
+                    // Nothing beyond the target is taken.
+                    assert_eq!(self.stream.direct_placed(&[0]), 0);
                 }
+                bytes = &bytes[n..];
+            } else {
+                let all = bytes.len();
+                let n = match self.stream.read_hint() {
+                    Some(h) if self.rng.below(2) == 0 => h.min(all),
+                    _ => all,
+                };
+                self.stream.push_input(&bytes[..n]);
+                bytes = &bytes[n..];
             }
         }
+        self.place_all();
         self.drain();
+    }
+
+    /// The `len` bytes of host memory at `dest` (panics outside the region or receive).
+    fn dest_bytes(&mut self, dest: &Dest<u32>, len: usize) -> &mut [u8] {
+        match *dest {
+            Dest::Receive { recv, offset } => {
+                let buf = self.host.recv_data.get_mut(&recv).expect("posted receive");
+                &mut buf[offset as usize..offset as usize + len]
+            }
+            Dest::Tagged { lease, to } => {
+                let r = self.host.regions.get_mut(&lease).expect("leased region");
+                let at = (to - r.base) as usize;
+                &mut r.data[at..at + len]
+            }
+        }
+    }
+
+    fn place_all(&mut self) {
+        while let Some(place) = self.stream.poll_rx(&mut self.host) {
+            let (dest, data) = (place.dest, place.data.to_vec());
+            self.dest_bytes(&dest, data.len()).copy_from_slice(&data);
+        }
     }
 
     fn drain(&mut self) {
@@ -240,21 +295,32 @@ impl World {
         let Some(HsEvent::Established(inn)) = i.poll_event() else {
             panic!("initiator")
         };
-        let node = |name, n: &netdirect_proto::Negotiated| Node {
+        let node = |name, n: &netdirect_proto::Negotiated, seed: u64| Node {
             name,
             stream: Stream::new(n, 1200),
             host: FakeHost::default(),
             crc: n.crc,
+            direct: false,
+            rng: Rng(seed | 1),
+            direct_octets: 0,
             gather: HashMap::new(),
             completions: Vec::new(),
             events: Vec::new(),
         };
         World {
-            a: node("initiator", &inn),
-            b: node("responder", &rn),
+            a: node("initiator", &inn, seed.rotate_left(17)),
+            b: node("responder", &rn, seed.rotate_left(31)),
             rng,
             a_to_b: Vec::new(),
             b_to_a: Vec::new(),
+        }
+    }
+
+    /// Turns header-first receive on at both ends (payloads missing at least `min` octets).
+    fn direct(&mut self, min: usize) {
+        for n in [&mut self.a, &mut self.b] {
+            n.direct = true;
+            n.stream.set_direct_min(Some(min));
         }
     }
 
@@ -306,6 +372,12 @@ struct Outcome {
 }
 
 fn mixed(seed: u64, crc: bool, markers: bool) -> Outcome {
+    mixed_with(seed, crc, markers, None).0
+}
+
+/// The mixed workload, with header-first receive on when `direct` gives its threshold; also
+/// returns the payload octets received directly.
+fn mixed_with(seed: u64, crc: bool, markers: bool, direct: Option<usize>) -> (Outcome, usize) {
     let cfg = MpaConfig {
         crc,
         markers,
@@ -313,6 +385,9 @@ fn mixed(seed: u64, crc: bool, markers: bool) -> Outcome {
     };
     let l = ReadLimits { ird: 4, ord: 2 };
     let mut w = World::connect(seed, cfg.clone(), l, cfg, l);
+    if let Some(min) = direct {
+        w.direct(min);
+    }
     w.a.region(0xA0, 0x1000, vec![0; 300_000]);
     w.b.region(0xB0, 0x9000_0000, pattern(7, 150_000));
     for id in 0..4 {
@@ -399,7 +474,7 @@ fn mixed(seed: u64, crc: bool, markers: bool) -> Outcome {
         pattern(5, 5000),
     );
     w.run();
-    Outcome {
+    let outcome = Outcome {
         a_completions: w.a.completions.clone(),
         b_completions: w.b.completions.clone(),
         a_recv: (100..104).map(|i| w.a.host.recv_data[&i].clone()).collect(),
@@ -407,7 +482,8 @@ fn mixed(seed: u64, crc: bool, markers: bool) -> Outcome {
         a_region: w.a.host.regions[&0xA0].data.clone(),
         b_region: w.b.host.regions[&0xB0].data.clone(),
         events: (w.a.events.clone(), w.b.events.clone()),
-    }
+    };
+    (outcome, w.a.direct_octets + w.b.direct_octets)
 }
 
 #[test]
@@ -490,6 +566,29 @@ fn chunking_does_not_change_the_outcome() {
                 reference,
                 "seed {seed} crc {crc} markers {markers}"
             );
+        }
+    }
+}
+
+#[test]
+fn header_first_receive_does_not_change_the_outcome() {
+    for (crc, markers) in [(false, false), (true, false), (true, true), (false, true)] {
+        let reference = mixed(1, crc, markers);
+        for seed in 2..8 {
+            for min in [1, 64, netdirect_proto::stream::DIRECT_MIN] {
+                let (o, direct) = mixed_with(seed * 7919, crc, markers, Some(min));
+                assert_eq!(
+                    o, reference,
+                    "seed {seed} crc {crc} markers {markers} min {min}"
+                );
+                // Markers keep every FPDU on the buffered path; without them the large
+                // payloads (sends, writes, read responses of up to 1182 octets) go direct.
+                if markers {
+                    assert_eq!(direct, 0);
+                } else if min <= 64 {
+                    assert!(direct > 100_000, "only {direct} octets direct, min {min}");
+                }
+            }
         }
     }
 }
@@ -883,4 +982,111 @@ fn local_operation_failure_terminates() {
             TermError::RdmapLocalCatastrophic.into()
         )]
     );
+}
+
+/// What a corrupted large message leaves behind at the receiver: its events, its completions
+/// with the receives a driver would flush (`CANCELLED`, the Terminate in the provider error)
+/// appended, the sender's completions and events, and the receiver's region.
+type Corrupted = (
+    Vec<Event>,
+    Vec<WorkCompletion>,
+    Vec<Event>,
+    Vec<WorkCompletion>,
+    Vec<u8>,
+);
+
+/// A 3000-octet Write (`send` false) or Send from `a` to `b` with CRC on, one payload octet of
+/// FPDU `bad_fpdu` flipped on the wire; header-first receive on at `b` when `direct`.
+fn corrupted(seed: u64, send: bool, bad_fpdu: usize, direct: bool) -> (Corrupted, usize) {
+    let cfg = MpaConfig {
+        crc: true,
+        ..MpaConfig::default()
+    };
+    let l = ReadLimits { ird: 1, ord: 1 };
+    let mut w = World::connect(seed, cfg.clone(), l, cfg, l);
+    if direct {
+        w.b.direct = true;
+        w.b.stream.set_direct_min(Some(64));
+    }
+    w.b.region(0xB0, 0x1000, pattern(9, 10_000));
+    w.b.post_recv(1, 4000);
+    w.b.post_recv(2, 4000);
+    let req = if send {
+        Request::Send {
+            len: 3000,
+            solicited: false,
+            invalidate: None,
+        }
+    } else {
+        Request::Write {
+            len: 3000,
+            stag: 0xB0,
+            to: 0x1000 + 1000,
+        }
+    };
+    w.a.post(1, req, pattern(3, 3000));
+    let mut wire = w.a.transmit();
+    // FPDUs of 1182 payload octets (MULPDU 1200): the headers are 14 (tagged) or 18 octets.
+    let fpdu = mpa::fpdu_len(1182 + if send { 18 } else { 14 });
+    wire[bad_fpdu * fpdu + 20 + 500] ^= 0x40;
+    w.a_to_b = wire;
+    w.run();
+    let mut b_completions = w.b.completions.clone();
+    let sent = w.b.events.iter().find_map(|e| match e {
+        Event::TerminateSent(t) => Some(t.provider_error(true)),
+        _ => None,
+    });
+    for (id, _) in &w.b.host.receives {
+        b_completions.push(WorkCompletion {
+            wr: *id,
+            kind: WorkKind::Receive,
+            status: Status::CANCELLED,
+            bytes: 0,
+            invalidated: None,
+            solicited: false,
+            provider_error: sent.unwrap_or(0),
+        });
+    }
+    let outcome = (
+        w.b.events.clone(),
+        b_completions,
+        w.a.events.clone(),
+        w.a.completions.clone(),
+        w.b.host.regions[&0xB0].data.clone(),
+    );
+    (outcome, w.b.direct_octets)
+}
+
+#[test]
+fn bad_crc_in_a_directly_received_payload_ends_as_on_the_buffered_path() {
+    let crc_term = TermCode::from(TermError::LlpCrc);
+    for send in [false, true] {
+        for bad in [0, 1] {
+            let (reference, none) = corrupted(21, send, bad, false);
+            assert_eq!(none, 0);
+            assert_eq!(reference.0, vec![Event::TerminateSent(crc_term)]);
+            assert_eq!(reference.2, vec![Event::TerminateReceived(crc_term)]);
+            let mut went_direct = 0;
+            for seed in 22..34 {
+                let (o, direct) = corrupted(seed, send, bad, true);
+                went_direct += usize::from(direct > 0);
+                assert_eq!(o.0, reference.0, "events, send {send} bad {bad}");
+                assert_eq!(o.1, reference.1, "completions, send {send} bad {bad}");
+                assert_eq!(o.2, reference.2);
+                assert_eq!(o.3, reference.3);
+                // Outside the written range nothing changed; inside, the segments before the
+                // bad one were placed on both paths, the bad one's octets are undefined.
+                let (lo, hi) = (1000, 1000 + 3000);
+                let pristine = pattern(9, 10_000);
+                assert_eq!(o.4[..lo], pristine[..lo]);
+                assert_eq!(o.4[hi..], pristine[hi..]);
+                assert_eq!(o.4[lo..lo + 1182 * bad], reference.4[lo..lo + 1182 * bad]);
+            }
+            // Random chunking sometimes delivers a whole FPDU at once (then it is buffered).
+            assert!(
+                went_direct >= 6,
+                "send {send} bad {bad}: {went_direct} of 12 direct"
+            );
+        }
+    }
 }

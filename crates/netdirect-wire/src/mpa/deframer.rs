@@ -114,6 +114,54 @@ impl Deframer {
         self.end - self.head
     }
 
+    /// The octets received but not yet handed out, as they came off the wire (markers
+    /// included). Lets a caller read the head of an FPDU that is not complete yet, to place
+    /// its payload elsewhere ([`Deframer::consume`], [`Deframer::skip`]).
+    pub fn peek(&self) -> &[u8] {
+        &self.buf[self.head..self.end]
+    }
+
+    /// Drops the first `n` buffered octets (clamped to what is buffered) that the caller took
+    /// from [`Deframer::peek`] itself, advancing the sequence number; returns how many were
+    /// dropped. Only for streams without markers (with markers it does nothing and returns 0):
+    /// the caller then owns the FPDU boundaries and the CRC of what it took.
+    pub fn consume(&mut self, n: usize) -> usize {
+        if self.markers.is_some() || self.failed.is_some() {
+            return 0;
+        }
+        self.last = None;
+        let n = n.min(self.end - self.head);
+        self.head += n;
+        // n ≤ buffer length; the sequence number is the stream offset mod 2³².
+        self.seq = self.seq.wrapping_add(n as u32);
+        if self.head == self.end {
+            self.head = 0;
+            self.end = 0;
+        }
+        n
+    }
+
+    /// [`Deframer::consume`], returning the octets dropped (valid until the next call that
+    /// takes `&mut self`).
+    pub fn consume_slice(&mut self, n: usize) -> &[u8] {
+        let at = self.head;
+        let n = self.consume(n);
+        &self.buf[at..at + n]
+    }
+
+    /// Counts `n` octets of the stream that the caller received somewhere else (a socket
+    /// read straight into their destination) after the buffered ones, which must all have
+    /// been consumed: the sequence number moves on. Only without markers, like
+    /// [`Deframer::consume`]; returns whether the octets were counted.
+    pub fn skip(&mut self, n: usize) -> bool {
+        if self.markers.is_some() || self.failed.is_some() || self.head != self.end {
+            return false;
+        }
+        self.last = None;
+        self.seq = self.seq.wrapping_add(n as u32);
+        true
+    }
+
     /// Sequence number of the next octet to deframe.
     pub fn seq(&self) -> u32 {
         self.seq
@@ -243,6 +291,38 @@ mod tests {
         assert_eq!(d.fill_with(8, |_| Err::<usize, _>("io")), Err("io"));
         assert_eq!(d.fill_with(8, |_| Ok::<_, ()>(100)), Ok(8));
         assert_eq!(d.buffered(), 8);
+    }
+
+    #[test]
+    fn consume_and_skip_take_an_fpdu_around_the_buffer() {
+        let mut wire = vec![0u8; 64];
+        let n = emit_fpdu(b"0123456789", true, &mut wire).unwrap();
+        let m = emit_fpdu(b"next", true, &mut wire[n..]).unwrap();
+        let mut d = Deframer::new(DeframerConfig {
+            crc: true,
+            first_seq: 7,
+            ..Default::default()
+        });
+        // Header and 3 payload octets buffered; 7 payload octets "read elsewhere".
+        d.push(&wire[..5]);
+        assert_eq!(d.peek(), &wire[..5]);
+        assert!(!d.skip(7), "buffered octets come first");
+        assert_eq!(d.consume(100), 5);
+        assert!(d.skip(7));
+        assert_eq!(d.seq(), 7 + 12);
+        // The trailer and the next FPDU go through the buffer again.
+        d.push(&wire[12..n + m]);
+        assert_eq!(d.consume_slice(n - 12), &wire[12..n]);
+        assert_eq!(d.next_ulpdu(), Some(Ok(&b"next"[..])));
+        assert_eq!(d.seq(), 7 + (n + m) as u32);
+        // With markers the caller cannot own the boundaries.
+        let mut marked = Deframer::new(DeframerConfig {
+            markers: true,
+            ..Default::default()
+        });
+        marked.push(&wire[..4]);
+        assert_eq!(marked.consume(4), 0);
+        assert!(!marked.skip(4));
     }
 
     #[test]
