@@ -35,6 +35,7 @@ pub mod error;
 pub mod info;
 pub mod nd;
 pub mod perf;
+pub mod perftest_cm;
 pub mod proto;
 pub mod report;
 pub mod rping;

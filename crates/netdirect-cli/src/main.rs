@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use netdirect_cli::error::{Error, Result};
 use netdirect_cli::perf::{self, Opts, Stop, Test};
-use netdirect_cli::{bench, conn, dma, info, nd, outln, parse_ip, progress, report, rping};
+use netdirect_cli::{
+    bench, conn, dma, info, nd, outln, parse_ip, perftest_cm, progress, report, rping,
+};
 
 #[derive(Parser)]
 #[command(
@@ -120,7 +122,8 @@ struct PerfArgs {
     /// Do not warn about CPU frequency scaling (accepted; nd never warns).
     #[arg(short = 'F', long = "CPU-freq")]
     cpu_freq: bool,
-    /// Use rdma_cm (accepted; iWARP always connects through the CM).
+    /// Speak perftest's rdma_cm (-R) exchange, to run against perftest's ib_*_bw/lat -R
+    /// (without it, nd's own protocol, for nd peers only).
     #[arg(short = 'R', long = "rdma_cm")]
     rdma_cm: bool,
     /// Also write the report as JSON to --out_json_file.
@@ -196,26 +199,91 @@ fn opts_of(test: Test, a: &PerfArgs) -> Result<Opts> {
     })
 }
 
+/// The header, saying how data was exchanged.
+fn header(opts: &Opts, device: &str, rdma_cm: bool) -> String {
+    let h = report::header(opts, device);
+    if rdma_cm {
+        h.replace(
+            "Data ex. method : nd send/recv (NDP1)",
+            "Data ex. method : rdma_cm (perftest 6.06)",
+        )
+    } else {
+        h
+    }
+}
+
+fn banner(human: bool, quiet: bool, addrs: &[SocketAddr]) {
+    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    if !human {
+        // JSON Lines: this line, then the summary.
+        outln!(
+            "{}",
+            serde_json::json!({ "event": "listening", "addresses": list })
+        );
+    } else if !quiet {
+        outln!("\n************************************");
+        outln!("* Waiting for client to connect... *");
+        outln!("************************************");
+        outln!(" listening on {}", list.join(", "));
+    }
+}
+
+/// `-R` server: perftest's exchange; prints what perftest's server prints.
+fn serve_cm(test: Test, a: &PerfArgs, opts: &Opts) -> Result<()> {
+    let human = !a.json;
+    let run = perftest_cm::serve(opts, a.report_gbits, &|addrs: &[SocketAddr]| {
+        banner(human, a.quiet, addrs)
+    })?;
+    let peer = run.peer.map_or("?".into(), |p| p.to_string());
+    if human {
+        outln!("{}", header(opts, "soft", true));
+        outln!(" client: {peer}");
+        if run.rows.is_empty() {
+            outln!(
+                " {}: the client measures; this side served its RDMA reads",
+                test.name()
+            );
+        } else {
+            outln!("{}", report::columns(test, a.report_gbits));
+            for r in &run.rows {
+                outln!("{}", report::row_line(r, a.report_gbits));
+            }
+            if run.remote_report {
+                outln!(" (the client's figures, which it sends to the server as perftest's does)");
+            }
+        }
+        outln!("{}", report::LINE);
+    } else {
+        let rows: Vec<serde_json::Value> = run
+            .rows
+            .iter()
+            .map(|r| report::row_json(r, a.report_gbits))
+            .collect();
+        let v = serde_json::json!({
+            "role": "server",
+            "test": test.name(),
+            "rdma_cm": true,
+            "peer": run.peer.map(|p| p.to_string()),
+            "rows": rows,
+            "rows_from_client": run.remote_report,
+        });
+        outln!("{v}");
+    }
+    Ok(())
+}
+
 fn persona(test: Test, a: &PerfArgs) -> Result<()> {
-    let _ = (a.cpu_freq, a.rdma_cm);
+    let _ = a.cpu_freq;
     let opts = opts_of(test, a)?;
     let human = !a.json;
+    if a.rdma_cm {
+        perftest_cm::check_opts(&opts)?;
+    }
     match &a.host {
+        None if a.rdma_cm => serve_cm(test, a, &opts),
         None => {
             let summary = perf::serve(&opts, None, &|addrs: &[SocketAddr]| {
-                let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-                if !human {
-                    // JSON Lines: this line, then the summary.
-                    outln!(
-                        "{}",
-                        serde_json::json!({ "event": "listening", "addresses": list })
-                    );
-                } else if !a.quiet {
-                    outln!("\n************************************");
-                    outln!("* Waiting for client to connect... *");
-                    outln!("************************************");
-                    outln!(" listening on {}", list.join(", "));
-                }
+                banner(human, a.quiet, addrs)
             })?;
             if human {
                 outln!("{}", report::header(&opts, "soft"));
@@ -246,7 +314,11 @@ fn persona(test: Test, a: &PerfArgs) -> Result<()> {
                 a.quiet || opts.sizes.len() < 2 && !matches!(opts.stop, Stop::Duration(_)),
             );
             pb.set_message(test.name());
-            let run = perf::client(&opts, server, &pb);
+            let run = if a.rdma_cm {
+                perftest_cm::client(&opts, server, a.report_gbits)
+            } else {
+                perf::client(&opts, server, &pb)
+            };
             pb.finish_and_clear();
             let run = run?;
             let json = report::client_json(&opts, &run, a.report_gbits);
@@ -260,7 +332,7 @@ fn persona(test: Test, a: &PerfArgs) -> Result<()> {
             if human {
                 outln!(
                     "{}",
-                    report::header(&opts, &format!("soft ({})", run.local.ip()))
+                    header(&opts, &format!("soft ({})", run.local.ip()), a.rdma_cm)
                 );
                 outln!("{}", report::addresses(&run));
                 outln!("{}", report::columns(test, a.report_gbits));
@@ -270,7 +342,9 @@ fn persona(test: Test, a: &PerfArgs) -> Result<()> {
                 outln!("{}", report::LINE);
                 outln!(
                     " data check      : {}",
-                    if run.verified {
+                    if a.rdma_cm {
+                        "not done (a perftest peer's buffers hold no known pattern)"
+                    } else if run.verified {
                         "OK (received bytes match the sent pattern)"
                     } else {
                         "FAILED"

@@ -86,11 +86,13 @@ impl Test {
         matches!(self, Test::WriteBw | Test::ReadBw | Test::SendBw)
     }
 
-    fn is_send(self) -> bool {
+    /// A Send test.
+    pub fn is_send(self) -> bool {
         matches!(self, Test::SendBw | Test::SendLat)
     }
 
-    fn is_read(self) -> bool {
+    /// An RDMA read test.
+    pub fn is_read(self) -> bool {
         matches!(self, Test::ReadBw | Test::ReadLat)
     }
 
@@ -848,13 +850,24 @@ pub struct ServeSummary {
 
 type Incoming = (usize, Box<dyn Connector>);
 
-/// Listens (on `opts.bind`, or on 127.0.0.1 and ::1), serves one client's run, and returns.
-/// `ready` gets the port listened on once listening.
-pub fn serve(
-    opts: &Opts,
-    ready: Option<mpsc::Sender<u16>>,
-    on_listen: &dyn Fn(&[SocketAddr]),
-) -> Result<ServeSummary> {
+/// A server's listeners: one adapter and listener per local address.
+pub(crate) struct Listening {
+    /// The adapters, by position in `bound`.
+    pub sides: Vec<Option<Arc<Side>>>,
+    /// The listeners.
+    pub listeners: Vec<Box<dyn netdirect::Listener>>,
+    /// Incoming connections: (index into the addresses tried, connector).
+    pub rx: mpsc::Receiver<Incoming>,
+    /// The addresses listened on.
+    pub bound: Vec<SocketAddr>,
+    /// Maps the callback's index to an index of `sides`.
+    pub side_of: Vec<usize>,
+    /// The port listened on.
+    pub port: u16,
+}
+
+/// Listens on `opts.bind`, or on 127.0.0.1 and ::1.
+pub(crate) fn listen(opts: &Opts) -> Result<Listening> {
     let addrs: Vec<IpAddr> = match opts.bind {
         Some(ip) => vec![ip],
         None => vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
@@ -916,10 +929,35 @@ pub fn serve(
             j += 1;
         }
     }
+    Ok(Listening {
+        sides,
+        listeners,
+        rx,
+        bound,
+        side_of,
+        port,
+    })
+}
+
+/// Listens (on `opts.bind`, or on 127.0.0.1 and ::1), serves one client's run, and returns.
+/// `ready` gets the port listened on once listening.
+pub fn serve(
+    opts: &Opts,
+    ready: Option<mpsc::Sender<u16>>,
+    on_listen: &dyn Fn(&[SocketAddr]),
+) -> Result<ServeSummary> {
+    let l = listen(opts)?;
     if let Some(r) = ready {
-        let _ = r.send(port);
+        let _ = r.send(l.port);
     }
-    on_listen(&bound);
+    on_listen(&l.bound);
+    let Listening {
+        sides,
+        listeners,
+        rx,
+        side_of,
+        ..
+    } = l;
 
     let mut conns: Vec<Conn> = Vec::new();
     let mut expected = 1usize;
