@@ -621,8 +621,8 @@ impl<L: Clone> Stream<L> {
     /// [`Stream::direct_placed`], and goes on with [`Stream::poll_rx`] as usual: the pad and CRC
     /// come through the input buffer, and the segment's completions and errors are exactly
     /// those of the buffered path. A CRC error found then leaves the octets already placed in
-    /// the destination undefined (RFC 5044 §8: an FPDU that fails its CRC is not delivered;
-    /// the data placed from it is not valid); nothing outside the validated range is touched.
+    /// the destination undefined (the FPDU is never delivered: the stream terminates with an
+    /// LLP CRC error, as RFC 5044 requires); nothing outside the validated range is touched.
     pub fn direct_target(&self) -> Option<DirectTarget<L>> {
         let d = self.drx.as_ref()?;
         if self.core.state != State::Active || self.deframer.buffered() != 0 {

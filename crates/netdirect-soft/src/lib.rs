@@ -30,7 +30,8 @@
 //!   the table) ; receive queue or SRQ → memory table is never needed (entries are checked
 //!   before they are queued); CQ ring locks are leaves: a notification callback runs after the
 //!   ring's lock is released. The transport holds no lock while calling the host.
-//! * Locks on the data path per inbound segment: one buffer lock (placement); per completion:
+//! * Locks on the data path per inbound segment: one buffer lock (placement, or per read
+//!   straight into a region for header-first receive — never two buffer locks at once); per completion:
 //!   the CQ ring's; per send segment: one buffer read lock while the payload is written.
 //!
 //! # Decisions where the NDK is silent (spec §10)
@@ -64,6 +65,7 @@
 //! | 23 versions | 1.2 for major 1, 2.1 for major 2; the 2.1 `Ex` calls exist | [`objects::limits`] | `limits` unit tests |
 //! | 24 affinity, interrupt moderation | affinity ignored; moderation `NOT_SUPPORTED` | [`objects::adapter`], [`cq`] | `tests/cq.rs` |
 //! | 25 send-and-invalidate to a peer without it | our side and siw both implement it | — | `fast_register_and_windows_over_the_wire` |
+//! | 26 (provider) large payloads placed before their CRC | header-first receive ([`transport::EngineConfig::direct_min`], default 1 KiB still missing, markers off): the header is validated exactly as on the buffered path, then the payload is read from the socket straight into the validated range of the region or receive buffer (no NetDMA channel, one buffer lock per read), and the CRC is checked after. A CRC error, or a stream that ends mid-payload, then gives the same Terminate, QP error and completions as the buffered path; the octets already placed in the target range are **undefined**, nothing outside it is touched. Reading: RFC 5041 §7.1 lists what must be validated before Placement (STag, bounds, rights, QN/MSN/MO, a buffer) — all header fields; Placement is not Delivery, the ULP may rely on a buffer only once the message completes, and an LLP (MPA CRC) error is fatal to the stream (RFC 5044), so data placed from a segment that then fails is never reported — what siw and RNICs do (they place as segments arrive). Difference: a Send's first segment takes its receive at its header, so on an SRQ a failed one is consumed and completes `CANCELLED` instead of staying in the SRQ | [`netdirect_proto::stream`] (`direct_target`), [`transport`] | `tests/hostile.rs` `bad_crc_in_a_large_directly_placed_write_…`, `truncated_large_write_…`; proto `harness.rs` `header_first_receive_…`, `bad_crc_in_a_directly_received_payload_…` |
 //!
 //! `unsafe` appears in one module, [`dma`], to lend a region's bytes to a NetDMA channel for one
 //! copy; its contract is written there.

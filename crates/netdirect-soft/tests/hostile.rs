@@ -1255,6 +1255,122 @@ fn truncated_frame_then_close_is_a_disconnect_without_terminate() {
     again.check();
 }
 
+/// Payload octets of the large Writes below: the FPDU is far above the header-first threshold
+/// (`netdirect_proto::stream::DIRECT_MIN`), so its payload is read from the socket straight
+/// into the region once the header is in.
+const LARGE: usize = 48 * 1024;
+/// Where in the region the large Writes go.
+const LARGE_AT: usize = 1000;
+
+/// A large Write's FPDU into the hostile region at `LARGE_AT`, and its payload.
+fn large_write(h: &Harness) -> (Vec<u8>, Vec<u8>) {
+    let mut payload = vec![0u8; LARGE];
+    support::fill_pattern(&mut payload, 0x1A26E);
+    let to = h.base + LARGE_AT as u64;
+    let f = fpdu(
+        &ulpdu(Message::Write { stag: h.stag, to }, &payload, true),
+        h.crc,
+    );
+    (f, payload)
+}
+
+/// Writes the first `head` octets of `f`, lets our side read them alone, then the rest.
+fn write_header_first(h: &mut Harness, f: &[u8], head: usize) {
+    h.raw.write_all(&f[..head]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    h.raw.write_all(&f[head..]).unwrap();
+}
+
+/// The hostile buffer outside `[LARGE_AT, LARGE_AT + LARGE)` of the region is what it was;
+/// returns the octets inside (undefined after a failed direct placement).
+fn outside_large_untouched(h: &Harness) -> Vec<u8> {
+    let now = h.buf.to_vec();
+    let (lo, hi) = (CANARY + LARGE_AT, CANARY + LARGE_AT + LARGE);
+    assert!(
+        now[..lo] == h.snapshot[..lo],
+        "memory before the target changed"
+    );
+    assert!(
+        now[hi..] == h.snapshot[hi..],
+        "memory after the target changed"
+    );
+    now[lo..hi].to_vec()
+}
+
+#[test]
+fn bad_crc_in_a_large_directly_placed_write_gets_llp_crc_and_stays_in_its_range() {
+    for ip in [v4(), v6()] {
+        let mut h = Harness::new(Opts {
+            crc: true,
+            ..Opts::new(ip)
+        });
+        let (mut f, mut payload) = large_write(&h);
+        // One payload octet in the middle flipped: the CRC fails only after most of the
+        // payload has been read into the region.
+        f[mpa::LENGTH_LEN + ddp::TAGGED_HEADER_LEN + LARGE / 2] ^= 0x01;
+        payload[LARGE / 2] ^= 0x01;
+        write_header_first(&mut h, &f, 64);
+        h.expect_terminate(TermError::LlpCrc);
+        h.expect_failed(sent_code(TermError::LlpCrc), None);
+        let inside = outside_large_untouched(&h);
+        // Undefined by the rules (RFC 5044 §8); here it shows the payload went straight in
+        // before its CRC was checked, i.e. that this test took the direct path.
+        assert!(inside == payload, "the payload was placed header-first");
+        h.expect_receives_untouched();
+        h.finish();
+    }
+}
+
+#[test]
+fn truncated_large_write_then_close_is_a_disconnect_and_stays_in_its_range() {
+    for crc in [false, true] {
+        let mut h = Harness::new(Opts {
+            crc,
+            ..Opts::new(v4())
+        });
+        let (f, payload) = large_write(&h);
+        // Header and half the payload, then FIN: our side placed what came, directly.
+        write_header_first(&mut h, &f[..f.len() / 2], 64);
+        h.raw.shutdown(Shutdown::Write).unwrap();
+        h.disconnected
+            .recv_timeout(WAIT)
+            .expect("the disconnect event runs when the peer goes away");
+        let early = h.ep.drain(Duration::from_millis(100));
+        assert!(
+            early.is_empty(),
+            "nothing flushed before NdkDisconnect: {early:?}"
+        );
+        h.conn
+            .disconnect()
+            .wait_timeout(WAIT)
+            .expect("disconnect completes in time")
+            .expect("disconnect succeeds");
+        let c = h.ep.completions(1 + h.receives);
+        assert!(
+            c.iter().all(|c| c.status == Status::CANCELLED),
+            "everything outstanding is cancelled: {c:?}"
+        );
+        assert!(
+            c.iter()
+                .any(|c| (c.op_type, c.request_context) == (OperationType::Read, READ_CTX))
+        );
+        // As for a small truncated frame: no Terminate, the peer is gone; only our FIN.
+        let received = h.receive_all();
+        assert!(received.terminate.is_none() && received.ulpdus.is_empty());
+        let inside = outside_large_untouched(&h);
+        let got = f.len() / 2 - mpa::LENGTH_LEN - ddp::TAGGED_HEADER_LEN;
+        assert!(
+            inside[..got] == payload[..got],
+            "the first half went straight in"
+        );
+        assert!(inside[got..] == h.snapshot[CANARY + LARGE_AT + got..CANARY + LARGE_AT + LARGE]);
+        h.expect_receives_untouched();
+        assert_no_engine_panic();
+        h.expect_qp_in_error();
+        h.healthy.check();
+    }
+}
+
 #[test]
 fn peer_reset_mid_frame_is_a_disconnect_and_nothing_breaks() {
     let mut h = Harness::new(Opts::new(v4()));

@@ -126,6 +126,32 @@ impl QpHost for TestHost {
         }
     }
 
+    fn with_dest_mut<R>(
+        &mut self,
+        dest: &Dest<u32>,
+        len: usize,
+        f: impl FnOnce(&mut [&mut [u8]]) -> R,
+    ) -> Option<R> {
+        // Two pieces, as a region over two pages of different buffers would lend them.
+        let lend = |bytes: &mut [u8]| {
+            let (a, b) = bytes.split_at_mut(len / 2);
+            f(&mut [a, b])
+        };
+        match *dest {
+            Dest::Receive { recv, offset } => {
+                let mut rd = self.side.recv_data.lock().unwrap();
+                let buf = rd.get_mut(&recv).unwrap();
+                Some(lend(&mut buf[offset as usize..offset as usize + len]))
+            }
+            Dest::Tagged { lease, to } => {
+                let mut regions = self.side.regions.lock().unwrap();
+                let r = regions.get_mut(&lease).unwrap();
+                let at = (to - r.base) as usize;
+                Some(lend(&mut r.data[at..at + len]))
+            }
+        }
+    }
+
     fn place(&mut self, dest: Dest<u32>, data: &[u8]) {
         match dest {
             Dest::Receive { recv, offset } => {

@@ -102,6 +102,25 @@ impl RecvEntry {
         })
     }
 
+    /// Lends the memory at message offset `offset` for up to `len` octets (the part inside
+    /// one scatter entry's buffer) to `f`; see [`lend_lease`].
+    fn lend<R>(
+        &self,
+        mut offset: u64,
+        len: u64,
+        f: impl FnOnce(&mut [&mut [u8]]) -> R,
+    ) -> Option<R> {
+        for lease in &self.sges {
+            if offset >= lease.len() {
+                offset -= lease.len();
+                continue;
+            }
+            let n = (lease.len() - offset).min(len);
+            return lend_lease(lease, lease.to() + offset, n, f);
+        }
+        None
+    }
+
     /// Scatters `data` at message offset `offset` (already bounded by the engine).
     fn write(&self, mut offset: u64, mut data: &[u8], placer: Option<&DmaPlacer>) {
         for lease in &self.sges {
@@ -139,6 +158,46 @@ fn write_lease(lease: &Lease, to: u64, data: &[u8], placer: Option<&DmaPlacer>) 
             });
         }
     }
+}
+
+/// The most pieces one direct read is given.
+const MAX_DIRECT_PIECES: usize = 64;
+
+/// Lends `[to, to + len)` of `lease` for writing to `f`, as the pieces of that range which lie
+/// in the buffer of its first piece (disjoint, in order; a region over several buffers, or
+/// pages mapped out of order, is lent one part at a time). One buffer write lock is held
+/// while `f` runs, as for a copy; `None` for an empty or out-of-lease range.
+fn lend_lease<R>(
+    lease: &Lease,
+    to: u64,
+    len: u64,
+    f: impl FnOnce(&mut [&mut [u8]]) -> R,
+) -> Option<R> {
+    let mut spans = lease.spans(to, len).ok()?;
+    let (buffer, first) = spans.next()?;
+    let mut ranges = vec![first];
+    for (b, r) in spans {
+        let after = ranges.last().is_some_and(|last| r.start >= last.end);
+        if !b.ptr_eq(buffer) || !after || ranges.len() == MAX_DIRECT_PIECES {
+            break;
+        }
+        ranges.push(r);
+    }
+    Some(buffer.with_mut(|bytes| {
+        // The ranges are inside the buffer (the region's mapping was checked when it was
+        // registered), ascending and disjoint: split them off one after another.
+        let mut rest = bytes;
+        let mut base = 0;
+        let mut pieces: Vec<&mut [u8]> = Vec::with_capacity(ranges.len());
+        for r in &ranges {
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(r.start - base);
+            let (piece, tail) = tail.split_at_mut(r.len());
+            pieces.push(piece);
+            rest = tail;
+            base = r.end;
+        }
+        f(&mut pieces)
+    }))
 }
 
 /// A local operation carried out in send-queue order.
@@ -992,6 +1051,20 @@ impl QpHost for SoftHost {
             Dest::Tagged { lease, to } => {
                 write_lease(&lease, to, data, self.core.placer.as_deref())
             }
+        }
+    }
+
+    fn with_dest_mut<R>(
+        &mut self,
+        dest: &Dest<Lease>,
+        len: usize,
+        f: impl FnOnce(&mut [&mut [u8]]) -> R,
+    ) -> Option<R> {
+        // Straight from the socket, not through the NetDMA channel: the kernel's copy is the
+        // only one.
+        match dest {
+            Dest::Receive { recv, offset } => self.receives.get(recv)?.lend(*offset, len as u64, f),
+            Dest::Tagged { lease, to } => lend_lease(lease, *to, len as u64, f),
         }
     }
 

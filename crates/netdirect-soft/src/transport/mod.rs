@@ -172,6 +172,23 @@ pub trait QpHost: Host<Lease: Send> + Send + 'static {
     /// Places inbound payload `data` at `dest` (already checked by [`Host`]).
     fn place(&mut self, dest: Dest<Self::Lease>, data: &[u8]);
 
+    /// Lends the memory of up to `len` octets at `dest` (a range the stream validated through
+    /// [`Host`]) for writing: calls `f` once with its pieces, disjoint and in order, so that a
+    /// socket read can land there directly (header-first receive,
+    /// [`netdirect_proto::stream::Stream::direct_target`]). The pieces may cover only a prefix
+    /// of the range (say, the part in one buffer); they never reach outside it. `None` (the
+    /// default) when the host cannot lend the memory: the payload then comes through the
+    /// input buffer and [`QpHost::place`].
+    fn with_dest_mut<R>(
+        &mut self,
+        dest: &Dest<Self::Lease>,
+        len: usize,
+        f: impl FnOnce(&mut [&mut [u8]]) -> R,
+    ) -> Option<R> {
+        let _ = (dest, len, f);
+        None
+    }
+
     /// A work completion, after the placements it covers.
     fn completed(&mut self, completion: WorkCompletion);
 
@@ -211,6 +228,11 @@ pub struct EngineConfig {
     pub read_buffer: usize,
     /// Octets one connection may read per turn before other connections are served.
     pub read_budget: usize,
+    /// Header-first receive: an inbound FPDU whose payload still misses at least this many
+    /// octets once its header is in is read from the socket straight into its destination
+    /// (default [`netdirect_proto::stream::DIRECT_MIN`]); `None` reads everything through the
+    /// input buffer. Ignored when the peer inserts markers.
+    pub direct_min: Option<usize>,
 }
 
 impl Default for EngineConfig {
@@ -222,6 +244,7 @@ impl Default for EngineConfig {
             disconnect_timeout: Duration::from_secs(5),
             read_buffer: 256 * 1024,
             read_budget: 4 * 1024 * 1024,
+            direct_min: Some(netdirect_proto::stream::DIRECT_MIN),
         }
     }
 }

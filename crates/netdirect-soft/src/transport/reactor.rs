@@ -1,7 +1,7 @@
 //! The progress thread: commands in, sockets driven, hosts called.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, ErrorKind, IoSlice, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{self, AtomicBool, Ordering};
@@ -322,12 +322,16 @@ impl<H: QpHost> Conn<H> {
         }
     }
 
-    fn make_stream(&mut self, neg: &netdirect_proto::Negotiated, cap: usize) {
+    fn make_stream(&mut self, neg: &netdirect_proto::Negotiated, cfg: &EngineConfig) {
+        let cap = cfg.max_mulpdu;
         let mulpdu = mpa::mulpdu(self.emss, neg.markers_tx).min(cap);
         self.crc = neg.crc;
         self.markers_tx = neg.markers_tx;
         self.shared.ord.store(neg.limits.ord, Ordering::Release);
-        self.stream = Some(Stream::new(neg, mulpdu));
+        let mut stream = Stream::new(neg, mulpdu);
+        // Header-first receive (`receive` reads payloads straight into place once connected).
+        stream.set_direct_min(cfg.direct_min);
+        self.stream = Some(stream);
     }
 
     /// Starts closing: write what is queued, FIN, linger.
@@ -383,7 +387,7 @@ impl<H: QpHost> Conn<H> {
                     self.request = Some(req);
                 }
                 HsEvent::Established(neg) => {
-                    self.make_stream(&neg, cfg.max_mulpdu);
+                    self.make_stream(&neg, cfg);
                     self.deadline = None;
                     if neg.role == netdirect_proto::Role::Initiator {
                         self.phase = Phase::Replied;
@@ -563,12 +567,21 @@ impl<H: QpHost> Conn<H> {
 
     /// Reads once into `rbuf`; returns the octets read (0 on would-block, EOF or error).
     fn receive(&mut self, rbuf: &mut [u8], now: Instant, cfg: &EngineConfig) -> Option<usize> {
-        // Established: read straight into the stream's input buffer (one copy fewer).
+        // Established: read straight into the stream's input buffer (one copy fewer), or,
+        // for the payload of a large FPDU whose header is in, straight into its destination.
         let direct = self.phase == Phase::Connected && self.stream.is_some();
         let read = match (direct, self.stream.as_mut()) {
             (true, Some(stream)) => {
                 let sock = &self.sock;
-                stream.fill_input_with(rbuf.len(), |buf| (&*sock).read(buf))
+                match Self::read_direct(sock, stream, self.host.as_mut()) {
+                    Some(read) => read,
+                    None => {
+                        let n = stream
+                            .read_hint()
+                            .map_or(rbuf.len(), |h| h.clamp(1, rbuf.len()));
+                        stream.fill_input_with(n, |buf| (&*sock).read(buf))
+                    }
+                }
             }
             _ => (&self.sock).read(rbuf),
         };
@@ -608,6 +621,36 @@ impl<H: QpHost> Conn<H> {
             Phase::TcpConnecting | Phase::Closing | Phase::Linger | Phase::Dead => {}
         }
         Some(n)
+    }
+
+    /// Header-first receive: when the stream names a direct target, reads from the socket
+    /// straight into the host memory behind it (one vectored read over its pieces) and reports
+    /// what landed. `None` when there is no target or the host cannot lend its memory.
+    fn read_direct(
+        sock: &TcpStream,
+        stream: &mut Stream<H::Lease>,
+        host: Option<&mut H>,
+    ) -> Option<io::Result<usize>> {
+        let target = stream.direct_target()?;
+        host?.with_dest_mut(&target.dest, target.len, |pieces| {
+            let mut iov: Vec<IoSliceMut<'_>> =
+                pieces.iter_mut().map(|p| IoSliceMut::new(p)).collect();
+            let read = (&*sock).read_vectored(&mut iov);
+            if let Ok(n) = read {
+                // The octets landed in order through the pieces; the stream counts them and
+                // adds them to the FPDU's CRC.
+                let mut left = n;
+                for piece in &iov {
+                    if left == 0 {
+                        break;
+                    }
+                    let k = left.min(piece.len());
+                    stream.direct_placed(&piece[..k]);
+                    left -= k;
+                }
+            }
+            read
+        })
     }
 
     fn wants_read(&self) -> bool {
