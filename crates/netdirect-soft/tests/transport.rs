@@ -474,6 +474,12 @@ fn rdma_write_throughput() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_MAX_MULPDU),
+        // ND_DIRECT_MIN=<octets>|off overrides the header-first receive threshold.
+        direct_min: match std::env::var("ND_DIRECT_MIN").ok().as_deref() {
+            Some("off") => None,
+            Some(v) => v.parse().ok(),
+            None => EngineConfig::default().direct_min,
+        },
         ..EngineConfig::default()
     };
     let ea = Engine::new(config.clone()).unwrap();
