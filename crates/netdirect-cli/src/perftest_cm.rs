@@ -1068,11 +1068,9 @@ pub fn serve(opts: &Opts, gbits: bool, on_listen: &dyn Fn(&[SocketAddr])) -> Res
         } else {
             0
         };
-        wait(
-            c.accept(&*d.qp, limit, limit, &[], None),
-            opts.timeout,
-            "cannot accept the data connection",
-        )?;
+        // The accept completes with the initiator's first FPDU, which perftest sends only
+        // after the next handshake (or, for write_lat, after our first write): don't wait.
+        let accepted = c.accept(&*d.qp, limit, limit, &[], None);
         d.read_limit = limit;
         let qpn = c.local_address().map_or(0, |a| a.port());
         d.connector = Some(c);
@@ -1107,6 +1105,9 @@ pub fn serve(opts: &Opts, gbits: bool, on_listen: &dyn Fn(&[SocketAddr])) -> Res
                 }
             }
             ctl.hand_shake(&my, "closing handshake")?;
+            if let Ok(Err(status)) = accepted.wait_timeout(Duration::from_millis(100)) {
+                return Err(Error::status("the data connection failed", status));
+            }
             Ok(run)
         })();
         d.close();
