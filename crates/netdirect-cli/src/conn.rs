@@ -3,8 +3,10 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+use clap::Args;
 
 use netdirect::{Adapter, Buffer, Connector, Cq, Mr, OpenParameters, Pd, Provider, Qp, QpConfig};
 use netdirect_soft::SoftProvider;
@@ -14,6 +16,55 @@ use netdirect_types::{
 
 use crate::error::{Context, Error, Result, wait};
 use crate::proto::{CTRL_LEN, Ctrl, Kind};
+
+/// MPA negotiation flags, common to every command that connects (the NDK has no per-connection
+/// knob for these; they are the soft provider's settings).
+#[derive(Args, Debug, Clone, Copy)]
+pub struct MpaArgs {
+    /// MPA revision to offer (initiator) or answer at most (responder): 1 or 2. Revision 1
+    /// carries no IRD/ORD, so Linux peers cannot issue RDMA reads over it.
+    #[arg(long = "mpa-rev", global = true, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub revision: u8,
+    /// Ask the peer for CRC32c on every FPDU (either side may ask; the peer must honour it).
+    #[arg(long = "mpa-crc", global = true)]
+    pub crc: bool,
+    /// Offer RFC 6581 peer-to-peer mode (a zero-length Write or Read as ready-to-receive)
+    /// when connecting. Needed by an `nd` server to see a client's connect completed before
+    /// the client speaks; Linux rdma_cm (rping, perftest) never offers it. As responder, a
+    /// peer's offer is always answered.
+    #[arg(long = "mpa-p2p", global = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub peer_to_peer: bool,
+}
+
+impl Default for MpaArgs {
+    fn default() -> Self {
+        MpaArgs {
+            revision: 2,
+            crc: false,
+            peer_to_peer: true,
+        }
+    }
+}
+
+impl MpaArgs {
+    /// The soft provider's MPA settings these flags ask for.
+    pub fn config(&self) -> netdirect_soft::transport::MpaConfig {
+        let mut config = netdirect_soft::transport::ndk_mpa_config();
+        config.revision = self.revision;
+        config.crc = self.crc;
+        if !self.peer_to_peer {
+            config.peer_to_peer = None;
+        }
+        config
+    }
+}
+
+static MPA: OnceLock<MpaArgs> = OnceLock::new();
+
+/// Sets the MPA flags every [`Side::open`] of this process uses (once; later calls are ignored).
+pub fn set_mpa(args: MpaArgs) {
+    let _ = MPA.set(args);
+}
 
 /// An open adapter and its protection domain.
 pub struct Side {
@@ -30,7 +81,9 @@ pub struct Side {
 impl Side {
     /// Opens a soft adapter on `address`.
     pub fn open(address: IpAddr, timeout: Duration) -> Result<Side> {
+        let mpa = MPA.get().copied().unwrap_or_default();
         let adapter = SoftProvider::new()
+            .with_mpa(mpa.config())
             .open_adapter(OpenParameters {
                 address,
                 version: Version::V1_2,

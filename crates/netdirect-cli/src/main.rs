@@ -22,6 +22,8 @@ use netdirect_cli::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    mpa: conn::MpaArgs,
 }
 
 #[derive(Subcommand)]
@@ -381,6 +383,7 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    conn::set_mpa(cli.mpa);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

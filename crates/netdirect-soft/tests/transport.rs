@@ -1013,3 +1013,45 @@ fn engine_drop_flushes_and_joins() {
     c.disconnect(cb);
     assert_eq!(done.recv_timeout(WAIT).unwrap(), Status::SUCCESS);
 }
+
+/// A raw responder that answers the Request, then reports how long after its Reply the
+/// initiator's first FPDU began to arrive.
+fn timed_responder() -> (SocketAddr, std::thread::JoinHandle<Duration>) {
+    let (addr, t) = raw_responder();
+    let timed = std::thread::spawn(move || {
+        let mut s = t.join().unwrap();
+        let replied = Instant::now();
+        let mut first = [0u8; 2];
+        s.read_exact(&mut first).unwrap();
+        replied.elapsed()
+    });
+    (addr, timed)
+}
+
+#[test]
+fn first_fpdu_waits_for_the_configured_delay_after_the_reply() {
+    // siw's accept hooks its socket to the QP only after sending the Reply; the hold keeps our
+    // first FPDU out of that window (EngineConfig::first_fpdu_delay).
+    for (delay, held) in [(Duration::from_millis(300), true), (Duration::ZERO, false)] {
+        let e = Engine::new(EngineConfig {
+            first_fpdu_delay: delay,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let (addr, timed) = timed_responder();
+        let (c, _side, _notes) = connect_to_raw(&e, addr);
+        let waited = timed.join().unwrap();
+        if held {
+            assert!(
+                waited >= delay,
+                "first FPDU after {waited:?}, hold {delay:?}"
+            );
+        } else {
+            assert!(
+                waited < Duration::from_millis(250),
+                "no hold, yet {waited:?}"
+            );
+        }
+        drop(c);
+    }
+}

@@ -19,7 +19,7 @@ use super::qp::SoftHost;
 use super::shared_endpoint::SoftSharedEndpoint;
 use crate::dma::{DmaPlacer, Placement};
 use crate::memory::{MemoryConfig, MemoryTable};
-use crate::transport::{Engine, EngineConfig};
+use crate::transport::{Engine, EngineConfig, MpaConfig, ndk_mpa_config};
 
 /// The software iWARP RNIC as a provider, registered as `"soft"`.
 ///
@@ -37,10 +37,21 @@ use crate::transport::{Engine, EngineConfig};
 /// assert_eq!(adapter.query_info().rdma_technology, netdirect_types::RdmaTechnology::IWarp);
 /// adapter.close();
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SoftProvider {
     engine: EngineConfig,
     placement: Placement,
+    mpa: MpaConfig,
+}
+
+impl Default for SoftProvider {
+    fn default() -> Self {
+        SoftProvider {
+            engine: EngineConfig::default(),
+            placement: Placement::Cpu,
+            mpa: ndk_mpa_config(),
+        }
+    }
 }
 
 impl SoftProvider {
@@ -53,8 +64,16 @@ impl SoftProvider {
     pub fn with_engine_config(engine: EngineConfig) -> SoftProvider {
         SoftProvider {
             engine,
-            placement: Placement::Cpu,
+            ..SoftProvider::default()
         }
+    }
+
+    /// The provider negotiating MPA as `mpa` says, on every connect and listen of its adapters
+    /// (default: [`ndk_mpa_config`]). Use it to ask for CRCs, offer revision 1, or leave out
+    /// the peer-to-peer RTR offer; the NDK has no per-connection knob for these.
+    pub fn with_mpa(mut self, mpa: MpaConfig) -> SoftProvider {
+        self.mpa = mpa;
+        self
     }
 
     /// The provider placing inbound payloads as `placement` says (CPU or a NetDMA channel).
@@ -87,6 +106,7 @@ impl SoftProvider {
                 memory,
                 engine,
                 placer,
+                mpa: self.mpa.clone(),
             }),
         })
     }
@@ -120,6 +140,8 @@ pub(crate) struct AdapterShared {
     pub(crate) memory: Arc<MemoryTable>,
     pub(crate) engine: Engine<SoftHost>,
     pub(crate) placer: Option<Arc<DmaPlacer>>,
+    /// MPA settings of every connect and listen.
+    pub(crate) mpa: MpaConfig,
 }
 
 impl AdapterShared {

@@ -28,7 +28,7 @@ use super::adapter::AdapterShared;
 use super::limits::MAX_PRIVATE_DATA;
 use super::qp::{DisconnectCallback, QpCore, SoftHost, SoftQp};
 use super::shared_endpoint::SoftSharedEndpoint;
-use crate::transport::{ConnectParams, Incoming, ndk_mpa_config};
+use crate::transport::{ConnectParams, Incoming};
 
 enum State {
     /// Active connector, nothing done yet.
@@ -121,7 +121,7 @@ impl SoftConnector {
         let params = ConnectParams {
             local,
             remote,
-            config: ndk_mpa_config(),
+            config: self.shared.mpa.clone(),
             limits: ReadLimits {
                 ird: limit(ird),
                 ord: limit(ord),

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use super::adapter::AdapterShared;
 use super::connector::SoftConnector;
 use super::qp::SoftHost;
-use crate::transport::{self, ndk_mpa_config};
+use crate::transport;
 
 /// A listener of the software RNIC.
 pub struct SoftListener {
@@ -65,7 +65,7 @@ impl Listener for SoftListener {
         let result = self
             .shared
             .engine
-            .listen(address, ndk_mpa_config(), move |incoming| {
+            .listen(address, self.shared.mpa.clone(), move |incoming| {
                 // Adapter gone: dropping the request rejects it.
                 if let Some(shared) = shared.upgrade() {
                     event(Box::new(SoftConnector::passive(shared, incoming)));

@@ -264,6 +264,10 @@ struct Conn<H: QpHost> {
     has_handle: bool,
     /// Dead, socket closed, kept for its handle.
     zombie: bool,
+    /// Active side: when the peer's Reply arrived.
+    replied_at: Option<Instant>,
+    /// Active side: no FPDU leaves before this ([`EngineConfig::first_fpdu_delay`]).
+    hold_until: Option<Instant>,
 }
 
 impl<H: QpHost> Conn<H> {
@@ -298,6 +302,8 @@ impl<H: QpHost> Conn<H> {
             flushed: false,
             peer_closed: false,
             terminating: false,
+            replied_at: None,
+            hold_until: None,
             tx_drained: false,
             request: None,
             aborted: false,
@@ -390,6 +396,7 @@ impl<H: QpHost> Conn<H> {
                     self.make_stream(&neg, cfg);
                     self.deadline = None;
                     if neg.role == netdirect_proto::Role::Initiator {
+                        self.replied_at = Some(now);
                         self.phase = Phase::Replied;
                         self.shared.set_state(ConnState::Replied);
                         if let Some(cb) = self.on_connect.take() {
@@ -686,7 +693,8 @@ impl<H: QpHost> Conn<H> {
     /// Whether the stream's frames may be taken now.
     fn frames_allowed(&self) -> bool {
         match self.phase {
-            Phase::Connected | Phase::Accepting => !self.disconnecting,
+            Phase::Connected => !self.disconnecting && self.hold_until.is_none(),
+            Phase::Accepting => !self.disconnecting,
             Phase::Closing => self.terminating && !self.disconnecting,
             _ => false,
         }
@@ -918,6 +926,10 @@ impl<H: QpHost> Conn<H> {
                 self.kill();
             }
             Phase::Linger => self.kill(),
+            Phase::Connected if self.hold_until.is_some_and(|t| t <= now) => {
+                self.hold_until = None;
+                self.deadline = None;
+            }
             _ => self.deadline = None,
         }
     }
@@ -1200,6 +1212,11 @@ impl<H: QpHost> Reactor<H> {
                     }
                     c.phase = Phase::Connected;
                     c.shared.set_state(ConnState::Connected);
+                    let hold = c.replied_at.map(|t| t + cfg.first_fpdu_delay);
+                    if let Some(t) = hold.filter(|t| *t > now) {
+                        c.hold_until = Some(t);
+                        c.deadline = Some(t);
+                    }
                     on_done(Status::SUCCESS);
                     let early = std::mem::take(&mut c.early);
                     if !early.is_empty() {
