@@ -759,7 +759,8 @@ fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
                 continue;
             }
             Test::WriteLat => {
-                if rcnt < n && !(scnt < 1 && !client) {
+                // perftest's server writes first.
+                if rcnt < n && (scnt >= 1 || client) {
                     rcnt += 1;
                     let want = rcnt as u8;
                     let deadline = Instant::now() + opts.timeout;
@@ -777,7 +778,8 @@ fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
                 }
             }
             _ => {
-                if rcnt < n && !(scnt < 1 && client) {
+                // perftest's client sends first.
+                if rcnt < n && (scnt >= 1 || !client) {
                     let r = d.next_rx("the peer's Send")?;
                     if r.len != size {
                         return Err(Error::status(
@@ -913,9 +915,7 @@ pub fn client(opts: &Opts, server: SocketAddr, gbits: bool) -> Result<ClientRun>
             xchg_report(&mut ctl, Some(r), gbits)?;
         }
         if opts.test != Test::WriteLat {
-            if opts.test != Test::WriteLat {
-                ctl.hand_shake(&my, "closing handshake")?;
-            }
+            ctl.hand_shake(&my, "closing handshake")?;
         }
         Ok::<_, Error>(ClientRun {
             info: side.info,
@@ -1123,9 +1123,7 @@ pub fn serve(opts: &Opts, gbits: bool, on_listen: &dyn Fn(&[SocketAddr])) -> Res
                 }
             }
             if opts.test != Test::WriteLat {
-                if opts.test != Test::WriteLat {
-                    ctl.hand_shake(&my, "closing handshake")?;
-                }
+                ctl.hand_shake(&my, "closing handshake")?;
             }
             if let Ok(Err(status)) = accepted.wait_timeout(Duration::from_millis(100)) {
                 return Err(Error::status("the data connection failed", status));
