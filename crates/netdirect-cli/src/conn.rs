@@ -34,6 +34,10 @@ pub struct MpaArgs {
     /// peer's offer is always answered.
     #[arg(long = "mpa-p2p", global = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub peer_to_peer: bool,
+    /// Ask the peer for MPA markers (RFC 5044 §5) in what it sends us. Linux siw refuses them
+    /// (it rejects the connection).
+    #[arg(long = "mpa-markers", global = true)]
+    pub markers: bool,
 }
 
 impl Default for MpaArgs {
@@ -42,6 +46,7 @@ impl Default for MpaArgs {
             revision: 2,
             crc: false,
             peer_to_peer: true,
+            markers: false,
         }
     }
 }
@@ -52,6 +57,7 @@ impl MpaArgs {
         let mut config = netdirect_soft::transport::ndk_mpa_config();
         config.revision = self.revision;
         config.crc = self.crc;
+        config.markers = self.markers;
         if !self.peer_to_peer {
             config.peer_to_peer = None;
         }

@@ -1077,8 +1077,8 @@ pub fn serve(opts: &Opts, gbits: bool, on_listen: &dyn Fn(&[SocketAddr])) -> Res
         } else {
             0
         };
-        // The accept completes with the initiator's first FPDU, which perftest sends only
-        // after the next handshake (or, for write_lat, after our first write): don't wait.
+        // With RTR (an nd client) the accept completes with the initiator's first FPDU, sent
+        // after its complete-connect: wait for it only after the next handshakes.
         let accepted = c.accept(&*d.qp, limit, limit, &[], None);
         d.read_limit = limit;
         let qpn = c.local_address().map_or(0, |a| a.port());
@@ -1090,6 +1090,11 @@ pub fn serve(opts: &Opts, gbits: bool, on_listen: &dyn Fn(&[SocketAddr])) -> Res
             for _ in 0..dest_handshakes(opts.test) {
                 rem = ctl.hand_shake(&my, "dest handshake")?;
             }
+            // By now the client has completed its connect: a perftest client (no RTR) was
+            // accepted with our Reply, an nd client's RTR is on its way. write_lat's server
+            // writes first, which needs the accept done.
+            wait(accepted, opts.timeout, "the data connection's accept")
+                .map_err(|e| Error::msg(format!("the data connection failed: {e}")))?;
             let mut run = ServeRun {
                 peer,
                 rows: Vec::new(),
@@ -1110,23 +1115,11 @@ pub fn serve(opts: &Opts, gbits: bool, on_listen: &dyn Fn(&[SocketAddr])) -> Res
                 Test::ReadLat => {}
                 Test::WriteLat | Test::SendLat => {
                     check_dest(opts.test, &rem)?;
-                    let row = lat(opts, &mut d, &rem, false).map_err(|e| match e.status {
-                        Some(s) if opts.test == Test::WriteLat && s == Status::CONNECTION_INVALID => {
-                            Error::status(
-                                "write_lat -R: perftest's server writes first, but the soft RNIC sends nothing on an accepted connection before the initiator's first FPDU (RFC 5044 §7.1.2) and a perftest client sends nothing before that write: run nd as the write_lat client instead",
-                                s,
-                            )
-                        }
-                        _ => e,
-                    })?;
-                    run.rows.push(Row::Lat(row));
+                    run.rows.push(Row::Lat(lat(opts, &mut d, &rem, false)?));
                 }
             }
             if opts.test != Test::WriteLat {
                 ctl.hand_shake(&my, "closing handshake")?;
-            }
-            if let Ok(Err(status)) = accepted.wait_timeout(Duration::from_millis(100)) {
-                return Err(Error::status("the data connection failed", status));
             }
             Ok(run)
         })();

@@ -99,6 +99,10 @@ pub struct RpingArgs {
     /// Longest wait for anything (a client, the connection, a completion), in seconds.
     #[arg(long = "timeout", default_value_t = 120.0)]
     pub timeout: f64,
+    /// Interop testing: the server reads the client's source with a wrong STag key, so the
+    /// peer must answer with a Terminate (RDMAP remote protection, invalid STag).
+    #[arg(long = "inject-bad-stag", hide = true)]
+    pub inject_bad_stag: bool,
 }
 
 /// rping's `struct rping_rdma_info`.
@@ -202,8 +206,28 @@ struct Ep {
     sends_out: u32,
     results: Vec<Completion>,
     disconnected: Arc<AtomicBool>,
+    /// The `provider_error_code` of a flushed completion that carried a Terminate.
+    terminate: Option<u32>,
     timeout: Duration,
     debug: bool,
+}
+
+/// A `provider_error_code` carrying a Terminate (`0xOOLLTTCC`: origin 1 sent, 2 received;
+/// layer, error type, error code as RFC 5040 §4.8) in words.
+fn describe_terminate(code: u32) -> String {
+    let [origin, layer, etype, ecode] = code.to_be_bytes();
+    let by = match origin {
+        1 => "Terminate sent",
+        2 => "Terminate from the peer",
+        _ => "provider error",
+    };
+    let layer = match layer {
+        0 => "RDMAP",
+        1 => "DDP",
+        2 => "LLP/MPA",
+        _ => "unknown layer",
+    };
+    format!("{by}: {layer}, error type {etype}, code {ecode:#04x}; provider code {code:#010x}")
 }
 
 /// What the CQ said.
@@ -268,6 +292,7 @@ impl Ep {
             sends_out: 0,
             results: vec![Completion::EMPTY; 16],
             disconnected: Arc::new(AtomicBool::new(false)),
+            terminate: None,
             timeout,
             debug: false,
         };
@@ -318,12 +343,7 @@ impl Ep {
         let deadline = Instant::now() + self.timeout;
         while self.sends_out > 0 {
             match self.poll()? {
-                Some(Got::Disconnected) => {
-                    return Err(Error::status(
-                        "the peer disconnected",
-                        Status::CONNECTION_ABORTED,
-                    ));
-                }
+                Some(Got::Disconnected) => return Err(self.gone("a send to complete")),
                 Some(_) => {
                     return Err(Error::msg(
                         "protocol error: a message arrived while a send was outstanding",
@@ -347,6 +367,9 @@ impl Ep {
             }
             let c = self.results[0];
             if c.status == Status::CANCELLED {
+                if c.provider_error_code != 0 {
+                    self.terminate.get_or_insert(c.provider_error_code);
+                }
                 return Ok(Some(Got::Disconnected));
             }
             if c.status != Status::SUCCESS {
@@ -423,12 +446,7 @@ impl Ep {
         loop {
             match self.poll()? {
                 Some(Got::Rdma(x)) if x == ctx => return Ok(()),
-                Some(Got::Disconnected) => {
-                    return Err(Error::status(
-                        format!("the peer disconnected while waiting for {what}"),
-                        Status::CONNECTION_ABORTED,
-                    ));
-                }
+                Some(Got::Disconnected) => return Err(self.gone(what)),
                 Some(_) => {
                     return Err(Error::msg(format!(
                         "protocol error: waiting for {what}, something else completed"
@@ -437,6 +455,19 @@ impl Ep {
                 None => idle(deadline, what)?,
             }
         }
+    }
+
+    /// The connection ended while waiting for `what`: a Terminate if one came, else a
+    /// disconnect.
+    fn gone(&self, what: &str) -> Error {
+        let why = match self.terminate {
+            Some(code) => format!(
+                "the connection was terminated ({}) while waiting for {what}",
+                describe_terminate(code)
+            ),
+            None => format!("the peer disconnected while waiting for {what}"),
+        };
+        Error::status(why, Status::CONNECTION_ABORTED)
     }
 
     fn rdma_info(&self) -> Info {
@@ -680,13 +711,20 @@ fn server_loop(a: &RpingArgs, ep: &mut Ep) -> Result<()> {
             )));
         }
         let sge = Sge::new(ep.rdma.address(), len as u32, ep.rdma_mr.local_token());
+        // The key is the STag's low octet (RFC 5040 §2.5 leaves its use to the RNIC; siw and
+        // we check it), so flipping it names the right region with the wrong key.
+        let rkey = if a.inject_bad_stag {
+            src.rkey ^ 0xff
+        } else {
+            src.rkey
+        };
         ep.qp
             .initiator()
             .read(
                 CTX_READ,
                 &[sge],
                 src.buf,
-                RemoteToken(src.rkey),
+                RemoteToken(rkey),
                 OpFlags::empty(),
             )
             .context(|| "post send error (RDMA read)".into())?;

@@ -36,10 +36,12 @@
 //!   closes: the passive side's accept completes `STATUS_CONNECTION_ABORTED`.
 //! * **Passive side.** An accepted TCP connection runs the responder handshake; when the Request
 //!   is parsed the listener's callback gets an [`Incoming`]. [`Incoming::accept`] sends the
-//!   Reply and builds the stream; its completion fires when the initiator's **first FPDU** has
-//!   arrived (NDK: accept completes when the active side completed the connect). With plain
-//!   RFC 5044 (no RTR) that is the initiator's first message, so use [`ndk_mpa_config`]
-//!   (peer-to-peer RTR offered) when the active side may wait for the passive side to speak.
+//!   Reply and builds the stream. With RFC 6581 peer-to-peer mode negotiated, its completion
+//!   fires when the initiator's RTR (its **first FPDU**) has arrived (NDK: accept completes when
+//!   the active side completed the connect); use [`ndk_mpa_config`] (RTR offered) for that.
+//!   Without it nothing on the wire marks the initiator's complete-connect, and the initiator
+//!   may wait for us to speak first (perftest's `write_lat`), so, as siw does, the accept
+//!   completes once the Reply is queued and we may send at once.
 //!   [`Incoming::reject`] (or dropping the `Incoming`) sends a Reply with R set and closes.
 //!   While a listener is paused, a Request is answered with such a reject (empty private data),
 //!   which the initiator reports as `STATUS_CONNECTION_REFUSED`.
@@ -681,8 +683,9 @@ impl<H: QpHost> Incoming<H> {
     }
 
     /// Accepts with our `limits` (capped by the initiator's, NDK §7.6) and `private_data`, for
-    /// `host`. The Reply goes out at once; `on_done` runs when the initiator's first FPDU has
-    /// arrived (`STATUS_SUCCESS`), or with `STATUS_CONNECTION_ABORTED` when the initiator went
+    /// `host`. The Reply goes out at once; `on_done` runs with `STATUS_SUCCESS` when the
+    /// initiator's RTR has arrived (peer-to-peer mode) or, without RTR, once the Reply is queued
+    /// (the module docs say why), or with `STATUS_CONNECTION_ABORTED` when the initiator went
     /// away, rejected or terminated first.
     pub fn accept(
         mut self,

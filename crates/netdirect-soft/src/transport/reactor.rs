@@ -402,6 +402,20 @@ impl<H: QpHost> Conn<H> {
                         if let Some(cb) = self.on_connect.take() {
                             cb(Ok(neg));
                         }
+                    } else if neg.rtr.is_none() {
+                        // Plain RFC 5044: nothing on the wire tells us the initiator completed
+                        // its connect, and it may wait for us to speak first (perftest's
+                        // write_lat does). As siw, the accept completes with the Reply queued.
+                        self.phase = Phase::Connected;
+                        self.shared.set_state(ConnState::Connected);
+                        if let Some(cb) = self.on_accept.take() {
+                            cb(Status::SUCCESS);
+                        }
+                        let early = std::mem::take(&mut self.early);
+                        if !early.is_empty() {
+                            self.feed(&early);
+                            self.drain(now, cfg);
+                        }
                     } else {
                         self.phase = Phase::Accepting;
                         self.first = Some(FirstFpdu::new(neg.markers_rx));
