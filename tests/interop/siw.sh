@@ -97,8 +97,6 @@ if ! { "$VM" start && "$VM" rdma-up; } >"$WORK/vm-start.log" 2>&1; then
   say "harness trouble: the VM came up on the second start"
 fi
 gexec 'rdma link show | grep -q "siw0.*ACTIVE"' || { echo "harness trouble: no active siw0 in the guest" >&2; exit 2; }
-# A reused VM (KEEP_VM) may still run a siw variant from an earlier run.
-[ "${KEEP_VM:-0}" = 1 ] && { load_siw || { echo "harness trouble: cannot reload Debian's siw" >&2; exit 2; }; }
 
 # ------------------------------------------------------------------ helpers
 # Replaces the guest's siw with a variant (a .ko pushed to the guest) or, without one, Debian's.
@@ -234,6 +232,9 @@ check_capture() { # [pcap]
     pass "capture $pcap ($CAPTURE_SIZE octets): $mpa MPA frames, $rdmap RDMAP frames, no malformed, only the two rev-2 warnings"
   fi
 }
+
+# A reused VM (KEEP_VM) may still run a siw variant from an earlier run.
+[ "${KEEP_VM:-0}" = 1 ] && { load_siw || { echo "harness trouble: cannot reload Debian's siw" >&2; exit 2; }; }
 
 # ------------------------------------------------------------------ the cases
 # Every size is captured: $CAPTURE_SIZE in full for tshark, the others headers only (kept in

@@ -563,9 +563,7 @@ fn client_loop(a: &RpingArgs, ep: &mut Ep) -> Result<()> {
         })?;
         // The server read the source and says go ahead.
         if ep.recv_info("the server's go-ahead")?.is_none() {
-            return Err(Error::msg(
-                "wait for RDMA_WRITE_ADV: the server disconnected",
-            ));
+            return Err(ep.gone("RDMA_WRITE_ADV (rping's state)"));
         }
         let sink = Info {
             size: size as u32,
@@ -574,9 +572,7 @@ fn client_loop(a: &RpingArgs, ep: &mut Ep) -> Result<()> {
         ep.send_info(sink)?;
         // The server wrote the sink and says so.
         if ep.recv_info("the server's write-complete")?.is_none() {
-            return Err(Error::msg(
-                "wait for RDMA_WRITE_COMPLETE: the server disconnected",
-            ));
+            return Err(ep.gone("RDMA_WRITE_COMPLETE (rping's state)"));
         }
         let mut echo = vec![0u8; size];
         ep.rdma
@@ -749,9 +745,7 @@ fn server_loop(a: &RpingArgs, ep: &mut Ep) -> Result<()> {
         }
         ep.send_info(go)?;
         let Some(sink) = ep.recv_info("the client's sink advertisement")? else {
-            return Err(Error::msg(
-                "wait for RDMA_WRITE_ADV: the client disconnected",
-            ));
+            return Err(ep.gone("RDMA_WRITE_ADV (rping's state)"));
         };
         // rping writes strlen(rdma_buf) + 1 octets.
         let wlen = got

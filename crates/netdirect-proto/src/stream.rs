@@ -574,7 +574,11 @@ impl<L: Clone> Stream<L> {
                 max_payload: (mulpdu - 18) as u32,
                 markers_tx: negotiated.markers_tx.then(|| MarkerLayout::new(0)),
                 tx_seq: 0,
-                tx_allowed: negotiated.role == Role::Initiator,
+                // RFC 5044 §7.1.3 has the responder wait for the initiator's first FPDU; with
+                // RFC 6581 RTR negotiated we do. Without, Linux (siw) sends at once and its
+                // ULPs rely on it (perftest's write_lat server writes first), so we do too:
+                // an initiator that needs the wait offers RTR.
+                tx_allowed: negotiated.role == Role::Initiator || negotiated.rtr.is_none(),
                 rtr_tx: negotiated
                     .rtr
                     .filter(|_| negotiated.role == Role::Initiator),
@@ -1505,7 +1509,7 @@ impl<L: Clone> Core<L> {
     ) -> Option<(Dest<L>, core::ops::Range<usize>)> {
         self.rx_copy = Copied::of(ulpdu, extra);
         let first = !self.tx_allowed || self.rtr_rx.is_some();
-        // RFC 5044: the responder may send once the initiator's first FPDU arrived.
+        // The responder may send once the initiator's first FPDU arrived (see `tx_allowed`).
         self.tx_allowed = true;
         let repr = match rdmap::Repr::parse(ulpdu) {
             Ok(r) => r,

@@ -1053,3 +1053,30 @@ fn first_fpdu_waits_for_the_configured_delay_after_the_reply() {
         drop(c);
     }
 }
+
+#[test]
+fn without_rtr_the_accept_completes_with_the_reply_and_the_passive_side_may_speak_first() {
+    let (ea, eb) = (engine(), engine());
+    let (l, incoming) = listen(&eb, "127.0.0.1:0".parse().unwrap(), MpaConfig::default());
+    let (ha, sa, _na) = host();
+    let (hb, _sb, nb) = host();
+    let (cb, connected) = connect_channel();
+    let a = ea
+        .connect(params(l.local_addr(), MpaConfig::default(), b""), ha, cb)
+        .unwrap();
+    let inc = incoming.recv_timeout(WAIT).unwrap();
+    let (cb, accepted) = status_channel();
+    let b = inc
+        .accept(ReadLimits { ird: 1, ord: 1 }, b"", hb, cb)
+        .unwrap();
+    // No RTR negotiated: the accept is done before the initiator completes or sends.
+    assert_eq!(accepted.recv_timeout(WAIT).unwrap(), Status::SUCCESS);
+    assert_eq!(b.state(), ConnState::Connected);
+    assert!(connected.recv_timeout(WAIT).unwrap().unwrap().rtr.is_none());
+    sa.post_recv(9, 64);
+    b.post(1, vec![7u8; 16], send(16), signaled()).unwrap();
+    assert_eq!(wc(&nb).status, Status::SUCCESS);
+    let (cb, completed) = status_channel();
+    a.complete(cb);
+    assert_eq!(completed.recv_timeout(WAIT).unwrap(), Status::SUCCESS);
+}
