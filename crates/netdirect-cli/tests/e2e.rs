@@ -3,13 +3,12 @@
 //! `nd info --json`, and the error cases with their exit codes and messages. Only loopback is
 //! ever contacted.
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv6Addr, TcpListener};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
-const ND: &str = env!("CARGO_BIN_EXE_nd");
+mod common;
+
+use common::{ND, server};
 
 /// A port free on both 127.0.0.1 and ::1 right now.
 fn free_port() -> u16 {
@@ -20,34 +19,6 @@ fn free_port() -> u16 {
             return port;
         }
     }
-}
-
-/// Starts a server and waits until it listens; returns the child and its remaining stdout.
-fn server(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(ND)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nd server");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("server banner");
-        if line.contains("listening") {
-            break;
-        }
-    }
-    (child, rx)
 }
 
 fn text(o: &Output) -> (String, String) {

@@ -2,13 +2,12 @@
 //! `-R` (perftest's rdma_cm exchange, `src/perftest_cm.rs`) on 127.0.0.1, and a mismatched
 //! pair refused with a clear error. Only loopback is ever contacted.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
-const ND: &str = env!("CARGO_BIN_EXE_nd");
+mod common;
+
+use common::{ND, server};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -18,38 +17,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `nd` with `args` on 127.0.0.1 and waits for its banner.
-fn server(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(ND)
-        .args(args)
-        .args(["--bind_source_ip", "127.0.0.1", "--timeout", "20"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn nd server");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("server banner");
-        if line.contains("listening") {
-            break;
-        }
-    }
-    (child, rx)
-}
-
 /// Runs server and client; returns (client ok, client stdout+stderr, server ok, server output).
 fn run(sargs: &[&str], cargs: &[&str]) -> (bool, String, bool, String) {
-    let (mut srv, lines) = server(sargs);
+    let mut sargs = sargs.to_vec();
+    sargs.extend(["--bind_source_ip", "127.0.0.1", "--timeout", "20"]);
+    let (mut srv, lines) = server(&sargs);
     let out = Command::new(ND)
         .args(cargs)
         .args(["--timeout", "20"])

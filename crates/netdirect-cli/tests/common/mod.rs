@@ -1,0 +1,38 @@
+//! What the end-to-end tests share: starting an `nd` server and waiting for it to listen.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The `nd` binary under test.
+pub(crate) const ND: &str = env!("CARGO_BIN_EXE_nd");
+
+/// Starts `nd` with `args` and waits for its "listening" banner; returns the child and the
+/// rest of its stdout, a line at a time.
+pub(crate) fn server(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(ND)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nd server");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("server banner");
+        if line.contains("listening") {
+            break;
+        }
+    }
+    (child, rx)
+}
