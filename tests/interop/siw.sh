@@ -368,18 +368,34 @@ guest_rping_server() { # count size
 
 if [ "$GUEST_BROKEN" = 0 ] && want bad; then
   say "bad peers"
-  # siw refuses markers: it answers the Request with a Reply that has R set.
+  # A ULP over siw refuses our private data: rsocket's server (rstream) wants its own
+  # connection data (version 1) and destroys the request otherwise, so siw answers with a
+  # Reply that has R set.
   gexec 'dmesg -C' || true
+  gexec "pkill -x rstream; (timeout 60 rstream -b $GUEST_IP -p $GUEST_RDMA_PORT >/tmp/rstream.out 2>&1 &) ;
+    for i in \$(seq 100); do ss -tln | grep -q '$GUEST_IP:$GUEST_RDMA_PORT ' && exit 0; sleep 0.1; done; exit 1" || true
+  start_capture siw-rejects-private-data.pcap
+  timeout 60 "$ND" rping-compat -c -a 127.0.0.1 -p "$FWD_PORT" -C 1 --timeout 20 \
+    >"$WORK/siw-rejects-private-data.nd.out" 2>"$WORK/siw-rejects-private-data.nd.err" || true
+  stop_capture
+  gexec 'pkill -x rstream' || true
+  if [ "$(mpa_frames siw-rejects-private-data.pcap | tr '\n' ';')" != "req C=0 R=0 rev=2;rep C=0 R=1 rev=2;" ]; then
+    fail "siw-rejects-private-data: no rejecting Reply in the capture: $(mpa_frames siw-rejects-private-data.pcap | tr '\n' ';')"
+  else
+    expect_error siw-rejects-private-data "$WORK/siw-rejects-private-data.nd.err" STATUS_CONNECTION_REFUSED 'refused'
+  fi
+
+  # siw refuses markers: it answers the Request with a Reply that has R set.
   guest_rping_server 1 64
-  start_capture siw-rejects.pcap
+  start_capture siw-rejects-markers.pcap
   timeout 60 "$ND" --mpa-markers rping-compat -c -a 127.0.0.1 -p "$FWD_PORT" -C 1 --timeout 20 \
-    >"$WORK/siw-rejects.nd.out" 2>"$WORK/siw-rejects.nd.err" || true
+    >"$WORK/siw-rejects-markers.nd.out" 2>"$WORK/siw-rejects-markers.nd.err" || true
   stop_capture
   gexec 'pkill -x rping' || true
-  if [ "$(mpa_frames siw-rejects.pcap | tr '\n' ';')" != "req C=0 R=0 rev=2;rep C=0 R=1 rev=2;" ]; then
-    fail "siw-rejects: no rejecting Reply in the capture: $(mpa_frames siw-rejects.pcap | tr '\n' ';')"
+  if [ "$(mpa_frames siw-rejects-markers.pcap | tr '\n' ';')" != "req C=0 R=0 rev=2;rep C=0 R=1 rev=2;" ]; then
+    fail "siw-rejects-markers: no rejecting Reply in the capture: $(mpa_frames siw-rejects-markers.pcap | tr '\n' ';')"
   else
-    expect_error siw-rejects "$WORK/siw-rejects.nd.err" STATUS_CONNECTION_REFUSED 'refused'
+    expect_error siw-rejects-markers "$WORK/siw-rejects-markers.nd.err" STATUS_CONNECTION_REFUSED 'refused'
   fi
 
   # We read the client's source with a wrong STag key: siw terminates the connection.
