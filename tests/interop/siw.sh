@@ -66,12 +66,24 @@ trap cleanup EXIT
 [ -x "$VM" ] || { echo "no harness at $VM (set SIW_VM)" >&2; exit 2; }
 
 # ------------------------------------------------------------------ build nd
+# Release builds (nd, and the netns test for the guest) run while the VM is built and booted.
+BUILD_PID=
 if [ -z "${ND:-}" ]; then
-  say "building nd (release)"
-  (cd "$ROOT" && cargo build --release -q -p netdirect-cli)
+  say "building nd and the netns test (release), in the background"
+  (cd "$ROOT" && cargo build --release -q -p netdirect-cli \
+    && cargo test --release -q -p netdirect-soft --test netns --no-run) >"$WORK/build.log" 2>&1 &
+  BUILD_PID=$!
   ND="${CARGO_TARGET_DIR:-$ROOT/target}/release/nd"
 fi
-[ -x "$ND" ] || { echo "no nd binary at $ND" >&2; exit 2; }
+wait_build() {
+  [ -n "$BUILD_PID" ] || return 0
+  if ! wait "$BUILD_PID"; then
+    cat "$WORK/build.log" >&2
+    echo "the release build failed" >&2
+    exit 1
+  fi
+  BUILD_PID=
+}
 
 # The release build of netdirect-soft's network-namespace test (for the guest), stripped.
 netns_test_binary() {
@@ -97,6 +109,8 @@ if ! { "$VM" start && "$VM" rdma-up; } >"$WORK/vm-start.log" 2>&1; then
   say "harness trouble: the VM came up on the second start"
 fi
 gexec 'rdma link show | grep -q "siw0.*ACTIVE"' || { echo "harness trouble: no active siw0 in the guest" >&2; exit 2; }
+wait_build
+[ -x "$ND" ] || { echo "no nd binary at $ND" >&2; exit 2; }
 
 # ------------------------------------------------------------------ helpers
 # Replaces the guest's siw with a variant (a .ko pushed to the guest) or, without one, Debian's.
