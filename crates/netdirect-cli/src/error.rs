@@ -74,7 +74,9 @@ pub fn wait<T: Send + 'static>(request: Request<T>, timeout: Duration, what: &st
 /// Words for the statuses users meet most, to put in front of the status itself.
 pub fn explain(status: Status) -> &'static str {
     match status {
-        Status::CONNECTION_REFUSED => "the connection was refused: no server there, or the peer rejected it",
+        Status::CONNECTION_REFUSED => {
+            "the connection was refused: no server there, or the peer rejected it"
+        }
         Status::SHARING_VIOLATION | Status::ADDRESS_ALREADY_EXISTS => "the port is in use",
         Status::INVALID_ADDRESS => "the address is not usable here",
         Status::IO_TIMEOUT => "timed out",
