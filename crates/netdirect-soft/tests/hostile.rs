@@ -1204,24 +1204,13 @@ fn wrong_rdmap_version_gets_rdmap_invalid_version() {
 // ---------------------------------------------------------------------------------------------
 // Broken connections
 
-#[test]
-fn truncated_frame_then_close_is_a_disconnect_without_terminate() {
-    let mut h = Harness::new(Opts {
-        crc: true,
-        ..Opts::new(v4())
-    });
-    let (stag, base) = (h.stag, h.base);
-    // A Write into the region with a valid length field, cut in the middle of its payload.
-    let f = fpdu(
-        &ulpdu(Message::Write { stag, to: base }, &[0xEE; 1000], true),
-        true,
-    );
-    h.raw.write_all(&f[..f.len() / 2]).unwrap();
-    h.raw.shutdown(Shutdown::Write).unwrap();
+/// The raw peer sent half a frame and its FIN: the disconnect event runs, nothing is flushed
+/// until NdkDisconnect (NDK §7.7), which cancels everything outstanding, and the peer gets no
+/// Terminate, only our FIN.
+fn peer_gone_then_disconnect(h: &mut Harness) {
     h.disconnected
         .recv_timeout(WAIT)
         .expect("the disconnect event runs when the peer goes away");
-    // NDK §7.7: the peer's disconnect flushes nothing by itself.
     let early = h.ep.drain(Duration::from_millis(100));
     assert!(
         early.is_empty(),
@@ -1241,13 +1230,29 @@ fn truncated_frame_then_close_is_a_disconnect_without_terminate() {
         c.iter()
             .any(|c| (c.op_type, c.request_context) == (OperationType::Read, READ_CTX))
     );
-    // No Terminate: the peer is gone; only our FIN.
     let received = h.receive_all();
     assert!(
         received.terminate.is_none() && received.ulpdus.is_empty(),
         "nothing but FIN after a truncated frame, got {} FPDUs",
         received.ulpdus.len()
     );
+}
+
+#[test]
+fn truncated_frame_then_close_is_a_disconnect_without_terminate() {
+    let mut h = Harness::new(Opts {
+        crc: true,
+        ..Opts::new(v4())
+    });
+    let (stag, base) = (h.stag, h.base);
+    // A Write into the region with a valid length field, cut in the middle of its payload.
+    let f = fpdu(
+        &ulpdu(Message::Write { stag, to: base }, &[0xEE; 1000], true),
+        true,
+    );
+    h.raw.write_all(&f[..f.len() / 2]).unwrap();
+    h.raw.shutdown(Shutdown::Write).unwrap();
+    peer_gone_then_disconnect(&mut h);
     h.expect_buffer_untouched();
     h.expect_receives_untouched();
     h.healthy.check();
@@ -1332,31 +1337,8 @@ fn truncated_large_write_then_close_is_a_disconnect_and_stays_in_its_range() {
         // Header and half the payload, then FIN: our side placed what came, directly.
         write_header_first(&mut h, &f[..f.len() / 2], 64);
         h.raw.shutdown(Shutdown::Write).unwrap();
-        h.disconnected
-            .recv_timeout(WAIT)
-            .expect("the disconnect event runs when the peer goes away");
-        let early = h.ep.drain(Duration::from_millis(100));
-        assert!(
-            early.is_empty(),
-            "nothing flushed before NdkDisconnect: {early:?}"
-        );
-        h.conn
-            .disconnect()
-            .wait_timeout(WAIT)
-            .expect("disconnect completes in time")
-            .expect("disconnect succeeds");
-        let c = h.ep.completions(1 + h.receives);
-        assert!(
-            c.iter().all(|c| c.status == Status::CANCELLED),
-            "everything outstanding is cancelled: {c:?}"
-        );
-        assert!(
-            c.iter()
-                .any(|c| (c.op_type, c.request_context) == (OperationType::Read, READ_CTX))
-        );
-        // As for a small truncated frame: no Terminate, the peer is gone; only our FIN.
-        let received = h.receive_all();
-        assert!(received.terminate.is_none() && received.ulpdus.is_empty());
+        // As for a small truncated frame.
+        peer_gone_then_disconnect(&mut h);
         let inside = outside_large_untouched(&h);
         let got = f.len() / 2 - mpa::LENGTH_LEN - ddp::TAGGED_HEADER_LEN;
         assert!(
