@@ -17,6 +17,60 @@ use netdirect_types::{
 use crate::error::{Context, Error, Result, wait};
 use crate::proto::{CTRL_LEN, Ctrl, Kind};
 
+/// Queue sizes of a QP whose two queues share one polled CQ (no notification callback).
+#[derive(Debug, Clone, Copy)]
+pub struct QueueSizes {
+    /// Receive queue depth.
+    pub receive: usize,
+    /// Initiator queue depth.
+    pub initiator: usize,
+    /// SGEs per initiator request (receives take one).
+    pub initiator_sge: usize,
+    /// Inline data size.
+    pub inline: u32,
+    /// CQ entries beyond the two queues' depths.
+    pub spare: usize,
+}
+
+/// Creates a CQ for both queues of a QP, and the QP on it; `what` ("a", "the control", …)
+/// names them in errors, which carry the adapter's limits.
+pub fn cq_and_qp(
+    side: &Side,
+    q: QueueSizes,
+    what: &str,
+    timeout: Duration,
+) -> Result<(Box<dyn Cq>, Box<dyn Qp>)> {
+    let depth = (q.receive + q.initiator + q.spare) as u32;
+    let cq = wait(
+        side.adapter.create_cq(depth, Arc::new(|_| {}), None),
+        timeout,
+        &format!("cannot create {what} completion queue of {depth} entries"),
+    )?;
+    let qp = wait(
+        side.pd.create_qp(QpConfig {
+            receive_cq: &*cq,
+            initiator_cq: &*cq,
+            context: 0,
+            receive_queue_depth: q.receive as u32,
+            initiator_queue_depth: q.initiator as u32,
+            max_receive_sge: 1,
+            max_initiator_sge: q.initiator_sge as u32,
+            inline_data_size: q.inline,
+        }),
+        timeout,
+        &format!(
+            "cannot create {what} queue pair (send depth {}, receive depth {}, inline {}; adapter limits {} / {} / {})",
+            q.initiator,
+            q.receive,
+            q.inline,
+            side.info.max_initiator_queue_depth,
+            side.info.max_receive_queue_depth,
+            side.info.max_inline_data_size
+        ),
+    )?;
+    Ok((cq, qp))
+}
+
 /// MPA negotiation flags, common to every command that connects (the NDK has no per-connection
 /// knob for these; they are the soft provider's settings).
 #[derive(Args, Debug, Clone, Copy)]
@@ -209,33 +263,17 @@ pub struct Conn {
 impl Conn {
     /// Creates the CQ, QP, buffers and regions, and posts the receives.
     pub fn new(side: &Side, layout: Layout, timeout: Duration) -> Result<Conn> {
-        let depth = (layout.tx_depth + CTRL_TX + layout.rx_depth + 16) as u32;
-        let cq = wait(
-            side.adapter.create_cq(depth, Arc::new(|_| {}), None),
+        let (cq, qp) = cq_and_qp(
+            side,
+            QueueSizes {
+                receive: layout.rx_depth,
+                initiator: layout.tx_depth + CTRL_TX,
+                initiator_sge: layout.sge.max(1),
+                inline: layout.inline,
+                spare: 16,
+            },
+            "a",
             timeout,
-            &format!("cannot create a completion queue of {depth} entries"),
-        )?;
-        let qp = wait(
-            side.pd.create_qp(QpConfig {
-                receive_cq: &*cq,
-                initiator_cq: &*cq,
-                context: 0,
-                receive_queue_depth: layout.rx_depth as u32,
-                initiator_queue_depth: (layout.tx_depth + CTRL_TX) as u32,
-                max_receive_sge: 1,
-                max_initiator_sge: layout.sge.max(1) as u32,
-                inline_data_size: layout.inline,
-            }),
-            timeout,
-            &format!(
-                "cannot create a queue pair (send depth {}, receive depth {}, inline {}; adapter limits {} / {} / {})",
-                layout.tx_depth + CTRL_TX,
-                layout.rx_depth,
-                layout.inline,
-                side.info.max_initiator_queue_depth,
-                side.info.max_receive_queue_depth,
-                side.info.max_inline_data_size
-            ),
         )?;
         let data = Buffer::new(2 * layout.half);
         data.with_mut(|b| crate::proto::fill_pattern(&mut b[layout.half..]));

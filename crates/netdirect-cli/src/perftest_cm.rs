@@ -50,13 +50,12 @@
 //! - `send_lat`: Send ping-pong, the client first. `read_lat`: the client reads; the server waits.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netdirect::{Buffer, Connector, Cq, Mr, Qp, QpConfig};
+use netdirect::{Buffer, Connector, Cq, Mr, Qp};
 use netdirect_types::{Completion, MrFlags, OpFlags, RemoteToken, Sge, Status};
 
-use crate::conn::{Side, idle, local_for, op_name, register};
+use crate::conn::{QueueSizes, Side, cq_and_qp, idle, local_for, op_name, register};
 use crate::error::{Error, Result, explain, wait};
 use crate::perf::{BwRow, ClientRun, LatRow, Opts, Row, Stop, Test, new_hist};
 
@@ -213,24 +212,17 @@ const CTL_SLOT: usize = 64;
 
 impl Ctl {
     fn new(side: &Side, client: bool, timeout: Duration) -> Result<Ctl> {
-        let cq = wait(
-            side.adapter.create_cq(8, Arc::new(|_| {}), None),
+        let (cq, qp) = cq_and_qp(
+            side,
+            QueueSizes {
+                receive: 2,
+                initiator: 2,
+                initiator_sge: 1,
+                inline: 0,
+                spare: 4,
+            },
+            "the control",
             timeout,
-            "cannot create the control completion queue",
-        )?;
-        let qp = wait(
-            side.pd.create_qp(QpConfig {
-                receive_cq: &*cq,
-                initiator_cq: &*cq,
-                context: 0,
-                receive_queue_depth: 2,
-                initiator_queue_depth: 2,
-                max_receive_sge: 1,
-                max_initiator_sge: 1,
-                inline_data_size: 0,
-            }),
-            timeout,
-            "cannot create the control queue pair",
         )?;
         let buf = Buffer::new(2 * CTL_SLOT);
         let mr = register(side, &buf, MrFlags::ALLOW_LOCAL_WRITE, timeout)?;
@@ -402,25 +394,17 @@ impl Data {
             1
         };
         let tx = opts.tx_depth.max(2) + 4;
-        let depth = (tx + slots + 8) as u32;
-        let cq = wait(
-            side.adapter.create_cq(depth, Arc::new(|_| {}), None),
+        let (cq, qp) = cq_and_qp(
+            side,
+            QueueSizes {
+                receive: slots,
+                initiator: tx,
+                initiator_sge: 1,
+                inline: opts.inline.max(8),
+                spare: 8,
+            },
+            "the data",
             opts.timeout,
-            "cannot create the data completion queue",
-        )?;
-        let qp = wait(
-            side.pd.create_qp(QpConfig {
-                receive_cq: &*cq,
-                initiator_cq: &*cq,
-                context: 0,
-                receive_queue_depth: slots as u32,
-                initiator_queue_depth: tx as u32,
-                max_receive_sge: 1,
-                max_initiator_sge: 1,
-                inline_data_size: opts.inline.max(8),
-            }),
-            opts.timeout,
-            "cannot create the data queue pair",
         )?;
         let buf = Buffer::new(2 * s + 64);
         if opts.test != Test::WriteLat {

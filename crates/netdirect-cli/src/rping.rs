@@ -33,10 +33,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use netdirect::{Buffer, Connector, Cq, Mr, Qp, QpConfig};
+use netdirect::{Buffer, Connector, Cq, Mr, Qp};
 use netdirect_types::{Completion, MrFlags, OpFlags, RemoteToken, Sge, Status};
 
-use crate::conn::{Side, idle, local_for, op_name, register};
+use crate::conn::{QueueSizes, Side, cq_and_qp, idle, local_for, op_name, register};
 use crate::error::{Context, Error, Result, explain, wait};
 use crate::{outln, parse_ip};
 
@@ -242,25 +242,17 @@ enum Got {
 
 impl Ep {
     fn new(side: &Side, rdma_len: usize, client: bool, timeout: Duration) -> Result<Ep> {
-        let cq = wait(
-            side.adapter
-                .create_cq(SQ_DEPTH * 2 + RQ_DEPTH, Arc::new(|_| {}), None),
+        let (cq, qp) = cq_and_qp(
+            side,
+            QueueSizes {
+                receive: RQ_DEPTH as usize,
+                initiator: SQ_DEPTH as usize,
+                initiator_sge: 1,
+                inline: 0,
+                spare: SQ_DEPTH as usize,
+            },
+            "a",
             timeout,
-            "cannot create a completion queue",
-        )?;
-        let qp = wait(
-            side.pd.create_qp(QpConfig {
-                receive_cq: &*cq,
-                initiator_cq: &*cq,
-                context: 0,
-                receive_queue_depth: RQ_DEPTH,
-                initiator_queue_depth: SQ_DEPTH,
-                max_receive_sge: 1,
-                max_initiator_sge: 1,
-                inline_data_size: 0,
-            }),
-            timeout,
-            "cannot create a queue pair",
         )?;
         let remote = MrFlags::ALLOW_LOCAL_WRITE
             | MrFlags::ALLOW_REMOTE_READ
