@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # tests/interop/siw.sh - live interop of `nd rping-compat` with Linux rping over the kernel's
-# soft-iWARP driver (siw), in the VM of ../shared/interop/siw-vm.sh (run as root).
+# soft-iWARP driver (siw), in the VM of tests/interop/siw-vm.sh (run as root).
 #
 # Cases, sizes 64, 4000 and 65534, 10 pings each, -v -V on both sides:
 #   nd-client  guest `rping -s` (fresh, one-shot), here `nd rping-compat -c` (we are the MPA
@@ -19,7 +19,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-VM="${SIW_VM:-$ROOT/../shared/interop/siw-vm.sh}"
+VM="${SIW_VM:-$ROOT/tests/interop/siw-vm.sh}"
 FWD_PORT="${FWD_PORT:-17174}"
 HOST_SVC_PORT="${HOST_SVC_PORT:-17175}"
 GUEST_IP="${GUEST_IP:-10.0.2.15}"

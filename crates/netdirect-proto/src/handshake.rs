@@ -24,7 +24,7 @@
 //!   responder puts its effective values in the Reply. An initiator whose IRD is below the
 //!   Reply's ORD cannot honour it and fails with a Terminate "insufficient IRD" (LLP 0x06).
 //!   Without enhanced data (revision 1), each side keeps its own values; a Linux peer then has
-//!   ORD 0 and cannot issue reads (spec/iwarp.md §2.2).
+//!   ORD 0 and cannot issue reads (docs/spec/iwarp.md §2.2).
 //! * **Ready-to-receive** (RFC 6581 peer-to-peer): the initiator offers the kinds it can send;
 //!   the responder picks one, preferring a zero-length RDMA Write, then Read, then Send (siw's
 //!   order; Write needs no receive buffer and no IRD). The initiator must then send that message

@@ -1,5 +1,5 @@
 //! Review tests for the RDMAP stream: one engine driven directly with hand-built FPDUs, checked
-//! against RFC 5040/5041 and against what Linux siw sends and expects (spec/iwarp.md §7, siw
+//! against RFC 5040/5041 and against what Linux siw sends and expects (docs/spec/iwarp.md §7, siw
 //! `siw_qp.c` / `siw_qp_rx.c`).
 //!
 //! Each test here once showed a defect of the engine (found in review) and now pins the fix.

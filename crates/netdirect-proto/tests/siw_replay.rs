@@ -1,6 +1,6 @@
 //! Real Linux siw traffic through our engine.
 //!
-//! For every connection of the captures in `shared/testdata/`, our [`Handshake`] plays each role
+//! For every connection of the captures in `testdata/siw/`, our [`Handshake`] plays each role
 //! against the captured startup frame of the other side, and then our [`Stream`] plays each role
 //! against the other side's captured FPDUs:
 //!
@@ -38,13 +38,13 @@ use netdirect_wire::rdmap::{self, Message, Opcode, ReadRequest};
 mod rng;
 use rng::Rng;
 
-const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/");
+const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/siw/");
 
 fn capture(name: &str) -> PathBuf {
     let dir = Path::new(TESTDATA);
     assert!(
         dir.is_dir(),
-        "capture directory {} is missing: these tests need shared/testdata/ beside the \
+        "capture directory {} is missing: these tests need testdata/siw/ in the \
          repository; they do not skip",
         dir.display()
     );

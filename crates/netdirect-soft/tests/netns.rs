@@ -15,7 +15,8 @@
 //! netem cases both qdiscs must report dropped packets.
 //!
 //! Needs root, `ip` (iproute2) and, for the netem cases, `tc` with the `sch_netem` qdisc. Without
-//! them the test prints why and passes without running (CI runs as root with iproute2). This
+//! them the test prints why and passes without running, unless `ND_TEST_REQUIRE_TOOLS` is set
+//! (`.ci/run` sets it, and runs as root with iproute2): then it fails. This
 //! machine kind's kernel has no `sch_netem`, so `tests/interop/siw.sh` also runs this test inside
 //! the siw VM (Debian's kernel) with `ND_NETNS_REQUIRE_NETEM=1`, where a missing qdisc fails.
 //! Namespaces are named after the process id and removed when the test ends, however it ends.
@@ -652,6 +653,10 @@ fn netns_matrix() {
         return;
     }
     if let Some(reason) = skip_reason() {
+        assert!(
+            std::env::var_os("ND_TEST_REQUIRE_TOOLS").is_none(),
+            "netns_matrix cannot run and ND_TEST_REQUIRE_TOOLS is set: {reason}"
+        );
         eprintln!("netns_matrix skipped: {reason}");
         return;
     }
@@ -659,6 +664,10 @@ fn netns_matrix() {
     let ns = match Netns::create() {
         Ok(ns) => ns,
         Err(e) => {
+            assert!(
+                std::env::var_os("ND_TEST_REQUIRE_TOOLS").is_none(),
+                "netns_matrix cannot set up namespaces and ND_TEST_REQUIRE_TOOLS is set: {e}"
+            );
             eprintln!("netns_matrix skipped: cannot set up namespaces: {e}");
             return;
         }

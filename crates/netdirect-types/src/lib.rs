@@ -4,7 +4,7 @@
 //! This is the lowest crate of netdirect. It does no I/O, has no `unsafe` and holds no state:
 //! only the values the NDK defines, with their exact numbers, so that every crate above it
 //! (the wire codec, the iWARP engine, the object model, the software RNIC, the tools) speaks the
-//! same words. Section numbers (§) refer to the project's NDKPI digest, `spec/ndkpi.md`.
+//! same words. Section numbers (§) refer to the project's NDKPI digest, `docs/spec/ndkpi.md`.
 //!
 //! | NDK | here |
 //! |---|---|

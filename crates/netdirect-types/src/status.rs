@@ -9,7 +9,7 @@ pub type Result<T, E = Status> = core::result::Result<T, E>;
 /// An NTSTATUS (or NDIS_STATUS, which shares the 32-bit space) value.
 ///
 /// The type is *open*: any `u32` is a valid `Status`, so values a peer or a provider invents pass
-/// through unchanged. The codes the NDK reference uses (spec `ndkpi.md` §8.1, §8.2, §8.3) are
+/// through unchanged. The codes the NDK reference uses (`docs/spec/ndkpi.md` §8.1, §8.2, §8.3) are
 /// associated constants.
 ///
 /// # Naming scheme

@@ -1,4 +1,4 @@
-//! Pins every numeric value of the crate to the spec tables (`spec/ndkpi.md`).
+//! Pins every numeric value of the crate to the spec tables (`docs/spec/ndkpi.md`).
 //!
 //! The literal tables below were copied by hand from the spec; a typo in the crate (or here)
 //! fails a test. `spec_file_agrees` additionally parses the spec itself when it is present.
@@ -484,7 +484,7 @@ fn frmr_minimum_and_page_size() {
 // ---------------------------------------------------------------------------------------------
 // The spec file itself.
 
-const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/spec/ndkpi.md");
+const SPEC_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/spec/ndkpi.md");
 
 /// `| NAME | 0x... |` rows: the first two cells of a table row, when the second is hex.
 fn hex_rows(text: &str) -> Vec<(String, u32)> {

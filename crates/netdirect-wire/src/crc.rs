@@ -76,7 +76,7 @@ mod tests {
 
     #[test]
     fn siw_fpdu_crc_is_little_endian() {
-        // A 36-octet FPDU seen from siw with CRC on (spec/iwarp.md §1.5): the CRC field's first
+        // A 36-octet FPDU seen from siw with CRC on (docs/spec/iwarp.md §1.5): the CRC field's first
         // octet on the wire is the least significant one.
         let mut c = FpduCrc::new();
         c.update(&[0x12, 0x34]);

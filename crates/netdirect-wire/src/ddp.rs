@@ -226,7 +226,7 @@ impl Placement {
 ///
 /// ```
 /// use netdirect_wire::ddp::{Placement, Repr};
-/// // The header of a siw Read Response (spec/iwarp.md §6).
+/// // The header of a siw Read Response (docs/spec/iwarp.md §6).
 /// let seg = b"\xc1\x42\x76\x7d\x2a\x00\x00\x00\x56\x17\x58\x26\x81\x20payload";
 /// let (repr, payload) = Repr::parse(seg).unwrap();
 /// assert!(repr.last);

@@ -40,7 +40,7 @@
 //!
 //! # Where the RFCs and Linux siw differ
 //!
-//! We follow the RFCs when sending and accept what siw sends (see `../shared/spec/iwarp.md` §7):
+//! We follow the RFCs when sending and accept what siw sends (see `docs/spec/iwarp.md` §7):
 //!
 //! * **CRC byte order.** The MPA CRC field is the one little-endian field on the wire (siw
 //!   `put_unaligned_le32(~crc32c(~0, …))`, Wireshark agrees). All other fields are big-endian.

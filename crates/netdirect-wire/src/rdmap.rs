@@ -552,7 +552,7 @@ impl Message<'_> {
 ///
 /// ```
 /// use netdirect_wire::rdmap::{Message, ReadRequest, Repr};
-/// // A siw Read Request (spec/iwarp.md §4.3), without its MPA framing.
+/// // A siw Read Request (docs/spec/iwarp.md §4.3), without its MPA framing.
 /// let ulpdu = [
 ///     0x41, 0x41, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, // DDP: QN 1, MSN 1, MO 0
 ///     0x76, 0x7d, 0x2a, 0x00, 0, 0, 0x56, 0x17, 0x58, 0x26, 0x81, 0x20, 0, 0, 0, 0x40,
@@ -754,7 +754,7 @@ mod tests {
 
     #[test]
     fn control_octets_seen_on_the_wire() {
-        // spec/iwarp.md §4.1: Send 41 43, Read Request 41 41, Read Response c1 42, Write c1 40.
+        // docs/spec/iwarp.md §4.1: Send 41 43, Read Request 41 41, Read Response c1 42, Write c1 40.
         let cases = [
             (
                 Message::Send {

@@ -442,7 +442,7 @@ mod tests {
             assert_eq!(buf[1], c);
             assert_eq!(Repr::parse(&buf).unwrap().error(), Some(*e));
         }
-        // siw's masks on the 32-bit word (spec/iwarp.md §4.6).
+        // siw's masks on the 32-bit word (docs/spec/iwarp.md §4.6).
         let r = Repr {
             m: true,
             ..Repr::new(TermError::DdpUntaggedNoBuffer)

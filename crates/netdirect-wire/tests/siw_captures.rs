@@ -1,5 +1,5 @@
 //! A real peer's bytes: every MPA startup frame and every FPDU that Linux siw (and the host test
-//! peer) sent in the captures of `shared/testdata/` must parse with this crate and re-emit to
+//! peer) sent in the captures of `testdata/siw/` must parse with this crate and re-emit to
 //! exactly the captured bytes, CRC field included.
 //!
 //! The expected frame counts were read off `tshark -r FILE` (Wireshark 4.0.17) and match what
@@ -17,14 +17,14 @@ use common::{Connection, ConnectionReport, DirectionReport, TcpSegment, analyze,
 use netdirect_wire::ddp::Placement;
 use netdirect_wire::rdmap::{Message, Opcode, ReadRequest};
 
-const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/testdata/");
+const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/siw/");
 
 fn capture(name: &str) -> PathBuf {
     let dir = Path::new(TESTDATA);
     assert!(
         dir.is_dir(),
-        "capture directory {} is missing: these tests need shared/testdata/ beside the \
-         repository (CI has it); they do not skip",
+        "capture directory {} is missing: these tests need testdata/siw/ in the \
+         repository; they do not skip",
         dir.display()
     );
     let path = dir.join(name);
@@ -326,7 +326,7 @@ fn siw_rping_every_frame_round_trips() {
     );
     let c = &conns[0];
     let r = &reports[0];
-    // The exchange of spec/iwarp.md §6, byte for byte. The STags and addresses differ from the
+    // The exchange of docs/spec/iwarp.md §6, byte for byte. The STags and addresses differ from the
     // ones quoted there (0x767d2a00, 0xb10ac000, …), which come from another run; the layout is
     // the same and the values below are this capture's.
     assert_eq!(
@@ -463,7 +463,7 @@ fn siw_hostpeer_every_frame_round_trips_crc_off_and_on() {
             // CRC requested by the test peer; siw's Reply sets C too.
             rping!(56412, 7174, 2, true, true, 2),
             // Revision 1: the test peer Sends once; siw closes (rev 1 gives rping's server
-            // no ORD, so its Read fails: spec/iwarp.md §2.2).
+            // no ORD, so its Read fails: docs/spec/iwarp.md §2.2).
             Expect {
                 initiator_port: 56418,
                 responder_port: 7174,
@@ -505,7 +505,7 @@ fn siw_hostpeer_every_frame_round_trips_crc_off_and_on() {
             assert!(d.fpdus.iter().all(|f| f.crc_field != [0; 4]), "{}", r.name);
         }
     }
-    // spec/iwarp.md §1.5: the first CRC-on Send carries CRC32c 0x4EBB6A2D, least significant
+    // docs/spec/iwarp.md §1.5: the first CRC-on Send carries CRC32c 0x4EBB6A2D, least significant
     // octet first.
     let first = &crc_on[0].initiator.fpdus[0];
     assert_eq!(first.crc_field, [0x2d, 0x6a, 0xbb, 0x4e]);

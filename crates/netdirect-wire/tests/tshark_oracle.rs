@@ -5,8 +5,11 @@
 //! RFC 6581 (revision 2) Requests. Negative controls show the oracle can say no: a corrupted CRC
 //! is reported Bad and a truncated Read Request is flagged malformed.
 //!
-//! Wireshark facts relied on are in `/work/research-iwarp.md` (§1 markers, §4 Terminate, §5
-//! heuristics, §6 CRC, §7 how a connection is found).
+//! Wireshark 4.0 facts relied on: its MPA dissector finds a connection only from a Request and
+//! Reply it saw; Send payloads are also offered to heuristic dissectors (RPC-over-RDMA, SMB
+//! Direct), which we turn off; a tagged Terminate carries the failing segment's 14-octet DDP
+//! header; CRCs are checked when the Reply says CRC is on. Without TCP reassembly
+//! (`tcp.desegment_tcp_streams`) FPDUs that span segments are not decoded.
 
 mod common;
 
@@ -28,7 +31,26 @@ use netdirect_wire::terminate::{self, FailingDdp};
 // Running tshark
 // ---------------------------------------------------------------------------------------------
 
-/// Runs tshark on `pcap` with the settings of research §5/§7 and returns its standard output.
+/// Whether tshark can run here. Without it a test prints why and passes without checking,
+/// unless `ND_TEST_REQUIRE_TOOLS` is set (as `.ci/run` does): then a missing tool fails.
+fn tshark_missing(test: &str) -> bool {
+    let found = Command::new("tshark")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return false;
+    }
+    assert!(
+        std::env::var_os("ND_TEST_REQUIRE_TOOLS").is_none(),
+        "{test}: tshark is not installed and ND_TEST_REQUIRE_TOOLS is set \
+         (apt-get install -y tshark)"
+    );
+    eprintln!("{test} skipped: tshark is not installed (apt-get install -y tshark)");
+    true
+}
+
+/// Runs tshark on `pcap` with reassembly on and RDMA heuristics off, and returns its standard output.
 fn tshark(pcap: &Path, extra: &[&str]) -> String {
     let mut cmd = Command::new("tshark");
     cmd.arg("-r")
@@ -40,10 +62,6 @@ fn tshark(pcap: &Path, extra: &[&str]) -> String {
         .args(extra);
     let out = match cmd.output() {
         Ok(o) => o,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "tshark is not installed. This test does not skip: `.ci/run` installs it \
-             (apt-get install -y tshark)"
-        ),
         Err(e) => panic!("running tshark: {e}"),
     };
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -611,7 +629,7 @@ fn conversation_a(cap: &mut Capture) {
         );
     }
     c.flush(cap, C);
-    // Terminate with the failing segment's DDP header (tagged, 14 octets: research §4, Wireshark
+    // Terminate with the failing segment's DDP header (tagged, 14 octets: Wireshark
     // sizes the copy by the error type) and RDMAP header (28 octets).
     let mut ddp_header = [0u8; 14];
     write[0].ddp().emit(&mut ddp_header).expect("DDP header");
@@ -982,6 +1000,9 @@ fn frames_matching(pcap: &Path, filter: &str) -> usize {
 
 #[test]
 fn tshark_decodes_everything_we_emit() {
+    if tshark_missing("tshark_decodes_everything_we_emit") {
+        return;
+    }
     let mut cap = Capture::default();
     conversation_a(&mut cap);
     conversation_b(&mut cap);
@@ -1098,6 +1119,9 @@ fn count_of(opcodes: &[u64], op: u64) -> usize {
 
 #[test]
 fn tshark_reports_a_bad_crc() {
+    if tshark_missing("tshark_reports_a_bad_crc") {
+        return;
+    }
     let mut cap = Capture::default();
     let mut c = Conv::open(&mut cap, v4(7, 42000), v4(8, 7174), (1, 2));
     c.startup(&mut cap, &request(true, false, 1, None, &[]));
@@ -1123,6 +1147,9 @@ fn tshark_reports_a_bad_crc() {
 
 #[test]
 fn tshark_flags_a_truncated_read_request() {
+    if tshark_missing("tshark_flags_a_truncated_read_request") {
+        return;
+    }
     let mut cap = Capture::default();
     let mut c = Conv::open(&mut cap, v4(9, 43000), v4(10, 7174), (100, 200));
     c.startup(&mut cap, &request(true, false, 1, None, &[]));

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 fn spec() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/spec/ndkpi.md");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/spec/ndkpi.md");
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("the NDK spec {path} is missing: {e}"))
 }
 

@@ -1,7 +1,7 @@
 //! # NetDMA for Rust
 //!
 //! Memory-to-memory DMA engines behind one interface, modelled on the Windows NetDMA interface
-//! (`netdma.h`, NetDMA 1.0/1.1/2.0; `spec/netdma.md`), with a few extensions from modern engines
+//! (`netdma.h`, NetDMA 1.0/1.1/2.0; `docs/spec/netdma.md`), with a few extensions from modern engines
 //! (Intel DSA, Linux dmaengine). Names mirror NetDMA: `NetDmaRegisterProvider` →
 //! [`NetDma::register_provider`], `StartDma` → [`Channel::start`], `NET_DMA_NULL_TRANSFER` →
 //! [`ControlFlags::NULL_TRANSFER`]; the NetDMA spellings are doc aliases.

@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn siw_crc_vector() {
-        // spec/iwarp.md §1.5: a 36-octet FPDU from the siw harness, CRC 0x4EBB6A2D sent
+        // docs/spec/iwarp.md §1.5: a 36-octet FPDU from the siw harness, CRC 0x4EBB6A2D sent
         // least significant octet first.
         let mut fpdu: Vec<u8> = [
             0x00, 0x22, 0x41, 0x43, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0x00, 0x00,

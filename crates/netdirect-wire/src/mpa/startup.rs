@@ -250,7 +250,7 @@ impl Enhanced {
 ///
 /// ```
 /// use netdirect_wire::mpa::{Enhanced, StartupKind, StartupRepr};
-/// // The Request of a Linux siw rping client (spec/iwarp.md §1.1).
+/// // The Request of a Linux siw rping client (docs/spec/iwarp.md §1.1).
 /// let bytes = b"MPA ID Req Frame\x10\x02\x00\x04\x00\x01\x00\x01";
 /// let req = StartupRepr::parse(bytes).unwrap();
 /// assert_eq!(req.kind, StartupKind::Request);
@@ -398,7 +398,7 @@ impl<'a> StartupRepr<'a> {
 mod tests {
     use super::*;
 
-    // siw's Reply to an rping client (spec/iwarp.md §6).
+    // siw's Reply to an rping client (docs/spec/iwarp.md §6).
     const SIW_REPLY: &[u8] = b"MPA ID Rep Frame\x10\x02\x00\x04\x00\x01\x00\x01";
 
     #[test]
