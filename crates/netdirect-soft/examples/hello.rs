@@ -180,7 +180,10 @@ fn config(cq: &dyn Cq, context: u64) -> QpConfig<'_> {
     }
 }
 
-fn pd_and_cq(adapter: &dyn Adapter) -> Result<(Box<dyn netdirect::Pd>, Box<dyn Cq>), Status> {
+/// A protection domain and a completion queue.
+type PdAndCq = (Box<dyn netdirect::Pd>, Box<dyn Cq>);
+
+fn pd_and_cq(adapter: &dyn Adapter) -> Result<PdAndCq, Status> {
     let pd = adapter.create_pd().wait()?;
     let cq = adapter.create_cq(64, Arc::new(|_| {}), None).wait()?;
     Ok((pd, cq))
