@@ -63,8 +63,9 @@ impl<T> Context<T> for std::result::Result<T, Status> {
 /// `STATUS_IO_TIMEOUT` error.
 pub fn wait<T: Send + 'static>(request: Request<T>, timeout: Duration, what: &str) -> Result<T> {
     match request.wait_timeout(timeout) {
-        Ok(r) => r.context(|| what.to_string()),
-        Err(_pending) => Err(Error::status(
+        Ok(v) => Ok(v),
+        Err(netdirect::WaitError::Failed(s)) => Err(Error::status(what.to_string(), s)),
+        Err(netdirect::WaitError::TimedOut(_)) => Err(Error::status(
             format!("{what}: no answer within {} s", timeout.as_secs_f64()),
             Status::IO_TIMEOUT,
         )),

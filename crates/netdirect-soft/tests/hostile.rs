@@ -575,8 +575,7 @@ impl Harness {
         .unwrap();
         accepted
             .wait_timeout(WAIT)
-            .expect("the accept completes once the RTR arrived")
-            .expect("accept succeeds");
+            .expect("the accept completes once the RTR arrived, and accept succeeds");
 
         // Work that stays outstanding: a read the raw peer never answers.
         ep.qp
@@ -753,8 +752,7 @@ impl Harness {
         self.conn
             .disconnect()
             .wait_timeout(WAIT)
-            .expect("disconnect completes in time")
-            .expect("disconnect after a Terminate succeeds");
+            .expect("disconnect completes in time, and disconnect after a Terminate succeeds");
         self.healthy.check();
         // The listener still takes connections.
         let mut again = Healthy::new(&*self.server, &self.listening, self.listening.address.ip());
@@ -1219,8 +1217,7 @@ fn peer_gone_then_disconnect(h: &mut Harness) {
     h.conn
         .disconnect()
         .wait_timeout(WAIT)
-        .expect("disconnect completes in time")
-        .expect("disconnect succeeds");
+        .expect("disconnect completes in time, and disconnect succeeds");
     let c = h.ep.completions(1 + h.receives);
     assert!(
         c.iter().all(|c| c.status == Status::CANCELLED),
@@ -1378,8 +1375,7 @@ fn peer_reset_mid_frame_is_a_disconnect_and_nothing_breaks() {
     h.conn
         .disconnect()
         .wait_timeout(WAIT)
-        .expect("disconnect completes in time")
-        .expect("disconnect succeeds");
+        .expect("disconnect completes in time, and disconnect succeeds");
     let c = h.ep.completions(1 + h.receives);
     assert!(c.iter().all(|c| c.status == Status::CANCELLED), "{c:?}");
     h.expect_buffer_untouched();
@@ -1452,7 +1448,7 @@ fn many_hostile_peers_do_not_disturb_a_busy_healthy_connection() {
             false,
         ))
         .unwrap();
-        accepted.wait_timeout(WAIT).unwrap().unwrap();
+        accepted.wait_timeout(WAIT).unwrap();
         let bad = match round % 3 {
             0 => ulpdu(send(1), b"no receive", true),
             1 => ulpdu(

@@ -136,13 +136,12 @@ fn establish(
     let pending = connector.connect(client_qp, local, address, 1, 1, b"");
     let incoming = events.recv_timeout(WAIT).expect("connect event");
     let accepted = incoming.accept(server_qp, 1, 1, b"", disconnect);
-    pending.wait_timeout(WAIT).expect("connect").unwrap();
+    pending.wait_timeout(WAIT).expect("connect");
     connector
         .complete_connect(None)
         .wait_timeout(WAIT)
-        .expect("complete")
-        .unwrap();
-    accepted.wait_timeout(WAIT).expect("accept").unwrap();
+        .expect("complete");
+    accepted.wait_timeout(WAIT).expect("accept");
     (incoming, connector)
 }
 
@@ -162,21 +161,11 @@ fn connect(
     assert_eq!(data.private_data, private);
     assert_eq!((data.inbound_read_limit, data.outbound_read_limit), (4, 4));
     let accepted = incoming.accept(&*server.qp, 4, 4, b"welcome", None);
-    pending
-        .wait_timeout(WAIT)
-        .expect("connect completes")
-        .unwrap();
+    pending.wait_timeout(WAIT).expect("connect completes");
     let data = connector.connection_data().unwrap();
     assert_eq!(data.private_data, b"welcome");
-    connector
-        .complete_connect(None)
-        .wait_timeout(WAIT)
-        .unwrap()
-        .unwrap();
-    accepted
-        .wait_timeout(WAIT)
-        .expect("accept completes")
-        .unwrap();
+    connector.complete_connect(None).wait_timeout(WAIT).unwrap();
+    accepted.wait_timeout(WAIT).expect("accept completes");
     assert_eq!(
         incoming.peer_address().unwrap(),
         connector.local_address().unwrap()
@@ -357,7 +346,7 @@ fn connect_refused_and_rejected(ip: IpAddr) {
         b"",
     );
     assert_eq!(
-        r.wait_timeout(WAIT).unwrap(),
+        r.wait_timeout(WAIT).map_err(Status::from),
         Err(Status::CONNECTION_REFUSED)
     );
 
@@ -382,7 +371,7 @@ fn connect_refused_and_rejected(ip: IpAddr) {
         b"",
     );
     assert_eq!(
-        r.wait_timeout(WAIT).unwrap(),
+        r.wait_timeout(WAIT).map_err(Status::from),
         Err(Status::CONNECTION_REFUSED)
     );
     assert_eq!(
@@ -835,7 +824,7 @@ fn disconnect_event_without_flush_then_disconnect_flushes() {
         Some(Box::new(move || dtx.send(()).unwrap())),
     );
     // The client disconnects: the server hears of it, and nothing of its is flushed yet.
-    connector.disconnect().wait_timeout(WAIT).unwrap().unwrap();
+    connector.disconnect().wait_timeout(WAIT).unwrap();
     disconnected.recv_timeout(WAIT).expect("disconnect event");
     let mut out = [Completion::EMPTY; 4];
     std::thread::sleep(Duration::from_millis(50));
@@ -845,7 +834,7 @@ fn disconnect_event_without_flush_then_disconnect_flushes() {
         "flushed on a peer disconnect"
     );
     // The server disconnects too: its receive completes cancelled.
-    incoming.disconnect().wait_timeout(WAIT).unwrap().unwrap();
+    incoming.disconnect().wait_timeout(WAIT).unwrap();
     let c = server.completions(1);
     assert_eq!((c[0].request_context, c[0].status), (5, Status::CANCELLED));
     // Posting afterwards fails inline.
@@ -1078,13 +1067,9 @@ fn shared_endpoint_connects_twice_from_one_port(ip: IpAddr) {
         );
         let incoming = rx.recv_timeout(WAIT).unwrap();
         let accepted = incoming.accept(&*server.qp, 1, 1, b"", None);
-        pending.wait_timeout(WAIT).unwrap().unwrap();
-        connector
-            .complete_connect(None)
-            .wait_timeout(WAIT)
-            .unwrap()
-            .unwrap();
-        accepted.wait_timeout(WAIT).unwrap().unwrap();
+        pending.wait_timeout(WAIT).unwrap();
+        connector.complete_connect(None).wait_timeout(WAIT).unwrap();
+        accepted.wait_timeout(WAIT).unwrap();
         assert_eq!(connector.local_address().unwrap(), local);
         assert_eq!(incoming.peer_address().unwrap(), local);
         connectors.push((connector, incoming, listener));

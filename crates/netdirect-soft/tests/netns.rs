@@ -146,8 +146,7 @@ fn server(c: &ChildConfig) {
     let (event, disconnected) = disconnect_event();
     conn.accept(&*ep.qp, 4, 4, b"", Some(event))
         .wait_timeout(c.timeout)
-        .expect("accept completes")
-        .expect("accept succeeds");
+        .expect("accept completes, and accept succeeds");
     let mut pending = Vec::new();
     let mut hello = [0u8; 20];
     hello[..8].copy_from_slice(&region.address().to_le_bytes());
@@ -203,8 +202,7 @@ fn server(c: &ChildConfig) {
         .expect("the client disconnects");
     conn.disconnect()
         .wait_timeout(c.timeout)
-        .expect("disconnect completes")
-        .expect("disconnect succeeds");
+        .expect("disconnect completes, and disconnect succeeds");
     println!("{TAG} SERVER OK");
     drop(listening);
     // Let the progress thread drop the listener before the adapter goes (see hostile.rs).
@@ -244,13 +242,11 @@ fn client(c: &ChildConfig) {
     connector
         .connect(&*ep.qp, SocketAddr::new(c.local, 0), peer, 4, 4, b"netns")
         .wait_timeout(c.timeout)
-        .expect("connect completes")
-        .expect("connect succeeds");
+        .expect("connect completes, and connect succeeds");
     connector
         .complete_connect(None)
         .wait_timeout(c.timeout)
-        .expect("complete-connect completes")
-        .expect("complete-connect succeeds");
+        .expect("complete-connect completes, and complete-connect succeeds");
     let mut pending = Vec::new();
     let r = next_of(&mut ep, OperationType::Receive, &mut pending, c.timeout);
     assert_eq!((r.request_context, r.bytes_transferred), (0, 20));
@@ -343,8 +339,7 @@ fn client(c: &ChildConfig) {
     connector
         .disconnect()
         .wait_timeout(c.timeout)
-        .expect("disconnect completes")
-        .expect("disconnect succeeds");
+        .expect("disconnect completes, and disconnect succeeds");
     println!(
         "{TAG} RESULT write {:.1} MB/s, read {:.1} MB/s, send {:.1} MB/s ({} MiB write/read, {} MiB sends)",
         mbps(c.size, write_time),

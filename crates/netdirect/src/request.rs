@@ -7,8 +7,16 @@
 //! NDK's inline `STATUS_SUCCESS` or inline failure) or later, from its own thread (the NDK's
 //! `STATUS_PENDING` followed by the callback). The consumer waits for it, polls it, or hands it
 //! a callback with [`Request::on_complete`], which runs exactly once.
+//!
+//! A `Request<T>` is also a [`Future`]: `request.await` works in any async runtime (the waker is
+//! woken from the provider's completion, whatever thread that is on), so netdirect code drops
+//! into tokio or smol without a thread per request. Waiting with a deadline gives a
+//! [`WaitError`] that says whether the request failed or is still pending (and hands it back).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use netdirect_types::Status;
@@ -17,7 +25,8 @@ use parking_lot::{Condvar, Mutex};
 type Callback<T> = Box<dyn FnOnce(Result<T, Status>) + Send>;
 
 enum Slot<T> {
-    Pending(Option<Callback<T>>),
+    /// Not complete: the callback to run, or the waker of a task awaiting it.
+    Pending(Option<Callback<T>>, Option<Waker>),
     Done(Result<T, Status>),
     Taken,
 }
@@ -58,7 +67,7 @@ pub struct Completer<T> {
 impl<T> std::fmt::Debug for Request<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match &*self.shared.slot.lock() {
-            Slot::Pending(_) => "pending",
+            Slot::Pending(..) => "pending",
             Slot::Done(Ok(_)) => "succeeded",
             Slot::Done(Err(_)) => "failed",
             Slot::Taken => "taken",
@@ -97,7 +106,7 @@ impl<T: Send + 'static> Request<T> {
     /// A pending request and the provider's handle to complete it (`STATUS_PENDING`).
     pub fn pending() -> (Request<T>, Completer<T>) {
         let shared = Arc::new(Shared {
-            slot: Mutex::new(Slot::Pending(None)),
+            slot: Mutex::new(Slot::Pending(None, None)),
             ready: Condvar::new(),
         });
         (
@@ -114,7 +123,7 @@ impl<T: Send + 'static> Request<T> {
     /// success).
     pub fn status(&self) -> Status {
         match &*self.shared.slot.lock() {
-            Slot::Pending(_) => Status::PENDING,
+            Slot::Pending(..) => Status::PENDING,
             Slot::Done(Ok(_)) | Slot::Taken => Status::SUCCESS,
             Slot::Done(Err(s)) => *s,
         }
@@ -122,25 +131,39 @@ impl<T: Send + 'static> Request<T> {
 
     /// Whether the request is still pending.
     pub fn is_pending(&self) -> bool {
-        matches!(&*self.shared.slot.lock(), Slot::Pending(_))
+        matches!(&*self.shared.slot.lock(), Slot::Pending(..))
     }
 
     /// Blocks until the request completes.
     pub fn wait(self) -> Result<T, Status> {
         let mut slot = self.shared.slot.lock();
-        while matches!(&*slot, Slot::Pending(_)) {
+        while matches!(&*slot, Slot::Pending(..)) {
             self.shared.ready.wait(&mut slot);
         }
         Self::take(&mut slot)
     }
 
-    /// Blocks until the request completes or `timeout` passes; gives the request back if it is
-    /// still pending.
-    pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, Status>, Request<T>> {
+    /// Blocks until the request completes or `timeout` passes. A request still pending comes
+    /// back in [`WaitError::TimedOut`], to wait again or drop; `?` turns either error into a
+    /// [`Status`] (`STATUS_IO_TIMEOUT` for a timeout).
+    ///
+    /// ```
+    /// use netdirect::{Request, WaitError};
+    /// use netdirect_types::Status;
+    /// use std::time::Duration;
+    /// let (req, done) = Request::<u32>::pending();
+    /// let req = match req.wait_timeout(Duration::from_millis(1)) {
+    ///     Err(WaitError::TimedOut(req)) => req,
+    ///     other => panic!("{other:?}"),
+    /// };
+    /// done.complete(Ok(7));
+    /// assert_eq!(req.wait_timeout(Duration::from_secs(1)).map_err(Status::from), Ok(7));
+    /// ```
+    pub fn wait_timeout(self, timeout: Duration) -> Result<T, WaitError<T>> {
         let deadline = Instant::now() + timeout;
         {
             let mut slot = self.shared.slot.lock();
-            while matches!(&*slot, Slot::Pending(_)) {
+            while matches!(&*slot, Slot::Pending(..)) {
                 if self
                     .shared
                     .ready
@@ -150,17 +173,17 @@ impl<T: Send + 'static> Request<T> {
                     break;
                 }
             }
-            if !matches!(&*slot, Slot::Pending(_)) {
-                return Ok(Self::take(&mut slot));
+            if !matches!(&*slot, Slot::Pending(..)) {
+                return Self::take(&mut slot).map_err(WaitError::Failed);
             }
         }
-        Err(self)
+        Err(WaitError::TimedOut(self))
     }
 
     fn take(slot: &mut Slot<T>) -> Result<T, Status> {
         match std::mem::replace(slot, Slot::Taken) {
             Slot::Done(r) => r,
-            Slot::Pending(_) | Slot::Taken => Err(Status::INVALID_DEVICE_STATE),
+            Slot::Pending(..) | Slot::Taken => Err(Status::INVALID_DEVICE_STATE),
         }
     }
 
@@ -169,7 +192,7 @@ impl<T: Send + 'static> Request<T> {
     pub fn on_complete(self, f: impl FnOnce(Result<T, Status>) + Send + 'static) {
         let mut slot = self.shared.slot.lock();
         match &mut *slot {
-            Slot::Pending(cb) => *cb = Some(Box::new(f)),
+            Slot::Pending(cb, _) => *cb = Some(Box::new(f)),
             _ => {
                 let r = Self::take(&mut slot);
                 drop(slot);
@@ -178,6 +201,70 @@ impl<T: Send + 'static> Request<T> {
         }
     }
 }
+
+/// Awaiting a request: ready with its outcome once the provider completes it. A request given
+/// a callback with [`Request::on_complete`] cannot be awaited (that consumes it).
+impl<T: Send + 'static> Future for Request<T> {
+    type Output = Result<T, Status>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.shared.slot.lock();
+        match &mut *slot {
+            Slot::Pending(_, waker) => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            _ => Poll::Ready(Self::take(&mut slot)),
+        }
+    }
+}
+
+/// Why [`Request::wait_timeout`] returned without a value.
+pub enum WaitError<T> {
+    /// The request completed with this failure.
+    Failed(Status),
+    /// The deadline passed first; the request is still pending and comes back.
+    TimedOut(Request<T>),
+}
+
+impl<T> WaitError<T> {
+    /// The failure's status, or `STATUS_IO_TIMEOUT` for a timeout.
+    pub fn status(&self) -> Status {
+        match self {
+            WaitError::Failed(s) => *s,
+            WaitError::TimedOut(_) => Status::IO_TIMEOUT,
+        }
+    }
+}
+
+impl<T> From<WaitError<T>> for Status {
+    fn from(e: WaitError<T>) -> Status {
+        e.status()
+    }
+}
+
+impl<T> std::fmt::Debug for WaitError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitError::Failed(s) => write!(f, "Failed({s:?})"),
+            WaitError::TimedOut(_) => f.write_str("TimedOut"),
+        }
+    }
+}
+
+impl<T> std::fmt::Display for WaitError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitError::Failed(s) => write!(f, "request failed: {s}"),
+            WaitError::TimedOut(_) => f.write_str("request still pending at the deadline"),
+        }
+    }
+}
+
+impl<T> std::error::Error for WaitError<T> {}
 
 impl<T: Send + 'static> Completer<T> {
     /// Completes the request: wakes a waiter or runs the callback, on this thread.
@@ -190,14 +277,17 @@ impl<T: Send + 'static> Completer<T> {
     fn finish(shared: &Shared<T>, result: Result<T, Status>) {
         let mut slot = shared.slot.lock();
         match std::mem::replace(&mut *slot, Slot::Taken) {
-            Slot::Pending(Some(cb)) => {
+            Slot::Pending(Some(cb), _) => {
                 drop(slot);
                 cb(result);
             }
-            Slot::Pending(None) => {
+            Slot::Pending(None, waker) => {
                 *slot = Slot::Done(result);
                 drop(slot);
                 shared.ready.notify_all();
+                if let Some(w) = waker {
+                    w.wake();
+                }
             }
             done => *slot = done,
         }
@@ -208,8 +298,8 @@ impl<T> Drop for Completer<T> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
             let mut slot = shared.slot.lock();
-            if let Slot::Pending(cb) = &mut *slot {
-                let cb = cb.take();
+            if let Slot::Pending(cb, waker) = &mut *slot {
+                let (cb, waker) = (cb.take(), waker.take());
                 *slot = Slot::Taken;
                 match cb {
                     Some(cb) => {
@@ -220,6 +310,9 @@ impl<T> Drop for Completer<T> {
                         *slot = Slot::Done(Err(Status::CANCELLED));
                         drop(slot);
                         shared.ready.notify_all();
+                        if let Some(w) = waker {
+                            w.wake();
+                        }
                     }
                 }
             }
@@ -262,9 +355,49 @@ mod tests {
     #[test]
     fn wait_timeout_gives_the_request_back() {
         let (req, done) = Request::<u8>::pending();
-        let req = req.wait_timeout(Duration::from_millis(10)).unwrap_err();
+        let Err(WaitError::TimedOut(req)) = req.wait_timeout(Duration::from_millis(10)) else {
+            panic!("a pending request times out");
+        };
         assert!(req.is_pending());
         done.complete(Ok(3));
-        assert_eq!(req.wait_timeout(Duration::from_secs(5)).unwrap(), Ok(3));
+        assert_eq!(req.wait_timeout(Duration::from_secs(5)).unwrap(), 3);
+        let failed = Request::<u8>::failed(Status::CONNECTION_REFUSED);
+        let e = failed.wait_timeout(Duration::from_secs(1)).unwrap_err();
+        assert_eq!(Status::from(e), Status::CONNECTION_REFUSED);
+    }
+
+    /// A waker that counts its wakes, and a minimal executor step.
+    struct Count(AtomicU32);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn awaiting_wakes_on_completion_from_another_thread() {
+        let (mut req, done) = Request::<u8>::pending();
+        let count = Arc::new(Count(AtomicU32::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut req).poll(&mut cx).is_pending());
+        std::thread::spawn(move || done.complete(Ok(9)))
+            .join()
+            .unwrap();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "completion wakes the task"
+        );
+        assert_eq!(Pin::new(&mut req).poll(&mut cx), Poll::Ready(Ok(9)));
+        // A dropped completer wakes too, with CANCELLED.
+        let (mut req, done) = Request::<u8>::pending();
+        assert!(Pin::new(&mut req).poll(&mut cx).is_pending());
+        drop(done);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            Pin::new(&mut req).poll(&mut cx),
+            Poll::Ready(Err(Status::CANCELLED))
+        );
     }
 }

@@ -211,18 +211,15 @@ pub(crate) fn connect_from(
     let accepted = passive.accept(server_qp, 4, 4, b"welcome", Some(passive_event));
     pending
         .wait_timeout(timeout)
-        .expect("connect completes in time")
-        .expect("connect succeeds");
+        .expect("connect completes in time, and connect succeeds");
     let (active_event, active_disconnected) = disconnect_event();
     active
         .complete_connect(Some(active_event))
         .wait_timeout(timeout)
-        .expect("complete-connect completes in time")
-        .expect("complete-connect succeeds");
+        .expect("complete-connect completes in time, and complete-connect succeeds");
     accepted
         .wait_timeout(timeout)
-        .expect("accept completes in time")
-        .expect("accept succeeds");
+        .expect("accept completes in time, and accept succeeds");
     Connected {
         passive,
         active,
