@@ -597,7 +597,10 @@ impl Conn {
                         op_name(c.op_type),
                         crate::error::explain(c.status),
                         if c.provider_error_code != 0 {
-                            format!(", provider code {:#010x}", c.provider_error_code)
+                            format!(
+                                "; {}",
+                                netdirect_proto::ProviderError(c.provider_error_code)
+                            )
                         } else {
                             String::new()
                         }

@@ -212,22 +212,9 @@ struct Ep {
     debug: bool,
 }
 
-/// A `provider_error_code` carrying a Terminate (`0xOOLLTTCC`: origin 1 sent, 2 received;
-/// layer, error type, error code as RFC 5040 §4.8) in words.
+/// A `provider_error_code` carrying a Terminate, in words.
 fn describe_terminate(code: u32) -> String {
-    let [origin, layer, etype, ecode] = code.to_be_bytes();
-    let by = match origin {
-        1 => "Terminate sent",
-        2 => "Terminate from the peer",
-        _ => "provider error",
-    };
-    let layer = match layer {
-        0 => "RDMAP",
-        1 => "DDP",
-        2 => "LLP/MPA",
-        _ => "unknown layer",
-    };
-    format!("{by}: {layer}, error type {etype}, code {ecode:#04x}; provider code {code:#010x}")
+    netdirect_proto::ProviderError(code).to_string()
 }
 
 /// What the CQ said.
@@ -371,7 +358,10 @@ impl Ep {
                         op_name(c.op_type),
                         explain(c.status),
                         if c.provider_error_code != 0 {
-                            format!(", provider code {:#010x}", c.provider_error_code)
+                            format!(
+                                "; {}",
+                                netdirect_proto::ProviderError(c.provider_error_code)
+                            )
                         } else {
                             String::new()
                         }

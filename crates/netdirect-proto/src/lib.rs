@@ -23,6 +23,8 @@
 #![forbid(unsafe_code)]
 
 pub mod handshake;
+pub mod provider_error;
 pub mod stream;
 
 pub use handshake::{Handshake, MpaConfig, Negotiated, ReadLimits, Role, RtrKind};
+pub use provider_error::ProviderError;

@@ -264,6 +264,56 @@ term_errors! {
 }
 
 impl TermError {
+    /// The error in words, as the RFC tables name it.
+    pub const fn description(self) -> &'static str {
+        use TermError::*;
+        match self {
+            RdmapLocalCatastrophic => "RDMAP local catastrophic error",
+            RdmapInvalidStag => "RDMAP remote protection error: invalid STag",
+            RdmapBaseBounds => "RDMAP remote protection error: base or bounds violation",
+            RdmapAccessRights => "RDMAP remote protection error: access rights violation",
+            RdmapStagNotAssociated => {
+                "RDMAP remote protection error: STag not associated with this stream"
+            }
+            RdmapToWrap => "RDMAP remote protection error: tagged offset wraps",
+            RdmapCannotInvalidate => "RDMAP remote protection error: STag cannot be invalidated",
+            RdmapProtectionUnspecified => "RDMAP remote protection error (unspecified)",
+            RdmapInvalidVersion => "RDMAP remote operation error: invalid RDMAP version",
+            RdmapUnexpectedOpcode => "RDMAP remote operation error: unexpected opcode",
+            RdmapCatastrophicStream => "RDMAP remote operation error: catastrophic (stream)",
+            RdmapCatastrophicGlobal => "RDMAP remote operation error: catastrophic (global)",
+            RdmapOperationCannotInvalidate => {
+                "RDMAP remote operation error: STag cannot be invalidated"
+            }
+            RdmapOperationUnspecified => "RDMAP remote operation error (unspecified)",
+            DdpLocalCatastrophic => "DDP local catastrophic error",
+            DdpTaggedInvalidStag => "DDP tagged buffer error: invalid STag",
+            DdpTaggedBaseBounds => "DDP tagged buffer error: base or bounds violation",
+            DdpTaggedStagNotAssociated => {
+                "DDP tagged buffer error: STag not associated with this stream"
+            }
+            DdpTaggedToWrap => "DDP tagged buffer error: tagged offset wraps",
+            DdpTaggedInvalidVersion => "DDP tagged buffer error: invalid DDP version",
+            DdpUntaggedInvalidQn => "DDP untagged buffer error: invalid queue number",
+            DdpUntaggedNoBuffer => {
+                "DDP untagged buffer error: no receive posted for a Send (no buffer)"
+            }
+            DdpUntaggedMsnRange => "DDP untagged buffer error: MSN out of range",
+            DdpUntaggedInvalidMo => "DDP untagged buffer error: invalid message offset",
+            DdpUntaggedTooLong => {
+                "DDP untagged buffer error: message longer than the posted receive"
+            }
+            DdpUntaggedInvalidVersion => "DDP untagged buffer error: invalid DDP version",
+            LlpConnectionLost => "MPA error: TCP connection lost",
+            LlpCrc => "MPA error: CRC mismatch",
+            LlpMarker => "MPA error: marker and ULPDU length mismatch",
+            LlpInvalidStartup => "MPA error: invalid Request or Reply",
+            LlpLocalCatastrophic => "MPA error: local catastrophic",
+            LlpInsufficientIrd => "MPA error: insufficient IRD resources",
+            LlpNoMatchingRtr => "MPA error: no matching RTR option",
+        }
+    }
+
     /// The named error with these parts, if the tables have one.
     pub fn from_parts(layer: u8, etype: u8, code: u8) -> Option<TermError> {
         Self::ALL.iter().copied().find(|e| {
