@@ -79,5 +79,10 @@ pub mod objects;
 pub mod srq;
 pub mod transport;
 
+/// README.md's code blocks, compiled as doctests so the snippet there cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 pub use dma::Placement;
 pub use objects::adapter::{SoftAdapter, SoftProvider};

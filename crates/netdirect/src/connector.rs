@@ -1,4 +1,36 @@
 //! The connector (`NDK_CONNECTOR`): one connection, active or passive.
+//!
+//! # Connection setup, in the order that works
+//!
+//! ```text
+//!  active side (client)                                   passive side (server)
+//!  ────────────────────                                   ─────────────────────
+//!                                                         create_listener(on_connect)
+//!                                                         listen(addr)
+//!  create_connector()
+//!  connect(qp, local, addr, ird, ord, data) ── MPA Request ──▶ on_connect(connector)
+//!      (Request pending)                                  connector.connection_data()
+//!                                                         connector.accept(qp, ird, ord, data)
+//!                                                             (Request pending)
+//!  connect's Request completes     ◀──── MPA Reply ─────────
+//!  connector.connection_data()
+//!  complete_connect(on_disconnect) ──── first FPDU (RTR) ───▶ accept's Request completes
+//!  post work, poll the CQ                                 post work, poll the CQ
+//!  disconnect() / close()          ──── FIN ───────────────▶ on_disconnect fires
+//! ```
+//!
+//! * `connect` completes only when the server has called `accept` (the MPA Reply carries its
+//!   answer), and `accept` completes only when the client has called `complete_connect`. A
+//!   program that drives both ends from **one thread** must therefore *start* `connect`, then
+//!   `accept`, then wait for `connect`, call `complete_connect`, and only then wait for `accept`.
+//!   Waiting for `connect` before `accept` is called waits for an answer that cannot come: the
+//!   soft provider gives up after its MPA Reply timeout (10 s) with `STATUS_IO_TIMEOUT`.
+//! * Across threads or processes the natural code works: the server accepts in (or after) its
+//!   connect callback while the client waits.
+//! * `reject(data)` instead of `accept` completes the client's `connect` with
+//!   `STATUS_CONNECTION_REFUSED` and the reject's private data in `connection_data()`.
+//! * The soft provider's `examples/hello.rs` (one thread) and `examples/server_client.rs` (two
+//!   processes) are complete programs in this order.
 
 use std::net::SocketAddr;
 

@@ -6,6 +6,27 @@
 //! documentation search finds `NdkFastRegister` too. The full mapping is the table below,
 //! [`NDK_ENTRY_POINTS`]; a test fails if an NDK entry point or callback has no Rust item.
 //!
+//! # Start here
+//!
+//! This crate is the interface; a **provider** implements it. Open an adapter from one:
+//!
+//! * `netdirect_soft::SoftProvider` (crate `netdirect-soft`, provider name `soft`): the software
+//!   iWARP RNIC, on any Linux machine, IPv4 and IPv6, interoperable with Linux siw.
+//!
+//! ```ignore
+//! use netdirect::{OpenParameters, Provider};
+//! let adapter = netdirect_soft::SoftProvider::new().open_adapter(OpenParameters {
+//!     address: "127.0.0.1".parse()?,
+//!     version: netdirect::types::Version::V2_1,
+//! })?;
+//! let pd = adapter.create_pd().wait()?; // NdkCreatePd
+//! ```
+//!
+//! Then: a CQ ([`Adapter::create_cq`]), a QP ([`Pd::create_qp`]), memory ([`Buffer`],
+//! [`Pd::create_mr`], [`Mr::register`]), a connection ([`connector`] has the order of calls as a
+//! sequence diagram), work ([`QpInitiator`], [`QpReceiver`]) and completions
+//! ([`Cq::get_results_ex`]). The soft provider's `examples/hello.rs` does all of it in one file.
+//!
 //! # How the NDK maps to Rust
 //!
 //! * **Objects** are trait objects owned by the consumer: `Box<dyn Cq>`, `Box<dyn Qp>`, …
