@@ -58,14 +58,32 @@ pub fn parse_ip(s: &str) -> Result<IpAddr> {
     if t.eq_ignore_ascii_case("localhost") {
         return Ok(Ipv4Addr::LOCALHOST.into());
     }
-    t.parse().map_err(|_| {
+    if let Ok(ip) = t.parse() {
+        return Ok(ip);
+    }
+    resolve(t).map_err(|why| {
         Error::status(
             format!(
-                "'{s}' is not an IP address (use an IPv4 or IPv6 literal, e.g. 127.0.0.1 or ::1)"
+                "'{s}' is neither an IP address nor a host name that resolves ({why}); \
+                 use a name, or an IPv4 or IPv6 literal such as 127.0.0.1 or ::1"
             ),
             Status::INVALID_ADDRESS,
         )
     })
+}
+
+/// A host name's first address, as the system resolver (getaddrinfo: /etc/hosts, DNS) gives
+/// them, the way perftest and rping take a server name.
+fn resolve(host: &str) -> std::result::Result<IpAddr, String> {
+    use std::net::ToSocketAddrs;
+    if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err("not a host name".into());
+    }
+    let mut addrs = (host, 0u16).to_socket_addrs().map_err(|e| e.to_string())?;
+    addrs
+        .next()
+        .map(|a| a.ip())
+        .ok_or_else(|| "no address".into())
 }
 
 /// Parses `<ip>[:<port>]` as the NetworkDirect tools take it, plus IPv6: `v4`, `v4:port`,
@@ -106,8 +124,14 @@ pub fn parse_endpoint(s: &str, default_port: u16) -> Result<SocketAddr> {
     let ip = if host.eq_ignore_ascii_case("localhost") {
         Ipv4Addr::LOCALHOST.into()
     } else {
-        host.parse::<IpAddr>()
-            .map_err(|_| bad(&format!("'{host}' is not an IPv4 or IPv6 address")))?
+        match host.parse::<IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => resolve(host).map_err(|why| {
+                bad(&format!(
+                    "'{host}' is neither an IPv4/IPv6 address nor a host name that resolves ({why})"
+                ))
+            })?,
+        }
     };
     if t.starts_with('[') && ip.is_ipv4() {
         return Err(bad("brackets are for IPv6 addresses"));
@@ -165,6 +189,12 @@ mod tests {
         assert_eq!(p("::1").unwrap(), "[::1]:54324");
         assert_eq!(p("fe80::1:2").unwrap(), "[fe80::1:2]:54324");
         assert_eq!(p("localhost:5").unwrap(), "127.0.0.1:5");
+        // Host names go through the resolver (/etc/hosts has "localhost" on every Linux; only
+        // loopback results are accepted here, so the test never depends on the network).
+        let resolved = super::resolve("localhost").expect("localhost resolves");
+        assert!(resolved.is_loopback(), "{resolved}");
+        assert!(super::resolve("no-such-host.invalid").is_err());
+        assert!(p("no-such-host.invalid:5").is_err());
         for bad in [
             "999.1.1.1",
             "1.2.3.4:x",

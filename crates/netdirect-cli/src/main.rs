@@ -12,6 +12,7 @@ use netdirect_cli::perf::{self, Opts, Stop, Test};
 use netdirect_cli::{
     bench, conn, dma, info, nd, outln, parse_ip, perftest_cm, progress, report, rping,
 };
+use netdirect_types::Status;
 
 #[derive(Parser)]
 #[command(
@@ -311,6 +312,22 @@ fn persona(test: Test, a: &PerfArgs) -> Result<()> {
         Some(host) => {
             let ip = parse_ip(host)?;
             let server = SocketAddr::new(ip, opts.port);
+            // Find out before the run, not after it, that the report cannot be written.
+            if a.out_json {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&a.out_json_file)
+                    .map_err(|e| {
+                        Error::status(
+                            format!(
+                                "--out_json_file {} cannot be written: {e}",
+                                a.out_json_file.display()
+                            ),
+                            Status::INVALID_PARAMETER,
+                        )
+                    })?;
+            }
             let pb = progress(
                 opts.sizes.len() as u64,
                 a.quiet || opts.sizes.len() < 2 && !matches!(opts.stop, Stop::Duration(_)),
@@ -327,9 +344,14 @@ fn persona(test: Test, a: &PerfArgs) -> Result<()> {
             if a.out_json {
                 let text =
                     serde_json::to_string_pretty(&json).map_err(|e| Error::msg(e.to_string()))?;
-                std::fs::write(&a.out_json_file, text + "\n").map_err(|e| {
-                    Error::msg(format!("cannot write {}: {e}", a.out_json_file.display()))
-                })?;
+                if let Err(e) = std::fs::write(&a.out_json_file, text.clone() + "\n") {
+                    // Never lose a run's results: print them where they can still be read.
+                    eprintln!("{text}");
+                    return Err(Error::msg(format!(
+                        "cannot write {}: {e} (the JSON report is above, on stderr)",
+                        a.out_json_file.display()
+                    )));
+                }
             }
             if human {
                 outln!(

@@ -227,7 +227,7 @@ fn refused_without_a_server() {
 fn bad_address() {
     failure(
         &["write-bw", "999.1.1.1"],
-        "is not an IP address",
+        "is neither an IP address nor a host name that resolves",
         "STATUS_INVALID_ADDRESS (0xC0000141)",
     );
     failure(
@@ -235,6 +235,74 @@ fn bad_address() {
         "cannot open an adapter on 192.0.2.77",
         "STATUS_INVALID_ADDRESS (0xC0000141)",
     );
+}
+
+/// A loopback host name other than `localhost` (nd's shortcut) from /etc/hosts, with its
+/// address as the system resolver returns it.
+fn loopback_host_name() -> Option<(String, std::net::IpAddr)> {
+    use std::net::ToSocketAddrs;
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let ip: std::net::IpAddr = words.next()?.parse().ok()?;
+            ip.is_loopback().then_some(words)
+        })
+        .flatten()
+        .filter(|name| !name.eq_ignore_ascii_case("localhost"))
+        .find_map(|name| {
+            let ip = (name, 0).to_socket_addrs().ok()?.next()?.ip();
+            ip.is_loopback().then(|| (name.to_string(), ip))
+        })
+}
+
+/// A host name, as perftest and rping take one (`nd write-bw vm`), goes through the system
+/// resolver; only names that resolve to loopback are used.
+#[test]
+fn host_names_resolve() {
+    let Some((name, ip)) = loopback_host_name() else {
+        eprintln!("host_names_resolve skipped: /etc/hosts names no loopback host but localhost");
+        return;
+    };
+    let port = free_port().to_string();
+    let bind = ip.to_string();
+    let (stdout, _) = run_both(
+        &["write-bw", "-p", &port, "--bind", &bind, "--timeout", "30"],
+        &["write-bw", &name, "-p", &port, "--timeout", "30"],
+    );
+    assert!(stdout.contains("data check      : OK"), "{stdout}");
+    let port = free_port();
+    let server = std::net::SocketAddr::new(ip, port).to_string();
+    let client = format!("{name}:{port}");
+    let (stdout, _) = run_both(
+        &["pingpong", "-s", &server, "--size", "64", "--iters", "100"],
+        &["pingpong", "-c", &client, "--size", "64", "--iters", "100"],
+    );
+    assert!(stdout.contains("64"), "{stdout}");
+}
+
+/// An --out_json_file that cannot be written is refused before the run (no server is needed to
+/// see it: without the check first, this would fail later as a refused connection).
+#[test]
+fn unwritable_json_file_is_refused_before_the_run() {
+    let port = free_port().to_string();
+    let started = std::time::Instant::now();
+    failure(
+        &[
+            "write-bw",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--out_json",
+            "--out_json_file",
+            "/nonexistent-nd-dir/report.json",
+        ],
+        "--out_json_file /nonexistent-nd-dir/report.json cannot be written",
+        "STATUS_INVALID_PARAMETER (0xC000000D)",
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 
 #[test]
@@ -509,7 +577,7 @@ fn nd_errors() {
     );
     failure(
         &["wping", "-c", "999.1.1.1"],
-        "is not an IPv4 or IPv6 address",
+        "is neither an IPv4/IPv6 address nor a host name that resolves",
         "STATUS_INVALID_ADDRESS (0xC0000141)",
     );
     failure(
