@@ -663,6 +663,42 @@ impl Conn {
     }
 }
 
+/// Every address of this host an adapter can be opened on, loopback first, as `ibv_devinfo`
+/// lists every device: up interfaces' IPv4 and global/unique-local IPv6 addresses (link-local
+/// IPv6 needs a scope id the NDK address has no room for).
+pub fn local_addresses() -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| match ip {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+        })
+        .collect();
+    ips.sort_by_key(|ip| (!ip.is_loopback(), ip.is_ipv6(), *ip));
+    ips.dedup();
+    if ips.is_empty() {
+        ips = vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()];
+    }
+    ips
+}
+
+/// The addresses a server listens on: `bind` itself; for a wildcard (`0.0.0.0`: every local
+/// IPv4 address; `::`: every local address of both families, as a dual-stack socket would);
+/// nothing given: every local address, as perftest (which binds `INADDR_ANY`).
+pub fn listen_addresses(bind: Option<IpAddr>) -> Vec<IpAddr> {
+    match bind {
+        Some(IpAddr::V4(v4)) if v4.is_unspecified() => local_addresses()
+            .into_iter()
+            .filter(IpAddr::is_ipv4)
+            .collect(),
+        Some(IpAddr::V6(v6)) if v6.is_unspecified() => local_addresses(),
+        Some(ip) => vec![ip],
+        None => local_addresses(),
+    }
+}
+
 /// The local address to reach `remote` from: loopback for loopback, else routing's choice.
 pub fn local_for(remote: IpAddr) -> Result<IpAddr> {
     if remote.is_loopback() {

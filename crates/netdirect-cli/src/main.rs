@@ -138,7 +138,8 @@ struct PerfArgs {
     /// Print the report as JSON on stdout instead of the table.
     #[arg(long = "json")]
     json: bool,
-    /// Local address (server: listen only there; client: connect from there).
+    /// Local address (server: listen only there, or on every local address for 0.0.0.0 (IPv4)
+    /// or :: (both), the default; client: connect from there).
     #[arg(long = "bind_source_ip", alias = "bind")]
     bind: Option<String>,
     /// Longest wait for anything (connection, completion), in seconds.

@@ -72,7 +72,8 @@ pub const MAX_VOLUME: u64 = 500 * MAX_XFER as u64;
 /// Flags of the NetworkDirect personas (the ND tools' letters; extras are long options).
 #[derive(Args, Debug, Clone)]
 pub struct NdArgs {
-    /// Start as server, listening on ADDR[:PORT] (IPv4, `[v6]:port`, or v6 without port).
+    /// Start as server, listening on ADDR[:PORT] (IPv4, `[v6]:port`, or v6 without port;
+    /// `0.0.0.0`/`[::]` or no address: every local address).
     /// Without an address: 127.0.0.1 and ::1.
     #[arg(
         short = 's',

@@ -1,7 +1,7 @@
 //! The perftest personas' engine: one server, one client, the six tests, shared by
 //! `nd write-bw …` and `nd bench`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -866,12 +866,12 @@ pub(crate) struct Listening {
     pub port: u16,
 }
 
-/// Listens on `opts.bind`, or on 127.0.0.1 and ::1.
+/// Listens on `opts.bind`, on every local address for a wildcard or when none is given
+/// ([`crate::conn::listen_addresses`]).
 pub(crate) fn listen(opts: &Opts) -> Result<Listening> {
-    let addrs: Vec<IpAddr> = match opts.bind {
-        Some(ip) => vec![ip],
-        None => vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
-    };
+    let addrs = crate::conn::listen_addresses(opts.bind);
+    // One named address must work; of many, those that open and bind are enough.
+    let explicit = addrs.len() == 1 && opts.bind.is_some();
     let (tx, rx) = mpsc::channel::<Incoming>();
     let mut sides = Vec::new();
     let mut listeners = Vec::new();
@@ -880,8 +880,8 @@ pub(crate) fn listen(opts: &Opts) -> Result<Listening> {
     for (k, ip) in addrs.iter().enumerate() {
         let side = match Side::open(*ip, opts.timeout) {
             Ok(s) => Arc::new(s),
-            // The loopback of the other family may be missing; one family is enough.
-            Err(_) if opts.bind.is_none() && k > 0 => continue,
+            // An address of the list may be unusable (a family missing); one is enough.
+            Err(_) if !explicit => continue,
             Err(e) => return Err(e),
         };
         check_limits(opts, &side.info)?;

@@ -26,7 +26,7 @@
 //! 65535 from the advertisement), `-I addr` client source address, `-d` debug lines on stderr.
 //! The server serves one client and exits, as rping without `-P`.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -71,8 +71,8 @@ pub struct RpingArgs {
     /// Client side.
     #[arg(short = 'c')]
     pub client: bool,
-    /// Address: the server's to listen on (one address; default 127.0.0.1), the client's
-    /// server (required).
+    /// Address: the server's to listen on (default: every local address, as `0.0.0.0` for IPv4
+    /// and `::`/`::0` for both), the client's server (required).
     #[arg(short = 'a')]
     pub addr: Option<String>,
     /// Source address to bind to (client).
@@ -582,48 +582,61 @@ fn client_loop(a: &RpingArgs, ep: &mut Ep) -> Result<()> {
 
 fn serve(a: &RpingArgs) -> Result<()> {
     let timeout = Duration::from_secs_f64(a.timeout);
-    let ip = match a.addr.as_deref() {
-        Some(s) => parse_ip(s)?,
-        None => Ipv4Addr::LOCALHOST.into(),
-    };
-    if ip.is_unspecified() {
+    // Without -a, or with a wildcard (0.0.0.0, ::, rping's ::0), every local address, as rping
+    // binds INADDR_ANY: one adapter and listener per address, the first client served.
+    let bind = a.addr.as_deref().map(parse_ip).transpose()?;
+    let ips = crate::conn::listen_addresses(bind);
+    let explicit = bind.is_some_and(|ip| !ip.is_unspecified());
+    let (tx, rx) = mpsc::channel::<(usize, Box<dyn Connector>)>();
+    let mut sides = Vec::new();
+    let mut listeners = Vec::new();
+    for ip in ips {
+        let side = match Side::open(ip, timeout) {
+            Ok(s) => s,
+            Err(_) if !explicit => continue,
+            Err(e) => return Err(e),
+        };
+        let k = sides.len();
+        let tx = std::sync::Mutex::new(tx.clone());
+        let listener = wait(
+            side.adapter
+                .create_listener(Arc::new(move |c: Box<dyn Connector>| {
+                    if let Ok(tx) = tx.lock() {
+                        let _ = tx.send((k, c));
+                    }
+                })),
+            timeout,
+            "cannot create a listener",
+        )?;
+        let addr = SocketAddr::new(ip, a.port);
+        wait(listener.listen(addr), timeout, "").map_err(|e| {
+            let s = e.status.unwrap_or(Status::UNSUCCESSFUL);
+            Error::status(format!("cannot listen on {addr}: {}", explain(s)), s)
+        })?;
+        if a.debug {
+            eprintln!("listening on {addr}");
+        }
+        sides.push(side);
+        listeners.push(listener);
+    }
+    if sides.is_empty() {
         return Err(Error::status(
-            format!(
-                "-a {ip}: the soft RNIC serves one address, not a wildcard; give one of this machine's addresses"
-            ),
+            "no local address to listen on".to_string(),
             Status::INVALID_ADDRESS,
         ));
     }
-    let side = Side::open(ip, timeout)?;
-    let (tx, rx) = mpsc::channel::<Box<dyn Connector>>();
-    let tx = std::sync::Mutex::new(tx);
-    let listener = wait(
-        side.adapter
-            .create_listener(Arc::new(move |c: Box<dyn Connector>| {
-                if let Ok(tx) = tx.lock() {
-                    let _ = tx.send(c);
-                }
-            })),
-        timeout,
-        "cannot create a listener",
-    )?;
-    let addr = SocketAddr::new(ip, a.port);
-    wait(listener.listen(addr), timeout, "").map_err(|e| {
-        let s = e.status.unwrap_or(Status::UNSUCCESSFUL);
-        Error::status(format!("cannot listen on {addr}: {}", explain(s)), s)
-    })?;
-    if a.debug {
-        eprintln!("listening on {addr}");
-    }
-    let c = rx.recv_timeout(timeout).map_err(|_| {
+    let (k, c) = rx.recv_timeout(timeout).map_err(|_| {
         Error::status(
             format!("no client connected within {} s", timeout.as_secs_f64()),
             Status::IO_TIMEOUT,
         )
     })?;
-    // The listener goes: rping without -P serves one client.
-    let _ = listener.close().wait_timeout(Duration::from_secs(2));
-    let mut ep = Ep::new(&side, BUFSIZE, false, timeout)?;
+    // The listeners go: rping without -P serves one client.
+    for listener in listeners {
+        let _ = listener.close().wait_timeout(Duration::from_secs(2));
+    }
+    let side = &sides[k];
+    let mut ep = Ep::new(side, BUFSIZE, false, timeout)?;
     ep.debug = a.debug;
     if a.debug {
         let d = c.connection_data().unwrap_or_default();

@@ -283,6 +283,30 @@ fn host_names_resolve() {
     assert!(stdout.contains("64"), "{stdout}");
 }
 
+/// A server listens on every local address by default and for a wildcard (`0.0.0.0`: IPv4,
+/// `::`: both families), so a client reaches it through 127.0.0.1 and ::1.
+#[test]
+fn wildcard_listen_is_reached_over_both_loopbacks() {
+    for (bind, host) in [
+        (Some("0.0.0.0"), "127.0.0.1"),
+        (Some("::"), "::1"),
+        (Some("::"), "127.0.0.1"),
+        (None, "::1"),
+    ] {
+        let port = free_port().to_string();
+        let mut sargs = vec!["send-lat", "-p", &port, "--timeout", "30", "-n", "50"];
+        if let Some(b) = bind {
+            sargs.extend(["--bind", b]);
+        }
+        let cargs = ["send-lat", host, "-p", &port, "--timeout", "30", "-n", "50"];
+        let (stdout, _) = run_both(&sargs, &cargs);
+        assert!(
+            stdout.contains("data check      : OK"),
+            "{bind:?} via {host}: {stdout}"
+        );
+    }
+}
+
 /// An --out_json_file that cannot be written is refused before the run (no server is needed to
 /// see it: without the check first, this would fail later as a refused connection).
 #[test]

@@ -21,10 +21,15 @@ fn free_port() -> u16 {
 
 /// Server and client over `addr`; returns (client stdout, server stdout).
 fn pair(addr: &str, size: &str, count: &str) -> (String, String) {
+    pair_at(addr, addr, size, count)
+}
+
+/// Server listening on `listen` (maybe a wildcard), client connecting to `addr`.
+fn pair_at(listen: &str, addr: &str, size: &str, count: &str) -> (String, String) {
     let port = free_port().to_string();
     let common = ["-p", &port, "-v", "-V", "--timeout", "30"];
     let mut srv = Command::new(ND)
-        .args(["rping-compat", "-s", "-a", addr, "-d"])
+        .args(["rping-compat", "-s", "-a", listen, "-d"])
         .args(common)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -100,6 +105,20 @@ fn check(addr: &str, size: usize, count: usize) {
 fn rping_compat_v4() {
     check("127.0.0.1", 64, 10);
     check("127.0.0.1", 65535, 3);
+}
+
+/// rping's `-a ::0` (and `0.0.0.0`) listens on every local address: reached over ::1 and
+/// 127.0.0.1.
+#[test]
+fn rping_compat_wildcard_listen() {
+    for (listen, addr) in [
+        ("::0", "::1"),
+        ("::", "127.0.0.1"),
+        ("0.0.0.0", "127.0.0.1"),
+    ] {
+        let (cli, _) = pair_at(listen, addr, "64", "2");
+        assert_eq!(cli.lines().count(), 2, "{listen} via {addr}: {cli}");
+    }
 }
 
 #[test]
