@@ -1,26 +1,97 @@
 //! `nd info`: adapters and their `NDK_ADAPTER_INFO`, in `ndadapterinfo`'s `Key: value` form.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::outln;
 use netdirect_types::AdapterInfo;
-use serde_json::json;
+use netdirect_types::Status;
+use serde::Serialize;
 
 use crate::conn::Side;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// `nd info` flags.
 #[derive(Args, Debug, Clone)]
 pub struct InfoArgs {
-    /// Addresses to open adapters on (default 127.0.0.1 and ::1).
+    /// Addresses to open adapters on (default: every local address, as `ibv_devinfo` lists
+    /// every device).
     #[arg(short = 'a', long = "address")]
     address: Vec<String>,
-    /// Print JSON.
+    /// One adapter, by name (`soft0`, `soft1`, … as listed) or by address (ibv_devinfo's -d).
+    #[arg(short = 'd', long = "ib-dev")]
+    device: Option<String>,
+    /// Print JSON (one document: `{"adapters": [...]}`, numbers as numbers).
     #[arg(long)]
     json: bool,
+}
+
+/// One adapter as `nd info` reports it: `NDK_ADAPTER_INFO` with ndadapterinfo's names.
+#[derive(Serialize, Debug, Clone)]
+#[serde(rename_all = "PascalCase")]
+struct AdapterReport {
+    name: String,
+    provider: &'static str,
+    address: IpAddr,
+    info_version: String,
+    vendor_id: u32,
+    device_id: u32,
+    max_registration_size: u64,
+    max_window_size: u64,
+    #[serde(rename = "FRMRPageCount")]
+    frmr_page_count: u32,
+    max_initiator_request_sge: u32,
+    max_receive_request_sge: u32,
+    max_read_request_sge: u32,
+    max_transfer_length: u32,
+    max_inline_data_size: u32,
+    max_inbound_read_limit: u32,
+    max_outbound_read_limit: u32,
+    max_receive_queue_depth: u32,
+    max_initiator_queue_depth: u32,
+    max_srq_depth: u32,
+    max_cq_depth: u32,
+    large_request_threshold: u32,
+    max_caller_data: u32,
+    max_callee_data: u32,
+    adapter_flags: u32,
+    adapter_flag_names: String,
+    rdma_technology: String,
+}
+
+impl AdapterReport {
+    fn new(name: String, address: IpAddr, i: &AdapterInfo) -> AdapterReport {
+        AdapterReport {
+            name,
+            provider: "soft",
+            address,
+            info_version: i.version.to_string(),
+            vendor_id: i.vendor_id,
+            device_id: i.device_id,
+            max_registration_size: i.max_registration_size,
+            max_window_size: i.max_window_size,
+            frmr_page_count: i.frmr_page_count,
+            max_initiator_request_sge: i.max_initiator_request_sge,
+            max_receive_request_sge: i.max_receive_request_sge,
+            max_read_request_sge: i.max_read_request_sge,
+            max_transfer_length: i.max_transfer_length,
+            max_inline_data_size: i.max_inline_data_size,
+            max_inbound_read_limit: i.max_inbound_read_limit,
+            max_outbound_read_limit: i.max_outbound_read_limit,
+            max_receive_queue_depth: i.max_receive_queue_depth,
+            max_initiator_queue_depth: i.max_initiator_queue_depth,
+            max_srq_depth: i.max_srq_depth,
+            max_cq_depth: i.max_cq_depth,
+            large_request_threshold: i.large_request_threshold,
+            max_caller_data: i.max_caller_data,
+            max_callee_data: i.max_callee_data,
+            adapter_flags: i.adapter_flags.bits(),
+            adapter_flag_names: i.adapter_flags.to_string(),
+            rdma_technology: i.rdma_technology.to_string(),
+        }
+    }
 }
 
 fn fields(i: &AdapterInfo) -> Vec<(&'static str, String)> {
@@ -73,44 +144,58 @@ fn fields(i: &AdapterInfo) -> Vec<(&'static str, String)> {
 
 /// Runs `nd info`.
 pub fn run(a: &InfoArgs) -> Result<()> {
-    let addrs: Vec<IpAddr> = if a.address.is_empty() {
-        vec![Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()]
-    } else {
+    let explicit = !a.address.is_empty();
+    let addrs: Vec<IpAddr> = if explicit {
         a.address
             .iter()
             .map(|s| crate::parse_ip(s))
             .collect::<Result<_>>()?
+    } else {
+        crate::conn::local_addresses()
     };
-    let explicit = !a.address.is_empty();
+    // Names follow the listing order, so `-d soft1` names what `nd info` showed as soft1.
+    let named: Vec<(String, IpAddr)> = addrs
+        .into_iter()
+        .enumerate()
+        .map(|(n, ip)| (format!("soft{n}"), ip))
+        .collect();
+    let chosen: Vec<(String, IpAddr)> = match a.device.as_deref() {
+        None => named,
+        Some(d) => {
+            let by_addr = crate::parse_ip(d).ok();
+            let hit: Vec<_> = named
+                .into_iter()
+                .filter(|(name, ip)| name == d || Some(*ip) == by_addr)
+                .collect();
+            if hit.is_empty() {
+                return Err(Error::status(
+                    format!("-d {d}: no such adapter (see `nd info` for names and addresses)"),
+                    Status::INVALID_PARAMETER,
+                ));
+            }
+            hit
+        }
+    };
     let mut out = Vec::new();
-    for ip in addrs {
+    for (name, ip) in chosen {
         match Side::open(ip, Duration::from_secs(10)) {
-            Ok(side) => out.push((ip, side.info)),
-            // Without explicit addresses, a missing IPv6 loopback is not an error.
-            Err(_) if !explicit && ip.is_ipv6() => {}
+            Ok(side) => out.push((AdapterReport::new(name, ip, &side.info), side.info)),
+            // Without explicit addresses, an address that cannot be opened is skipped.
+            Err(_) if !explicit && a.device.is_none() => {}
             Err(e) => return Err(e),
         }
     }
     if a.json {
-        let list: Vec<_> = out
-            .iter()
-            .map(|(ip, i)| {
-                let mut m = serde_json::Map::new();
-                m.insert("provider".into(), json!("soft"));
-                m.insert("address".into(), json!(ip.to_string()));
-                for (k, v) in fields(i) {
-                    m.insert(k.into(), json!(v));
-                }
-                serde_json::Value::Object(m)
-            })
-            .collect();
-        outln!("{}", json!({ "adapters": list }));
+        let list: Vec<&AdapterReport> = out.iter().map(|(r, _)| r).collect();
+        let text = serde_json::to_string(&serde_json::json!({ "adapters": list }))
+            .map_err(|e| Error::msg(e.to_string()))?;
+        outln!("{text}");
     } else {
-        for (n, (ip, i)) in out.iter().enumerate() {
+        for (n, (r, i)) in out.iter().enumerate() {
             if n > 0 {
                 outln!();
             }
-            outln!("Adapter {n}: provider soft, address {ip}");
+            outln!("{}: provider soft, address {}", r.name, r.address);
             for (k, v) in fields(i) {
                 outln!("    {k:<24}: {v}");
             }

@@ -441,11 +441,31 @@ fn info_json_lists_both_loopbacks() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let a = v["adapters"].as_array().unwrap();
     assert!(!a.is_empty());
-    assert_eq!(a[0]["address"], "127.0.0.1");
-    assert_eq!(a[0]["MaxTransferLength"], "1073741824");
-    assert_eq!(a[0]["MaxInlineDataSize"], "1024");
+    // Every local address is an adapter, loopback first; numbers are JSON numbers.
+    assert_eq!(a[0]["Address"], "127.0.0.1");
+    assert_eq!(a[0]["Name"], "soft0");
+    assert_eq!(a[0]["MaxTransferLength"], 1073741824);
+    assert_eq!(a[0]["MaxInlineDataSize"], 1024);
+    assert!(a[0]["AdapterFlags"].is_u64(), "{}", a[0]);
+    assert!(
+        a.iter().any(|x| x["Address"] == "::1"),
+        "::1 listed too: {v}"
+    );
     let out = nd(&["info"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("MaxInitiatorQueueDepth  : 16384"));
+    // -d picks one adapter, by name or by address.
+    for d in ["soft0", "127.0.0.1"] {
+        let out = nd(&["info", "--json", "-d", d]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let a = v["adapters"].as_array().unwrap();
+        assert_eq!(a.len(), 1, "{v}");
+        assert_eq!(a[0]["Address"], "127.0.0.1");
+    }
+    failure(
+        &["info", "-d", "mlx5_0"],
+        "no such adapter",
+        "STATUS_INVALID_PARAMETER (0xC000000D)",
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
