@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -258,9 +259,19 @@ pub struct Conn {
     pub local: Option<SocketAddr>,
     /// The peer's address.
     pub peer: Option<SocketAddr>,
+    /// Set by the connection's disconnect event ([`Conn::disconnect_event`]).
+    peer_gone: Arc<AtomicBool>,
 }
 
 impl Conn {
+    /// The disconnect callback to give `accept`/`complete_connect`: once it fired, a wait that
+    /// finds the CQ empty ends at once with `STATUS_CONNECTION_ABORTED` instead of running
+    /// into the timeout (a dead or Ctrl-C'd peer is noticed within a poll).
+    pub fn disconnect_event(&self) -> netdirect::DisconnectEvent {
+        let flag = self.peer_gone.clone();
+        Box::new(move || flag.store(true, Ordering::Release))
+    }
+
     /// Creates the CQ, QP, buffers and regions, and posts the receives.
     pub fn new(side: &Side, layout: Layout, timeout: Duration) -> Result<Conn> {
         let (cq, qp) = cq_and_qp(
@@ -311,6 +322,7 @@ impl Conn {
             timeout,
             local: None,
             peer: None,
+            peer_gone: Arc::new(AtomicBool::new(false)),
         };
         for slot in 0..layout.rx_depth {
             conn.post_receive(slot)?;
@@ -581,8 +593,20 @@ impl Conn {
     fn poll_one(&mut self) -> Result<Option<Event>> {
         loop {
             if self.ready.is_empty() {
+                // Read the flag first: completions flushed by the disconnect are in the CQ
+                // before the event fires, so an empty CQ after it means nothing more comes.
+                let gone = self.peer_gone.load(Ordering::Acquire);
                 let n = self.cq.get_results_ex(&mut self.results);
                 if n == 0 {
+                    if gone {
+                        return Err(Error::status(
+                            format!(
+                                "the peer{} disconnected",
+                                self.peer.map_or(String::new(), |p| format!(" {p}"))
+                            ),
+                            Status::CONNECTION_ABORTED,
+                        ));
+                    }
                     return Ok(None);
                 }
                 self.ready.extend(self.results[..n].iter().copied());

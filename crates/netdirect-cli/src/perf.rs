@@ -453,7 +453,7 @@ pub fn client(opts: &Opts, server: SocketAddr, progress: &ProgressBar) -> Result
             return Err(e);
         }
         wait(
-            connector.complete_connect(None),
+            connector.complete_connect(Some(conn.disconnect_event())),
             opts.timeout,
             &format!("cannot complete the connection to {server}"),
         )?;
@@ -1006,23 +1006,17 @@ pub fn serve(
             ));
         }
         let lay = layout(opts, max_size, true);
-        let mut conn = Conn::new(side, lay, opts.timeout)?;
-        let limit = data
-            .inbound_read_limit
-            .max(lay.read_limit)
-            .min(side.info.max_inbound_read_limit);
-        wait(
-            c.accept(&*conn.qp, limit, limit, b"", None),
-            opts.timeout,
-            "cannot accept the client's connection",
-        )?;
-        conn.local = c.local_address().ok();
-        conn.peer = c.peer_address().ok();
-        conn.connector = Some(c);
-        let h = conn.expect(Kind::Hello)?;
-        conn.set_remote(&h);
-        conn.send_ctrl(conn.hello(Kind::HelloAck))?;
-        conns.push(conn);
+        // One client that connects and then says nothing (or dies) must not take the server
+        // out before the run started: drop it and wait for the next.
+        match accept_client(opts, side, lay, c, data.inbound_read_limit) {
+            Ok(conn) => conns.push(conn),
+            Err(e) if conns.is_empty() => {
+                eprintln!("nd: a client was dropped before the run: {e}");
+                expected = 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
     }
     let _ = side_idx;
     let peer = conns[0].peer;
@@ -1063,6 +1057,39 @@ pub fn serve(
         verified,
     })
 }
+
+/// Accepts one client's connection and exchanges the hellos; the hello must come within a few
+/// seconds (a client sends it right after connecting).
+fn accept_client(
+    opts: &Opts,
+    side: &Side,
+    lay: Layout,
+    c: Box<dyn Connector>,
+    their_ird: u32,
+) -> Result<Conn> {
+    let mut conn = Conn::new(side, lay, opts.timeout)?;
+    let limit = their_ird
+        .max(lay.read_limit)
+        .min(side.info.max_inbound_read_limit);
+    wait(
+        c.accept(&*conn.qp, limit, limit, b"", Some(conn.disconnect_event())),
+        opts.timeout,
+        "cannot accept the client's connection",
+    )?;
+    conn.local = c.local_address().ok();
+    conn.peer = c.peer_address().ok();
+    conn.connector = Some(c);
+    let patience = conn.timeout;
+    conn.timeout = patience.min(HELLO_WAIT);
+    let h = conn.expect(Kind::Hello)?;
+    conn.timeout = patience;
+    conn.set_remote(&h);
+    conn.send_ctrl(conn.hello(Kind::HelloAck))?;
+    Ok(conn)
+}
+
+/// How long a connected client has to say hello.
+const HELLO_WAIT: Duration = Duration::from_secs(5);
 
 /// Serves one measurement; returns the server-side data check.
 fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
