@@ -64,7 +64,8 @@
 //! | inbound Read Request access failure | Terminate RDMAP remote protection, code by failure |
 //! | zero-length inbound Write or Read | not checked against the region table (as siw, which sends STag 1 for RTR) |
 //! | RFC 7306 opcodes | not negotiated: Terminate RDMAP "unexpected opcode" (as siw) |
-//! | Terminate received | the oldest unfinished send-queue request completes with the mapped status, the rest `STATUS_CANCELLED` |
+//! | Terminate received | the request whose header it copies (an outstanding read's Read Request, or the segment of a Write not yet reported — say, waiting behind a read) completes with the mapped status (`STATUS_ACCESS_VIOLATION`, `STATUS_REMOTE_RESOURCES`, else `STATUS_CONNECTION_ABORTED`); without a copy, the oldest outstanding read for an RDMAP protection error; the rest `STATUS_CANCELLED` |
+//! | read with local invalidate ([`PostFlags::local_invalidate`]) | the sink STag is invalidated when the last Read Response arrives, silent success or not; if it cannot be, the read completes `STATUS_INVALID_DEVICE_REQUEST` and the stream fails (Terminate RDMAP local catastrophic, no header copied) |
 //! | after any error | no more input is processed, everything pending completes `STATUS_CANCELLED` |
 //! | responder sending first | held until the first inbound FPDU (RFC 5044 "initiator speaks first") |
 //!
@@ -175,6 +176,11 @@ pub struct PostFlags {
     pub signaled: bool,
     /// Start only after every earlier RDMA Read has completed.
     pub read_fence: bool,
+    /// Reads: invalidate the sink STag through [`Host::invalidate`] when the read succeeds
+    /// (NDK `RDMA_READ_LOCAL_INVALIDATE`), whether or not the success is reported. If it cannot
+    /// be invalidated the read completes `STATUS_INVALID_DEVICE_REQUEST` and the stream fails
+    /// (Terminate RDMAP local catastrophic). Ignored for other requests.
+    pub local_invalidate: bool,
 }
 
 /// Why a post was refused (nothing was queued).
@@ -1065,9 +1071,11 @@ impl<L: Clone> Core<L> {
         self.current = None;
         self.local_pending = None;
         for (id, e) in self.sq.drain(..) {
+            // The request the Terminate names gets its status even when it had finished on our
+            // side (a Write handed out, waiting behind a read to be reported).
             let status = match e.done {
+                _ if Some(id) == blame => blame_status,
                 Some(s) => s,
-                None if Some(id) == blame => blame_status,
                 None => Status::CANCELLED,
             };
             if e.flags.signaled || !status.is_success() {
@@ -1473,9 +1481,32 @@ impl Copied {
 
 impl<L: Clone> Core<L> {
     /// Which of our requests a received Terminate is about: the outstanding read whose Read
-    /// Request it copies; without a copy, the oldest outstanding read for a protection error.
+    /// Request it copies, or the unreported RDMA Write whose segment it copies (STag and a
+    /// tagged offset inside the Write); without a copy, the oldest outstanding read for a
+    /// protection error.
     fn blame(&self, t: &terminate::Repr<'_>) -> Option<u64> {
         match t.failing_ddp {
+            Some(f) if f.header.len() == 14 && f.header[0] & 0x80 != 0 => {
+                let h = f.header;
+                if h[1] & 0x0F != rdmap::Opcode::Write as u8 {
+                    return None;
+                }
+                let stag = u32::from_be_bytes([h[2], h[3], h[4], h[5]]);
+                let to = u64::from_be_bytes([h[6], h[7], h[8], h[9], h[10], h[11], h[12], h[13]]);
+                // Only a Write that has begun to go out can be named; the oldest such one.
+                self.sq
+                    .iter()
+                    .take(self.started)
+                    .find(|(_, e)| match e.req {
+                        Request::Write {
+                            len,
+                            stag: s,
+                            to: start,
+                        } => s == stag && to.wrapping_sub(start) < u64::from(len).max(1),
+                        _ => false,
+                    })
+                    .map(|(id, _)| *id)
+            }
             Some(f) => {
                 let h = f.header;
                 let untagged = h.len() == 18 && h[0] & 0x80 == 0;
@@ -1743,6 +1774,28 @@ impl<L: Clone> Core<L> {
         };
         if done {
             let read = self.outstanding.pop_front().expect("front exists");
+            // Read with local invalidate: the sink's token dies with the read's success,
+            // reported or silent; one that cannot die fails the read, and the QP with it.
+            let invalidate = self
+                .sq
+                .iter()
+                .find(|(i, _)| *i == read.entry)
+                .and_then(|(_, e)| {
+                    e.flags
+                        .local_invalidate
+                        .then_some(read.sink_stag)
+                        .filter(|_| matches!(e.req, Request::Read { .. }))
+                });
+            if let Some(stag) = invalidate {
+                if host.invalidate(stag).is_err() {
+                    if let Some((_, e)) = self.sq.iter_mut().find(|(i, _)| *i == read.entry) {
+                        e.done = Some(Status::INVALID_DEVICE_REQUEST);
+                    }
+                    // Our own failure, not the segment's: the Terminate copies no header.
+                    self.rx_copy = None;
+                    return self.local_error(TermError::RdmapLocalCatastrophic);
+                }
+            }
             self.mark_done(read.entry, Status::SUCCESS);
         }
         place

@@ -119,6 +119,7 @@ impl Node {
         let flags = PostFlags {
             signaled: true,
             read_fence: false,
+            local_invalidate: false,
         };
         self.stream.post(wr, req, flags).unwrap();
     }
@@ -860,6 +861,7 @@ fn read_fence_holds_later_requests_until_reads_complete() {
     let fenced = PostFlags {
         signaled: true,
         read_fence: true,
+        local_invalidate: false,
     };
     w.a.gather.insert(2, vec![1; 8]);
     w.a.stream
@@ -898,6 +900,7 @@ fn silent_success_and_flush() {
     let silent = PostFlags {
         signaled: false,
         read_fence: false,
+        local_invalidate: false,
     };
     w.a.gather.insert(10, vec![5; 4]);
     w.a.stream
