@@ -64,7 +64,7 @@
 //! | inbound Read Request access failure | Terminate RDMAP remote protection, code by failure |
 //! | zero-length inbound Write or Read | not checked against the region table (as siw, which sends STag 1 for RTR) |
 //! | RFC 7306 opcodes | not negotiated: Terminate RDMAP "unexpected opcode" (as siw) |
-//! | Terminate received | the request whose header it copies (an outstanding read's Read Request, or the segment of a Write not yet reported — say, waiting behind a read) completes with the mapped status (`STATUS_ACCESS_VIOLATION`, `STATUS_REMOTE_RESOURCES`, else `STATUS_CONNECTION_ABORTED`); without a copy, the oldest outstanding read for an RDMAP protection error; the rest `STATUS_CANCELLED` |
+//! | Terminate received | the request whose header it copies (an outstanding read's Read Request; a Write's segment or a Send's MSN, for one not yet reported — still being sent, or waiting behind a read) completes with the mapped status: invalid STag, rights, not associated, cannot invalidate `STATUS_ACCESS_VIOLATION`; bounds, TO wrap, no receive, receive too small `STATUS_REMOTE_RESOURCES`; else `STATUS_CONNECTION_ABORTED`. Without a copy, the oldest outstanding read for an RDMAP protection error. The rest `STATUS_CANCELLED` |
 //! | read with local invalidate ([`PostFlags::local_invalidate`]) | the sink STag is invalidated when the last Read Response arrives, silent success or not; if it cannot be, the read completes `STATUS_INVALID_DEVICE_REQUEST` and the stream fails (Terminate RDMAP local catastrophic, no header copied) |
 //! | after any error | no more input is processed, everything pending completes `STATUS_CANCELLED` |
 //! | responder sending first | held until the first inbound FPDU (RFC 5044 "initiator speaks first") |
@@ -406,6 +406,8 @@ struct SqEntry {
     flags: PostFlags,
     /// `Some` once finished: the status to report.
     done: Option<Status>,
+    /// A Send once started: its MSN (what a Terminate about it copies).
+    msn: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -723,6 +725,7 @@ impl<L: Clone> Stream<L> {
                 req,
                 flags,
                 done: None,
+                msn: None,
             },
         ));
         Ok(())
@@ -993,11 +996,15 @@ fn remote_status(code: TermCode) -> Status {
             | TermError::DdpTaggedInvalidStag
             | TermError::DdpTaggedStagNotAssociated,
         ) => Status::ACCESS_VIOLATION,
+        // The request caused an error at the peer's QP (NDSPI's ND_REMOTE_ERROR, the same
+        // value): out of bounds, or a Send that found no receive or one too small.
         Some(
             TermError::RdmapBaseBounds
             | TermError::RdmapToWrap
             | TermError::DdpTaggedBaseBounds
-            | TermError::DdpTaggedToWrap,
+            | TermError::DdpTaggedToWrap
+            | TermError::DdpUntaggedNoBuffer
+            | TermError::DdpUntaggedTooLong,
         ) => Status::REMOTE_RESOURCES,
         _ => Status::CONNECTION_ABORTED,
     }
@@ -1372,6 +1379,9 @@ impl<L: Clone> Core<L> {
             } => {
                 let msn = self.send_msn;
                 self.send_msn = self.send_msn.wrapping_add(1);
+                if let Some((_, entry)) = self.sq.get_mut(self.started - 1) {
+                    entry.msn = Some(msn);
+                }
                 self.current = Some(TxMsg {
                     kind: TxKind::Send {
                         wr: e.wr,
@@ -1481,9 +1491,9 @@ impl Copied {
 
 impl<L: Clone> Core<L> {
     /// Which of our requests a received Terminate is about: the outstanding read whose Read
-    /// Request it copies, or the unreported RDMA Write whose segment it copies (STag and a
-    /// tagged offset inside the Write); without a copy, the oldest outstanding read for a
-    /// protection error.
+    /// Request it copies, or the unreported RDMA Write or Send whose segment it copies (STag
+    /// and a tagged offset inside the Write; the Send's MSN); without a copy, the oldest
+    /// outstanding read for a protection error.
     fn blame(&self, t: &terminate::Repr<'_>) -> Option<u64> {
         match t.failing_ddp {
             Some(f) if f.header.len() == 14 && f.header[0] & 0x80 != 0 => {
@@ -1511,10 +1521,18 @@ impl<L: Clone> Core<L> {
                 let h = f.header;
                 let untagged = h.len() == 18 && h[0] & 0x80 == 0;
                 let qn = untagged.then(|| u32::from_be_bytes([h[6], h[7], h[8], h[9]]));
+                let msn = u32::from_be_bytes(h.get(10..14)?.try_into().ok()?);
+                if qn == Some(rdmap::QN_SEND) {
+                    return self
+                        .sq
+                        .iter()
+                        .take(self.started)
+                        .find(|(_, e)| e.msn == Some(msn))
+                        .map(|(id, _)| *id);
+                }
                 if qn != Some(rdmap::QN_READ_REQUEST) {
                     return None;
                 }
-                let msn = u32::from_be_bytes([h[10], h[11], h[12], h[13]]);
                 self.outstanding
                     .iter()
                     .find(|r| r.msn == msn && !r.rtr)

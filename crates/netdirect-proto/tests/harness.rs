@@ -760,6 +760,51 @@ fn terminate_naming_a_write_still_being_sent_gives_it_the_terminates_status() {
 }
 
 #[test]
+fn terminate_naming_a_send_gives_it_the_terminates_status() {
+    // The peer has one receive: the first send lands, the second finds none. The Terminate
+    // copies the second send's header (QN 0, its MSN): that send, waiting behind a read to be
+    // reported, learns it failed at the peer.
+    let l = ReadLimits { ird: 1, ord: 1 };
+    let mut w = World::connect(7, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.b.region(0xB0, 0x1000, vec![0; 100]);
+    w.a.region(0xA0, 0x1000, vec![0; 100]);
+    w.b.post_recv(100, 16);
+    w.a.post(
+        1,
+        Request::Read {
+            len: 10,
+            sink_stag: 0xA0,
+            sink_to: 0x1000,
+            stag: 0xB0,
+            to: 0x1000,
+        },
+        vec![],
+    );
+    let send = Request::Send {
+        len: 4,
+        solicited: false,
+        invalidate: None,
+    };
+    w.a.post(2, send, vec![1; 4]);
+    w.a.post(3, send, vec![2; 4]);
+    let out = w.a.transmit();
+    w.b.receive(&out);
+    let term = TermCode::from(TermError::DdpUntaggedNoBuffer);
+    assert_eq!(w.b.events, vec![Event::TerminateSent(term)]);
+    let back = w.b.transmit();
+    w.a.receive(&back);
+    let st: Vec<_> = w.a.completions.iter().map(|c| (c.wr, c.status)).collect();
+    assert_eq!(
+        st,
+        vec![
+            (1, Status::CANCELLED),
+            (2, Status::SUCCESS),
+            (3, Status::REMOTE_RESOURCES)
+        ]
+    );
+}
+
+#[test]
 fn terminate_naming_a_later_segment_of_a_write_blames_that_write() {
     // The peer's bounds error at the third segment of a write (its TO is inside the write,
     // not at its start) names that write too.
