@@ -8,7 +8,7 @@
 //! | check | status |
 //! |---|---|
 //! | flags not valid for the operation | `STATUS_INVALID_PARAMETER` |
-//! | QP not connected (initiator requests) | `STATUS_CONNECTION_INVALID` |
+//! | QP not connected (initiator requests), or one of its CQs failed (both queues, §10.5) | `STATUS_CONNECTION_INVALID` |
 //! | more SGEs than the QP's limit (reads: `MaxReadRequestSge`) | `STATUS_DATA_OVERRUN` |
 //! | more bytes than `MaxTransferLength`, or inline bytes over the QP's inline size | `STATUS_BUFFER_OVERFLOW` |
 //! | queue full (outstanding requests = depth) | `STATUS_NO_MORE_ENTRIES` |
@@ -24,7 +24,11 @@
 //! * "Outstanding" (§10.4): a request occupies its queue slot until its completion is queued; a
 //!   `SILENT_SUCCESS` request until a later completion of its queue retires it, as verbs do.
 //! * Receives may be posted before the connection; after a flush they complete
-//!   `STATUS_CANCELLED` at once. Flushing an SRQ-attached QP leaves the SRQ's receives alone
+//!   `STATUS_CANCELLED` at once. The queue's "flushed" mark is set under its lock by the flush
+//!   that drains it, so a receive posted while the engine flushes is drained or sees the mark:
+//!   every receive posted `Ok` completes, and in posting order.
+//! * A failed CQ (overflow) makes the QP unusable (§7.3, §10.5): posts fail inline
+//!   `STATUS_CONNECTION_INVALID`, and the first completion the CQ refuses flushes the QP. Flushing an SRQ-attached QP leaves the SRQ's receives alone
 //!   (§10.14): they belong to every attached QP.
 //! * Bind and fast register are checked against the memory table when posted (so the NDK's
 //!   inline statuses are inline). When the window or region is free they take effect at once,
@@ -32,9 +36,10 @@
 //!   valid early, never late), and complete in send-queue order; behind a queued invalidate of
 //!   the same object they are carried out in queue order. Either way the remote token is
 //!   readable as soon as the post returns (§7.9).
-//! * `RDMA_READ_LOCAL_INVALIDATE` invalidates the first SGE's token when the read succeeds; if
-//!   that token cannot be invalidated (not a fast-registered region), the read completes
-//!   `STATUS_INVALID_DEVICE_REQUEST`.
+//! * `RDMA_READ_LOCAL_INVALIDATE` invalidates the first SGE's token when the read succeeds,
+//!   silent success or not (the stream does it when the last Read Response arrives); if that
+//!   token cannot be invalidated (not a fast-registered region), the read completes
+//!   `STATUS_INVALID_DEVICE_REQUEST`, silent or not, and the QP goes to error (§10.3).
 //! * After a peer's close, or a Terminate either side sent, the disconnect callback runs;
 //!   nothing is flushed because of it (§7.7). Receives cancelled after a Terminate carry it in
 //!   `provider_error_code`, like the initiator requests.
