@@ -26,10 +26,10 @@
 //! * Receives may be posted before the connection; after a flush they complete
 //!   `STATUS_CANCELLED` at once. The queue's "flushed" mark is set under its lock by the flush
 //!   that drains it, so a receive posted while the engine flushes is drained or sees the mark:
-//!   every receive posted `Ok` completes, and in posting order.
+//!   every receive posted `Ok` completes, and in posting order. Flushing an SRQ-attached QP
+//!   leaves the SRQ's receives alone (§10.14): they belong to every attached QP.
 //! * A failed CQ (overflow) makes the QP unusable (§7.3, §10.5): posts fail inline
-//!   `STATUS_CONNECTION_INVALID`, and the first completion the CQ refuses flushes the QP. Flushing an SRQ-attached QP leaves the SRQ's receives alone
-//!   (§10.14): they belong to every attached QP.
+//!   `STATUS_CONNECTION_INVALID`, and the first completion the CQ refuses flushes the QP.
 //! * Bind and fast register are checked against the memory table when posted (so the NDK's
 //!   inline statuses are inline). When the window or region is free they take effect at once,
 //!   so requests posted right after them may use the new registration (a region only becomes
@@ -398,7 +398,7 @@ impl QpCore {
     /// flushed once, so it stops like after any error.
     fn push(&self, cq: &crate::cq::Cq, completion: Completion, solicited: bool) {
         if cq.push(completion, solicited).is_err()
-            && cq.error().is_some()
+            && cq.is_failed()
             && !self.lost_cq.swap(true, Ordering::AcqRel)
         {
             if let Some(conn) = self.conn.get() {
