@@ -64,7 +64,8 @@
 //! | inbound Read Request access failure | Terminate RDMAP remote protection, code by failure |
 //! | zero-length inbound Write or Read | not checked against the region table (as siw, which sends STag 1 for RTR) |
 //! | RFC 7306 opcodes | not negotiated: Terminate RDMAP "unexpected opcode" (as siw) |
-//! | Terminate received | the oldest unfinished send-queue request completes with the mapped status, the rest `STATUS_CANCELLED` |
+//! | Terminate received | the request whose header it copies (an outstanding read's Read Request; a Write's segment or a Send's MSN, for one not yet reported — still being sent, or waiting behind a read) completes with the mapped status: invalid STag, rights, not associated, cannot invalidate `STATUS_ACCESS_VIOLATION`; bounds, TO wrap, no receive, receive too small `STATUS_REMOTE_RESOURCES`; else `STATUS_CONNECTION_ABORTED`. Without a copy, the oldest outstanding read for an RDMAP protection error. The rest `STATUS_CANCELLED` |
+//! | read with local invalidate ([`PostFlags::local_invalidate`]) | the sink STag is invalidated when the last Read Response arrives, silent success or not; if it cannot be, the read completes `STATUS_INVALID_DEVICE_REQUEST` and the stream fails (Terminate RDMAP local catastrophic, no header copied) |
 //! | after any error | no more input is processed, everything pending completes `STATUS_CANCELLED` |
 //! | responder sending first | held until the first inbound FPDU (RFC 5044 "initiator speaks first") |
 //!
@@ -175,6 +176,11 @@ pub struct PostFlags {
     pub signaled: bool,
     /// Start only after every earlier RDMA Read has completed.
     pub read_fence: bool,
+    /// Reads: invalidate the sink STag through [`Host::invalidate`] when the read succeeds
+    /// (NDK `RDMA_READ_LOCAL_INVALIDATE`), whether or not the success is reported. If it cannot
+    /// be invalidated the read completes `STATUS_INVALID_DEVICE_REQUEST` and the stream fails
+    /// (Terminate RDMAP local catastrophic). Ignored for other requests.
+    pub local_invalidate: bool,
 }
 
 /// Why a post was refused (nothing was queued).
@@ -400,6 +406,8 @@ struct SqEntry {
     flags: PostFlags,
     /// `Some` once finished: the status to report.
     done: Option<Status>,
+    /// A Send once started: its MSN (what a Terminate about it copies).
+    msn: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -717,6 +725,7 @@ impl<L: Clone> Stream<L> {
                 req,
                 flags,
                 done: None,
+                msn: None,
             },
         ));
         Ok(())
@@ -987,11 +996,15 @@ fn remote_status(code: TermCode) -> Status {
             | TermError::DdpTaggedInvalidStag
             | TermError::DdpTaggedStagNotAssociated,
         ) => Status::ACCESS_VIOLATION,
+        // The request caused an error at the peer's QP (NDSPI's ND_REMOTE_ERROR, the same
+        // value): out of bounds, or a Send that found no receive or one too small.
         Some(
             TermError::RdmapBaseBounds
             | TermError::RdmapToWrap
             | TermError::DdpTaggedBaseBounds
-            | TermError::DdpTaggedToWrap,
+            | TermError::DdpTaggedToWrap
+            | TermError::DdpUntaggedNoBuffer
+            | TermError::DdpUntaggedTooLong,
         ) => Status::REMOTE_RESOURCES,
         _ => Status::CONNECTION_ABORTED,
     }
@@ -1065,9 +1078,11 @@ impl<L: Clone> Core<L> {
         self.current = None;
         self.local_pending = None;
         for (id, e) in self.sq.drain(..) {
+            // The request the Terminate names gets its status even when it had finished on our
+            // side (a Write handed out, waiting behind a read to be reported).
             let status = match e.done {
+                _ if Some(id) == blame => blame_status,
                 Some(s) => s,
-                None if Some(id) == blame => blame_status,
                 None => Status::CANCELLED,
             };
             if e.flags.signaled || !status.is_success() {
@@ -1364,6 +1379,9 @@ impl<L: Clone> Core<L> {
             } => {
                 let msn = self.send_msn;
                 self.send_msn = self.send_msn.wrapping_add(1);
+                if let Some((_, entry)) = self.sq.get_mut(self.started - 1) {
+                    entry.msn = Some(msn);
+                }
                 self.current = Some(TxMsg {
                     kind: TxKind::Send {
                         wr: e.wr,
@@ -1473,17 +1491,48 @@ impl Copied {
 
 impl<L: Clone> Core<L> {
     /// Which of our requests a received Terminate is about: the outstanding read whose Read
-    /// Request it copies; without a copy, the oldest outstanding read for a protection error.
+    /// Request it copies, or the unreported RDMA Write or Send whose segment it copies (STag
+    /// and a tagged offset inside the Write; the Send's MSN); without a copy, the oldest
+    /// outstanding read for a protection error.
     fn blame(&self, t: &terminate::Repr<'_>) -> Option<u64> {
         match t.failing_ddp {
+            Some(f) if f.header.len() == 14 && f.header[0] & 0x80 != 0 => {
+                let h = f.header;
+                if h[1] & 0x0F != rdmap::Opcode::Write as u8 {
+                    return None;
+                }
+                let stag = u32::from_be_bytes([h[2], h[3], h[4], h[5]]);
+                let to = u64::from_be_bytes([h[6], h[7], h[8], h[9], h[10], h[11], h[12], h[13]]);
+                // Only a Write that has begun to go out can be named; the oldest such one.
+                self.sq
+                    .iter()
+                    .take(self.started)
+                    .find(|(_, e)| match e.req {
+                        Request::Write {
+                            len,
+                            stag: s,
+                            to: start,
+                        } => s == stag && to.wrapping_sub(start) < u64::from(len).max(1),
+                        _ => false,
+                    })
+                    .map(|(id, _)| *id)
+            }
             Some(f) => {
                 let h = f.header;
                 let untagged = h.len() == 18 && h[0] & 0x80 == 0;
                 let qn = untagged.then(|| u32::from_be_bytes([h[6], h[7], h[8], h[9]]));
+                let msn = u32::from_be_bytes(h.get(10..14)?.try_into().ok()?);
+                if qn == Some(rdmap::QN_SEND) {
+                    return self
+                        .sq
+                        .iter()
+                        .take(self.started)
+                        .find(|(_, e)| e.msn == Some(msn))
+                        .map(|(id, _)| *id);
+                }
                 if qn != Some(rdmap::QN_READ_REQUEST) {
                     return None;
                 }
-                let msn = u32::from_be_bytes([h[10], h[11], h[12], h[13]]);
                 self.outstanding
                     .iter()
                     .find(|r| r.msn == msn && !r.rtr)
@@ -1743,6 +1792,28 @@ impl<L: Clone> Core<L> {
         };
         if done {
             let read = self.outstanding.pop_front().expect("front exists");
+            // Read with local invalidate: the sink's token dies with the read's success,
+            // reported or silent; one that cannot die fails the read, and the QP with it.
+            let invalidate = self
+                .sq
+                .iter()
+                .find(|(i, _)| *i == read.entry)
+                .and_then(|(_, e)| {
+                    e.flags
+                        .local_invalidate
+                        .then_some(read.sink_stag)
+                        .filter(|_| matches!(e.req, Request::Read { .. }))
+                });
+            if let Some(stag) = invalidate {
+                if host.invalidate(stag).is_err() {
+                    if let Some((_, e)) = self.sq.iter_mut().find(|(i, _)| *i == read.entry) {
+                        e.done = Some(Status::INVALID_DEVICE_REQUEST);
+                    }
+                    // Our own failure, not the segment's: the Terminate copies no header.
+                    self.rx_copy = None;
+                    return self.local_error(TermError::RdmapLocalCatastrophic);
+                }
+            }
             self.mark_done(read.entry, Status::SUCCESS);
         }
         place

@@ -119,14 +119,20 @@ impl Node {
         let flags = PostFlags {
             signaled: true,
             read_fence: false,
+            local_invalidate: false,
         };
         self.stream.post(wr, req, flags).unwrap();
     }
 
     /// Runs local actions and returns the bytes the stream wants to send.
     fn transmit(&mut self) -> Vec<u8> {
+        self.transmit_frames(usize::MAX)
+    }
+
+    /// [`Node::transmit`], at most `frames` FPDUs.
+    fn transmit_frames(&mut self, frames: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        loop {
+        for _ in 0..frames {
             while let Some(a) = self.stream.poll_action() {
                 self.stream.local_done(a.wr, Status::SUCCESS);
             }
@@ -654,6 +660,235 @@ fn write_to_invalid_stag_terminates_both_sides() {
 }
 
 #[test]
+fn terminate_naming_an_unreported_write_gives_it_the_terminates_status() {
+    let l = ReadLimits { ird: 1, ord: 1 };
+    let mut w = World::connect(4, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.b.region(0xB0, 0x1000, vec![7; 100]);
+    w.a.region(0xA0, 0x1000, vec![0; 100]);
+    // A read, then two writes: one into the valid region, one to an STag the peer lacks, at
+    // an offset inside it. Both writes are handed out at once and wait behind the read to be
+    // reported.
+    w.a.post(
+        1,
+        Request::Read {
+            len: 10,
+            sink_stag: 0xA0,
+            sink_to: 0x1000,
+            stag: 0xB0,
+            to: 0x1000,
+        },
+        vec![],
+    );
+    w.a.post(
+        2,
+        Request::Write {
+            len: 10,
+            stag: 0xB0,
+            to: 0x1010,
+        },
+        vec![1; 10],
+    );
+    w.a.post(
+        3,
+        Request::Write {
+            len: 3000,
+            stag: 0xBAD,
+            to: 0x2000,
+        },
+        vec![2; 3000],
+    );
+    // The peer gets all of it at once: it queues the read's response, takes the first write,
+    // and terminates at the second (its first segment: TO 0x2000); the response never leaves.
+    let out = w.a.transmit();
+    w.b.receive(&out);
+    let term = TermCode::from(TermError::DdpTaggedInvalidStag);
+    assert_eq!(w.b.events, vec![Event::TerminateSent(term)]);
+    let back = w.b.transmit();
+    w.a.receive(&back);
+    assert_eq!(w.a.events, vec![Event::TerminateReceived(term)]);
+    // The write the Terminate names gets its status; the read and the other write were not
+    // named: cancelled, and the write that finished on our side keeps its success.
+    let st: Vec<_> =
+        w.a.completions
+            .iter()
+            .map(|c| (c.wr, c.status, c.provider_error))
+            .collect();
+    assert_eq!(
+        st,
+        vec![
+            (1, Status::CANCELLED, 0x0201_0100),
+            (2, Status::SUCCESS, 0),
+            (3, Status::ACCESS_VIOLATION, 0x0201_0100),
+        ]
+    );
+}
+
+#[test]
+fn terminate_naming_a_write_still_being_sent_gives_it_the_terminates_status() {
+    let l = ReadLimits { ird: 1, ord: 1 };
+    let mut w = World::connect(5, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.a.post(
+        1,
+        Request::Write {
+            len: 4000,
+            stag: 0xBAD,
+            to: 0x2000,
+        },
+        vec![2; 4000],
+    );
+    w.a.post(
+        2,
+        Request::Send {
+            len: 1,
+            solicited: false,
+            invalidate: None,
+        },
+        vec![1],
+    );
+    // Only the write's first segment has left when the peer's Terminate comes back.
+    let first = w.a.transmit_frames(1);
+    w.b.receive(&first);
+    let back = w.b.transmit();
+    w.a.receive(&back);
+    let term = TermCode::from(TermError::DdpTaggedInvalidStag);
+    assert_eq!(w.a.events, vec![Event::TerminateReceived(term)]);
+    let st: Vec<_> = w.a.completions.iter().map(|c| (c.wr, c.status)).collect();
+    assert_eq!(
+        st,
+        vec![(1, Status::ACCESS_VIOLATION), (2, Status::CANCELLED)]
+    );
+}
+
+#[test]
+fn terminate_naming_a_send_gives_it_the_terminates_status() {
+    // The peer has one receive: the first send lands, the second finds none. The Terminate
+    // copies the second send's header (QN 0, its MSN): that send, waiting behind a read to be
+    // reported, learns it failed at the peer.
+    let l = ReadLimits { ird: 1, ord: 1 };
+    let mut w = World::connect(7, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.b.region(0xB0, 0x1000, vec![0; 100]);
+    w.a.region(0xA0, 0x1000, vec![0; 100]);
+    w.b.post_recv(100, 16);
+    w.a.post(
+        1,
+        Request::Read {
+            len: 10,
+            sink_stag: 0xA0,
+            sink_to: 0x1000,
+            stag: 0xB0,
+            to: 0x1000,
+        },
+        vec![],
+    );
+    let send = Request::Send {
+        len: 4,
+        solicited: false,
+        invalidate: None,
+    };
+    w.a.post(2, send, vec![1; 4]);
+    w.a.post(3, send, vec![2; 4]);
+    let out = w.a.transmit();
+    w.b.receive(&out);
+    let term = TermCode::from(TermError::DdpUntaggedNoBuffer);
+    assert_eq!(w.b.events, vec![Event::TerminateSent(term)]);
+    let back = w.b.transmit();
+    w.a.receive(&back);
+    let st: Vec<_> = w.a.completions.iter().map(|c| (c.wr, c.status)).collect();
+    assert_eq!(
+        st,
+        vec![
+            (1, Status::CANCELLED),
+            (2, Status::SUCCESS),
+            (3, Status::REMOTE_RESOURCES)
+        ]
+    );
+}
+
+#[test]
+fn terminate_naming_a_later_segment_of_a_write_blames_that_write() {
+    // The peer's bounds error at the third segment of a write (its TO is inside the write,
+    // not at its start) names that write too.
+    let l = ReadLimits { ird: 1, ord: 1 };
+    let mut w = World::connect(6, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.b.region(0xB0, 0x1000, vec![0; 2500]);
+    w.a.region(0xA0, 0x1000, vec![0; 100]);
+    w.b.region(0xB1, 0x1000, vec![0; 100]);
+    w.a.post(
+        1,
+        Request::Read {
+            len: 10,
+            sink_stag: 0xA0,
+            sink_to: 0x1000,
+            stag: 0xB1,
+            to: 0x1000,
+        },
+        vec![],
+    );
+    w.a.post(
+        2,
+        Request::Write {
+            len: 4000,
+            stag: 0xB0,
+            to: 0x1000,
+        },
+        vec![3; 4000],
+    );
+    let out = w.a.transmit();
+    w.b.receive(&out);
+    let term = TermCode::from(TermError::DdpTaggedBaseBounds);
+    assert_eq!(w.b.events, vec![Event::TerminateSent(term)]);
+    let back = w.b.transmit();
+    w.a.receive(&back);
+    let st: Vec<_> = w.a.completions.iter().map(|c| (c.wr, c.status)).collect();
+    assert_eq!(
+        st,
+        vec![(1, Status::CANCELLED), (2, Status::REMOTE_RESOURCES)]
+    );
+}
+
+#[test]
+fn read_with_local_invalidate_invalidates_its_sink_even_when_silent() {
+    let l = ReadLimits { ird: 2, ord: 2 };
+    let mut w = World::connect(8, MpaConfig::default(), l, MpaConfig::default(), l);
+    w.b.region(0xB0, 0x1000, vec![4; 100]);
+    w.a.region(0xA0, 0x1000, vec![0; 100]);
+    w.a.region(0xA1, 0x1000, vec![0; 100]);
+    let read = |sink_stag| Request::Read {
+        len: 100,
+        sink_stag,
+        sink_to: 0x1000,
+        stag: 0xB0,
+        to: 0x1000,
+    };
+    let silent = PostFlags {
+        signaled: false,
+        read_fence: false,
+        local_invalidate: true,
+    };
+    w.a.stream.post(1, read(0xA0), silent).unwrap();
+    w.a.stream
+        .post(
+            2,
+            read(0xA1),
+            PostFlags {
+                signaled: true,
+                ..silent
+            },
+        )
+        .unwrap();
+    w.run();
+    // Only the signaled read reports; both sinks hold the data and are invalidated.
+    let st: Vec<_> = w.a.completions.iter().map(|c| (c.wr, c.status)).collect();
+    assert_eq!(st, vec![(2, Status::SUCCESS)]);
+    for stag in [0xA0, 0xA1] {
+        let r = &w.a.host.regions[&stag];
+        assert_eq!(r.data, vec![4; 100]);
+        assert!(!r.valid, "sink {stag:#x} still valid");
+    }
+    assert!(w.a.stream.is_active());
+}
+
+#[test]
 fn hostile_reads_and_sends_get_the_rfc_terminates() {
     let l = ReadLimits { ird: 1, ord: 1 };
     // Read beyond the region.
@@ -860,6 +1095,7 @@ fn read_fence_holds_later_requests_until_reads_complete() {
     let fenced = PostFlags {
         signaled: true,
         read_fence: true,
+        local_invalidate: false,
     };
     w.a.gather.insert(2, vec![1; 8]);
     w.a.stream
@@ -898,6 +1134,7 @@ fn silent_success_and_flush() {
     let silent = PostFlags {
         signaled: false,
         read_fence: false,
+        local_invalidate: false,
     };
     w.a.gather.insert(10, vec![5; 4]);
     w.a.stream

@@ -121,6 +121,7 @@ fn completions(s: &mut Stream<u32>) -> Vec<WorkCompletion> {
 const SIGNALED: PostFlags = PostFlags {
     signaled: true,
     read_fence: false,
+    local_invalidate: false,
 };
 
 /// siw's Terminate for a Send with Invalidate whose STag cannot be invalidated

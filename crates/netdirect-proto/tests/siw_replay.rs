@@ -548,6 +548,7 @@ fn run_role(
             let flags = PostFlags {
                 signaled: true,
                 read_fence: false,
+                local_invalidate: false,
             };
             s.post(p.wr, p.req, flags)
                 .unwrap_or_else(|e| panic!("{who}: post of wr {} failed: {e}", p.wr));

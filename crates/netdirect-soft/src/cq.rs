@@ -32,6 +32,11 @@
 //! * Entries queued before the error stay readable with [`Cq::get_results`]: they are real
 //!   completions of real requests, and losing them would hide which requests finished.
 //! * Exactly one error notification per CQ, ever.
+//! * The error is fatal to the CQ's queue pairs too (§7.3 "its QPs become unusable"): from the
+//!   moment it is set ([`Cq::is_failed`], before the notification runs) their posts fail inline
+//!   with `STATUS_CONNECTION_INVALID`, and a QP whose completion the CQ refused is flushed (see
+//!   [`crate::objects::qp`]). Requests accepted before the error get no completion: the CQ
+//!   can no longer report one.
 //!
 //! # Notifications
 //!
@@ -68,6 +73,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, ThreadId};
 
 use netdirect_types::{BasicCompletion, Completion, CqNotifyType, Status};
@@ -243,6 +249,8 @@ pub struct Cq {
     notification: Notification,
     state: Mutex<State>,
     idle: Condvar,
+    /// `State::error` is set: read without the lock by every post of the CQ's QPs.
+    failed: AtomicBool,
 }
 
 impl fmt::Debug for Cq {
@@ -285,6 +293,7 @@ impl Cq {
                 notifier: Notifier::default(),
             }),
             idle: Condvar::new(),
+            failed: AtomicBool::new(false),
         }))
     }
 
@@ -314,7 +323,11 @@ impl Cq {
             return Err(e);
         }
         if s.ring.len() >= s.depth {
-            s.set_error(Status::BUFFER_OVERFLOW);
+            // Set before the notification is delivered: a consumer that saw it finds the
+            // CQ failed (and its QPs' posts refused).
+            if s.set_error(Status::BUFFER_OVERFLOW) {
+                self.failed.store(true, Ordering::Release);
+            }
             self.deliver(s);
             return Err(Status::BUFFER_OVERFLOW);
         }
@@ -409,6 +422,7 @@ impl Cq {
     pub fn fail(&self) {
         let mut s = self.state.lock();
         if s.set_error(Status::INTERNAL_ERROR) {
+            self.failed.store(true, Ordering::Release);
             self.deliver(s);
         }
     }
@@ -447,6 +461,11 @@ impl Cq {
     /// `STATUS_INTERNAL_ERROR`), if any.
     pub fn error(&self) -> Option<Status> {
         self.state.lock().error
+    }
+
+    /// Whether the CQ overflowed or failed ([`Cq::error`] is `Some`), without taking its lock.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Whether [`Cq::close`] was called.

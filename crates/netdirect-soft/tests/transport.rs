@@ -336,6 +336,7 @@ fn signaled() -> PostFlags {
     PostFlags {
         signaled: true,
         read_fence: false,
+        local_invalidate: false,
     }
 }
 

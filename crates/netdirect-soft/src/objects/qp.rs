@@ -8,7 +8,7 @@
 //! | check | status |
 //! |---|---|
 //! | flags not valid for the operation | `STATUS_INVALID_PARAMETER` |
-//! | QP not connected (initiator requests) | `STATUS_CONNECTION_INVALID` |
+//! | QP not connected (initiator requests), or one of its CQs failed (both queues, §10.5) | `STATUS_CONNECTION_INVALID` |
 //! | more SGEs than the QP's limit (reads: `MaxReadRequestSge`) | `STATUS_DATA_OVERRUN` |
 //! | more bytes than `MaxTransferLength`, or inline bytes over the QP's inline size | `STATUS_BUFFER_OVERFLOW` |
 //! | queue full (outstanding requests = depth) | `STATUS_NO_MORE_ENTRIES` |
@@ -24,17 +24,22 @@
 //! * "Outstanding" (§10.4): a request occupies its queue slot until its completion is queued; a
 //!   `SILENT_SUCCESS` request until a later completion of its queue retires it, as verbs do.
 //! * Receives may be posted before the connection; after a flush they complete
-//!   `STATUS_CANCELLED` at once. Flushing an SRQ-attached QP leaves the SRQ's receives alone
-//!   (§10.14): they belong to every attached QP.
+//!   `STATUS_CANCELLED` at once. The queue's "flushed" mark is set under its lock by the flush
+//!   that drains it, so a receive posted while the engine flushes is drained or sees the mark:
+//!   every receive posted `Ok` completes, and in posting order. Flushing an SRQ-attached QP
+//!   leaves the SRQ's receives alone (§10.14): they belong to every attached QP.
+//! * A failed CQ (overflow) makes the QP unusable (§7.3, §10.5): posts fail inline
+//!   `STATUS_CONNECTION_INVALID`, and the first completion the CQ refuses flushes the QP.
 //! * Bind and fast register are checked against the memory table when posted (so the NDK's
 //!   inline statuses are inline). When the window or region is free they take effect at once,
 //!   so requests posted right after them may use the new registration (a region only becomes
 //!   valid early, never late), and complete in send-queue order; behind a queued invalidate of
 //!   the same object they are carried out in queue order. Either way the remote token is
 //!   readable as soon as the post returns (§7.9).
-//! * `RDMA_READ_LOCAL_INVALIDATE` invalidates the first SGE's token when the read succeeds; if
-//!   that token cannot be invalidated (not a fast-registered region), the read completes
-//!   `STATUS_INVALID_DEVICE_REQUEST`.
+//! * `RDMA_READ_LOCAL_INVALIDATE` invalidates the first SGE's token when the read succeeds,
+//!   silent success or not (the stream does it when the last Read Response arrives); if that
+//!   token cannot be invalidated (not a fast-registered region), the read completes
+//!   `STATUS_INVALID_DEVICE_REQUEST`, silent or not, and the QP goes to error (§10.3).
 //! * After a peer's close, or a Terminate either side sent, the disconnect callback runs;
 //!   nothing is flushed because of it (§7.7). Receives cancelled after a Terminate carry it in
 //!   `provider_error_code`, like the initiator requests.
@@ -234,8 +239,6 @@ pub struct WrRecord {
     context: u64,
     op: OperationType,
     data: WrData,
-    /// `RDMA_READ_LOCAL_INVALIDATE`: the first SGE's token.
-    invalidate_on_success: Option<u32>,
 }
 
 /// The QP's limits, from its creation parameters.
@@ -287,6 +290,31 @@ pub(crate) enum DisconnectCallback {
     Ex(DisconnectEventEx),
 }
 
+/// The QP's own receive queue.
+///
+/// `flushed` lives under the same lock as the entries, so a receive posted while the engine
+/// flushes is either drained by the flush or sees it and completes `STATUS_CANCELLED`: never
+/// left behind (§7.3). Flushed receives wait in `cancelled` and are completed in posting order
+/// by one thread at a time (`delivering`), without the lock held (the CQ's callback may post).
+#[derive(Default)]
+struct RecvQueue {
+    entries: VecDeque<RecvEntry>,
+    flushed: bool,
+    cancelled: VecDeque<u64>,
+    delivering: bool,
+}
+
+/// Clears `RecvQueue::delivering` if a CQ callback unwinds through the delivery loop.
+struct Delivering<'a>(&'a Mutex<RecvQueue>);
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.lock().delivering = false;
+        }
+    }
+}
+
 /// What the consumer's QP object, its halves, its connector and its engine host share.
 pub(crate) struct QpCore {
     pub(crate) memory: Arc<MemoryTable>,
@@ -296,10 +324,11 @@ pub(crate) struct QpCore {
     srq: Option<Arc<SrqQueue>>,
     context: u64,
     limits: QpLimits,
-    rq: Mutex<VecDeque<RecvEntry>>,
+    rq: Mutex<RecvQueue>,
     sq_outstanding: AtomicU32,
     next_wr: AtomicU64,
-    flushed: AtomicBool,
+    /// A completion of this QP was refused by a failed CQ: the QP was flushed for it.
+    lost_cq: AtomicBool,
     pub(crate) conn: OnceLock<Connection<SoftHost>>,
     pub(crate) disconnect: Mutex<Option<DisconnectCallback>>,
     placer: Option<Arc<DmaPlacer>>,
@@ -325,28 +354,82 @@ impl QpCore {
         }
     }
 
-    /// Completes every receive of the QP's own queue with `STATUS_CANCELLED`.
-    fn flush_receives(&self) {
-        let drained: Vec<RecvEntry> = self.rq.lock().drain(..).collect();
-        for e in drained {
-            let _ = self
-                .recv_cq
-                .push(self.receive_completion(e.context, Status::CANCELLED), false);
+    /// Marks the QP's own receive queue flushed and completes `taken` (receives the engine
+    /// took, oldest first) and every queued receive with `STATUS_CANCELLED`, in that order.
+    fn flush_receives(&self, taken: impl IntoIterator<Item = u64>) {
+        {
+            let mut rq = self.rq.lock();
+            rq.flushed = true;
+            let queued: Vec<u64> = rq.entries.drain(..).map(|e| e.context).collect();
+            rq.cancelled.extend(taken);
+            rq.cancelled.extend(queued);
+        }
+        self.deliver_cancelled();
+    }
+
+    /// Completes the flushed receives in posting order, unless another thread is doing so
+    /// (it then completes those queued meanwhile too).
+    fn deliver_cancelled(&self) {
+        {
+            let mut rq = self.rq.lock();
+            if rq.delivering {
+                return;
+            }
+            rq.delivering = true;
+        }
+        let _unwind = Delivering(&self.rq);
+        loop {
+            let next = {
+                let mut rq = self.rq.lock();
+                let next = rq.cancelled.pop_front();
+                // Seen empty and no longer delivering in one step: a receive queued after this
+                // finds no one delivering and delivers itself.
+                rq.delivering = next.is_some();
+                next
+            };
+            let Some(context) = next else { return };
+            let c = self.receive_completion(context, Status::CANCELLED);
+            self.push(&self.recv_cq, c, false);
+        }
+    }
+
+    /// Queues a completion. A CQ that cannot take it because it failed (overflow, §7.3) makes
+    /// the QP unusable: posts are refused from then on ([`QpCore::postable`]) and the QP is
+    /// flushed once, so it stops like after any error.
+    fn push(&self, cq: &crate::cq::Cq, completion: Completion, solicited: bool) {
+        if cq.push(completion, solicited).is_err()
+            && cq.is_failed()
+            && !self.lost_cq.swap(true, Ordering::AcqRel)
+        {
+            if let Some(conn) = self.conn.get() {
+                conn.flush();
+            }
         }
     }
 
     fn flush(&self) {
         match self.conn.get() {
             Some(conn) => conn.flush(),
-            None => {
-                self.flushed.store(true, Ordering::Release);
-                self.flush_receives();
-            }
+            None => self.flush_receives([]),
         }
     }
 
     pub(crate) fn connection(&self) -> Result<&Connection<SoftHost>, Status> {
         self.conn.get().ok_or(Status::CONNECTION_INVALID)
+    }
+
+    /// The connection for an initiator post: `STATUS_CONNECTION_INVALID` when there is none,
+    /// or when one of the QP's CQs failed (its completions could never be reported).
+    fn postable(&self) -> Result<&Connection<SoftHost>, Status> {
+        if self.cq_failed() {
+            return Err(Status::CONNECTION_INVALID);
+        }
+        self.connection()
+    }
+
+    /// Whether the receive or initiator CQ overflowed or failed.
+    fn cq_failed(&self) -> bool {
+        self.recv_cq.is_failed() || self.init_cq.is_failed()
     }
 
     /// Runs the registered disconnect callback once.
@@ -384,10 +467,10 @@ impl SoftQp {
             srq: srq.map(|(q, _)| q),
             context,
             limits,
-            rq: Mutex::new(VecDeque::new()),
+            rq: Mutex::new(RecvQueue::default()),
             sq_outstanding: AtomicU32::new(0),
             next_wr: AtomicU64::new(1),
-            flushed: AtomicBool::new(false),
+            lost_cq: AtomicBool::new(false),
             conn: OnceLock::new(),
             disconnect: Mutex::new(None),
             placer: shared.placer.clone(),
@@ -455,6 +538,10 @@ impl QpReceiver for SoftReceiver {
             // §10.14: receives of an SRQ-attached QP go through the SRQ.
             return Err(Status::INVALID_DEVICE_REQUEST);
         }
+        if core.cq_failed() {
+            // Its completion could never be reported.
+            return Err(Status::CONNECTION_INVALID);
+        }
         if sges.len() as u64 > u64::from(core.limits.max_receive_sge) {
             return Err(Status::DATA_OVERRUN);
         }
@@ -468,18 +555,18 @@ impl QpReceiver for SoftReceiver {
         if entry.len > core.limits.max_transfer {
             return Err(Status::BUFFER_OVERFLOW);
         }
-        if core.flushed.load(Ordering::Acquire) {
-            let _ = core.recv_cq.push(
-                core.receive_completion(request_context, Status::CANCELLED),
-                false,
-            );
+        let mut rq = core.rq.lock();
+        if rq.flushed {
+            // After the receives flushed before it.
+            rq.cancelled.push_back(request_context);
+            drop(rq);
+            core.deliver_cancelled();
             return Ok(());
         }
-        let mut rq = core.rq.lock();
-        if rq.len() >= core.limits.rq_depth as usize {
+        if rq.entries.len() >= core.limits.rq_depth as usize {
             return Err(Status::NO_MORE_ENTRIES);
         }
-        rq.push_back(entry);
+        rq.entries.push_back(entry);
         Ok(())
     }
 
@@ -539,23 +626,19 @@ impl SoftInitiator {
         data: WrData,
         request: WorkRequest,
         flags: OpFlags,
-        invalidate_on_success: Option<u32>,
+        local_invalidate: bool,
     ) -> Result<(), Status> {
         let core = &self.core;
-        let conn = core.connection()?;
+        let conn = core.postable()?;
         if core.sq_outstanding.load(Ordering::Acquire) >= core.limits.sq_depth {
             return Err(Status::NO_MORE_ENTRIES);
         }
         let wr = core.next_wr.fetch_add(1, Ordering::Relaxed);
-        let record = WrRecord {
-            context,
-            op,
-            data,
-            invalidate_on_success,
-        };
+        let record = WrRecord { context, op, data };
         let post_flags = PostFlags {
             signaled: !flags.contains(OpFlags::SILENT_SUCCESS),
             read_fence: flags.contains(OpFlags::READ_FENCE),
+            local_invalidate,
         };
         core.sq_outstanding.fetch_add(1, Ordering::AcqRel);
         conn.post(wr, record, request, post_flags).inspect_err(|_| {
@@ -573,7 +656,7 @@ impl SoftInitiator {
         op: OperationType,
     ) -> Result<(), Status> {
         Self::check_flags(flags, valid)?;
-        self.core.connection()?;
+        self.core.postable()?;
         let (leases, total) = self.gather(
             sges,
             self.core
@@ -595,7 +678,7 @@ impl SoftInitiator {
             WrData::Gather(leases)
         };
         // total ≤ MaxTransferLength ≤ u32::MAX (checked in gather).
-        self.submit(op, context, data, make(total as u32), flags, None)
+        self.submit(op, context, data, make(total as u32), flags, false)
     }
 
     fn inline_request(
@@ -608,7 +691,7 @@ impl SoftInitiator {
         op: OperationType,
     ) -> Result<(), Status> {
         Self::check_flags(flags, valid)?;
-        self.core.connection()?;
+        self.core.postable()?;
         let total: usize = data.iter().map(|d| d.len()).sum();
         if total as u64 > u64::from(self.core.limits.inline_size) {
             return Err(Status::BUFFER_OVERFLOW);
@@ -620,13 +703,13 @@ impl SoftInitiator {
             WrData::Inline(bytes),
             make(total as u32),
             flags,
-            None,
+            false,
         )
     }
 
     /// The checks `submit` makes, for operations that change the table before they are queued.
     fn ready_to_post(&self) -> Result<(), Status> {
-        self.core.connection()?;
+        self.core.postable()?;
         if self.core.sq_outstanding.load(Ordering::Acquire) >= self.core.limits.sq_depth {
             return Err(Status::NO_MORE_ENTRIES);
         }
@@ -646,7 +729,7 @@ impl SoftInitiator {
             WrData::Local(local),
             WorkRequest::Local,
             flags,
-            None,
+            false,
         )
     }
 }
@@ -720,18 +803,18 @@ impl QpInitiator for SoftInitiator {
         flags: OpFlags,
     ) -> Result<(), Status> {
         Self::check_flags(flags, OpFlags::READ_VALID)?;
-        self.core.connection()?;
+        self.core.postable()?;
         let (leases, total) =
             self.gather(sges, self.core.limits.max_read_sge, LocalAccess::ReadSink)?;
         let (sink_stag, sink_to) = sges.first().map_or((0, 0), |s| (s.token.0, s.address));
-        let local_invalidate = (flags.contains(OpFlags::RDMA_READ_LOCAL_INVALIDATE)
+        // The stream invalidates the sink's token when the read succeeds, silent or not.
+        let local_invalidate = flags.contains(OpFlags::RDMA_READ_LOCAL_INVALIDATE)
             && self
                 .shared
                 .info
                 .adapter_flags
-                .contains(netdirect_types::AdapterFlags::RDMA_READ_LOCAL_INVALIDATE_SUPPORTED))
-        .then_some(sink_stag)
-        .filter(|_| !sges.is_empty());
+                .contains(netdirect_types::AdapterFlags::RDMA_READ_LOCAL_INVALIDATE_SUPPORTED)
+            && !sges.is_empty();
         let request = WorkRequest::Read {
             len: total as u32,
             sink_stag,
@@ -804,7 +887,7 @@ impl QpInitiator for SoftInitiator {
     ) -> Result<(), Status> {
         Self::check_flags(flags, OpFlags::BIND_VALID)?;
         let (mr, mw) = (SoftMr::of(mr)?, SoftMw::of(mw)?);
-        self.core.connection()?;
+        self.core.postable()?;
         self.core
             .memory
             .check_bind(mw.id, mr.id, address, length, flags)?;
@@ -847,7 +930,7 @@ impl QpInitiator for SoftInitiator {
         flags: OpFlags,
     ) -> Result<(), Status> {
         let mr = SoftMr::of(mr)?;
-        self.core.connection()?;
+        self.core.postable()?;
         self.core
             .memory
             .check_fast_register(mr.id, pages, fbo, length, base_address, flags)?;
@@ -897,7 +980,7 @@ impl QpInitiator for SoftInitiator {
             InvalidateTarget::Mr(mr) => MemoryObject::Mr(SoftMr::of(mr)?.id),
             InvalidateTarget::Mw(mw) => MemoryObject::Mw(SoftMw::of(mw)?.id),
         };
-        self.core.connection()?;
+        self.core.postable()?;
         self.local(
             request_context,
             OperationType::Invalidate,
@@ -956,7 +1039,7 @@ impl Host for SoftHost {
     fn take_receive(&mut self) -> Option<(u64, u64)> {
         let entry = match &self.core.srq {
             Some(srq) => srq.take()?,
-            None => self.core.rq.lock().pop_front()?,
+            None => self.core.rq.lock().entries.pop_front()?,
         };
         let id = self.next_receive;
         self.next_receive += 1;
@@ -1087,7 +1170,7 @@ impl QpHost for SoftHost {
                 provider_error_code: c.provider_error,
                 type_specific: c.invalidated.map_or(0, u64::from),
             };
-            let _ = core.recv_cq.push(completion, c.solicited);
+            core.push(&core.recv_cq, completion, c.solicited);
             return;
         }
         // Completions are FIFO per queue: everything posted before this request (silent
@@ -1107,28 +1190,20 @@ impl QpHost for SoftHost {
             Ordering::AcqRel,
         );
         let Some(record) = record else { return };
-        let mut status = c.status;
-        if status.is_success() {
-            if let Some(stag) = record.invalidate_on_success {
-                if core.memory.invalidate_remote(core.pd, stag).is_err() {
-                    status = Status::INVALID_DEVICE_REQUEST;
-                }
-            }
-        }
         let completion = Completion {
-            status,
+            status: c.status,
             bytes_transferred: 0,
             qp_context: core.context,
             request_context: record.context,
             op_type: record.op,
-            provider_error_code: if status.is_success() {
+            provider_error_code: if c.status.is_success() {
                 0
             } else {
                 c.provider_error
             },
             type_specific: 0,
         };
-        let _ = core.init_cq.push(completion, false);
+        core.push(&core.init_cq, completion, false);
     }
 
     fn event(&mut self, e: Event) {
@@ -1185,14 +1260,15 @@ impl QpHost for SoftHost {
     }
 
     fn flushed(&mut self) {
-        self.core.flushed.store(true, Ordering::Release);
-        // Receives taken by the engine but not completed (none after a flush; defensive).
-        for (_, e) in self.receives.drain() {
-            let _ = self.core.recv_cq.push(
-                self.core.receive_completion(e.context, Status::CANCELLED),
-                false,
-            );
-        }
-        self.core.flush_receives();
+        // Receives taken by the engine but not completed (none after a flush; defensive),
+        // in the order they were taken, before those still queued.
+        let mut taken: Vec<(u64, u64)> = self
+            .receives
+            .drain()
+            .map(|(id, e)| (id, e.context))
+            .collect();
+        taken.sort_unstable();
+        self.core
+            .flush_receives(taken.into_iter().map(|(_, context)| context));
     }
 }
