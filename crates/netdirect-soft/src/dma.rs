@@ -43,10 +43,6 @@ impl std::fmt::Debug for DmaPlacer {
     }
 }
 
-fn status(s: netdma::Status) -> Status {
-    Status(s.0)
-}
-
 impl DmaPlacer {
     pub(crate) fn new() -> Result<DmaPlacer, Status> {
         let netdma = NetDma::new();
@@ -100,7 +96,7 @@ impl DmaPlacer {
             // Halted or timed out: make sure nothing still runs on these ranges.
             let _ = self.channel.abort();
             let _ = self.channel.reset();
-            return Err(status(done));
+            return Err(done);
         }
         Ok(())
     }

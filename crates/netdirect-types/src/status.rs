@@ -187,6 +187,12 @@ status_codes! {
     /// From `ntstatus.h`. Distinct from [`Status::CONNECTION_INVALID`] (0xC000023A).
     INVALID_CONNECTION = 0xC000_0140, "STATUS_INVALID_CONNECTION";
 
+    // NetDMA (docs/spec/netdma.md): the codes its interface returns that the NDK does not.
+    /// NetDMA: a provider's NetDMA version is newer than the interface's.
+    REVISION_MISMATCH = 0xC000_0059, "STATUS_REVISION_MISMATCH";
+    /// NetDMA: no such provider.
+    NOT_FOUND = 0xC000_0225, "STATUS_NOT_FOUND";
+
     // §8.1 — NDIS_STATUS codes of the adapter open/close handlers. Kept last: two are aliases.
     /// `OpenNDKAdapterHandler` success; same value as [`Status::SUCCESS`].
     NDIS_SUCCESS = 0x0000_0000, "NDIS_STATUS_SUCCESS";

@@ -64,7 +64,7 @@ impl Chan {
         let mut first = Chain::new();
         first.null(ControlFlags::empty());
         let s = ch.start(first).unwrap();
-        ch.wait(&s, None).ok().unwrap();
+        ch.wait(&s, None).into_result().unwrap();
         Chan { ch, src, dst }
     }
     fn submit(&self, size: usize, k: usize) -> Submission {
