@@ -46,10 +46,8 @@ impl std::fmt::Debug for DmaPlacer {
 impl DmaPlacer {
     pub(crate) fn new() -> Result<DmaPlacer, Status> {
         let netdma = NetDma::new();
-        let engine = CpuEngine::register(&netdma, EngineConfig::new(1)).map_err(status)?;
-        let channel = netdma
-            .allocate_channel(engine.id(), ChannelParameters::default())
-            .map_err(status)?;
+        let engine = CpuEngine::register(&netdma, EngineConfig::new(1))?;
+        let channel = netdma.allocate_channel(engine.id(), ChannelParameters::default())?;
         Ok(DmaPlacer {
             channel,
             _engine: engine,
@@ -88,7 +86,7 @@ impl DmaPlacer {
         };
         let mut chain = Chain::new();
         chain.copy(&s, 0, &d, 0, len, ControlFlags::STATUS_UPDATE_ON_COMPLETION);
-        let submission = self.channel.start(chain).map_err(status)?;
+        let submission = self.channel.start(chain)?;
         let done = self
             .channel
             .wait(&submission, Some(Duration::from_secs(10)));
