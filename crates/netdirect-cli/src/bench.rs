@@ -43,6 +43,49 @@ pub struct BenchArgs {
     /// Only IPv4.
     #[arg(long = "no-ipv6")]
     no_ipv6: bool,
+    /// Rounds of every bandwidth and rate cell (default 3; 1 with --quick). RDMA and its TCP
+    /// peer alternate round by round; tables show the median and the min-max spread.
+    #[arg(long)]
+    reps: Option<usize>,
+}
+
+/// Median and range of a cell's rounds.
+#[derive(Debug, Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(v: &[f64]) -> Spread {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        let n = s.len();
+        let median = if n == 0 {
+            0.0
+        } else if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: s.first().copied().unwrap_or(0.0),
+            max: s.last().copied().unwrap_or(0.0),
+        }
+    }
+
+    /// `median (min-max)` with `prec` decimals.
+    fn show(self, prec: usize) -> String {
+        format!(
+            "{:.p$} ({:.p$}-{:.p$})",
+            self.median,
+            self.min,
+            self.max,
+            p = prec
+        )
+    }
 }
 
 const SIZES: [usize; 11] = [
@@ -154,7 +197,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
     }
     // Progress: per family 3 sweeps + TCP sweep + 2 rates + 2 latencies + TCP latency; copy.
-    let per_family = 4 * sizes.len() as u64 + 2 + 2 + 1;
+    let reps = a.reps.unwrap_or(if a.quick { 1 } else { 3 }).max(1);
+    let per_family = reps as u64 * sizes.len() as u64 + 3 * reps as u64 + 2 + 2 + 1;
     let total = per_family * ips.len() as u64 + sizes.len() as u64;
     let pb = crate::progress(total, a.quiet);
     let mut tests: Vec<Value> = Vec::new();
@@ -172,82 +216,141 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     for &ip in &ips {
         let fam = family(ip);
-        // TCP peer sweep first (same sizes, same loopback).
-        let mut tcp = Vec::new();
-        for &size in &sizes {
-            pb.set_message(format!("{fam} TCP peer {}", label(size)));
-            tcp.push(crate::tcp::bandwidth(ip, size, cell, 4)?);
-            pb.inc(1);
-        }
-        for test in [Test::WriteBw, Test::ReadBw, Test::SendBw] {
-            pb.set_message(format!("{fam} {}", test.name()));
-            let mut o = base_opts(test, sizes.clone(), Stop::Duration(cell), ip);
-            o.warmup = 16;
-            let rows = pair(&o, &pb)?;
-            text += &format!(
-                "{LINE}\n {} over {ip}  (peer: TCP stream, same sizes)\n",
-                test.title()
-            );
-            text += " #bytes     #iterations    BW peak[MiB/sec]    BW average[MiB/sec]   MsgRate[Mpps]   TCP[MiB/sec]   vs TCP\n";
-            for (row, t) in rows.iter().zip(&tcp) {
-                if let Row::Bw(r) = row {
-                    let ratio = r.avg / t.bw;
-                    text += &format!(
-                        " {:<7}    {:<10}       {:<9.2}          {:<9.2}\t\t   {:<9.6}     {:<9.2}      {:.2}x\n",
-                        r.size,
-                        r.iters,
-                        bw_unit(r.peak, false),
-                        bw_unit(r.avg, false),
-                        r.msg_rate / 1e6,
-                        bw_unit(t.bw, false),
-                        ratio
-                    );
-                    tests.push(json!({
-                        "test": test.name(), "family": fam, "address": ip.to_string(),
-                        "size": r.size, "iterations": r.iters, "seconds": r.secs,
-                        "bw_peak_mib_s": bw_unit(r.peak, false), "bw_avg_mib_s": bw_unit(r.avg, false),
-                        "bw_avg_gbit_s": bw_unit(r.avg, true), "msg_rate_mpps": r.msg_rate / 1e6,
-                        "peer": "tcp", "peer_bw_mib_s": bw_unit(t.bw, false), "ratio": ratio,
-                        "data_verified": true,
-                    }));
+        // Bandwidth: every round measures the TCP peer, then each RDMA test, over all sizes,
+        // so drift over the run hits both alike.
+        let bw_tests = [Test::WriteBw, Test::ReadBw, Test::SendBw];
+        let mut tcp: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
+        let mut rdma: Vec<Vec<Vec<perf::BwRow>>> = vec![vec![Vec::new(); sizes.len()]; 3];
+        for round in 0..reps {
+            for (k, &size) in sizes.iter().enumerate() {
+                pb.set_message(format!(
+                    "{fam} TCP peer {} (round {})",
+                    label(size),
+                    round + 1
+                ));
+                tcp[k].push(crate::tcp::bandwidth(ip, size, cell, 4)?.bw);
+                pb.inc(1);
+            }
+            for (t, &test) in bw_tests.iter().enumerate() {
+                pb.set_message(format!("{fam} {} (round {})", test.name(), round + 1));
+                let mut o = base_opts(test, sizes.clone(), Stop::Duration(cell), ip);
+                o.warmup = 16;
+                for (k, row) in pair(&o, &pb)?.into_iter().enumerate() {
+                    if let (Row::Bw(r), Some(cell)) = (row, rdma[t].get_mut(k)) {
+                        cell.push(r);
+                    }
                 }
             }
         }
-        // Message rate: 8-byte writes and sends, a window of 128.
-        pb.set_message(format!("{fam} message rate"));
-        let tcp8 = crate::tcp::bandwidth(ip, 8, cell.max(Duration::from_millis(50)), 64)?;
-        text += &format!(
-            "{LINE}\n Message rate over {ip}, 8-byte messages, 128 in flight  (peer: TCP 8-byte writes)\n"
-        );
-        text += " test         #bytes  #iterations   MsgRate[Mpps]   TCP MsgRate[Mpps]   vs TCP\n";
-        for test in [Test::WriteBw, Test::SendBw] {
-            let mut o = base_opts(
-                test,
-                vec![8],
-                Stop::Duration(cell.max(Duration::from_millis(50)) * 2),
-                ip,
+        for (t, &test) in bw_tests.iter().enumerate() {
+            text += &format!(
+                "{LINE}\n {} over {ip}  (peer: TCP stream, same sizes; median (min-max) of {reps} round(s))\n",
+                test.title()
             );
-            o.warmup = 128;
-            let rows = pair(&o, &pb)?;
-            pb.inc(1);
-            if let Some(Row::Bw(r)) = rows.first() {
-                let ratio = r.msg_rate / tcp8.msg_rate;
+            text += &format!(
+                " {:>8}  {:>11}  {:>27}  {:>13}  {:>27}  {:>7}\n",
+                "#bytes",
+                "#iterations",
+                "BW average[MiB/sec]",
+                "MsgRate[Mpps]",
+                "TCP[MiB/sec]",
+                "vs TCP"
+            );
+            for (k, &size) in sizes.iter().enumerate() {
+                let rows = &rdma[t][k];
+                if rows.is_empty() {
+                    continue;
+                }
+                let avg = Spread::of(
+                    &rows
+                        .iter()
+                        .map(|r| bw_unit(r.avg, false))
+                        .collect::<Vec<_>>(),
+                );
+                let rate = Spread::of(&rows.iter().map(|r| r.msg_rate / 1e6).collect::<Vec<_>>());
+                let peer = Spread::of(
+                    &tcp[k]
+                        .iter()
+                        .map(|&b| bw_unit(b, false))
+                        .collect::<Vec<_>>(),
+                );
+                let iters: u64 = rows.iter().map(|r| r.iters).sum::<u64>() / rows.len() as u64;
+                let ratio = avg.median / peer.median;
                 text += &format!(
-                    " {:<12} {:<7} {:<12}  {:<14.6}  {:<18.6}  {:.2}x\n",
-                    test.name(),
-                    8,
-                    r.iters,
-                    r.msg_rate / 1e6,
-                    tcp8.msg_rate / 1e6,
+                    " {:>8}  {:>11}  {:>27}  {:>13.6}  {:>27}  {:>6.2}x\n",
+                    size,
+                    iters,
+                    avg.show(2),
+                    rate.median,
+                    peer.show(2),
                     ratio
                 );
+                let peak = rows
+                    .iter()
+                    .map(|r| bw_unit(r.peak, false))
+                    .fold(0.0, f64::max);
                 tests.push(json!({
-                    "test": format!("msg_rate_{}", &test.name()[..test.name().len() - 3]),
-                    "family": fam, "address": ip.to_string(), "size": 8, "iterations": r.iters,
-                    "msg_rate_mpps": r.msg_rate / 1e6, "peer": "tcp",
-                    "peer_msg_rate_mpps": tcp8.msg_rate / 1e6, "ratio": ratio,
+                    "test": test.name(), "family": fam, "address": ip.to_string(),
+                    "size": size, "iterations": iters, "rounds": rows.len(),
+                    "seconds": rows.iter().map(|r| r.secs).sum::<f64>(),
+                    "bw_peak_mib_s": peak, "bw_avg_mib_s": avg.median,
+                    "bw_avg_min_mib_s": avg.min, "bw_avg_max_mib_s": avg.max,
+                    "bw_avg_gbit_s": avg.median * 1048576.0 * 8.0 / 1e9,
+                    "msg_rate_mpps": rate.median,
+                    "peer": "tcp", "peer_bw_mib_s": peer.median,
+                    "peer_bw_min_mib_s": peer.min, "peer_bw_max_mib_s": peer.max,
+                    "ratio": ratio, "data_verified": true,
                 }));
             }
+        }
+        // Message rate: 8-byte writes and sends, a window of 128.
+        let rate_cell = cell.max(Duration::from_millis(50));
+        let mut tcp8 = Vec::new();
+        let mut rates: [Vec<perf::BwRow>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..reps {
+            pb.set_message(format!("{fam} message rate (round {})", round + 1));
+            tcp8.push(crate::tcp::bandwidth(ip, 8, rate_cell, 64)?.msg_rate / 1e6);
+            for (t, test) in [Test::WriteBw, Test::SendBw].into_iter().enumerate() {
+                let mut o = base_opts(test, vec![8], Stop::Duration(rate_cell * 2), ip);
+                o.warmup = 128;
+                if let Some(Row::Bw(r)) = pair(&o, &pb)?.into_iter().next() {
+                    rates[t].push(r);
+                }
+            }
+        }
+        pb.inc(2);
+        let peer8 = Spread::of(&tcp8);
+        text += &format!(
+            "{LINE}\n Message rate over {ip}, 8-byte messages, 128 in flight  (peer: TCP 8-byte writes; median (min-max) of {reps})\n"
+        );
+        text += &format!(
+            " {:<12}  {:>6}  {:>11}  {:>30}  {:>30}  {:>7}\n",
+            "test", "#bytes", "#iterations", "MsgRate[Mpps]", "TCP MsgRate[Mpps]", "vs TCP"
+        );
+        for (t, test) in [Test::WriteBw, Test::SendBw].into_iter().enumerate() {
+            let rows = &rates[t];
+            if rows.is_empty() {
+                continue;
+            }
+            let rate = Spread::of(&rows.iter().map(|r| r.msg_rate / 1e6).collect::<Vec<_>>());
+            let iters: u64 = rows.iter().map(|r| r.iters).sum::<u64>() / rows.len() as u64;
+            let ratio = rate.median / peer8.median;
+            text += &format!(
+                " {:<12}  {:>6}  {:>11}  {:>30}  {:>30}  {:>6.2}x\n",
+                test.name(),
+                8,
+                iters,
+                rate.show(6),
+                peer8.show(6),
+                ratio
+            );
+            tests.push(json!({
+                "test": format!("msg_rate_{}", &test.name()[..test.name().len() - 3]),
+                "family": fam, "address": ip.to_string(), "size": 8, "iterations": iters,
+                "rounds": rows.len(), "msg_rate_mpps": rate.median,
+                "msg_rate_min_mpps": rate.min, "msg_rate_max_mpps": rate.max, "peer": "tcp",
+                "peer_msg_rate_mpps": peer8.median, "ratio": ratio,
+            }));
         }
         // Latency: 8 bytes, ping-pong.
         pb.set_message(format!("{fam} TCP latency"));
@@ -260,7 +363,18 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         text += &format!(
             "{LINE}\n Latency over {ip}, 8 bytes, one-way = half the round trip  (peer: TCP ping-pong)\n"
         );
-        text += " test         #bytes #iterations  t_min[usec]  t_typical[usec]  99%[usec]  99.9%[usec]  TCP t_typical[usec]  vs TCP\n";
+        text += &format!(
+            " {:<12}  {:>6}  {:>11}  {:>11}  {:>15}  {:>9}  {:>11}  {:>19}  {:>7}\n",
+            "test",
+            "#bytes",
+            "#iterations",
+            "t_min[usec]",
+            "t_typical[usec]",
+            "99%[usec]",
+            "99.9%[usec]",
+            "TCP t_typical[usec]",
+            "vs TCP"
+        );
         for test in [Test::WriteLat, Test::SendLat] {
             pb.set_message(format!("{fam} {}", test.name()));
             let mut o = base_opts(test, vec![8], Stop::Iters(lat_iters), ip);
@@ -271,7 +385,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 let l = lat_stats(r);
                 let ratio = tl.typical / l.typical;
                 text += &format!(
-                    " {:<12} {:<6} {:<11}  {:<11.2}  {:<15.2}  {:<9.2}  {:<11.2}  {:<19.2}  {:.2}x\n",
+                    " {:<12}  {:>6}  {:>11}  {:>11.2}  {:>15.2}  {:>9.2}  {:>11.2}  {:>19.2}  {:>6.2}x\n",
                     test.name(),
                     8,
                     l.n,
@@ -306,11 +420,14 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "{LINE}\n NetDMA CPU copy engine (1 channel) vs memcpy, GB/s (10^9 B), best of 2 x {} ms\n",
         copy_trial.as_millis()
     );
-    text += " #bytes      NetDMA[GB/s]   memcpy[GB/s]   vs memcpy\n";
+    text += &format!(
+        " {:>10}  {:>13}  {:>13}  {:>10}\n",
+        "#bytes", "NetDMA[GB/s]", "memcpy[GB/s]", "vs memcpy"
+    );
     for c in &copies {
         let ratio = c.netdma / c.memcpy;
         text += &format!(
-            " {:<10}  {:<13.2}  {:<13.2}  {:.2}x\n",
+            " {:>10}  {:>13.2}  {:>13.2}  {:>9.2}x\n",
             c.size, c.netdma, c.memcpy, ratio
         );
         tests.push(json!({

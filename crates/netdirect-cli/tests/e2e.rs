@@ -432,6 +432,33 @@ fn bench_quick_tables() {
     ] {
         assert!(stdout.contains(s), "missing {s}: {stdout}");
     }
+    // Aligned: no tabs, and in every table each row is as wide as its header line, so the
+    // right-aligned columns line up.
+    assert!(!stdout.contains('\t'), "{stdout}");
+    let mut width = None;
+    for line in stdout.lines() {
+        if line.starts_with("---") {
+            width = None;
+        } else if line.contains("#bytes") {
+            width = Some(line.trim_end().chars().count());
+        } else if let Some(w) = width {
+            if line.trim().is_empty() || line.starts_with(" nd bench") {
+                continue;
+            }
+            assert_eq!(
+                line.trim_end().chars().count(),
+                w,
+                "misaligned: {line:?}\n{stdout}"
+            );
+        }
+    }
+    // Rounds are counted and spread shown: "median (min-max)".
+    let again = nd(&["bench", "--quick", "--no-ipv6", "--reps", "2", "--quiet"]);
+    let (stdout, _) = text(&again);
+    assert!(
+        stdout.contains("median (min-max) of 2 round(s)"),
+        "{stdout}"
+    );
 }
 
 #[test]
