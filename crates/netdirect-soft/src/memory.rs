@@ -185,6 +185,23 @@ impl Default for MemoryConfig {
     }
 }
 
+/// What a [`MemoryTable`] holds ([`MemoryTable::usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryUsage {
+    /// Protection domains.
+    pub pds: usize,
+    /// Memory regions (registered or not).
+    pub mrs: usize,
+    /// Memory regions with a live registration (regular or fast).
+    pub regions: usize,
+    /// Memory windows (bound or not).
+    pub mws: usize,
+    /// Bound memory windows.
+    pub bound_windows: usize,
+    /// Logical address mappings.
+    pub lams: usize,
+}
+
 /// A protection domain of a [`MemoryTable`] ([`MemoryTable::create_pd`]).
 ///
 /// Carries the PD's privileged token, so [`PdId::privileged_token`] needs no lookup.
@@ -588,6 +605,30 @@ impl MemoryTable {
     /// The configuration the table was made with.
     pub fn config(&self) -> &MemoryConfig {
         &self.config
+    }
+
+    /// What the table holds now (scans it: for diagnostics and tests).
+    pub fn usage(&self) -> MemoryUsage {
+        let t = self.tables.read();
+        let mut u = MemoryUsage {
+            lams: t.lams.iter().filter(|l| l.lam.is_some()).count(),
+            ..MemoryUsage::default()
+        };
+        for s in &t.slots {
+            match &s.entry {
+                Entry::Free => {}
+                Entry::Privileged => u.pds += 1,
+                Entry::Mr(e) => {
+                    u.mrs += 1;
+                    u.regions += usize::from(e.region.is_some());
+                }
+                Entry::Mw(w) => {
+                    u.mws += 1;
+                    u.bound_windows += usize::from(w.binding.is_some());
+                }
+            }
+        }
+        u
     }
 
     // ---- protection domains ------------------------------------------------------------

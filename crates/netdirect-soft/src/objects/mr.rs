@@ -1,31 +1,25 @@
 //! `NDK_MR`.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use netdirect::{Buffer, Mr, Object, Request};
-use netdirect_types::{LocalToken, MrFlags, ObjectType, RemoteToken, Status};
+use netdirect::{Buffer, Mr, Request};
+use netdirect_types::{LocalToken, MrFlags, RemoteToken, Status};
 
 use super::adapter::AdapterShared;
-use crate::memory::MrId;
+use crate::memory::{MrId, PdId};
 
 /// A memory region of the software RNIC.
 pub struct SoftMr {
     pub(crate) shared: Arc<AdapterShared>,
     pub(crate) id: MrId,
+    pub(crate) pd: PdId,
     /// The region's token (local = remote). For fast-register regions it is set when a fast
     /// register is *posted*: NDK §7.9 lets the consumer advertise it as soon as the post returns.
     pub(crate) token: AtomicU32,
 }
 
 impl SoftMr {
-    pub(crate) fn of(mr: &dyn Mr) -> Result<&SoftMr, Status> {
-        mr.as_any()
-            .downcast_ref::<SoftMr>()
-            .ok_or(Status::INVALID_PARAMETER)
-    }
-
     fn refresh(&self) {
         if let Ok(t) = self.shared.memory.local_token(self.id) {
             self.token.store(t.0, Ordering::Release);
@@ -33,13 +27,11 @@ impl SoftMr {
     }
 }
 
-impl Object for SoftMr {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::Mr
-    }
+super::soft_object!(SoftMr, Mr, |mr| mr.shared.id);
 
-    fn as_any(&self) -> &dyn Any {
-        self
+impl super::InPd for SoftMr {
+    fn pd(&self) -> PdId {
+        self.pd
     }
 }
 

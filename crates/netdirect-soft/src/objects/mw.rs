@@ -1,39 +1,29 @@
 //! `NDK_MW`.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use netdirect::{Mw, Object, Request};
-use netdirect_types::{ObjectType, RemoteToken, Status};
+use netdirect::{Mw, Request};
+use netdirect_types::RemoteToken;
 
 use super::adapter::AdapterShared;
-use crate::memory::MwId;
+use crate::memory::{MwId, PdId};
 
 /// A memory window of the software RNIC.
 pub struct SoftMw {
     pub(crate) shared: Arc<AdapterShared>,
     pub(crate) id: MwId,
+    pub(crate) pd: PdId,
     /// The token the next (or current) binding has: set when a bind is posted, so that
     /// `NdkGetRemoteTokenFromMw` answers as soon as `NdkBind` returns.
     pub(crate) token: AtomicU32,
 }
 
-impl SoftMw {
-    pub(crate) fn of(mw: &dyn Mw) -> Result<&SoftMw, Status> {
-        mw.as_any()
-            .downcast_ref::<SoftMw>()
-            .ok_or(Status::INVALID_PARAMETER)
-    }
-}
+super::soft_object!(SoftMw, Mw, |mw| mw.shared.id);
 
-impl Object for SoftMw {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::Mw
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+impl super::InPd for SoftMw {
+    fn pd(&self) -> PdId {
+        self.pd
     }
 }
 

@@ -47,7 +47,6 @@
 //! carries out local operations. Locks it takes per completion: the CQ ring's; per receive
 //! taken: the receive queue's (or SRQ's).
 
-use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -61,8 +60,7 @@ use netdirect_proto::stream::{
     WorkCompletion, WorkKind,
 };
 use netdirect_types::{
-    AdapterInfo, Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RemoteToken, Sge,
-    Status,
+    AdapterInfo, Completion, LogicalAddress, OpFlags, OperationType, RemoteToken, Sge, Status,
 };
 use parking_lot::Mutex;
 
@@ -70,6 +68,7 @@ use super::adapter::AdapterShared;
 use super::mr::{SoftMr, next_token};
 use super::mw::SoftMw;
 use super::srq::SrqQueue;
+use super::{AdapterId, InPd, ours_in};
 use crate::dma::DmaPlacer;
 use crate::memory::{Lease, LocalAccess, MemoryObject, MemoryTable, MrId, MwId, PdId};
 use crate::transport::{Connection, QpHost};
@@ -289,6 +288,7 @@ pub(crate) enum DisconnectCallback {
 
 /// What the consumer's QP object, its halves, its connector and its engine host share.
 pub(crate) struct QpCore {
+    pub(crate) adapter: AdapterId,
     pub(crate) memory: Arc<MemoryTable>,
     pub(crate) pd: PdId,
     recv_cq: Arc<crate::cq::Cq>,
@@ -372,16 +372,17 @@ impl SoftQp {
         pd: PdId,
         recv_cq: Arc<crate::cq::Cq>,
         init_cq: Arc<crate::cq::Cq>,
-        srq: Option<(Arc<SrqQueue>, PdId)>,
+        srq: Option<Arc<SrqQueue>>,
         context: u64,
         limits: QpLimits,
     ) -> SoftQp {
         let core = Arc::new(QpCore {
+            adapter: shared.id,
             memory: shared.memory.clone(),
             pd,
             recv_cq,
             init_cq,
-            srq: srq.map(|(q, _)| q),
+            srq,
             context,
             limits,
             rq: Mutex::new(VecDeque::new()),
@@ -402,24 +403,9 @@ impl SoftQp {
             core,
         }
     }
-
-    pub(crate) fn core_of(qp: &dyn Qp) -> Result<Arc<QpCore>, Status> {
-        qp.as_any()
-            .downcast_ref::<SoftQp>()
-            .map(|q| q.core.clone())
-            .ok_or(Status::INVALID_PARAMETER)
-    }
 }
 
-impl Object for SoftQp {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::Qp
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
+super::soft_object!(SoftQp, Qp, |qp| qp.core.adapter);
 
 impl Qp for SoftQp {
     fn split(&mut self) -> (&mut dyn QpInitiator, &mut dyn QpReceiver) {
@@ -495,6 +481,11 @@ pub struct SoftInitiator {
 }
 
 impl SoftInitiator {
+    /// An MR or MW passed to a post: of this QP's adapter and PD (§10 table).
+    fn ours<'a, T: InPd>(&self, object: &'a dyn Object) -> Result<&'a T, Status> {
+        ours_in::<T>(self.core.adapter, self.core.pd, object)
+    }
+
     fn check_flags(flags: OpFlags, valid: OpFlags) -> Result<(), Status> {
         if valid.contains(flags) {
             Ok(())
@@ -803,7 +794,7 @@ impl QpInitiator for SoftInitiator {
         flags: OpFlags,
     ) -> Result<(), Status> {
         Self::check_flags(flags, OpFlags::BIND_VALID)?;
-        let (mr, mw) = (SoftMr::of(mr)?, SoftMw::of(mw)?);
+        let (mr, mw) = (self.ours::<SoftMr>(mr)?, self.ours::<SoftMw>(mw)?);
         self.core.connection()?;
         self.core
             .memory
@@ -846,7 +837,7 @@ impl QpInitiator for SoftInitiator {
         base_address: u64,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        let mr = SoftMr::of(mr)?;
+        let mr = self.ours::<SoftMr>(mr)?;
         self.core.connection()?;
         self.core
             .memory
@@ -894,8 +885,8 @@ impl QpInitiator for SoftInitiator {
     ) -> Result<(), Status> {
         Self::check_flags(flags, OpFlags::INVALIDATE_VALID)?;
         let object = match target {
-            InvalidateTarget::Mr(mr) => MemoryObject::Mr(SoftMr::of(mr)?.id),
-            InvalidateTarget::Mw(mw) => MemoryObject::Mw(SoftMw::of(mw)?.id),
+            InvalidateTarget::Mr(mr) => MemoryObject::Mr(self.ours::<SoftMr>(mr)?.id),
+            InvalidateTarget::Mw(mw) => MemoryObject::Mw(self.ours::<SoftMw>(mw)?.id),
         };
         self.core.connection()?;
         self.local(
