@@ -103,7 +103,8 @@
 //! | fast register, check order | handle → kind → initialized → not registered → flags ⊆ `FAST_REGISTER_VALID` (`INVALID_PARAMETER`) → remote right on a non-remote MR (`ACCESS_VIOLATION`) → 1 ≤ pages ≤ initialized count → FBO < `PAGE_SIZE` → 1 ≤ length ≤ pages·`PAGE_SIZE` − FBO → base = n·`PAGE_SIZE` + FBO → base + length does not wrap (all `INVALID_PARAMETER`) → every page a live logical address whose bytes the LAM maps (`ACCESS_VIOLATION`) |
 //! | fast register with `RDMA_READ_SINK` | grants the sink right; when the adapter sets `RDMA_READ_SINK_NOT_REQUIRED` the flag is accepted and not needed |
 //! | LAM released while a fast registration uses its pages | the registration stays valid (it holds the buffers); the NDK forbids it anyway |
-//! | deregister or close of an MR with windows bound (§10.8) | `STATUS_DEVICE_BUSY` (NDSPI), nothing changes |
+//! | deregister of an MR with windows bound (§10.8) | `STATUS_DEVICE_BUSY` (NDSPI), nothing changes |
+//! | close of an MR with windows bound (§2.5, §2.6) | never fails: the MR's token dies at once (locally and remotely), the windows keep their bindings, and the close completes when the last of them is unbound |
 //! | close of a registered MR without windows | implicit deregister / invalidate (close never fails) |
 //! | close of a bound window | implicit unbind |
 //! | close of a PD that still owns MRs or MWs | `STATUS_DEVICE_BUSY` (the object model keeps the PD until its children are closed, §2.6) |
@@ -368,7 +369,13 @@ struct MrEntry {
     kind: MrKind,
     region: Option<Region>,
     windows: u32,
+    /// Closed while windows were bound: the handle is dead, the slot waits for the last
+    /// window's unbind, which runs this.
+    closing: Option<OnReleased>,
 }
+
+/// What runs when a closed MR's slot is finally freed ([`MemoryTable::close_mr`]).
+pub type OnReleased = Box<dyn FnOnce() + Send + Sync>;
 
 struct Binding {
     mr: MrId,
@@ -495,9 +502,11 @@ impl Tables {
             .ok_or(Status::INVALID_HANDLE)
     }
 
+    /// A live MR: a closed one (even while its windows hold its slot) is
+    /// `STATUS_INVALID_HANDLE`.
     fn mr(&self, mr: MrId) -> Result<&MrEntry, Status> {
         match &self.slot(mr.index, mr.serial)?.entry {
-            Entry::Mr(e) => Ok(e),
+            Entry::Mr(e) if e.closing.is_none() => Ok(e),
             _ => Err(Status::INVALID_HANDLE),
         }
     }
@@ -508,7 +517,7 @@ impl Tables {
                 key,
                 entry: Entry::Mr(e),
                 ..
-            } => Ok((e, key)),
+            } if e.closing.is_none() => Ok((e, key)),
             _ => Err(Status::INVALID_HANDLE),
         }
     }
@@ -535,11 +544,24 @@ impl Tables {
         }
     }
 
-    /// One window less on `mr` (after an unbind).
-    fn unbind_from(&mut self, mr: MrId) {
-        if let Ok((e, _)) = self.mr_mut(mr) {
-            e.windows = e.windows.saturating_sub(1);
+    /// One window less on `mr` (after an unbind). When that frees a closed MR, returns what
+    /// its close waits for; the caller runs it after releasing the table's lock.
+    #[must_use]
+    fn unbind_from(&mut self, mr: MrId) -> Option<OnReleased> {
+        let Ok(Slot {
+            entry: Entry::Mr(e),
+            ..
+        }) = self.slot_mut(mr.index, mr.serial)
+        else {
+            return None;
+        };
+        e.windows = e.windows.saturating_sub(1);
+        if e.windows > 0 || e.closing.is_none() {
+            return None;
         }
+        let done = e.closing.take();
+        self.release(mr.index);
+        done
     }
 
     fn lam(&self, address: u64) -> Option<(&LamEntry, u64)> {
@@ -697,6 +719,7 @@ impl MemoryTable {
                 kind,
                 region: None,
                 windows: 0,
+                closing: None,
             }),
         )?;
         Ok(MrId { index, serial })
@@ -966,16 +989,31 @@ impl MemoryTable {
         Ok(self.tables.read().mr(mr)?.region.is_some())
     }
 
-    /// `NdkCloseMr`: frees the MR (deregistering or invalidating it implicitly); its tokens
-    /// become invalid at once. `STATUS_DEVICE_BUSY` while windows are bound (nothing changes),
-    /// `STATUS_INVALID_HANDLE` if already closed.
+    /// `NdkCloseMr`: deregisters or invalidates the MR implicitly; its token is invalid, locally
+    /// and remotely, from the moment this returns. Without bound windows the slot is freed at
+    /// once and `on_released` runs before this returns; with windows bound (its successors,
+    /// NDK §2.6) the slot stays until the last of them is unbound (closed or invalidated), and
+    /// `on_released` runs then, on that thread, outside the table's lock. Either way the handle
+    /// is dead at once (`STATUS_INVALID_HANDLE` for anything else).
+    ///
+    /// `STATUS_INVALID_HANDLE` if already closed (`on_released` is dropped, not run).
     #[doc(alias = "NdkCloseMr")]
-    pub fn close_mr(&self, mr: MrId) -> Result<(), Status> {
+    pub fn close_mr(
+        &self,
+        mr: MrId,
+        on_released: impl FnOnce() + Send + Sync + 'static,
+    ) -> Result<(), Status> {
         let mut t = self.tables.write();
-        if t.mr(mr)?.windows > 0 {
-            return Err(Status::DEVICE_BUSY);
+        let (e, key) = t.mr_mut(mr)?;
+        if e.windows == 0 {
+            t.release(mr.index);
+            drop(t);
+            on_released();
+            return Ok(());
         }
-        t.release(mr.index);
+        e.region = None;
+        e.closing = Some(Box::new(on_released));
+        *key = key.wrapping_add(1);
         Ok(())
     }
 
@@ -1102,10 +1140,12 @@ impl MemoryTable {
     pub fn close_mw(&self, mw: MwId) -> Result<(), Status> {
         let mut t = self.tables.write();
         let (w, _) = t.mw_mut(mw)?;
-        if let Some(b) = w.binding.take() {
-            t.unbind_from(b.mr);
-        }
+        let released = w.binding.take().and_then(|b| t.unbind_from(b.mr));
         t.release(mw.index);
+        drop(t);
+        if let Some(f) = released {
+            f();
+        }
         Ok(())
     }
 
@@ -1132,7 +1172,10 @@ impl MemoryTable {
                 let Some(b) = w.binding.take() else {
                     return Err(Status::INVALID_DEVICE_REQUEST);
                 };
-                t.unbind_from(b.mr);
+                if let Some(f) = t.unbind_from(b.mr) {
+                    drop(t);
+                    f();
+                }
             }
         }
         Ok(())
@@ -1177,8 +1220,9 @@ impl MemoryTable {
                 let (w, _) = t
                     .mw_mut(MwId { index, serial })
                     .map_err(|_| TaggedError::InvalidStag)?;
-                if let Some(b) = w.binding.take() {
-                    t.unbind_from(b.mr);
+                if let Some(f) = w.binding.take().and_then(|b| t.unbind_from(b.mr)) {
+                    drop(t);
+                    f();
                 }
                 Ok(())
             }

@@ -47,3 +47,10 @@ impl Cq for SoftCq {
         Request::ok(())
     }
 }
+
+impl Drop for SoftCq {
+    /// What `close` releases (idempotent, so a close followed by its drop is one close).
+    fn drop(&mut self) {
+        self.ring.close();
+    }
+}

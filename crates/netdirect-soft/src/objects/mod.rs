@@ -4,14 +4,21 @@
 //! # Objects crossing the API
 //!
 //! Every object a consumer passes into a call (a CQ to create a QP, an MR to bind a window, a
-//! QP to connect) goes through [`ours`] (or [`ours_in`] where the PD matters): it is accepted
+//! QP to connect) goes through `ours` (or `ours_in` where the PD matters): it is accepted
 //! only if it is this provider's object of the expected type **and** belongs to the calling
-//! object's adapter ([`AdapterId`], unique in the process), else `STATUS_INVALID_PARAMETER`.
+//! object's adapter (`AdapterId`, unique in the process), else `STATUS_INVALID_PARAMETER`.
 //! Handles inside an adapter (memory-table ids, queue rings) are meaningless in another
 //! adapter, so nothing may reach them without this check.
 //!
-//! Every object type implements [`netdirect::Object`] through [`soft_object!`], which also
-//! gives it its adapter for [`ours`].
+//! Every object type implements [`netdirect::Object`] through `soft_object!`, which also
+//! gives it its adapter for `ours`.
+//!
+//! # Dropping is closing
+//!
+//! Every object's `Drop` releases what its close releases (§10 table, row 29), so an early
+//! return that drops objects leaves no connection open and no memory registered: a connector or
+//! the last handle of a QP disconnects, an MR's token dies before its drop returns, a window
+//! unbinds, a CQ or SRQ closes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

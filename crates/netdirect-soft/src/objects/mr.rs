@@ -1,4 +1,7 @@
 //! `NDK_MR`.
+//!
+//! Closing and dropping release the same: the MR's token dies at once (the memory table's
+//! `close_mr`); a close with windows still bound completes when the last of them is unbound.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,9 +20,22 @@ pub struct SoftMr {
     /// The region's token (local = remote). For fast-register regions it is set when a fast
     /// register is *posted*: NDK §7.9 lets the consumer advertise it as soon as the post returns.
     pub(crate) token: AtomicU32,
+    /// `close` ran: the drop that follows has nothing left to release.
+    closed: bool,
 }
 
 impl SoftMr {
+    pub(crate) fn new(shared: Arc<AdapterShared>, id: MrId, pd: PdId) -> SoftMr {
+        let token = shared.memory.local_token(id).map_or(0, |t| t.0);
+        SoftMr {
+            shared,
+            id,
+            pd,
+            token: AtomicU32::new(token),
+            closed: false,
+        }
+    }
+
     fn refresh(&self) {
         if let Ok(t) = self.shared.memory.local_token(self.id) {
             self.token.store(t.0, Ordering::Release);
@@ -75,8 +91,24 @@ impl Mr for SoftMr {
         RemoteToken(self.token.load(Ordering::Acquire))
     }
 
-    fn close(self: Box<Self>) -> Request<()> {
-        Request::ready(self.shared.memory.close_mr(self.id))
+    fn close(mut self: Box<Self>) -> Request<()> {
+        self.closed = true;
+        let (request, done) = Request::pending();
+        // The handle is ours until now, so it is live: the call cannot fail.
+        let _ = self
+            .shared
+            .memory
+            .close_mr(self.id, move || done.complete(Ok(())));
+        request
+    }
+}
+
+impl Drop for SoftMr {
+    /// What `close` releases (an early return must not leave memory registered).
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.shared.memory.close_mr(self.id, || {});
+        }
     }
 }
 

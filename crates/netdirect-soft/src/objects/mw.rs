@@ -17,6 +17,21 @@ pub struct SoftMw {
     /// The token the next (or current) binding has: set when a bind is posted, so that
     /// `NdkGetRemoteTokenFromMw` answers as soon as `NdkBind` returns.
     pub(crate) token: AtomicU32,
+    /// `close` ran: the drop that follows has nothing left to release.
+    closed: bool,
+}
+
+impl SoftMw {
+    pub(crate) fn new(shared: Arc<AdapterShared>, id: MwId, pd: PdId) -> SoftMw {
+        let token = shared.memory.mw_remote_token(id).map_or(0, |t| t.0);
+        SoftMw {
+            shared,
+            id,
+            pd,
+            token: AtomicU32::new(token),
+            closed: false,
+        }
+    }
 }
 
 super::soft_object!(SoftMw, Mw, |mw| mw.shared.id);
@@ -32,7 +47,17 @@ impl Mw for SoftMw {
         RemoteToken(self.token.load(Ordering::Acquire))
     }
 
-    fn close(self: Box<Self>) -> Request<()> {
+    fn close(mut self: Box<Self>) -> Request<()> {
+        self.closed = true;
         Request::ready(self.shared.memory.close_mw(self.id))
+    }
+}
+
+impl Drop for SoftMw {
+    /// What `close` releases: the binding (and with it, perhaps, a closed MR waiting for it).
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.shared.memory.close_mw(self.id);
+        }
     }
 }

@@ -1,7 +1,6 @@
 //! `NDK_PD`.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 
 use netdirect::{Cq, Mr, Mw, Pd, Qp, QpConfig, QpWithSrqConfig, Request, Srq, SrqConfig};
 use netdirect_types::{LocalToken, Status};
@@ -40,28 +39,17 @@ impl Pd for SoftPd {
             self.shared
                 .memory
                 .create_mr(self.id, fast_register)
-                .map(|id| {
-                    let token = self.shared.memory.local_token(id).map_or(0, |t| t.0);
-                    Box::new(SoftMr {
-                        shared: self.shared.clone(),
-                        id,
-                        pd: self.id,
-                        token: AtomicU32::new(token),
-                    }) as Box<dyn Mr>
-                }),
+                .map(|id| Box::new(SoftMr::new(self.shared.clone(), id, self.id)) as Box<dyn Mr>),
         )
     }
 
     fn create_mw(&self) -> Request<Box<dyn Mw>> {
-        Request::ready(self.shared.memory.create_mw(self.id).map(|id| {
-            let token = self.shared.memory.mw_remote_token(id).map_or(0, |t| t.0);
-            Box::new(SoftMw {
-                shared: self.shared.clone(),
-                id,
-                pd: self.id,
-                token: AtomicU32::new(token),
-            }) as Box<dyn Mw>
-        }))
+        Request::ready(
+            self.shared
+                .memory
+                .create_mw(self.id)
+                .map(|id| Box::new(SoftMw::new(self.shared.clone(), id, self.id)) as Box<dyn Mw>),
+        )
     }
 
     fn create_srq(&self, config: SrqConfig) -> Request<Box<dyn Srq>> {
@@ -129,5 +117,12 @@ impl Pd for SoftPd {
         // closed (NDK §2.6: the close would pend), which here means it is simply dropped.
         let _ = self.shared.memory.close_pd(self.id);
         Request::ok(())
+    }
+}
+
+impl Drop for SoftPd {
+    /// What `close` releases (a stale id after a close is refused, so this is one close).
+    fn drop(&mut self) {
+        let _ = self.shared.memory.close_pd(self.id);
     }
 }

@@ -359,6 +359,20 @@ impl QpCore {
     }
 }
 
+/// The consumer's hold on a QP, shared by the QP object and its two halves. When the last of
+/// them goes, closed or dropped, the QP's connection is disconnected, as `NdkCloseQp` does.
+/// (The engine's host holds the core too, and the core holds the connection: without this,
+/// a dropped QP would keep its connection, and so itself, alive.)
+struct QpHandle(Arc<QpCore>);
+
+impl Drop for QpHandle {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.conn.get() {
+            conn.disconnect(|_| {});
+        }
+    }
+}
+
 /// A queue pair of the software RNIC.
 pub struct SoftQp {
     pub(crate) core: Arc<QpCore>,
@@ -394,12 +408,17 @@ impl SoftQp {
             placer: shared.placer.clone(),
             terminate: AtomicU32::new(0),
         });
+        let handle = Arc::new(QpHandle(core.clone()));
         SoftQp {
             initiator: SoftInitiator {
                 core: core.clone(),
                 shared,
+                _handle: handle.clone(),
             },
-            receiver: SoftReceiver { core: core.clone() },
+            receiver: SoftReceiver {
+                core: core.clone(),
+                _handle: handle,
+            },
             core,
         }
     }
@@ -422,9 +441,8 @@ impl Qp for SoftQp {
     }
 
     fn close(self: Box<Self>) -> Request<()> {
-        if let Some(conn) = self.core.conn.get() {
-            conn.disconnect(|_| {});
-        }
+        // Unless its halves live on (`into_split`), this was the last handle: disconnected.
+        drop(self);
         Request::ok(())
     }
 }
@@ -432,6 +450,7 @@ impl Qp for SoftQp {
 /// The receive queue of a [`SoftQp`].
 pub struct SoftReceiver {
     core: Arc<QpCore>,
+    _handle: Arc<QpHandle>,
 }
 
 impl QpReceiver for SoftReceiver {
@@ -478,6 +497,7 @@ impl QpReceiver for SoftReceiver {
 pub struct SoftInitiator {
     core: Arc<QpCore>,
     shared: Arc<AdapterShared>,
+    _handle: Arc<QpHandle>,
 }
 
 impl SoftInitiator {

@@ -72,3 +72,10 @@ impl Srq for SoftSrq {
         Request::ok(())
     }
 }
+
+impl Drop for SoftSrq {
+    /// What `close` releases (idempotent, so a close followed by its drop is one close).
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
