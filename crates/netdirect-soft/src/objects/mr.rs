@@ -111,9 +111,3 @@ impl Drop for SoftMr {
         }
     }
 }
-
-/// The token a region's slot gets after its next registration: registrations rotate the 8-bit
-/// key by one ([`crate::memory`]).
-pub(crate) fn next_token(token: u32) -> u32 {
-    (token & !0xFF) | (token.wrapping_add(1) & 0xFF)
-}

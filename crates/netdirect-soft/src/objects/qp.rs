@@ -65,12 +65,12 @@ use netdirect_types::{
 use parking_lot::Mutex;
 
 use super::adapter::AdapterShared;
-use super::mr::{SoftMr, next_token};
+use super::mr::SoftMr;
 use super::mw::SoftMw;
 use super::srq::SrqQueue;
 use super::{AdapterId, InPd, ours_in};
 use crate::dma::DmaPlacer;
-use crate::memory::{Lease, LocalAccess, MemoryObject, MemoryTable, MrId, MwId, PdId};
+use crate::memory::{Lease, LocalAccess, MemoryObject, MemoryTable, MrId, MwId, PdId, next_token};
 use crate::transport::{Connection, QpHost};
 
 /// A posted receive: its context and the leases on its scatter list.
