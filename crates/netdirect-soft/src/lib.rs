@@ -20,7 +20,10 @@
 //!   and stream of the adapter, and runs every QP's engine-side host ([`objects::qp::SoftHost`]).
 //!   Data moves without the consumer's help.
 //! * Consumer threads post through lock-free queues into that thread. A post takes the memory
-//!   table's read lock (SGE checks) and, for receives, the receive queue's lock; nothing else.
+//!   table's read lock (SGE checks, and the checks of a bind or fast register) and, for
+//!   receives, the receive queue's lock; nothing else, except that a bind or fast register
+//!   carried out at once then takes the table's write lock for the change (check, then commit:
+//!   [`memory`]).
 //! * Callbacks (CQ and SRQ notifications, connect events, request completions, disconnect
 //!   events) run on the progress thread, except where a consumer call completes at once. They
 //!   must not block; they may call back into the provider (every call there only queues work or

@@ -1116,6 +1116,96 @@ fn closing_an_mr_with_windows_kills_its_token_and_waits_for_them() {
     assert_eq!(t.usage(), netdirect_soft::memory::MemoryUsage::default());
 }
 
+/// Posts check under the read lock and commit under the write lock: a commit carries out only
+/// what is still true when it runs.
+#[test]
+fn plans_commit_only_what_is_still_true() {
+    let Win { t, pd, buf, mr, mw } = window_setup(MrFlags::ALLOW_LOCAL_WRITE);
+    let a = buf.address();
+    // The window got bound between the check and the commit.
+    let plan = t
+        .check_bind(mw, mr, a, 10, OpFlags::ALLOW_REMOTE_READ)
+        .unwrap();
+    let tok = t.bind(mw, mr, a, 20, OpFlags::ALLOW_REMOTE_READ).unwrap();
+    assert_eq!(
+        t.commit_bind(plan).unwrap_err(),
+        Status::INVALID_DEVICE_REQUEST
+    );
+    assert!(t.check_remote(pd, tok.0, a, 20, Access::RemoteRead).is_ok());
+    t.invalidate(mw).unwrap();
+    // The MR was registered again (another buffer) between the check and the commit: the
+    // plan's registration is gone.
+    let plan = t
+        .check_bind(mw, mr, a, 10, OpFlags::ALLOW_REMOTE_READ)
+        .unwrap();
+    t.deregister_mr(mr).unwrap();
+    let other = Buffer::new(PAGE_SIZE);
+    t.register_mr(mr, &other, 0, PAGE_SIZE, MrFlags::ALLOW_LOCAL_WRITE)
+        .unwrap();
+    assert_eq!(
+        t.commit_bind(plan).unwrap_err(),
+        Status::INVALID_DEVICE_REQUEST
+    );
+    assert!(!t.is_bound(mw).unwrap());
+    // Still true: committed, once.
+    let plan = t
+        .check_bind(mw, mr, other.address(), 10, OpFlags::ALLOW_REMOTE_READ)
+        .unwrap();
+    let tok = t.commit_bind(plan).unwrap();
+    assert!(
+        t.check_remote(pd, tok.0, other.address(), 10, Access::RemoteRead)
+            .is_ok()
+    );
+    // The MR was closed between the check and the commit.
+    let t2 = table();
+    let pd2 = t2.create_pd().unwrap();
+    let (m2, _) = regular(&t2, pd2, &buf, MrFlags::ALLOW_LOCAL_WRITE);
+    let w2 = t2.create_mw(pd2).unwrap();
+    let plan = t2
+        .check_bind(w2, m2, a, 10, OpFlags::ALLOW_REMOTE_READ)
+        .unwrap();
+    t2.close_mr(m2, || {}).unwrap();
+    assert_eq!(t2.commit_bind(plan).unwrap_err(), Status::INVALID_HANDLE);
+
+    // Fast register: registered, or initialized for fewer pages or without remote access,
+    // between the check and the commit.
+    let lam_buf = Buffer::new(4 * PAGE_SIZE);
+    let (_lam, pages) = pages_of(&t, &lam_buf);
+    let fr = frmr(&t, pd, 4, true);
+    let plan = t
+        .check_fast_register(fr, &pages, 0, 4 * PAGE, 0, RW)
+        .unwrap();
+    t.initialize_fast_register(fr, 2, true).unwrap();
+    assert_eq!(
+        t.commit_fast_register(plan).unwrap_err(),
+        Status::INVALID_PARAMETER
+    );
+    let plan = t
+        .check_fast_register(fr, &pages[..2], 0, PAGE, 0, RW)
+        .unwrap();
+    t.initialize_fast_register(fr, 2, false).unwrap();
+    assert_eq!(
+        t.commit_fast_register(plan).unwrap_err(),
+        Status::ACCESS_VIOLATION
+    );
+    t.initialize_fast_register(fr, 2, true).unwrap();
+    let plan = t
+        .check_fast_register(fr, &pages[..2], 0, PAGE, 0, RW)
+        .unwrap();
+    let again = t
+        .check_fast_register(fr, &pages[..2], 0, PAGE, 0, RW)
+        .unwrap();
+    let tok = t.commit_fast_register(plan).unwrap();
+    assert_eq!(
+        t.commit_fast_register(again).unwrap_err(),
+        Status::INVALID_DEVICE_REQUEST
+    );
+    assert!(
+        t.check_remote(pd, tok.0, 0, PAGE, Access::RemoteRead)
+            .is_ok()
+    );
+}
+
 #[test]
 fn remote_invalidation_targets() {
     let t = table();

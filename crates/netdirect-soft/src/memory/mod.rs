@@ -8,6 +8,31 @@
 //! index and return a [`Lease`]; registrations take the write lock. Section numbers (§) refer to
 //! the project's NDKPI digest, `spec/ndkpi.md`.
 //!
+//! # Check, then commit
+//!
+//! A bind or fast register posted on a QP is checked when posted (its inline status) and
+//! carried out now or later, in queue order. The two are separate steps:
+//! [`MemoryTable::check_bind`] / [`MemoryTable::check_fast_register`] run every check under
+//! the **read** lock (as every post does) and return a plan ([`BindPlan`],
+//! [`FastRegisterPlan`]); [`MemoryTable::commit_bind`] / [`MemoryTable::commit_fast_register`]
+//! take the **write** lock and check again only what may have changed in between (handles,
+//! bound or registered, the MR's registration, the initialization). [`MemoryTable::bind`] and
+//! [`MemoryTable::fast_register`] are the two steps back to back.
+//!
+//! # Files
+//!
+//! | file | what |
+//! |---|---|
+//! | `tokens.rs` | the token layout and key rotation: the only place that knows them |
+//! | `slots.rs` | token slots, the slot table, protection domains |
+//! | `regions.rs` | memory regions: create, register, deregister, tokens, close |
+//! | `fast_register.rs` | initialize and fast register (check, commit) |
+//! | `windows.rs` | memory windows: bind (check, commit), close |
+//! | `invalidate.rs` | invalidation, local and by token |
+//! | `lams.rs` | logical address mappings |
+//! | `checks.rs` | local SGE and inbound tagged access checks |
+//! | `leases.rs` | leases and the mappings behind them |
+//!
 //! # Tokens
 //!
 //! A token (STag on the wire) is `index << 8 | key`, as in Linux siw. `index` (24 bits) names a
@@ -127,11 +152,13 @@ mod slots;
 mod tokens;
 mod windows;
 
+pub use fast_register::FastRegisterPlan;
 pub use lams::{MAX_LAM_PAGES, MAX_LAMS};
 pub use leases::{Lease, LeaseRangeError, Spans};
 pub use regions::OnReleased;
 pub use tokens::MAX_TOKEN_INDEX;
 pub(crate) use tokens::next_token;
+pub use windows::BindPlan;
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -816,15 +816,14 @@ impl QpInitiator for SoftInitiator {
         Self::check_flags(flags, OpFlags::BIND_VALID)?;
         let (mr, mw) = (self.ours::<SoftMr>(mr)?, self.ours::<SoftMw>(mw)?);
         self.core.connection()?;
-        self.core
-            .memory
-            .check_bind(mw.id, mr.id, address, length, flags)?;
         let memory = &self.core.memory;
+        // Checked under the table's read lock; the change, if any, under its write lock.
+        let plan = memory.check_bind(mw.id, mr.id, address, length, flags)?;
         // Bind now when the window is free, so that requests posted after this one can use it
         // at once; behind a queued invalidate, bind in queue order.
         if !memory.is_bound(mw.id)? {
             self.ready_to_post()?;
-            let token = memory.bind(mw.id, mr.id, address, length, flags)?;
+            let token = memory.commit_bind(plan)?;
             mw.token.store(token.0, Ordering::Release);
             return self
                 .local(request_context, OperationType::Bind, LocalOp::Done, flags)
@@ -859,16 +858,15 @@ impl QpInitiator for SoftInitiator {
     ) -> Result<(), Status> {
         let mr = self.ours::<SoftMr>(mr)?;
         self.core.connection()?;
-        self.core
-            .memory
-            .check_fast_register(mr.id, pages, fbo, length, base_address, flags)?;
         let memory = &self.core.memory;
+        // Checked under the table's read lock; the change, if any, under its write lock.
+        let plan = memory.check_fast_register(mr.id, pages, fbo, length, base_address, flags)?;
         // Register now when the region is free, so that requests posted after this one can use
         // it at once (its remote token is valid before the completion, §7.9); behind a queued
         // invalidate, register in queue order.
         if !memory.is_registered(mr.id)? {
             self.ready_to_post()?;
-            let token = memory.fast_register(mr.id, pages, fbo, length, base_address, flags)?;
+            let token = memory.commit_fast_register(plan)?;
             mr.token.store(token.0, Ordering::Release);
             return self
                 .local(
