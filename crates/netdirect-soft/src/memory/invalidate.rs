@@ -5,6 +5,7 @@ use netdirect_types::Status;
 
 use super::regions::MrKind;
 use super::slots::Entry;
+use super::tokens::split;
 use super::{MemoryObject, MemoryTable, MrId, MwId, PdId};
 
 impl MemoryTable {
@@ -48,7 +49,7 @@ impl MemoryTable {
     pub fn invalidate_remote(&self, pd: PdId, stag: u32) -> Result<(), TaggedError> {
         let mut t = self.tables.write();
         let slot = t.by_token(stag).ok_or(TaggedError::InvalidStag)?;
-        let index = stag >> 8;
+        let (index, _) = split(stag);
         let serial = slot.serial;
         match &slot.entry {
             Entry::Mr(e) => {
