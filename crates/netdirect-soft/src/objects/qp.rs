@@ -8,6 +8,7 @@
 //! | check | status |
 //! |---|---|
 //! | flags not valid for the operation | `STATUS_INVALID_PARAMETER` |
+//! | an MR or MW of another adapter, or of another PD than the QP's (bind, fast register, invalidate; §10.28) | `STATUS_INVALID_PARAMETER` |
 //! | QP not connected (initiator requests) | `STATUS_CONNECTION_INVALID` |
 //! | more SGEs than the QP's limit (reads: `MaxReadRequestSge`) | `STATUS_DATA_OVERRUN` |
 //! | more bytes than `MaxTransferLength`, or inline bytes over the QP's inline size | `STATUS_BUFFER_OVERFLOW` |
