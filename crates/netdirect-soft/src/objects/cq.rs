@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use netdirect::{Cq, Request};
+use netdirect_types::{BasicCompletion, Completion, CqNotifyType, Status};
 
 use super::AdapterId;
-use netdirect_types::{BasicCompletion, Completion, CqNotifyType, Status};
 
 /// A completion queue of the software RNIC.
 pub struct SoftCq {

@@ -58,7 +58,7 @@ pub(crate) trait SoftObject: Object + Sized {
     fn adapter(&self) -> AdapterId;
 }
 
-/// An object that lives in a protection domain (MR, MW, SRQ, QP).
+/// An object that lives in a protection domain and is passed into calls (MR, MW, SRQ).
 pub(crate) trait InPd: SoftObject {
     /// The object's PD.
     fn pd(&self) -> PdId;
