@@ -431,6 +431,33 @@ fn dropped_mr_token_is_dead(ip: IpAddr) {
     assert_eq!(sink.to_vec(), vec![0; 64]);
 }
 
+/// The token (and the connection) dies with the last handle the consumer held: a QP split into
+/// its two halves stays connected while either half lives.
+fn split_qp_disconnects_with_its_last_half(ip: IpAddr) {
+    let server_adapter = open(ip);
+    let client_adapter = open(ip);
+    let server = Endpoint::new(&*server_adapter, 1, 16);
+    let client = Endpoint::new(&*client_adapter, 2, 16);
+    let listening = Listening::new(&*server_adapter, ip);
+    let connected = connect(&*client_adapter, &*client.qp, &listening, &*server.qp, WAIT);
+    let Endpoint { pd, cq, qp } = client;
+    let (initiator, receiver) = qp.into_split();
+    drop(initiator);
+    assert!(
+        connected
+            .passive_disconnected
+            .recv_timeout(Duration::from_millis(200))
+            .is_err(),
+        "one half still holds the connection"
+    );
+    drop(receiver);
+    assert!(
+        connected.passive_disconnected.recv_timeout(WAIT).is_ok(),
+        "the last half's drop disconnects"
+    );
+    drop((pd, cq, connected));
+}
+
 macro_rules! both_families {
     ($($f:ident: $v4:ident, $v6:ident;)*) => {
         $(
@@ -454,4 +481,6 @@ both_families! {
     closed_mr_token_dies_at_the_close: closed_mr_token_dies_at_the_close_v4,
         closed_mr_token_dies_at_the_close_v6;
     dropped_mr_token_is_dead: dropped_mr_token_is_dead_v4, dropped_mr_token_is_dead_v6;
+    split_qp_disconnects_with_its_last_half: split_qp_disconnects_with_its_last_half_v4,
+        split_qp_disconnects_with_its_last_half_v6;
 }
