@@ -10,6 +10,7 @@ use super::slots::Entry;
 use super::tokens::{join, rotate};
 use super::{MemoryTable, MrId, PdId};
 
+/// The rights of a registration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Rights {
     pub(super) local_write: bool,
@@ -34,11 +35,13 @@ pub(super) fn range_inside(base: u64, len: u64, to: u64, n: u64) -> bool {
     }
 }
 
+/// Regular (`NdkRegisterMr`) or fast-register (with its initialization: page count, remote).
 pub(super) enum MrKind {
     Regular,
     Fast { init: Option<(u32, bool)> },
 }
 
+/// A memory region: its PD, kind, registration, and the windows bound to it.
 pub(super) struct MrEntry {
     pub(super) pd: PdId,
     pub(super) kind: MrKind,

@@ -10,6 +10,7 @@ use super::tokens::{MAX_TOKEN_INDEX, join, rotate, split};
 use super::windows::MwEntry;
 use super::{MemoryTable, MrId, MwId, PdId};
 
+/// What a token slot holds.
 pub(super) enum Entry {
     Free,
     Privileged,
@@ -17,6 +18,8 @@ pub(super) enum Entry {
     Mw(MwEntry),
 }
 
+/// One token index: its current key, the serial of its current holder (what ids compare),
+/// and the holder.
 pub(super) struct Slot {
     pub(super) key: u8,
     pub(super) serial: u64,
@@ -25,6 +28,8 @@ pub(super) struct Slot {
     pub(super) entry: Entry,
 }
 
+/// Everything behind the table's lock: token slots (slot 0 never used) with their free list,
+/// and LAM slots with theirs.
 pub(super) struct Tables {
     pub(super) slots: Vec<Slot>,
     pub(super) free: VecDeque<u32>,

@@ -10,6 +10,7 @@ use super::slots::{Entry, Slot, Tables};
 use super::tokens::{join, rotate};
 use super::{MemoryTable, MrId, MwId, PdId};
 
+/// A window's binding: a range of a registration, with remote rights.
 pub(super) struct Binding {
     pub(super) mr: MrId,
     pub(super) base: u64,
@@ -19,6 +20,7 @@ pub(super) struct Binding {
     pub(super) map: Arc<Mapping>,
 }
 
+/// A memory window: its PD and binding.
 pub(super) struct MwEntry {
     pub(super) pd: PdId,
     pub(super) binding: Option<Binding>,
