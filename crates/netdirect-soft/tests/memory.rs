@@ -10,6 +10,8 @@ use netdirect_types::{
     AdapterFlags, LocalToken, LogicalAddress, MrFlags, OpFlags, PAGE_SIZE, RemoteToken, Sge, Status,
 };
 use proptest::prelude::*;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const PAGE: u64 = PAGE_SIZE as u64;
 
@@ -252,14 +254,14 @@ fn unknown_and_stale_tokens() {
             "{bogus:#x}"
         );
     }
-    t.close_mr(mr).unwrap();
+    t.close_mr(mr, || {}).unwrap();
     assert_eq!(
         t.check_remote(pd, tok, buf.address(), 1, Access::RemoteRead)
             .unwrap_err(),
         TaggedError::InvalidStag
     );
     assert_eq!(t.local_token(mr).unwrap_err(), Status::INVALID_HANDLE);
-    assert_eq!(t.close_mr(mr).unwrap_err(), Status::INVALID_HANDLE);
+    assert_eq!(t.close_mr(mr, || {}).unwrap_err(), Status::INVALID_HANDLE);
     // The slot is reused by the next MR with another key.
     let (_, tok2) = regular(&t, pd, &buf, MrFlags::ALLOW_REMOTE_READ);
     assert_eq!(tok2 >> 8, tok >> 8);
@@ -1027,7 +1029,6 @@ fn windows_keep_their_mr_registered() {
     let a = buf.address();
     let tok = t.bind(mw, mr, a, 10, OpFlags::ALLOW_REMOTE_WRITE).unwrap();
     assert_eq!(t.deregister_mr(mr).unwrap_err(), Status::DEVICE_BUSY);
-    assert_eq!(t.close_mr(mr).unwrap_err(), Status::DEVICE_BUSY);
     assert!(
         t.check_remote(pd, tok.0, a, 10, Access::RemoteWrite)
             .is_ok()
@@ -1047,10 +1048,162 @@ fn windows_keep_their_mr_registered() {
     assert_eq!(t.close_pd(pd).unwrap_err(), Status::DEVICE_BUSY);
     t.close_mw(mw).unwrap();
     assert_eq!(t.is_bound(mw).unwrap_err(), Status::INVALID_HANDLE);
-    t.close_mr(mr).unwrap();
+    t.close_mr(mr, || {}).unwrap();
     t.close_pd(pd).unwrap();
     assert_eq!(t.close_pd(pd).unwrap_err(), Status::INVALID_HANDLE);
     assert_eq!(t.create_mr(pd, false).unwrap_err(), Status::INVALID_HANDLE);
+}
+
+/// NDK §2.5, §2.6: closing an MR with windows bound never fails; its token dies at once; the
+/// windows keep their bindings; the close completes when the last of them is unbound.
+#[test]
+fn closing_an_mr_with_windows_kills_its_token_and_waits_for_them() {
+    let Win { t, pd, buf, mr, mw } =
+        window_setup(MrFlags::ALLOW_LOCAL_WRITE | MrFlags::ALLOW_REMOTE_READ);
+    let a = buf.address();
+    let mr_token = t.remote_token(mr).unwrap();
+    let mw2 = t.create_mw(pd).unwrap();
+    let w1 = t.bind(mw, mr, a, 10, OpFlags::ALLOW_REMOTE_READ).unwrap();
+    let w2 = t.bind(mw2, mr, a, 20, OpFlags::ALLOW_REMOTE_READ).unwrap();
+    let released = Arc::new(AtomicBool::new(false));
+    let flag = released.clone();
+    t.close_mr(mr, move || flag.store(true, Ordering::SeqCst))
+        .unwrap();
+    assert!(!released.load(Ordering::SeqCst), "windows still bound");
+    assert_eq!(
+        t.check_remote(pd, mr_token.0, a, 10, Access::RemoteRead)
+            .unwrap_err(),
+        TaggedError::InvalidStag
+    );
+    assert_eq!(
+        t.check_local(pd, &sge(a, 10, mr_token.0), LocalAccess::Read)
+            .unwrap_err(),
+        Status::ACCESS_VIOLATION
+    );
+    // The handle is dead, the windows are not.
+    assert_eq!(t.deregister_mr(mr).unwrap_err(), Status::INVALID_HANDLE);
+    assert_eq!(t.close_mr(mr, || {}).unwrap_err(), Status::INVALID_HANDLE);
+    let mw3 = t.create_mw(pd).unwrap();
+    assert_eq!(
+        t.bind(mw3, mr, a, 10, OpFlags::ALLOW_REMOTE_READ)
+            .unwrap_err(),
+        Status::INVALID_HANDLE
+    );
+    assert!(t.check_remote(pd, w1.0, a, 10, Access::RemoteRead).is_ok());
+    assert_eq!(t.usage().mrs, 1);
+    assert_eq!(t.usage().regions, 0);
+    // The last unbind (an invalidation or a close) frees the slot and completes the close.
+    t.invalidate_remote(pd, w1.0).unwrap();
+    assert!(!released.load(Ordering::SeqCst));
+    t.close_mw(mw2).unwrap();
+    assert!(released.load(Ordering::SeqCst));
+    assert_eq!(
+        t.check_remote(pd, w2.0, a, 10, Access::RemoteRead)
+            .unwrap_err(),
+        TaggedError::InvalidStag
+    );
+    assert_eq!(t.usage().mrs, 0);
+    // Without windows, the close is done before it returns.
+    let (mr, _) = regular(&t, pd, &buf, MrFlags::ALLOW_REMOTE_READ);
+    let released = Arc::new(AtomicBool::new(false));
+    let flag = released.clone();
+    t.close_mr(mr, move || flag.store(true, Ordering::SeqCst))
+        .unwrap();
+    assert!(released.load(Ordering::SeqCst));
+    t.close_mw(mw3).unwrap();
+    t.close_mw(mw).unwrap();
+    t.close_pd(pd).unwrap();
+    assert_eq!(t.usage(), netdirect_soft::memory::MemoryUsage::default());
+}
+
+/// Posts check under the read lock and commit under the write lock: a commit carries out only
+/// what is still true when it runs.
+#[test]
+fn plans_commit_only_what_is_still_true() {
+    let Win { t, pd, buf, mr, mw } = window_setup(MrFlags::ALLOW_LOCAL_WRITE);
+    let a = buf.address();
+    // The window got bound between the check and the commit.
+    let plan = t
+        .check_bind(mw, mr, a, 10, OpFlags::ALLOW_REMOTE_READ)
+        .unwrap();
+    let tok = t.bind(mw, mr, a, 20, OpFlags::ALLOW_REMOTE_READ).unwrap();
+    assert_eq!(
+        t.commit_bind(plan).unwrap_err(),
+        Status::INVALID_DEVICE_REQUEST
+    );
+    assert!(t.check_remote(pd, tok.0, a, 20, Access::RemoteRead).is_ok());
+    t.invalidate(mw).unwrap();
+    // The MR was registered again (another buffer) between the check and the commit: the
+    // plan's registration is gone.
+    let plan = t
+        .check_bind(mw, mr, a, 10, OpFlags::ALLOW_REMOTE_READ)
+        .unwrap();
+    t.deregister_mr(mr).unwrap();
+    let other = Buffer::new(PAGE_SIZE);
+    t.register_mr(mr, &other, 0, PAGE_SIZE, MrFlags::ALLOW_LOCAL_WRITE)
+        .unwrap();
+    assert_eq!(
+        t.commit_bind(plan).unwrap_err(),
+        Status::INVALID_DEVICE_REQUEST
+    );
+    assert!(!t.is_bound(mw).unwrap());
+    // Still true: committed, once.
+    let plan = t
+        .check_bind(mw, mr, other.address(), 10, OpFlags::ALLOW_REMOTE_READ)
+        .unwrap();
+    let tok = t.commit_bind(plan).unwrap();
+    assert!(
+        t.check_remote(pd, tok.0, other.address(), 10, Access::RemoteRead)
+            .is_ok()
+    );
+    // The MR was closed between the check and the commit.
+    let t2 = table();
+    let pd2 = t2.create_pd().unwrap();
+    let (m2, _) = regular(&t2, pd2, &buf, MrFlags::ALLOW_LOCAL_WRITE);
+    let w2 = t2.create_mw(pd2).unwrap();
+    let plan = t2
+        .check_bind(w2, m2, a, 10, OpFlags::ALLOW_REMOTE_READ)
+        .unwrap();
+    t2.close_mr(m2, || {}).unwrap();
+    assert_eq!(t2.commit_bind(plan).unwrap_err(), Status::INVALID_HANDLE);
+
+    // Fast register: registered, or initialized for fewer pages or without remote access,
+    // between the check and the commit.
+    let lam_buf = Buffer::new(4 * PAGE_SIZE);
+    let (_lam, pages) = pages_of(&t, &lam_buf);
+    let fr = frmr(&t, pd, 4, true);
+    let plan = t
+        .check_fast_register(fr, &pages, 0, 4 * PAGE, 0, RW)
+        .unwrap();
+    t.initialize_fast_register(fr, 2, true).unwrap();
+    assert_eq!(
+        t.commit_fast_register(plan).unwrap_err(),
+        Status::INVALID_PARAMETER
+    );
+    let plan = t
+        .check_fast_register(fr, &pages[..2], 0, PAGE, 0, RW)
+        .unwrap();
+    t.initialize_fast_register(fr, 2, false).unwrap();
+    assert_eq!(
+        t.commit_fast_register(plan).unwrap_err(),
+        Status::ACCESS_VIOLATION
+    );
+    t.initialize_fast_register(fr, 2, true).unwrap();
+    let plan = t
+        .check_fast_register(fr, &pages[..2], 0, PAGE, 0, RW)
+        .unwrap();
+    let again = t
+        .check_fast_register(fr, &pages[..2], 0, PAGE, 0, RW)
+        .unwrap();
+    let tok = t.commit_fast_register(plan).unwrap();
+    assert_eq!(
+        t.commit_fast_register(again).unwrap_err(),
+        Status::INVALID_DEVICE_REQUEST
+    );
+    assert!(
+        t.check_remote(pd, tok.0, 0, PAGE, Access::RemoteRead)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -1103,7 +1256,7 @@ fn leases_survive_deregistration_and_close() {
         .unwrap();
     assert_eq!((lease.to(), lease.len()), (a + 4, 8));
     t.deregister_mr(mr).unwrap();
-    t.close_mr(mr).unwrap();
+    t.close_mr(mr, || {}).unwrap();
     let clone = lease.clone();
     drop(buf);
     let mut out = [0u8; 8];
@@ -1141,7 +1294,7 @@ fn fast_registered_lease_survives_invalidate_and_lam_release() {
         .unwrap();
     t.invalidate(mr).unwrap();
     t.release_lam(&lam).unwrap();
-    t.close_mr(mr).unwrap();
+    t.close_mr(mr, || {}).unwrap();
     drop(pages);
     lease.write(PAGE - 2, b"abcd").unwrap();
     let v = buf.to_vec();
@@ -1328,7 +1481,7 @@ fn table_is_send_and_sync_and_bounded() {
         t.create_mr(pd, false).unwrap_err(),
         Status::INSUFFICIENT_RESOURCES
     );
-    t.close_mr(a).unwrap();
+    t.close_mr(a, || {}).unwrap();
     t.create_mr(pd, true).unwrap();
     let buf = Buffer::new(10);
     let lam = t.build_lam(&buf, 0, 10).unwrap();

@@ -30,8 +30,11 @@
 //! # How the NDK maps to Rust
 //!
 //! * **Objects** are trait objects owned by the consumer: `Box<dyn Cq>`, `Box<dyn Qp>`, …
-//!   Creates return the object, closes consume it ([`Cq::close`]). Passing an object to another
-//!   call (a PD to create a QP) borrows it.
+//!   Creates return the object, closes consume it ([`Cq::close`]). Dropping an object is a close
+//!   nobody waits for: a provider releases on drop what the close releases (an early return on
+//!   an error path must not leave a connection open or memory registered). Passing an object to
+//!   another call (a PD to create a QP) borrows it; a provider accepts only its own objects of
+//!   the same adapter (`STATUS_INVALID_PARAMETER` otherwise).
 //! * **`STATUS_PENDING` and completion callbacks** are a [`Request<T>`]: completed before the
 //!   call returns (the inline case) or later by the provider; wait for it or give it a callback.
 //! * **Serialization rules are borrows.** Posting takes `&mut` on its queue ([`QpInitiator`],

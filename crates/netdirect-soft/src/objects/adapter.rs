@@ -1,15 +1,15 @@
 //! The provider and the adapter.
 
-use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use netdirect::{
-    Adapter, Affinity, Buffer, ConnectEvent, Connector, Cq, CqNotification, Lam, Listener, Object,
+    Adapter, Affinity, Buffer, ConnectEvent, Connector, Cq, CqNotification, Lam, Listener,
     OpenParameters, Pd, Provider, Request, SharedEndpoint,
 };
-use netdirect_types::{AdapterInfo, ObjectType, Status, Version};
+use netdirect_types::{AdapterInfo, Status, Version};
 
+use super::AdapterId;
 use super::connector::SoftConnector;
 use super::cq::SoftCq;
 use super::limits;
@@ -100,6 +100,7 @@ impl SoftProvider {
         };
         Ok(SoftAdapter {
             shared: Arc::new(AdapterShared {
+                id: AdapterId::next(),
                 version,
                 info,
                 address: params.address,
@@ -134,6 +135,8 @@ fn check_local_address(address: IpAddr) -> Result<(), Status> {
 
 /// What every object of an adapter shares.
 pub(crate) struct AdapterShared {
+    /// The adapter's identity: what [`super::ours`] compares.
+    pub(crate) id: AdapterId,
     pub(crate) version: Version,
     pub(crate) info: AdapterInfo,
     pub(crate) address: IpAddr,
@@ -172,15 +175,14 @@ impl std::fmt::Debug for SoftAdapter {
     }
 }
 
-impl Object for SoftAdapter {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::Adapter
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+impl SoftAdapter {
+    /// The adapter's memory table (for diagnostics: [`MemoryTable::usage`]).
+    pub fn memory(&self) -> &MemoryTable {
+        &self.shared.memory
     }
 }
+
+super::soft_object!(SoftAdapter, Adapter, |a| a.shared.id);
 
 impl Adapter for SoftAdapter {
     fn query_info(&self) -> AdapterInfo {
@@ -195,7 +197,7 @@ impl Adapter for SoftAdapter {
     ) -> Request<Box<dyn Cq>> {
         Request::ready(
             crate::cq::Cq::new(depth, self.shared.info.max_cq_depth, notification)
-                .map(|cq| Box::new(SoftCq::new(cq)) as Box<dyn Cq>),
+                .map(|cq| Box::new(SoftCq::new(cq, self.shared.id)) as Box<dyn Cq>),
         )
     }
 

@@ -12,20 +12,19 @@
 //! * the timeouts are the transport's: 20 s for TCP connect, 10 s for the MPA Reply; a consumer
 //!   may take as long as it likes to accept or complete (§7.6).
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use netdirect::{
-    ConnectionData, Connector, DisconnectEvent, DisconnectEventEx, Object, Qp, Request,
-    SharedEndpoint,
+    ConnectionData, Connector, DisconnectEvent, DisconnectEventEx, Qp, Request, SharedEndpoint,
 };
 use netdirect_proto::handshake::ReadLimits;
-use netdirect_types::{ObjectType, Status};
+use netdirect_types::Status;
 use parking_lot::Mutex;
 
 use super::adapter::AdapterShared;
 use super::limits::MAX_PRIVATE_DATA;
+use super::ours;
 use super::qp::{DisconnectCallback, QpCore, SoftHost, SoftQp};
 use super::shared_endpoint::SoftSharedEndpoint;
 use crate::transport::{ConnectParams, Incoming};
@@ -110,7 +109,7 @@ impl SoftConnector {
         if private_data.len() > MAX_PRIVATE_DATA as usize {
             return Request::failed(Status::INVALID_BUFFER_SIZE);
         }
-        let core = match SoftQp::core_of(qp) {
+        let core = match self.qp_core(qp) {
             Ok(c) => c,
             Err(e) => return Request::failed(e),
         };
@@ -195,7 +194,7 @@ impl SoftConnector {
         if private_data.len() > MAX_PRIVATE_DATA as usize {
             return Request::failed(Status::INVALID_BUFFER_SIZE);
         }
-        let core = match SoftQp::core_of(qp) {
+        let core = match self.qp_core(qp) {
             Ok(c) => c,
             Err(e) => return Request::failed(e),
         };
@@ -227,6 +226,11 @@ impl SoftConnector {
         }
     }
 
+    /// The core of a QP of this adapter.
+    fn qp_core(&self, qp: &dyn Qp) -> Result<Arc<QpCore>, Status> {
+        Ok(ours::<SoftQp>(self.shared.id, qp)?.core.clone())
+    }
+
     fn qp(&self) -> Option<Arc<QpCore>> {
         match &self.inner.lock().state {
             State::Active { qp } | State::Accepted { qp } => Some(qp.clone()),
@@ -243,15 +247,7 @@ fn status_result(status: Status) -> Result<(), Status> {
     }
 }
 
-impl Object for SoftConnector {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::Connector
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
+super::soft_object!(SoftConnector, Connector, |c| c.shared.id);
 
 impl Connector for SoftConnector {
     fn connect(
@@ -286,8 +282,8 @@ impl Connector for SoftConnector {
         outbound_read_limit: u32,
         private_data: &[u8],
     ) -> Request<()> {
-        let local = match SoftSharedEndpoint::address_of(endpoint) {
-            Ok(a) => a,
+        let local = match ours::<SoftSharedEndpoint>(self.shared.id, endpoint) {
+            Ok(e) => e.address,
             Err(e) => return Request::failed(e),
         };
         self.start(
@@ -389,6 +385,15 @@ impl Connector for SoftConnector {
     }
 
     fn close(self: Box<Self>) -> Request<()> {
+        drop(self);
+        Request::ok(())
+    }
+}
+
+impl Drop for SoftConnector {
+    /// What `close` does (an early return must not leave a connection open): disconnects, or
+    /// rejects a request not yet accepted.
+    fn drop(&mut self) {
         let mut inner = self.inner.lock();
         match std::mem::replace(&mut inner.state, State::Done) {
             State::Active { qp } | State::Accepted { qp } => {
@@ -399,6 +404,5 @@ impl Connector for SoftConnector {
             // Dropping the request rejects it.
             State::Requested(_) | State::Idle | State::Done => {}
         }
-        Request::ok(())
     }
 }

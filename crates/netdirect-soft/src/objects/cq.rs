@@ -1,39 +1,25 @@
 //! `NDK_CQ` over the completion ring of [`crate::cq`].
 
-use std::any::Any;
 use std::sync::Arc;
 
-use netdirect::{Cq, Object, Request};
-use netdirect_types::{BasicCompletion, Completion, CqNotifyType, ObjectType, Status};
+use netdirect::{Cq, Request};
+use netdirect_types::{BasicCompletion, Completion, CqNotifyType, Status};
+
+use super::AdapterId;
 
 /// A completion queue of the software RNIC.
 pub struct SoftCq {
     pub(crate) ring: Arc<crate::cq::Cq>,
+    adapter: AdapterId,
 }
 
 impl SoftCq {
-    pub(crate) fn new(ring: Arc<crate::cq::Cq>) -> SoftCq {
-        SoftCq { ring }
-    }
-
-    /// The ring behind a consumer's CQ object, if it is one of ours.
-    pub(crate) fn ring_of(cq: &dyn Cq) -> Result<Arc<crate::cq::Cq>, Status> {
-        cq.as_any()
-            .downcast_ref::<SoftCq>()
-            .map(|c| c.ring.clone())
-            .ok_or(Status::INVALID_PARAMETER)
+    pub(crate) fn new(ring: Arc<crate::cq::Cq>, adapter: AdapterId) -> SoftCq {
+        SoftCq { ring, adapter }
     }
 }
 
-impl Object for SoftCq {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::Cq
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
+super::soft_object!(SoftCq, Cq, |cq| cq.adapter);
 
 impl Cq for SoftCq {
     fn resize(&self, depth: u32) -> Request<()> {
@@ -59,5 +45,12 @@ impl Cq for SoftCq {
     fn close(self: Box<Self>) -> Request<()> {
         self.ring.close();
         Request::ok(())
+    }
+}
+
+impl Drop for SoftCq {
+    /// What `close` releases (idempotent, so a close followed by its drop is one close).
+    fn drop(&mut self) {
+        self.ring.close();
     }
 }

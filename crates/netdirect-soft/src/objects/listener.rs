@@ -7,12 +7,11 @@
 //! too (§2.6's "pending until accepted connectors are closed" only matters for the port, which
 //! the kernel keeps reserved while those sockets exist).
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use netdirect::{ConnectEvent, Listener, Object, Request};
-use netdirect_types::{ObjectType, Status};
+use netdirect::{ConnectEvent, Listener, Request};
+use netdirect_types::Status;
 use parking_lot::Mutex;
 
 use super::adapter::AdapterShared;
@@ -37,15 +36,7 @@ impl SoftListener {
     }
 }
 
-impl Object for SoftListener {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::Listener
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
+super::soft_object!(SoftListener, Listener, |l| l.shared.id);
 
 impl Listener for SoftListener {
     fn listen(&self, address: SocketAddr) -> Request<()> {

@@ -1,29 +1,39 @@
 //! `NDK_MR`.
+//!
+//! Closing and dropping release the same: the MR's token dies at once (the memory table's
+//! `close_mr`); a close with windows still bound completes when the last of them is unbound.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use netdirect::{Buffer, Mr, Object, Request};
-use netdirect_types::{LocalToken, MrFlags, ObjectType, RemoteToken, Status};
+use netdirect::{Buffer, Mr, Request};
+use netdirect_types::{LocalToken, MrFlags, RemoteToken, Status};
 
 use super::adapter::AdapterShared;
-use crate::memory::MrId;
+use crate::memory::{MrId, PdId};
 
 /// A memory region of the software RNIC.
 pub struct SoftMr {
     pub(crate) shared: Arc<AdapterShared>,
     pub(crate) id: MrId,
+    pub(crate) pd: PdId,
     /// The region's token (local = remote). For fast-register regions it is set when a fast
     /// register is *posted*: NDK §7.9 lets the consumer advertise it as soon as the post returns.
     pub(crate) token: AtomicU32,
+    /// `close` ran: the drop that follows has nothing left to release.
+    closed: bool,
 }
 
 impl SoftMr {
-    pub(crate) fn of(mr: &dyn Mr) -> Result<&SoftMr, Status> {
-        mr.as_any()
-            .downcast_ref::<SoftMr>()
-            .ok_or(Status::INVALID_PARAMETER)
+    pub(crate) fn new(shared: Arc<AdapterShared>, id: MrId, pd: PdId) -> SoftMr {
+        let token = shared.memory.local_token(id).map_or(0, |t| t.0);
+        SoftMr {
+            shared,
+            id,
+            pd,
+            token: AtomicU32::new(token),
+            closed: false,
+        }
     }
 
     fn refresh(&self) {
@@ -33,13 +43,11 @@ impl SoftMr {
     }
 }
 
-impl Object for SoftMr {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::Mr
-    }
+super::soft_object!(SoftMr, Mr, |mr| mr.shared.id);
 
-    fn as_any(&self) -> &dyn Any {
-        self
+impl super::InPd for SoftMr {
+    fn pd(&self) -> PdId {
+        self.pd
     }
 }
 
@@ -83,13 +91,23 @@ impl Mr for SoftMr {
         RemoteToken(self.token.load(Ordering::Acquire))
     }
 
-    fn close(self: Box<Self>) -> Request<()> {
-        Request::ready(self.shared.memory.close_mr(self.id))
+    fn close(mut self: Box<Self>) -> Request<()> {
+        self.closed = true;
+        let (request, done) = Request::pending();
+        // The handle is ours until now, so it is live: the call cannot fail.
+        let _ = self
+            .shared
+            .memory
+            .close_mr(self.id, move || done.complete(Ok(())));
+        request
     }
 }
 
-/// The token a region's slot gets after its next registration: registrations rotate the 8-bit
-/// key by one ([`crate::memory`]).
-pub(crate) fn next_token(token: u32) -> u32 {
-    (token & !0xFF) | (token.wrapping_add(1) & 0xFF)
+impl Drop for SoftMr {
+    /// What `close` releases (an early return must not leave memory registered).
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.shared.memory.close_mr(self.id, || {});
+        }
+    }
 }

@@ -1,11 +1,9 @@
 //! `NDK_PD`.
 
-use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 
-use netdirect::{Mr, Mw, Object, Pd, Qp, QpConfig, QpWithSrqConfig, Request, Srq, SrqConfig};
-use netdirect_types::{LocalToken, ObjectType, Status};
+use netdirect::{Cq, Mr, Mw, Pd, Qp, QpConfig, QpWithSrqConfig, Request, Srq, SrqConfig};
+use netdirect_types::{LocalToken, Status};
 
 use super::adapter::AdapterShared;
 use super::cq::SoftCq;
@@ -13,6 +11,7 @@ use super::mr::SoftMr;
 use super::mw::SoftMw;
 use super::qp::{QpLimits, SoftQp};
 use super::srq::SoftSrq;
+use super::{ours, ours_in};
 use crate::memory::PdId;
 
 /// A protection domain of the software RNIC.
@@ -25,17 +24,14 @@ impl SoftPd {
     pub(crate) fn new(shared: Arc<AdapterShared>, id: PdId) -> SoftPd {
         SoftPd { shared, id }
     }
-}
 
-impl Object for SoftPd {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::Pd
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
+    /// The ring of a CQ of this adapter.
+    fn cq(&self, cq: &dyn Cq) -> Result<Arc<crate::cq::Cq>, Status> {
+        Ok(ours::<SoftCq>(self.shared.id, cq)?.ring.clone())
     }
 }
+
+super::soft_object!(SoftPd, Pd, |pd| pd.shared.id);
 
 impl Pd for SoftPd {
     fn create_mr(&self, fast_register: bool) -> Request<Box<dyn Mr>> {
@@ -43,26 +39,17 @@ impl Pd for SoftPd {
             self.shared
                 .memory
                 .create_mr(self.id, fast_register)
-                .map(|id| {
-                    let token = self.shared.memory.local_token(id).map_or(0, |t| t.0);
-                    Box::new(SoftMr {
-                        shared: self.shared.clone(),
-                        id,
-                        token: AtomicU32::new(token),
-                    }) as Box<dyn Mr>
-                }),
+                .map(|id| Box::new(SoftMr::new(self.shared.clone(), id, self.id)) as Box<dyn Mr>),
         )
     }
 
     fn create_mw(&self) -> Request<Box<dyn Mw>> {
-        Request::ready(self.shared.memory.create_mw(self.id).map(|id| {
-            let token = self.shared.memory.mw_remote_token(id).map_or(0, |t| t.0);
-            Box::new(SoftMw {
-                shared: self.shared.clone(),
-                id,
-                token: AtomicU32::new(token),
-            }) as Box<dyn Mw>
-        }))
+        Request::ready(
+            self.shared
+                .memory
+                .create_mw(self.id)
+                .map(|id| Box::new(SoftMw::new(self.shared.clone(), id, self.id)) as Box<dyn Mw>),
+        )
     }
 
     fn create_srq(&self, config: SrqConfig) -> Request<Box<dyn Srq>> {
@@ -88,8 +75,8 @@ impl Pd for SoftPd {
             Ok(Box::new(SoftQp::new(
                 self.shared.clone(),
                 self.id,
-                SoftCq::ring_of(config.receive_cq)?,
-                SoftCq::ring_of(config.initiator_cq)?,
+                self.cq(config.receive_cq)?,
+                self.cq(config.initiator_cq)?,
                 None,
                 config.context,
                 limits.with_receive(config.receive_queue_depth, config.max_receive_sge),
@@ -106,13 +93,14 @@ impl Pd for SoftPd {
                 config.max_initiator_sge,
                 config.inline_data_size,
             )?;
-            let srq = SoftSrq::queue_of(config.srq)?;
+            // §10 table: the SRQ must be of this PD, as the CQs of this adapter.
+            let srq = ours_in::<SoftSrq>(self.shared.id, self.id, config.srq)?;
             Ok(Box::new(SoftQp::new(
                 self.shared.clone(),
                 self.id,
-                SoftCq::ring_of(config.receive_cq)?,
-                SoftCq::ring_of(config.initiator_cq)?,
-                Some(srq),
+                self.cq(config.receive_cq)?,
+                self.cq(config.initiator_cq)?,
+                Some(srq.queue.clone()),
                 config.context,
                 limits,
             )) as Box<dyn Qp>)
@@ -129,5 +117,12 @@ impl Pd for SoftPd {
         // closed (NDK §2.6: the close would pend), which here means it is simply dropped.
         let _ = self.shared.memory.close_pd(self.id);
         Request::ok(())
+    }
+}
+
+impl Drop for SoftPd {
+    /// What `close` releases (a stale id after a close is refused, so this is one close).
+    fn drop(&mut self) {
+        let _ = self.shared.memory.close_pd(self.id);
     }
 }

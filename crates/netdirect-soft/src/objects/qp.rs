@@ -8,6 +8,7 @@
 //! | check | status |
 //! |---|---|
 //! | flags not valid for the operation | `STATUS_INVALID_PARAMETER` |
+//! | an MR or MW of another adapter, or of another PD than the QP's (bind, fast register, invalidate; §10.28) | `STATUS_INVALID_PARAMETER` |
 //! | QP not connected (initiator requests), or one of its CQs failed (both queues, §10.5) | `STATUS_CONNECTION_INVALID` |
 //! | more SGEs than the QP's limit (reads: `MaxReadRequestSge`) | `STATUS_DATA_OVERRUN` |
 //! | more bytes than `MaxTransferLength`, or inline bytes over the QP's inline size | `STATUS_BUFFER_OVERFLOW` |
@@ -52,7 +53,6 @@
 //! carries out local operations. Locks it takes per completion: the CQ ring's; per receive
 //! taken: the receive queue's (or SRQ's).
 
-use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -66,17 +66,17 @@ use netdirect_proto::stream::{
     WorkCompletion, WorkKind,
 };
 use netdirect_types::{
-    AdapterInfo, Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RemoteToken, Sge,
-    Status,
+    AdapterInfo, Completion, LogicalAddress, OpFlags, OperationType, RemoteToken, Sge, Status,
 };
 use parking_lot::Mutex;
 
 use super::adapter::AdapterShared;
-use super::mr::{SoftMr, next_token};
+use super::mr::SoftMr;
 use super::mw::SoftMw;
 use super::srq::SrqQueue;
+use super::{AdapterId, InPd, ours_in};
 use crate::dma::DmaPlacer;
-use crate::memory::{Lease, LocalAccess, MemoryObject, MemoryTable, MrId, MwId, PdId};
+use crate::memory::{Lease, LocalAccess, MemoryObject, MemoryTable, MrId, MwId, PdId, next_token};
 use crate::transport::{Connection, QpHost};
 
 /// A posted receive: its context and the leases on its scatter list.
@@ -317,6 +317,7 @@ impl Drop for Delivering<'_> {
 
 /// What the consumer's QP object, its halves, its connector and its engine host share.
 pub(crate) struct QpCore {
+    pub(crate) adapter: AdapterId,
     pub(crate) memory: Arc<MemoryTable>,
     pub(crate) pd: PdId,
     recv_cq: Arc<crate::cq::Cq>,
@@ -442,6 +443,20 @@ impl QpCore {
     }
 }
 
+/// The consumer's hold on a QP, shared by the QP object and its two halves. When the last of
+/// them goes, closed or dropped, the QP's connection is disconnected, as `NdkCloseQp` does.
+/// (The engine's host holds the core too, and the core holds the connection: without this,
+/// a dropped QP would keep its connection, and so itself, alive.)
+struct QpHandle(Arc<QpCore>);
+
+impl Drop for QpHandle {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.conn.get() {
+            conn.disconnect(|_| {});
+        }
+    }
+}
+
 /// A queue pair of the software RNIC.
 pub struct SoftQp {
     pub(crate) core: Arc<QpCore>,
@@ -455,16 +470,17 @@ impl SoftQp {
         pd: PdId,
         recv_cq: Arc<crate::cq::Cq>,
         init_cq: Arc<crate::cq::Cq>,
-        srq: Option<(Arc<SrqQueue>, PdId)>,
+        srq: Option<Arc<SrqQueue>>,
         context: u64,
         limits: QpLimits,
     ) -> SoftQp {
         let core = Arc::new(QpCore {
+            adapter: shared.id,
             memory: shared.memory.clone(),
             pd,
             recv_cq,
             init_cq,
-            srq: srq.map(|(q, _)| q),
+            srq,
             context,
             limits,
             rq: Mutex::new(RecvQueue::default()),
@@ -476,33 +492,23 @@ impl SoftQp {
             placer: shared.placer.clone(),
             terminate: AtomicU32::new(0),
         });
+        let handle = Arc::new(QpHandle(core.clone()));
         SoftQp {
             initiator: SoftInitiator {
                 core: core.clone(),
                 shared,
+                _handle: handle.clone(),
             },
-            receiver: SoftReceiver { core: core.clone() },
+            receiver: SoftReceiver {
+                core: core.clone(),
+                _handle: handle,
+            },
             core,
         }
     }
-
-    pub(crate) fn core_of(qp: &dyn Qp) -> Result<Arc<QpCore>, Status> {
-        qp.as_any()
-            .downcast_ref::<SoftQp>()
-            .map(|q| q.core.clone())
-            .ok_or(Status::INVALID_PARAMETER)
-    }
 }
 
-impl Object for SoftQp {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::Qp
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
+super::soft_object!(SoftQp, Qp, |qp| qp.core.adapter);
 
 impl Qp for SoftQp {
     fn split(&mut self) -> (&mut dyn QpInitiator, &mut dyn QpReceiver) {
@@ -519,9 +525,8 @@ impl Qp for SoftQp {
     }
 
     fn close(self: Box<Self>) -> Request<()> {
-        if let Some(conn) = self.core.conn.get() {
-            conn.disconnect(|_| {});
-        }
+        // Unless its halves live on (`into_split`), this was the last handle: disconnected.
+        drop(self);
         Request::ok(())
     }
 }
@@ -529,6 +534,7 @@ impl Qp for SoftQp {
 /// The receive queue of a [`SoftQp`].
 pub struct SoftReceiver {
     core: Arc<QpCore>,
+    _handle: Arc<QpHandle>,
 }
 
 impl QpReceiver for SoftReceiver {
@@ -579,9 +585,15 @@ impl QpReceiver for SoftReceiver {
 pub struct SoftInitiator {
     core: Arc<QpCore>,
     shared: Arc<AdapterShared>,
+    _handle: Arc<QpHandle>,
 }
 
 impl SoftInitiator {
+    /// An MR or MW passed to a post: of this QP's adapter and PD (§10 table).
+    fn ours<'a, T: InPd>(&self, object: &'a dyn Object) -> Result<&'a T, Status> {
+        ours_in::<T>(self.core.adapter, self.core.pd, object)
+    }
+
     fn check_flags(flags: OpFlags, valid: OpFlags) -> Result<(), Status> {
         if valid.contains(flags) {
             Ok(())
@@ -886,17 +898,16 @@ impl QpInitiator for SoftInitiator {
         flags: OpFlags,
     ) -> Result<(), Status> {
         Self::check_flags(flags, OpFlags::BIND_VALID)?;
-        let (mr, mw) = (SoftMr::of(mr)?, SoftMw::of(mw)?);
+        let (mr, mw) = (self.ours::<SoftMr>(mr)?, self.ours::<SoftMw>(mw)?);
         self.core.postable()?;
-        self.core
-            .memory
-            .check_bind(mw.id, mr.id, address, length, flags)?;
         let memory = &self.core.memory;
+        // Checked under the table's read lock; the change, if any, under its write lock.
+        let plan = memory.check_bind(mw.id, mr.id, address, length, flags)?;
         // Bind now when the window is free, so that requests posted after this one can use it
         // at once; behind a queued invalidate, bind in queue order.
         if !memory.is_bound(mw.id)? {
             self.ready_to_post()?;
-            let token = memory.bind(mw.id, mr.id, address, length, flags)?;
+            let token = memory.commit_bind(plan)?;
             mw.token.store(token.0, Ordering::Release);
             return self
                 .local(request_context, OperationType::Bind, LocalOp::Done, flags)
@@ -929,18 +940,17 @@ impl QpInitiator for SoftInitiator {
         base_address: u64,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        let mr = SoftMr::of(mr)?;
+        let mr = self.ours::<SoftMr>(mr)?;
         self.core.postable()?;
-        self.core
-            .memory
-            .check_fast_register(mr.id, pages, fbo, length, base_address, flags)?;
         let memory = &self.core.memory;
+        // Checked under the table's read lock; the change, if any, under its write lock.
+        let plan = memory.check_fast_register(mr.id, pages, fbo, length, base_address, flags)?;
         // Register now when the region is free, so that requests posted after this one can use
         // it at once (its remote token is valid before the completion, §7.9); behind a queued
         // invalidate, register in queue order.
         if !memory.is_registered(mr.id)? {
             self.ready_to_post()?;
-            let token = memory.fast_register(mr.id, pages, fbo, length, base_address, flags)?;
+            let token = memory.commit_fast_register(plan)?;
             mr.token.store(token.0, Ordering::Release);
             return self
                 .local(
@@ -977,8 +987,8 @@ impl QpInitiator for SoftInitiator {
     ) -> Result<(), Status> {
         Self::check_flags(flags, OpFlags::INVALIDATE_VALID)?;
         let object = match target {
-            InvalidateTarget::Mr(mr) => MemoryObject::Mr(SoftMr::of(mr)?.id),
-            InvalidateTarget::Mw(mw) => MemoryObject::Mw(SoftMw::of(mw)?.id),
+            InvalidateTarget::Mr(mr) => MemoryObject::Mr(self.ours::<SoftMr>(mr)?.id),
+            InvalidateTarget::Mw(mw) => MemoryObject::Mw(self.ours::<SoftMw>(mw)?.id),
         };
         self.core.postable()?;
         self.local(

@@ -4,19 +4,20 @@
 //! endpoint's life; connections bind the same address with `SO_REUSEADDR`, and the kernel
 //! refuses a duplicate 4-tuple (`STATUS_ADDRESS_ALREADY_EXISTS`).
 
-use std::any::Any;
 use std::net::SocketAddr;
 
-use netdirect::{Object, Request, SharedEndpoint};
-use netdirect_types::{ObjectType, Status};
+use netdirect::{Request, SharedEndpoint};
+use netdirect_types::Status;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use super::AdapterId;
 use super::adapter::AdapterShared;
 use crate::transport::bind_status;
 
 /// A shared endpoint of the software RNIC.
 pub struct SoftSharedEndpoint {
-    address: SocketAddr,
+    adapter: AdapterId,
+    pub(crate) address: SocketAddr,
     _socket: Socket,
 }
 
@@ -42,29 +43,14 @@ impl SoftSharedEndpoint {
             .and_then(|a| a.as_socket())
             .ok_or(Status::INVALID_ADDRESS)?;
         Ok(SoftSharedEndpoint {
+            adapter: shared.id,
             address,
             _socket: socket,
         })
     }
-
-    pub(crate) fn address_of(endpoint: &dyn SharedEndpoint) -> Result<SocketAddr, Status> {
-        endpoint
-            .as_any()
-            .downcast_ref::<SoftSharedEndpoint>()
-            .map(|e| e.address)
-            .ok_or(Status::INVALID_PARAMETER)
-    }
 }
 
-impl Object for SoftSharedEndpoint {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::SharedEndpoint
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-}
+super::soft_object!(SoftSharedEndpoint, SharedEndpoint, |e| e.adapter);
 
 impl SharedEndpoint for SoftSharedEndpoint {
     fn local_address(&self) -> Result<SocketAddr, Status> {

@@ -1,10 +1,9 @@
 //! `NDK_SRQ` over the queue of [`crate::srq`].
 
-use std::any::Any;
 use std::sync::Arc;
 
-use netdirect::{Object, Request, Srq, SrqConfig};
-use netdirect_types::{ObjectType, Sge, Status};
+use netdirect::{Request, Srq, SrqConfig};
+use netdirect_types::{Sge, Status};
 
 use super::adapter::AdapterShared;
 use super::qp::RecvEntry;
@@ -17,7 +16,7 @@ pub(crate) type SrqQueue = crate::srq::Srq<RecvEntry>;
 pub struct SoftSrq {
     shared: Arc<AdapterShared>,
     pd: PdId,
-    queue: Arc<SrqQueue>,
+    pub(crate) queue: Arc<SrqQueue>,
 }
 
 impl SoftSrq {
@@ -39,22 +38,13 @@ impl SoftSrq {
         )?;
         Ok(SoftSrq { shared, pd, queue })
     }
-
-    pub(crate) fn queue_of(srq: &dyn Srq) -> Result<(Arc<SrqQueue>, PdId), Status> {
-        srq.as_any()
-            .downcast_ref::<SoftSrq>()
-            .map(|s| (s.queue.clone(), s.pd))
-            .ok_or(Status::INVALID_PARAMETER)
-    }
 }
 
-impl Object for SoftSrq {
-    fn object_type(&self) -> ObjectType {
-        ObjectType::Srq
-    }
+super::soft_object!(SoftSrq, Srq, |srq| srq.shared.id);
 
-    fn as_any(&self) -> &dyn Any {
-        self
+impl super::InPd for SoftSrq {
+    fn pd(&self) -> PdId {
+        self.pd
     }
 }
 
@@ -80,5 +70,12 @@ impl Srq for SoftSrq {
     fn close(self: Box<Self>) -> Request<()> {
         self.queue.close();
         Request::ok(())
+    }
+}
+
+impl Drop for SoftSrq {
+    /// What `close` releases (idempotent, so a close followed by its drop is one close).
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
