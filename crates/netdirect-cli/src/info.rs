@@ -142,6 +142,23 @@ fn fields(i: &AdapterInfo) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The address of the adapter `device` names: `soft<N>` as `nd info` lists them, or an address.
+pub fn adapter_address(device: &str) -> Result<IpAddr> {
+    if let Some(ip) = crate::conn::local_addresses()
+        .into_iter()
+        .enumerate()
+        .find_map(|(n, ip)| (format!("soft{n}") == device).then_some(ip))
+    {
+        return Ok(ip);
+    }
+    crate::parse_ip(device).map_err(|_| {
+        Error::status(
+            format!("-d {device}: no such adapter (see `nd info` for names and addresses)"),
+            Status::INVALID_PARAMETER,
+        )
+    })
+}
+
 /// Runs `nd info`.
 pub fn run(a: &InfoArgs) -> Result<()> {
     let explicit = !a.address.is_empty();

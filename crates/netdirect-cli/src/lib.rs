@@ -72,6 +72,30 @@ pub fn parse_ip(s: &str) -> Result<IpAddr> {
     })
 }
 
+/// [`parse_ip`] for `--ipv6`: `localhost` is ::1 and a host name takes its first IPv6
+/// address.
+pub fn parse_ip_v6(s: &str) -> Result<IpAddr> {
+    use std::net::ToSocketAddrs;
+    let t = s.trim().trim_start_matches('[').trim_end_matches(']');
+    if t.eq_ignore_ascii_case("localhost") {
+        return Ok(std::net::Ipv6Addr::LOCALHOST.into());
+    }
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    (t, 0u16)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.find(|a| a.is_ipv6()))
+        .map(|a| a.ip())
+        .ok_or_else(|| {
+            Error::status(
+                format!("--ipv6: '{s}' has no IPv6 address"),
+                Status::INVALID_ADDRESS,
+            )
+        })
+}
+
 /// A host name's first address, as the system resolver (getaddrinfo: /etc/hosts, DNS) gives
 /// them, the way perftest and rping take a server name.
 fn resolve(host: &str) -> std::result::Result<IpAddr, String> {

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use netdirect_cli::error::{Error, Result};
 use netdirect_cli::perf::{self, Opts, Stop, Test};
 use netdirect_cli::{
-    bench, conn, dma, info, nd, outln, parse_ip, perftest_cm, progress, report, rping,
+    bench, conn, dma, info, nd, out, outln, parse_ip, perftest_cm, progress, report, rping,
 };
 use netdirect_types::Status;
 
@@ -148,6 +148,135 @@ struct PerfArgs {
     /// No progress bar and no banner.
     #[arg(long = "quiet")]
     quiet: bool,
+    #[command(flatten)]
+    compat: PerftestCompat,
+}
+
+/// perftest flags that scripts pass: implemented where they mean something here, accepted and
+/// ignored (with the reason in their help) where they do not, refused with a reason otherwise.
+#[derive(Args, Debug, Clone, Default)]
+struct PerftestCompat {
+    /// Adapter to use: its name (`soft0`, … as `nd info` lists them) or its address; the same
+    /// as --bind.
+    #[arg(short = 'd', long = "ib-dev", value_name = "DEVICE")]
+    device: Option<String>,
+    /// Accepted and ignored: a soft adapter has one port.
+    #[arg(short = 'i', long = "ib-port", value_name = "PORT")]
+    ib_port: Option<u32>,
+    /// Accepted and ignored: iWARP is addressed by IP, there are no GIDs.
+    #[arg(short = 'x', long = "gid-index", value_name = "INDEX")]
+    gid_index: Option<u32>,
+    /// Connection type: RC only (iWARP has reliable connections only; UC, UD, XRC, DC are
+    /// refused).
+    #[arg(short = 'c', long = "connection", value_name = "TYPE")]
+    connection: Option<String>,
+    /// Accepted and ignored: FPDUs follow TCP's segment size, not an RDMA MTU.
+    #[arg(short = 'm', long = "mtu", value_name = "MTU")]
+    mtu: Option<u32>,
+    /// Use IPv6: the server listens on its IPv6 addresses, the client resolves the host to an
+    /// IPv6 address (and `localhost` to ::1).
+    #[arg(long = "ipv6")]
+    ipv6: bool,
+    /// Accepted and ignored: requests are posted one by one (posting is a lock-free queue
+    /// push, so lists would save nothing measurable).
+    #[arg(short = 'l', long = "post_list", value_name = "N")]
+    post_list: Option<u32>,
+    /// Accepted and ignored: nd always exchanges its control data over its own connection
+    /// (perftest's rdma_cm exchange is -R).
+    #[arg(short = 'z', long = "comm_rdma_cm")]
+    comm_rdma_cm: bool,
+    /// Do not measure peak bandwidth (printed as 0, as perftest).
+    #[arg(short = 'N', long = "noPeak")]
+    no_peak: bool,
+    /// Print only this figure: bandwidth (MiB/s or Gb/s), message_rate (Mpps) or latency
+    /// (typical, usec).
+    #[arg(long = "output", value_name = "WHAT", value_parser = ["bandwidth", "message_rate", "latency"])]
+    output: Option<String>,
+    /// Also report the process's CPU use during the measurement.
+    #[arg(long = "cpu_util")]
+    cpu_util: bool,
+    /// A warm-up before the measurement (perftest's --perform_warm_up): as many unmeasured
+    /// operations as the TX depth, at least 64.
+    #[arg(long = "perform_warm_up")]
+    perform_warm_up: bool,
+    /// Latency tests: also print the histogram of the samples.
+    #[arg(short = 'H', long = "report-histogram")]
+    histogram: bool,
+    /// Refused: nd keeps latency samples in an HDR histogram, not as a raw list (-H shows
+    /// their distribution).
+    #[arg(short = 'U', long = "report-unsorted")]
+    unsorted: bool,
+    /// Refused for now: bidirectional runs are not implemented.
+    #[arg(short = 'b', long = "bidirectional")]
+    bidirectional: bool,
+    /// Refused for now (goes with -b).
+    #[arg(long = "report-both")]
+    report_both: bool,
+    /// Refused for now: run until interrupted.
+    #[arg(long = "run_infinitely")]
+    run_infinitely: bool,
+    /// Refused for now: the server side of nd's personas posts to its QP's own receive queue.
+    #[arg(long = "use-srq")]
+    use_srq: bool,
+}
+
+impl PerftestCompat {
+    /// Refuses what is not implemented, with the reason.
+    fn check(&self, test: Test) -> Result<()> {
+        let refuse = |flag: &str, why: &str| {
+            Err(Error::status(
+                format!("{flag}: {why}"),
+                Status::NOT_SUPPORTED,
+            ))
+        };
+        if let Some(c) = &self.connection {
+            if !c.eq_ignore_ascii_case("RC") {
+                return refuse(
+                    &format!("-c {c}"),
+                    "iWARP has reliable connections (RC) only",
+                );
+            }
+        }
+        if self.unsorted {
+            return refuse("-U", "samples are kept in an HDR histogram; -H prints it");
+        }
+        if self.bidirectional || self.report_both {
+            return refuse(
+                "-b/--report-both",
+                "bidirectional runs are not implemented yet",
+            );
+        }
+        if self.run_infinitely {
+            return refuse(
+                "--run_infinitely",
+                "not implemented yet; use -D with a long duration",
+            );
+        }
+        if self.use_srq {
+            return refuse("--use-srq", "not implemented yet in the perftest personas");
+        }
+        if self.histogram && test.is_bw() {
+            return refuse("-H", "applies to latency tests");
+        }
+        if let Some(o) = &self.output {
+            let ok = if test.is_bw() {
+                o != "latency"
+            } else {
+                o == "latency"
+            };
+            if !ok {
+                return refuse(&format!("--output={o}"), "does not apply to this test");
+            }
+        }
+        let _ = (
+            self.ib_port,
+            self.gid_index,
+            self.mtu,
+            self.post_list,
+            self.comm_rdma_cm,
+        );
+        Ok(())
+    }
 }
 
 fn opts_of(test: Test, a: &PerfArgs) -> Result<Opts> {
@@ -193,8 +322,19 @@ fn opts_of(test: Test, a: &PerfArgs) -> Result<Opts> {
         inline: a.inline.unwrap_or(if bw { 0 } else { 220 }),
         outs: a.outs.max(1),
         timeout: Duration::from_secs_f64(a.timeout),
-        bind: a.bind.as_deref().map(parse_ip).transpose()?,
-        warmup: 0,
+        bind: match (&a.bind, &a.compat.device) {
+            (Some(b), _) => Some(parse_ip(b)?),
+            (None, Some(d)) => Some(netdirect_cli::info::adapter_address(d)?),
+            (None, None) if a.compat.ipv6 && a.host.is_none() => {
+                Some(std::net::Ipv6Addr::UNSPECIFIED.into())
+            }
+            (None, None) => None,
+        },
+        warmup: if a.compat.perform_warm_up {
+            a.tx_depth.unwrap_or(if bw { 128 } else { 1 }).max(64) as u64
+        } else {
+            0
+        },
         window_bytes: None,
         nd: false,
         check_every: false,
@@ -278,6 +418,7 @@ fn serve_cm(test: Test, a: &PerfArgs, opts: &Opts) -> Result<()> {
 
 fn persona(test: Test, a: &PerfArgs) -> Result<()> {
     let _ = a.cpu_freq;
+    a.compat.check(test)?;
     let opts = opts_of(test, a)?;
     let human = !a.json;
     if a.rdma_cm {
@@ -311,7 +452,11 @@ fn persona(test: Test, a: &PerfArgs) -> Result<()> {
             Ok(())
         }
         Some(host) => {
-            let ip = parse_ip(host)?;
+            let ip = if a.compat.ipv6 {
+                netdirect_cli::parse_ip_v6(host)?
+            } else {
+                parse_ip(host)?
+            };
             let server = SocketAddr::new(ip, opts.port);
             // Find out before the run, not after it, that the report cannot be written.
             if a.out_json {
@@ -354,6 +499,13 @@ fn persona(test: Test, a: &PerfArgs) -> Result<()> {
                     )));
                 }
             }
+            if let (true, Some(what)) = (human, &a.compat.output) {
+                // perftest's --output: the one figure per size, nothing else.
+                for r in &run.rows {
+                    outln!("{}", report::one_figure(r, what, a.report_gbits));
+                }
+                return Ok(());
+            }
             if human {
                 outln!(
                     "{}",
@@ -362,9 +514,25 @@ fn persona(test: Test, a: &PerfArgs) -> Result<()> {
                 outln!("{}", report::addresses(&run));
                 outln!("{}", report::columns(test, a.report_gbits));
                 for r in &run.rows {
-                    outln!("{}", report::row_line(r, a.report_gbits));
+                    let mut r = r.clone();
+                    if let (true, perf::Row::Bw(b)) = (a.compat.no_peak, &mut r) {
+                        b.peak = 0.0;
+                    }
+                    outln!("{}", report::row_line(&r, a.report_gbits));
                 }
                 outln!("{}", report::LINE);
+                if a.compat.cpu_util {
+                    for (r, cpu) in run.rows.iter().zip(&run.cpu) {
+                        outln!(" CPU util        : {cpu:.2}% ({} octets)", r.size());
+                    }
+                }
+                if a.compat.histogram {
+                    for r in &run.rows {
+                        if let perf::Row::Lat(l) = r {
+                            out!("{}", report::histogram(l));
+                        }
+                    }
+                }
                 outln!(
                     " data check      : {}",
                     if a.rdma_cm {

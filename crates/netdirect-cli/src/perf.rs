@@ -273,6 +273,16 @@ pub enum Row {
     Lat(LatRow),
 }
 
+impl Row {
+    /// The message size measured.
+    pub fn size(&self) -> usize {
+        match self {
+            Row::Bw(r) => r.size,
+            Row::Lat(r) => r.size,
+        }
+    }
+}
+
 /// What a client run found.
 #[derive(Debug, Clone)]
 pub struct ClientRun {

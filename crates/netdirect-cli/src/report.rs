@@ -95,6 +95,43 @@ pub fn row_line(row: &Row, gbits: bool) -> String {
     }
 }
 
+/// perftest's `--output`: one figure of a row (bandwidth, message_rate or latency).
+pub fn one_figure(row: &Row, what: &str, gbits: bool) -> String {
+    match (row, what) {
+        (Row::Bw(r), "message_rate") => format!("{:.6}", r.msg_rate / 1e6),
+        (Row::Bw(r), _) => format!("{:.2}", bw_unit(r.avg, gbits)),
+        (Row::Lat(r), _) => format!("{:.2}", lat_stats(r).typical),
+    }
+}
+
+/// A latency histogram (`-H`): sample counts per bucket of the HDR histogram, in usec.
+pub fn histogram(r: &LatRow) -> String {
+    let mut s = format!(
+        "{LINE}\n Latency histogram, {} octets ({} samples)\n {:>14}  {:>10}  {:>8}\n",
+        r.size,
+        r.hist.len(),
+        "<= usec",
+        "count",
+        "cum %"
+    );
+    let total = r.hist.len().max(1) as f64;
+    let mut cum = 0u64;
+    for v in r.hist.iter_log(1000, 2.0) {
+        let n = v.count_since_last_iteration();
+        if n == 0 {
+            continue;
+        }
+        cum += n;
+        s += &format!(
+            " {:>14.2}  {:>10}  {:>7.2}%\n",
+            v.value_iterated_to() as f64 / 1000.0,
+            n,
+            100.0 * cum as f64 / total
+        );
+    }
+    s
+}
+
 /// Latency figures in microseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct LatStats {

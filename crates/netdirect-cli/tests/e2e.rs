@@ -307,6 +307,69 @@ fn wildcard_listen_is_reached_over_both_loopbacks() {
     }
 }
 
+/// The flags perftest users type are accepted: implemented (-d, --ipv6, -N, --output,
+/// --cpu_util, --perform_warm_up, -H) or ignored with a reason (-i, -x, -m, -l, -z, -F, -c RC);
+/// the rest are refused with a reason, never with clap's "unexpected argument".
+#[test]
+fn perftest_flags_are_accepted() {
+    let port = free_port().to_string();
+    let common = ["-p", port.as_str(), "--timeout", "30", "-n", "200"];
+    let ignored = [
+        "-i", "1", "-x", "3", "-m", "4096", "-l", "4", "-z", "-F", "-c", "RC",
+    ];
+    let mut sargs = vec!["write-bw", "-d", "127.0.0.1"];
+    sargs.extend(common);
+    sargs.extend(ignored);
+    let mut cargs = vec![
+        "write-bw",
+        "127.0.0.1",
+        "-N",
+        "--cpu_util",
+        "--perform_warm_up",
+    ];
+    cargs.extend(common);
+    cargs.extend(ignored);
+    let (stdout, _) = run_both(&sargs, &cargs);
+    assert!(stdout.contains("CPU util"), "{stdout}");
+    let row = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("65536"))
+        .expect("a 65536 row");
+    let peak: f64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert_eq!(peak, 0.0, "-N prints peak 0: {row}");
+
+    // --output=latency: one number per size; -H a histogram; --ipv6 resolves localhost to ::1.
+    let port = free_port().to_string();
+    let common = ["-p", port.as_str(), "--timeout", "30", "-n", "100"];
+    let mut sargs = vec!["send-lat", "--bind", "::1"];
+    sargs.extend(common);
+    let mut cargs = vec!["send-lat", "localhost", "--ipv6", "--output=latency"];
+    cargs.extend(common);
+    let (stdout, _) = run_both(&sargs, &cargs);
+    let figures: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(figures.len(), 1, "{stdout}");
+    figures[0].trim().parse::<f64>().expect("one number");
+    let port = free_port().to_string();
+    let common = ["-p", port.as_str(), "--timeout", "30", "-n", "100"];
+    let mut sargs = vec!["send-lat", "--bind", "127.0.0.1"];
+    sargs.extend(common);
+    let mut cargs = vec!["send-lat", "127.0.0.1", "-H"];
+    cargs.extend(common);
+    let (stdout, _) = run_both(&sargs, &cargs);
+    assert!(stdout.contains("Latency histogram"), "{stdout}");
+
+    failure(
+        &["write-bw", "127.0.0.1", "-c", "UD"],
+        "iWARP has reliable connections (RC) only",
+        "STATUS_NOT_SUPPORTED (0xC00000BB)",
+    );
+    failure(
+        &["write-bw", "127.0.0.1", "-b"],
+        "bidirectional runs are not implemented yet",
+        "STATUS_NOT_SUPPORTED (0xC00000BB)",
+    );
+}
+
 /// An --out_json_file that cannot be written is refused before the run (no server is needed to
 /// see it: without the check first, this would fail later as a refused connection).
 #[test]
