@@ -359,34 +359,40 @@ pub fn nd_rows(test: Test, run: &ClientRun) -> Vec<NdRow> {
         .iter()
         .enumerate()
         .map(|(k, row)| {
+            let secs = run.secs.get(k).copied().unwrap_or(0.0);
             let cpu = run.cpu.get(k).copied().unwrap_or(0.0);
-            match row {
-                Row::Bw(r) => {
-                    let n = r.iters.max(1) as f64;
-                    NdRow {
-                        size: r.size,
-                        iters: r.iters,
-                        latency_us: r.secs * 1e6 / n,
-                        cpu,
-                        bytes_per_sec: r.size as f64 * n / r.secs.max(1e-9),
-                    }
-                }
-                Row::Lat(r) => {
-                    let secs = run.secs.get(k).copied().unwrap_or(0.0).max(1e-9);
-                    let iters = r.hist.len();
-                    let n = iters.max(1) as f64;
-                    let ways = if is_pingpong(test) { 2.0 } else { 1.0 };
-                    NdRow {
-                        size: r.size,
-                        iters,
-                        latency_us: secs * 1e6 / n / ways,
-                        cpu,
-                        bytes_per_sec: ways * r.size as f64 * n / secs,
-                    }
-                }
-            }
+            nd_row(test, row, secs, cpu)
         })
         .collect()
+}
+
+/// One measurement as an ND row.
+pub fn nd_row(test: Test, row: &Row, secs: f64, cpu: f64) -> NdRow {
+    match row {
+        Row::Bw(r) => {
+            let n = r.iters.max(1) as f64;
+            NdRow {
+                size: r.size,
+                iters: r.iters,
+                latency_us: r.secs * 1e6 / n,
+                cpu,
+                bytes_per_sec: r.size as f64 * n / r.secs.max(1e-9),
+            }
+        }
+        Row::Lat(r) => {
+            let secs = secs.max(1e-9);
+            let iters = r.hist.len();
+            let n = iters.max(1) as f64;
+            let ways = if is_pingpong(test) { 2.0 } else { 1.0 };
+            NdRow {
+                size: r.size,
+                iters,
+                latency_us: secs * 1e6 / n / ways,
+                cpu,
+                bytes_per_sec: ways * r.size as f64 * n / secs,
+            }
+        }
+    }
 }
 
 /// The table header (`Using N processors. …` and the column line).
@@ -415,7 +421,22 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
     let name = opts.name();
     let pb = progress(opts.sizes.len() as u64, a.quiet || a.json);
     pb.set_message(format!("nd {name}"));
-    let run = perf::client(opts, server, &pb);
+    perf::stop_on_interrupt();
+    // Text: the header now and each row as its size completes (a sweep takes minutes).
+    let mut streamed = String::new();
+    if !a.json {
+        streamed += &table_header();
+        pb.suspend(|| crate::out!("{}", table_header()));
+    }
+    let test = opts.test;
+    let run = perf::client_with(opts, server, &pb, &mut |row, secs, cpu| {
+        if !a.json {
+            let line = table_row(&nd_row(test, row, secs, cpu));
+            pb.suspend(|| crate::outln!("{line}"));
+            streamed += &line;
+            streamed += "\n";
+        }
+    });
     pb.finish_and_clear();
     let run = run?;
     let rows = nd_rows(opts.test, &run);
@@ -462,6 +483,7 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
                 "cpu_percent": "process CPU time, percent of all processors",
             },
             "data_verified": run.verified,
+            "interrupted": run.interrupted,
             "results": results,
         });
         let s = serde_json::to_string_pretty(&v).map_err(|e| Error::msg(e.to_string()))?;
@@ -486,11 +508,7 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
             run.buffers[0].0, run.buffers[0].1, run.buffers[1].0, run.buffers[1].1
         );
     }
-    text += &table_header();
-    for r in &rows {
-        text += &table_row(r);
-        text += "\n";
-    }
+    let _ = &rows;
     if a.verbose && !opts.test.is_bw() {
         let _ = writeln!(
             text,
@@ -525,8 +543,23 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
             "FAILED"
         }
     );
+    if run.interrupted {
+        let _ = writeln!(
+            text,
+            " interrupted (Ctrl-C): {} of {} size(s) measured, disconnected cleanly",
+            run.rows.len(),
+            opts.sizes.len()
+        );
+    }
     crate::out!("{text}");
-    log(a, &text)
+    log(a, &(streamed + &text))?;
+    if run.interrupted {
+        return Err(Error::status(
+            "interrupted; the rows above were measured".to_string(),
+            netdirect_types::Status::CANCELLED,
+        ));
+    }
+    Ok(())
 }
 
 fn log(a: &NdArgs, text: &str) -> Result<()> {

@@ -302,6 +302,8 @@ pub struct ClientRun {
     pub secs: Vec<f64>,
     /// Per row: CPU time of this process during the measurement, in percent of all CPUs.
     pub cpu: Vec<f64>,
+    /// Ctrl-C ended the run early: `rows` holds what was measured.
+    pub interrupted: bool,
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -408,8 +410,43 @@ fn local_for(remote: IpAddr, bind: Option<IpAddr>) -> Result<IpAddr> {
 // ---------------------------------------------------------------------------------------------
 // Client
 
+/// Set by SIGINT (Ctrl-C) once [`stop_on_interrupt`] ran: measurements end early, the run
+/// ends after the current size with a clean disconnect, and what was measured is reported.
+static INTERRUPTED: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::OnceLock::new();
+
+/// Makes Ctrl-C end a client run cleanly instead of killing the process (a second Ctrl-C
+/// kills it as usual).
+pub fn stop_on_interrupt() {
+    let flag = INTERRUPTED.get_or_init(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
+    let _ = signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        flag.clone(),
+    );
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, flag.clone());
+}
+
+/// Whether Ctrl-C asked the run to stop.
+pub fn interrupted() -> bool {
+    INTERRUPTED
+        .get()
+        .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+}
+
 /// Connects to `server`, runs every size, and returns the measurements.
 pub fn client(opts: &Opts, server: SocketAddr, progress: &ProgressBar) -> Result<ClientRun> {
+    client_with(opts, server, progress, &mut |_, _, _| {})
+}
+
+/// [`client`], handing each size's row (with its seconds and CPU percent) to `on_row` as soon
+/// as it is measured, so sweeps print rows as they complete.
+pub fn client_with(
+    opts: &Opts,
+    server: SocketAddr,
+    progress: &ProgressBar,
+    on_row: &mut dyn FnMut(&Row, f64, f64),
+) -> Result<ClientRun> {
     let local_ip = local_for(server.ip(), opts.bind)?;
     if local_ip.is_ipv4() != server.is_ipv4() {
         return Err(Error::status(
@@ -488,17 +525,24 @@ pub fn client(opts: &Opts, server: SocketAddr, progress: &ProgressBar) -> Result
         verified: true,
         secs: Vec::new(),
         cpu: Vec::new(),
+        interrupted: false,
     };
     if let Some((size, n)) = opts.warmup_phase {
         client_phase(opts, &mut conns, size, Stop::Iters(n.max(1)))?;
     }
     for &size in &opts.sizes {
+        if interrupted() {
+            run.interrupted = true;
+            break;
+        }
         let (row, secs, cpu) = client_phase(opts, &mut conns, size, opts.stop.for_size(size))?;
+        on_row(&row, secs, cpu);
         run.rows.push(row);
         run.secs.push(secs);
         run.cpu.push(cpu);
         progress.inc(1);
     }
+    run.interrupted |= interrupted();
     for c in conns.iter_mut() {
         c.send_ctrl(Ctrl::new(Kind::Bye, 0, 0))?;
     }
@@ -636,11 +680,12 @@ fn bw_loop(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Result<(
     let mut completed_total = 0u64;
     let mut last_progress = Instant::now();
     loop {
-        let posting = match stop {
-            Stop::Iters(n) => posted.iter().sum::<u64>() < n * nq as u64,
-            Stop::Duration(d) => start.elapsed() < d,
-            Stop::Sweep { .. } => false,
-        };
+        let posting = !interrupted()
+            && match stop {
+                Stop::Iters(n) => posted.iter().sum::<u64>() < n * nq as u64,
+                Stop::Duration(d) => start.elapsed() < d,
+                Stop::Sweep { .. } => false,
+            };
         let mut progressed = false;
         for (q, c) in conns.iter_mut().enumerate() {
             let slots = c.slots(size);
@@ -731,7 +776,7 @@ fn lat_loop(
             Stop::Iters(n) => n,
             Stop::Duration(_) | Stop::Sweep { .. } => u64::MAX,
         };
-    while i < total {
+    while i < total && !(interrupted() && i > 0) {
         if let Stop::Duration(d) = stop {
             if i >= opts.warmup && start.elapsed() >= d {
                 break;

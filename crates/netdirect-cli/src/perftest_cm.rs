@@ -910,6 +910,7 @@ pub fn client(opts: &Opts, server: SocketAddr, gbits: bool) -> Result<ClientRun>
             verified: true,
             secs: vec![secs],
             cpu: vec![cpu],
+            interrupted: false,
         })
     })();
     // Let the peer finish its last Send before we go: siw fails a Send whose connection is

@@ -208,3 +208,67 @@ fn a_silent_client_does_not_take_the_server_out() {
         assert!(srv.wait().unwrap().success());
     }
 }
+
+/// Ctrl-C during an ND sweep: the rows measured so far were already printed as they came, the
+/// client says it was interrupted and disconnects cleanly, and the server ends normally.
+#[test]
+fn ctrl_c_prints_what_was_measured_and_disconnects() {
+    use std::io::{BufRead, BufReader};
+    for host in ["127.0.0.1", "::1"] {
+        let port = free_port();
+        let addr = SocketAddr::new(host.parse().unwrap(), port).to_string();
+        let (mut srv, _) = server(&["pingpong", "-s", &addr, "--timeout", "60"]);
+        let mut cli = Command::new(ND)
+            .args([
+                "pingpong",
+                "-c",
+                &addr,
+                "--timeout",
+                "60",
+                "--iters",
+                "2000",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(cli.stdout.take().unwrap()).lines();
+        // Rows stream: wait for the first two measured sizes, then interrupt.
+        let mut rows = 0;
+        let mut seen = Vec::new();
+        while rows < 2 {
+            let line = lines.next().expect("a row").unwrap();
+            if line.split_whitespace().count() == 5
+                && line.split_whitespace().all(|w| w.parse::<f64>().is_ok())
+            {
+                rows += 1;
+            }
+            seen.push(line);
+        }
+        let pid = cli.id().to_string();
+        let sent = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        assert!(sent.success());
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let status = cli.wait().unwrap();
+        let mut err = String::new();
+        cli.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert_eq!(status.code(), Some(1), "{host}: {seen:?} {rest:?} {err}");
+        assert!(
+            rest.iter().any(|l| l.contains("interrupted (Ctrl-C)")),
+            "{host}: {rest:?}"
+        );
+        assert!(err.contains("STATUS_CANCELLED"), "{err}");
+        let start = Instant::now();
+        let srv_status = loop {
+            if let Some(s) = srv.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{host}: the server still runs after the client's Ctrl-C"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(srv_status.success(), "{host}: the server ends normally");
+    }
+}
