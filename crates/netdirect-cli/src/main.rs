@@ -482,6 +482,7 @@ fn persona(test: Test, a: &PerfArgs) -> Result<()> {
             let run = if a.rdma_cm {
                 perftest_cm::client(&opts, server, a.report_gbits)
             } else {
+                perf::stop_on_interrupt();
                 perf::client(&opts, server, &pb)
             };
             pb.finish_and_clear();
@@ -545,6 +546,16 @@ fn persona(test: Test, a: &PerfArgs) -> Result<()> {
                 );
             } else {
                 outln!("{json}");
+            }
+            if run.interrupted {
+                return Err(Error::status(
+                    format!(
+                        "interrupted (Ctrl-C) after {} of {} size(s); the rows above were measured",
+                        run.rows.len(),
+                        opts.sizes.len()
+                    ),
+                    Status::CANCELLED,
+                ));
             }
             Ok(())
         }
