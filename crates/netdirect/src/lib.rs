@@ -65,6 +65,7 @@ pub mod adapter;
 pub mod callbacks;
 pub mod connector;
 pub mod cq;
+pub mod cq_waker;
 pub mod listener;
 pub mod memory;
 pub mod mr;
@@ -83,6 +84,7 @@ pub use callbacks::{
 };
 pub use connector::{ConnectionData, Connector};
 pub use cq::Cq;
+pub use cq_waker::{Completions, CqWaker};
 pub use listener::Listener;
 pub use memory::Buffer;
 pub use mr::Mr;
