@@ -6,21 +6,31 @@ use std::sync::Arc;
 use netdirect::{Cq, Object, Request};
 use netdirect_types::{BasicCompletion, Completion, CqNotifyType, ObjectType, Status};
 
+use super::lifetime::{Antecedent, Reference};
+
 /// A completion queue of the software RNIC.
 pub struct SoftCq {
     pub(crate) ring: Arc<crate::cq::Cq>,
+    /// The CQ as antecedent of its QPs: the ring closes when the last of them is gone.
+    lifetime: Antecedent,
+    adapter: Reference,
 }
 
 impl SoftCq {
-    pub(crate) fn new(ring: Arc<crate::cq::Cq>) -> SoftCq {
-        SoftCq { ring }
+    pub(crate) fn new(ring: Arc<crate::cq::Cq>, adapter: Reference) -> SoftCq {
+        SoftCq {
+            ring,
+            lifetime: Antecedent::new(),
+            adapter,
+        }
     }
 
-    /// The ring behind a consumer's CQ object, if it is one of ours.
-    pub(crate) fn ring_of(cq: &dyn Cq) -> Result<Arc<crate::cq::Cq>, Status> {
+    /// The ring behind a consumer's CQ object, if it is one of ours, with a reference for the
+    /// QP that will complete into it.
+    pub(crate) fn ring_of(cq: &dyn Cq) -> Result<(Arc<crate::cq::Cq>, Reference), Status> {
         cq.as_any()
             .downcast_ref::<SoftCq>()
-            .map(|c| c.ring.clone())
+            .map(|c| (c.ring.clone(), c.lifetime.reference()))
             .ok_or(Status::INVALID_PARAMETER)
     }
 }
@@ -57,7 +67,15 @@ impl Cq for SoftCq {
     }
 
     fn close(self: Box<Self>) -> Request<()> {
-        self.ring.close();
-        Request::ok(())
+        // §2.6: pends while QPs complete into the ring.
+        let SoftCq {
+            ring,
+            lifetime,
+            adapter,
+        } = *self;
+        lifetime.close(move || {
+            ring.close();
+            drop(adapter);
+        })
     }
 }

@@ -4,11 +4,13 @@
 pub mod adapter;
 pub mod connector;
 pub mod cq;
+pub mod lifetime;
 pub mod limits;
 pub mod listener;
 pub mod mr;
 pub mod mw;
 pub mod pd;
+pub mod ports;
 pub mod qp;
 pub mod shared_endpoint;
 pub mod srq;

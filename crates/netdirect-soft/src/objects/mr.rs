@@ -8,6 +8,7 @@ use netdirect::{Buffer, Mr, Object, Request};
 use netdirect_types::{LocalToken, MrFlags, ObjectType, RemoteToken, Status};
 
 use super::adapter::AdapterShared;
+use super::lifetime::Reference;
 use crate::memory::MrId;
 
 /// A memory region of the software RNIC.
@@ -17,6 +18,8 @@ pub struct SoftMr {
     /// The region's token (local = remote). For fast-register regions it is set when a fast
     /// register is *posted*: NDK §7.9 lets the consumer advertise it as soon as the post returns.
     pub(crate) token: AtomicU32,
+    /// Keeps the PD's close pending while the region lives ([`super::lifetime`]).
+    pub(crate) _pd: Reference,
 }
 
 impl SoftMr {

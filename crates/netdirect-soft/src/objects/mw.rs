@@ -8,6 +8,7 @@ use netdirect::{Mw, Object, Request};
 use netdirect_types::{ObjectType, RemoteToken, Status};
 
 use super::adapter::AdapterShared;
+use super::lifetime::Reference;
 use crate::memory::MwId;
 
 /// A memory window of the software RNIC.
@@ -17,6 +18,8 @@ pub struct SoftMw {
     /// The token the next (or current) binding has: set when a bind is posted, so that
     /// `NdkGetRemoteTokenFromMw` answers as soon as `NdkBind` returns.
     pub(crate) token: AtomicU32,
+    /// Keeps the PD's close pending while the window lives ([`super::lifetime`]).
+    pub(crate) _pd: Reference,
 }
 
 impl SoftMw {

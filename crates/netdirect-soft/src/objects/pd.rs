@@ -9,6 +9,7 @@ use netdirect_types::{LocalToken, ObjectType, Status};
 
 use super::adapter::AdapterShared;
 use super::cq::SoftCq;
+use super::lifetime::{Antecedent, Reference};
 use super::mr::SoftMr;
 use super::mw::SoftMw;
 use super::qp::{QpLimits, SoftQp};
@@ -19,11 +20,21 @@ use crate::memory::PdId;
 pub struct SoftPd {
     shared: Arc<AdapterShared>,
     id: PdId,
+    /// The PD as antecedent of its MRs, MWs, QPs and SRQs: its slot in the memory table goes
+    /// when the last of them is gone.
+    lifetime: Antecedent,
+    adapter: Reference,
 }
 
 impl SoftPd {
     pub(crate) fn new(shared: Arc<AdapterShared>, id: PdId) -> SoftPd {
-        SoftPd { shared, id }
+        let adapter = shared.lifetime.reference();
+        SoftPd {
+            shared,
+            id,
+            lifetime: Antecedent::new(),
+            adapter,
+        }
     }
 }
 
@@ -49,6 +60,7 @@ impl Pd for SoftPd {
                         shared: self.shared.clone(),
                         id,
                         token: AtomicU32::new(token),
+                        _pd: self.lifetime.reference(),
                     }) as Box<dyn Mr>
                 }),
         )
@@ -61,13 +73,20 @@ impl Pd for SoftPd {
                 shared: self.shared.clone(),
                 id,
                 token: AtomicU32::new(token),
+                _pd: self.lifetime.reference(),
             }) as Box<dyn Mw>
         }))
     }
 
     fn create_srq(&self, config: SrqConfig) -> Request<Box<dyn Srq>> {
         Request::ready(
-            SoftSrq::new(self.shared.clone(), self.id, config).map(|s| Box::new(s) as Box<dyn Srq>),
+            SoftSrq::new(
+                self.shared.clone(),
+                self.id,
+                self.lifetime.reference(),
+                config,
+            )
+            .map(|s| Box::new(s) as Box<dyn Srq>),
         )
     }
 
@@ -87,7 +106,7 @@ impl Pd for SoftPd {
             )?;
             Ok(Box::new(SoftQp::new(
                 self.shared.clone(),
-                self.id,
+                (self.id, self.lifetime.reference()),
                 SoftCq::ring_of(config.receive_cq)?,
                 SoftCq::ring_of(config.initiator_cq)?,
                 None,
@@ -109,7 +128,7 @@ impl Pd for SoftPd {
             let srq = SoftSrq::queue_of(config.srq)?;
             Ok(Box::new(SoftQp::new(
                 self.shared.clone(),
-                self.id,
+                (self.id, self.lifetime.reference()),
                 SoftCq::ring_of(config.receive_cq)?,
                 SoftCq::ring_of(config.initiator_cq)?,
                 Some(srq),
@@ -125,9 +144,18 @@ impl Pd for SoftPd {
     }
 
     fn close(self: Box<Self>) -> Request<()> {
-        // The memory table refuses while MRs or MWs remain; the PD then stays until they are
-        // closed (NDK §2.6: the close would pend), which here means it is simply dropped.
-        let _ = self.shared.memory.close_pd(self.id);
-        Request::ok(())
+        // §2.6: pends until its MRs, MWs, QPs and SRQs are closed; then the memory table has
+        // nothing of the PD left and lets its slot go.
+        let SoftPd {
+            shared,
+            id,
+            lifetime,
+            adapter,
+        } = *self;
+        lifetime.close(move || {
+            let _ = shared.memory.close_pd(id);
+            drop(shared);
+            drop(adapter);
+        })
     }
 }

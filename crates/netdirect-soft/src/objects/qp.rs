@@ -50,7 +50,7 @@
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use netdirect::{
     DisconnectEvent, DisconnectEventEx, InvalidateTarget, Mr, Mw, Object, Qp, QpInitiator,
@@ -67,6 +67,7 @@ use netdirect_types::{
 use parking_lot::Mutex;
 
 use super::adapter::AdapterShared;
+use super::lifetime::Reference;
 use super::mr::{SoftMr, next_token};
 use super::mw::SoftMw;
 use super::srq::SrqQueue;
@@ -306,7 +307,14 @@ pub(crate) struct QpCore {
     /// The Terminate that ended the connection (`provider_error_code` form), for the receives
     /// flushed after it.
     terminate: AtomicU32,
+    /// The QP's references on its antecedents, for the engine host.
+    antecedents: Weak<Antecedents>,
 }
+
+/// The QP's references on its PD, CQs and SRQ ([`super::lifetime`]), shared by the consumer's
+/// QP object (or its two halves) and the engine host until the host has flushed: their closes
+/// pend while the QP may still take a receive or complete into a CQ.
+pub(crate) struct Antecedents(#[allow(dead_code)] Vec<Reference>);
 
 impl QpCore {
     fn receive_completion(&self, context: u64, status: Status) -> Completion {
@@ -361,27 +369,35 @@ impl QpCore {
 
 /// A queue pair of the software RNIC.
 pub struct SoftQp {
-    pub(crate) core: Arc<QpCore>,
     initiator: SoftInitiator,
     receiver: SoftReceiver,
+    /// Last: dropping the core may complete an antecedent's close (and so the adapter's), by
+    /// which time the adapter's shared state must be released here already.
+    pub(crate) core: Arc<QpCore>,
 }
 
 impl SoftQp {
     pub(crate) fn new(
         shared: Arc<AdapterShared>,
-        pd: PdId,
-        recv_cq: Arc<crate::cq::Cq>,
-        init_cq: Arc<crate::cq::Cq>,
-        srq: Option<(Arc<SrqQueue>, PdId)>,
+        (pd, on_pd): (PdId, Reference),
+        (recv_cq, on_recv_cq): (Arc<crate::cq::Cq>, Reference),
+        (init_cq, on_init_cq): (Arc<crate::cq::Cq>, Reference),
+        srq: Option<(Arc<SrqQueue>, PdId, Reference)>,
         context: u64,
         limits: QpLimits,
     ) -> SoftQp {
+        let mut references = vec![on_pd, on_recv_cq, on_init_cq];
+        let srq = srq.map(|(q, _, on_srq)| {
+            references.push(on_srq);
+            q
+        });
+        let antecedents = Arc::new(Antecedents(references));
         let core = Arc::new(QpCore {
             memory: shared.memory.clone(),
             pd,
             recv_cq,
             init_cq,
-            srq: srq.map(|(q, _)| q),
+            srq,
             context,
             limits,
             rq: Mutex::new(VecDeque::new()),
@@ -392,13 +408,18 @@ impl SoftQp {
             disconnect: Mutex::new(None),
             placer: shared.placer.clone(),
             terminate: AtomicU32::new(0),
+            antecedents: Arc::downgrade(&antecedents),
         });
         SoftQp {
             initiator: SoftInitiator {
                 core: core.clone(),
                 shared,
+                _antecedents: antecedents.clone(),
             },
-            receiver: SoftReceiver { core: core.clone() },
+            receiver: SoftReceiver {
+                core: core.clone(),
+                _antecedents: antecedents,
+            },
             core,
         }
     }
@@ -446,6 +467,7 @@ impl Qp for SoftQp {
 /// The receive queue of a [`SoftQp`].
 pub struct SoftReceiver {
     core: Arc<QpCore>,
+    _antecedents: Arc<Antecedents>,
 }
 
 impl QpReceiver for SoftReceiver {
@@ -492,6 +514,8 @@ impl QpReceiver for SoftReceiver {
 pub struct SoftInitiator {
     core: Arc<QpCore>,
     shared: Arc<AdapterShared>,
+    /// Last, so that the adapter's shared state is released first.
+    _antecedents: Arc<Antecedents>,
 }
 
 impl SoftInitiator {
@@ -914,6 +938,8 @@ impl QpInitiator for SoftInitiator {
 /// The QP as the transport's progress thread sees it.
 pub struct SoftHost {
     core: Arc<QpCore>,
+    /// Let go when the connection has flushed: nothing completes into the CQs after that.
+    antecedents: Option<Arc<Antecedents>>,
     wrs: HashMap<u64, WrRecord>,
     order: VecDeque<u64>,
     receives: HashMap<u64, RecvEntry>,
@@ -924,6 +950,7 @@ pub struct SoftHost {
 impl SoftHost {
     pub(crate) fn new(core: Arc<QpCore>) -> SoftHost {
         SoftHost {
+            antecedents: core.antecedents.upgrade(),
             core,
             wrs: HashMap::new(),
             order: VecDeque::new(),
@@ -1194,5 +1221,7 @@ impl QpHost for SoftHost {
             );
         }
         self.core.flush_receives();
+        // The last use of the CQs and the SRQ from this side.
+        self.antecedents = None;
     }
 }

@@ -3,6 +3,11 @@
 //! The port is held by a bound (not listening) TCP socket with `SO_REUSEADDR` for the
 //! endpoint's life; connections bind the same address with `SO_REUSEADDR`, and the kernel
 //! refuses a duplicate 4-tuple (`STATUS_ADDRESS_ALREADY_EXISTS`).
+//!
+//! Close (§2.6, §2.8): pends until the connectors connected over the endpoint are closed
+//! ([`super::lifetime`]); the socket and the port ([`super::ports`]) are held until then, so a
+//! listen, connect or shared endpoint on that address and port fails with
+//! `STATUS_SHARING_VIOLATION`. Port 0 takes an NDK ephemeral port.
 
 use std::any::Any;
 use std::net::SocketAddr;
@@ -12,12 +17,23 @@ use netdirect_types::{ObjectType, Status};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::adapter::AdapterShared;
+use super::lifetime::{Antecedent, Reference};
+use super::ports::Port;
 use crate::transport::bind_status;
+
+/// What the endpoint holds until its close completes.
+struct Held {
+    _socket: Socket,
+    _port: Port,
+    _adapter: Reference,
+}
 
 /// A shared endpoint of the software RNIC.
 pub struct SoftSharedEndpoint {
     address: SocketAddr,
-    _socket: Socket,
+    /// The endpoint as antecedent of the connectors connected over it.
+    lifetime: Antecedent,
+    held: Option<Held>,
 }
 
 impl SoftSharedEndpoint {
@@ -26,33 +42,44 @@ impl SoftSharedEndpoint {
         address: SocketAddr,
     ) -> Result<SoftSharedEndpoint, Status> {
         let address = shared.local(address)?;
-        let socket = Socket::new(
-            Domain::for_address(address),
-            Type::STREAM,
-            Some(Protocol::TCP),
-        )
-        .map_err(|e| bind_status(&e))?;
-        socket
-            .set_reuse_address(true)
+        let (port, (socket, address)) = Port::bind(address, |address| {
+            let socket = Socket::new(
+                Domain::for_address(address),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )
             .map_err(|e| bind_status(&e))?;
-        socket.bind(&address.into()).map_err(|e| bind_status(&e))?;
-        let address = socket
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .ok_or(Status::INVALID_ADDRESS)?;
+            socket
+                .set_reuse_address(true)
+                .map_err(|e| bind_status(&e))?;
+            socket.bind(&address.into()).map_err(|e| bind_status(&e))?;
+            Ok((socket, address))
+        })?;
         Ok(SoftSharedEndpoint {
             address,
-            _socket: socket,
+            lifetime: Antecedent::new(),
+            held: Some(Held {
+                _socket: socket,
+                _port: port,
+                _adapter: shared.lifetime.reference(),
+            }),
         })
     }
 
-    pub(crate) fn address_of(endpoint: &dyn SharedEndpoint) -> Result<SocketAddr, Status> {
+    /// The endpoint's address, with a reference for the connector that connects over it.
+    pub(crate) fn address_of(
+        endpoint: &dyn SharedEndpoint,
+    ) -> Result<(SocketAddr, Reference), Status> {
         endpoint
             .as_any()
             .downcast_ref::<SoftSharedEndpoint>()
-            .map(|e| e.address)
+            .map(|e| (e.address, e.lifetime.reference()))
             .ok_or(Status::INVALID_PARAMETER)
+    }
+
+    fn start_close(&mut self) -> Request<()> {
+        let held = self.held.take();
+        self.lifetime.close(move || drop(held))
     }
 }
 
@@ -71,7 +98,15 @@ impl SharedEndpoint for SoftSharedEndpoint {
         Ok(self.address)
     }
 
-    fn close(self: Box<Self>) -> Request<()> {
-        Request::ok(())
+    fn close(mut self: Box<Self>) -> Request<()> {
+        self.start_close()
+    }
+}
+
+impl Drop for SoftSharedEndpoint {
+    fn drop(&mut self) {
+        if self.held.is_some() {
+            let _ = self.start_close();
+        }
     }
 }

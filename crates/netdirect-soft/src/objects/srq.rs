@@ -7,6 +7,7 @@ use netdirect::{Object, Request, Srq, SrqConfig};
 use netdirect_types::{ObjectType, Sge, Status};
 
 use super::adapter::AdapterShared;
+use super::lifetime::{Antecedent, Reference};
 use super::qp::RecvEntry;
 use crate::memory::{LocalAccess, PdId};
 use crate::srq::SrqLimits;
@@ -18,12 +19,16 @@ pub struct SoftSrq {
     shared: Arc<AdapterShared>,
     pd: PdId,
     queue: Arc<SrqQueue>,
+    /// The SRQ as antecedent of its QPs: the queue closes when the last of them is gone.
+    lifetime: Antecedent,
+    pd_reference: Reference,
 }
 
 impl SoftSrq {
     pub(crate) fn new(
         shared: Arc<AdapterShared>,
         pd: PdId,
+        pd_reference: Reference,
         config: SrqConfig,
     ) -> Result<SoftSrq, Status> {
         let limits = SrqLimits {
@@ -37,13 +42,21 @@ impl SoftSrq {
             limits,
             config.notification,
         )?;
-        Ok(SoftSrq { shared, pd, queue })
+        Ok(SoftSrq {
+            shared,
+            pd,
+            queue,
+            lifetime: Antecedent::new(),
+            pd_reference,
+        })
     }
 
-    pub(crate) fn queue_of(srq: &dyn Srq) -> Result<(Arc<SrqQueue>, PdId), Status> {
+    /// The queue behind a consumer's SRQ object, if it is one of ours, with its PD and a
+    /// reference for the QP that will take from it.
+    pub(crate) fn queue_of(srq: &dyn Srq) -> Result<(Arc<SrqQueue>, PdId, Reference), Status> {
         srq.as_any()
             .downcast_ref::<SoftSrq>()
-            .map(|s| (s.queue.clone(), s.pd))
+            .map(|s| (s.queue.clone(), s.pd, s.lifetime.reference()))
             .ok_or(Status::INVALID_PARAMETER)
     }
 }
@@ -78,7 +91,18 @@ impl Srq for SoftSrq {
     }
 
     fn close(self: Box<Self>) -> Request<()> {
-        self.queue.close();
-        Request::ok(())
+        // §2.6: pends while QPs take receives from the queue (closing it under them would
+        // leave their receives without buffers).
+        let SoftSrq {
+            queue,
+            lifetime,
+            pd_reference,
+            ..
+        } = *self;
+        lifetime.close(move || {
+            queue.close();
+            drop(queue.drain());
+            drop(pd_reference);
+        })
     }
 }

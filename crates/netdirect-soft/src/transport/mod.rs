@@ -639,11 +639,27 @@ impl<H: QpHost> Listener<H> {
     pub fn pause(&self, paused: bool) {
         self.paused.store(paused, Ordering::Release);
     }
+
+    /// Closes the socket; `on_closed` runs (on the progress thread, or here once the engine is
+    /// gone) when it is closed, so that the port is free for a new listen when it runs.
+    pub fn close(mut self, on_closed: impl FnOnce() + Send + 'static) {
+        let id = std::mem::take(&mut self.id);
+        self.inner.send(Cmd::CloseListener {
+            id,
+            on_closed: Some(Box::new(on_closed)),
+        });
+    }
 }
 
 impl<H: QpHost> Drop for Listener<H> {
     fn drop(&mut self) {
-        self.inner.send(Cmd::CloseListener { id: self.id });
+        // Id 0 is no listener's (ids start at 1): [`Listener::close`] sent the command already.
+        if self.id != 0 {
+            self.inner.send(Cmd::CloseListener {
+                id: self.id,
+                on_closed: None,
+            });
+        }
     }
 }
 

@@ -48,6 +48,8 @@ pub(crate) enum Cmd<H: QpHost> {
     },
     CloseListener {
         id: usize,
+        /// Runs once the socket is closed (the port is free for a new listen).
+        on_closed: Option<Box<dyn FnOnce() + Send>>,
     },
     Connect {
         shared: Arc<ConnShared>,
@@ -108,6 +110,10 @@ impl<H: QpHost> Cmd<H> {
             Cmd::Disconnect {
                 on_done: Some(cb), ..
             } => cb(Status::SUCCESS),
+            Cmd::CloseListener {
+                on_closed: Some(cb),
+                ..
+            } => cb(),
             _ => {}
         }
     }
@@ -1122,9 +1128,12 @@ impl<H: QpHost> Reactor<H> {
                         self.accept_all(id, now);
                     }
                 }
-                Cmd::CloseListener { id } => {
+                Cmd::CloseListener { id, on_closed } => {
                     if let Some(mut l) = self.listeners.remove(&id) {
                         let _ = self.poll.registry().deregister(&mut l.listener);
+                    }
+                    if let Some(cb) = on_closed {
+                        cb();
                     }
                     for c in self.conns.values_mut() {
                         if c.listener == Some(id) && c.phase == Phase::Handshake {
