@@ -327,6 +327,114 @@ fn connection_data_of_a_fresh_connector_is_connection_invalid() {
     );
 }
 
+/// Point 15: a flush before any connection is final: connect and accept with that QP fail
+/// `STATUS_CONNECTION_INVALID`; the connection request stays for another QP.
+fn a_qp_flushed_before_its_connection_serves_none(ip: IpAddr) {
+    let server = open(ip);
+    let client = open(ip);
+    let listening = Listening::new(&*server, ip);
+    let flushed_server = Endpoint::new(&*server, 2, 4);
+    flushed_server.qp.flush();
+    let server_ep = Endpoint::new(&*server, 3, 4);
+    let flushed_client = Endpoint::new(&*client, 4, 4);
+    flushed_client.qp.flush();
+    let active = client.create_connector().wait().unwrap();
+    assert_eq!(
+        active
+            .connect(
+                &*flushed_client.qp,
+                SocketAddr::new(ip, 0),
+                listening.address,
+                1,
+                1,
+                b""
+            )
+            .wait_timeout(WAIT)
+            .unwrap(),
+        Err(Status::CONNECTION_INVALID),
+        "connect with a flushed QP"
+    );
+    let mut ep = Endpoint::new(&*client, 1, 4);
+    let active = client.create_connector().wait().unwrap();
+    let pending = active.connect(
+        &*ep.qp,
+        SocketAddr::new(ip, 0),
+        listening.address,
+        1,
+        1,
+        b"",
+    );
+    let passive = listening.next(WAIT);
+    assert_eq!(
+        passive
+            .accept(&*flushed_server.qp, 1, 1, b"", None)
+            .wait_timeout(WAIT)
+            .unwrap(),
+        Err(Status::CONNECTION_INVALID),
+        "accept with a flushed QP"
+    );
+    let accepted = passive.accept(&*server_ep.qp, 1, 1, b"", None);
+    pending.wait_timeout(WAIT).unwrap().unwrap();
+    active
+        .complete_connect(None)
+        .wait_timeout(WAIT)
+        .unwrap()
+        .unwrap();
+    accepted.wait_timeout(WAIT).unwrap().unwrap();
+    ep.qp
+        .initiator()
+        .send_inline(1, &[b"x"], OpFlags::empty())
+        .unwrap();
+    assert_eq!(
+        ep.completions(1)[0].status,
+        Status::SUCCESS,
+        "the connection over a fresh QP works"
+    );
+}
+
+/// Point 17: flags are checked first for every request type, also on an unconnected QP.
+#[test]
+fn invalid_flags_come_before_the_connection_check_for_every_request() {
+    use netdirect::InvalidateTarget;
+    let adapter = open(V4);
+    let mut ep = Endpoint::new(&*adapter, 1, 4);
+    let buf = Buffer::new(64);
+    let mr = ep.register(&buf, 0, 64, MrFlags::ALLOW_LOCAL_WRITE);
+    let frmr = ep.pd.create_mr(true).wait().unwrap();
+    frmr.initialize_fast_register(1, false).wait().unwrap();
+    let mw = ep.pd.create_mw().wait().unwrap();
+    let s = [sge(&buf, &*mr, 0, 8)];
+    let bad = OpFlags::RDMA_READ_LOCAL_INVALIDATE;
+    let token = mr.remote_token();
+    let q = ep.qp.initiator();
+    let results = [
+        ("send", q.send(1, &s, bad)),
+        ("send_inline", q.send_inline(1, &[b"x"], bad)),
+        (
+            "send_and_invalidate",
+            q.send_and_invalidate(1, &s, bad, token),
+        ),
+        ("read", q.read(1, &s, 0, token, OpFlags::INLINE)),
+        ("write", q.write(1, &s, 0, token, bad)),
+        ("write_inline", q.write_inline(1, &[b"x"], 0, token, bad)),
+        (
+            "bind",
+            q.bind(1, &*mr, &*mw, buf.address(), 8, OpFlags::INLINE),
+        ),
+        (
+            "fast_register",
+            q.fast_register(1, &*frmr, &[], 0, 0, 0, OpFlags::INLINE),
+        ),
+        (
+            "invalidate",
+            q.invalidate(1, InvalidateTarget::Mw(&*mw), OpFlags::INLINE),
+        ),
+    ];
+    for (name, r) in results {
+        assert_eq!(r, Err(Status::INVALID_PARAMETER), "{name}");
+    }
+}
+
 macro_rules! both_families {
     ($($name:ident),* $(,)?) => {
         mod v4 {
@@ -350,4 +458,5 @@ both_families!(
     endpoints_of_live_connectors_refuse_a_listen,
     listener_port_is_free_when_its_close_completes,
     port_zero_takes_an_ndk_ephemeral_port,
+    a_qp_flushed_before_its_connection_serves_none,
 );

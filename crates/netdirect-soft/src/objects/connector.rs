@@ -8,6 +8,7 @@
 //!   connector is used for one connection only (second connect: `STATUS_CONNECTION_ACTIVE`);
 //! * calls in the wrong state (complete-connect before the peer accepted, accept on an active
 //!   connector, addresses before a connection exists): `STATUS_CONNECTION_INVALID` (§10.21);
+//!   so is a connect or accept with a QP flushed before it had a connection (a flush is final);
 //! * `NdkGetConnectionData` reports exactly the private data the peer sent; before there is
 //!   any (an active connector whose connect has not completed) it is `STATUS_CONNECTION_INVALID`
 //!   like the other wrong-state calls;
@@ -153,6 +154,9 @@ impl SoftConnector {
         if !matches!(inner.state, State::Idle) || core.conn.get().is_some() {
             return Request::failed(Status::CONNECTION_ACTIVE);
         }
+        if core.is_flushed() {
+            return Request::failed(Status::CONNECTION_INVALID);
+        }
         let (request, done) = Request::pending();
         // One completer for every attempt (port 0 may take a few, [`Port::bind`]).
         let done = Arc::new(Mutex::new(Some(done)));
@@ -255,6 +259,10 @@ impl SoftConnector {
         };
         if core.conn.get().is_some() {
             return Request::failed(Status::CONNECTION_ACTIVE);
+        }
+        if core.is_flushed() {
+            // The request stays: the consumer may accept with another QP or reject.
+            return Request::failed(Status::CONNECTION_INVALID);
         }
         let mut inner = self.inner.lock();
         let State::Requested(incoming) = std::mem::replace(&mut inner.state, State::Done) else {

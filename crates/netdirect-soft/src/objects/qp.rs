@@ -24,7 +24,9 @@
 //! * "Outstanding" (§10.4): a request occupies its queue slot until its completion is queued; a
 //!   `SILENT_SUCCESS` request until a later completion of its queue retires it, as verbs do.
 //! * Receives may be posted before the connection; after a flush they complete
-//!   `STATUS_CANCELLED` at once. Flushing an SRQ-attached QP leaves the SRQ's receives alone
+//!   `STATUS_CANCELLED` at once. A flush is final, also before any connection: the QP is in
+//!   the error state, and a connect or accept with it fails inline `STATUS_CONNECTION_INVALID`
+//!   (initiator posts fail so already: no connection). Flushing an SRQ-attached QP leaves the SRQ's receives alone
 //!   (§10.14): they belong to every attached QP.
 //! * Bind and fast register are checked against the memory table when posted (so the NDK's
 //!   inline statuses are inline). When the window or region is free they take effect at once,
@@ -351,6 +353,12 @@ impl QpCore {
                 self.flush_receives();
             }
         }
+    }
+
+    /// Whether the QP was flushed (NdkFlush, or its connection ended): it serves no
+    /// connection after that.
+    pub(crate) fn is_flushed(&self) -> bool {
+        self.flushed.load(Ordering::Acquire)
     }
 
     pub(crate) fn connection(&self) -> Result<&Connection<SoftHost>, Status> {
@@ -870,6 +878,8 @@ impl QpInitiator for SoftInitiator {
         base_address: u64,
         flags: OpFlags,
     ) -> Result<(), Status> {
+        // Flags first, as every request type (§10.1's order).
+        Self::check_flags(flags, OpFlags::FAST_REGISTER_VALID)?;
         let mr = SoftMr::of(mr)?;
         self.core.connection()?;
         self.core
