@@ -435,6 +435,92 @@ fn invalid_flags_come_before_the_connection_check_for_every_request() {
     }
 }
 
+/// Point 19, the parent: runs [`out_of_descriptors_child`] in a child process whose descriptor
+/// limit is low (so that the rest of this process is not starved).
+fn a_server_out_of_descriptors_refuses_at_once_and_recovers(ip: IpAddr) {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 256 && exec \"$0\" \"$@\"")
+        .arg(exe)
+        .args([
+            "--exact",
+            "out_of_descriptors_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ND_FD_CHILD", if ip.is_ipv4() { "v4" } else { "v6" })
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "child did not run:\n{text}");
+}
+
+/// Point 19, the child: with every descriptor in use, an incoming connection is refused at
+/// once (not after the initiator's 10 s MPA timeout) and the listener reports
+/// `STATUS_INSUFFICIENT_RESOURCES`; once descriptors are free, connections work again.
+#[test]
+#[ignore = "run by a_server_out_of_descriptors_refuses_at_once_and_recovers in a child"]
+fn out_of_descriptors_child() {
+    let ip = match std::env::var("ND_FD_CHILD").as_deref() {
+        Ok("v4") => V4,
+        Ok("v6") => V6,
+        _ => return,
+    };
+    let server = open(ip);
+    let client = open(ip);
+    let listening = Listening::new(&*server, ip);
+    let server_ep = Endpoint::new(&*server, 2, 4);
+    let ep = Endpoint::new(&*client, 1, 4);
+    let active = client.create_connector().wait().unwrap();
+    // Every descriptor in use but one, for the initiator's socket.
+    let mut hog = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        hog.push(f);
+    }
+    assert!(hog.len() > 10, "the limit is in force");
+    hog.pop();
+    let started = std::time::Instant::now();
+    let r = active
+        .connect(
+            &*ep.qp,
+            SocketAddr::new(ip, 0),
+            listening.address,
+            1,
+            1,
+            b"",
+        )
+        .wait_timeout(Duration::from_secs(8))
+        .expect("the connect completes before the MPA timeout");
+    let took = started.elapsed();
+    drop(hog);
+    assert_eq!(r, Err(Status::CONNECTION_REFUSED), "after {took:?}");
+    assert!(took < Duration::from_secs(3), "refused only after {took:?}");
+    assert_eq!(
+        listening.listener.take_error(),
+        Some(Status::INSUFFICIENT_RESOURCES)
+    );
+    assert_eq!(listening.listener.take_error(), None, "cleared");
+    assert!(
+        listening.incoming.try_recv().is_err(),
+        "no connect event for a refused connection"
+    );
+    // Descriptors free again: the listener accepts.
+    let mut ep = Endpoint::new(&*client, 3, 4);
+    let _connected = connect(&*client, &*ep.qp, &listening, &*server_ep.qp, WAIT);
+    ep.qp
+        .initiator()
+        .send_inline(1, &[b"x"], OpFlags::empty())
+        .unwrap();
+    let _ = ep.completions(1);
+}
+
 macro_rules! both_families {
     ($($name:ident),* $(,)?) => {
         mod v4 {
@@ -459,4 +545,5 @@ both_families!(
     listener_port_is_free_when_its_close_completes,
     port_zero_takes_an_ndk_ephemeral_port,
     a_qp_flushed_before_its_connection_serves_none,
+    a_server_out_of_descriptors_refuses_at_once_and_recovers,
 );

@@ -4,6 +4,10 @@
 //! (the unspecified address means the adapter's); a second `listen` on one listener is
 //! `STATUS_INVALID_DEVICE_STATE`; port 0 takes an NDK ephemeral port ([`super::ports`]).
 //!
+//! Out of descriptors, an incoming connection is reset at once (its initiator's connect fails
+//! `STATUS_CONNECTION_REFUSED` instead of timing out) and [`Listener::take_error`] reports
+//! `STATUS_INSUFFICIENT_RESOURCES`; accepting resumes by itself when descriptors are free.
+//!
 //! Close (§2.6, §2.8): new requests are refused at once (the progress thread closes the
 //! socket); the close completes when the socket is closed *and* every connector the listener
 //! delivered is closed ([`super::lifetime`]). The port stays held until then: a listen, connect
@@ -145,6 +149,13 @@ impl Listener for SoftListener {
         if let Some(l) = self.listening.lock().as_ref() {
             l.socket.pause(pause);
         }
+    }
+
+    fn take_error(&self) -> Option<Status> {
+        self.listening
+            .lock()
+            .as_ref()
+            .and_then(|l| l.socket.take_error())
     }
 
     fn close(mut self: Box<Self>) -> Request<()> {
