@@ -631,8 +631,10 @@ fn serve(a: &RpingArgs) -> Result<()> {
             Status::IO_TIMEOUT,
         )
     })?;
-    // The listener goes: rping without -P serves one client.
-    let _ = listener.close().wait_timeout(Duration::from_secs(2));
+    // The listener goes: rping without -P serves one client. New requests are refused at
+    // once; the close itself completes only when `c`, which it delivered, is closed (NDK §2.6),
+    // so it is not waited for.
+    drop(listener.close());
     let mut ep = Ep::new(&side, BUFSIZE, false, timeout)?;
     ep.debug = a.debug;
     if a.debug {
