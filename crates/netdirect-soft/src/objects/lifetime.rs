@@ -1,7 +1,7 @@
 //! The lifetime of antecedents and successors (NDK §2.2, §2.6), written once.
 //!
-//! Every object that others depend on (its **successors**, §2.2) owns an [`Antecedent`]; each
-//! successor holds a counted [`Reference`] on it for as long as it may use it. Closing an
+//! Every object that others depend on (its **successors**, §2.2) owns an `Antecedent`; each
+//! successor holds a counted `Reference` on it for as long as it may use it. Closing an
 //! antecedent marks it closing and completes only when the count is zero: at once (the close
 //! returns success) or, while successors remain, when the last of them lets go (the close
 //! request pends and completes on the thread that dropped the last reference). What the

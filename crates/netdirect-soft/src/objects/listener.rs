@@ -76,6 +76,8 @@ impl SoftListener {
             drop(adapter);
         });
         if let Some((socket, socket_open)) = socket {
+            // Refused from now on, also requests parsed before the socket closes (§2.6).
+            socket.pause(true);
             socket.close(move || drop(socket_open));
         }
         closed

@@ -1,7 +1,7 @@
 //! The ND port space (NDK §2.8): which local endpoints (address and port) are held, and where
 //! port 0 lands.
 //!
-//! An endpoint is held by a [`Port`] from `NdkListen`, `NdkConnect` or
+//! An endpoint is held by a `Port` from `NdkListen`, `NdkConnect` or
 //! `NdkCreateSharedEndpoint` until the object's references are gone: a listener's port until
 //! its close completes (that is, until the connectors it delivered are closed too), a shared
 //! endpoint's until its close completes (the connectors connected over it closed), a
