@@ -1385,6 +1385,9 @@ impl<H: QpHost> Reactor<H> {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     l.starved = false;
+                    if self.spare.is_none() {
+                        self.spare = spare_fd();
+                    }
                     return;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -1402,15 +1405,24 @@ impl<H: QpHost> Reactor<H> {
                         return;
                     };
                     drop(spare);
-                    if let Ok((refused, _)) = l.listener.accept() {
-                        let _ = SockRef::from(&refused).set_linger(Some(Duration::ZERO));
+                    let refused = l.listener.accept();
+                    if let Ok((refused, _)) = &refused {
+                        let _ = SockRef::from(refused).set_linger(Some(Duration::ZERO));
                     }
                     self.spare = spare_fd();
                     if self.spare.is_none() {
                         l.starved = true;
                         return;
                     }
-                    continue;
+                    match refused {
+                        Ok(_) => continue,
+                        // Linux reports EMFILE before it looks at the backlog: that was empty.
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                        Err(_) => {
+                            l.starved = true;
+                            return;
+                        }
+                    }
                 }
                 Err(_) => {
                     l.starved = true;
