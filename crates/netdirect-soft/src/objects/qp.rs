@@ -316,7 +316,9 @@ pub(crate) struct QpCore {
 /// The QP's references on its PD, CQs and SRQ ([`super::lifetime`]), shared by the consumer's
 /// QP object (or its two halves) and the engine host until the host has flushed: their closes
 /// pend while the QP may still take a receive or complete into a CQ.
-pub(crate) struct Antecedents(#[allow(dead_code)] Vec<Reference>);
+pub(crate) struct Antecedents {
+    _references: Vec<Reference>,
+}
 
 impl QpCore {
     fn receive_completion(&self, context: u64, status: Status) -> Completion {
@@ -399,7 +401,9 @@ impl SoftQp {
             references.push(on_srq);
             q
         });
-        let antecedents = Arc::new(Antecedents(references));
+        let antecedents = Arc::new(Antecedents {
+            _references: references,
+        });
         let core = Arc::new(QpCore {
             memory: shared.memory.clone(),
             pd,
