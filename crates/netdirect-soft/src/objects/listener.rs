@@ -13,6 +13,7 @@
 //! delivered is closed ([`super::lifetime`]). The port stays held until then: a listen, connect
 //! or shared endpoint on it fails with `STATUS_SHARING_VIOLATION`, and when the close completes
 //! the port is free. Dropping a listener starts the same close.
+
 use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
