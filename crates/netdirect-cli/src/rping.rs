@@ -625,17 +625,19 @@ fn serve(a: &RpingArgs) -> Result<()> {
     if a.debug {
         eprintln!("listening on {addr}");
     }
-    let c = rx.recv_timeout(timeout).map_err(|_| match listener.take_error() {
-        // Clients came but were refused (out of descriptors, say): say so, not "nobody came".
-        Some(s) => Error::status(
-            format!("client connections were refused here: {}", explain(s)),
-            s,
-        ),
-        None => Error::status(
-            format!("no client connected within {} s", timeout.as_secs_f64()),
-            Status::IO_TIMEOUT,
-        ),
-    })?;
+    let c = rx
+        .recv_timeout(timeout)
+        .map_err(|_| match listener.take_error() {
+            // Clients came but were refused (out of descriptors, say): say so, not "nobody came".
+            Some(s) => Error::status(
+                format!("client connections were refused here: {}", explain(s)),
+                s,
+            ),
+            None => Error::status(
+                format!("no client connected within {} s", timeout.as_secs_f64()),
+                Status::IO_TIMEOUT,
+            ),
+        })?;
     // The listener goes: rping without -P serves one client. New requests are refused at
     // once; the close itself completes only when `c`, which it delivered, is closed (NDK §2.6),
     // so it is not waited for.
