@@ -181,7 +181,10 @@ fn foreign_objects(ip: IpAddr) {
     );
     drop(passive);
     assert!(
-        matches!(pending.wait_timeout(WAIT), Err(netdirect::WaitError::Failed(_))),
+        matches!(
+            pending.wait_timeout(WAIT),
+            Err(netdirect::WaitError::Failed(_))
+        ),
         "the connect fails in time"
     );
 
@@ -386,7 +389,9 @@ fn closed_mr_token_dies_at_the_close(ip: IpAddr) {
     assert_eq!(sink.to_vec(), vec![0; 64]);
     assert!(closing.is_pending());
     drop(mw);
-    closing.wait_timeout(WAIT).expect("the close completes in time");
+    closing
+        .wait_timeout(WAIT)
+        .expect("the close completes in time");
 }
 
 /// Issue 14 point 3: an MR dropped without a close (and its buffer) is deregistered and its
