@@ -626,14 +626,23 @@ fn serve(a: &RpingArgs) -> Result<()> {
         ));
     }
     let (k, c) = rx.recv_timeout(timeout).map_err(|_| {
-        Error::status(
-            format!("no client connected within {} s", timeout.as_secs_f64()),
-            Status::IO_TIMEOUT,
-        )
+        match listeners.iter().find_map(|l| l.take_error()) {
+            // Clients came but were refused (out of descriptors, say): say so, not "nobody came".
+            Some(s) => Error::status(
+                format!("client connections were refused here: {}", explain(s)),
+                s,
+            ),
+            None => Error::status(
+                format!("no client connected within {} s", timeout.as_secs_f64()),
+                Status::IO_TIMEOUT,
+            ),
+        }
     })?;
-    // The listeners go: rping without -P serves one client.
+    // The listeners go: rping without -P serves one client. New requests are refused at
+    // once; the close of the listener that delivered `c` completes only when `c` is closed
+    // (NDK §2.6), so none is waited for.
     for listener in listeners {
-        let _ = listener.close().wait_timeout(Duration::from_secs(2));
+        drop(listener.close());
     }
     let side = &sides[k];
     let mut ep = Ep::new(side, BUFSIZE, false, timeout)?;

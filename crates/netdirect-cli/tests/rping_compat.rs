@@ -66,7 +66,17 @@ fn pair_at(listen: &str, addr: &str, size: &str, count: &str) -> (String, String
         .expect("run the client");
     let status = srv.wait().unwrap();
     let srv_out = reader.join().unwrap();
-    let srv_err: Vec<String> = rx.try_iter().collect();
+    // The server has exited, but its last stderr lines may still be on their way through the
+    // forwarding thread: read until it hangs up (EOF), not just what has arrived so far (that
+    // lost the final "DISCONNECT EVENT" line about one run in five under load).
+    let mut srv_err = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => srv_err.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the server's stderr stays open"),
+        }
+    }
     let cli_out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

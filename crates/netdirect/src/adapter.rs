@@ -78,7 +78,8 @@ pub trait Adapter: Object {
     fn release_lam(&self, lam: Lam);
 
     /// Closes the adapter; blocks until every callback of every object under it has returned
-    /// (`CloseNDKAdapterHandler`). Must not be called from an NDK callback.
+    /// (`CloseNDKAdapterHandler`), which, while children are open, means until they are closed
+    /// (NDK §2.6). Must not be called from an NDK callback.
     #[doc(alias = "CloseNDKAdapterHandler")]
     #[doc(alias = "NdkCloseAdapter")]
     fn close(self: Box<Self>);

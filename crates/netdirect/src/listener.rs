@@ -22,6 +22,14 @@ pub trait Listener: Object {
     #[doc(alias = "NdkControlConnectEvents")]
     fn control_connect_events(&self, pause: bool);
 
+    /// Not an NDK call (the NDK has no way to tell a listener's consumer): the status of the
+    /// last incoming connection the provider refused on its own since the previous call (say
+    /// `STATUS_INSUFFICIENT_RESOURCES` when it ran out of descriptors), and clears it. `None`
+    /// when there was none, or the provider does not report it.
+    fn take_error(&self) -> Option<Status> {
+        None
+    }
+
     /// Closes the listener: new requests are refused at once; the close completes when the
     /// connectors accepted through it are closed.
     #[doc(alias = "NdkCloseListener")]

@@ -17,7 +17,7 @@ pub trait Srq: Object {
     #[doc(alias = "NdkSrqReceive")]
     fn receive(&mut self, request_context: u64, sges: &[Sge]) -> Result<(), Status>;
 
-    /// Closes the SRQ.
+    /// Closes the SRQ (pending while QPs use it).
     #[doc(alias = "NdkCloseSrq")]
     fn close(self: Box<Self>) -> Request<()>;
 }

@@ -12,6 +12,7 @@ use netdirect_types::{AdapterInfo, Status, Version};
 use super::AdapterId;
 use super::connector::SoftConnector;
 use super::cq::SoftCq;
+use super::lifetime::Antecedent;
 use super::limits;
 use super::listener::SoftListener;
 use super::pd::SoftPd;
@@ -108,6 +109,7 @@ impl SoftProvider {
                 engine,
                 placer,
                 mpa: self.mpa.clone(),
+                lifetime: Antecedent::new(),
             }),
         })
     }
@@ -145,6 +147,8 @@ pub(crate) struct AdapterShared {
     pub(crate) placer: Option<Arc<DmaPlacer>>,
     /// MPA settings of every connect and listen.
     pub(crate) mpa: MpaConfig,
+    /// The adapter as antecedent of its PDs, CQs, connectors, listeners and shared endpoints.
+    pub(crate) lifetime: Antecedent,
 }
 
 impl AdapterShared {
@@ -196,8 +200,10 @@ impl Adapter for SoftAdapter {
         _affinity: Option<Affinity>,
     ) -> Request<Box<dyn Cq>> {
         Request::ready(
-            crate::cq::Cq::new(depth, self.shared.info.max_cq_depth, notification)
-                .map(|cq| Box::new(SoftCq::new(cq, self.shared.id)) as Box<dyn Cq>),
+            crate::cq::Cq::new(depth, self.shared.info.max_cq_depth, notification).map(|cq| {
+                let adapter = self.shared.lifetime.reference();
+                Box::new(SoftCq::new(cq, self.shared.id, adapter)) as Box<dyn Cq>
+            }),
         )
     }
 
@@ -238,7 +244,9 @@ impl Adapter for SoftAdapter {
     }
 
     fn close(self: Box<Self>) {
-        // Children hold the adapter's shared state; the progress thread stops when the last of
-        // them is gone (the engine joins it on drop).
+        // §2.6: blocks until every child is closed (each holds a reference, see
+        // [`super::lifetime`]); then this is the last holder of the shared state, and dropping
+        // it stops and joins the progress thread, so no callback runs after we return.
+        let _ = self.shared.lifetime.close(|| {}).wait();
     }
 }

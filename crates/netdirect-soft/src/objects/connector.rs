@@ -8,7 +8,14 @@
 //!   connector is used for one connection only (second connect: `STATUS_CONNECTION_ACTIVE`);
 //! * calls in the wrong state (complete-connect before the peer accepted, accept on an active
 //!   connector, addresses before a connection exists): `STATUS_CONNECTION_INVALID` (§10.21);
-//! * `NdkGetConnectionData` reports exactly the private data the peer sent;
+//!   so is a connect or accept with a QP flushed before it had a connection (a flush is final);
+//! * `NdkGetConnectionData` reports exactly the private data the peer sent; before there is
+//!   any (an active connector whose connect has not completed) it is `STATUS_CONNECTION_INVALID`
+//!   like the other wrong-state calls;
+//! * endpoints (§2.8, [`super::ports`]): `NdkConnect` holds its local address and port (port 0:
+//!   an NDK ephemeral port) until the connector is closed; a connector over a shared endpoint,
+//!   or delivered by a listener, holds a reference on that object instead, so its close pends
+//!   ([`super::lifetime`]);
 //! * the timeouts are the transport's: 20 s for TCP connect, 10 s for the MPA Reply; a consumer
 //!   may take as long as it likes to accept or complete (§7.6).
 
@@ -23,8 +30,10 @@ use netdirect_types::Status;
 use parking_lot::Mutex;
 
 use super::adapter::AdapterShared;
+use super::lifetime::Reference;
 use super::limits::MAX_PRIVATE_DATA;
 use super::ours;
+use super::ports::Port;
 use super::qp::{DisconnectCallback, QpCore, SoftHost, SoftQp};
 use super::shared_endpoint::SoftSharedEndpoint;
 use crate::transport::{ConnectParams, Incoming};
@@ -44,15 +53,35 @@ enum State {
 
 struct Inner {
     state: State,
-    data: ConnectionData,
+    /// `None` until there is connection data (passive: at once; active: when the connect
+    /// completed).
+    data: Option<ConnectionData>,
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
+}
+
+/// Where a connection's local endpoint comes from, and what the connector holds of it until it
+/// is closed (§2.8).
+enum Endpoint {
+    /// `NdkConnect`: the connector's own port.
+    Own { _port: Port },
+    /// A reference on the shared endpoint or listener that holds the port.
+    Over { _on: Reference },
+}
+
+/// The local side of a connect.
+enum Local {
+    Own(SocketAddr),
+    Shared(SocketAddr, Reference),
 }
 
 /// A connector of the software RNIC.
 pub struct SoftConnector {
     shared: Arc<AdapterShared>,
     inner: Arc<Mutex<Inner>>,
+    endpoint: Mutex<Option<Endpoint>>,
+    /// Last, so that the adapter's shared state is released first.
+    _adapter: Reference,
 }
 
 fn limit(v: u32) -> u16 {
@@ -61,20 +90,24 @@ fn limit(v: u32) -> u16 {
 
 impl SoftConnector {
     pub(crate) fn active(shared: Arc<AdapterShared>) -> SoftConnector {
+        let adapter = shared.lifetime.reference();
         SoftConnector {
             shared,
             inner: Arc::new(Mutex::new(Inner {
                 state: State::Idle,
-                data: ConnectionData::default(),
+                data: None,
                 local: None,
                 peer: None,
             })),
+            endpoint: Mutex::new(None),
+            _adapter: adapter,
         }
     }
 
     pub(crate) fn passive(
         shared: Arc<AdapterShared>,
         incoming: Incoming<SoftHost>,
+        listener: Reference,
     ) -> SoftConnector {
         let request = incoming.request();
         let (ird, ord) = request.limits.map_or((0, 0), |l| (l.ord, l.ird));
@@ -86,21 +119,24 @@ impl SoftConnector {
             private_data: request.private_data.clone(),
         };
         let (local, peer) = (incoming.local_addr(), incoming.peer_addr());
+        let adapter = shared.lifetime.reference();
         SoftConnector {
             shared,
             inner: Arc::new(Mutex::new(Inner {
                 state: State::Requested(incoming),
-                data,
+                data: Some(data),
                 local: Some(local),
                 peer: Some(peer),
             })),
+            endpoint: Mutex::new(Some(Endpoint::Over { _on: listener })),
+            _adapter: adapter,
         }
     }
 
     fn start(
         &self,
         qp: &dyn Qp,
-        local: Option<SocketAddr>,
+        local: Local,
         remote: SocketAddr,
         ird: u32,
         ord: u32,
@@ -117,45 +153,67 @@ impl SoftConnector {
         if !matches!(inner.state, State::Idle) || core.conn.get().is_some() {
             return Request::failed(Status::CONNECTION_ACTIVE);
         }
-        let params = ConnectParams {
-            local,
-            remote,
-            config: self.shared.mpa.clone(),
-            limits: ReadLimits {
-                ird: limit(ird),
-                ord: limit(ord),
-            },
-            private_data: private_data.to_vec(),
-        };
+        if core.is_flushed() {
+            return Request::failed(Status::CONNECTION_INVALID);
+        }
         let (request, done) = Request::pending();
-        let state = self.inner.clone();
-        let conn = self
-            .shared
-            .engine
-            .connect(params, SoftHost::new(core.clone()), move |result| {
-                let mut inner = state.lock();
-                match result {
-                    Ok(n) => {
-                        inner.data = ConnectionData {
-                            inbound_read_limit: u32::from(n.limits.ird),
-                            outbound_read_limit: u32::from(n.limits.ord),
-                            private_data: n.peer_private_data,
-                        };
-                        drop(inner);
-                        done.complete(Ok(()));
+        // One completer for every attempt (port 0 may take a few, [`Port::bind`]).
+        let done = Arc::new(Mutex::new(Some(done)));
+        let attempt = |local: SocketAddr| {
+            let params = ConnectParams {
+                local: Some(local),
+                remote,
+                config: self.shared.mpa.clone(),
+                limits: ReadLimits {
+                    ird: limit(ird),
+                    ord: limit(ord),
+                },
+                private_data: private_data.to_vec(),
+            };
+            let state = self.inner.clone();
+            let done = done.clone();
+            self.shared
+                .engine
+                .connect(params, SoftHost::new(core.clone()), move |result| {
+                    let Some(done) = done.lock().take() else {
+                        return;
+                    };
+                    let mut inner = state.lock();
+                    match result {
+                        Ok(n) => {
+                            inner.data = Some(ConnectionData {
+                                inbound_read_limit: u32::from(n.limits.ird),
+                                outbound_read_limit: u32::from(n.limits.ord),
+                                private_data: n.peer_private_data,
+                            });
+                            drop(inner);
+                            done.complete(Ok(()));
+                        }
+                        Err(e) => {
+                            inner.data = Some(ConnectionData {
+                                private_data: e.private_data,
+                                ..ConnectionData::default()
+                            });
+                            inner.state = State::Done;
+                            drop(inner);
+                            done.complete(Err(e.status));
+                        }
                     }
-                    Err(e) => {
-                        inner.data.private_data = e.private_data;
-                        inner.state = State::Done;
-                        drop(inner);
-                        done.complete(Err(e.status));
-                    }
-                }
-            });
+                })
+        };
+        let conn = match local {
+            Local::Own(local) => {
+                Port::bind(local, attempt).map(|(port, conn)| (conn, Endpoint::Own { _port: port }))
+            }
+            Local::Shared(local, endpoint) => {
+                attempt(local).map(|conn| (conn, Endpoint::Over { _on: endpoint }))
+            }
+        };
         match conn {
-            Ok(conn) => {
+            Ok((conn, endpoint)) => {
                 inner.local = Some(conn.local_addr());
                 inner.peer = Some(conn.peer_addr());
+                *self.endpoint.lock() = Some(endpoint);
                 if core.conn.set(conn).is_err() {
                     return Request::failed(Status::CONNECTION_ACTIVE);
                 }
@@ -200,6 +258,10 @@ impl SoftConnector {
         };
         if core.conn.get().is_some() {
             return Request::failed(Status::CONNECTION_ACTIVE);
+        }
+        if core.is_flushed() {
+            // The request stays: the consumer may accept with another QP or reject.
+            return Request::failed(Status::CONNECTION_INVALID);
         }
         let mut inner = self.inner.lock();
         let State::Requested(incoming) = std::mem::replace(&mut inner.state, State::Done) else {
@@ -265,7 +327,7 @@ impl Connector for SoftConnector {
         };
         self.start(
             qp,
-            Some(local),
+            Local::Own(local),
             remote,
             inbound_read_limit,
             outbound_read_limit,
@@ -283,12 +345,12 @@ impl Connector for SoftConnector {
         private_data: &[u8],
     ) -> Request<()> {
         let local = match ours::<SoftSharedEndpoint>(self.shared.id, endpoint) {
-            Ok(e) => e.address,
+            Ok(e) => Local::Shared(e.address, e.reference()),
             Err(e) => return Request::failed(e),
         };
         self.start(
             qp,
-            Some(local),
+            local,
             remote,
             inbound_read_limit,
             outbound_read_limit,
@@ -361,7 +423,11 @@ impl Connector for SoftConnector {
     }
 
     fn connection_data(&self) -> Result<ConnectionData, Status> {
-        Ok(self.inner.lock().data.clone())
+        self.inner
+            .lock()
+            .data
+            .clone()
+            .ok_or(Status::CONNECTION_INVALID)
     }
 
     fn local_address(&self) -> Result<SocketAddr, Status> {
@@ -404,5 +470,8 @@ impl Drop for SoftConnector {
             // Dropping the request rejects it.
             State::Requested(_) | State::Idle | State::Done => {}
         }
+        drop(inner);
+        // The port, or the reference on the shared endpoint or listener (§2.8).
+        drop(self.endpoint.lock().take());
     }
 }

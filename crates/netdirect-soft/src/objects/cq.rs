@@ -6,16 +6,51 @@ use netdirect::{Cq, Request};
 use netdirect_types::{BasicCompletion, Completion, CqNotifyType, Status};
 
 use super::AdapterId;
+use super::lifetime::{Antecedent, Reference};
 
 /// A completion queue of the software RNIC.
 pub struct SoftCq {
     pub(crate) ring: Arc<crate::cq::Cq>,
     adapter: AdapterId,
+    /// The CQ as antecedent of its QPs: the ring closes when the last of them is gone.
+    lifetime: Antecedent,
+    /// The adapter's reference, until the close completed (`None` once released).
+    adapter_reference: Option<Reference>,
 }
 
 impl SoftCq {
-    pub(crate) fn new(ring: Arc<crate::cq::Cq>, adapter: AdapterId) -> SoftCq {
-        SoftCq { ring, adapter }
+    pub(crate) fn new(
+        ring: Arc<crate::cq::Cq>,
+        adapter: AdapterId,
+        adapter_reference: Reference,
+    ) -> SoftCq {
+        SoftCq {
+            ring,
+            adapter,
+            lifetime: Antecedent::new(),
+            adapter_reference: Some(adapter_reference),
+        }
+    }
+
+    /// A reference for a QP that will complete into the ring (get the CQ through
+    /// [`super::ours`]).
+    pub(crate) fn reference(&self) -> Reference {
+        self.lifetime.reference()
+    }
+
+    /// What `close` and `Drop` release (idempotent): §2.6, the ring closes (and the adapter
+    /// reference goes) when no QP completes into it any more.
+    fn release(&mut self) -> Request<()> {
+        match self.adapter_reference.take() {
+            Some(adapter) => {
+                let ring = self.ring.clone();
+                self.lifetime.close(move || {
+                    ring.close();
+                    drop(adapter);
+                })
+            }
+            None => Request::ok(()),
+        }
     }
 }
 
@@ -42,15 +77,14 @@ impl Cq for SoftCq {
         self.ring.control_interrupt_moderation(interval, count)
     }
 
-    fn close(self: Box<Self>) -> Request<()> {
-        self.ring.close();
-        Request::ok(())
+    fn close(mut self: Box<Self>) -> Request<()> {
+        self.release()
     }
 }
 
 impl Drop for SoftCq {
     /// What `close` releases (idempotent, so a close followed by its drop is one close).
     fn drop(&mut self) {
-        self.ring.close();
+        drop(self.release());
     }
 }

@@ -18,7 +18,9 @@
 //! Every object's `Drop` releases what its close releases (§10 table, row 29), so an early
 //! return that drops objects leaves no connection open and no memory registered: a connector or
 //! the last handle of a QP disconnects, an MR's token dies before its drop returns, a window
-//! unbinds, a CQ or SRQ closes.
+//! unbinds, a CQ or SRQ closes. Both go through one private, idempotent `release` per object,
+//! which for an antecedent is its [`lifetime`] close: a dropped CQ, SRQ, PD, listener or shared
+//! endpoint still waits for its successors (§10 table, row 30) before it lets go.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,11 +32,13 @@ use crate::memory::PdId;
 pub mod adapter;
 pub mod connector;
 pub mod cq;
+pub mod lifetime;
 pub mod limits;
 pub mod listener;
 pub mod mr;
 pub mod mw;
 pub mod pd;
+pub mod ports;
 pub mod qp;
 pub mod shared_endpoint;
 pub mod srq;

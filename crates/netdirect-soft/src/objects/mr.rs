@@ -10,6 +10,7 @@ use netdirect::{Buffer, Mr, Request};
 use netdirect_types::{LocalToken, MrFlags, RemoteToken, Status};
 
 use super::adapter::AdapterShared;
+use super::lifetime::Reference;
 use crate::memory::{MrId, PdId};
 
 /// A memory region of the software RNIC.
@@ -20,20 +21,41 @@ pub struct SoftMr {
     /// The region's token (local = remote). For fast-register regions it is set when a fast
     /// register is *posted*: NDK §7.9 lets the consumer advertise it as soon as the post returns.
     pub(crate) token: AtomicU32,
-    /// `close` ran: the drop that follows has nothing left to release.
-    closed: bool,
+    /// Keeps the PD's close pending while the region lives, and after its close until the
+    /// last bound window is unbound ([`super::lifetime`]); `None` once `close` or `Drop` ran.
+    pd_reference: Option<Reference>,
 }
 
 impl SoftMr {
-    pub(crate) fn new(shared: Arc<AdapterShared>, id: MrId, pd: PdId) -> SoftMr {
+    pub(crate) fn new(
+        shared: Arc<AdapterShared>,
+        id: MrId,
+        pd: PdId,
+        pd_reference: Reference,
+    ) -> SoftMr {
         let token = shared.memory.local_token(id).map_or(0, |t| t.0);
         SoftMr {
             shared,
             id,
             pd,
             token: AtomicU32::new(token),
-            closed: false,
+            pd_reference: Some(pd_reference),
         }
+    }
+
+    /// What `close` and `Drop` release (idempotent): the token dies at once; the request
+    /// completes, and the PD reference goes, when the last bound window is unbound.
+    fn release(&mut self) -> Request<()> {
+        let Some(pd_reference) = self.pd_reference.take() else {
+            return Request::ok(());
+        };
+        let (request, done) = Request::pending();
+        // The handle is ours until now, so it is live: the call cannot fail.
+        let _ = self.shared.memory.close_mr(self.id, move || {
+            done.complete(Ok(()));
+            drop(pd_reference);
+        });
+        request
     }
 
     fn refresh(&self) {
@@ -92,22 +114,13 @@ impl Mr for SoftMr {
     }
 
     fn close(mut self: Box<Self>) -> Request<()> {
-        self.closed = true;
-        let (request, done) = Request::pending();
-        // The handle is ours until now, so it is live: the call cannot fail.
-        let _ = self
-            .shared
-            .memory
-            .close_mr(self.id, move || done.complete(Ok(())));
-        request
+        self.release()
     }
 }
 
 impl Drop for SoftMr {
     /// What `close` releases (an early return must not leave memory registered).
     fn drop(&mut self) {
-        if !self.closed {
-            let _ = self.shared.memory.close_mr(self.id, || {});
-        }
+        drop(self.release());
     }
 }

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use netdirect::{Mw, Request};
-use netdirect_types::RemoteToken;
+use netdirect_types::{RemoteToken, Status};
 
 use super::adapter::AdapterShared;
+use super::lifetime::Reference;
 use crate::memory::{MwId, PdId};
 
 /// A memory window of the software RNIC.
@@ -17,20 +18,37 @@ pub struct SoftMw {
     /// The token the next (or current) binding has: set when a bind is posted, so that
     /// `NdkGetRemoteTokenFromMw` answers as soon as `NdkBind` returns.
     pub(crate) token: AtomicU32,
-    /// `close` ran: the drop that follows has nothing left to release.
-    closed: bool,
+    /// Keeps the PD's close pending while the window lives ([`super::lifetime`]); `None`
+    /// once `close` or `Drop` ran.
+    pd_reference: Option<Reference>,
 }
 
 impl SoftMw {
-    pub(crate) fn new(shared: Arc<AdapterShared>, id: MwId, pd: PdId) -> SoftMw {
+    pub(crate) fn new(
+        shared: Arc<AdapterShared>,
+        id: MwId,
+        pd: PdId,
+        pd_reference: Reference,
+    ) -> SoftMw {
         let token = shared.memory.mw_remote_token(id).map_or(0, |t| t.0);
         SoftMw {
             shared,
             id,
             pd,
             token: AtomicU32::new(token),
-            closed: false,
+            pd_reference: Some(pd_reference),
         }
+    }
+
+    /// What `close` and `Drop` release (idempotent): the window (unbinding it first, which
+    /// may complete a closed MR waiting for it), then the PD reference.
+    fn release(&mut self) -> Result<(), Status> {
+        let Some(pd_reference) = self.pd_reference.take() else {
+            return Ok(());
+        };
+        let r = self.shared.memory.close_mw(self.id);
+        drop(pd_reference);
+        r
     }
 }
 
@@ -48,16 +66,13 @@ impl Mw for SoftMw {
     }
 
     fn close(mut self: Box<Self>) -> Request<()> {
-        self.closed = true;
-        Request::ready(self.shared.memory.close_mw(self.id))
+        Request::ready(self.release())
     }
 }
 
 impl Drop for SoftMw {
     /// What `close` releases: the binding (and with it, perhaps, a closed MR waiting for it).
     fn drop(&mut self) {
-        if !self.closed {
-            let _ = self.shared.memory.close_mw(self.id);
-        }
+        let _ = self.release();
     }
 }

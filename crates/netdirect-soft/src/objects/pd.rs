@@ -7,6 +7,7 @@ use netdirect_types::{LocalToken, Status};
 
 use super::adapter::AdapterShared;
 use super::cq::SoftCq;
+use super::lifetime::{Antecedent, Reference};
 use super::mr::SoftMr;
 use super::mw::SoftMw;
 use super::qp::{QpLimits, SoftQp};
@@ -18,16 +19,50 @@ use crate::memory::PdId;
 pub struct SoftPd {
     shared: Arc<AdapterShared>,
     id: PdId,
+    /// The PD as antecedent of its MRs, MWs, QPs and SRQs: its slot in the memory table goes
+    /// when the last of them is gone.
+    lifetime: Antecedent,
+    /// The adapter's reference, until the close completed (`None` once released).
+    adapter: Option<Reference>,
 }
 
 impl SoftPd {
     pub(crate) fn new(shared: Arc<AdapterShared>, id: PdId) -> SoftPd {
-        SoftPd { shared, id }
+        let adapter = shared.lifetime.reference();
+        SoftPd {
+            shared,
+            id,
+            lifetime: Antecedent::new(),
+            adapter: Some(adapter),
+        }
     }
 
-    /// The ring of a CQ of this adapter.
-    fn cq(&self, cq: &dyn Cq) -> Result<Arc<crate::cq::Cq>, Status> {
-        Ok(ours::<SoftCq>(self.shared.id, cq)?.ring.clone())
+    /// A reference for a successor (MR, MW, QP, SRQ).
+    fn reference(&self) -> Reference {
+        self.lifetime.reference()
+    }
+
+    /// The ring of a CQ of this adapter, with a reference for the QP that completes into it.
+    fn cq(&self, cq: &dyn Cq) -> Result<(Arc<crate::cq::Cq>, Reference), Status> {
+        let cq = ours::<SoftCq>(self.shared.id, cq)?;
+        Ok((cq.ring.clone(), cq.reference()))
+    }
+
+    /// What `close` and `Drop` release (idempotent): §2.6, once its MRs (including one whose
+    /// close waits for its windows), MWs, QPs and SRQs are gone, the memory table has nothing
+    /// of the PD left and lets its slot go, and the adapter reference goes.
+    fn release(&mut self) -> Request<()> {
+        match self.adapter.take() {
+            Some(adapter) => {
+                let (shared, id) = (self.shared.clone(), self.id);
+                self.lifetime.close(move || {
+                    let _ = shared.memory.close_pd(id);
+                    drop(shared);
+                    drop(adapter);
+                })
+            }
+            None => Request::ok(()),
+        }
     }
 }
 
@@ -39,22 +74,37 @@ impl Pd for SoftPd {
             self.shared
                 .memory
                 .create_mr(self.id, fast_register)
-                .map(|id| Box::new(SoftMr::new(self.shared.clone(), id, self.id)) as Box<dyn Mr>),
+                .map(|id| {
+                    Box::new(SoftMr::new(
+                        self.shared.clone(),
+                        id,
+                        self.id,
+                        self.reference(),
+                    )) as Box<dyn Mr>
+                }),
         )
     }
 
     fn create_mw(&self) -> Request<Box<dyn Mw>> {
-        Request::ready(
-            self.shared
-                .memory
-                .create_mw(self.id)
-                .map(|id| Box::new(SoftMw::new(self.shared.clone(), id, self.id)) as Box<dyn Mw>),
-        )
+        Request::ready(self.shared.memory.create_mw(self.id).map(|id| {
+            Box::new(SoftMw::new(
+                self.shared.clone(),
+                id,
+                self.id,
+                self.reference(),
+            )) as Box<dyn Mw>
+        }))
     }
 
     fn create_srq(&self, config: SrqConfig) -> Request<Box<dyn Srq>> {
         Request::ready(
-            SoftSrq::new(self.shared.clone(), self.id, config).map(|s| Box::new(s) as Box<dyn Srq>),
+            SoftSrq::new(
+                self.shared.clone(),
+                self.id,
+                self.lifetime.reference(),
+                config,
+            )
+            .map(|s| Box::new(s) as Box<dyn Srq>),
         )
     }
 
@@ -74,7 +124,7 @@ impl Pd for SoftPd {
             )?;
             Ok(Box::new(SoftQp::new(
                 self.shared.clone(),
-                self.id,
+                (self.id, self.reference()),
                 self.cq(config.receive_cq)?,
                 self.cq(config.initiator_cq)?,
                 None,
@@ -97,10 +147,10 @@ impl Pd for SoftPd {
             let srq = ours_in::<SoftSrq>(self.shared.id, self.id, config.srq)?;
             Ok(Box::new(SoftQp::new(
                 self.shared.clone(),
-                self.id,
+                (self.id, self.reference()),
                 self.cq(config.receive_cq)?,
                 self.cq(config.initiator_cq)?,
-                Some(srq.queue.clone()),
+                Some((srq.queue.clone(), srq.reference())),
                 config.context,
                 limits,
             )) as Box<dyn Qp>)
@@ -112,17 +162,14 @@ impl Pd for SoftPd {
         self.id.privileged_token()
     }
 
-    fn close(self: Box<Self>) -> Request<()> {
-        // The memory table refuses while MRs or MWs remain; the PD then stays until they are
-        // closed (NDK §2.6: the close would pend), which here means it is simply dropped.
-        let _ = self.shared.memory.close_pd(self.id);
-        Request::ok(())
+    fn close(mut self: Box<Self>) -> Request<()> {
+        self.release()
     }
 }
 
 impl Drop for SoftPd {
-    /// What `close` releases (a stale id after a close is refused, so this is one close).
+    /// What `close` releases (§10 table, row 29).
     fn drop(&mut self) {
-        let _ = self.shared.memory.close_pd(self.id);
+        drop(self.release());
     }
 }

@@ -27,8 +27,10 @@
 //! * Receives may be posted before the connection; after a flush they complete
 //!   `STATUS_CANCELLED` at once. The queue's "flushed" mark is set under its lock by the flush
 //!   that drains it, so a receive posted while the engine flushes is drained or sees the mark:
-//!   every receive posted `Ok` completes, and in posting order. Flushing an SRQ-attached QP
-//!   leaves the SRQ's receives alone (§10.14): they belong to every attached QP.
+//!   every receive posted `Ok` completes, and in posting order. A flush is final, also before
+//!   any connection: the QP is in the error state, and a connect or accept with it fails inline
+//!   `STATUS_CONNECTION_INVALID` (initiator posts fail so already: no connection). Flushing an
+//!   SRQ-attached QP leaves the SRQ's receives alone (§10.14): they belong to every attached QP.
 //! * A failed CQ (overflow) makes the QP unusable (§7.3, §10.5): posts fail inline
 //!   `STATUS_CONNECTION_INVALID`, and the first completion the CQ refuses flushes the QP.
 //! * Bind and fast register are checked against the memory table when posted (so the NDK's
@@ -55,7 +57,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use netdirect::{
     DisconnectEvent, DisconnectEventEx, InvalidateTarget, Mr, Mw, Object, Qp, QpInitiator,
@@ -71,6 +73,7 @@ use netdirect_types::{
 use parking_lot::Mutex;
 
 use super::adapter::AdapterShared;
+use super::lifetime::Reference;
 use super::mr::SoftMr;
 use super::mw::SoftMw;
 use super::srq::SrqQueue;
@@ -336,6 +339,15 @@ pub(crate) struct QpCore {
     /// The Terminate that ended the connection (`provider_error_code` form), for the receives
     /// flushed after it.
     terminate: AtomicU32,
+    /// The QP's references on its antecedents, for the engine host.
+    antecedents: Weak<Antecedents>,
+}
+
+/// The QP's references on its PD, CQs and SRQ ([`super::lifetime`]), shared by the consumer's
+/// QP object (or its two halves) and the engine host until the host has flushed: their closes
+/// pend while the QP may still take a receive or complete into a CQ.
+pub(crate) struct Antecedents {
+    _references: Vec<Reference>,
 }
 
 impl QpCore {
@@ -415,6 +427,12 @@ impl QpCore {
         }
     }
 
+    /// Whether the QP was flushed (NdkFlush, or its connection ended): it serves no
+    /// connection after that.
+    pub(crate) fn is_flushed(&self) -> bool {
+        self.rq.lock().flushed
+    }
+
     pub(crate) fn connection(&self) -> Result<&Connection<SoftHost>, Status> {
         self.conn.get().ok_or(Status::CONNECTION_INVALID)
     }
@@ -447,11 +465,17 @@ impl QpCore {
 /// them goes, closed or dropped, the QP's connection is disconnected, as `NdkCloseQp` does.
 /// (The engine's host holds the core too, and the core holds the connection: without this,
 /// a dropped QP would keep its connection, and so itself, alive.)
-struct QpHandle(Arc<QpCore>);
+///
+/// It also carries the consumer's side of the QP's references on its antecedents (the
+/// engine's host holds them too, until it has flushed).
+struct QpHandle {
+    core: Arc<QpCore>,
+    _antecedents: Arc<Antecedents>,
+}
 
 impl Drop for QpHandle {
     fn drop(&mut self) {
-        if let Some(conn) = self.0.conn.get() {
+        if let Some(conn) = self.core.conn.get() {
             conn.disconnect(|_| {});
         }
     }
@@ -459,21 +483,31 @@ impl Drop for QpHandle {
 
 /// A queue pair of the software RNIC.
 pub struct SoftQp {
-    pub(crate) core: Arc<QpCore>,
     initiator: SoftInitiator,
     receiver: SoftReceiver,
+    /// Last: dropping the core may complete an antecedent's close (and so the adapter's), by
+    /// which time the adapter's shared state must be released here already.
+    pub(crate) core: Arc<QpCore>,
 }
 
 impl SoftQp {
     pub(crate) fn new(
         shared: Arc<AdapterShared>,
-        pd: PdId,
-        recv_cq: Arc<crate::cq::Cq>,
-        init_cq: Arc<crate::cq::Cq>,
-        srq: Option<Arc<SrqQueue>>,
+        (pd, on_pd): (PdId, Reference),
+        (recv_cq, on_recv_cq): (Arc<crate::cq::Cq>, Reference),
+        (init_cq, on_init_cq): (Arc<crate::cq::Cq>, Reference),
+        srq: Option<(Arc<SrqQueue>, Reference)>,
         context: u64,
         limits: QpLimits,
     ) -> SoftQp {
+        let mut references = vec![on_pd, on_recv_cq, on_init_cq];
+        let srq = srq.map(|(q, on_srq)| {
+            references.push(on_srq);
+            q
+        });
+        let antecedents = Arc::new(Antecedents {
+            _references: references,
+        });
         let core = Arc::new(QpCore {
             adapter: shared.id,
             memory: shared.memory.clone(),
@@ -491,8 +525,12 @@ impl SoftQp {
             disconnect: Mutex::new(None),
             placer: shared.placer.clone(),
             terminate: AtomicU32::new(0),
+            antecedents: Arc::downgrade(&antecedents),
         });
-        let handle = Arc::new(QpHandle(core.clone()));
+        let handle = Arc::new(QpHandle {
+            core: core.clone(),
+            _antecedents: antecedents,
+        });
         SoftQp {
             initiator: SoftInitiator {
                 core: core.clone(),
@@ -585,6 +623,7 @@ impl QpReceiver for SoftReceiver {
 pub struct SoftInitiator {
     core: Arc<QpCore>,
     shared: Arc<AdapterShared>,
+    /// Last, so that the adapter's shared state is released first.
     _handle: Arc<QpHandle>,
 }
 
@@ -940,6 +979,8 @@ impl QpInitiator for SoftInitiator {
         base_address: u64,
         flags: OpFlags,
     ) -> Result<(), Status> {
+        // Flags first, as every request type (§10.1's order).
+        Self::check_flags(flags, OpFlags::FAST_REGISTER_VALID)?;
         let mr = self.ours::<SoftMr>(mr)?;
         self.core.postable()?;
         let memory = &self.core.memory;
@@ -1007,6 +1048,8 @@ impl QpInitiator for SoftInitiator {
 /// The QP as the transport's progress thread sees it.
 pub struct SoftHost {
     core: Arc<QpCore>,
+    /// Let go when the connection has flushed: nothing completes into the CQs after that.
+    antecedents: Option<Arc<Antecedents>>,
     wrs: HashMap<u64, WrRecord>,
     order: VecDeque<u64>,
     receives: HashMap<u64, RecvEntry>,
@@ -1017,6 +1060,7 @@ pub struct SoftHost {
 impl SoftHost {
     pub(crate) fn new(core: Arc<QpCore>) -> SoftHost {
         SoftHost {
+            antecedents: core.antecedents.upgrade(),
             core,
             wrs: HashMap::new(),
             order: VecDeque::new(),
@@ -1280,5 +1324,7 @@ impl QpHost for SoftHost {
         taken.sort_unstable();
         self.core
             .flush_receives(taken.into_iter().map(|(_, context)| context));
+        // The last use of the CQs and the SRQ from this side.
+        self.antecedents = None;
     }
 }

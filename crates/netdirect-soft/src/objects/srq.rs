@@ -6,6 +6,7 @@ use netdirect::{Request, Srq, SrqConfig};
 use netdirect_types::{Sge, Status};
 
 use super::adapter::AdapterShared;
+use super::lifetime::{Antecedent, Reference};
 use super::qp::RecvEntry;
 use crate::memory::{LocalAccess, PdId};
 use crate::srq::SrqLimits;
@@ -17,12 +18,17 @@ pub struct SoftSrq {
     shared: Arc<AdapterShared>,
     pd: PdId,
     pub(crate) queue: Arc<SrqQueue>,
+    /// The SRQ as antecedent of its QPs: the queue closes when the last of them is gone.
+    lifetime: Antecedent,
+    /// The PD's reference, until the close completed (`None` once released).
+    pd_reference: Option<Reference>,
 }
 
 impl SoftSrq {
     pub(crate) fn new(
         shared: Arc<AdapterShared>,
         pd: PdId,
+        pd_reference: Reference,
         config: SrqConfig,
     ) -> Result<SoftSrq, Status> {
         let limits = SrqLimits {
@@ -36,7 +42,36 @@ impl SoftSrq {
             limits,
             config.notification,
         )?;
-        Ok(SoftSrq { shared, pd, queue })
+        Ok(SoftSrq {
+            shared,
+            pd,
+            queue,
+            lifetime: Antecedent::new(),
+            pd_reference: Some(pd_reference),
+        })
+    }
+
+    /// A reference for a QP that will take receives from the queue (get the SRQ through
+    /// [`super::ours_in`]).
+    pub(crate) fn reference(&self) -> Reference {
+        self.lifetime.reference()
+    }
+
+    /// What `close` and `Drop` release (idempotent): §2.6, the queue closes (its receives are
+    /// dropped, the PD reference goes) when no QP takes from it any more; closing it under them
+    /// would leave their receives without buffers.
+    fn release(&mut self) -> Request<()> {
+        match self.pd_reference.take() {
+            Some(pd_reference) => {
+                let queue = self.queue.clone();
+                self.lifetime.close(move || {
+                    queue.close();
+                    drop(queue.drain());
+                    drop(pd_reference);
+                })
+            }
+            None => Request::ok(()),
+        }
     }
 }
 
@@ -67,15 +102,14 @@ impl Srq for SoftSrq {
         self.queue.post(sges.len(), entry)
     }
 
-    fn close(self: Box<Self>) -> Request<()> {
-        self.queue.close();
-        Request::ok(())
+    fn close(mut self: Box<Self>) -> Request<()> {
+        self.release()
     }
 }
 
 impl Drop for SoftSrq {
     /// What `close` releases (idempotent, so a close followed by its drop is one close).
     fn drop(&mut self) {
-        self.queue.close();
+        drop(self.release());
     }
 }

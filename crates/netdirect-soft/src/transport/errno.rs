@@ -12,7 +12,8 @@ const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
 const EAFNOSUPPORT: i32 = 97;
 
-fn resources(e: &io::Error) -> bool {
+/// Out of descriptors, buffers or memory.
+pub(crate) fn resources(e: &io::Error) -> bool {
     e.kind() == ErrorKind::OutOfMemory
         || matches!(e.raw_os_error(), Some(ENOBUFS | EMFILE | ENFILE))
 }

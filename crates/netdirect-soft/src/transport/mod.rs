@@ -78,6 +78,7 @@
 //! | connect with an explicit local port | `EADDRNOTAVAIL`, `EADDRINUSE` (the 4-tuple exists) | `STATUS_ADDRESS_ALREADY_EXISTS` |
 //! | connect from an ephemeral port | `EADDRNOTAVAIL` (no port left) | `STATUS_TOO_MANY_ADDRESSES` |
 //! | any | `ENOMEM`, `ENOBUFS`, `EMFILE`, `ENFILE` | `STATUS_INSUFFICIENT_RESOURCES` |
+//! | accept (listener) | `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM` | the connection is reset at once with a descriptor kept in reserve (the initiator: `STATUS_CONNECTION_REFUSED`), [`Listener::take_error`] gives `STATUS_INSUFFICIENT_RESOURCES`; without a reserve the accept is retried every 10 ms |
 //! | MPA | peer rejected (Reply with R) | `STATUS_CONNECTION_REFUSED` + its private data |
 //! | MPA | the connection closed before the Reply | `STATUS_CONNECTION_REFUSED` |
 //! | MPA | Reply timed out ([`MpaConfig::timeout`]) | `STATUS_IO_TIMEOUT` |
@@ -132,7 +133,7 @@ mod reactor;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{self, AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{self, AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -494,11 +495,13 @@ impl<H: QpHost> Engine<H> {
         let listener = mio::net::TcpListener::from_std(socket.into());
         let id = self.inner.id();
         let paused = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(AtomicU32::new(0));
         self.inner.send(Cmd::Listen {
             id,
             listener,
             config,
             paused: paused.clone(),
+            error: error.clone(),
             on_request: Box::new(on_request),
         });
         Ok(Listener {
@@ -506,6 +509,7 @@ impl<H: QpHost> Engine<H> {
             id,
             local,
             paused,
+            error,
         })
     }
 
@@ -617,6 +621,7 @@ pub struct Listener<H: QpHost> {
     id: usize,
     local: SocketAddr,
     paused: Arc<AtomicBool>,
+    error: Arc<AtomicU32>,
 }
 
 impl<H: QpHost> std::fmt::Debug for Listener<H> {
@@ -639,11 +644,38 @@ impl<H: QpHost> Listener<H> {
     pub fn pause(&self, paused: bool) {
         self.paused.store(paused, Ordering::Release);
     }
+
+    /// `STATUS_INSUFFICIENT_RESOURCES` when an incoming connection was refused for lack of
+    /// resources (descriptors) since the last call, and clears it. Such a connection is reset
+    /// at once (its initiator's connect fails `STATUS_CONNECTION_REFUSED`) instead of waiting
+    /// in the backlog; accepting resumes by itself when descriptors are free again.
+    pub fn take_error(&self) -> Option<Status> {
+        match self.error.swap(0, Ordering::AcqRel) {
+            0 => None,
+            s => Some(Status(s)),
+        }
+    }
+
+    /// Closes the socket; `on_closed` runs (on the progress thread, or here once the engine is
+    /// gone) when it is closed, so that the port is free for a new listen when it runs.
+    pub fn close(mut self, on_closed: impl FnOnce() + Send + 'static) {
+        let id = std::mem::take(&mut self.id);
+        self.inner.send(Cmd::CloseListener {
+            id,
+            on_closed: Some(Box::new(on_closed)),
+        });
+    }
 }
 
 impl<H: QpHost> Drop for Listener<H> {
     fn drop(&mut self) {
-        self.inner.send(Cmd::CloseListener { id: self.id });
+        // Id 0 is no listener's (ids start at 1): [`Listener::close`] sent the command already.
+        if self.id != 0 {
+            self.inner.send(Cmd::CloseListener {
+                id: self.id,
+                on_closed: None,
+            });
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, ErrorKind, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
-use std::sync::atomic::{self, AtomicBool, Ordering};
+use std::sync::atomic::{self, AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -18,7 +18,7 @@ use netdirect_wire::rdmap::{self, Message};
 use netdirect_wire::terminate::{self, TermError};
 use socket2::SockRef;
 
-use super::errno::{connect_status, handshake_status};
+use super::errno::{connect_status, handshake_status, resources};
 use super::{
     ConnShared, ConnState, ConnectCallback, ConnectError, EngineConfig, Incoming, Inner, QpHost,
     StatusCallback,
@@ -44,10 +44,13 @@ pub(crate) enum Cmd<H: QpHost> {
         listener: TcpListener,
         config: MpaConfig,
         paused: Arc<AtomicBool>,
+        error: Arc<AtomicU32>,
         on_request: Box<dyn FnMut(Incoming<H>) + Send>,
     },
     CloseListener {
         id: usize,
+        /// Runs once the socket is closed (the port is free for a new listen).
+        on_closed: Option<Box<dyn FnOnce() + Send>>,
     },
     Connect {
         shared: Arc<ConnShared>,
@@ -108,6 +111,10 @@ impl<H: QpHost> Cmd<H> {
             Cmd::Disconnect {
                 on_done: Some(cb), ..
             } => cb(Status::SUCCESS),
+            Cmd::CloseListener {
+                on_closed: Some(cb),
+                ..
+            } => cb(),
             _ => {}
         }
     }
@@ -989,8 +996,17 @@ struct ListenerState<H: QpHost> {
     listener: TcpListener,
     config: MpaConfig,
     paused: Arc<AtomicBool>,
+    /// The status of the last request refused for lack of resources (0: none since the
+    /// consumer last looked, [`super::Listener::take_error`]).
+    error: Arc<AtomicU32>,
+    /// An accept failed for lack of resources and the backlog could not be drained: retried
+    /// every [`STARVED_RETRY`].
+    starved: bool,
     on_request: Box<dyn FnMut(Incoming<H>) + Send>,
 }
+
+/// How often a starved listener retries its accepts.
+const STARVED_RETRY: Duration = Duration::from_millis(10);
 
 /// The progress thread's state.
 pub(crate) struct Reactor<H: QpHost> {
@@ -1000,6 +1016,14 @@ pub(crate) struct Reactor<H: QpHost> {
     conns: HashMap<usize, Conn<H>>,
     ready: HashSet<usize>,
     rbuf: Vec<u8>,
+    /// A descriptor kept in reserve: when an accept fails for lack of descriptors, it is
+    /// closed to accept the connection and reset it at once (the initiator learns at once
+    /// instead of timing out), then reopened.
+    spare: Option<std::fs::File>,
+}
+
+fn spare_fd() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 impl<H: QpHost> Reactor<H> {
@@ -1012,6 +1036,7 @@ impl<H: QpHost> Reactor<H> {
             conns: HashMap::new(),
             ready: HashSet::new(),
             rbuf,
+            spare: spare_fd(),
         }
     }
 
@@ -1022,6 +1047,15 @@ impl<H: QpHost> Reactor<H> {
             self.commands(now);
             if self.inner.stop.load(Ordering::SeqCst) {
                 break;
+            }
+            let starved: Vec<usize> = self
+                .listeners
+                .iter()
+                .filter(|(_, l)| l.starved)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in starved {
+                self.accept_all(id, now);
             }
             self.drive_ready(now);
             self.deliver_requests(now);
@@ -1034,6 +1068,11 @@ impl<H: QpHost> Reactor<H> {
                     .filter_map(|c| c.deadline)
                     .min()
                     .map(|d| d.saturating_duration_since(Instant::now()))
+            };
+            let timeout = if self.listeners.values().any(|l| l.starved) {
+                Some(timeout.map_or(STARVED_RETRY, |t| t.min(STARVED_RETRY)))
+            } else {
+                timeout
             };
             self.inner.sleeping.store(true, Ordering::SeqCst);
             atomic::fence(Ordering::SeqCst);
@@ -1102,6 +1141,7 @@ impl<H: QpHost> Reactor<H> {
                     mut listener,
                     config,
                     paused,
+                    error,
                     on_request,
                 } => {
                     if self
@@ -1116,15 +1156,20 @@ impl<H: QpHost> Reactor<H> {
                                 listener,
                                 config,
                                 paused,
+                                error,
+                                starved: false,
                                 on_request,
                             },
                         );
                         self.accept_all(id, now);
                     }
                 }
-                Cmd::CloseListener { id } => {
+                Cmd::CloseListener { id, on_closed } => {
                     if let Some(mut l) = self.listeners.remove(&id) {
                         let _ = self.poll.registry().deregister(&mut l.listener);
+                    }
+                    if let Some(cb) = on_closed {
+                        cb();
                     }
                     for c in self.conns.values_mut() {
                         if c.listener == Some(id) && c.phase == Phase::Handshake {
@@ -1338,11 +1383,51 @@ impl<H: QpHost> Reactor<H> {
             };
             let (sock, peer) = match l.listener.accept() {
                 Ok(x) => x,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    l.starved = false;
+                    if self.spare.is_none() {
+                        self.spare = spare_fd();
+                    }
+                    return;
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                // ECONNABORTED and friends: the next one may work; resource errors: try later.
+                // ECONNABORTED and friends: the next one may work.
                 Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
-                Err(_) => return,
+                Err(e) if resources(&e) => {
+                    // Out of descriptors: the connection waits in the backlog, and its
+                    // initiator would time out. Tell the consumer, and refuse it now with
+                    // the spare descriptor (a reset: the initiator's connect fails
+                    // `STATUS_CONNECTION_REFUSED`); without one, retry soon.
+                    l.error
+                        .store(Status::INSUFFICIENT_RESOURCES.0, Ordering::Release);
+                    let Some(spare) = self.spare.take() else {
+                        l.starved = true;
+                        return;
+                    };
+                    drop(spare);
+                    let refused = l.listener.accept();
+                    if let Ok((refused, _)) = &refused {
+                        let _ = SockRef::from(refused).set_linger(Some(Duration::ZERO));
+                    }
+                    self.spare = spare_fd();
+                    if self.spare.is_none() {
+                        l.starved = true;
+                        return;
+                    }
+                    match refused {
+                        Ok(_) => continue,
+                        // Linux reports EMFILE before it looks at the backlog: that was empty.
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                        Err(_) => {
+                            l.starved = true;
+                            return;
+                        }
+                    }
+                }
+                Err(_) => {
+                    l.starved = true;
+                    return;
+                }
             };
             let _ = sock.set_nodelay(true);
             let local = sock.local_addr().unwrap_or(peer);
