@@ -1197,7 +1197,10 @@ impl<L: Clone> Core<L> {
             return Some(frame);
         }
         let msg = self.current.as_mut()?;
-        let chunk = (msg.len - msg.sent).min(self.max_payload);
+        // Equal shares of what is left, none over the maximum: a message is never a run of
+        // full FPDUs and a runt (1 MiB in 32 KiB FPDUs used to end with 768 octets).
+        let left = msg.len - msg.sent;
+        let chunk = left.div_ceil(left.div_ceil(self.max_payload).max(1));
         let offset = msg.sent;
         msg.sent += chunk;
         let last = msg.sent == msg.len;

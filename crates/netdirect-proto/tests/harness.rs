@@ -1026,8 +1026,9 @@ fn corrupted(seed: u64, send: bool, bad_fpdu: usize, direct: bool) -> (Corrupted
     };
     w.a.post(1, req, pattern(3, 3000));
     let mut wire = w.a.transmit();
-    // FPDUs of 1182 payload octets (MULPDU 1200): the headers are 14 (tagged) or 18 octets.
-    let fpdu = mpa::fpdu_len(1182 + if send { 18 } else { 14 });
+    // Three FPDUs of 1000 payload octets (MULPDU 1200 allows 1182, the message is split
+    // evenly): the headers are 14 (tagged) or 18 octets.
+    let fpdu = mpa::fpdu_len(1000 + if send { 18 } else { 14 });
     wire[bad_fpdu * fpdu + 20 + 500] ^= 0x40;
     w.a_to_b = wire;
     w.run();
@@ -1080,7 +1081,7 @@ fn bad_crc_in_a_directly_received_payload_ends_as_on_the_buffered_path() {
                 let pristine = pattern(9, 10_000);
                 assert_eq!(o.4[..lo], pristine[..lo]);
                 assert_eq!(o.4[hi..], pristine[hi..]);
-                assert_eq!(o.4[lo..lo + 1182 * bad], reference.4[lo..lo + 1182 * bad]);
+                assert_eq!(o.4[lo..lo + 1000 * bad], reference.4[lo..lo + 1000 * bad]);
             }
             // Random chunking sometimes delivers a whole FPDU at once (then it is buffered).
             assert!(
@@ -1088,5 +1089,41 @@ fn bad_crc_in_a_directly_received_payload_ends_as_on_the_buffered_path() {
                 "send {send} bad {bad}: {went_direct} of 12 direct"
             );
         }
+    }
+}
+
+/// A message is cut into FPDUs of (nearly) equal size, none over MULPDU: no runt after a run of
+/// full ones (1 MiB in 32 KiB FPDUs used to end with a 768-octet one).
+#[test]
+fn messages_split_into_equal_fpdus_without_a_runt() {
+    let mut w = World::connect(
+        7,
+        MpaConfig::default(),
+        ReadLimits::default(),
+        MpaConfig::default(),
+        ReadLimits::default(),
+    );
+    // Stream::new(…, 1200): payloads of at most 1200 - 18 octets.
+    let max = 1200 - 18;
+    for len in [100_000usize, 1182, 1183, 2 * 1182 + 1, 5000, 1, 0] {
+        w.a.post(
+            len as u64,
+            Request::Write {
+                len: len as u32,
+                stag: 0xB0,
+                to: 0,
+            },
+            vec![0; len],
+        );
+        let mut sizes = Vec::new();
+        while let Some(frame) = w.a.stream.poll_transmit() {
+            sizes.push(frame.payload.map_or(0, |p| p.len() as usize));
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), len, "{len}: {sizes:?}");
+        assert_eq!(sizes.len(), len.div_ceil(max).max(1), "{len}: {sizes:?}");
+        let big = *sizes.iter().max().unwrap();
+        let small = *sizes.iter().min().unwrap();
+        assert!(big <= max, "{len}: {sizes:?}");
+        assert!(big - small <= 64, "{len}: runt in {sizes:?}");
     }
 }
