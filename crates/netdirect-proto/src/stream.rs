@@ -282,6 +282,9 @@ pub struct DirectTarget<L> {
     pub dest: Dest<L>,
     /// Payload octets still to come; the driver must not read more than this into `dest`.
     pub len: usize,
+    /// Octets that follow the payload and may be read with it, in the same read, into the
+    /// input buffer ([`Stream::prefetch`]): this FPDU's pad and CRC and the next FPDU's header.
+    pub then: usize,
 }
 
 /// Payload octets to place.
@@ -545,8 +548,7 @@ enum DirectStep<L> {
 /// saved copy is cheaper than those calls: on the 2-vCPU development machine a 1 KiB threshold
 /// put 4 KiB messages on the small-read path and cost them throughput, while the copy of a
 /// 4 KiB payload takes a fraction of a system call. 16 KiB keeps everything up to that on
-/// the buffered path and takes the default 32 KiB FPDUs (`DEFAULT_MAX_MULPDU` of the soft
-/// provider) header-first.
+/// the buffered path and takes the soft provider's large FPDUs (up to 64 KiB) header-first.
 pub const DIRECT_MIN: usize = 16 * 1024;
 
 /// The octets a header-first read asks for: the longest DDP/RDMAP header (untagged, 18) with
@@ -639,10 +641,31 @@ impl<L: Clone> Stream<L> {
             return None;
         }
         let len = d.payload_len - d.placed;
+        let ulpdu = d.header_len - mpa::LENGTH_LEN + d.payload_len;
         (len > 0).then(|| DirectTarget {
             dest: d.dest.advanced(d.placed as u64),
             len,
+            then: mpa::pad_len(ulpdu) + mpa::CRC_LEN + HEADER_READ,
         })
+    }
+
+    /// Lends `n` octets of input buffer for the tail of a read whose first pieces are the
+    /// [`Stream::direct_target`] (its `then`): one read takes the rest of a payload, its
+    /// trailer and the next header. Report the payload pieces with [`Stream::direct_placed`]
+    /// first, then how many octets landed here with [`Stream::prefetched`]; nothing else in
+    /// between.
+    pub fn prefetch(&mut self, n: usize) -> &mut [u8] {
+        self.deframer.spare(n)
+    }
+
+    /// Keeps the first `k` octets of the last [`Stream::prefetch`] as input; returns how many.
+    pub fn prefetched(&mut self, k: usize) -> usize {
+        self.deframer.commit(k)
+    }
+
+    /// Octets of memory the stream holds for input (buffers only, not its queues).
+    pub fn input_footprint(&self) -> usize {
+        self.deframer.footprint()
     }
 
     /// Payload octets the driver read into the [`Stream::direct_target`] destination, in
@@ -663,14 +686,19 @@ impl<L: Clone> Stream<L> {
         k
     }
 
-    /// How many octets the driver should read into the input buffer next, when header-first
-    /// receive is on: just enough to reach the next FPDU's header (and the current one's
+    /// How many octets the driver should read into the input buffer next. With header-first
+    /// receive on, just enough to reach the next FPDU's header (and the current one's
     /// trailer) while large FPDUs are arriving, so that their payload is read straight into
-    /// place. `None`: read as much as is convenient.
+    /// place; otherwise the deframer's read window ([`Deframer::read_window`]: small while
+    /// reads come back short, growing with a backlog), so that the input buffer holds what is
+    /// in flight. `None` when the stream stopped (read as much as is convenient, to drop it).
     pub fn read_hint(&self) -> Option<usize> {
-        self.direct_min?;
-        if self.core.state != State::Active || self.deframer.config().markers {
+        if self.core.state != State::Active {
             return None;
+        }
+        let window = self.deframer.read_window();
+        if self.direct_min.is_none() || self.deframer.config().markers {
+            return Some(window);
         }
         let buffered = self.deframer.buffered();
         match &self.drx {
@@ -681,7 +709,7 @@ impl<L: Clone> Stream<L> {
                 Some((trailer + HEADER_READ).saturating_sub(buffered).max(1))
             }
             None if self.large_streak && buffered < HEADER_READ => Some(HEADER_READ - buffered),
-            None => None,
+            None => Some(window),
         }
     }
 
@@ -748,6 +776,12 @@ impl<L: Clone> Stream<L> {
         self.core.poll_transmit()
     }
 
+    /// Whether [`Stream::poll_transmit`] has another frame ready now: the driver tells TCP
+    /// more is coming (`MSG_MORE`) so that FPDUs share full segments.
+    pub fn tx_pending(&self) -> bool {
+        self.core.tx_pending()
+    }
+
     /// Bytes read from TCP.
     pub fn push_input(&mut self, bytes: &[u8]) {
         if self.core.state == State::Active {
@@ -801,7 +835,13 @@ impl<L: Clone> Stream<L> {
                     continue;
                 }
             }
-            let ulpdu = match self.deframer.next_ulpdu()? {
+            let Some(next) = self.deframer.next_ulpdu() else {
+                // Everything buffered is taken: an idle connection gives its input buffer
+                // back.
+                self.deframer.release_idle();
+                return None;
+            };
+            let ulpdu = match next {
                 Ok(u) => u,
                 Err(e) => {
                     let term = e
@@ -1119,6 +1159,25 @@ impl<L: Clone> Core<L> {
                 self.actions.push_back(Action { wr });
             }
         }
+    }
+
+    /// Whether `poll_transmit` would return a frame now (mirrors its steps).
+    fn tx_pending(&self) -> bool {
+        if self.term_tx.is_some() {
+            return true;
+        }
+        if self.state != State::Active || !self.tx_allowed {
+            return false;
+        }
+        if self.rtr_tx.is_some() || self.pending_frame.is_some() || self.current.is_some() {
+            return true;
+        }
+        self.local_pending.is_none()
+            && (!self.irq.is_empty()
+                || self
+                    .sq
+                    .get(self.started)
+                    .is_some_and(|(_, e)| !matches!(e.req, Request::Local) && self.may_start(e)))
     }
 
     fn may_start(&self, e: &SqEntry) -> bool {

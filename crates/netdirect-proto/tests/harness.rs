@@ -130,7 +130,11 @@ impl Node {
             while let Some(a) = self.stream.poll_action() {
                 self.stream.local_done(a.wr, Status::SUCCESS);
             }
-            let Some(frame) = self.stream.poll_transmit() else {
+            // What a driver uses to set MSG_MORE must agree with what comes next.
+            let pending = self.stream.tx_pending();
+            let frame = self.stream.poll_transmit();
+            assert_eq!(pending, frame.is_some(), "{}: tx_pending", self.name);
+            let Some(frame) = frame else {
                 break;
             };
             let payload: Vec<u8> = match &frame.payload {
@@ -199,6 +203,14 @@ impl Node {
                     assert_eq!(self.stream.direct_placed(&[0]), 0);
                 }
                 bytes = &bytes[n..];
+                if n == t.len && self.rng.below(2) == 0 {
+                    // The same read went on into the input buffer: trailer, next header.
+                    let k = t.then.min(bytes.len());
+                    let tail = self.stream.prefetch(t.then);
+                    tail[..k].copy_from_slice(&bytes[..k]);
+                    assert_eq!(self.stream.prefetched(k), k);
+                    bytes = &bytes[k..];
+                }
             } else {
                 let all = bytes.len();
                 let n = match self.stream.read_hint() {

@@ -1,7 +1,7 @@
 //! The progress thread: commands in, sockets driven, hosts called.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, ErrorKind, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, IoSliceMut, Read};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::sync::atomic::{self, AtomicBool, Ordering};
@@ -34,6 +34,9 @@ pub(crate) const WAKER: Token = Token(0);
 const SMALL_PAYLOAD: usize = 4096;
 /// Coalesced bytes are written once they reach this size.
 const COALESCE: usize = 64 * 1024;
+/// Out buffers up to this capacity are kept when they drain; larger ones are freed (an idle
+/// connection holds little memory).
+const OUT_KEEP: usize = 8 * 1024;
 /// Bytes buffered from a peer that should be silent (before accept or complete).
 const EARLY_INPUT_CAP: usize = 64 * 1024;
 
@@ -205,6 +208,12 @@ fn terminate_fpdu(err: TermError, crc: bool, markers: bool) -> Vec<u8> {
     }
 }
 
+/// One `sendmsg` of `bufs`; `more`: with `MSG_MORE` (more follows at once).
+fn send(sock: &TcpStream, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    SockRef::from(sock).send_vectored_with_flags(bufs, flags)
+}
+
 fn cancelled(wr: u64, request: &Request) -> WorkCompletion {
     WorkCompletion {
         wr,
@@ -330,7 +339,13 @@ impl<H: QpHost> Conn<H> {
 
     fn make_stream(&mut self, neg: &netdirect_proto::Negotiated, cfg: &EngineConfig) {
         let cap = cfg.max_mulpdu;
-        let mulpdu = mpa::mulpdu(self.emss, neg.markers_tx).min(cap);
+        // One GSO packet per FPDU (siw's mss × gso_segs); with markers, one segment.
+        let seglen = if neg.markers_tx {
+            self.emss
+        } else {
+            mpa::gso_seglen(self.emss)
+        };
+        let mulpdu = mpa::mulpdu(seglen, neg.markers_tx).min(cap);
         self.crc = neg.crc;
         self.markers_tx = neg.markers_tx;
         self.shared.ord.store(neg.limits.ord, Ordering::Release);
@@ -645,8 +660,10 @@ impl<H: QpHost> Conn<H> {
     }
 
     /// Header-first receive: when the stream names a direct target, reads from the socket
-    /// straight into the host memory behind it (one vectored read over its pieces) and reports
-    /// what landed. `None` when there is no target or the host cannot lend its memory.
+    /// straight into the host memory behind it and reports what landed. One vectored read
+    /// takes the rest of the payload and, into the input buffer behind it, the FPDU's trailer
+    /// and the next header (so a run of large FPDUs costs one read each). `None` when there is
+    /// no target or the host cannot lend its memory.
     fn read_direct(
         sock: &TcpStream,
         stream: &mut Stream<H::Lease>,
@@ -654,21 +671,31 @@ impl<H: QpHost> Conn<H> {
     ) -> Option<io::Result<usize>> {
         let target = stream.direct_target()?;
         host?.with_dest_mut(&target.dest, target.len, |pieces| {
-            let mut iov: Vec<IoSliceMut<'_>> =
-                pieces.iter_mut().map(|p| IoSliceMut::new(p)).collect();
-            let read = (&*sock).read_vectored(&mut iov);
-            if let Ok(n) = read {
-                // The octets landed in order through the pieces; the stream counts them and
-                // adds them to the FPDU's CRC.
-                let mut left = n;
-                for piece in &iov {
-                    if left == 0 {
-                        break;
-                    }
-                    let k = left.min(piece.len());
-                    stream.direct_placed(&piece[..k]);
-                    left -= k;
+            let lent: usize = pieces.iter().map(|p| p.len()).sum();
+            // The tail may follow only when the pieces cover the whole payload.
+            let then = if lent == target.len { target.then } else { 0 };
+            let read = {
+                let mut iov: Vec<IoSliceMut<'_>> =
+                    pieces.iter_mut().map(|p| IoSliceMut::new(p)).collect();
+                if then > 0 {
+                    iov.push(IoSliceMut::new(stream.prefetch(then)));
                 }
+                (&*sock).read_vectored(&mut iov)
+            };
+            let n = *read.as_ref().unwrap_or(&0);
+            // The octets landed in order through the pieces; the stream counts them and adds
+            // them to the FPDU's CRC, then keeps what went into its input buffer.
+            let mut left = n;
+            for piece in pieces.iter() {
+                if left == 0 {
+                    break;
+                }
+                let k = left.min(piece.len());
+                stream.direct_placed(&piece[..k]);
+                left -= k;
+            }
+            if then > 0 {
+                stream.prefetched(left);
             }
             read
         })
@@ -687,8 +714,15 @@ impl<H: QpHost> Conn<H> {
 
     /// Writes the out buffer; `Ok(true)` when it is empty.
     fn flush_out(&mut self) -> io::Result<bool> {
+        self.flush_out_more(false)
+    }
+
+    /// Writes the out buffer; `Ok(true)` when it is empty. `more`: more frames follow at once
+    /// (`MSG_MORE`: TCP fills whole segments across FPDUs instead of pushing a partial one).
+    fn flush_out_more(&mut self, more: bool) -> io::Result<bool> {
         while self.out_pos < self.out.len() {
-            match (&self.sock).write(&self.out[self.out_pos..]) {
+            let buf = [IoSlice::new(&self.out[self.out_pos..])];
+            match send(&self.sock, &buf, more) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => self.out_pos += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -701,6 +735,13 @@ impl<H: QpHost> Conn<H> {
         }
         self.out.clear();
         self.out_pos = 0;
+        // Nothing in flight: an idle connection keeps small buffers only.
+        if self.out.capacity() > OUT_KEEP {
+            self.out = Vec::new();
+        }
+        if self.spare.capacity() > OUT_KEEP {
+            self.spare = Vec::new();
+        }
         Ok(true)
     }
 
@@ -725,6 +766,9 @@ impl<H: QpHost> Conn<H> {
         if self.out.len() - self.out_pos >= COALESCE && !self.flush_out()? {
             return Ok(progress);
         }
+        // The last write went out with MSG_MORE: the next one must not, or TCP holds a partial
+        // segment back.
+        let mut corked = false;
         while self.writable && self.frames_allowed() {
             let (Some(stream), Some(host)) = (self.stream.as_mut(), self.host.as_mut()) else {
                 break;
@@ -741,22 +785,30 @@ impl<H: QpHost> Conn<H> {
                 break;
             };
             progress = true;
+            let more = stream.tx_pending();
             let plen = frame.payload.as_ref().map_or(0, |p| p.len() as usize);
             if self.markers_tx {
                 self.append_marked(frame);
             } else if plen <= SMALL_PAYLOAD {
                 self.append_plain(frame);
             } else {
-                self.write_direct(frame)?;
+                corked = self.write_direct(frame, more)?;
+                continue;
             }
-            if self.out.len() - self.out_pos >= COALESCE && !self.flush_out()? {
-                break;
+            if self.out.len() - self.out_pos >= COALESCE {
+                corked = more;
+                if !self.flush_out_more(more)? {
+                    break;
+                }
             }
         }
-        if self.writable {
+        if self.writable && self.out_pos < self.out.len() {
             let before = self.out_pos;
             self.flush_out()?;
             progress |= self.out_pos != before;
+        } else if corked && self.out_pos == self.out.len() {
+            // MSG_MORE was promised but nothing followed: push what TCP holds back.
+            SockRef::from(&self.sock).set_nodelay(true)?;
         }
         Ok(progress)
     }
@@ -808,13 +860,16 @@ impl<H: QpHost> Conn<H> {
     }
 
     /// Writes an FPDU with a large payload with one vectored write straight from the host's
-    /// memory, behind whatever is coalesced; keeps what the kernel did not take.
+    /// memory, behind whatever is coalesced; keeps what the kernel did not take. With `more`
+    /// (another frame follows) the write carries `MSG_MORE`; returns whether it did and the
+    /// kernel took everything (the next write must then push).
     fn write_direct(
         &mut self,
         frame: netdirect_proto::stream::TxFrame<H::Lease>,
-    ) -> io::Result<()> {
+        more: bool,
+    ) -> io::Result<bool> {
         let (Some(payload), Some(host)) = (frame.payload.as_ref(), self.host.as_mut()) else {
-            return Ok(());
+            return Ok(false);
         };
         let sock = &self.sock;
         let pending = &self.out[self.out_pos..];
@@ -840,7 +895,7 @@ impl<H: QpHost> Conn<H> {
             iov.push(IoSlice::new(trailer.as_bytes()));
             let total: usize = iov.iter().map(|s| s.len()).sum();
             let written = loop {
-                match (&*sock).write_vectored(&iov) {
+                match send(sock, &iov, more) {
                     Ok(n) => break n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         blocked = true;
@@ -871,7 +926,7 @@ impl<H: QpHost> Conn<H> {
         if blocked {
             self.writable = false;
         }
-        Ok(())
+        Ok(more && self.out.is_empty())
     }
 
     /// Flushes the stream for a disconnect or teardown, and reports the disconnect.
