@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use netdirect_cli::error::{Error, Result};
 use netdirect_cli::perf::{self, Opts, Stop, Test};
 use netdirect_cli::{
-    bench, conn, dma, info, nd, outln, parse_ip, perftest_cm, progress, report, rping,
+    bench, conn, dma, info, nd, outln, parse_ip, perftest_cm, progress, report, rping, scale,
 };
 
 #[derive(Parser)]
@@ -78,6 +78,9 @@ enum Command {
     /// prints the data, `-V` validates it, `-C` counts, `-S` sizes (26..=65535).
     #[command(name = "rping-compat")]
     RpingCompat(rping::RpingArgs),
+    /// Many idle connections: memory per idle connected QP on both sides and one QP's RDMA
+    /// read latency with 16 vs 10,000 QPs open (two processes; raises RLIMIT_NOFILE itself).
+    Scale(scale::ScaleArgs),
     /// NetDMA benchmark: the CPU copy engine's GB/s by size (4 KiB..64 MiB) and channel count
     /// (1..=N), next to memcpy.
     Dma(dma::DmaArgs),
@@ -378,6 +381,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Wpingpong(a) => nd::run(Test::WriteLat, &a),
         Command::RpingCompat(a) => rping::run(&a),
         Command::Dma(a) => dma::run(&a),
+        Command::Scale(a) => scale::run(&a),
     }
 }
 

@@ -454,7 +454,10 @@ mod tests {
             d.consume(n);
         }
         assert!(d.footprint() > READ_MIN);
-        assert_eq!(d.fill_with(d.read_window(), |_| Err::<usize, _>("would block")), Err("would block"));
+        assert_eq!(
+            d.fill_with(d.read_window(), |_| Err::<usize, _>("would block")),
+            Err("would block")
+        );
         assert_eq!(d.footprint(), 0);
     }
 
