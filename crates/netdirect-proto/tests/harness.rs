@@ -1139,3 +1139,67 @@ fn messages_split_into_equal_fpdus_without_a_runt() {
         assert!(big - small <= 64, "{len}: runt in {sizes:?}");
     }
 }
+
+/// Fed as a socket driver feeds it (reads of `read_hint` octets straight into the input buffer,
+/// a read that would block once the socket is empty), a stream's input buffer follows what is
+/// in flight: it grows with a backlog of small FPDUs and is given back when drained, so an
+/// idle connection holds a few KiB, not the largest read it ever made.
+#[test]
+fn an_idle_stream_gives_its_input_buffer_back() {
+    for direct in [false, true] {
+        let mut w = World::connect(
+            11,
+            MpaConfig::default(),
+            ReadLimits::default(),
+            MpaConfig::default(),
+            ReadLimits::default(),
+        );
+        if direct {
+            w.direct(16 * 1024);
+        }
+        w.b.region(0xB0, 0, vec![0; 1 << 20]);
+        // A backlog: 2,000 small Writes (1 KiB each) queued at once on the socket.
+        for i in 0..2000u64 {
+            w.a.post(
+                i,
+                Request::Write {
+                    len: 1024,
+                    stag: 0xB0,
+                    to: (i % 1000) * 1024,
+                },
+                vec![i as u8; 1024],
+            );
+        }
+        let mut socket: VecDeque<u8> = w.a.transmit().into_iter().collect();
+        let mut peak = 0;
+        loop {
+            let n = w.b.stream.read_hint().expect("active");
+            let got = w.b.stream.fill_input_with(n, |buf| {
+                if socket.is_empty() {
+                    return Err("would block");
+                }
+                let k = n.min(socket.len());
+                for (d, s) in buf.iter_mut().zip(socket.drain(..k)) {
+                    *d = s;
+                }
+                Ok(k)
+            });
+            peak = peak.max(w.b.stream.input_footprint());
+            w.b.place_all();
+            if got.is_err() {
+                break;
+            }
+        }
+        w.b.drain();
+        assert!(w.b.completions.is_empty(), "writes complete at the writer");
+        assert!(w.b.events.is_empty());
+        assert!(peak >= 64 * 1024, "the backlog was read in large reads: {peak}");
+        assert!(
+            w.b.stream.input_footprint() <= mpa::READ_MIN,
+            "direct {direct}: idle stream holds {} octets",
+            w.b.stream.input_footprint()
+        );
+        assert_eq!(w.b.stream.read_hint(), Some(mpa::READ_MIN));
+        assert_eq!(w.b.host.regions[&0xB0].data[999 * 1024], 1999u64 as u8);
+    }
+}
