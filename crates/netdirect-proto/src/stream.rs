@@ -470,6 +470,7 @@ struct Core<L> {
     state: State,
     limits: crate::ReadLimits,
     max_payload: u32,
+    segmentation: Segmentation,
     markers_tx: Option<MarkerLayout>,
     tx_seq: u32,
     tx_allowed: bool,
@@ -539,6 +540,16 @@ enum DirectStep<L> {
     Done,
 }
 
+/// How a message is cut into FPDUs ([`Stream::set_segmentation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Segmentation {
+    /// As few FPDUs as MULPDU allows, of equal size (±1 octet): no runt after full ones.
+    #[default]
+    Even,
+    /// Every FPDU full but the last, which takes the rest (what Linux siw sends).
+    Greedy,
+}
+
 /// The default for [`Stream::set_direct_min`]: an FPDU whose payload still misses at least
 /// this many octets (16 KiB) when its header has arrived is read straight into its
 /// destination.
@@ -574,6 +585,7 @@ impl<L: Clone> Stream<L> {
                 limits: negotiated.limits,
                 // Room for the largest data header (untagged, 18 octets).
                 max_payload: (mulpdu - 18) as u32,
+                segmentation: Segmentation::Even,
                 markers_tx: negotiated.markers_tx.then(|| MarkerLayout::new(0)),
                 tx_seq: 0,
                 // RFC 5044 §7.1.3 has the responder wait for the initiator's first FPDU; with
@@ -611,6 +623,11 @@ impl<L: Clone> Stream<L> {
             drx: None,
             large_streak: false,
         }
+    }
+
+    /// How messages are cut into FPDUs from now on (default [`Segmentation::Even`]).
+    pub fn set_segmentation(&mut self, segmentation: Segmentation) {
+        self.core.segmentation = segmentation;
     }
 
     /// Turns header-first receive on (`Some(min)`, see [`DIRECT_MIN`]) or off (`None`, the
@@ -1256,10 +1273,13 @@ impl<L: Clone> Core<L> {
             return Some(frame);
         }
         let msg = self.current.as_mut()?;
-        // Equal shares of what is left, none over the maximum: a message is never a run of
-        // full FPDUs and a runt (1 MiB in 32 KiB FPDUs used to end with 768 octets).
         let left = msg.len - msg.sent;
-        let chunk = left.div_ceil(left.div_ceil(self.max_payload).max(1));
+        let chunk = match self.segmentation {
+            // Equal shares of what is left, none over the maximum: a message is never a run
+            // of full FPDUs and a runt (1 MiB in 32 KiB FPDUs used to end with 768 octets).
+            Segmentation::Even => left.div_ceil(left.div_ceil(self.max_payload).max(1)),
+            Segmentation::Greedy => left.min(self.max_payload),
+        };
         let offset = msg.sent;
         msg.sent += chunk;
         let last = msg.sent == msg.len;

@@ -1193,7 +1193,10 @@ fn an_idle_stream_gives_its_input_buffer_back() {
         w.b.drain();
         assert!(w.b.completions.is_empty(), "writes complete at the writer");
         assert!(w.b.events.is_empty());
-        assert!(peak >= 64 * 1024, "the backlog was read in large reads: {peak}");
+        assert!(
+            peak >= 64 * 1024,
+            "the backlog was read in large reads: {peak}"
+        );
         assert!(
             w.b.stream.input_footprint() <= mpa::READ_MIN,
             "direct {direct}: idle stream holds {} octets",
