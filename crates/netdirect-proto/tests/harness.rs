@@ -13,8 +13,7 @@ use netdirect_proto::stream::{
     WorkCompletion, WorkKind,
 };
 use netdirect_types::Status;
-use netdirect_wire::crc::FpduCrc;
-use netdirect_wire::mpa::{self, MarkerLayout};
+use netdirect_wire::mpa::{self, FpduWriter, MarkerLayout};
 use netdirect_wire::terminate::TermError;
 
 mod rng;
@@ -149,24 +148,19 @@ impl Node {
                     r.data[at..at + *len as usize].to_vec()
                 }
             };
-            let ulpdu_len = frame.header.len() - 2 + payload.len();
-            let crc = self.crc.then(|| {
-                let mut c = FpduCrc::new();
-                c.update(&frame.header);
-                c.update(&payload);
-                c
-            });
-            let mut fpdu = frame.header.clone();
-            fpdu.extend_from_slice(&payload);
-            fpdu.extend_from_slice(mpa::trailer(ulpdu_len, crc).as_bytes());
-            if self.stream.markers_tx() {
-                let layout = MarkerLayout::new(0);
-                let mut raw = vec![0u8; layout.marked_len(frame.seq, fpdu.len())];
-                layout.insert(frame.seq, &fpdu, self.crc, &mut raw).unwrap();
-                out.extend_from_slice(&raw);
-            } else {
-                out.extend_from_slice(&fpdu);
-            }
+            let writer = FpduWriter {
+                crc: self.crc,
+                markers: self.stream.markers_tx().then(|| MarkerLayout::new(0)),
+            };
+            writer
+                .append(
+                    frame.seq,
+                    &frame.header,
+                    &[&payload],
+                    &mut Vec::new(),
+                    &mut out,
+                )
+                .expect("the stream sizes its frames");
         }
         out
     }

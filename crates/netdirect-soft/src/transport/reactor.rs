@@ -12,7 +12,6 @@ use mio::{Events, Interest, Poll, Token};
 use netdirect_proto::handshake::{Event as HsEvent, Handshake, MpaConfig, PeerRequest, ReadLimits};
 use netdirect_proto::stream::{Event, PostFlags, Request, Stream, WorkCompletion, WorkKind};
 use netdirect_types::Status;
-use netdirect_wire::crc::FpduCrc;
 use netdirect_wire::mpa::{self, MarkerLayout};
 use netdirect_wire::rdmap::{self, Message};
 use netdirect_wire::terminate::{self, TermError};
@@ -189,21 +188,21 @@ fn terminate_fpdu(err: TermError, crc: bool, markers: bool) -> Vec<u8> {
         },
         payload: &[],
     };
-    let mut ulpdu = vec![0u8; repr.buffer_len()];
-    let mut fpdu = vec![0u8; mpa::fpdu_len(ulpdu.len())];
-    if repr.emit(&mut ulpdu).is_err() || mpa::emit_fpdu(&ulpdu, crc, &mut fpdu).is_err() {
+    let mut head = vec![0u8; mpa::LENGTH_LEN + repr.buffer_len()];
+    let Ok(len) = mpa::header(repr.buffer_len()) else {
+        return Vec::new();
+    };
+    head[..mpa::LENGTH_LEN].copy_from_slice(&len);
+    if repr.emit(&mut head[mpa::LENGTH_LEN..]).is_err() {
         return Vec::new();
     }
-    if !markers {
-        return fpdu;
-    }
-    let layout = MarkerLayout::new(0);
-    let mut raw = vec![0u8; layout.marked_len(0, fpdu.len())];
-    match layout.insert(0, &fpdu, crc, &mut raw) {
-        Ok(n) => {
-            raw.truncate(n);
-            raw
-        }
+    let writer = mpa::FpduWriter {
+        crc,
+        markers: markers.then(|| MarkerLayout::new(0)),
+    };
+    let mut out = Vec::new();
+    match writer.append(0, &head, &[], &mut Vec::new(), &mut out) {
+        Ok(_) => out,
         Err(_) => Vec::new(),
     }
 }
@@ -787,10 +786,8 @@ impl<H: QpHost> Conn<H> {
             progress = true;
             let more = stream.tx_pending();
             let plen = frame.payload.as_ref().map_or(0, |p| p.len() as usize);
-            if self.markers_tx {
-                self.append_marked(frame);
-            } else if plen <= SMALL_PAYLOAD {
-                self.append_plain(frame);
+            if self.markers_tx || plen <= SMALL_PAYLOAD {
+                self.append_frame(frame);
             } else {
                 corked = self.write_direct(frame, more)?;
                 continue;
@@ -813,50 +810,29 @@ impl<H: QpHost> Conn<H> {
         Ok(progress)
     }
 
-    /// Appends a whole FPDU (header, payload copy, trailer) to the out buffer.
-    fn append_plain(&mut self, frame: netdirect_proto::stream::TxFrame<H::Lease>) {
-        let start = self.out.len();
-        self.out.extend_from_slice(&frame.header);
-        let mut plen = 0;
-        if let (Some(p), Some(host)) = (frame.payload.as_ref(), self.host.as_mut()) {
-            let out = &mut self.out;
-            host.with_payload(p, |spans| {
-                for s in spans {
-                    out.extend_from_slice(s);
-                    plen += s.len();
-                }
-            });
+    /// How FPDUs are framed on this connection (CRC, markers).
+    fn writer(&self) -> mpa::FpduWriter {
+        mpa::FpduWriter {
+            crc: self.crc,
+            markers: self.markers_tx.then(|| MarkerLayout::new(0)),
         }
-        let ulpdu_len = frame.header.len() - mpa::LENGTH_LEN + plen;
-        let crc = self.crc.then(|| {
-            let mut c = FpduCrc::new();
-            c.update(&self.out[start..]);
-            c
-        });
-        self.out
-            .extend_from_slice(mpa::trailer(ulpdu_len, crc).as_bytes());
     }
 
-    /// Appends an FPDU with markers (built contiguously, then marked).
-    fn append_marked(&mut self, frame: netdirect_proto::stream::TxFrame<H::Lease>) {
-        let mut fpdu = std::mem::take(&mut self.spare);
-        fpdu.clear();
-        let seq = frame.seq;
-        let out = std::mem::take(&mut self.out);
-        let pos = self.out_pos;
-        self.out = fpdu;
-        self.out_pos = 0;
-        self.append_plain(frame);
-        let fpdu = std::mem::replace(&mut self.out, out);
-        self.out_pos = pos;
-        let layout = MarkerLayout::new(0);
-        let start = self.out.len();
-        self.out
-            .resize(start + layout.marked_len(seq, fpdu.len()), 0);
-        if let Ok(n) = layout.insert(seq, &fpdu, self.crc, &mut self.out[start..]) {
-            self.out.truncate(start + n);
+    /// Appends a whole FPDU (header, payload copy, trailer, markers when negotiated) to the
+    /// out buffer.
+    fn append_frame(&mut self, frame: netdirect_proto::stream::TxFrame<H::Lease>) {
+        let writer = self.writer();
+        let (out, scratch) = (&mut self.out, &mut self.spare);
+        // The stream sizes every frame; a refusal would be an engine bug, and sends nothing.
+        let _ = match (frame.payload.as_ref(), self.host.as_mut()) {
+            (Some(p), Some(host)) => host.with_payload(p, |spans| {
+                writer.append(frame.seq, &frame.header, spans, scratch, out)
+            }),
+            _ => writer.append(frame.seq, &frame.header, &[], scratch, out),
+        };
+        if scratch.capacity() > OUT_KEEP {
+            *scratch = Vec::new();
         }
-        self.spare = fpdu;
     }
 
     /// Writes an FPDU with a large payload with one vectored write straight from the host's
@@ -868,26 +844,19 @@ impl<H: QpHost> Conn<H> {
         frame: netdirect_proto::stream::TxFrame<H::Lease>,
         more: bool,
     ) -> io::Result<bool> {
+        let writer = self.writer();
         let (Some(payload), Some(host)) = (frame.payload.as_ref(), self.host.as_mut()) else {
             return Ok(false);
         };
         let sock = &self.sock;
         let pending = &self.out[self.out_pos..];
-        let crc_on = self.crc;
         let spare = &mut self.spare;
         let mut blocked = false;
         let res: io::Result<()> = host.with_payload(payload, |spans| {
-            let plen: usize = spans.iter().map(|s| s.len()).sum();
-            let ulpdu_len = frame.header.len() - mpa::LENGTH_LEN + plen;
-            let crc = crc_on.then(|| {
-                let mut c = FpduCrc::new();
-                c.update(&frame.header);
-                for s in spans {
-                    c.update(s);
-                }
-                c
-            });
-            let trailer = mpa::trailer(ulpdu_len, crc);
+            // The stream sized the frame; a refusal would be an engine bug.
+            let trailer = writer
+                .trailer(&frame.header, spans)
+                .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
             let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(spans.len() + 3);
             iov.push(IoSlice::new(pending));
             iov.push(IoSlice::new(&frame.header));

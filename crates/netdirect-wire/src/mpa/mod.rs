@@ -6,11 +6,13 @@
 //! | `[ULPDU_Length][ULPDU][pad][CRC]` | [`FpduPacket`], [`emit_fpdu`], [`header`], [`trailer`], [`mulpdu`], [`gso_seglen`] |
 //! | markers every 512 octets | [`MarkerLayout`] |
 //! | byte stream → ULPDUs | [`Deframer`] |
+//! | frames → FPDUs (pieces, pad, CRC, markers) | [`FpduWriter`] |
 
 mod deframer;
 mod fpdu;
 mod marker;
 mod startup;
+mod writer;
 
 pub use deframer::{Deframer, DeframerConfig, READ_MAX, READ_MIN};
 pub use fpdu::{
@@ -22,3 +24,4 @@ pub use startup::{
     ENHANCED_LEN, Enhanced, HEADER_LEN, MAX_IRD_ORD, MAX_PRIVATE_DATA, REPLY_KEY, REQUEST_KEY, Rtr,
     StartupKind, StartupPacket, StartupRepr,
 };
+pub use writer::FpduWriter;
