@@ -75,7 +75,8 @@ use std::collections::VecDeque;
 
 use netdirect_types::Status;
 use netdirect_wire::crc::{self as wire_crc, FpduCrc};
-use netdirect_wire::mpa::{self, Deframer, DeframerConfig, MarkerLayout};
+use netdirect_wire::ddp;
+use netdirect_wire::mpa::{self, Deframer, DeframerConfig, FpduPacket, MarkerLayout};
 use netdirect_wire::rdmap::{self, Message, ReadRequest};
 use netdirect_wire::terminate::{self, TermError};
 
@@ -899,12 +900,17 @@ impl<L: Clone> Stream<L> {
             return None;
         }
         let raw = self.deframer.peek();
-        let ulpdu_len = usize::from(u16::from_be_bytes([*raw.first()?, *raw.get(1)?]));
+        if raw.len() < mpa::LENGTH_LEN {
+            return None;
+        }
+        let ulpdu_len = usize::from(FpduPacket::new_unchecked(raw).ulpdu_length());
         if raw.len() >= mpa::fpdu_len(ulpdu_len) {
             return None;
         }
-        let tagged = raw.get(mpa::LENGTH_LEN)? & 0x80 != 0;
-        let ddp_len = if tagged { 14 } else { 18 };
+        // The whole DDP header (its length from its T bit) must be in.
+        let ddp_len = ddp::Packet::new_checked(&raw[mpa::LENGTH_LEN..])
+            .ok()?
+            .header_len();
         let header_len = mpa::LENGTH_LEN + ddp_len;
         let payload_len = ulpdu_len.checked_sub(ddp_len)?;
         let header = raw.get(..header_len)?;
@@ -1510,10 +1516,13 @@ impl<L: Clone> Core<L> {
 
 /// Whether `ulpdu` is an untagged Terminate (opcode 7 on QN 2) with at least its control field.
 fn is_terminate(ulpdu: &[u8]) -> bool {
-    ulpdu.len() >= 22
-        && ulpdu[0] & 0x80 == 0
-        && ulpdu[1] & 0x0F == rdmap::Opcode::Terminate as u8
-        && ulpdu[6..10] == rdmap::QN_TERMINATE.to_be_bytes()
+    let Ok(p) = ddp::Packet::new_checked(ulpdu) else {
+        return false;
+    };
+    ulpdu.len() >= ddp::UNTAGGED_HEADER_LEN + 4
+        && !p.tagged()
+        && p.rsvd_ulp() & 0x0F == rdmap::Opcode::Terminate as u8
+        && p.queue_number() == rdmap::QN_TERMINATE
 }
 
 /// The failing segment's headers, kept for the Terminate we may send about it.
@@ -1527,11 +1536,11 @@ struct Copied {
 
 impl Copied {
     fn of(ulpdu: &[u8], extra: usize) -> Option<Copied> {
-        let tagged = ulpdu.first()? & 0x80 != 0;
-        let ddp_len = if tagged { 14 } else { 18 };
-        let mut ddp = [0u8; 18];
-        ddp[..ddp_len].copy_from_slice(ulpdu.get(..ddp_len)?);
-        let is_read_request = !tagged && ulpdu[1] & 0x0F == rdmap::Opcode::ReadRequest as u8;
+        let p = ddp::Packet::new_checked(ulpdu).ok()?;
+        let (tagged, ddp_len) = (p.tagged(), p.header_len());
+        let mut ddp = [0u8; ddp::UNTAGGED_HEADER_LEN];
+        ddp[..ddp_len].copy_from_slice(&ulpdu[..ddp_len]);
+        let is_read_request = !tagged && p.rsvd_ulp() & 0x0F == rdmap::Opcode::ReadRequest as u8;
         let rdmap = ulpdu
             .get(ddp_len..ddp_len + terminate::RDMAP_HEADER_LEN)
             .filter(|_| is_read_request)
@@ -1559,13 +1568,12 @@ impl<L: Clone> Core<L> {
     fn blame(&self, t: &terminate::Repr<'_>) -> Option<u64> {
         match t.failing_ddp {
             Some(f) => {
-                let h = f.header;
-                let untagged = h.len() == 18 && h[0] & 0x80 == 0;
-                let qn = untagged.then(|| u32::from_be_bytes([h[6], h[7], h[8], h[9]]));
-                if qn != Some(rdmap::QN_READ_REQUEST) {
+                let h = ddp::Packet::new_checked(f.header).ok()?;
+                let untagged = f.header.len() == ddp::UNTAGGED_HEADER_LEN && !h.tagged();
+                if !untagged || h.queue_number() != rdmap::QN_READ_REQUEST {
                     return None;
                 }
-                let msn = u32::from_be_bytes([h[10], h[11], h[12], h[13]]);
+                let msn = h.msn();
                 self.outstanding
                     .iter()
                     .find(|r| r.msn == msn && !r.rtr)
@@ -1598,16 +1606,18 @@ impl<L: Clone> Core<L> {
             Err(_) if is_terminate(ulpdu) => {
                 // A malformed Terminate is still the peer's Terminate (siw copies headers
                 // loosely): take its layer, type and code, never answer it with our own.
+                // is_terminate checked that the control field is there.
+                let t = terminate::Packet::new_unchecked(&ulpdu[ddp::UNTAGGED_HEADER_LEN..]);
                 let code = TermCode {
-                    layer: ulpdu[18] >> 4,
-                    error_type: ulpdu[18] & 0x0F,
-                    error_code: ulpdu[19],
+                    layer: t.layer(),
+                    error_type: t.error_type(),
+                    error_code: t.error_code(),
                 };
                 self.fail(None, Some(code), None);
                 return None;
             }
             Err(e) => {
-                let tagged = ulpdu.first().is_some_and(|c| c & 0x80 != 0);
+                let tagged = ddp::Packet::new_checked(ulpdu).is_ok_and(|p| p.tagged());
                 let term = e
                     .term_error(tagged)
                     .unwrap_or(TermError::RdmapOperationUnspecified);
