@@ -119,8 +119,9 @@
 //!   placement before it drains completions (completions come after placement) and events. One
 //!   connection reads at most [`EngineConfig::read_budget`] octets per turn before the others get
 //!   theirs.
-//! * **Transmit:** FPDUs with small payloads (at most 4 KiB) or markers are built in the
-//!   connection's out buffer and coalesced (up to 64 KiB per write). A large payload goes out
+//! * **Transmit:** FPDUs are framed by [`netdirect_wire::mpa::FpduWriter`]. Those with small
+//!   payloads (at most 4 KiB) or markers are built in the connection's out buffer and
+//!   coalesced (up to 64 KiB per write). A large payload goes out
 //!   with one vectored write — pending coalesced bytes, header, the payload spans straight from
 //!   registered memory ([`QpHost::with_payload`]), pad and CRC — so the payload is not copied in
 //!   user space; only what the kernel did not take is copied into the out buffer, and the
