@@ -444,3 +444,21 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     drop(server);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_open_file_limit_is_raised_as_far_as_allowed_and_rss_is_read() {
+        use rustix::process::{Resource, getrlimit};
+        let before = getrlimit(Resource::Nofile);
+        let hard = before.maximum.unwrap_or(u64::MAX);
+        let want = hard.min(before.current.unwrap_or(0) + 16);
+        let now = raise_nofile(want);
+        assert!(now >= want, "{now} < {want}");
+        assert_eq!(getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX), now);
+        assert!(rss(None).unwrap() > 0);
+        assert!(rss(Some(u32::MAX)).is_err());
+    }
+}
