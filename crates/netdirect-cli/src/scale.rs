@@ -303,6 +303,20 @@ impl Server {
     fn start(args: &ScaleArgs) -> Result<Server> {
         let exe = std::env::current_exe()
             .map_err(|e| Error::msg(format!("cannot find the nd binary: {e}")))?;
+        // The server speaks the MPA this process was told to.
+        let mpa = crate::conn::mpa_args();
+        let mut flags = vec![
+            "--mpa-rev".to_string(),
+            mpa.revision.to_string(),
+            "--mpa-p2p".into(),
+            mpa.peer_to_peer.to_string(),
+        ];
+        if mpa.crc {
+            flags.push("--mpa-crc".into());
+        }
+        if mpa.markers {
+            flags.push("--mpa-markers".into());
+        }
         let mut child = Command::new(exe)
             .args([
                 "scale",
@@ -314,6 +328,7 @@ impl Server {
                 "--size",
                 &args.size.to_string(),
             ])
+            .args(&flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
