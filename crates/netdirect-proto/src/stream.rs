@@ -1514,6 +1514,14 @@ impl<L: Clone> Core<L> {
     }
 }
 
+/// What a valid Read Response segment is ([`Core::check_read_response`]).
+enum ReadResponse {
+    /// The answer to our ready-to-receive zero-length Read.
+    Rtr,
+    /// Data for the oldest outstanding read; `done`: its last segment.
+    Data { done: bool },
+}
+
 /// Whether `ulpdu` is an untagged Terminate (opcode 7 on QN 2) with at least its control field.
 fn is_terminate(ulpdu: &[u8]) -> bool {
     let Ok(p) = ddp::Packet::new_checked(ulpdu) else {
@@ -1730,6 +1738,42 @@ impl<L: Clone> Core<L> {
         }
     }
 
+    /// The rules of a Read Response segment against the oldest outstanding read, in the
+    /// order they are reported; used by the header-first probe and the buffered path alike.
+    fn check_read_response(
+        &self,
+        stag: u32,
+        to: u64,
+        len: u64,
+        last: bool,
+    ) -> Result<ReadResponse, TermError> {
+        let Some(read) = self.outstanding.front() else {
+            return Err(TermError::RdmapUnexpectedOpcode);
+        };
+        if read.rtr {
+            // The zero-length Read of RFC 6581's ready-to-receive.
+            return if len != 0 || !last {
+                Err(TermError::RdmapUnexpectedOpcode)
+            } else {
+                Ok(ReadResponse::Rtr)
+            };
+        }
+        let got = u64::from(read.got);
+        if stag != read.sink_stag {
+            return Err(TermError::DdpTaggedInvalidStag);
+        }
+        if to != read.sink_to.wrapping_add(got) || got + len > u64::from(read.len) {
+            return Err(TermError::DdpTaggedBaseBounds);
+        }
+        let done = got + len == u64::from(read.len);
+        if last != done {
+            // A short response (or one that goes on past its size) falls outside the sink the
+            // request named: base/bounds, as siw reports it.
+            return Err(TermError::DdpTaggedBaseBounds);
+        }
+        Ok(ReadResponse::Data { done })
+    }
+
     /// The checks [`Core::on_read_response`] makes, without changing anything: where the
     /// payload of a valid Read Response segment goes.
     fn probe_read_response<H: Host<Lease = L>>(
@@ -1740,15 +1784,12 @@ impl<L: Clone> Core<L> {
         last: bool,
         host: &mut H,
     ) -> Option<Dest<L>> {
-        let read = self.outstanding.front()?;
-        let got = u64::from(read.got);
-        let valid = !read.rtr
-            && stag == read.sink_stag
-            && to == read.sink_to.wrapping_add(got)
-            && got + len <= u64::from(read.len)
-            && last == (got + len == u64::from(read.len))
-            && len != 0;
-        if !valid {
+        if len == 0
+            || !matches!(
+                self.check_read_response(stag, to, len, last),
+                Ok(ReadResponse::Data { .. })
+            )
+        {
             return None;
         }
         let lease = host.tagged(stag, to, len, Access::ReadSink).ok()?;
@@ -1766,13 +1807,8 @@ impl<L: Clone> Core<L> {
         len: u64,
         host: &mut H,
     ) -> Option<Dest<L>> {
-        if msn != self.recv_msn {
-            return None;
-        }
+        self.check_send_start(msn, mo).ok()?;
         if self.rx.is_none() {
-            if mo != 0 {
-                return None;
-            }
             let (recv, cap) = host.take_receive()?;
             self.rx = Some(RxMsg {
                 recv,
@@ -1782,10 +1818,35 @@ impl<L: Clone> Core<L> {
             });
         }
         let msg = self.rx.as_ref()?;
-        (u64::from(mo) == msg.got && msg.got + len <= msg.cap).then_some(Dest::Receive {
+        Self::check_send_fit(msg, mo, len).ok()?;
+        Some(Dest::Receive {
             recv: msg.recv,
             offset: msg.got,
         })
+    }
+
+    /// The rules of a Send segment before its receive is known: the MSN of the message being
+    /// received, and a message's first segment at offset 0. Used by the header-first probe and
+    /// the buffered path alike, as [`Core::check_send_fit`].
+    fn check_send_start(&self, msn: u32, mo: u32) -> Result<(), TermError> {
+        if msn != self.recv_msn {
+            return Err(TermError::DdpUntaggedMsnRange);
+        }
+        if self.rx.is_none() && mo != 0 {
+            return Err(TermError::DdpUntaggedInvalidMo);
+        }
+        Ok(())
+    }
+
+    /// The rules of a Send segment against its receive: in order, and inside it.
+    fn check_send_fit(msg: &RxMsg, mo: u32, len: u64) -> Result<(), TermError> {
+        if u64::from(mo) != msg.got {
+            return Err(TermError::DdpUntaggedInvalidMo);
+        }
+        if msg.got + len > msg.cap {
+            return Err(TermError::DdpUntaggedTooLong);
+        }
+        Ok(())
     }
 
     fn on_read_response<H: Host<Lease = L>>(
@@ -1797,33 +1858,17 @@ impl<L: Clone> Core<L> {
         payload: core::ops::Range<usize>,
         host: &mut H,
     ) -> Option<(Dest<L>, core::ops::Range<usize>)> {
-        let Some(read) = self.outstanding.front_mut() else {
-            return self.local_error(TermError::RdmapUnexpectedOpcode);
-        };
-        let expected_to = read.sink_to.wrapping_add(u64::from(read.got));
-        if read.rtr {
-            if len != 0 || !last {
-                return self.local_error(TermError::RdmapUnexpectedOpcode);
+        let done = match self.check_read_response(stag, to, len, last) {
+            Err(term) => return self.local_error(term),
+            Ok(ReadResponse::Rtr) => {
+                self.outstanding.pop_front();
+                return None;
             }
-            self.outstanding.pop_front();
-            return None;
-        }
-        if stag != read.sink_stag {
-            return self.local_error(TermError::DdpTaggedInvalidStag);
-        }
-        if to != expected_to {
-            return self.local_error(TermError::DdpTaggedBaseBounds);
-        }
-        if u64::from(read.got) + len > u64::from(read.len) {
-            return self.local_error(TermError::DdpTaggedBaseBounds);
-        }
-        // len ≤ read.len - read.got, so it fits u32.
-        read.got += len as u32;
-        let done = read.got == read.len;
-        if last != done {
-            // A short response (or one that goes on past its size) falls outside the sink the
-            // request named: base/bounds, as siw reports it.
-            return self.local_error(TermError::DdpTaggedBaseBounds);
+            Ok(ReadResponse::Data { done }) => done,
+        };
+        if let Some(read) = self.outstanding.front_mut() {
+            // len ≤ read.len - read.got (checked), so it fits u32.
+            read.got += len as u32;
         }
         let place = if len == 0 {
             None
@@ -1852,42 +1897,40 @@ impl<L: Clone> Core<L> {
         len: u64,
         host: &mut H,
     ) -> Option<(Dest<L>, core::ops::Range<usize>)> {
-        if msn != self.recv_msn {
-            return self.local_error(TermError::DdpUntaggedMsnRange);
+        if let Err(term) = self.check_send_start(msn, mo) {
+            return self.local_error(term);
         }
         let mut msg = match self.rx.take() {
             Some(m) => m,
-            None => {
-                if mo != 0 {
-                    return self.local_error(TermError::DdpUntaggedInvalidMo);
-                }
-                match host.take_receive() {
-                    Some((recv, cap)) => RxMsg {
-                        recv,
-                        cap,
-                        got: 0,
-                        absorb: false,
-                    },
-                    None => return self.local_error(TermError::DdpUntaggedNoBuffer),
-                }
-            }
+            None => match host.take_receive() {
+                Some((recv, cap)) => RxMsg {
+                    recv,
+                    cap,
+                    got: 0,
+                    absorb: false,
+                },
+                None => return self.local_error(TermError::DdpUntaggedNoBuffer),
+            },
         };
-        if u64::from(mo) != msg.got {
-            self.rx = Some(msg);
-            return self.local_error(TermError::DdpUntaggedInvalidMo);
-        }
-        if msg.got + len > msg.cap {
-            // The receive is too small: it completes with an error, not as cancelled.
-            self.completions.push_back(WorkCompletion {
-                wr: msg.recv,
-                kind: WorkKind::Receive,
-                status: Status::BUFFER_OVERFLOW,
-                bytes: 0,
-                invalidated: None,
-                solicited,
-                provider_error: TermCode::from(TermError::DdpUntaggedTooLong).packed(1),
-            });
-            return self.local_error(TermError::DdpUntaggedTooLong);
+        match Self::check_send_fit(&msg, mo, len) {
+            Ok(()) => {}
+            Err(TermError::DdpUntaggedTooLong) => {
+                // The receive is too small: it completes with an error, not as cancelled.
+                self.completions.push_back(WorkCompletion {
+                    wr: msg.recv,
+                    kind: WorkKind::Receive,
+                    status: Status::BUFFER_OVERFLOW,
+                    bytes: 0,
+                    invalidated: None,
+                    solicited,
+                    provider_error: TermCode::from(TermError::DdpUntaggedTooLong).packed(1),
+                });
+                return self.local_error(TermError::DdpUntaggedTooLong);
+            }
+            Err(term) => {
+                self.rx = Some(msg);
+                return self.local_error(term);
+            }
         }
         let dest = Dest::Receive {
             recv: msg.recv,
