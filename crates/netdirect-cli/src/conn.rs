@@ -127,6 +127,11 @@ pub fn set_mpa(args: MpaArgs) {
     let _ = MPA.set(args);
 }
 
+/// The MPA flags this process uses (what [`set_mpa`] set, or the defaults).
+pub fn mpa_args() -> MpaArgs {
+    MPA.get().copied().unwrap_or_default()
+}
+
 /// An open adapter and its protection domain.
 pub struct Side {
     /// The adapter.

@@ -16,6 +16,8 @@
 //! * `nd rping-compat` — Linux `rping` on the wire (librdmacm's example: Send the source
 //!   advertisement, RDMA Read, go-ahead, sink advertisement, RDMA Write, done), to ping Linux
 //!   iWARP (siw) and be pinged by it; see [`rping`].
+//! * `nd scale` — 10,000 idle connected QPs between two processes: memory per idle QP on
+//!   both sides and one QP's read latency with 16 vs all open; see [`scale`].
 //! * `nd dma` — the NetDMA CPU copy engine by size (4 KiB…64 MiB) and channel count next to
 //!   memcpy; see [`dma`].
 //!
@@ -39,6 +41,7 @@ pub mod perftest_cm;
 pub mod proto;
 pub mod report;
 pub mod rping;
+pub mod scale;
 pub mod tcp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -11,6 +11,7 @@ use netdirect_cli::error::{Error, Result};
 use netdirect_cli::perf::{self, Opts, Stop, Test};
 use netdirect_cli::{
     bench, conn, dma, info, nd, out, outln, parse_ip, perftest_cm, progress, report, rping,
+    scale,
 };
 use netdirect_types::Status;
 
@@ -79,6 +80,9 @@ enum Command {
     /// prints the data, `-V` validates it, `-C` counts, `-S` sizes (26..=65535).
     #[command(name = "rping-compat")]
     RpingCompat(rping::RpingArgs),
+    /// Many idle connections: memory per idle connected QP on both sides and one QP's RDMA
+    /// read latency with 16 vs 10,000 QPs open (two processes; raises RLIMIT_NOFILE itself).
+    Scale(scale::ScaleArgs),
     /// NetDMA benchmark: the CPU copy engine's GB/s by size (4 KiB..64 MiB) and channel count
     /// (1..=N), next to memcpy.
     Dma(dma::DmaArgs),
@@ -580,6 +584,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Wpingpong(a) => nd::run(Test::WriteLat, &a),
         Command::RpingCompat(a) => rping::run(&a),
         Command::Dma(a) => dma::run(&a),
+        Command::Scale(a) => scale::run(&a),
     }
 }
 

@@ -76,7 +76,8 @@ use std::collections::VecDeque;
 
 use netdirect_types::Status;
 use netdirect_wire::crc::{self as wire_crc, FpduCrc};
-use netdirect_wire::mpa::{self, Deframer, DeframerConfig, MarkerLayout};
+use netdirect_wire::ddp;
+use netdirect_wire::mpa::{self, Deframer, DeframerConfig, FpduPacket, MarkerLayout};
 use netdirect_wire::rdmap::{self, Message, ReadRequest};
 use netdirect_wire::terminate::{self, TermError};
 
@@ -288,6 +289,9 @@ pub struct DirectTarget<L> {
     pub dest: Dest<L>,
     /// Payload octets still to come; the driver must not read more than this into `dest`.
     pub len: usize,
+    /// Octets that follow the payload and may be read with it, in the same read, into the
+    /// input buffer ([`Stream::prefetch`]): this FPDU's pad and CRC and the next FPDU's header.
+    pub then: usize,
 }
 
 /// Payload octets to place.
@@ -475,6 +479,7 @@ struct Core<L> {
     state: State,
     limits: crate::ReadLimits,
     max_payload: u32,
+    segmentation: Segmentation,
     markers_tx: Option<MarkerLayout>,
     tx_seq: u32,
     tx_allowed: bool,
@@ -544,6 +549,16 @@ enum DirectStep<L> {
     Done,
 }
 
+/// How a message is cut into FPDUs ([`Stream::set_segmentation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Segmentation {
+    /// As few FPDUs as MULPDU allows, of equal size (±1 octet): no runt after full ones.
+    #[default]
+    Even,
+    /// Every FPDU full but the last, which takes the rest (what Linux siw sends).
+    Greedy,
+}
+
 /// The default for [`Stream::set_direct_min`]: an FPDU whose payload still misses at least
 /// this many octets (16 KiB) when its header has arrived is read straight into its
 /// destination.
@@ -553,8 +568,7 @@ enum DirectStep<L> {
 /// saved copy is cheaper than those calls: on the 2-vCPU development machine a 1 KiB threshold
 /// put 4 KiB messages on the small-read path and cost them throughput, while the copy of a
 /// 4 KiB payload takes a fraction of a system call. 16 KiB keeps everything up to that on
-/// the buffered path and takes the default 32 KiB FPDUs (`DEFAULT_MAX_MULPDU` of the soft
-/// provider) header-first.
+/// the buffered path and takes the soft provider's large FPDUs (up to 64 KiB) header-first.
 pub const DIRECT_MIN: usize = 16 * 1024;
 
 /// The octets a header-first read asks for: the longest DDP/RDMAP header (untagged, 18) with
@@ -580,6 +594,7 @@ impl<L: Clone> Stream<L> {
                 limits: negotiated.limits,
                 // Room for the largest data header (untagged, 18 octets).
                 max_payload: (mulpdu - 18) as u32,
+                segmentation: Segmentation::Even,
                 markers_tx: negotiated.markers_tx.then(|| MarkerLayout::new(0)),
                 tx_seq: 0,
                 // RFC 5044 §7.1.3 has the responder wait for the initiator's first FPDU; with
@@ -619,6 +634,11 @@ impl<L: Clone> Stream<L> {
         }
     }
 
+    /// How messages are cut into FPDUs from now on (default [`Segmentation::Even`]).
+    pub fn set_segmentation(&mut self, segmentation: Segmentation) {
+        self.core.segmentation = segmentation;
+    }
+
     /// Turns header-first receive on (`Some(min)`, see [`DIRECT_MIN`]) or off (`None`, the
     /// default). When on and the peer sends without markers, an FPDU whose payload still
     /// misses at least `min` octets once its header is buffered is validated from its header,
@@ -647,10 +667,31 @@ impl<L: Clone> Stream<L> {
             return None;
         }
         let len = d.payload_len - d.placed;
+        let ulpdu = d.header_len - mpa::LENGTH_LEN + d.payload_len;
         (len > 0).then(|| DirectTarget {
             dest: d.dest.advanced(d.placed as u64),
             len,
+            then: mpa::pad_len(ulpdu) + mpa::CRC_LEN + HEADER_READ,
         })
+    }
+
+    /// Lends `n` octets of input buffer for the tail of a read whose first pieces are the
+    /// [`Stream::direct_target`] (its `then`): one read takes the rest of a payload, its
+    /// trailer and the next header. Report the payload pieces with [`Stream::direct_placed`]
+    /// first, then how many octets landed here with [`Stream::prefetched`]; nothing else in
+    /// between.
+    pub fn prefetch(&mut self, n: usize) -> &mut [u8] {
+        self.deframer.spare(n)
+    }
+
+    /// Keeps the first `k` octets of the last [`Stream::prefetch`] as input; returns how many.
+    pub fn prefetched(&mut self, k: usize) -> usize {
+        self.deframer.commit(k)
+    }
+
+    /// Octets of memory the stream holds for input (buffers only, not its queues).
+    pub fn input_footprint(&self) -> usize {
+        self.deframer.footprint()
     }
 
     /// Payload octets the driver read into the [`Stream::direct_target`] destination, in
@@ -671,14 +712,19 @@ impl<L: Clone> Stream<L> {
         k
     }
 
-    /// How many octets the driver should read into the input buffer next, when header-first
-    /// receive is on: just enough to reach the next FPDU's header (and the current one's
+    /// How many octets the driver should read into the input buffer next. With header-first
+    /// receive on, just enough to reach the next FPDU's header (and the current one's
     /// trailer) while large FPDUs are arriving, so that their payload is read straight into
-    /// place. `None`: read as much as is convenient.
+    /// place; otherwise the deframer's read window ([`Deframer::read_window`]: small while
+    /// reads come back short, growing with a backlog), so that the input buffer holds what is
+    /// in flight. `None` when the stream stopped (read as much as is convenient, to drop it).
     pub fn read_hint(&self) -> Option<usize> {
-        self.direct_min?;
-        if self.core.state != State::Active || self.deframer.config().markers {
+        if self.core.state != State::Active {
             return None;
+        }
+        let window = self.deframer.read_window();
+        if self.direct_min.is_none() || self.deframer.config().markers {
+            return Some(window);
         }
         let buffered = self.deframer.buffered();
         match &self.drx {
@@ -689,7 +735,7 @@ impl<L: Clone> Stream<L> {
                 Some((trailer + HEADER_READ).saturating_sub(buffered).max(1))
             }
             None if self.large_streak && buffered < HEADER_READ => Some(HEADER_READ - buffered),
-            None => None,
+            None => Some(window),
         }
     }
 
@@ -757,6 +803,12 @@ impl<L: Clone> Stream<L> {
         self.core.poll_transmit()
     }
 
+    /// Whether [`Stream::poll_transmit`] has another frame ready now: the driver tells TCP
+    /// more is coming (`MSG_MORE`) so that FPDUs share full segments.
+    pub fn tx_pending(&self) -> bool {
+        self.core.tx_pending()
+    }
+
     /// Bytes read from TCP.
     pub fn push_input(&mut self, bytes: &[u8]) {
         if self.core.state == State::Active {
@@ -810,7 +862,13 @@ impl<L: Clone> Stream<L> {
                     continue;
                 }
             }
-            let ulpdu = match self.deframer.next_ulpdu()? {
+            let Some(next) = self.deframer.next_ulpdu() else {
+                // Everything buffered is taken: an idle connection gives its input buffer
+                // back.
+                self.deframer.release_idle();
+                return None;
+            };
+            let ulpdu = match next {
                 Ok(u) => u,
                 Err(e) => {
                     let term = e
@@ -851,12 +909,17 @@ impl<L: Clone> Stream<L> {
             return None;
         }
         let raw = self.deframer.peek();
-        let ulpdu_len = usize::from(u16::from_be_bytes([*raw.first()?, *raw.get(1)?]));
+        if raw.len() < mpa::LENGTH_LEN {
+            return None;
+        }
+        let ulpdu_len = usize::from(FpduPacket::new_unchecked(raw).ulpdu_length());
         if raw.len() >= mpa::fpdu_len(ulpdu_len) {
             return None;
         }
-        let tagged = raw.get(mpa::LENGTH_LEN)? & 0x80 != 0;
-        let ddp_len = if tagged { 14 } else { 18 };
+        // The whole DDP header (its length from its T bit) must be in.
+        let ddp_len = ddp::Packet::new_checked(&raw[mpa::LENGTH_LEN..])
+            .ok()?
+            .header_len();
         let header_len = mpa::LENGTH_LEN + ddp_len;
         let payload_len = ulpdu_len.checked_sub(ddp_len)?;
         let header = raw.get(..header_len)?;
@@ -1136,6 +1199,25 @@ impl<L: Clone> Core<L> {
         }
     }
 
+    /// Whether `poll_transmit` would return a frame now (mirrors its steps).
+    fn tx_pending(&self) -> bool {
+        if self.term_tx.is_some() {
+            return true;
+        }
+        if self.state != State::Active || !self.tx_allowed {
+            return false;
+        }
+        if self.rtr_tx.is_some() || self.pending_frame.is_some() || self.current.is_some() {
+            return true;
+        }
+        self.local_pending.is_none()
+            && (!self.irq.is_empty()
+                || self
+                    .sq
+                    .get(self.started)
+                    .is_some_and(|(_, e)| !matches!(e.req, Request::Local) && self.may_start(e)))
+    }
+
     fn may_start(&self, e: &SqEntry) -> bool {
         if e.flags.read_fence && !self.outstanding.is_empty() {
             return false;
@@ -1212,7 +1294,13 @@ impl<L: Clone> Core<L> {
             return Some(frame);
         }
         let msg = self.current.as_mut()?;
-        let chunk = (msg.len - msg.sent).min(self.max_payload);
+        let left = msg.len - msg.sent;
+        let chunk = match self.segmentation {
+            // Equal shares of what is left, none over the maximum: a message is never a run
+            // of full FPDUs and a runt (1 MiB in 32 KiB FPDUs used to end with 768 octets).
+            Segmentation::Even => left.div_ceil(left.div_ceil(self.max_payload).max(1)),
+            Segmentation::Greedy => left.min(self.max_payload),
+        };
         let offset = msg.sent;
         msg.sent += chunk;
         let last = msg.sent == msg.len;
@@ -1444,12 +1532,23 @@ impl<L: Clone> Core<L> {
     }
 }
 
+/// What a valid Read Response segment is ([`Core::check_read_response`]).
+enum ReadResponse {
+    /// The answer to our ready-to-receive zero-length Read.
+    Rtr,
+    /// Data for the oldest outstanding read; `done`: its last segment.
+    Data { done: bool },
+}
+
 /// Whether `ulpdu` is an untagged Terminate (opcode 7 on QN 2) with at least its control field.
 fn is_terminate(ulpdu: &[u8]) -> bool {
-    ulpdu.len() >= 22
-        && ulpdu[0] & 0x80 == 0
-        && ulpdu[1] & 0x0F == rdmap::Opcode::Terminate as u8
-        && ulpdu[6..10] == rdmap::QN_TERMINATE.to_be_bytes()
+    let Ok(p) = ddp::Packet::new_checked(ulpdu) else {
+        return false;
+    };
+    ulpdu.len() >= ddp::UNTAGGED_HEADER_LEN + 4
+        && !p.tagged()
+        && p.rsvd_ulp() & 0x0F == rdmap::Opcode::Terminate as u8
+        && p.queue_number() == rdmap::QN_TERMINATE
 }
 
 /// The failing segment's headers, kept for the Terminate we may send about it.
@@ -1463,11 +1562,11 @@ struct Copied {
 
 impl Copied {
     fn of(ulpdu: &[u8], extra: usize) -> Option<Copied> {
-        let tagged = ulpdu.first()? & 0x80 != 0;
-        let ddp_len = if tagged { 14 } else { 18 };
-        let mut ddp = [0u8; 18];
-        ddp[..ddp_len].copy_from_slice(ulpdu.get(..ddp_len)?);
-        let is_read_request = !tagged && ulpdu[1] & 0x0F == rdmap::Opcode::ReadRequest as u8;
+        let p = ddp::Packet::new_checked(ulpdu).ok()?;
+        let (tagged, ddp_len) = (p.tagged(), p.header_len());
+        let mut ddp = [0u8; ddp::UNTAGGED_HEADER_LEN];
+        ddp[..ddp_len].copy_from_slice(&ulpdu[..ddp_len]);
+        let is_read_request = !tagged && p.rsvd_ulp() & 0x0F == rdmap::Opcode::ReadRequest as u8;
         let rdmap = ulpdu
             .get(ddp_len..ddp_len + terminate::RDMAP_HEADER_LEN)
             .filter(|_| is_read_request)
@@ -1518,11 +1617,13 @@ impl<L: Clone> Core<L> {
                     .map(|(id, _)| *id)
             }
             Some(f) => {
-                let h = f.header;
-                let untagged = h.len() == 18 && h[0] & 0x80 == 0;
-                let qn = untagged.then(|| u32::from_be_bytes([h[6], h[7], h[8], h[9]]));
-                let msn = u32::from_be_bytes(h.get(10..14)?.try_into().ok()?);
-                if qn == Some(rdmap::QN_SEND) {
+                let h = ddp::Packet::new_checked(f.header).ok()?;
+                let untagged = f.header.len() == ddp::UNTAGGED_HEADER_LEN && !h.tagged();
+                if !untagged {
+                    return None;
+                }
+                let msn = h.msn();
+                if h.queue_number() == rdmap::QN_SEND {
                     return self
                         .sq
                         .iter()
@@ -1530,7 +1631,7 @@ impl<L: Clone> Core<L> {
                         .find(|(_, e)| e.msn == Some(msn))
                         .map(|(id, _)| *id);
                 }
-                if qn != Some(rdmap::QN_READ_REQUEST) {
+                if h.queue_number() != rdmap::QN_READ_REQUEST {
                     return None;
                 }
                 self.outstanding
@@ -1565,16 +1666,18 @@ impl<L: Clone> Core<L> {
             Err(_) if is_terminate(ulpdu) => {
                 // A malformed Terminate is still the peer's Terminate (siw copies headers
                 // loosely): take its layer, type and code, never answer it with our own.
+                // is_terminate checked that the control field is there.
+                let t = terminate::Packet::new_unchecked(&ulpdu[ddp::UNTAGGED_HEADER_LEN..]);
                 let code = TermCode {
-                    layer: ulpdu[18] >> 4,
-                    error_type: ulpdu[18] & 0x0F,
-                    error_code: ulpdu[19],
+                    layer: t.layer(),
+                    error_type: t.error_type(),
+                    error_code: t.error_code(),
                 };
                 self.fail(None, Some(code), None);
                 return None;
             }
             Err(e) => {
-                let tagged = ulpdu.first().is_some_and(|c| c & 0x80 != 0);
+                let tagged = ddp::Packet::new_checked(ulpdu).is_ok_and(|p| p.tagged());
                 let term = e
                     .term_error(tagged)
                     .unwrap_or(TermError::RdmapOperationUnspecified);
@@ -1687,6 +1790,42 @@ impl<L: Clone> Core<L> {
         }
     }
 
+    /// The rules of a Read Response segment against the oldest outstanding read, in the
+    /// order they are reported; used by the header-first probe and the buffered path alike.
+    fn check_read_response(
+        &self,
+        stag: u32,
+        to: u64,
+        len: u64,
+        last: bool,
+    ) -> Result<ReadResponse, TermError> {
+        let Some(read) = self.outstanding.front() else {
+            return Err(TermError::RdmapUnexpectedOpcode);
+        };
+        if read.rtr {
+            // The zero-length Read of RFC 6581's ready-to-receive.
+            return if len != 0 || !last {
+                Err(TermError::RdmapUnexpectedOpcode)
+            } else {
+                Ok(ReadResponse::Rtr)
+            };
+        }
+        let got = u64::from(read.got);
+        if stag != read.sink_stag {
+            return Err(TermError::DdpTaggedInvalidStag);
+        }
+        if to != read.sink_to.wrapping_add(got) || got + len > u64::from(read.len) {
+            return Err(TermError::DdpTaggedBaseBounds);
+        }
+        let done = got + len == u64::from(read.len);
+        if last != done {
+            // A short response (or one that goes on past its size) falls outside the sink the
+            // request named: base/bounds, as siw reports it.
+            return Err(TermError::DdpTaggedBaseBounds);
+        }
+        Ok(ReadResponse::Data { done })
+    }
+
     /// The checks [`Core::on_read_response`] makes, without changing anything: where the
     /// payload of a valid Read Response segment goes.
     fn probe_read_response<H: Host<Lease = L>>(
@@ -1697,15 +1836,12 @@ impl<L: Clone> Core<L> {
         last: bool,
         host: &mut H,
     ) -> Option<Dest<L>> {
-        let read = self.outstanding.front()?;
-        let got = u64::from(read.got);
-        let valid = !read.rtr
-            && stag == read.sink_stag
-            && to == read.sink_to.wrapping_add(got)
-            && got + len <= u64::from(read.len)
-            && last == (got + len == u64::from(read.len))
-            && len != 0;
-        if !valid {
+        if len == 0
+            || !matches!(
+                self.check_read_response(stag, to, len, last),
+                Ok(ReadResponse::Data { .. })
+            )
+        {
             return None;
         }
         let lease = host.tagged(stag, to, len, Access::ReadSink).ok()?;
@@ -1723,13 +1859,8 @@ impl<L: Clone> Core<L> {
         len: u64,
         host: &mut H,
     ) -> Option<Dest<L>> {
-        if msn != self.recv_msn {
-            return None;
-        }
+        self.check_send_start(msn, mo).ok()?;
         if self.rx.is_none() {
-            if mo != 0 {
-                return None;
-            }
             let (recv, cap) = host.take_receive()?;
             self.rx = Some(RxMsg {
                 recv,
@@ -1739,10 +1870,35 @@ impl<L: Clone> Core<L> {
             });
         }
         let msg = self.rx.as_ref()?;
-        (u64::from(mo) == msg.got && msg.got + len <= msg.cap).then_some(Dest::Receive {
+        Self::check_send_fit(msg, mo, len).ok()?;
+        Some(Dest::Receive {
             recv: msg.recv,
             offset: msg.got,
         })
+    }
+
+    /// The rules of a Send segment before its receive is known: the MSN of the message being
+    /// received, and a message's first segment at offset 0. Used by the header-first probe and
+    /// the buffered path alike, as [`Core::check_send_fit`].
+    fn check_send_start(&self, msn: u32, mo: u32) -> Result<(), TermError> {
+        if msn != self.recv_msn {
+            return Err(TermError::DdpUntaggedMsnRange);
+        }
+        if self.rx.is_none() && mo != 0 {
+            return Err(TermError::DdpUntaggedInvalidMo);
+        }
+        Ok(())
+    }
+
+    /// The rules of a Send segment against its receive: in order, and inside it.
+    fn check_send_fit(msg: &RxMsg, mo: u32, len: u64) -> Result<(), TermError> {
+        if u64::from(mo) != msg.got {
+            return Err(TermError::DdpUntaggedInvalidMo);
+        }
+        if msg.got + len > msg.cap {
+            return Err(TermError::DdpUntaggedTooLong);
+        }
+        Ok(())
     }
 
     fn on_read_response<H: Host<Lease = L>>(
@@ -1754,33 +1910,17 @@ impl<L: Clone> Core<L> {
         payload: core::ops::Range<usize>,
         host: &mut H,
     ) -> Option<(Dest<L>, core::ops::Range<usize>)> {
-        let Some(read) = self.outstanding.front_mut() else {
-            return self.local_error(TermError::RdmapUnexpectedOpcode);
-        };
-        let expected_to = read.sink_to.wrapping_add(u64::from(read.got));
-        if read.rtr {
-            if len != 0 || !last {
-                return self.local_error(TermError::RdmapUnexpectedOpcode);
+        let done = match self.check_read_response(stag, to, len, last) {
+            Err(term) => return self.local_error(term),
+            Ok(ReadResponse::Rtr) => {
+                self.outstanding.pop_front();
+                return None;
             }
-            self.outstanding.pop_front();
-            return None;
-        }
-        if stag != read.sink_stag {
-            return self.local_error(TermError::DdpTaggedInvalidStag);
-        }
-        if to != expected_to {
-            return self.local_error(TermError::DdpTaggedBaseBounds);
-        }
-        if u64::from(read.got) + len > u64::from(read.len) {
-            return self.local_error(TermError::DdpTaggedBaseBounds);
-        }
-        // len ≤ read.len - read.got, so it fits u32.
-        read.got += len as u32;
-        let done = read.got == read.len;
-        if last != done {
-            // A short response (or one that goes on past its size) falls outside the sink the
-            // request named: base/bounds, as siw reports it.
-            return self.local_error(TermError::DdpTaggedBaseBounds);
+            Ok(ReadResponse::Data { done }) => done,
+        };
+        if let Some(read) = self.outstanding.front_mut() {
+            // len ≤ read.len - read.got (checked), so it fits u32.
+            read.got += len as u32;
         }
         let place = if len == 0 {
             None
@@ -1831,42 +1971,40 @@ impl<L: Clone> Core<L> {
         len: u64,
         host: &mut H,
     ) -> Option<(Dest<L>, core::ops::Range<usize>)> {
-        if msn != self.recv_msn {
-            return self.local_error(TermError::DdpUntaggedMsnRange);
+        if let Err(term) = self.check_send_start(msn, mo) {
+            return self.local_error(term);
         }
         let mut msg = match self.rx.take() {
             Some(m) => m,
-            None => {
-                if mo != 0 {
-                    return self.local_error(TermError::DdpUntaggedInvalidMo);
-                }
-                match host.take_receive() {
-                    Some((recv, cap)) => RxMsg {
-                        recv,
-                        cap,
-                        got: 0,
-                        absorb: false,
-                    },
-                    None => return self.local_error(TermError::DdpUntaggedNoBuffer),
-                }
-            }
+            None => match host.take_receive() {
+                Some((recv, cap)) => RxMsg {
+                    recv,
+                    cap,
+                    got: 0,
+                    absorb: false,
+                },
+                None => return self.local_error(TermError::DdpUntaggedNoBuffer),
+            },
         };
-        if u64::from(mo) != msg.got {
-            self.rx = Some(msg);
-            return self.local_error(TermError::DdpUntaggedInvalidMo);
-        }
-        if msg.got + len > msg.cap {
-            // The receive is too small: it completes with an error, not as cancelled.
-            self.completions.push_back(WorkCompletion {
-                wr: msg.recv,
-                kind: WorkKind::Receive,
-                status: Status::BUFFER_OVERFLOW,
-                bytes: 0,
-                invalidated: None,
-                solicited,
-                provider_error: TermCode::from(TermError::DdpUntaggedTooLong).packed(1),
-            });
-            return self.local_error(TermError::DdpUntaggedTooLong);
+        match Self::check_send_fit(&msg, mo, len) {
+            Ok(()) => {}
+            Err(TermError::DdpUntaggedTooLong) => {
+                // The receive is too small: it completes with an error, not as cancelled.
+                self.completions.push_back(WorkCompletion {
+                    wr: msg.recv,
+                    kind: WorkKind::Receive,
+                    status: Status::BUFFER_OVERFLOW,
+                    bytes: 0,
+                    invalidated: None,
+                    solicited,
+                    provider_error: TermCode::from(TermError::DdpUntaggedTooLong).packed(1),
+                });
+                return self.local_error(TermError::DdpUntaggedTooLong);
+            }
+            Err(term) => {
+                self.rx = Some(msg);
+                return self.local_error(term);
+            }
         }
         let dest = Dest::Receive {
             recv: msg.recv,

@@ -13,8 +13,7 @@ use netdirect_proto::stream::{
     WorkCompletion, WorkKind,
 };
 use netdirect_types::Status;
-use netdirect_wire::crc::FpduCrc;
-use netdirect_wire::mpa::{self, MarkerLayout};
+use netdirect_wire::mpa::{self, FpduWriter, MarkerLayout};
 use netdirect_wire::terminate::TermError;
 
 mod rng;
@@ -136,7 +135,11 @@ impl Node {
             while let Some(a) = self.stream.poll_action() {
                 self.stream.local_done(a.wr, Status::SUCCESS);
             }
-            let Some(frame) = self.stream.poll_transmit() else {
+            // What a driver uses to set MSG_MORE must agree with what comes next.
+            let pending = self.stream.tx_pending();
+            let frame = self.stream.poll_transmit();
+            assert_eq!(pending, frame.is_some(), "{}: tx_pending", self.name);
+            let Some(frame) = frame else {
                 break;
             };
             let payload: Vec<u8> = match &frame.payload {
@@ -151,24 +154,19 @@ impl Node {
                     r.data[at..at + *len as usize].to_vec()
                 }
             };
-            let ulpdu_len = frame.header.len() - 2 + payload.len();
-            let crc = self.crc.then(|| {
-                let mut c = FpduCrc::new();
-                c.update(&frame.header);
-                c.update(&payload);
-                c
-            });
-            let mut fpdu = frame.header.clone();
-            fpdu.extend_from_slice(&payload);
-            fpdu.extend_from_slice(mpa::trailer(ulpdu_len, crc).as_bytes());
-            if self.stream.markers_tx() {
-                let layout = MarkerLayout::new(0);
-                let mut raw = vec![0u8; layout.marked_len(frame.seq, fpdu.len())];
-                layout.insert(frame.seq, &fpdu, self.crc, &mut raw).unwrap();
-                out.extend_from_slice(&raw);
-            } else {
-                out.extend_from_slice(&fpdu);
-            }
+            let writer = FpduWriter {
+                crc: self.crc,
+                markers: self.stream.markers_tx().then(|| MarkerLayout::new(0)),
+            };
+            writer
+                .append(
+                    frame.seq,
+                    &frame.header,
+                    &[&payload],
+                    &mut Vec::new(),
+                    &mut out,
+                )
+                .expect("the stream sizes its frames");
         }
         out
     }
@@ -205,6 +203,14 @@ impl Node {
                     assert_eq!(self.stream.direct_placed(&[0]), 0);
                 }
                 bytes = &bytes[n..];
+                if n == t.len && self.rng.below(2) == 0 {
+                    // The same read went on into the input buffer: trailer, next header.
+                    let k = t.then.min(bytes.len());
+                    let tail = self.stream.prefetch(t.then);
+                    tail[..k].copy_from_slice(&bytes[..k]);
+                    assert_eq!(self.stream.prefetched(k), k);
+                    bytes = &bytes[k..];
+                }
             } else {
                 let all = bytes.len();
                 let n = match self.stream.read_hint() {
@@ -1263,8 +1269,9 @@ fn corrupted(seed: u64, send: bool, bad_fpdu: usize, direct: bool) -> (Corrupted
     };
     w.a.post(1, req, pattern(3, 3000));
     let mut wire = w.a.transmit();
-    // FPDUs of 1182 payload octets (MULPDU 1200): the headers are 14 (tagged) or 18 octets.
-    let fpdu = mpa::fpdu_len(1182 + if send { 18 } else { 14 });
+    // Three FPDUs of 1000 payload octets (MULPDU 1200 allows 1182, the message is split
+    // evenly): the headers are 14 (tagged) or 18 octets.
+    let fpdu = mpa::fpdu_len(1000 + if send { 18 } else { 14 });
     wire[bad_fpdu * fpdu + 20 + 500] ^= 0x40;
     w.a_to_b = wire;
     w.run();
@@ -1317,7 +1324,7 @@ fn bad_crc_in_a_directly_received_payload_ends_as_on_the_buffered_path() {
                 let pristine = pattern(9, 10_000);
                 assert_eq!(o.4[..lo], pristine[..lo]);
                 assert_eq!(o.4[hi..], pristine[hi..]);
-                assert_eq!(o.4[lo..lo + 1182 * bad], reference.4[lo..lo + 1182 * bad]);
+                assert_eq!(o.4[lo..lo + 1000 * bad], reference.4[lo..lo + 1000 * bad]);
             }
             // Random chunking sometimes delivers a whole FPDU at once (then it is buffered).
             assert!(
@@ -1325,5 +1332,108 @@ fn bad_crc_in_a_directly_received_payload_ends_as_on_the_buffered_path() {
                 "send {send} bad {bad}: {went_direct} of 12 direct"
             );
         }
+    }
+}
+
+/// A message is cut into FPDUs of (nearly) equal size, none over MULPDU: no runt after a run of
+/// full ones (1 MiB in 32 KiB FPDUs used to end with a 768-octet one).
+#[test]
+fn messages_split_into_equal_fpdus_without_a_runt() {
+    let mut w = World::connect(
+        7,
+        MpaConfig::default(),
+        ReadLimits::default(),
+        MpaConfig::default(),
+        ReadLimits::default(),
+    );
+    // Stream::new(…, 1200): payloads of at most 1200 - 18 octets.
+    let max = 1200 - 18;
+    for len in [100_000usize, 1182, 1183, 2 * 1182 + 1, 5000, 1, 0] {
+        w.a.post(
+            len as u64,
+            Request::Write {
+                len: len as u32,
+                stag: 0xB0,
+                to: 0,
+            },
+            vec![0; len],
+        );
+        let mut sizes = Vec::new();
+        while let Some(frame) = w.a.stream.poll_transmit() {
+            sizes.push(frame.payload.map_or(0, |p| p.len() as usize));
+        }
+        assert_eq!(sizes.iter().sum::<usize>(), len, "{len}: {sizes:?}");
+        assert_eq!(sizes.len(), len.div_ceil(max).max(1), "{len}: {sizes:?}");
+        let big = *sizes.iter().max().unwrap();
+        let small = *sizes.iter().min().unwrap();
+        assert!(big <= max, "{len}: {sizes:?}");
+        assert!(big - small <= 64, "{len}: runt in {sizes:?}");
+    }
+}
+
+/// Fed as a socket driver feeds it (reads of `read_hint` octets straight into the input buffer,
+/// a read that would block once the socket is empty), a stream's input buffer follows what is
+/// in flight: it grows with a backlog of small FPDUs and is given back when drained, so an
+/// idle connection holds a few KiB, not the largest read it ever made.
+#[test]
+fn an_idle_stream_gives_its_input_buffer_back() {
+    for direct in [false, true] {
+        let mut w = World::connect(
+            11,
+            MpaConfig::default(),
+            ReadLimits::default(),
+            MpaConfig::default(),
+            ReadLimits::default(),
+        );
+        if direct {
+            w.direct(16 * 1024);
+        }
+        w.b.region(0xB0, 0, vec![0; 1 << 20]);
+        // A backlog: 2,000 small Writes (1 KiB each) queued at once on the socket.
+        for i in 0..2000u64 {
+            w.a.post(
+                i,
+                Request::Write {
+                    len: 1024,
+                    stag: 0xB0,
+                    to: (i % 1000) * 1024,
+                },
+                vec![i as u8; 1024],
+            );
+        }
+        let mut socket: VecDeque<u8> = w.a.transmit().into_iter().collect();
+        let mut peak = 0;
+        loop {
+            let n = w.b.stream.read_hint().expect("active");
+            let got = w.b.stream.fill_input_with(n, |buf| {
+                if socket.is_empty() {
+                    return Err("would block");
+                }
+                let k = n.min(socket.len());
+                for (d, s) in buf.iter_mut().zip(socket.drain(..k)) {
+                    *d = s;
+                }
+                Ok(k)
+            });
+            peak = peak.max(w.b.stream.input_footprint());
+            w.b.place_all();
+            if got.is_err() {
+                break;
+            }
+        }
+        w.b.drain();
+        assert!(w.b.completions.is_empty(), "writes complete at the writer");
+        assert!(w.b.events.is_empty());
+        assert!(
+            peak >= 64 * 1024,
+            "the backlog was read in large reads: {peak}"
+        );
+        assert!(
+            w.b.stream.input_footprint() <= mpa::READ_MIN,
+            "direct {direct}: idle stream holds {} octets",
+            w.b.stream.input_footprint()
+        );
+        assert_eq!(w.b.stream.read_hint(), Some(mpa::READ_MIN));
+        assert_eq!(w.b.host.regions[&0xB0].data[999 * 1024], 1999u64 as u8);
     }
 }

@@ -27,7 +27,8 @@ use std::time::Instant;
 use common::{Connection, hex};
 use netdirect_proto::handshake::{Event as HsEvent, Handshake, MpaConfig, ReadLimits};
 use netdirect_proto::stream::{
-    Access, Dest, Host, Payload, PostFlags, Request, Stream, TaggedError, WorkCompletion, WorkKind,
+    Access, Dest, Host, Payload, PostFlags, Request, Segmentation, Stream, TaggedError,
+    WorkCompletion, WorkKind,
 };
 use netdirect_proto::{Negotiated, Role};
 use netdirect_types::Status;
@@ -481,6 +482,8 @@ fn run_role(
         fills,
     } = plan(own, peer);
     let mut s: Stream<u32> = Stream::new(negotiated, mulpdu);
+    // Byte for byte as siw: every FPDU full but a message's last.
+    s.set_segmentation(Segmentation::Greedy);
     let mut rng = Rng(match chunking {
         Chunking::Captured => 1,
         Chunking::Random(seed) => seed | 1,
@@ -942,6 +945,7 @@ fn our_read_request_equals_siws() {
     };
     assert_eq!(msn, 1);
     let mut s: Stream<u32> = Stream::new(&rn, mpa::MAX_ULPDU);
+    s.set_segmentation(Segmentation::Greedy);
     // The responder may not speak before the initiator's first FPDU: feed the client's Send.
     let ini = side(&c.initiator, StartupKind::Request, false);
     s.push_input(&ini.fpdu_bytes[..ini.segs[0].end]);

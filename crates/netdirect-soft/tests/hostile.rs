@@ -1117,6 +1117,40 @@ fn a_good_read_request_still_works_through_the_raw_peer() {
     h.finish();
 }
 
+/// A 1 MiB Read Response leaves in FPDUs of one GSO packet (64 KiB, not one 32 KiB `lo`
+/// segment) and of equal size: no runt after a run of full ones.
+#[test]
+fn a_large_read_response_goes_out_in_equal_gso_sized_fpdus() {
+    for ip in [v4(), v6()] {
+        let len = 1 << 20;
+        let mut opts = Opts::new(ip);
+        opts.region_len = len;
+        let mut h = Harness::new(opts);
+        let (stag, base) = (h.stag, h.base);
+        h.send_message(read_request(1, stag, base, len as u32), &[]);
+        let mut sizes = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            let u = read_one_fpdu(&mut h.raw, false);
+            let repr = rdmap::Repr::parse(&u).unwrap();
+            sizes.push(repr.payload.len());
+            got.extend_from_slice(repr.payload);
+            if repr.last {
+                break;
+            }
+        }
+        assert_eq!(got, h.snapshot[CANARY..CANARY + len], "{ip}");
+        // 65535-octet ULPDUs carry 65521 payload octets at most: 17 FPDUs per MiB.
+        assert_eq!(sizes.len(), 17, "{ip}: {sizes:?}");
+        let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+        assert!(hi - lo <= 1, "{ip}: runt in {sizes:?}");
+        h.send_message(read_request(2, stag, base + len as u64, 1), &[]);
+        h.expect_terminate(TermError::RdmapBaseBounds);
+        h.expect_failed(sent_code(TermError::RdmapBaseBounds), None);
+        h.finish();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Opcodes and versions
 

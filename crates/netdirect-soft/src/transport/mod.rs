@@ -113,20 +113,34 @@
 //!
 //! # Data path
 //!
-//! * **Receive:** the thread reads into one reusable buffer per engine
-//!   ([`EngineConfig::read_buffer`]), feeds the stream, and calls [`QpHost::place`] for every
+//! * **Receive:** the thread reads into the stream's input buffer, as much as its read window
+//!   says (at most [`EngineConfig::read_buffer`]); a large payload whose header is in is read
+//!   straight into its destination, with its trailer and the next header in the same read.
+//!   It feeds the stream, and calls [`QpHost::place`] for every
 //!   placement before it drains completions (completions come after placement) and events. One
 //!   connection reads at most [`EngineConfig::read_budget`] octets per turn before the others get
 //!   theirs.
-//! * **Transmit:** FPDUs with small payloads (at most 4 KiB) or markers are built in the
-//!   connection's out buffer and coalesced (up to 64 KiB per write). A large payload goes out
+//! * **Transmit:** FPDUs are framed by [`netdirect_wire::mpa::FpduWriter`]. Those with small
+//!   payloads (at most 4 KiB) or markers are built in the connection's out buffer and
+//!   coalesced (up to 64 KiB per write). A large payload goes out
 //!   with one vectored write — pending coalesced bytes, header, the payload spans straight from
 //!   registered memory ([`QpHost::with_payload`]), pad and CRC — so the payload is not copied in
 //!   user space; only what the kernel did not take is copied into the out buffer, and the
 //!   connection waits for `WRITABLE` before it takes the next frame from the stream.
-//! * **FPDU size:** MULPDU is `mpa::mulpdu(TCP_MAXSEG)` capped at [`EngineConfig::max_mulpdu`]
-//!   (on loopback the MSS is about 64 KiB; the cap, 32 KiB FPDUs, is in [`DEFAULT_MAX_MULPDU`]). `TCP_NODELAY` is set on
-//!   every connection, as siw does.
+//! * **FPDU size:** MULPDU is `mpa::mulpdu(mpa::gso_seglen(TCP_MAXSEG))` (one 64 KiB GSO
+//!   packet, as siw's `mss × gso_segs`; with markers, one segment) capped at
+//!   [`EngineConfig::max_mulpdu`] (the provider setting for hardware peers; what each choice
+//!   costs is in [`DEFAULT_MAX_MULPDU`]). A message is cut into equal FPDUs, none over MULPDU,
+//!   so no runt follows a run of full ones. `TCP_NODELAY` is set on every connection, as siw
+//!   does. A write carries `MSG_MORE` while the stream has another frame ready and the frame
+//!   is under half the TCP send unit (so small FPDUs, say with a 16 KiB cap, share full GSO
+//!   packets); a larger FPDU leaves at once, as holding half a packet back costs the receiver
+//!   its head start (measured: RDMA read of 64 KiB, two 32 KiB FPDUs per response, lost a
+//!   third of its throughput on `lo` with `MSG_MORE` on every FPDU).
+//! * **Memory:** input buffers follow what is in flight (a read window that starts at 4 KiB
+//!   and doubles while reads fill it, [`netdirect_wire::mpa::Deframer::read_window`]) and are
+//!   given back when the socket is drained and nothing is buffered; out buffers over 8 KiB
+//!   are freed when they drain. An idle connection keeps at most a few KiB of buffers.
 
 mod errno;
 mod reactor;
@@ -207,14 +221,23 @@ pub trait QpHost: Host<Lease: Send> + Send + 'static {
     fn flushed(&mut self) {}
 }
 
-/// The default cap on MULPDU: FPDUs of 32 KiB, what siw sends on `lo` (spec/iwarp.md §7.3).
+/// The default cap on MULPDU: none below what MPA's 16-bit length allows, so FPDUs are sized
+/// by the connection alone (`mpa::mulpdu(mpa::gso_seglen(TCP_MAXSEG))`: one 64 KiB GSO packet,
+/// as siw's `mss × gso_segs`; on `lo` two 32 KiB segments).
 ///
-/// Measured with `tests/transport.rs::rdma_write_throughput` (release, 2 cores, 128 MiB of RDMA
-/// Write between two engines in one process, `ND_MULPDU` overriding the cap): 16 KiB, 32 KiB
-/// and 64 KiB FPDUs all gave 450-525 MB/s, the differences inside the run-to-run noise. The
-/// cost is elsewhere (the receive side copies socket → read buffer → deframer → region), so the
-/// cap takes siw's value, which also keeps the FPDU inside one loopback segment.
-pub const DEFAULT_MAX_MULPDU: usize = mpa::mulpdu(32 * 1024, false);
+/// What each choice costs (set it with [`EngineConfig::max_mulpdu`], a provider setting):
+///
+/// * **64 KiB (default):** for soft peers and Linux siw, which accepts any FPDU up to 65535
+///   octets whatever the segmentation (spec/iwarp.md §7.3). Fewest headers, CRCs, writes and
+///   reads per MiB (17 FPDUs; one read each with header-first receive); an FPDU spans several
+///   wire segments, so a peer that places per segment cannot take it.
+/// * **16 KiB (`mpa::mulpdu(16 * 1024, false)`):** Chelsio T6 and other RNICs that take at most
+///   16 KiB per FPDU. 4x the FPDUs of the default: about 4x the per-FPDU work on both sides
+///   (a header, a CRC, a read), still several FPDUs per TCP segment thanks to `MSG_MORE`.
+/// * **MSS-sized (`mpa::mulpdu(1460, false)` on a 1500-MTU link):** RNICs that want every FPDU
+///   inside one TCP segment (RFC 5044's FPDU alignment). About 45x the FPDUs of the default:
+///   per-FPDU costs dominate and throughput drops accordingly; only for such peers.
+pub const DEFAULT_MAX_MULPDU: usize = mpa::MAX_ULPDU;
 
 /// Settings of an [`Engine`].
 #[derive(Debug, Clone)]

@@ -50,7 +50,18 @@ pub struct Deframer {
     failed: Option<Error>,
     /// The ULPDU last handed out: (from `stripped`?, start, length).
     last: Option<(bool, usize, usize)>,
+    /// How many octets the next socket read should ask for ([`Deframer::read_window`]).
+    window: usize,
+    /// The last read returned less than it was offered: the socket is drained for now.
+    drained: bool,
+    /// Octets of spare room lent by [`Deframer::spare`] and not yet committed.
+    lent: usize,
 }
+
+/// The smallest read window, and the input buffer a connection keeps while idle.
+pub const READ_MIN: usize = 4 * 1024;
+/// The largest read window: reads double up to this while each fills its window.
+pub const READ_MAX: usize = 256 * 1024;
 
 impl Deframer {
     /// A deframer for a direction configured as `config`.
@@ -65,6 +76,9 @@ impl Deframer {
             stripped: Vec::new(),
             failed: None,
             last: None,
+            window: READ_MIN,
+            drained: false,
+            lent: 0,
         }
     }
 
@@ -76,6 +90,7 @@ impl Deframer {
     /// Makes room for `n` more octets after the buffered ones; returns where they go.
     fn reserve(&mut self, n: usize) -> usize {
         self.last = None;
+        self.lent = 0;
         if self.head > 0 && (self.head == self.end || self.head >= self.buf.len() / 2) {
             self.buf.copy_within(self.head..self.end, 0);
             self.end -= self.head;
@@ -97,16 +112,90 @@ impl Deframer {
 
     /// Lends up to `n` writable octets after the buffered ones to `read` (a socket read straight
     /// into the deframer, saving a copy) and keeps the first `k` of them when it returns
-    /// `Ok(k)` (`k` is clamped to `n`).
+    /// `Ok(k)` (`k` is clamped to `n`). An `Err` (a read that would block) means the socket
+    /// is drained: with nothing buffered the input buffer is given back
+    /// ([`Deframer::release_idle`]).
     pub fn fill_with<E>(
         &mut self,
         n: usize,
         read: impl FnOnce(&mut [u8]) -> core::result::Result<usize, E>,
     ) -> core::result::Result<usize, E> {
         let at = self.reserve(n);
-        let k = read(&mut self.buf[at..at + n])?.min(n);
+        let k = match read(&mut self.buf[at..at + n]) {
+            Ok(k) => k.min(n),
+            Err(e) => {
+                // Would block (or the connection broke): the socket is drained.
+                self.drained = true;
+                self.release_idle();
+                return Err(e);
+            }
+        };
         self.end += k;
+        self.account_read(n, k);
         Ok(k)
+    }
+
+    /// Adapts the read window to what the socket had: double it after a read that filled it,
+    /// note a short one (the socket is drained).
+    fn account_read(&mut self, offered: usize, got: usize) {
+        self.drained = got < offered;
+        if !self.drained && offered >= self.window {
+            self.window = (self.window * 2).min(READ_MAX);
+        }
+    }
+
+    /// How many octets to ask the socket for next: [`READ_MIN`] while reads come back short
+    /// (a quiet or latency-bound connection), doubling up to [`READ_MAX`] while each read fills
+    /// its window (a backlog), back to the minimum once the input is drained
+    /// ([`Deframer::release_idle`]). The input buffer grows with it, so a connection holds
+    /// what is in flight, not the largest read it ever made.
+    pub fn read_window(&self) -> usize {
+        self.window
+    }
+
+    /// Gives the input buffer back when there is nothing buffered and the last read found the
+    /// socket drained: a buffer larger than [`READ_MIN`] is freed and the read window starts
+    /// again from the minimum. Returns whether memory was freed.
+    pub fn release_idle(&mut self) -> bool {
+        if self.head != self.end || !self.drained || self.lent != 0 {
+            return false;
+        }
+        self.window = READ_MIN;
+        if self.buf.len() <= READ_MIN && self.stripped.capacity() <= READ_MIN {
+            return false;
+        }
+        self.buf = Vec::new();
+        self.stripped = Vec::new();
+        self.head = 0;
+        self.end = 0;
+        self.last = None;
+        true
+    }
+
+    /// Octets of memory the deframer holds (input buffer and marker scratch).
+    pub fn footprint(&self) -> usize {
+        self.buf.capacity() + self.stripped.capacity()
+    }
+
+    /// Lends `n` writable octets after the buffered ones for a read that also lands
+    /// elsewhere (the tail of a vectored read whose first pieces are a payload's destination).
+    /// Only the first `k` become input, with [`Deframer::commit`]`(k)`, which must come before
+    /// anything else that takes `&mut self` except [`Deframer::skip`]: the payload octets read
+    /// into the other pieces come first in the stream.
+    pub fn spare(&mut self, n: usize) -> &mut [u8] {
+        let at = self.reserve(n);
+        self.lent = n;
+        &mut self.buf[at..at + n]
+    }
+
+    /// Keeps the first `k` octets (clamped to what was lent) of the last [`Deframer::spare`]
+    /// as received input; returns how many were kept.
+    pub fn commit(&mut self, k: usize) -> usize {
+        let k = k.min(self.lent);
+        self.end += k;
+        self.account_read(self.lent, k);
+        self.lent = 0;
+        k
     }
 
     /// Octets received but not yet handed out as part of an FPDU.
@@ -323,6 +412,86 @@ mod tests {
         marked.push(&wire[..4]);
         assert_eq!(marked.consume(4), 0);
         assert!(!marked.skip(4));
+    }
+
+    #[test]
+    fn read_window_grows_with_a_backlog_and_the_buffer_goes_back_when_idle() {
+        let mut d = Deframer::new(DeframerConfig::default());
+        assert_eq!(d.read_window(), READ_MIN);
+        // Reads that fill their window: a backlog; the window doubles up to the maximum.
+        let mut w = Vec::new();
+        for _ in 0..10 {
+            let n = d.read_window();
+            w.push(n);
+            d.fill_with(n, |buf| Ok::<_, ()>(buf.len())).unwrap();
+            d.consume(n);
+        }
+        assert_eq!(w[..3], [READ_MIN, 2 * READ_MIN, 4 * READ_MIN]);
+        assert_eq!(d.read_window(), READ_MAX);
+        assert!(d.footprint() >= READ_MAX);
+        // Not drained yet: nothing is released.
+        assert!(!d.release_idle());
+        // A short read (the socket is empty), everything consumed: the buffer goes back.
+        d.fill_with(d.read_window(), |buf| {
+            // An empty ULPDU with CRC off: length, pad, CRC.
+            buf[..8].fill(0);
+            Ok::<_, ()>(8)
+        })
+        .unwrap();
+        assert!(!d.release_idle(), "an FPDU is buffered");
+        assert_eq!(d.next_ulpdu(), Some(Ok(&[][..])));
+        assert!(d.release_idle());
+        assert_eq!(d.footprint(), 0);
+        assert_eq!(d.read_window(), READ_MIN);
+        // A small buffer is kept.
+        d.fill_with(64, |_| Ok::<_, ()>(0)).unwrap();
+        assert!(!d.release_idle());
+        assert_eq!(d.footprint(), 64);
+        // A read that would block after a backlog releases at once.
+        for _ in 0..4 {
+            let n = d.read_window();
+            d.fill_with(n, |buf| Ok::<_, ()>(buf.len())).unwrap();
+            d.consume(n);
+        }
+        assert!(d.footprint() > READ_MIN);
+        assert_eq!(
+            d.fill_with(d.read_window(), |_| Err::<usize, _>("would block")),
+            Err("would block")
+        );
+        assert_eq!(d.footprint(), 0);
+    }
+
+    #[test]
+    fn spare_and_commit_take_the_tail_of_a_read() {
+        let mut wire = vec![0u8; 64];
+        let n = emit_fpdu(b"0123456789", true, &mut wire).unwrap();
+        let m = emit_fpdu(b"next", true, &mut wire[n..]).unwrap();
+        let mut d = Deframer::new(DeframerConfig {
+            crc: true,
+            ..Default::default()
+        });
+        d.push(&wire[..4]);
+        assert_eq!(d.consume(4), 4);
+        // One "read": 8 payload octets elsewhere, then the trailer and the next FPDU here.
+        let tail = d.spare(32);
+        tail[..n - 12 + m].copy_from_slice(&wire[12..n + m]);
+        assert!(d.skip(8));
+        assert_eq!(d.commit(1000), 32, "clamped to what was lent");
+        assert_eq!(d.buffered(), 32);
+        let mut d = Deframer::new(DeframerConfig {
+            crc: true,
+            ..Default::default()
+        });
+        d.push(&wire[..4]);
+        d.consume(4);
+        let tail = d.spare(32);
+        tail[..n - 12 + m].copy_from_slice(&wire[12..n + m]);
+        assert!(d.skip(8));
+        assert_eq!(d.commit(n - 12 + m), n - 12 + m);
+        assert_eq!(d.consume_slice(n - 12), &wire[12..n]);
+        assert_eq!(d.next_ulpdu(), Some(Ok(&b"next"[..])));
+        assert_eq!(d.seq(), (n + m) as u32);
+        assert_eq!(d.commit(5), 0, "nothing lent");
     }
 
     #[test]

@@ -50,6 +50,29 @@ pub const fn mulpdu(emss: usize, markers: bool) -> usize {
     if m > MAX_ULPDU { MAX_ULPDU } else { m }
 }
 
+/// Octets of one GSO packet on Linux by default (`GSO_MAX_SIZE` of `lo` and most NICs).
+pub const GSO_SIZE: usize = 64 * 1024;
+
+/// The TCP send unit an FPDU is sized to, from the connection's MSS (`TCP_MAXSEG`): as siw's
+/// `mss_cache × gso_segs`, with as many whole segments as fit one [`GSO_SIZE`] packet (at
+/// least one). Pass it to [`mulpdu`]. An FPDU of this size leaves the sender as one GSO packet
+/// that the NIC (or `lo`) cuts into whole MSS-sized segments; a peer that needs each FPDU
+/// inside one wire segment (hardware RNICs) needs [`mulpdu`] of the MSS itself instead.
+///
+/// ```
+/// use netdirect_wire::mpa::{gso_seglen, mulpdu};
+/// assert_eq!(gso_seglen(1448), 45 * 1448);
+/// assert_eq!(gso_seglen(32741), 2 * 32741); // lo
+/// assert_eq!(gso_seglen(65483), 65483);
+/// assert!(mulpdu(gso_seglen(32741), false) <= 65535);
+/// ```
+pub const fn gso_seglen(mss: usize) -> usize {
+    if mss == 0 || mss >= GSO_SIZE {
+        return mss;
+    }
+    mss * (GSO_SIZE / mss)
+}
+
 /// A read/write view of one FPDU (markers already stripped).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FpduPacket<T: AsRef<[u8]>> {
