@@ -10,8 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use netdirect_cli::error::{Error, Result};
 use netdirect_cli::perf::{self, Opts, Stop, Test};
 use netdirect_cli::{
-    bench, conn, dma, info, nd, out, outln, parse_ip, perftest_cm, progress, report, rping,
-    scale,
+    bench, conn, dma, info, nd, out, outln, parse_ip, perftest_cm, progress, report, rping, scale,
 };
 use netdirect_types::Status;
 
