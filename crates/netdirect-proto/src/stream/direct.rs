@@ -5,7 +5,6 @@ use netdirect_wire::crc::{self as wire_crc, FpduCrc};
 use netdirect_wire::ddp;
 use netdirect_wire::mpa::{self, FpduPacket};
 use netdirect_wire::rdmap::{self, Message};
-use netdirect_wire::terminate::TermError;
 
 use super::receive::{ReadResponse, RxMsg};
 use super::{Access, Core, Dest, DirectTarget, Host, State, Stream};
@@ -245,12 +244,9 @@ impl<L: Clone> Stream<L> {
         ]);
         let computed = crc.finish();
         if crc_on && received != computed {
-            // As the buffered path: the stream can no longer be trusted.
-            let term = netdirect_wire::Error::Crc { received, computed }
-                .term_error(false)
-                .unwrap_or(TermError::LlpLocalCatastrophic);
-            self.core.rx_copy = None;
-            self.core.fail(Some(term.into()), None, None);
+            // As the buffered path does with a bad CRC.
+            self.core
+                .framing_error(netdirect_wire::Error::Crc { received, computed });
             return DirectStep::Done;
         }
         // The segment is whole and sound: account for it exactly as the buffered path does

@@ -94,11 +94,7 @@ impl<L: Clone> Stream<L> {
             let ulpdu = match next {
                 Ok(u) => u,
                 Err(e) => {
-                    let term = e
-                        .term_error(false)
-                        .unwrap_or(TermError::LlpLocalCatastrophic);
-                    self.core.rx_copy = None;
-                    self.core.fail(Some(term.into()), None, None);
+                    self.core.framing_error(e);
                     return None;
                 }
             };

@@ -252,6 +252,16 @@ impl<L: Clone> Core<L> {
         }
     }
 
+    /// An MPA framing or CRC error in what we received: the stream can no longer be trusted.
+    /// The Terminate (LLP) copies no header.
+    pub(super) fn framing_error(&mut self, e: netdirect_wire::Error) {
+        let term = e
+            .term_error(false)
+            .unwrap_or(TermError::LlpLocalCatastrophic);
+        self.rx_copy = None;
+        self.fail(Some(term.into()), None, None);
+    }
+
     pub(super) fn local_error(
         &mut self,
         term: TermError,
