@@ -72,6 +72,7 @@
 //! copy; its contract is written there.
 #![deny(unsafe_code)]
 
+pub(crate) mod callback;
 pub mod cq;
 pub mod dma;
 pub mod memory;

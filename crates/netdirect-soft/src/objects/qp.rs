@@ -345,6 +345,17 @@ impl QpCore {
         }
     }
 
+    /// Attaches the QP's connection (once): polls of the QP's CQs then make progress on it.
+    pub(crate) fn set_connection(&self, conn: Connection<SoftHost>) -> Result<(), Status> {
+        let poller = conn.poller();
+        self.conn.set(conn).map_err(|_| Status::CONNECTION_ACTIVE)?;
+        self.recv_cq.add_poller(poller.clone());
+        if !Arc::ptr_eq(&self.recv_cq, &self.init_cq) {
+            self.init_cq.add_poller(poller);
+        }
+        Ok(())
+    }
+
     pub(crate) fn connection(&self) -> Result<&Connection<SoftHost>, Status> {
         self.conn.get().ok_or(Status::CONNECTION_INVALID)
     }
@@ -1148,7 +1159,9 @@ impl QpHost for SoftHost {
                     .store(t.provider_error(true), Ordering::Release);
             }
         }
-        self.core.peer_disconnected();
+        // Called under the connection's lock: the consumer's callback runs once it is released.
+        let core = self.core.clone();
+        crate::callback::run_or_defer(move || core.peer_disconnected());
     }
 
     fn local(&mut self, wr: u64) -> Status {

@@ -146,7 +146,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub use errno::{bind_status, connect_status};
 pub use netdirect_proto::handshake::{MpaConfig, Negotiated, ReadLimits};
 
-use reactor::Cmd;
+use reactor::{Cmd, ConnCell};
 
 /// What the engine needs from the owner of a connection (the queue pair).
 ///
@@ -242,6 +242,12 @@ pub struct EngineConfig {
     /// (default [`netdirect_proto::stream::DIRECT_MIN`]); `None` reads everything through the
     /// input buffer. Ignored when the peer inserts markers.
     pub direct_min: Option<usize>,
+    /// Consumer-driven progress (default on): a post is sent from the posting thread when the
+    /// connection is free, and a poll of an empty CQ runs a non-blocking receive pass over the
+    /// connections that complete there (see the module docs). Off: every post and every byte
+    /// goes through the progress thread. The default can be turned off for a whole process with
+    /// the environment variable `NETDIRECT_INLINE_PROGRESS=0` (test matrices).
+    pub inline_progress: bool,
 }
 
 impl Default for EngineConfig {
@@ -255,6 +261,7 @@ impl Default for EngineConfig {
             read_budget: 4 * 1024 * 1024,
             first_fpdu_delay: Duration::from_millis(20),
             direct_min: Some(netdirect_proto::stream::DIRECT_MIN),
+            inline_progress: std::env::var("NETDIRECT_INLINE_PROGRESS").map_or(true, |v| v != "0"),
         }
     }
 }
@@ -370,8 +377,15 @@ impl ConnShared {
 /// The part of the engine consumer threads share with the progress thread.
 pub(crate) struct Inner<H: QpHost> {
     cmds: SegQueue<Cmd<H>>,
+    /// Connections handed to the progress thread by consumer threads.
+    work: SegQueue<Arc<ConnCell<H>>>,
     waker: mio::Waker,
     sleeping: AtomicBool,
+    /// The waker was written and the progress thread has not woken since: at most one wake
+    /// per batch.
+    wake_pending: AtomicBool,
+    /// Times the progress thread woke from a wait (relaxed; for measurements).
+    wakeups: AtomicU64,
     stop: AtomicBool,
     closed: AtomicBool,
     next_id: AtomicU64,
@@ -390,7 +404,15 @@ impl<H: QpHost> Inner<H> {
         atomic::fence(Ordering::SeqCst);
         if self.closed.load(Ordering::SeqCst) {
             self.drain_failed();
-        } else if self.sleeping.load(Ordering::SeqCst) {
+        } else {
+            self.wake();
+        }
+    }
+
+    /// Wakes the progress thread if it sleeps and no wake is pending (call after queueing).
+    fn wake(&self) {
+        atomic::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) && !self.wake_pending.swap(true, Ordering::SeqCst) {
             let _ = self.waker.wake();
         }
     }
@@ -448,8 +470,11 @@ impl<H: QpHost> Engine<H> {
             .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
         let inner = Arc::new(Inner {
             cmds: SegQueue::new(),
+            work: SegQueue::new(),
             waker,
             sleeping: AtomicBool::new(false),
+            wake_pending: AtomicBool::new(false),
+            wakeups: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -569,24 +594,27 @@ impl<H: QpHost> Engine<H> {
             .unwrap_or(remote);
         let sock = mio::net::TcpStream::from_std(socket.into());
         let shared = ConnShared::new(self.inner.id(), local_addr, remote);
+        let mut conn = reactor::Conn::new(shared, sock, reactor::Phase::TcpConnecting, hs);
+        conn.explicit_port = explicit_port;
+        let cell = ConnCell::new(self.inner.clone(), conn);
         self.inner.send(Cmd::Connect {
-            shared: shared.clone(),
-            sock,
-            hs,
+            cell: cell.clone(),
             host,
-            explicit_port,
             connected_now,
             on_done: Box::new(on_done),
         });
-        Ok(Connection {
-            inner: self.inner.clone(),
-            shared,
-        })
+        Ok(Connection { cell })
     }
 
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// How many times the progress thread woke from a wait so far (readiness, a timer, or a
+    /// consumer handing it work). A relaxed counter, for measurements.
+    pub fn wakeups(&self) -> u64 {
+        self.inner.wakeups.load(Ordering::Relaxed)
     }
 }
 
@@ -650,8 +678,7 @@ impl<H: QpHost> Drop for Listener<H> {
 /// An incoming connection whose MPA Request has been parsed (the NDK connect event). Accept or
 /// reject it; dropping it rejects it.
 pub struct Incoming<H: QpHost> {
-    inner: Arc<Inner<H>>,
-    shared: Arc<ConnShared>,
+    cell: Arc<ConnCell<H>>,
     request: PeerRequest,
     decided: bool,
 }
@@ -659,8 +686,8 @@ pub struct Incoming<H: QpHost> {
 impl<H: QpHost> std::fmt::Debug for Incoming<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Incoming")
-            .field("peer", &self.shared.peer)
-            .field("local", &self.shared.local)
+            .field("peer", &self.cell.shared.peer)
+            .field("local", &self.cell.shared.local)
             .field("request", &self.request)
             .finish()
     }
@@ -669,12 +696,12 @@ impl<H: QpHost> std::fmt::Debug for Incoming<H> {
 impl<H: QpHost> Incoming<H> {
     /// The initiator's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shared.peer
+        self.cell.shared.peer
     }
 
     /// Our address of this connection.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local
+        self.cell.shared.local
     }
 
     /// The Request: private data, IRD/ORD (revision 2), CRC/marker wishes, RTR offer.
@@ -698,17 +725,16 @@ impl<H: QpHost> Incoming<H> {
             return Err(Status::INVALID_BUFFER_SIZE);
         }
         self.decided = true;
-        self.shared.set_state(ConnState::Accepting);
-        self.inner.send(Cmd::Accept {
-            id: self.shared.id,
+        self.cell.shared.set_state(ConnState::Accepting);
+        self.cell.inner.send(Cmd::Accept {
+            id: self.cell.shared.id,
             limits: cap_limits(limits),
             private_data: private_data.to_vec(),
             host,
             on_done: Box::new(on_done),
         });
         Ok(Connection {
-            inner: self.inner.clone(),
-            shared: self.shared.clone(),
+            cell: self.cell.clone(),
         })
     }
 
@@ -718,9 +744,9 @@ impl<H: QpHost> Incoming<H> {
             return Err(Status::INVALID_BUFFER_SIZE);
         }
         self.decided = true;
-        self.shared.set_state(ConnState::Closed);
-        self.inner.send(Cmd::Reject {
-            id: self.shared.id,
+        self.cell.shared.set_state(ConnState::Closed);
+        self.cell.inner.send(Cmd::Reject {
+            id: self.cell.shared.id,
             private_data: private_data.to_vec(),
         });
         Ok(())
@@ -730,9 +756,9 @@ impl<H: QpHost> Incoming<H> {
 impl<H: QpHost> Drop for Incoming<H> {
     fn drop(&mut self) {
         if !self.decided {
-            self.shared.set_state(ConnState::Closed);
-            self.inner.send(Cmd::Reject {
-                id: self.shared.id,
+            self.cell.shared.set_state(ConnState::Closed);
+            self.cell.inner.send(Cmd::Reject {
+                id: self.cell.shared.id,
                 private_data: Vec::new(),
             });
         }
@@ -742,16 +768,15 @@ impl<H: QpHost> Drop for Incoming<H> {
 /// One connection (the connector and the QP's transport). Dropping it disconnects (and
 /// flushes) if that was not done.
 pub struct Connection<H: QpHost> {
-    inner: Arc<Inner<H>>,
-    shared: Arc<ConnShared>,
+    cell: Arc<ConnCell<H>>,
 }
 
 impl<H: QpHost> std::fmt::Debug for Connection<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("local", &self.shared.local)
-            .field("peer", &self.shared.peer)
-            .field("state", &self.shared.state())
+            .field("local", &self.cell.shared.local)
+            .field("peer", &self.cell.shared.peer)
+            .field("state", &self.cell.shared.state())
             .finish()
     }
 }
@@ -759,25 +784,25 @@ impl<H: QpHost> std::fmt::Debug for Connection<H> {
 impl<H: QpHost> Connection<H> {
     /// Our address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local
+        self.cell.shared.local
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shared.peer
+        self.cell.shared.peer
     }
 
     /// Where the connection is.
     pub fn state(&self) -> ConnState {
-        self.shared.state()
+        self.cell.shared.state()
     }
 
     /// Active side, after the connect completed: starts the stream (its first FPDU completes
     /// the passive side's accept). `on_done` gets `STATUS_SUCCESS`, `STATUS_CONNECTION_ABORTED`
     /// when the peer went away meanwhile, or `STATUS_CONNECTION_INVALID` in the wrong state.
     pub fn complete(&self, on_done: impl FnOnce(Status) + Send + 'static) {
-        self.inner.send(Cmd::Complete {
-            id: self.shared.id,
+        self.cell.inner.send(Cmd::Complete {
+            id: self.cell.shared.id,
             on_done: Box::new(on_done),
         });
     }
@@ -785,8 +810,10 @@ impl<H: QpHost> Connection<H> {
     /// Active side, after the connect completed: refuses the connection instead of completing
     /// it. Sends a Terminate (LLP local catastrophic) and closes.
     pub fn reject(&self) {
-        self.shared.set_state(ConnState::Closed);
-        self.inner.send(Cmd::Abandon { id: self.shared.id });
+        self.cell.shared.set_state(ConnState::Closed);
+        self.cell.inner.send(Cmd::Abandon {
+            id: self.cell.shared.id,
+        });
     }
 
     /// Queues send-queue request `wr` (its bytes and leases in `work`, handed to
@@ -800,15 +827,16 @@ impl<H: QpHost> Connection<H> {
         request: Request,
         flags: PostFlags,
     ) -> Result<(), Status> {
-        match self.shared.state() {
+        match self.cell.shared.state() {
             ConnState::Connected | ConnState::PeerClosed => {}
             _ => return Err(Status::CONNECTION_INVALID),
         }
-        if matches!(request, Request::Read { .. }) && self.shared.ord.load(Ordering::Acquire) == 0 {
+        if matches!(request, Request::Read { .. })
+            && self.cell.shared.ord.load(Ordering::Acquire) == 0
+        {
             return Err(Status::INSUFFICIENT_RESOURCES);
         }
-        self.inner.send(Cmd::Post {
-            id: self.shared.id,
+        self.cell.post(reactor::PostItem {
             wr,
             work,
             request,
@@ -817,19 +845,34 @@ impl<H: QpHost> Connection<H> {
         Ok(())
     }
 
+    /// One non-blocking progress pass from the consumer's thread (what a poll of an empty CQ
+    /// runs): sends and reads what the socket allows, places, completes. Does nothing when the
+    /// connection is busy on another thread, or with [`EngineConfig::inline_progress`] off.
+    pub fn progress(&self) {
+        self.cell.progress_pass();
+    }
+
+    /// The connection as a [`crate::cq::Poller`], for the CQs its completions go to.
+    pub fn poller(&self) -> std::sync::Weak<dyn crate::cq::Poller> {
+        let weak: std::sync::Weak<ConnCell<H>> = Arc::downgrade(&self.cell);
+        weak
+    }
+
     /// NdkFlush: every pending request completes `STATUS_CANCELLED` and the stream stops (the
     /// TCP connection stays until [`Connection::disconnect`]).
     pub fn flush(&self) {
-        self.inner.send(Cmd::Flush { id: self.shared.id });
+        self.cell.inner.send(Cmd::Flush {
+            id: self.cell.shared.id,
+        });
     }
 
     /// Graceful disconnect: FIN after the FPDU in progress, then the flush. `on_done` gets
     /// `STATUS_SUCCESS`, or `STATUS_IO_TIMEOUT` when pending bytes could not leave in
     /// [`EngineConfig::disconnect_timeout`] (the connection is then reset).
     pub fn disconnect(&self, on_done: impl FnOnce(Status) + Send + 'static) {
-        self.shared.set_state(ConnState::Closed);
-        self.inner.send(Cmd::Disconnect {
-            id: self.shared.id,
+        self.cell.shared.set_state(ConnState::Closed);
+        self.cell.inner.send(Cmd::Disconnect {
+            id: self.cell.shared.id,
             on_done: Some(Box::new(on_done)),
         });
     }
@@ -837,9 +880,9 @@ impl<H: QpHost> Connection<H> {
 
 impl<H: QpHost> Drop for Connection<H> {
     fn drop(&mut self) {
-        self.shared.set_state(ConnState::Closed);
-        self.inner.send(Cmd::Disconnect {
-            id: self.shared.id,
+        self.cell.shared.set_state(ConnState::Closed);
+        self.cell.inner.send(Cmd::Disconnect {
+            id: self.cell.shared.id,
             on_done: None,
         });
     }
