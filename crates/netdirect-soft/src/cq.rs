@@ -245,6 +245,10 @@ impl State {
 pub trait Poller: Send + Sync {
     /// One non-blocking pass (try-lock, non-blocking socket I/O); never waits for a lock.
     fn progress(&self);
+
+    /// The consumer stops polling for now (it is about to block): hand background progress
+    /// back to the progress thread at once.
+    fn release(&self) {}
 }
 
 /// A completion queue. See the [module docs](self) for the rules.
@@ -363,6 +367,11 @@ impl Cq {
                 continue;
             }
             let seen = *self.notified.lock();
+            for p in self.pollers.read_recursive().iter() {
+                if let Some(p) = p.upgrade() {
+                    p.release();
+                }
+            }
             self.arm(CqNotifyType::Any);
             let n = self.get_results(out);
             if n > 0 {

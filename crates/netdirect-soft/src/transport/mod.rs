@@ -248,6 +248,12 @@ pub struct EngineConfig {
     /// goes through the progress thread. The default can be turned off for a whole process with
     /// the environment variable `NETDIRECT_INLINE_PROGRESS=0` (test matrices).
     pub inline_progress: bool,
+    /// Inline progress: how long after a consumer's last progress pass its connection's
+    /// arrivals stay its business. Meanwhile the progress thread is not woken by them (the
+    /// socket is registered for writability only); it looks every `poll_lease` and takes the
+    /// receive side back from a consumer that stopped polling. A consumer that blocks in
+    /// [`crate::cq::Cq::wait`] gives it back at once.
+    pub poll_lease: Duration,
 }
 
 impl Default for EngineConfig {
@@ -261,6 +267,7 @@ impl Default for EngineConfig {
             read_budget: 4 * 1024 * 1024,
             first_fpdu_delay: Duration::from_millis(20),
             direct_min: Some(netdirect_proto::stream::DIRECT_MIN),
+            poll_lease: Duration::from_millis(1),
             inline_progress: std::env::var("NETDIRECT_INLINE_PROGRESS").map_or(true, |v| v != "0"),
         }
     }
@@ -376,6 +383,11 @@ impl ConnShared {
 
 /// The part of the engine consumer threads share with the progress thread.
 pub(crate) struct Inner<H: QpHost> {
+    /// The progress thread's registry, for consumers that take or give back a connection's
+    /// receive side.
+    registry: mio::Registry,
+    /// Origin of [`Inner::stamp`].
+    epoch: Instant,
     cmds: SegQueue<Cmd<H>>,
     /// Connections handed to the progress thread by consumer threads.
     work: SegQueue<Arc<ConnCell<H>>>,
@@ -393,6 +405,11 @@ pub(crate) struct Inner<H: QpHost> {
 }
 
 impl<H: QpHost> Inner<H> {
+    /// Nanoseconds since the engine started (for consumers' poll times).
+    fn stamp(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
     fn id(&self) -> usize {
         self.next_id.fetch_add(1, Ordering::Relaxed) as usize
     }
@@ -468,7 +485,13 @@ impl<H: QpHost> Engine<H> {
         let poll = mio::Poll::new().map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
         let waker = mio::Waker::new(poll.registry(), reactor::WAKER)
             .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
         let inner = Arc::new(Inner {
+            registry,
+            epoch: Instant::now(),
             cmds: SegQueue::new(),
             work: SegQueue::new(),
             waker,

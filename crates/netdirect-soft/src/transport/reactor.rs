@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io::{self, ErrorKind, IoSlice, IoSliceMut, Read, Write};
 use std::net::Shutdown;
-use std::sync::atomic::{self, AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{self, AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -1061,6 +1061,11 @@ pub(crate) struct ConnCell<H: QpHost> {
     queued: AtomicBool,
     /// Readiness bits (`EV_*`) not applied yet.
     ev: AtomicU8,
+    /// A consumer's progress passes own the receive side: the socket is registered for
+    /// writability only. Changed under the connection lock.
+    rx_leased: AtomicBool,
+    /// When a consumer last ran a progress pass ([`Inner::stamp`]).
+    last_poll: AtomicU64,
 }
 
 impl<H: QpHost> ConnCell<H> {
@@ -1073,6 +1078,8 @@ impl<H: QpHost> ConnCell<H> {
             posts: SegQueue::new(),
             queued: AtomicBool::new(false),
             ev: AtomicU8::new(0),
+            rx_leased: AtomicBool::new(false),
+            last_poll: AtomicU64::new(0),
         })
     }
 
@@ -1154,18 +1161,66 @@ impl<H: QpHost> ConnCell<H> {
         if !self.inner.config.inline_progress || self.inner.closed.load(Ordering::Relaxed) {
             return;
         }
+        let now = Instant::now();
+        self.last_poll
+            .store(self.inner.stamp(now), Ordering::Relaxed);
         let Some(mut g) = self.try_lock() else {
             return;
         };
-        if g.rx_pass(Instant::now(), &self.inner.config) {
+        let mut hand_over = g.rx_pass(now, &self.inner.config);
+        // A consumer polls: arrivals are its business for a while, so the progress thread stops
+        // hearing of them (no wakeup per message); it takes them back once the consumer has
+        // not polled for `EngineConfig::poll_lease`.
+        if !self.rx_leased.load(Ordering::Relaxed) && g.phase == Phase::Connected && !g.zombie {
+            let token = Token(self.shared.id);
+            if self
+                .inner
+                .registry
+                .reregister(&mut g.sock, token, Interest::WRITABLE)
+                .is_ok()
+            {
+                self.rx_leased.store(true, Ordering::Release);
+                hand_over = true;
+            }
+        }
+        drop(g);
+        if hand_over {
             self.schedule();
         }
+    }
+
+    /// Gives the receive side back to the progress thread (a consumer about to block).
+    pub(crate) fn release(&self) {
+        if !self.rx_leased.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(mut g) = self.try_lock() {
+            self.unlease(&mut g);
+        }
+    }
+
+    /// Registers for reads again (the kernel reports data already waiting). Under the lock.
+    fn unlease(&self, c: &mut Conn<H>) {
+        if !self.rx_leased.swap(false, Ordering::AcqRel) || c.zombie {
+            return;
+        }
+        let token = Token(self.shared.id);
+        let _ = self.inner.registry.reregister(
+            &mut c.sock,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        c.readable = true;
     }
 }
 
 impl<H: QpHost> crate::cq::Poller for ConnCell<H> {
     fn progress(&self) {
         self.progress_pass();
+    }
+
+    fn release(&self) {
+        ConnCell::release(self);
     }
 }
 
@@ -1229,6 +1284,9 @@ pub(crate) struct Reactor<H: QpHost> {
     ready: HashSet<usize>,
     /// Deadlines, soonest first (stale entries are skipped when they come up).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Connections whose receive side a polling consumer holds (checked every
+    /// [`EngineConfig::poll_lease`]).
+    leased: HashSet<usize>,
     rbuf: Vec<u8>,
 }
 
@@ -1242,6 +1300,7 @@ impl<H: QpHost> Reactor<H> {
             conns: HashMap::new(),
             ready: HashSet::new(),
             timers: BinaryHeap::new(),
+            leased: HashSet::new(),
             rbuf,
         }
     }
@@ -1259,9 +1318,12 @@ impl<H: QpHost> Reactor<H> {
             let timeout = if !self.ready.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                self.timers
+                let timer = self
+                    .timers
                     .peek()
-                    .map(|Reverse((d, _))| d.saturating_duration_since(Instant::now()))
+                    .map(|Reverse((d, _))| d.saturating_duration_since(Instant::now()));
+                let lease = (!self.leased.is_empty()).then_some(self.inner.config.poll_lease);
+                timer.into_iter().chain(lease).min()
             };
             self.inner.sleeping.store(true, Ordering::SeqCst);
             atomic::fence(Ordering::SeqCst);
@@ -1302,6 +1364,7 @@ impl<H: QpHost> Reactor<H> {
                     self.ready.insert(id);
                 }
             }
+            self.check_leases(now);
             while let Some(Reverse((at, id))) = self.timers.peek().copied() {
                 if at > now {
                     break;
@@ -1326,12 +1389,43 @@ impl<H: QpHost> Reactor<H> {
         self.shutdown();
     }
 
+    /// Takes the receive side back from consumers that stopped polling.
+    fn check_leases(&mut self, now: Instant) {
+        if self.leased.is_empty() {
+            return;
+        }
+        let stamp = self.inner.stamp(now);
+        let lease = self.inner.config.poll_lease.as_nanos() as u64;
+        let ids: Vec<usize> = self.leased.iter().copied().collect();
+        for id in ids {
+            let Some(cell) = self.cell(id) else {
+                self.leased.remove(&id);
+                continue;
+            };
+            if !cell.rx_leased.load(Ordering::Acquire) {
+                self.leased.remove(&id);
+                continue;
+            }
+            if stamp.saturating_sub(cell.last_poll.load(Ordering::Relaxed)) < lease {
+                continue;
+            }
+            let mut c = cell.lock();
+            cell.unlease(&mut c);
+            drop(c);
+            self.leased.remove(&id);
+            self.ready.insert(id);
+        }
+    }
+
     /// Connections handed over by consumer threads.
     fn take_work(&mut self) {
         while let Some(cell) = self.inner.work.pop() {
             cell.queued.store(false, Ordering::Release);
             let id = cell.shared.id;
             if self.conns.contains_key(&id) {
+                if cell.rx_leased.load(Ordering::Acquire) {
+                    self.leased.insert(id);
+                }
                 self.ready.insert(id);
             } else {
                 // Gone from the reactor (a released zombie): locking it takes its posts, which
