@@ -258,6 +258,8 @@ pub struct Conn {
     pub local: Option<SocketAddr>,
     /// The peer's address.
     pub peer: Option<SocketAddr>,
+    /// Block on the CQ's notification while waiting (perftest's `-e`) instead of busy polling.
+    pub events: bool,
 }
 
 impl Conn {
@@ -311,6 +313,7 @@ impl Conn {
             timeout,
             local: None,
             peer: None,
+            events: false,
         };
         for slot in 0..layout.rx_depth {
             conn.post_receive(slot)?;
@@ -474,7 +477,7 @@ impl Conn {
         while self.sent + reserve >= self.credit_limit || self.ctrl_out >= CTRL_TX {
             match self.poll_one()? {
                 Some(e) => self.backlog.push_back(e),
-                None => idle(deadline, "a receive credit from the peer")?,
+                None => self.idle(deadline, "a receive credit from the peer")?,
             }
         }
         self.qp
@@ -512,7 +515,7 @@ impl Conn {
             if let Some(e) = self.try_next()? {
                 return Ok(e);
             }
-            idle(deadline, what)?;
+            self.idle(deadline, what)?;
         }
     }
 
@@ -556,7 +559,7 @@ impl Conn {
             match self.poll_one()? {
                 Some(Event::TxDone(_)) => continue,
                 Some(other) => self.backlog.push_back(other),
-                None if self.tx_out >= max_out => idle(deadline, "requests to complete")?,
+                None if self.tx_out >= max_out => self.idle(deadline, "requests to complete")?,
                 None => return Ok(()),
             }
         }
@@ -569,11 +572,26 @@ impl Conn {
             match self.poll_one()? {
                 Some(Event::TxDone(_)) => {}
                 Some(other) => self.backlog.push_back(other),
-                None => idle(deadline, "outstanding requests to complete")?,
+                None => self.idle(deadline, "outstanding requests to complete")?,
             }
             if self.backlog.len() > 4096 {
                 return Err(Error::msg("protocol error: too many unexpected messages"));
             }
+        }
+        Ok(())
+    }
+
+    /// Waits for the next completion without taking it: blocks on the CQ's notification with
+    /// [`Conn::events`] (up to the deadline), else gives the CPU away once (busy polling).
+    pub fn idle(&mut self, deadline: Instant, what: &str) -> Result<()> {
+        if !self.events || !self.ready.is_empty() {
+            return idle(deadline, what);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = self.cq.wait(&mut self.results, Duration::ZERO, left);
+        self.ready.extend(self.results[..n].iter().copied());
+        if n == 0 && Instant::now() > deadline {
+            return idle(deadline, what);
         }
         Ok(())
     }

@@ -179,6 +179,9 @@ pub struct Opts {
     /// An unreported warm-up measurement first: (size, operations), as the ND tools' 1000
     /// header-size messages.
     pub warmup_phase: Option<(usize, u64)>,
+    /// perftest's `-e`: wait for completions by blocking on the CQ's notification
+    /// ([`netdirect::Cq::wait`]) instead of busy polling.
+    pub events: bool,
 }
 
 impl Opts {
@@ -203,6 +206,7 @@ impl Opts {
             check_every: false,
             sge: 1,
             warmup_phase: None,
+            events: false,
         }
     }
 
@@ -414,6 +418,7 @@ pub fn client(opts: &Opts, server: SocketAddr, progress: &ProgressBar) -> Result
     let mut conns = Vec::new();
     for q in 0..opts.qps {
         let mut conn = Conn::new(&side, lay, opts.timeout)?;
+        conn.events = opts.events;
         let connector = wait(
             side.adapter.create_connector(),
             opts.timeout,
@@ -738,7 +743,7 @@ fn lat_loop(
                     match c.try_next()? {
                         Some(Event::TxDone(_)) => break,
                         Some(other) => return Err(unexpected(other)),
-                        None => idle(deadline, "the RDMA read to complete")?,
+                        None => c.idle(deadline, "the RDMA read to complete")?,
                     }
                 }
             }
@@ -747,7 +752,7 @@ fn lat_loop(
                     match c.try_next()? {
                         Some(Event::TxDone(_)) => {}
                         Some(other) => return Err(unexpected(other)),
-                        None => idle(deadline, "a receive credit from the server")?,
+                        None => c.idle(deadline, "a receive credit from the server")?,
                     }
                 }
                 c.send_data(1, size)?;
@@ -777,7 +782,7 @@ fn lat_loop(
                             break;
                         }
                         Some(other) => return Err(unexpected(other)),
-                        None => idle(deadline, "the server's pong")?,
+                        None => c.idle(deadline, "the server's pong")?,
                     }
                 }
             }
@@ -1007,6 +1012,7 @@ pub fn serve(
         }
         let lay = layout(opts, max_size, true);
         let mut conn = Conn::new(side, lay, opts.timeout)?;
+        conn.events = opts.events;
         let limit = data
             .inbound_read_limit
             .max(lay.read_limit)
@@ -1137,7 +1143,7 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
                                 match c.try_next()? {
                                     Some(Event::TxDone(_)) => {}
                                     Some(other) => return Err(unexpected(other)),
-                                    None => idle(deadline, "a receive credit from the client")?,
+                                    None => c.idle(deadline, "a receive credit from the client")?,
                                 }
                             }
                             c.reap(c.layout.tx_depth)?;
