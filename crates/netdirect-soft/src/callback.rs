@@ -7,9 +7,9 @@
 //! held (a callback that posts, polls or disconnects from inside would then meet the lock its own
 //! thread holds, and one that drops the adapter would wait for the progress thread, which may
 //! wait for that lock). So a thread that holds a connection lock is inside a **deferral
-//! section** ([`Section`]): every callback that becomes due there is queued on the thread
-//! ([`run_or_defer`]) and run, in order, by the same thread once its outermost section ends,
-//! with no connection lock held. Outside a section, [`run_or_defer`] runs the callback at once.
+//! section** (`Section`): every callback that becomes due there is queued on the thread
+//! (`run_or_defer`) and run, in order, by the same thread once its outermost section ends,
+//! with no connection lock held. Outside a section, `run_or_defer` runs the callback at once.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

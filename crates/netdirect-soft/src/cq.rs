@@ -37,8 +37,18 @@
 //!
 //! The callback ([`Notification`], `Arc<dyn Fn(Status) + Send + Sync>`) is called with no lock
 //! held, on the thread whose [`Cq::push`], [`Cq::arm`] or [`Cq::fail`] made it due — so an arm
-//! that fires at once calls the callback before `arm` returns. Callbacks must not block (they
-//! run on the engine's progress thread; NDK callbacks run at `DISPATCH_LEVEL`).
+//! that fires at once calls the callback before `arm` returns. A push made while its thread
+//! holds a connection lock (the engine driving a connection, on the progress thread or inline
+//! on a consumer's thread inside a post or a poll) notifies once that lock is released
+//! ([`crate::callback`]). Callbacks must not block (they may run on the engine's progress
+//! thread; NDK callbacks run at `DISPATCH_LEVEL`).
+//!
+//! # Progress and waiting
+//!
+//! A poll that finds the CQ empty ([`Cq::get_results`]) first runs a non-blocking progress pass
+//! over the connections that complete here ([`Poller`], registered by their QPs), so a polling
+//! consumer moves its own messages. [`Cq::wait`] spins on that, then hands the connections back
+//! to the progress thread, arms for any completion and sleeps until a notification.
 //!
 //! * Serialized per CQ: never two callbacks of one CQ at once. A notification that becomes due
 //!   while a callback runs is queued and delivered, in order, by the thread running that

@@ -39,9 +39,10 @@
 //!   nothing is flushed because of it (§7.7). Receives cancelled after a Terminate carry it in
 //!   `provider_error_code`, like the initiator requests.
 //!
-//! # Engine side (the progress thread)
+//! # Engine side (whichever thread drives the connection)
 //!
-//! [`SoftHost`] is the QP as the transport sees it. It owns the records of requests in flight
+//! [`SoftHost`] is the QP as the transport sees it, called under the connection's lock by the
+//! progress thread or, with inline progress, by a consumer thread posting or polling. It owns the records of requests in flight
 //! (their leases keep every region they touch alive), turns the engine's work completions into
 //! NDK completions on the QP's CQs, scatters inbound data into receive buffers and regions, and
 //! carries out local operations. Locks it takes per completion: the CQ ring's; per receive
@@ -922,7 +923,7 @@ impl QpInitiator for SoftInitiator {
     }
 }
 
-/// The QP as the transport's progress thread sees it.
+/// The QP as the transport sees it (called under the connection's lock).
 pub struct SoftHost {
     core: Arc<QpCore>,
     wrs: HashMap<u64, WrRecord>,

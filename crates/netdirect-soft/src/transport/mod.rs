@@ -1,12 +1,34 @@
 //! The TCP driver and progress engine: moves the bytes of every connection of an adapter.
 //!
 //! An [`Engine`] owns one **progress thread** with a `mio` reactor. Every socket of the adapter
-//! (listeners and connections) is non-blocking and registered with it. The thread runs the MPA
-//! handshake ([`netdirect_proto::Handshake`]) and the RDMAP stream
-//! ([`netdirect_proto::stream::Stream`]) of each connection, reads what TCP has, places it, sends
-//! what the streams produce, and reports completions and events to the connection's host
-//! ([`QpHost`]). Progress is automatic, like hardware: a consumer never polls to make the peer
-//! progress.
+//! (listeners and connections) is non-blocking and registered with it. Each connection runs the
+//! MPA handshake ([`netdirect_proto::Handshake`]) and the RDMAP stream
+//! ([`netdirect_proto::stream::Stream`]): reads what TCP has, places it, sends what the stream
+//! produces, and reports completions and events to its host ([`QpHost`]).
+//!
+//! # Who drives a connection: run to completion
+//!
+//! A connection's state is behind its own lock, and whichever thread holds the lock drives it
+//! ([`EngineConfig::inline_progress`], on by default):
+//!
+//! * **Posting thread.** [`Connection::post`] queues the request on the connection, then, if the
+//!   lock is free, sends what the stream has right there (until the socket would block) and
+//!   delivers the completions that follow. Taken: the holder picks the post up after releasing
+//!   the lock. Would block: the progress thread finishes when the socket is writable.
+//! * **Polling thread.** [`Connection::progress`] (what a poll of an empty CQ runs for each
+//!   connection completing there, [`crate::cq::Poller`]) sends and reads without blocking. The
+//!   first pass leases the connection's arrivals to the consumers: the socket is registered for
+//!   writability only, so the progress thread is not woken per message; it takes them back once
+//!   nobody polled for [`EngineConfig::poll_lease`], or when a consumer blocks
+//!   ([`crate::cq::Poller::release`]).
+//! * **Progress thread.** Everything else, so that progress is automatic, like hardware: a
+//!   connection nobody polls (a target serving reads and writes), handshakes and closes,
+//!   timers (a heap), sends that hit `EAGAIN`. It sleeps while no connection has work for it;
+//!   a consumer hands a connection over through a lock-free queue and writes the eventfd at
+//!   most once per batch (a "wake pending" flag). [`Engine::wakeups`] counts its wakeups.
+//!
+//! Consumers only ever *try* a connection lock; callbacks never run under one (the thread
+//! defers them until it released the lock, [`crate::callback`]).
 //!
 //! # API
 //!
@@ -21,8 +43,10 @@
 //! | post on the initiator queue, NdkFlush | [`Connection::post`], [`Connection::flush`] |
 //! | NdkDisconnect | [`Connection::disconnect`] (and dropping the [`Connection`]) |
 //!
-//! Completion callbacks run on the progress thread and must not block (the NDK rule for
-//! callbacks). They may call back into the engine: every call only queues a command.
+//! Callbacks (completions, events, the host's calls) run on the progress thread or, with
+//! inline progress, on the consumer thread whose post or poll made them due, after the
+//! connection lock is released. They must not block (the NDK rule for callbacks) and may call
+//! back into the engine.
 //!
 //! # Connection life
 //!
@@ -92,23 +116,23 @@
 //!
 //! # Threading model and lock order
 //!
-//! * One progress thread per [`Engine`]. It alone owns the sockets, the handshakes, the streams
-//!   and the hosts ([`QpHost`] values move into it with [`Engine::connect`] and
-//!   [`Incoming::accept`]); every host method runs on it.
-//! * Consumer threads talk to it through one lock-free `crossbeam_queue::SegQueue` of commands
-//!   plus a `mio::Waker` (an eventfd write). The waker is only written when the thread is about
-//!   to sleep or sleeping (a `SeqCst` flag/queue handshake), so a busy engine takes posts without
-//!   any system call on the posting side.
+//! * One progress thread per [`Engine`]; every connection's state is a `ConnCell`: a
+//!   `parking_lot::Mutex` around the socket, handshake, stream and host, a lock-free queue of
+//!   posts, readiness bits and the lease flag. The progress thread holds the cells in a map
+//!   by id and waits for their locks; consumer threads only `try_lock` them.
+//! * Commands (connect, accept, complete, flush, disconnect, listen) go through one lock-free
+//!   queue to the progress thread; connections consumers hand over (a blocked send, a close
+//!   seen inline, a new lease) through another. The eventfd is written only when the thread
+//!   sleeps and no wake is pending (a `SeqCst` flag/queue handshake), so a busy engine takes
+//!   work without any system call on the producing side.
 //! * Consumer-visible connection state (connected, ORD) lives in atomics, so inline post checks
 //!   (`STATUS_CONNECTION_INVALID`, ORD 0) need no lock.
-//! * Callbacks ([`Incoming`] delivery, connect/accept/complete/disconnect completions) run on
-//!   the progress thread.
-//!
-//! **Locks on the data path: none in this module.** A post is an atomic load, a queue push and,
-//! at most, an eventfd write; the progress thread's read → place → complete → transmit path
-//! takes no lock of its own. Whatever the host does (region table, CQ ring) is the host's and is
-//! called with no transport lock held, so there is no lock order to respect here: the transport
-//! never holds a lock while calling out.
+//! * A post that finds the lock taken leaves its request in the queue: the holder, after
+//!   releasing the lock, looks at the queue again (a `SeqCst` fence on both sides) and takes it
+//!   (inline) or hands the connection to the progress thread; nothing is left behind.
+//! * **Lock order:** connection lock → whatever the host takes (memory table → buffer lock,
+//!   receive queue or SRQ, CQ ring). Never two connection locks at once. Callbacks run after
+//!   the connection lock is released (see the crate docs, *Threading and lock order*).
 //!
 //! # Data path
 //!
@@ -150,7 +174,9 @@ use reactor::{Cmd, ConnCell};
 
 /// What the engine needs from the owner of a connection (the queue pair).
 ///
-/// Every method is called on the progress thread, with no transport lock held. Besides the
+/// Every method is called under the connection's lock, on the thread driving the connection
+/// (the progress thread, or a consumer posting or polling); the host must not invoke consumer
+/// callbacks from inside ([`crate::callback`] defers them). Besides the
 /// stream's memory questions ([`Host`]: tagged checks with leases, receives, invalidation), the
 /// host gives access to payload bytes for sending and takes placements, completions and events.
 pub trait QpHost: Host<Lease: Send> + Send + 'static {
