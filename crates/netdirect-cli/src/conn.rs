@@ -260,6 +260,9 @@ pub struct Conn {
     pub peer: Option<SocketAddr>,
     /// Block on the CQ's notification while waiting (perftest's `-e`) instead of busy polling.
     pub events: bool,
+    /// Mark the next data requests `DEFER`: the caller posts more right after and ends the
+    /// batch with one posted while this is false.
+    pub defer: bool,
 }
 
 impl Conn {
@@ -314,6 +317,7 @@ impl Conn {
             local: None,
             peer: None,
             events: false,
+            defer: false,
         };
         for slot in 0..layout.rx_depth {
             conn.post_receive(slot)?;
@@ -410,17 +414,26 @@ impl Conn {
         self.sent + CREDIT_RESERVE < self.credit_limit
     }
 
+    /// Flags of the next data request: `DEFER` while the caller has said more follow
+    /// ([`Conn::defer`]), so that a batch of posts is handed over at once (NDK §7.1).
+    fn data_flags(&self) -> OpFlags {
+        if self.defer {
+            OpFlags::DEFER
+        } else {
+            OpFlags::empty()
+        }
+    }
+
     /// Posts a data Send from the outbox (inline when it fits the inline size).
     pub fn send_data(&mut self, context: u64, len: usize) -> Result<()> {
+        let flags = self.data_flags();
         let r = if len as u32 <= self.layout.data_inline && len > 0 {
             let half = self.layout.half;
             let bytes = self.data.with(|b| b[half..half + len].to_vec());
-            self.qp
-                .initiator()
-                .send_inline(context, &[&bytes], OpFlags::empty())
+            self.qp.initiator().send_inline(context, &[&bytes], flags)
         } else {
             let sgl = self.outbox_sgl(0, len);
-            self.qp.initiator().send(context, &sgl, OpFlags::empty())
+            self.qp.initiator().send(context, &sgl, flags)
         };
         r.context(|| format!("cannot post a send of {len} octets"))?;
         self.sent += 1;
@@ -431,6 +444,7 @@ impl Conn {
     /// Posts an RDMA Write of `len` octets from our outbox at `offset` to the peer's inbox at
     /// `offset`.
     pub fn write_data(&mut self, context: u64, offset: usize, len: usize) -> Result<()> {
+        let flags = self.data_flags();
         let remote = self.remote_inbox(offset);
         let token = self.remote_token();
         let r = if len as u32 <= self.layout.data_inline && len > 0 {
@@ -440,12 +454,12 @@ impl Conn {
                 .with(|b| b[half + offset..half + offset + len].to_vec());
             self.qp
                 .initiator()
-                .write_inline(context, &[&bytes], remote, token, OpFlags::empty())
+                .write_inline(context, &[&bytes], remote, token, flags)
         } else {
             let sgl = self.outbox_sgl(offset, len);
             self.qp
                 .initiator()
-                .write(context, &sgl, remote, token, OpFlags::empty())
+                .write(context, &sgl, remote, token, flags)
         };
         r.context(|| format!("cannot post an RDMA write of {len} octets"))?;
         self.tx_out += 1;
@@ -455,12 +469,13 @@ impl Conn {
     /// Posts an RDMA Read of `len` octets from the peer's outbox at `offset` into our inbox at
     /// `offset`.
     pub fn read_data(&mut self, context: u64, offset: usize, len: usize) -> Result<()> {
+        let flags = self.data_flags();
         let sge = self.inbox_sge(offset, len);
         let remote = self.remote_outbox(offset);
         let token = self.remote_token();
         self.qp
             .initiator()
-            .read(context, &[sge], remote, token, OpFlags::empty())
+            .read(context, &[sge], remote, token, flags)
             .context(|| format!("cannot post an RDMA read of {len} octets"))?;
         self.tx_out += 1;
         Ok(())

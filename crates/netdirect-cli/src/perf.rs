@@ -645,6 +645,12 @@ fn bw_loop(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Result<(
                 && (opts.test != Test::SendBw || c.can_send())
             {
                 let off = (posted[q] % slots) as usize * size;
+                // All but the last post of this round are deferred: the round leaves in one
+                // batch (one write to the socket for small messages).
+                c.defer = c.tx_out + 1 < w
+                    && total_target.is_none_or(|n| posted[q] + 1 < n)
+                    && (opts.test != Test::SendBw
+                        || c.sent + 1 + crate::conn::CREDIT_RESERVE < c.credit_limit);
                 match opts.test {
                     Test::WriteBw => c.write_data(1, off, size)?,
                     Test::ReadBw => c.read_data(1, off, size)?,
@@ -652,6 +658,7 @@ fn bw_loop(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Result<(
                 }
                 posted[q] += 1;
             }
+            c.defer = false;
             while let Some(e) = c.try_next()? {
                 match e {
                     Event::TxDone(_) => {

@@ -564,3 +564,70 @@ fn a_consumer_that_stops_polling_loses_its_lease() {
         lease_expires(ip.parse().unwrap());
     }
 }
+
+/// `NDK_OP_FLAG_DEFER` (§7.1) with inline progress: deferred writes wait on their connection
+/// until a request without the flag rings the doorbell, then leave together; a post that fails
+/// inline rings it too (the provider rule). Without inline progress they go at once.
+fn deferred_chain(ip: IpAddr, inline: bool) {
+    let server = Side::new(ip, inline, None);
+    let mut client = Side::new(ip, inline, None);
+    let (_incoming, _connector) = connect(&server, &client, ip);
+    let tbuf = Buffer::new(4096);
+    let tmr = server.register(&tbuf, MrFlags::ALLOW_REMOTE_WRITE);
+    let src = Buffer::new(4096);
+    src.write_at(0, &[0xEE; 4096]).unwrap();
+    let smr = client.register(&src, MrFlags::ALLOW_LOCAL_WRITE);
+    let landed = |at: usize| {
+        let mut b = [0u8; 1];
+        tbuf.read_at(at, &mut b).unwrap();
+        b[0] == 0xEE
+    };
+    let wait_landed = |at: usize| {
+        let deadline = Instant::now() + WAIT;
+        while !landed(at) {
+            assert!(Instant::now() < deadline, "write at {at} never landed");
+            std::thread::yield_now();
+        }
+    };
+    let write = |client: &mut Side, i: usize, flags: OpFlags| {
+        client.qp.initiator().write(
+            i as u64,
+            &[sge(&src, &*smr, 0, 64)],
+            tbuf.address() + 64 * i as u64,
+            tmr.remote_token(),
+            flags,
+        )
+    };
+    for i in 0..3 {
+        write(&mut client, i, OpFlags::DEFER).unwrap();
+    }
+    if inline {
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !(0..3).any(landed),
+            "deferred writes left before the doorbell"
+        );
+    }
+    write(&mut client, 3, OpFlags::empty()).unwrap();
+    for i in 0..4 {
+        wait_landed(64 * i);
+    }
+    poll(&mut **client.icq.as_mut().unwrap(), 4);
+    // A deferred write, then a post that fails inline (bad flags): the deferred one goes.
+    write(&mut client, 4, OpFlags::DEFER).unwrap();
+    assert_eq!(
+        write(&mut client, 5, OpFlags::SEND_AND_SOLICIT_EVENT),
+        Err(Status::INVALID_PARAMETER)
+    );
+    wait_landed(64 * 4);
+    poll(&mut **client.icq.as_mut().unwrap(), 1);
+}
+
+#[test]
+fn deferred_requests_leave_with_the_doorbell() {
+    for ip in IPS {
+        let ip: IpAddr = ip.parse().unwrap();
+        deferred_chain(ip, true);
+        deferred_chain(ip, false);
+    }
+}

@@ -570,9 +570,26 @@ impl SoftInitiator {
             read_fence: flags.contains(OpFlags::READ_FENCE),
         };
         core.sq_outstanding.fetch_add(1, Ordering::AcqRel);
-        conn.post(wr, record, request, post_flags).inspect_err(|_| {
+        let posted = if flags.contains(OpFlags::DEFER) {
+            conn.post_deferred(wr, record, request, post_flags)
+        } else {
+            conn.post(wr, record, request, post_flags)
+        };
+        posted.inspect_err(|_| {
             core.sq_outstanding.fetch_sub(1, Ordering::AcqRel);
         })
+    }
+
+    /// Runs an initiator call; NDK §7.1, provider rule: one that fails inline first hands
+    /// every deferred request of the QP over.
+    fn rung(&mut self, call: impl FnOnce(&mut Self) -> Result<(), Status>) -> Result<(), Status> {
+        let r = call(self);
+        if r.is_err() {
+            if let Some(conn) = self.core.conn.get() {
+                conn.ring();
+            }
+        }
+        r
     }
 
     fn data_request(
@@ -665,19 +682,21 @@ impl SoftInitiator {
 
 impl QpInitiator for SoftInitiator {
     fn send(&mut self, request_context: u64, sges: &[Sge], flags: OpFlags) -> Result<(), Status> {
-        let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
-        self.data_request(
-            request_context,
-            sges,
-            flags,
-            OpFlags::SEND_VALID,
-            |len| WorkRequest::Send {
-                len,
-                solicited,
-                invalidate: None,
-            },
-            OperationType::Send,
-        )
+        self.rung(|this| {
+            let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
+            this.data_request(
+                request_context,
+                sges,
+                flags,
+                OpFlags::SEND_VALID,
+                |len| WorkRequest::Send {
+                    len,
+                    solicited,
+                    invalidate: None,
+                },
+                OperationType::Send,
+            )
+        })
     }
 
     fn send_inline(
@@ -686,19 +705,21 @@ impl QpInitiator for SoftInitiator {
         data: &[&[u8]],
         flags: OpFlags,
     ) -> Result<(), Status> {
-        let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
-        self.inline_request(
-            request_context,
-            data,
-            flags,
-            OpFlags::SEND_VALID,
-            |len| WorkRequest::Send {
-                len,
-                solicited,
-                invalidate: None,
-            },
-            OperationType::Send,
-        )
+        self.rung(|this| {
+            let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
+            this.inline_request(
+                request_context,
+                data,
+                flags,
+                OpFlags::SEND_VALID,
+                |len| WorkRequest::Send {
+                    len,
+                    solicited,
+                    invalidate: None,
+                },
+                OperationType::Send,
+            )
+        })
     }
 
     fn send_and_invalidate(
@@ -708,19 +729,21 @@ impl QpInitiator for SoftInitiator {
         flags: OpFlags,
         remote_token: RemoteToken,
     ) -> Result<(), Status> {
-        let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
-        self.data_request(
-            request_context,
-            sges,
-            flags,
-            OpFlags::SEND_VALID,
-            |len| WorkRequest::Send {
-                len,
-                solicited,
-                invalidate: Some(remote_token.0),
-            },
-            OperationType::Send,
-        )
+        self.rung(|this| {
+            let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
+            this.data_request(
+                request_context,
+                sges,
+                flags,
+                OpFlags::SEND_VALID,
+                |len| WorkRequest::Send {
+                    len,
+                    solicited,
+                    invalidate: Some(remote_token.0),
+                },
+                OperationType::Send,
+            )
+        })
     }
 
     fn read(
@@ -731,34 +754,35 @@ impl QpInitiator for SoftInitiator {
         remote_token: RemoteToken,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        Self::check_flags(flags, OpFlags::READ_VALID)?;
-        self.core.connection()?;
-        let (leases, total) =
-            self.gather(sges, self.core.limits.max_read_sge, LocalAccess::ReadSink)?;
-        let (sink_stag, sink_to) = sges.first().map_or((0, 0), |s| (s.token.0, s.address));
-        let local_invalidate = (flags.contains(OpFlags::RDMA_READ_LOCAL_INVALIDATE)
-            && self
-                .shared
-                .info
-                .adapter_flags
-                .contains(netdirect_types::AdapterFlags::RDMA_READ_LOCAL_INVALIDATE_SUPPORTED))
-        .then_some(sink_stag)
-        .filter(|_| !sges.is_empty());
-        let request = WorkRequest::Read {
-            len: total as u32,
-            sink_stag,
-            sink_to,
-            stag: remote_token.0,
-            to: remote_address,
-        };
-        self.submit(
-            OperationType::Read,
-            request_context,
-            WrData::Gather(leases),
-            request,
-            flags,
-            local_invalidate,
-        )
+        self.rung(|this| {
+            Self::check_flags(flags, OpFlags::READ_VALID)?;
+            this.core.connection()?;
+            let (leases, total) =
+                this.gather(sges, this.core.limits.max_read_sge, LocalAccess::ReadSink)?;
+            let (sink_stag, sink_to) = sges.first().map_or((0, 0), |s| (s.token.0, s.address));
+            let local_invalidate =
+                (flags.contains(OpFlags::RDMA_READ_LOCAL_INVALIDATE)
+                    && this.shared.info.adapter_flags.contains(
+                        netdirect_types::AdapterFlags::RDMA_READ_LOCAL_INVALIDATE_SUPPORTED,
+                    ))
+                .then_some(sink_stag)
+                .filter(|_| !sges.is_empty());
+            let request = WorkRequest::Read {
+                len: total as u32,
+                sink_stag,
+                sink_to,
+                stag: remote_token.0,
+                to: remote_address,
+            };
+            this.submit(
+                OperationType::Read,
+                request_context,
+                WrData::Gather(leases),
+                request,
+                flags,
+                local_invalidate,
+            )
+        })
     }
 
     fn write(
@@ -769,18 +793,20 @@ impl QpInitiator for SoftInitiator {
         remote_token: RemoteToken,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        self.data_request(
-            request_context,
-            sges,
-            flags,
-            OpFlags::WRITE_VALID,
-            |len| WorkRequest::Write {
-                len,
-                stag: remote_token.0,
-                to: remote_address,
-            },
-            OperationType::Write,
-        )
+        self.rung(|this| {
+            this.data_request(
+                request_context,
+                sges,
+                flags,
+                OpFlags::WRITE_VALID,
+                |len| WorkRequest::Write {
+                    len,
+                    stag: remote_token.0,
+                    to: remote_address,
+                },
+                OperationType::Write,
+            )
+        })
     }
 
     fn write_inline(
@@ -791,18 +817,20 @@ impl QpInitiator for SoftInitiator {
         remote_token: RemoteToken,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        self.inline_request(
-            request_context,
-            data,
-            flags,
-            OpFlags::WRITE_VALID,
-            |len| WorkRequest::Write {
-                len,
-                stag: remote_token.0,
-                to: remote_address,
-            },
-            OperationType::Write,
-        )
+        self.rung(|this| {
+            this.inline_request(
+                request_context,
+                data,
+                flags,
+                OpFlags::WRITE_VALID,
+                |len| WorkRequest::Write {
+                    len,
+                    stag: remote_token.0,
+                    to: remote_address,
+                },
+                OperationType::Write,
+            )
+        })
     }
 
     fn bind(
@@ -814,38 +842,40 @@ impl QpInitiator for SoftInitiator {
         length: u64,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        Self::check_flags(flags, OpFlags::BIND_VALID)?;
-        let (mr, mw) = (SoftMr::of(mr)?, SoftMw::of(mw)?);
-        self.core.connection()?;
-        self.core
-            .memory
-            .check_bind(mw.id, mr.id, address, length, flags)?;
-        let memory = &self.core.memory;
-        // Bind now when the window is free, so that requests posted after this one can use it
-        // at once; behind a queued invalidate, bind in queue order.
-        if !memory.is_bound(mw.id)? {
-            self.ready_to_post()?;
-            let token = memory.bind(mw.id, mr.id, address, length, flags)?;
-            mw.token.store(token.0, Ordering::Release);
-            return self
-                .local(request_context, OperationType::Bind, LocalOp::Done, flags)
-                .inspect_err(|_| {
-                    let _ = memory.invalidate(mw.id);
-                });
-        }
-        let op = LocalOp::Bind {
-            mw: mw.id,
-            mr: mr.id,
-            address,
-            length,
-            flags,
-        };
-        self.local(request_context, OperationType::Bind, op, flags)?;
-        mw.token.store(
-            next_token(mw.token.load(Ordering::Acquire)),
-            Ordering::Release,
-        );
-        Ok(())
+        self.rung(|this| {
+            Self::check_flags(flags, OpFlags::BIND_VALID)?;
+            let (mr, mw) = (SoftMr::of(mr)?, SoftMw::of(mw)?);
+            this.core.connection()?;
+            this.core
+                .memory
+                .check_bind(mw.id, mr.id, address, length, flags)?;
+            let memory = &this.core.memory;
+            // Bind now when the window is free, so that requests posted after this one can use it
+            // at once; behind a queued invalidate, bind in queue order.
+            if !memory.is_bound(mw.id)? {
+                this.ready_to_post()?;
+                let token = memory.bind(mw.id, mr.id, address, length, flags)?;
+                mw.token.store(token.0, Ordering::Release);
+                return this
+                    .local(request_context, OperationType::Bind, LocalOp::Done, flags)
+                    .inspect_err(|_| {
+                        let _ = memory.invalidate(mw.id);
+                    });
+            }
+            let op = LocalOp::Bind {
+                mw: mw.id,
+                mr: mr.id,
+                address,
+                length,
+                flags,
+            };
+            this.local(request_context, OperationType::Bind, op, flags)?;
+            mw.token.store(
+                next_token(mw.token.load(Ordering::Acquire)),
+                Ordering::Release,
+            );
+            Ok(())
+        })
     }
 
     fn fast_register(
@@ -858,44 +888,46 @@ impl QpInitiator for SoftInitiator {
         base_address: u64,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        let mr = SoftMr::of(mr)?;
-        self.core.connection()?;
-        self.core
-            .memory
-            .check_fast_register(mr.id, pages, fbo, length, base_address, flags)?;
-        let memory = &self.core.memory;
-        // Register now when the region is free, so that requests posted after this one can use
-        // it at once (its remote token is valid before the completion, §7.9); behind a queued
-        // invalidate, register in queue order.
-        if !memory.is_registered(mr.id)? {
-            self.ready_to_post()?;
-            let token = memory.fast_register(mr.id, pages, fbo, length, base_address, flags)?;
-            mr.token.store(token.0, Ordering::Release);
-            return self
-                .local(
-                    request_context,
-                    OperationType::FastRegister,
-                    LocalOp::Done,
-                    flags,
-                )
-                .inspect_err(|_| {
-                    let _ = memory.invalidate(mr.id);
-                });
-        }
-        let op = LocalOp::FastRegister {
-            mr: mr.id,
-            pages: pages.to_vec(),
-            fbo,
-            length,
-            base: base_address,
-            flags,
-        };
-        self.local(request_context, OperationType::FastRegister, op, flags)?;
-        mr.token.store(
-            next_token(mr.token.load(Ordering::Acquire)),
-            Ordering::Release,
-        );
-        Ok(())
+        self.rung(|this| {
+            let mr = SoftMr::of(mr)?;
+            this.core.connection()?;
+            this.core
+                .memory
+                .check_fast_register(mr.id, pages, fbo, length, base_address, flags)?;
+            let memory = &this.core.memory;
+            // Register now when the region is free, so that requests posted after this one can use
+            // it at once (its remote token is valid before the completion, §7.9); behind a queued
+            // invalidate, register in queue order.
+            if !memory.is_registered(mr.id)? {
+                this.ready_to_post()?;
+                let token = memory.fast_register(mr.id, pages, fbo, length, base_address, flags)?;
+                mr.token.store(token.0, Ordering::Release);
+                return this
+                    .local(
+                        request_context,
+                        OperationType::FastRegister,
+                        LocalOp::Done,
+                        flags,
+                    )
+                    .inspect_err(|_| {
+                        let _ = memory.invalidate(mr.id);
+                    });
+            }
+            let op = LocalOp::FastRegister {
+                mr: mr.id,
+                pages: pages.to_vec(),
+                fbo,
+                length,
+                base: base_address,
+                flags,
+            };
+            this.local(request_context, OperationType::FastRegister, op, flags)?;
+            mr.token.store(
+                next_token(mr.token.load(Ordering::Acquire)),
+                Ordering::Release,
+            );
+            Ok(())
+        })
     }
 
     fn invalidate(
@@ -904,18 +936,20 @@ impl QpInitiator for SoftInitiator {
         target: InvalidateTarget<'_>,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        Self::check_flags(flags, OpFlags::INVALIDATE_VALID)?;
-        let object = match target {
-            InvalidateTarget::Mr(mr) => MemoryObject::Mr(SoftMr::of(mr)?.id),
-            InvalidateTarget::Mw(mw) => MemoryObject::Mw(SoftMw::of(mw)?.id),
-        };
-        self.core.connection()?;
-        self.local(
-            request_context,
-            OperationType::Invalidate,
-            LocalOp::Invalidate(object),
-            flags,
-        )
+        self.rung(|this| {
+            Self::check_flags(flags, OpFlags::INVALIDATE_VALID)?;
+            let object = match target {
+                InvalidateTarget::Mr(mr) => MemoryObject::Mr(SoftMr::of(mr)?.id),
+                InvalidateTarget::Mw(mw) => MemoryObject::Mw(SoftMw::of(mw)?.id),
+            };
+            this.core.connection()?;
+            this.local(
+                request_context,
+                OperationType::Invalidate,
+                LocalOp::Invalidate(object),
+                flags,
+            )
+        })
     }
 
     fn flush(&self) {

@@ -866,15 +866,43 @@ impl<H: QpHost> Connection<H> {
     }
 
     /// Queues send-queue request `wr` (its bytes and leases in `work`, handed to
-    /// [`QpHost::posted`]). Fails inline with `STATUS_CONNECTION_INVALID` unless connected (or
-    /// peer-closed), and
-    /// with `STATUS_INSUFFICIENT_RESOURCES` for a read when the negotiated ORD is 0.
+    /// [`QpHost::posted`]) and hands it, with every request deferred before it, to whoever
+    /// sends: this thread when the connection is free (inline progress), else its lock holder
+    /// or the progress thread. Fails inline with `STATUS_CONNECTION_INVALID` unless connected
+    /// (or peer-closed), and with `STATUS_INSUFFICIENT_RESOURCES` for a read when the
+    /// negotiated ORD is 0.
     pub fn post(
         &self,
         wr: u64,
         work: H::Work,
         request: Request,
         flags: PostFlags,
+    ) -> Result<(), Status> {
+        self.post_with(wr, work, request, flags, false)
+    }
+
+    /// [`Connection::post`] for a request the consumer marked deferred (NDK
+    /// `NDK_OP_FLAG_DEFER`, §7.1): with inline progress it waits in the connection's queue until
+    /// a request without the mark ([`Connection::post`]), [`Connection::ring`], a progress pass
+    /// (a poll of the QP's CQ), a flush or a disconnect takes it, so that a chain of posts leaves
+    /// in one write. Without inline progress it is handed over at once.
+    pub fn post_deferred(
+        &self,
+        wr: u64,
+        work: H::Work,
+        request: Request,
+        flags: PostFlags,
+    ) -> Result<(), Status> {
+        self.post_with(wr, work, request, flags, true)
+    }
+
+    fn post_with(
+        &self,
+        wr: u64,
+        work: H::Work,
+        request: Request,
+        flags: PostFlags,
+        defer: bool,
     ) -> Result<(), Status> {
         match self.cell.shared.state() {
             ConnState::Connected | ConnState::PeerClosed => {}
@@ -885,13 +913,22 @@ impl<H: QpHost> Connection<H> {
         {
             return Err(Status::INSUFFICIENT_RESOURCES);
         }
-        self.cell.post(reactor::PostItem {
-            wr,
-            work,
-            request,
-            flags,
-        });
+        self.cell.post(
+            reactor::PostItem {
+                wr,
+                work,
+                request,
+                flags,
+            },
+            defer,
+        );
         Ok(())
+    }
+
+    /// Hands every deferred request over now (the doorbell; NDK §7.1's provider rule when a
+    /// post fails inline).
+    pub fn ring(&self) {
+        self.cell.ring();
     }
 
     /// One non-blocking progress pass from the consumer's thread (what a poll of an empty CQ

@@ -993,6 +993,17 @@ impl<H: QpHost> Conn<H> {
         again || self.needs_reactor()
     }
 
+    /// The connection leaves the engine: drop the stream and the host now. The cell itself may
+    /// live on in a consumer's handle, and the host holds the QP, which holds that handle: the
+    /// host must not outlive the engine's interest in the connection (a cycle otherwise).
+    fn release_host(&mut self) {
+        self.stream = None;
+        self.host = None;
+        self.out = Vec::new();
+        self.spare = Vec::new();
+        self.early = Vec::new();
+    }
+
     /// Whether something only the progress thread handles happened on a consumer's pass: a
     /// phase change (close, error), a deadline the timer heap does not hold.
     fn needs_reactor(&self) -> bool {
@@ -1121,8 +1132,20 @@ impl<H: QpHost> ConnCell<H> {
 
     /// Queues a post and moves it on: sent from this thread when the connection is free
     /// (inline progress), else left for the thread holding it or the progress thread.
-    pub(crate) fn post(&self, item: PostItem<H>) {
+    pub(crate) fn post(&self, item: PostItem<H>, defer: bool) {
         self.posts.push(item);
+        if !self.inner.config.inline_progress {
+            self.schedule();
+        } else if !defer {
+            self.kick();
+        }
+    }
+
+    /// The doorbell: queued posts go now.
+    pub(crate) fn ring(&self) {
+        if self.posts.is_empty() {
+            return;
+        }
         if self.inner.config.inline_progress {
             self.kick();
         } else {
@@ -1797,6 +1820,7 @@ impl<H: QpHost> Reactor<H> {
         self.ready.remove(&id);
         if !c.has_handle {
             c.shared.set_state(ConnState::Closed);
+            c.release_host();
             drop(c);
             self.conns.remove(&id);
         }
@@ -1839,6 +1863,7 @@ impl<H: QpHost> Reactor<H> {
             c.fail_connect(Status::CANCELLED, Vec::new());
             c.fail_accept(Status::CANCELLED);
             c.finish_close();
+            c.release_host();
         }
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.drain_failed();
