@@ -631,3 +631,51 @@ fn deferred_requests_leave_with_the_doorbell() {
         deferred_chain(ip, false);
     }
 }
+
+/// A consumer that keeps polling a connection on which nothing arrives gives its lease back
+/// after a lease period: the progress thread watches the idle connection again (no lease
+/// checks tick while nothing is leased, and a busy CQ's idle connections cost no read per
+/// poll), and the next arrival still reaches the consumer.
+fn idle_lease_is_given_back(ip: IpAddr) {
+    let lease = Duration::from_millis(2);
+    let mut server = Side::new(ip, true, None);
+    let mut client = Side::with_lease(ip, true, lease, None);
+    let (_incoming, _connector) = connect(&server, &client, ip);
+    let cbuf = Buffer::new(4096);
+    let cmr = client.register(&cbuf, MrFlags::ALLOW_LOCAL_WRITE);
+    client
+        .qp
+        .receiver()
+        .receive(2, &[sge(&cbuf, &*cmr, 0, 64)])
+        .unwrap();
+    let spin = |client: &mut Side, d: Duration| {
+        let mut none = [Completion::EMPTY; 1];
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            assert_eq!(client.rcq.get_results_ex(&mut none), 0);
+        }
+    };
+    // Lease taken by the first poll, given back after a lease period without arrivals.
+    spin(&mut client, 10 * lease);
+    let before = wakeups(&*client.adapter);
+    spin(&mut client, 20 * lease);
+    let ticks = wakeups(&*client.adapter) - before;
+    assert!(
+        ticks < 4,
+        "{ticks} progress-thread wakeups while polling an idle connection (a kept lease ticks every {lease:?})"
+    );
+    server
+        .qp
+        .initiator()
+        .send_inline(5, &[b"after"], OpFlags::empty())
+        .unwrap();
+    assert_eq!(poll(&mut *client.rcq, 1)[0].bytes_transferred, 5);
+    poll(&mut **server.icq.as_mut().unwrap(), 1);
+}
+
+#[test]
+fn an_idle_lease_is_given_back() {
+    for ip in IPS {
+        idle_lease_is_given_back(ip.parse().unwrap());
+    }
+}
