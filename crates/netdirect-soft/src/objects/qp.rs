@@ -42,10 +42,10 @@
 //! # Engine side (whichever thread drives the connection)
 //!
 //! [`SoftHost`] is the QP as the transport sees it, called under the connection's lock by the
-//! progress thread or, with inline progress, by a consumer thread posting or polling. It owns the records of requests in flight
-//! (their leases keep every region they touch alive), turns the engine's work completions into
-//! NDK completions on the QP's CQs, scatters inbound data into receive buffers and regions, and
-//! carries out local operations. Locks it takes per completion: the CQ ring's; per receive
+//! progress thread or, with inline progress, by a consumer thread posting or polling. It owns
+//! the records of requests in flight (their leases keep every region they touch alive), turns
+//! the engine's work completions into NDK completions on the QP's CQs, scatters inbound data
+//! into receive buffers and regions, and carries out local operations. Locks it takes per completion: the CQ ring's; per receive
 //! taken: the receive queue's (or SRQ's).
 
 use std::any::Any;
@@ -680,23 +680,273 @@ impl SoftInitiator {
     }
 }
 
+/// The initiator calls proper; the trait methods wrap them with the doorbell rule.
+impl SoftInitiator {
+    fn post_send(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
+        self.data_request(
+            request_context,
+            sges,
+            flags,
+            OpFlags::SEND_VALID,
+            |len| WorkRequest::Send {
+                len,
+                solicited,
+                invalidate: None,
+            },
+            OperationType::Send,
+        )
+    }
+
+    fn post_send_inline(
+        &mut self,
+        request_context: u64,
+        data: &[&[u8]],
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
+        self.inline_request(
+            request_context,
+            data,
+            flags,
+            OpFlags::SEND_VALID,
+            |len| WorkRequest::Send {
+                len,
+                solicited,
+                invalidate: None,
+            },
+            OperationType::Send,
+        )
+    }
+
+    fn post_send_and_invalidate(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        flags: OpFlags,
+        remote_token: RemoteToken,
+    ) -> Result<(), Status> {
+        let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
+        self.data_request(
+            request_context,
+            sges,
+            flags,
+            OpFlags::SEND_VALID,
+            |len| WorkRequest::Send {
+                len,
+                solicited,
+                invalidate: Some(remote_token.0),
+            },
+            OperationType::Send,
+        )
+    }
+
+    fn post_read(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        Self::check_flags(flags, OpFlags::READ_VALID)?;
+        self.core.connection()?;
+        let (leases, total) =
+            self.gather(sges, self.core.limits.max_read_sge, LocalAccess::ReadSink)?;
+        let (sink_stag, sink_to) = sges.first().map_or((0, 0), |s| (s.token.0, s.address));
+        let local_invalidate = (flags.contains(OpFlags::RDMA_READ_LOCAL_INVALIDATE)
+            && self
+                .shared
+                .info
+                .adapter_flags
+                .contains(netdirect_types::AdapterFlags::RDMA_READ_LOCAL_INVALIDATE_SUPPORTED))
+        .then_some(sink_stag)
+        .filter(|_| !sges.is_empty());
+        let request = WorkRequest::Read {
+            len: total as u32,
+            sink_stag,
+            sink_to,
+            stag: remote_token.0,
+            to: remote_address,
+        };
+        self.submit(
+            OperationType::Read,
+            request_context,
+            WrData::Gather(leases),
+            request,
+            flags,
+            local_invalidate,
+        )
+    }
+
+    fn post_write(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.data_request(
+            request_context,
+            sges,
+            flags,
+            OpFlags::WRITE_VALID,
+            |len| WorkRequest::Write {
+                len,
+                stag: remote_token.0,
+                to: remote_address,
+            },
+            OperationType::Write,
+        )
+    }
+
+    fn post_write_inline(
+        &mut self,
+        request_context: u64,
+        data: &[&[u8]],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.inline_request(
+            request_context,
+            data,
+            flags,
+            OpFlags::WRITE_VALID,
+            |len| WorkRequest::Write {
+                len,
+                stag: remote_token.0,
+                to: remote_address,
+            },
+            OperationType::Write,
+        )
+    }
+
+    fn post_bind(
+        &mut self,
+        request_context: u64,
+        mr: &dyn Mr,
+        mw: &dyn Mw,
+        address: u64,
+        length: u64,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        Self::check_flags(flags, OpFlags::BIND_VALID)?;
+        let (mr, mw) = (SoftMr::of(mr)?, SoftMw::of(mw)?);
+        self.core.connection()?;
+        self.core
+            .memory
+            .check_bind(mw.id, mr.id, address, length, flags)?;
+        let memory = &self.core.memory;
+        // Bind now when the window is free, so that requests posted after this one can use it
+        // at once; behind a queued invalidate, bind in queue order.
+        if !memory.is_bound(mw.id)? {
+            self.ready_to_post()?;
+            let token = memory.bind(mw.id, mr.id, address, length, flags)?;
+            mw.token.store(token.0, Ordering::Release);
+            return self
+                .local(request_context, OperationType::Bind, LocalOp::Done, flags)
+                .inspect_err(|_| {
+                    let _ = memory.invalidate(mw.id);
+                });
+        }
+        let op = LocalOp::Bind {
+            mw: mw.id,
+            mr: mr.id,
+            address,
+            length,
+            flags,
+        };
+        self.local(request_context, OperationType::Bind, op, flags)?;
+        mw.token.store(
+            next_token(mw.token.load(Ordering::Acquire)),
+            Ordering::Release,
+        );
+        Ok(())
+    }
+
+    // The NDK call's own arguments.
+    #[allow(clippy::too_many_arguments)]
+    fn post_fast_register(
+        &mut self,
+        request_context: u64,
+        mr: &dyn Mr,
+        pages: &[LogicalAddress],
+        fbo: u32,
+        length: u64,
+        base_address: u64,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        let mr = SoftMr::of(mr)?;
+        self.core.connection()?;
+        self.core
+            .memory
+            .check_fast_register(mr.id, pages, fbo, length, base_address, flags)?;
+        let memory = &self.core.memory;
+        // Register now when the region is free, so that requests posted after this one can use
+        // it at once (its remote token is valid before the completion, §7.9); behind a queued
+        // invalidate, register in queue order.
+        if !memory.is_registered(mr.id)? {
+            self.ready_to_post()?;
+            let token = memory.fast_register(mr.id, pages, fbo, length, base_address, flags)?;
+            mr.token.store(token.0, Ordering::Release);
+            return self
+                .local(
+                    request_context,
+                    OperationType::FastRegister,
+                    LocalOp::Done,
+                    flags,
+                )
+                .inspect_err(|_| {
+                    let _ = memory.invalidate(mr.id);
+                });
+        }
+        let op = LocalOp::FastRegister {
+            mr: mr.id,
+            pages: pages.to_vec(),
+            fbo,
+            length,
+            base: base_address,
+            flags,
+        };
+        self.local(request_context, OperationType::FastRegister, op, flags)?;
+        mr.token.store(
+            next_token(mr.token.load(Ordering::Acquire)),
+            Ordering::Release,
+        );
+        Ok(())
+    }
+
+    fn post_invalidate(
+        &mut self,
+        request_context: u64,
+        target: InvalidateTarget<'_>,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        Self::check_flags(flags, OpFlags::INVALIDATE_VALID)?;
+        let object = match target {
+            InvalidateTarget::Mr(mr) => MemoryObject::Mr(SoftMr::of(mr)?.id),
+            InvalidateTarget::Mw(mw) => MemoryObject::Mw(SoftMw::of(mw)?.id),
+        };
+        self.core.connection()?;
+        self.local(
+            request_context,
+            OperationType::Invalidate,
+            LocalOp::Invalidate(object),
+            flags,
+        )
+    }
+}
+
 impl QpInitiator for SoftInitiator {
     fn send(&mut self, request_context: u64, sges: &[Sge], flags: OpFlags) -> Result<(), Status> {
-        self.rung(|this| {
-            let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
-            this.data_request(
-                request_context,
-                sges,
-                flags,
-                OpFlags::SEND_VALID,
-                |len| WorkRequest::Send {
-                    len,
-                    solicited,
-                    invalidate: None,
-                },
-                OperationType::Send,
-            )
-        })
+        self.rung(|this| this.post_send(request_context, sges, flags))
     }
 
     fn send_inline(
@@ -705,21 +955,7 @@ impl QpInitiator for SoftInitiator {
         data: &[&[u8]],
         flags: OpFlags,
     ) -> Result<(), Status> {
-        self.rung(|this| {
-            let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
-            this.inline_request(
-                request_context,
-                data,
-                flags,
-                OpFlags::SEND_VALID,
-                |len| WorkRequest::Send {
-                    len,
-                    solicited,
-                    invalidate: None,
-                },
-                OperationType::Send,
-            )
-        })
+        self.rung(|this| this.post_send_inline(request_context, data, flags))
     }
 
     fn send_and_invalidate(
@@ -729,21 +965,7 @@ impl QpInitiator for SoftInitiator {
         flags: OpFlags,
         remote_token: RemoteToken,
     ) -> Result<(), Status> {
-        self.rung(|this| {
-            let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
-            this.data_request(
-                request_context,
-                sges,
-                flags,
-                OpFlags::SEND_VALID,
-                |len| WorkRequest::Send {
-                    len,
-                    solicited,
-                    invalidate: Some(remote_token.0),
-                },
-                OperationType::Send,
-            )
-        })
+        self.rung(|this| this.post_send_and_invalidate(request_context, sges, flags, remote_token))
     }
 
     fn read(
@@ -754,35 +976,7 @@ impl QpInitiator for SoftInitiator {
         remote_token: RemoteToken,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        self.rung(|this| {
-            Self::check_flags(flags, OpFlags::READ_VALID)?;
-            this.core.connection()?;
-            let (leases, total) =
-                this.gather(sges, this.core.limits.max_read_sge, LocalAccess::ReadSink)?;
-            let (sink_stag, sink_to) = sges.first().map_or((0, 0), |s| (s.token.0, s.address));
-            let local_invalidate =
-                (flags.contains(OpFlags::RDMA_READ_LOCAL_INVALIDATE)
-                    && this.shared.info.adapter_flags.contains(
-                        netdirect_types::AdapterFlags::RDMA_READ_LOCAL_INVALIDATE_SUPPORTED,
-                    ))
-                .then_some(sink_stag)
-                .filter(|_| !sges.is_empty());
-            let request = WorkRequest::Read {
-                len: total as u32,
-                sink_stag,
-                sink_to,
-                stag: remote_token.0,
-                to: remote_address,
-            };
-            this.submit(
-                OperationType::Read,
-                request_context,
-                WrData::Gather(leases),
-                request,
-                flags,
-                local_invalidate,
-            )
-        })
+        self.rung(|this| this.post_read(request_context, sges, remote_address, remote_token, flags))
     }
 
     fn write(
@@ -794,18 +988,7 @@ impl QpInitiator for SoftInitiator {
         flags: OpFlags,
     ) -> Result<(), Status> {
         self.rung(|this| {
-            this.data_request(
-                request_context,
-                sges,
-                flags,
-                OpFlags::WRITE_VALID,
-                |len| WorkRequest::Write {
-                    len,
-                    stag: remote_token.0,
-                    to: remote_address,
-                },
-                OperationType::Write,
-            )
+            this.post_write(request_context, sges, remote_address, remote_token, flags)
         })
     }
 
@@ -818,18 +1001,7 @@ impl QpInitiator for SoftInitiator {
         flags: OpFlags,
     ) -> Result<(), Status> {
         self.rung(|this| {
-            this.inline_request(
-                request_context,
-                data,
-                flags,
-                OpFlags::WRITE_VALID,
-                |len| WorkRequest::Write {
-                    len,
-                    stag: remote_token.0,
-                    to: remote_address,
-                },
-                OperationType::Write,
-            )
+            this.post_write_inline(request_context, data, remote_address, remote_token, flags)
         })
     }
 
@@ -842,40 +1014,7 @@ impl QpInitiator for SoftInitiator {
         length: u64,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        self.rung(|this| {
-            Self::check_flags(flags, OpFlags::BIND_VALID)?;
-            let (mr, mw) = (SoftMr::of(mr)?, SoftMw::of(mw)?);
-            this.core.connection()?;
-            this.core
-                .memory
-                .check_bind(mw.id, mr.id, address, length, flags)?;
-            let memory = &this.core.memory;
-            // Bind now when the window is free, so that requests posted after this one can use it
-            // at once; behind a queued invalidate, bind in queue order.
-            if !memory.is_bound(mw.id)? {
-                this.ready_to_post()?;
-                let token = memory.bind(mw.id, mr.id, address, length, flags)?;
-                mw.token.store(token.0, Ordering::Release);
-                return this
-                    .local(request_context, OperationType::Bind, LocalOp::Done, flags)
-                    .inspect_err(|_| {
-                        let _ = memory.invalidate(mw.id);
-                    });
-            }
-            let op = LocalOp::Bind {
-                mw: mw.id,
-                mr: mr.id,
-                address,
-                length,
-                flags,
-            };
-            this.local(request_context, OperationType::Bind, op, flags)?;
-            mw.token.store(
-                next_token(mw.token.load(Ordering::Acquire)),
-                Ordering::Release,
-            );
-            Ok(())
-        })
+        self.rung(|this| this.post_bind(request_context, mr, mw, address, length, flags))
     }
 
     fn fast_register(
@@ -889,44 +1028,7 @@ impl QpInitiator for SoftInitiator {
         flags: OpFlags,
     ) -> Result<(), Status> {
         self.rung(|this| {
-            let mr = SoftMr::of(mr)?;
-            this.core.connection()?;
-            this.core
-                .memory
-                .check_fast_register(mr.id, pages, fbo, length, base_address, flags)?;
-            let memory = &this.core.memory;
-            // Register now when the region is free, so that requests posted after this one can use
-            // it at once (its remote token is valid before the completion, §7.9); behind a queued
-            // invalidate, register in queue order.
-            if !memory.is_registered(mr.id)? {
-                this.ready_to_post()?;
-                let token = memory.fast_register(mr.id, pages, fbo, length, base_address, flags)?;
-                mr.token.store(token.0, Ordering::Release);
-                return this
-                    .local(
-                        request_context,
-                        OperationType::FastRegister,
-                        LocalOp::Done,
-                        flags,
-                    )
-                    .inspect_err(|_| {
-                        let _ = memory.invalidate(mr.id);
-                    });
-            }
-            let op = LocalOp::FastRegister {
-                mr: mr.id,
-                pages: pages.to_vec(),
-                fbo,
-                length,
-                base: base_address,
-                flags,
-            };
-            this.local(request_context, OperationType::FastRegister, op, flags)?;
-            mr.token.store(
-                next_token(mr.token.load(Ordering::Acquire)),
-                Ordering::Release,
-            );
-            Ok(())
+            this.post_fast_register(request_context, mr, pages, fbo, length, base_address, flags)
         })
     }
 
@@ -936,20 +1038,7 @@ impl QpInitiator for SoftInitiator {
         target: InvalidateTarget<'_>,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        self.rung(|this| {
-            Self::check_flags(flags, OpFlags::INVALIDATE_VALID)?;
-            let object = match target {
-                InvalidateTarget::Mr(mr) => MemoryObject::Mr(SoftMr::of(mr)?.id),
-                InvalidateTarget::Mw(mw) => MemoryObject::Mw(SoftMw::of(mw)?.id),
-            };
-            this.core.connection()?;
-            this.local(
-                request_context,
-                OperationType::Invalidate,
-                LocalOp::Invalidate(object),
-                flags,
-            )
-        })
+        self.rung(|this| this.post_invalidate(request_context, target, flags))
     }
 
     fn flush(&self) {
