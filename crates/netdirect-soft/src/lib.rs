@@ -34,9 +34,7 @@
 //!   flag). A consumer that polls **leases** its connection's arrivals: the socket is then
 //!   registered for writability only, so arrivals do not wake the progress thread; it takes
 //!   them back when the consumer has not polled for [`transport::EngineConfig::poll_lease`]
-//!   (1 ms), at once when the consumer blocks in [`cq::Cq::wait`], and when the consumer's
-//!   polls read nothing on it for a lease period (an idle connection of a busy CQ then costs
-//!   no read per poll: passes skip it until the progress thread sees an arrival). Its work per wakeup is
+//!   (1 ms), or at once when the consumer blocks in [`cq::Cq::wait`]. Its work per wakeup is
 //!   proportional to the connections that have work (ready sockets, handed-over connections,
 //!   due timers in a heap, leases), never a scan of every connection.
 //!   [`SoftAdapter::progress_wakeups`] counts its wakeups.

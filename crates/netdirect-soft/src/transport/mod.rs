@@ -278,9 +278,7 @@ pub struct EngineConfig {
     /// arrivals stay its business. Meanwhile the progress thread is not woken by them (the
     /// socket is registered for writability only); it looks every `poll_lease` and takes the
     /// receive side back from a consumer that stopped polling. A consumer that blocks in
-    /// [`crate::cq::Cq::wait`] gives it back at once, and one whose polls read nothing on the
-    /// connection for `poll_lease` gives it back too (its later polls skip the connection until
-    /// the progress thread sees an arrival there).
+    /// [`crate::cq::Cq::wait`] gives it back at once.
     pub poll_lease: Duration,
 }
 
