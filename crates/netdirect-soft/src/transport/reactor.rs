@@ -262,8 +262,6 @@ pub(crate) struct Conn<H: QpHost> {
     hold_until: Option<Instant>,
     /// The deadline the progress thread's timer heap holds for this connection.
     timer_at: Option<Instant>,
-    /// Octets read from the socket so far (a consumer's pass tells an idle lease by it).
-    rx_total: u64,
 }
 
 impl<H: QpHost> Conn<H> {
@@ -306,7 +304,6 @@ impl<H: QpHost> Conn<H> {
             replied_at: None,
             hold_until: None,
             timer_at: None,
-            rx_total: 0,
             tx_drained: false,
             request: None,
             aborted: false,
@@ -616,10 +613,7 @@ impl<H: QpHost> Conn<H> {
                 self.on_peer_gone(false, now, cfg);
                 return Some(0);
             }
-            Ok(n) => {
-                self.rx_total += n as u64;
-                n
-            }
+            Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 self.readable = false;
                 return None;
@@ -1083,12 +1077,6 @@ pub(crate) struct ConnCell<H: QpHost> {
     rx_leased: AtomicBool,
     /// When a consumer last ran a progress pass ([`Inner::stamp`]).
     last_poll: AtomicU64,
-    /// When a consumer's pass last read something, or took the lease.
-    last_rx: AtomicU64,
-    /// Arrivals the progress thread saw since a consumer last took the lease: consumers' passes
-    /// skip a connection that is neither leased nor hot, so a CQ shared by many idle
-    /// connections costs no system call per idle connection and poll.
-    hot: AtomicBool,
 }
 
 impl<H: QpHost> ConnCell<H> {
@@ -1103,8 +1091,6 @@ impl<H: QpHost> ConnCell<H> {
             ev: AtomicU8::new(0),
             rx_leased: AtomicBool::new(false),
             last_poll: AtomicU64::new(0),
-            last_rx: AtomicU64::new(0),
-            hot: AtomicBool::new(true),
         })
     }
 
@@ -1198,32 +1184,13 @@ impl<H: QpHost> ConnCell<H> {
         if !self.inner.config.inline_progress || self.inner.closed.load(Ordering::Relaxed) {
             return;
         }
-        let leased = self.rx_leased.load(Ordering::Acquire);
-        if !leased && !self.hot.load(Ordering::Relaxed) {
-            // Idle, watched by the progress thread: it marks the connection hot on arrivals.
-            return;
-        }
         let now = Instant::now();
-        let stamp = self.inner.stamp(now);
-        self.last_poll.store(stamp, Ordering::Relaxed);
+        self.last_poll
+            .store(self.inner.stamp(now), Ordering::Relaxed);
         let Some(mut g) = self.try_lock() else {
             return;
         };
-        let before = g.rx_total;
         let mut hand_over = g.rx_pass(now, &self.inner.config);
-        if g.rx_total != before {
-            self.last_rx.store(stamp, Ordering::Relaxed);
-        }
-        let lease_ns = self.inner.config.poll_lease.as_nanos() as u64;
-        if leased
-            && stamp.saturating_sub(self.last_rx.load(Ordering::Relaxed)) > lease_ns
-            && self.rx_leased.load(Ordering::Acquire)
-        {
-            // Polled, but nothing came for a lease period: back to the progress thread, so
-            // that idle connections of a busy CQ cost nothing per poll.
-            self.unlease(&mut g);
-            return;
-        }
         // A consumer polls: arrivals are its business for a while, so the progress thread stops
         // hearing of them (no wakeup per message); it takes them back once the consumer has
         // not polled for `EngineConfig::poll_lease`.
@@ -1236,8 +1203,6 @@ impl<H: QpHost> ConnCell<H> {
                 .is_ok()
             {
                 self.rx_leased.store(true, Ordering::Release);
-                self.hot.store(false, Ordering::Relaxed);
-                self.last_rx.store(stamp, Ordering::Relaxed);
                 hand_over = true;
             }
         }
@@ -1414,7 +1379,6 @@ impl<H: QpHost> Reactor<H> {
                     let mut bits = 0;
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                         bits |= EV_READ;
-                        cell.hot.store(true, Ordering::Relaxed);
                     }
                     if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
                         bits |= EV_WRITE;
