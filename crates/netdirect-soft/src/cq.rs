@@ -383,7 +383,9 @@ impl Cq {
                 }
             }
             self.arm(CqNotifyType::Any);
-            let n = self.get_results(out);
+            // No progress pass here: it would lease the connections again, and their arrivals
+            // would wait for the lease to lapse instead of waking us.
+            let n = self.take(out);
             if n > 0 {
                 return n;
             }

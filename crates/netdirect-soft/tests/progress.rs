@@ -506,8 +506,16 @@ fn wait_blocks_until_a_completion(ip: IpAddr, inline: bool) {
             .send_inline(5, &[b"wake up"], OpFlags::empty())
             .unwrap();
     });
+    // Blocked in the wait, the consumer holds no lease: the message wakes it at once, not
+    // when a lease lapses (60 s here).
+    let t = Instant::now();
     let n = client.rcq.wait(&mut out, Duration::from_micros(50), WAIT);
     assert_eq!(n, 1);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "woken after {:?}",
+        t.elapsed()
+    );
     assert_eq!(out[0].bytes_transferred, 7);
     assert!(calls.load(Ordering::SeqCst) >= 1, "the arm notified");
     sender.join().unwrap();

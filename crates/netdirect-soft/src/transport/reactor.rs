@@ -1217,8 +1217,12 @@ impl<H: QpHost> ConnCell<H> {
         if !self.rx_leased.load(Ordering::Acquire) {
             return;
         }
-        if let Some(mut g) = self.try_lock() {
-            self.unlease(&mut g);
+        // The lease lapses now; if the lock is busy (the progress thread may be looking at this
+        // very lease), the progress thread takes the arrivals back on its next turn.
+        self.last_poll.store(0, Ordering::Relaxed);
+        match self.try_lock() {
+            Some(mut g) => self.unlease(&mut g),
+            None => self.schedule(),
         }
     }
 
