@@ -262,6 +262,9 @@ pub(crate) struct Conn<H: QpHost> {
     hold_until: Option<Instant>,
     /// The deadline the progress thread's timer heap holds for this connection.
     timer_at: Option<Instant>,
+    /// Posts were handed to the stream since the last transmit: whoever took them (a lock
+    /// taken for something else: a timer, a lease) must see that they leave.
+    untransmitted: bool,
 }
 
 impl<H: QpHost> Conn<H> {
@@ -304,6 +307,7 @@ impl<H: QpHost> Conn<H> {
             replied_at: None,
             hold_until: None,
             timer_at: None,
+            untransmitted: false,
             tx_drained: false,
             request: None,
             aborted: false,
@@ -718,6 +722,7 @@ impl<H: QpHost> Conn<H> {
 
     /// Takes frames from the stream and writes them. Returns whether anything happened.
     fn transmit(&mut self) -> io::Result<bool> {
+        self.untransmitted = false;
         let mut progress = false;
         if let Some(hs) = self.hs.as_mut() {
             let before = self.out.len();
@@ -957,6 +962,7 @@ impl<H: QpHost> Conn<H> {
             return;
         };
         host.posted(p.wr, p.work);
+        self.untransmitted = true;
         let ok = self
             .stream
             .as_mut()
@@ -969,6 +975,9 @@ impl<H: QpHost> Conn<H> {
     /// Inline send on a consumer's thread: writes what the stream has while the socket takes
     /// it, and delivers the completions that follow. Nothing else (no reads, no closing).
     fn tx_pass(&mut self, now: Instant, cfg: &EngineConfig) {
+        // Whatever happens below, this pass is the one that looked at the posts (the phases it
+        // leaves alone are the progress thread's: `needs_reactor`).
+        self.untransmitted = false;
         if self.phase != Phase::Connected || self.io_dead {
             return;
         }
@@ -1013,6 +1022,7 @@ impl<H: QpHost> Conn<H> {
     /// Drives the connection as far as the socket allows; returns whether it should get another
     /// turn without waiting for readiness (read budget used up).
     fn drive(&mut self, rbuf: &mut [u8], now: Instant, cfg: &EngineConfig) -> bool {
+        self.untransmitted = false;
         let mut budget = cfg.read_budget;
         loop {
             let mut progress = false;
@@ -1275,10 +1285,11 @@ impl<H: QpHost> std::ops::DerefMut for ConnGuard<'_, H> {
 
 impl<H: QpHost> Drop for ConnGuard<'_, H> {
     fn drop(&mut self) {
+        let untransmitted = self.guard.as_ref().is_some_and(|g| g.untransmitted);
         drop(self.guard.take());
         drop(self.section.take());
         atomic::fence(Ordering::SeqCst);
-        if !self.cell.posts.is_empty() {
+        if untransmitted || !self.cell.posts.is_empty() {
             if self.cell.inner.config.inline_progress {
                 self.cell.kick();
             } else {
