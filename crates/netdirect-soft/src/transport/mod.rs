@@ -127,9 +127,12 @@
 //!   work without any system call on the producing side.
 //! * Consumer-visible connection state (connected, ORD) lives in atomics, so inline post checks
 //!   (`STATUS_CONNECTION_INVALID`, ORD 0) need no lock.
-//! * A post that finds the lock taken leaves its request in the queue: the holder, after
-//!   releasing the lock, looks at the queue again (a `SeqCst` fence on both sides) and takes it
-//!   (inline) or hands the connection to the progress thread; nothing is left behind.
+//! * A post that finds the lock taken leaves its request in the queue and rings the
+//!   connection's doorbell (a flag; deferred posts do not ring it): the holder, after releasing
+//!   the lock, looks at the doorbell (a `SeqCst` fence on both sides) and takes the queue
+//!   (inline) or hands the connection to the progress thread; nothing is left behind. Only
+//!   paths that then send (a drive, an inline pass) or flush take the queue; a lock taken for
+//!   something else (a timer, a lease) leaves it, so deferred posts keep waiting.
 //! * **Lock order:** connection lock → whatever the host takes (memory table → buffer lock,
 //!   receive queue or SRQ, CQ ring). Never two connection locks at once. Callbacks run after
 //!   the connection lock is released (see the crate docs, *Threading and lock order*).

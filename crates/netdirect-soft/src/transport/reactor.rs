@@ -262,9 +262,6 @@ pub(crate) struct Conn<H: QpHost> {
     hold_until: Option<Instant>,
     /// The deadline the progress thread's timer heap holds for this connection.
     timer_at: Option<Instant>,
-    /// Posts were handed to the stream since the last transmit: whoever took them (a lock
-    /// taken for something else: a timer, a lease) must see that they leave.
-    untransmitted: bool,
 }
 
 impl<H: QpHost> Conn<H> {
@@ -307,7 +304,6 @@ impl<H: QpHost> Conn<H> {
             replied_at: None,
             hold_until: None,
             timer_at: None,
-            untransmitted: false,
             tx_drained: false,
             request: None,
             aborted: false,
@@ -722,7 +718,6 @@ impl<H: QpHost> Conn<H> {
 
     /// Takes frames from the stream and writes them. Returns whether anything happened.
     fn transmit(&mut self) -> io::Result<bool> {
-        self.untransmitted = false;
         let mut progress = false;
         if let Some(hs) = self.hs.as_mut() {
             let before = self.out.len();
@@ -962,7 +957,6 @@ impl<H: QpHost> Conn<H> {
             return;
         };
         host.posted(p.wr, p.work);
-        self.untransmitted = true;
         let ok = self
             .stream
             .as_mut()
@@ -975,9 +969,6 @@ impl<H: QpHost> Conn<H> {
     /// Inline send on a consumer's thread: writes what the stream has while the socket takes
     /// it, and delivers the completions that follow. Nothing else (no reads, no closing).
     fn tx_pass(&mut self, now: Instant, cfg: &EngineConfig) {
-        // Whatever happens below, this pass is the one that looked at the posts (the phases it
-        // leaves alone are the progress thread's: `needs_reactor`).
-        self.untransmitted = false;
         if self.phase != Phase::Connected || self.io_dead {
             return;
         }
@@ -1022,7 +1013,6 @@ impl<H: QpHost> Conn<H> {
     /// Drives the connection as far as the socket allows; returns whether it should get another
     /// turn without waiting for readiness (read budget used up).
     fn drive(&mut self, rbuf: &mut [u8], now: Instant, cfg: &EngineConfig) -> bool {
-        self.untransmitted = false;
         let mut budget = cfg.read_budget;
         loop {
             let mut progress = false;
@@ -1078,6 +1068,9 @@ pub(crate) struct ConnCell<H: QpHost> {
     pub(crate) shared: Arc<ConnShared>,
     conn: Mutex<Conn<H>>,
     posts: SegQueue<PostItem<H>>,
+    /// A post without `DEFER` (or [`ConnCell::ring`]) is queued: the queue must be taken and
+    /// sent. Deferred posts alone wait for it (or for a drive, a flush, a disconnect).
+    doorbell: AtomicBool,
     /// In the progress thread's work queue.
     queued: AtomicBool,
     /// Readiness bits (`EV_*`) not applied yet.
@@ -1097,6 +1090,7 @@ impl<H: QpHost> ConnCell<H> {
             shared: conn.shared.clone(),
             conn: Mutex::new(conn),
             posts: SegQueue::new(),
+            doorbell: AtomicBool::new(false),
             queued: AtomicBool::new(false),
             ev: AtomicU8::new(0),
             rx_leased: AtomicBool::new(false),
@@ -1134,9 +1128,6 @@ impl<H: QpHost> ConnCell<H> {
                 g.on_tcp_connected(Instant::now());
             }
         }
-        while let Some(p) = self.posts.pop() {
-            g.apply_post(p);
-        }
         g
     }
 
@@ -1145,8 +1136,10 @@ impl<H: QpHost> ConnCell<H> {
     pub(crate) fn post(&self, item: PostItem<H>, defer: bool) {
         self.posts.push(item);
         if !self.inner.config.inline_progress {
+            self.doorbell.store(true, Ordering::SeqCst);
             self.schedule();
         } else if !defer {
+            self.doorbell.store(true, Ordering::SeqCst);
             self.kick();
         }
     }
@@ -1156,6 +1149,7 @@ impl<H: QpHost> ConnCell<H> {
         if self.posts.is_empty() {
             return;
         }
+        self.doorbell.store(true, Ordering::SeqCst);
         if self.inner.config.inline_progress {
             self.kick();
         } else {
@@ -1171,6 +1165,7 @@ impl<H: QpHost> ConnCell<H> {
             return;
         };
         let cfg = &self.inner.config;
+        g.take_posts();
         g.tx_pass(Instant::now(), cfg);
         if g.needs_reactor() {
             self.schedule();
@@ -1200,6 +1195,7 @@ impl<H: QpHost> ConnCell<H> {
         let Some(mut g) = self.try_lock() else {
             return;
         };
+        g.take_posts();
         let mut hand_over = g.rx_pass(now, &self.inner.config);
         // A consumer polls: arrivals are its business for a while, so the progress thread stops
         // hearing of them (no wakeup per message); it takes them back once the consumer has
@@ -1283,13 +1279,23 @@ impl<H: QpHost> std::ops::DerefMut for ConnGuard<'_, H> {
     }
 }
 
+impl<H: QpHost> ConnGuard<'_, H> {
+    /// Hands every queued post (deferred ones too) to the stream; the caller sends them (a
+    /// drive or an inline pass) or flushes.
+    fn take_posts(&mut self) {
+        self.cell.doorbell.store(false, Ordering::SeqCst);
+        while let Some(p) = self.cell.posts.pop() {
+            self.apply_post(p);
+        }
+    }
+}
+
 impl<H: QpHost> Drop for ConnGuard<'_, H> {
     fn drop(&mut self) {
-        let untransmitted = self.guard.as_ref().is_some_and(|g| g.untransmitted);
         drop(self.guard.take());
         drop(self.section.take());
         atomic::fence(Ordering::SeqCst);
-        if untransmitted || !self.cell.posts.is_empty() {
+        if self.cell.doorbell.load(Ordering::SeqCst) {
             if self.cell.inner.config.inline_progress {
                 self.cell.kick();
             } else {
@@ -1468,7 +1474,7 @@ impl<H: QpHost> Reactor<H> {
             } else {
                 // Gone from the reactor (a released zombie): locking it takes its posts, which
                 // complete `STATUS_CANCELLED`.
-                drop(cell.lock());
+                cell.lock().take_posts();
             }
         }
     }
@@ -1658,6 +1664,7 @@ impl<H: QpHost> Reactor<H> {
                 Cmd::Abandon { id } => {
                     if let Some(cell) = self.cell(id) {
                         let mut c = cell.lock();
+                        c.take_posts();
                         if c.phase == Phase::Replied {
                             let t = terminate_fpdu(
                                 TermError::LlpLocalCatastrophic,
@@ -1676,6 +1683,7 @@ impl<H: QpHost> Reactor<H> {
                 Cmd::Flush { id } => {
                     if let Some(cell) = self.cell(id) {
                         let mut c = cell.lock();
+                        c.take_posts();
                         if let Some(s) = c.stream.as_mut() {
                             s.flush();
                         }
@@ -1692,6 +1700,7 @@ impl<H: QpHost> Reactor<H> {
                         continue;
                     };
                     let mut c = cell.lock();
+                    c.take_posts();
                     c.shared.set_state(ConnState::Closed);
                     c.has_handle = false;
                     if let Some(cb) = on_done {
@@ -1768,6 +1777,7 @@ impl<H: QpHost> Reactor<H> {
                     continue;
                 };
                 let mut c = cell.lock();
+                c.take_posts();
                 if c.drive(&mut self.rbuf, now, &self.inner.config) {
                     again.push(id);
                 }
@@ -1821,6 +1831,7 @@ impl<H: QpHost> Reactor<H> {
     fn reap(&mut self, cell: &Arc<ConnCell<H>>) {
         let id = cell.shared.id;
         let mut c = cell.lock();
+        c.take_posts();
         if c.phase != Phase::Dead || (c.zombie && c.has_handle) {
             return;
         }
@@ -1871,6 +1882,7 @@ impl<H: QpHost> Reactor<H> {
         }
         for (_, cell) in self.conns.drain() {
             let mut c = cell.lock();
+            c.take_posts();
             if !c.zombie {
                 let _ = self.poll.registry().deregister(&mut c.sock);
             }
@@ -1884,7 +1896,7 @@ impl<H: QpHost> Reactor<H> {
         self.inner.drain_failed();
         while let Some(cell) = self.inner.work.pop() {
             cell.queued.store(false, Ordering::Release);
-            drop(cell.lock());
+            cell.lock().take_posts();
         }
     }
 }
