@@ -123,6 +123,7 @@ fn base_opts(test: Test, sizes: Vec<usize>, stop: Stop, ip: IpAddr) -> Opts {
         check_every: false,
         sge: 1,
         warmup_phase: None,
+        events: false,
     }
 }
 

@@ -266,6 +266,11 @@ pub struct Conn {
     pub peer: Option<SocketAddr>,
     /// Set by the connection's disconnect event ([`Conn::disconnect_event`]).
     peer_gone: Arc<AtomicBool>,
+    /// Block on the CQ's notification while waiting (perftest's `-e`) instead of busy polling.
+    pub events: bool,
+    /// Mark the next data requests `DEFER`: the caller posts more right after and ends the
+    /// batch with one posted while this is false.
+    pub defer: bool,
 }
 
 impl Conn {
@@ -328,6 +333,8 @@ impl Conn {
             local: None,
             peer: None,
             peer_gone: Arc::new(AtomicBool::new(false)),
+            events: false,
+            defer: false,
         };
         for slot in 0..layout.rx_depth {
             conn.post_receive(slot)?;
@@ -424,17 +431,26 @@ impl Conn {
         self.sent + CREDIT_RESERVE < self.credit_limit
     }
 
+    /// Flags of the next data request: `DEFER` while the caller has said more follow
+    /// ([`Conn::defer`]), so that a batch of posts is handed over at once (NDK §7.1).
+    fn data_flags(&self) -> OpFlags {
+        if self.defer {
+            OpFlags::DEFER
+        } else {
+            OpFlags::empty()
+        }
+    }
+
     /// Posts a data Send from the outbox (inline when it fits the inline size).
     pub fn send_data(&mut self, context: u64, len: usize) -> Result<()> {
+        let flags = self.data_flags();
         let r = if len as u32 <= self.layout.data_inline && len > 0 {
             let half = self.layout.half;
             let bytes = self.data.with(|b| b[half..half + len].to_vec());
-            self.qp
-                .initiator()
-                .send_inline(context, &[&bytes], OpFlags::empty())
+            self.qp.initiator().send_inline(context, &[&bytes], flags)
         } else {
             let sgl = self.outbox_sgl(0, len);
-            self.qp.initiator().send(context, &sgl, OpFlags::empty())
+            self.qp.initiator().send(context, &sgl, flags)
         };
         r.context(|| format!("cannot post a send of {len} octets"))?;
         self.sent += 1;
@@ -445,6 +461,7 @@ impl Conn {
     /// Posts an RDMA Write of `len` octets from our outbox at `offset` to the peer's inbox at
     /// `offset`.
     pub fn write_data(&mut self, context: u64, offset: usize, len: usize) -> Result<()> {
+        let flags = self.data_flags();
         let remote = self.remote_inbox(offset);
         let token = self.remote_token();
         let r = if len as u32 <= self.layout.data_inline && len > 0 {
@@ -454,12 +471,12 @@ impl Conn {
                 .with(|b| b[half + offset..half + offset + len].to_vec());
             self.qp
                 .initiator()
-                .write_inline(context, &[&bytes], remote, token, OpFlags::empty())
+                .write_inline(context, &[&bytes], remote, token, flags)
         } else {
             let sgl = self.outbox_sgl(offset, len);
             self.qp
                 .initiator()
-                .write(context, &sgl, remote, token, OpFlags::empty())
+                .write(context, &sgl, remote, token, flags)
         };
         r.context(|| format!("cannot post an RDMA write of {len} octets"))?;
         self.tx_out += 1;
@@ -469,12 +486,13 @@ impl Conn {
     /// Posts an RDMA Read of `len` octets from the peer's outbox at `offset` into our inbox at
     /// `offset`.
     pub fn read_data(&mut self, context: u64, offset: usize, len: usize) -> Result<()> {
+        let flags = self.data_flags();
         let sge = self.inbox_sge(offset, len);
         let remote = self.remote_outbox(offset);
         let token = self.remote_token();
         self.qp
             .initiator()
-            .read(context, &[sge], remote, token, OpFlags::empty())
+            .read(context, &[sge], remote, token, flags)
             .context(|| format!("cannot post an RDMA read of {len} octets"))?;
         self.tx_out += 1;
         Ok(())
@@ -491,7 +509,7 @@ impl Conn {
         while self.sent + reserve >= self.credit_limit || self.ctrl_out >= CTRL_TX {
             match self.poll_one()? {
                 Some(e) => self.backlog.push_back(e),
-                None => idle(deadline, "a receive credit from the peer")?,
+                None => self.idle(deadline, "a receive credit from the peer")?,
             }
         }
         self.qp
@@ -529,7 +547,7 @@ impl Conn {
             if let Some(e) = self.try_next()? {
                 return Ok(e);
             }
-            idle(deadline, what)?;
+            self.idle(deadline, what)?;
         }
     }
 
@@ -573,7 +591,7 @@ impl Conn {
             match self.poll_one()? {
                 Some(Event::TxDone(_)) => continue,
                 Some(other) => self.backlog.push_back(other),
-                None if self.tx_out >= max_out => idle(deadline, "requests to complete")?,
+                None if self.tx_out >= max_out => self.idle(deadline, "requests to complete")?,
                 None => return Ok(()),
             }
         }
@@ -586,11 +604,26 @@ impl Conn {
             match self.poll_one()? {
                 Some(Event::TxDone(_)) => {}
                 Some(other) => self.backlog.push_back(other),
-                None => idle(deadline, "outstanding requests to complete")?,
+                None => self.idle(deadline, "outstanding requests to complete")?,
             }
             if self.backlog.len() > 4096 {
                 return Err(Error::msg("protocol error: too many unexpected messages"));
             }
+        }
+        Ok(())
+    }
+
+    /// Waits for the next completion without taking it: blocks on the CQ's notification with
+    /// [`Conn::events`] (up to the deadline), else gives the CPU away once (busy polling).
+    pub fn idle(&mut self, deadline: Instant, what: &str) -> Result<()> {
+        if !self.events || !self.ready.is_empty() {
+            return idle(deadline, what);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = self.cq.wait(&mut self.results, Duration::ZERO, left);
+        self.ready.extend(self.results[..n].iter().copied());
+        if n == 0 && Instant::now() > deadline {
+            return idle(deadline, what);
         }
         Ok(())
     }

@@ -151,6 +151,10 @@ struct PerfArgs {
     /// No progress bar and no banner.
     #[arg(long = "quiet")]
     quiet: bool,
+    /// Sleep on CQ notifications while waiting for completions (perftest's -e) instead of
+    /// busy polling. Not for write_lat, which watches memory.
+    #[arg(short = 'e', long = "events")]
+    events: bool,
     #[command(flatten)]
     compat: PerftestCompat,
 }
@@ -311,6 +315,11 @@ fn opts_of(test: Test, a: &PerfArgs) -> Result<Opts> {
         (None, Some(n)) => Stop::Iters(n),
         (None, None) => Stop::Iters(if test == Test::WriteBw { 5000 } else { 1000 }),
     };
+    if a.events && test == Test::WriteLat {
+        return Err(Error::msg(
+            "-e: write_lat watches memory for the peer's write, there is no completion to wait for",
+        ));
+    }
     if !(a.timeout > 0.0 && a.timeout.is_finite()) {
         return Err(Error::msg("--timeout must be a positive number of seconds"));
     }
@@ -343,6 +352,7 @@ fn opts_of(test: Test, a: &PerfArgs) -> Result<Opts> {
         check_every: false,
         sge: 1,
         warmup_phase: None,
+        events: a.events,
     })
 }
 

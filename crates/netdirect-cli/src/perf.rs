@@ -179,6 +179,9 @@ pub struct Opts {
     /// An unreported warm-up measurement first: (size, operations), as the ND tools' 1000
     /// header-size messages.
     pub warmup_phase: Option<(usize, u64)>,
+    /// perftest's `-e`: wait for completions by blocking on the CQ's notification
+    /// ([`netdirect::Cq::wait`]) instead of busy polling.
+    pub events: bool,
 }
 
 impl Opts {
@@ -203,6 +206,7 @@ impl Opts {
             check_every: false,
             sge: 1,
             warmup_phase: None,
+            events: false,
         }
     }
 
@@ -461,6 +465,7 @@ pub fn client_with(
     let mut conns = Vec::new();
     for q in 0..opts.qps {
         let mut conn = Conn::new(&side, lay, opts.timeout)?;
+        conn.events = opts.events;
         let connector = wait(
             side.adapter.create_connector(),
             opts.timeout,
@@ -695,6 +700,12 @@ fn bw_loop(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Result<(
                 && (opts.test != Test::SendBw || c.can_send())
             {
                 let off = (posted[q] % slots) as usize * size;
+                // All but the last post of this round are deferred: the round leaves in one
+                // batch (one write to the socket for small messages).
+                c.defer = c.tx_out + 1 < w
+                    && total_target.is_none_or(|n| posted[q] + 1 < n)
+                    && (opts.test != Test::SendBw
+                        || c.sent + 1 + crate::conn::CREDIT_RESERVE < c.credit_limit);
                 match opts.test {
                     Test::WriteBw => c.write_data(1, off, size)?,
                     Test::ReadBw => c.read_data(1, off, size)?,
@@ -702,6 +713,7 @@ fn bw_loop(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Result<(
                 }
                 posted[q] += 1;
             }
+            c.defer = false;
             while let Some(e) = c.try_next()? {
                 match e {
                     Event::TxDone(_) => {
@@ -793,7 +805,7 @@ fn lat_loop(
                     match c.try_next()? {
                         Some(Event::TxDone(_)) => break,
                         Some(other) => return Err(unexpected(other)),
-                        None => idle(deadline, "the RDMA read to complete")?,
+                        None => c.idle(deadline, "the RDMA read to complete")?,
                     }
                 }
             }
@@ -802,7 +814,7 @@ fn lat_loop(
                     match c.try_next()? {
                         Some(Event::TxDone(_)) => {}
                         Some(other) => return Err(unexpected(other)),
-                        None => idle(deadline, "a receive credit from the server")?,
+                        None => c.idle(deadline, "a receive credit from the server")?,
                     }
                 }
                 c.send_data(1, size)?;
@@ -832,7 +844,7 @@ fn lat_loop(
                             break;
                         }
                         Some(other) => return Err(unexpected(other)),
-                        None => idle(deadline, "the server's pong")?,
+                        None => c.idle(deadline, "the server's pong")?,
                     }
                 }
             }
@@ -1123,6 +1135,7 @@ fn accept_client(
     their_ird: u32,
 ) -> Result<Conn> {
     let mut conn = Conn::new(side, lay, opts.timeout)?;
+    conn.events = opts.events;
     let limit = their_ird
         .max(lay.read_limit)
         .min(side.info.max_inbound_read_limit);
@@ -1219,7 +1232,7 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
                                 match c.try_next()? {
                                     Some(Event::TxDone(_)) => {}
                                     Some(other) => return Err(unexpected(other)),
-                                    None => idle(deadline, "a receive credit from the client")?,
+                                    None => c.idle(deadline, "a receive credit from the client")?,
                                 }
                             }
                             c.reap(c.layout.tx_depth)?;

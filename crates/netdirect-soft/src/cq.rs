@@ -42,8 +42,18 @@
 //!
 //! The callback ([`Notification`], `Arc<dyn Fn(Status) + Send + Sync>`) is called with no lock
 //! held, on the thread whose [`Cq::push`], [`Cq::arm`] or [`Cq::fail`] made it due — so an arm
-//! that fires at once calls the callback before `arm` returns. Callbacks must not block (they
-//! run on the engine's progress thread; NDK callbacks run at `DISPATCH_LEVEL`).
+//! that fires at once calls the callback before `arm` returns. A push made while its thread
+//! holds a connection lock (the engine driving a connection, on the progress thread or inline
+//! on a consumer's thread inside a post or a poll) notifies once that lock is released
+//! ([`crate::callback`]). Callbacks must not block (they may run on the engine's progress
+//! thread; NDK callbacks run at `DISPATCH_LEVEL`).
+//!
+//! # Progress and waiting
+//!
+//! A poll that finds the CQ empty ([`Cq::get_results`]) first runs a non-blocking progress pass
+//! over the connections that complete here ([`Poller`], registered by their QPs), so a polling
+//! consumer moves its own messages. [`Cq::wait`] spins on that, then hands the connections back
+//! to the progress thread, arms for any completion and sleeps until a notification.
 //!
 //! * Serialized per CQ: never two callbacks of one CQ at once. A notification that becomes due
 //!   while a callback runs is queued and delivered, in order, by the thread running that
@@ -72,12 +82,15 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
 
 use netdirect_types::{BasicCompletion, Completion, CqNotifyType, Status};
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+
+use crate::callback;
 
 /// A CQ or SRQ notification callback (`NDK_FN_CQ_NOTIFICATION_CALLBACK`,
 /// `NDK_FN_SRQ_NOTIFICATION_CALLBACK`): called with the notification status. Must not block.
@@ -243,14 +256,32 @@ impl State {
     }
 }
 
+/// Something that makes progress for a CQ's consumer when it polls an empty CQ: a connection
+/// whose completions go to that CQ (inline progress, [`crate::transport`]).
+pub trait Poller: Send + Sync {
+    /// One non-blocking pass (try-lock, non-blocking socket I/O); never waits for a lock.
+    fn progress(&self);
+
+    /// The consumer stops polling for now (it is about to block): hand background progress
+    /// back to the progress thread at once.
+    fn release(&self) {}
+}
+
 /// A completion queue. See the [module docs](self) for the rules.
 pub struct Cq {
+    me: Weak<Cq>,
     max_depth: u32,
     notification: Notification,
     state: Mutex<State>,
     idle: Condvar,
     /// `State::error` is set: read without the lock by every post of the CQ's QPs.
     failed: AtomicBool,
+    /// Connections polled when the consumer finds the CQ empty (weak: a connection holds its
+    /// CQs through its QP).
+    pollers: RwLock<Vec<Weak<dyn Poller>>>,
+    /// Notifications issued (for [`Cq::wait`]).
+    notified: Mutex<u64>,
+    notified_cv: Condvar,
 }
 
 impl fmt::Debug for Cq {
@@ -279,7 +310,8 @@ impl Cq {
     #[doc(alias = "NdkCreateCq")]
     pub fn new(depth: u32, max_depth: u32, notification: Notification) -> Result<Arc<Cq>, Status> {
         let depth = check_depth(depth, max_depth)?;
-        Ok(Arc::new(Cq {
+        Ok(Arc::new_cyclic(|me| Cq {
+            me: me.clone(),
             max_depth,
             notification,
             state: Mutex::new(State {
@@ -294,10 +326,14 @@ impl Cq {
             }),
             idle: Condvar::new(),
             failed: AtomicBool::new(false),
+            pollers: RwLock::new(Vec::new()),
+            notified: Mutex::new(0),
+            notified_cv: Condvar::new(),
         }))
     }
 
     fn deliver(&self, guard: MutexGuard<'_, State>) {
+        let due = guard.notifier.due.len() as u64;
         deliver(
             &self.state,
             &self.idle,
@@ -305,6 +341,73 @@ impl Cq {
             notifier,
             Some(&self.notification),
         );
+        if due > 0 {
+            *self.notified.lock() += due;
+            self.notified_cv.notify_all();
+        }
+    }
+
+    /// Adds a connection to poll when the consumer finds this CQ empty.
+    pub fn add_poller(&self, poller: Weak<dyn Poller>) {
+        let mut p = self.pollers.write();
+        p.retain(|w| w.strong_count() > 0);
+        p.push(poller);
+    }
+
+    /// Runs a progress pass over this CQ's connections (inline progress). Callbacks that become
+    /// due run after every connection lock is released, and after this CQ's list is.
+    fn progress(&self) {
+        let _section = callback::Section::open();
+        let pollers = self.pollers.read_recursive();
+        for p in pollers.iter() {
+            if let Some(p) = p.upgrade() {
+                p.progress();
+            }
+        }
+    }
+
+    /// Waits for completions: polls (each empty poll runs a progress pass) for up to `spin`,
+    /// then arms for any completion and blocks until one arrives, a notification is issued or
+    /// `timeout` has passed; returns how many were moved into `out` (0: timed out). The arm
+    /// also calls the CQ's notification callback, as any arm does.
+    pub fn wait(&self, out: &mut [Completion], spin: Duration, timeout: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            let n = self.get_results(out);
+            if n > 0 || out.is_empty() {
+                return n;
+            }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return 0;
+            }
+            if waited < spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            let seen = *self.notified.lock();
+            for p in self.pollers.read_recursive().iter() {
+                if let Some(p) = p.upgrade() {
+                    p.release();
+                }
+            }
+            self.arm(CqNotifyType::Any);
+            // No progress pass here: it would lease the connections again, and their arrivals
+            // would wait for the lease to lapse instead of waking us.
+            let n = self.take(out);
+            if n > 0 {
+                return n;
+            }
+            let mut g = self.notified.lock();
+            if *g == seen {
+                let left = timeout.saturating_sub(start.elapsed());
+                let _ = self.notified_cv.wait_for(&mut g, left);
+            }
+            if self.error().is_some() || self.is_closed() {
+                drop(g);
+                return self.get_results(out);
+            }
+        }
     }
 
     /// Queues a completion from the engine. `solicited`: a receive whose send carried
@@ -328,7 +431,7 @@ impl Cq {
             if s.set_error(Status::BUFFER_OVERFLOW) {
                 self.failed.store(true, Ordering::Release);
             }
-            self.deliver(s);
+            self.deliver_or_defer(s);
             return Err(Status::BUFFER_OVERFLOW);
         }
         s.last_seq += 1;
@@ -345,15 +448,41 @@ impl Cq {
         };
         if fire {
             s.fire();
-            self.deliver(s);
+            self.deliver_or_defer(s);
         }
         Ok(())
+    }
+
+    /// Delivers due notifications now, or, inside a connection lock's deferral section
+    /// ([`crate::callback`]), once this thread has released it.
+    fn deliver_or_defer(&self, guard: MutexGuard<'_, State>) {
+        if let Some(me) = callback::deferring().then(|| self.me.upgrade()).flatten() {
+            drop(guard);
+            callback::run_or_defer(move || {
+                let s = me.state.lock();
+                me.deliver(s);
+            });
+        } else {
+            self.deliver(guard);
+        }
     }
 
     /// `NdkGetCqResultsEx`: moves up to `out.len()` completions, oldest first, into `out`;
     /// returns how many. Never blocks (beyond the CQ's short lock).
     #[doc(alias = "NdkGetCqResultsEx")]
+    ///
+    /// An empty CQ first runs a progress pass over the connections whose completions come
+    /// here (non-blocking reads and sends, try-locks only; see [`crate::transport`]).
     pub fn get_results(&self, out: &mut [Completion]) -> usize {
+        let n = self.take(out);
+        if n > 0 || out.is_empty() {
+            return n;
+        }
+        self.progress();
+        self.take(out)
+    }
+
+    fn take(&self, out: &mut [Completion]) -> usize {
         let mut s = self.state.lock();
         let n = out.len().min(s.ring.len());
         for (slot, (_, c)) in out.iter_mut().zip(s.ring.drain(..n)) {
@@ -365,6 +494,12 @@ impl Cq {
     /// `NdkGetCqResults`: as [`Cq::get_results`], in the `NDK_RESULT` form.
     #[doc(alias = "NdkGetCqResults")]
     pub fn get_results_basic(&self, out: &mut [BasicCompletion]) -> usize {
+        if out.is_empty() {
+            return 0;
+        }
+        if self.is_empty() {
+            self.progress();
+        }
         let mut s = self.state.lock();
         let n = out.len().min(s.ring.len());
         for (slot, (_, c)) in out.iter_mut().zip(s.ring.drain(..n)) {
@@ -435,6 +570,9 @@ impl Cq {
         close_notifier(&self.idle, &mut s, notifier);
         s.arm = None;
         s.ring.clear();
+        drop(s);
+        *self.notified.lock() += 1;
+        self.notified_cv.notify_all();
     }
 
     /// Entries queued.

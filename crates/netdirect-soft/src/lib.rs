@@ -11,31 +11,62 @@
 //! | [`objects`] | the NDK objects (adapter, PD, CQ, SRQ, QP, MR, MW, connector, listener, shared endpoint); their lifetime model ([`objects::lifetime`]) and the port space ([`objects::ports`]) |
 //! | [`memory`] | the adapter's memory table: regions, windows, LAMs, tokens, local and remote checks, leases |
 //! | [`cq`], [`srq`] | completion ring with the NDK arming rules; shared receive queue with its threshold |
-//! | [`transport`] | one progress thread per adapter: TCP sockets, MPA handshakes, RDMAP streams ([`netdirect_proto`]) |
+//! | [`transport`] | TCP sockets, MPA handshakes, RDMAP streams ([`netdirect_proto`]): driven from the consumers' threads (posts, CQ polls) and one progress thread per adapter |
 //! | [`dma`] | optional placement through a NetDMA channel ([`Placement`]) |
 //!
 //! # Threading and lock order
 //!
-//! * One **progress thread per adapter** (the transport's engine) owns every socket, handshake
-//!   and stream of the adapter, and runs every QP's engine-side host ([`objects::qp::SoftHost`]).
-//!   Data moves without the consumer's help.
-//! * Consumer threads post through lock-free queues into that thread. A post takes the memory
-//!   table's read lock (SGE checks, and the checks of a bind or fast register) and, for
-//!   receives, the receive queue's lock; nothing else, except that a bind or fast register
-//!   carried out at once then takes the table's write lock for the change (check, then commit:
-//!   [`memory`]).
-//! * Callbacks (CQ and SRQ notifications, connect events, request completions, disconnect
-//!   events) run on the progress thread, except where a consumer call completes at once. They
-//!   must not block; they may call back into the provider (every call there only queues work or
-//!   takes a short lock that no callback holds).
-//! * **Lock order** (a thread holding one may take those after it, never before): memory table
-//!   → buffer lock (leases copy under a buffer's lock, taken after the table lookup released
-//!   the table) ; receive queue or SRQ → memory table is never needed (entries are checked
-//!   before they are queued); CQ ring locks are leaves: a notification callback runs after the
-//!   ring's lock is released. The transport holds no lock while calling the host.
-//! * Locks on the data path per inbound segment: one buffer lock (placement, or per read
-//!   straight into a region for header-first receive — never two buffer locks at once); per completion:
-//!   the CQ ring's; per send segment: one buffer read lock while the payload is written.
+//! * **Run to completion** ([`transport::EngineConfig::inline_progress`], on by default). Each
+//!   connection's state (socket, handshake, stream, the QP's engine-side host
+//!   [`objects::qp::SoftHost`]) sits behind **its own lock**; whichever thread holds it drives
+//!   the connection. A post queues the request on its connection and, when the lock is free,
+//!   sends it from the posting thread at once (a try-lock; on contention the holder takes it
+//!   after releasing the lock, on `EAGAIN` the progress thread finishes it when the socket is
+//!   writable). A poll of an empty CQ ([`cq::Cq::get_results`]) runs a non-blocking pass over
+//!   the connections whose completions go to that CQ (try-lock each, non-blocking reads and
+//!   sends, placement, completions), as libfabric's `fi_cq_read` does. Nothing on that path
+//!   wakes another thread.
+//! * **One progress thread per adapter** still makes progress that nobody polls for, so
+//!   progress stays automatic as on hardware: a target that never polls serves RDMA reads and
+//!   writes; connection management, timers, sends that hit `EAGAIN`, peers' closes. It sleeps
+//!   in `epoll_wait` while no connection has work for it and is woken by readiness, a timer, or
+//!   a consumer handing it a connection (at most one eventfd write per batch: a "wake pending"
+//!   flag). A consumer that polls **leases** its connection's arrivals: the socket is then
+//!   registered for writability only, so arrivals do not wake the progress thread; it takes
+//!   them back when the consumer has not polled for [`transport::EngineConfig::poll_lease`]
+//!   (1 ms), or at once when the consumer blocks in [`cq::Cq::wait`]. Its work per wakeup is
+//!   proportional to the connections that have work (ready sockets, handed-over connections,
+//!   due timers in a heap, leases), never a scan of every connection.
+//!   [`SoftAdapter::progress_wakeups`] counts its wakeups.
+//! * Nothing on the data path is shared by all QPs of an adapter: posts and passes of different
+//!   QPs run in parallel on their consumers' threads (the memory table is a read lock for SGE
+//!   checks and for the checks of a bind or fast register; one carried out at once then takes
+//!   its write lock for the change: check, then commit, [`memory`]). The progress thread is one per adapter today; the per-connection locks are what a
+//!   setting for several (connections spread over their reactors) needs.
+//! * **Callbacks** (CQ and SRQ notifications, connect, accept, disconnect completions,
+//!   disconnect events) run on the thread that made them due: the progress thread, or, with
+//!   inline progress, a consumer thread inside a post, a CQ poll or a [`cq::Cq::wait`] (a
+//!   notification then runs before that call returns). They never run under a connection lock:
+//!   a thread that holds one defers them ([`callback`]) and runs them after releasing it. When
+//!   a callback runs, its thread holds **no lock the consumer can take** (no connection, CQ,
+//!   SRQ, receive-queue, memory-table or buffer lock), so a callback may post, poll, arm,
+//!   disconnect or close from inside (a callback that polls the CQ it was called for gets what
+//!   is there; a pass from inside reaches the connection, whose lock is free). Callbacks must
+//!   not block: without inline progress they run on the progress thread.
+//! * **Lock order** (a thread holding one may take those after it, never before):
+//!   connection lock → memory table → buffer lock (leases copy under a buffer's lock, taken
+//!   after the table lookup released the table); connection lock → receive queue or SRQ, CQ
+//!   ring (leaves: a notification runs after its ring's lock is released, and after the
+//!   connection lock). A CQ's list of connections (a read lock) → connection lock, with
+//!   `try_lock` only. **Consumer threads never wait for a connection lock** (they only try it),
+//!   and no thread holds two connection locks: so no consumer call can deadlock on one, and
+//!   the progress thread, the only thread that waits for connection locks, waits only for a
+//!   holder that is doing bounded, non-blocking work. The transport's command queue and work
+//!   queue are lock-free.
+//! * Locks on the data path per inbound segment: the connection's, one buffer lock (placement,
+//!   or per read straight into a region for header-first receive — never two buffer locks at
+//!   once); per completion: the CQ ring's; per send segment: one buffer read lock while the
+//!   payload is written.
 //!
 //! # Decisions where the NDK is silent (spec §10)
 //!
@@ -49,7 +80,7 @@
 //! | 4 ordering, silent success | FIFO per queue; a silent success holds its slot until a later completion retires it. Silent drops only the CQ entry: the request's effects happen (a read's local invalidate), and a failure always completes. One completion per receive posted `Ok`, in posting order, also when posted while a flush runs | [`objects::qp`] | proto `mixed_workload_places_and_completes`, `read_with_local_invalidate_…`, `posting_limits_have_their_statuses`; `tests/completions.rs` `silent_…`, `receives_posted_around_a_flush_all_complete` |
 //! | 5 ERRORS arm, unarmed CQ errors; a CQ's error and its QPs | CQ-level errors only; delivered even when not armed. The error (overflow `BUFFER_OVERFLOW`, failure `INTERNAL_ERROR`) is fatal to the QPs using the CQ (§7.3, as verbs' CQ error): from when it is set, before its notification runs, their posts on either queue fail inline `CONNECTION_INVALID`; a QP whose completion the CQ refused is flushed (its peer hears at disconnect). The CQ delivers nothing after its error, so requests accepted before it may never complete; entries queued before it stay readable | [`cq`], [`objects::qp`] | `tests/cq.rs`; `tests/completions.rs` `cq_overflow_is_fatal_to_its_queue_pairs` |
 //! | 6 fast register and tokens | every registration rotates the token's key; fast register on a registered MR completes `INVALID_DEVICE_REQUEST` | [`memory`] | `tests/memory.rs`, `tests/ndk.rs` |
-//! | 7 deferred requests | `DEFER` accepted, every request handed to the engine at once: nothing deferred can be lost | [`objects::qp`] | — (no state to test) |
+//! | 7 deferred requests | `DEFER` accepted. With inline progress a deferred request waits in its connection's queue until a request without it (the doorbell), an inline failure of any initiator call on the QP (§7.1's provider rule), a progress pass (a poll of the QP's CQ), a flush or a disconnect hands it over, so a chain leaves in one write; without inline progress every request is handed over at once. Nothing deferred can be lost (flush and disconnect take the queue first) | [`objects::qp`], [`transport`] | `tests/progress.rs` `deferred_requests_leave_with_the_doorbell` |
 //! | 8 windows and deregistration | deregister with windows `DEVICE_BUSY`; **close** with windows never fails (§2.5): the MR's token dies at once, locally and remotely, the windows keep their bindings (successors, §2.6) and the close completes when the last of them is unbound (closed or invalidated); no windows over fast-register MRs (`ACCESS_VIOLATION`); invalidating an unbound window `INVALID_DEVICE_REQUEST` | [`memory`], [`objects::mr`] | `tests/memory.rs` `closing_an_mr_with_windows_…`; `tests/security.rs` `closed_mr_with_a_window_pends_and_its_token_dies_…`, `closed_mr_token_dies_at_the_close_…` |
 //! | 9 shrinking a CQ or SRQ below its content | refused, nothing lost (see the modules) | [`cq`], [`srq`] | `tests/cq.rs`, `tests/srq.rs` |
 //! | 10 private data | over 252 octets `INVALID_BUFFER_SIZE`; connection data reports exactly what the peer sent | [`objects::connector`] | `connect_refused_and_rejected` |
@@ -58,7 +89,7 @@
 //! | 13 close with pending requests | closing a connector disconnects (flush); pending callbacks complete `CANCELLED` | [`objects::connector`], [`transport`] | transport tests |
 //! | 14 receive on an SRQ QP, flush and SRQ | `receive` on an SRQ-attached QP `INVALID_DEVICE_REQUEST`; flush leaves the SRQ's receives | [`objects::qp`] | `srq_feeds_two_qps_and_notifies_below_threshold` |
 //! | 15 ORD/IRD | reads beyond ORD wait in order; a peer beyond our IRD gets Terminate DDP untagged 0x02 | [`netdirect_proto::stream`] | proto `ird_is_enforced` |
-//! | 16 adapter close, callback threads | `close` blocks until every child (PD, CQ, connector, listener, shared endpoint) is closed — their closes complete only after their own successors', see 30 — then stops and joins the progress thread, so no callback runs after it returns; a consumer that closes the adapter first from the only thread holding the children deadlocks (the NDK has consumers close children first); dropping the adapter without `close` does not block (the progress thread stops with the last child). Callbacks on the progress thread, re-entry allowed | [`objects::adapter`], [`objects::lifetime`] | `tests/lifetime.rs` `pd_cq_and_adapter_closes_pend_until_their_successors_close` |
+//! | 16 adapter close, callback threads | `close` blocks until every child (PD, CQ, connector, listener, shared endpoint) is closed — their closes complete only after their own successors', see 30 — then stops and joins the progress thread, so no callback runs after it returns; a consumer that closes the adapter first from the only thread holding the children deadlocks (the NDK has consumers close children first); dropping the adapter without `close` does not block (the progress thread stops with the last child). Callbacks on the progress thread or, with inline progress, on the consumer thread whose post, poll or wait made them due; never under a connection lock, no lock the consumer can take held; re-entry allowed | [`objects::adapter`], [`objects::lifetime`], [`callback`] | `tests/lifetime.rs` `pd_cq_and_adapter_closes_pend_until_their_successors_close`, `tests/progress.rs` `callbacks_run_without_connection_locks_…` |
 //! | 17 tokens | `index << 8 \| key`, local = remote | [`memory`] | `tests/memory.rs` |
 //! | 18 ports, addresses | the host's TCP port space, with the NDK's endpoint counts (§2.8) on top in one table for the process: a listener's port is held until its close completes (after the connectors it delivered), a shared endpoint's likewise, an `NdkConnect` connector's until it is closed; a listen, connect or shared endpoint on a held address and port is `SHARING_VIOLATION`. Port 0 takes a port from `EPHEMERAL_PORTS` (49152-65535, §2.8), not the host's range. A listener's close completes only once the progress thread closed its socket. Out of descriptors, an incoming connection is reset at once and `Listener::take_error` gives `INSUFFICIENT_RESOURCES`. The adapter's IP (or unspecified, meaning it) else `INVALID_ADDRESS`; loopback connections; IPv4 and IPv6 | [`objects::ports`], [`objects::adapter`], [`objects::listener`] | `tests/lifetime.rs` (`closed_shared_endpoint_…`, `endpoints_of_live_connectors_…`, `listener_port_is_free_…`, `port_zero_takes_an_ndk_ephemeral_port`, `a_server_out_of_descriptors_…`), `connect_refused_and_rejected` |
 //! | 19 PAGE_SIZE, logical addresses | 4096; `(LAM slot, generation, page)` encoding | [`memory`] | `tests/memory.rs` |
@@ -74,11 +105,13 @@
 //! | 29 (provider) dropping an object instead of closing it | releases exactly what its close releases, at the drop: a connector or the QP's last handle (the QP, or both halves after `into_split`) disconnects (the peer gets its disconnect event), an MR is deregistered and its token dead before the drop returns (leases in flight keep their bytes alive, as after a close), a window unbinds, a CQ or SRQ closes; a close followed by its drop is one close | [`objects`] | `tests/drop_releases.rs` `dropped_objects_release_what_close_releases`; `tests/security.rs` `dropped_mr_token_is_dead_…` |
 //! | 30 (provider) closing an antecedent before its successors (§2.6) | one model for every antecedent ([`objects::lifetime`]): each successor holds a counted reference; the close marks the antecedent closing and completes (`Request` pending, then completed on the thread that let go of the last reference) when the count is zero; until then nothing the successors use goes away (an SRQ still feeds its QPs, a CQ still takes their completions, a PD keeps its slot, a listener or shared endpoint its port). A QP lets go of its PD, CQs and SRQ when it is closed and its connection has flushed; an MR whose close waits for its bound windows (8) keeps its PD reference until that close completes. Used for the adapter, PD, CQ, SRQ, listener and shared endpoint; dropping a successor releases its reference as its close does, and dropping an antecedent starts its close (29) | [`objects::lifetime`] | `tests/lifetime.rs` `srq_close_pends_while_a_qp_uses_it`, `pd_cq_and_adapter_closes_pend_…`, `closed_shared_endpoint_…`, `endpoints_of_live_connectors_…`; unit tests in [`objects::lifetime`] |
 //! | 31 (provider) FPDU size, segmentation, buffers | an FPDU is one GSO packet: `mpa::mulpdu(mpa::gso_seglen(TCP_MAXSEG))` (siw's `mss × gso_segs`; 64 KiB, 17 FPDUs per MiB, within MPA's 16-bit ULPDU length), capped by [`transport::EngineConfig::max_mulpdu`], the provider setting for hardware peers (Chelsio T6: 16 KiB; FPDU-aligned RNICs: `mpa::mulpdu(MSS)`; costs in [`transport::DEFAULT_MAX_MULPDU`]); Linux siw takes any FPDU up to 65535 octets (spec/iwarp.md §7.3). A message is cut into equal FPDUs (no runt). Writes carry `MSG_MORE` while the stream has another frame ready ([`netdirect_proto::stream::Stream::tx_pending`]) and the FPDU is under half the TCP send unit (larger ones leave at once: holding half a GSO packet back cost 64 KiB RDMA reads a third of their throughput). Input buffers start at 4 KiB and double while reads fill them; freed when the socket is drained and nothing is buffered; out buffers over 8 KiB freed when drained | [`transport`], [`netdirect_wire::mpa::Deframer`] | proto `harness.rs` `messages_split_into_equal_fpdus_without_a_runt`, `an_idle_stream_gives_its_input_buffer_back`; `tests/hostile.rs` `a_large_read_response_goes_out_in_equal_gso_sized_fpdus`; `nd scale`; `tests/interop/siw.sh` |
+//! | 32 (provider) run to completion | posts are sent from the posting thread, a poll of an empty CQ receives; a send-queue completion may therefore be in the CQ when the post returns, and a completion or notification may come on the consumer's thread (row 16). A write's completion still says only that TCP took it, not that the peer placed it (RDMA semantics: wait for the peer's answer or a fenced read). Automatic progress is kept: the progress thread serves every connection nobody polls (a consumer's lease on its arrivals lapses after [`transport::EngineConfig::poll_lease`] without polls). `inline_progress: false` (or `NETDIRECT_INLINE_PROGRESS=0`) puts every byte through the progress thread, as before | [`transport`], [`cq`] | `tests/progress.rs` (all), the suites with `NETDIRECT_INLINE_PROGRESS=0` |
 //!
 //! `unsafe` appears in one module, [`dma`], to lend a region's bytes to a NetDMA channel for one
 //! copy; its contract is written there.
 #![deny(unsafe_code)]
 
+pub mod callback;
 pub mod cq;
 pub mod dma;
 pub mod memory;

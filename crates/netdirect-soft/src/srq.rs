@@ -189,7 +189,10 @@ impl<T> Srq<T> {
     /// Takes the oldest queued entry for a QP (`None` if empty, failed or closed). Notifies if
     /// armed and fewer than the threshold remain — possibly calling the callback before
     /// returning.
-    pub fn take(&self) -> Option<T> {
+    pub fn take(self: &Arc<Self>) -> Option<T>
+    where
+        T: 'static,
+    {
         let mut s = self.state.lock();
         if s.unusable() {
             return None;
@@ -198,7 +201,17 @@ impl<T> Srq<T> {
         if s.armed && s.below_threshold() {
             s.armed = false;
             s.notifier.push(Status::SUCCESS);
-            self.deliver(s);
+            if crate::callback::deferring() {
+                // Taken under a connection lock: notify once it is released.
+                drop(s);
+                let me = self.clone();
+                crate::callback::run_or_defer(move || {
+                    let s = me.state.lock();
+                    me.deliver(s);
+                });
+            } else {
+                self.deliver(s);
+            }
         }
         Some(entry)
     }

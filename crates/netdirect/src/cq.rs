@@ -1,5 +1,7 @@
 //! The completion queue (`NDK_CQ`).
 
+use std::time::{Duration, Instant};
+
 use netdirect_types::{BasicCompletion, Completion, CqNotifyType, Status};
 
 use crate::{Object, Request};
@@ -31,6 +33,25 @@ pub trait Cq: Object {
     /// type-specific output.
     #[doc(alias = "NdkGetCqResultsEx")]
     fn get_results_ex(&mut self, out: &mut [Completion]) -> usize;
+
+    /// Waits for completions: polls for up to `spin`, then blocks until one arrives or
+    /// `timeout` has passed; returns how many were moved into `out` (0: timed out).
+    ///
+    /// The default polls [`Cq::get_results_ex`] and yields the CPU between empty polls for the
+    /// whole `timeout`. Providers that can block override it (the soft provider arms the CQ for
+    /// any completion and sleeps until its notification, so the consumer's notification callback
+    /// also runs).
+    fn wait(&mut self, out: &mut [Completion], spin: Duration, timeout: Duration) -> usize {
+        let _ = spin;
+        let start = Instant::now();
+        loop {
+            let n = self.get_results_ex(out);
+            if n > 0 || out.is_empty() || start.elapsed() >= timeout {
+                return n;
+            }
+            std::thread::yield_now();
+        }
+    }
 
     /// Sets interrupt moderation; `STATUS_NOT_SUPPORTED` unless the adapter advertises
     /// `CQ_INTERRUPT_MODERATION_SUPPORTED`.

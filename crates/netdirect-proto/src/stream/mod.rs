@@ -381,6 +381,8 @@ enum State {
 #[derive(Debug, Clone)]
 struct Core<L> {
     state: State,
+    /// The `provider_error_code` form of the Terminate that ended the stream (0: none).
+    ended_by: u32,
     limits: crate::ReadLimits,
     max_payload: u32,
     segmentation: Segmentation,
@@ -465,6 +467,7 @@ impl<L: Clone> Stream<L> {
                 first_seq: 0,
             }),
             core: Core {
+                ended_by: 0,
                 state: State::Active,
                 limits: negotiated.limits,
                 // Room for the largest data header (untagged, 18 octets).
@@ -517,6 +520,13 @@ impl<L: Clone> Stream<L> {
     /// Whether the stream is still usable.
     pub fn is_active(&self) -> bool {
         self.core.state == State::Active
+    }
+
+    /// The Terminate that ended the stream, in `provider_error_code` form (`0x01LLTTCC` sent,
+    /// `0x02LLTTCC` received; 0 when none did): what a request refused after the end carries,
+    /// so the consumer learns why the connection died.
+    pub fn ended_by(&self) -> u32 {
+        self.core.ended_by
     }
 
     /// Effective read limits.

@@ -210,6 +210,7 @@ impl<L: Clone> Core<L> {
             (None, Some(t)) => t.packed(2),
             (None, None) => 0,
         };
+        self.ended_by = provider_error;
         let blame_status = received.map(remote_status).unwrap_or(Status::CANCELLED);
         self.current = None;
         self.local_pending = None;

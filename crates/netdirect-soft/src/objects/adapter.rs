@@ -170,6 +170,15 @@ pub struct SoftAdapter {
     pub(crate) shared: Arc<AdapterShared>,
 }
 
+impl SoftAdapter {
+    /// How many times the adapter's progress thread woke from a wait (readiness, a timer, a
+    /// consumer handing it work). A relaxed counter, for measurements: with inline progress a
+    /// polling consumer's messages should not wake it.
+    pub fn progress_wakeups(&self) -> u64 {
+        self.shared.engine.wakeups()
+    }
+}
+
 impl std::fmt::Debug for SoftAdapter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SoftAdapter")

@@ -214,8 +214,8 @@ impl SoftConnector {
                 inner.local = Some(conn.local_addr());
                 inner.peer = Some(conn.peer_addr());
                 *self.endpoint.lock() = Some(endpoint);
-                if core.conn.set(conn).is_err() {
-                    return Request::failed(Status::CONNECTION_ACTIVE);
+                if let Err(e) = core.set_connection(conn) {
+                    return Request::failed(e);
                 }
                 inner.state = State::Active { qp: core };
                 request
@@ -280,7 +280,7 @@ impl SoftConnector {
             move |status| done.complete(status_result(status)),
         ) {
             Ok(conn) => {
-                let _ = core.conn.set(conn);
+                let _ = core.set_connection(conn);
                 inner.state = State::Accepted { qp: core };
                 request
             }

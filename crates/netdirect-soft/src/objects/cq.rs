@@ -1,6 +1,7 @@
 //! `NDK_CQ` over the completion ring of [`crate::cq`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use netdirect::{Cq, Request};
 use netdirect_types::{BasicCompletion, Completion, CqNotifyType, Status};
@@ -71,6 +72,10 @@ impl Cq for SoftCq {
 
     fn get_results_ex(&mut self, out: &mut [Completion]) -> usize {
         self.ring.get_results(out)
+    }
+
+    fn wait(&mut self, out: &mut [Completion], spin: Duration, timeout: Duration) -> usize {
+        self.ring.wait(out, spin, timeout)
     }
 
     fn control_interrupt_moderation(&mut self, interval: u32, count: u32) -> Result<(), Status> {

@@ -47,12 +47,13 @@
 //!   nothing is flushed because of it (§7.7). Receives cancelled after a Terminate carry it in
 //!   `provider_error_code`, like the initiator requests.
 //!
-//! # Engine side (the progress thread)
+//! # Engine side (whichever thread drives the connection)
 //!
-//! [`SoftHost`] is the QP as the transport sees it. It owns the records of requests in flight
-//! (their leases keep every region they touch alive), turns the engine's work completions into
-//! NDK completions on the QP's CQs, scatters inbound data into receive buffers and regions, and
-//! carries out local operations. Locks it takes per completion: the CQ ring's; per receive
+//! [`SoftHost`] is the QP as the transport sees it, called under the connection's lock by the
+//! progress thread or, with inline progress, by a consumer thread posting or polling. It owns
+//! the records of requests in flight (their leases keep every region they touch alive), turns
+//! the engine's work completions into NDK completions on the QP's CQs, scatters inbound data
+//! into receive buffers and regions, and carries out local operations. Locks it takes per completion: the CQ ring's; per receive
 //! taken: the receive queue's (or SRQ's).
 
 use std::collections::{HashMap, VecDeque};
@@ -433,6 +434,17 @@ impl QpCore {
         self.rq.lock().flushed
     }
 
+    /// Attaches the QP's connection (once): polls of the QP's CQs then make progress on it.
+    pub(crate) fn set_connection(&self, conn: Connection<SoftHost>) -> Result<(), Status> {
+        let poller = conn.poller();
+        self.conn.set(conn).map_err(|_| Status::CONNECTION_ACTIVE)?;
+        self.recv_cq.add_poller(poller.clone());
+        if !Arc::ptr_eq(&self.recv_cq, &self.init_cq) {
+            self.init_cq.add_poller(poller);
+        }
+        Ok(())
+    }
+
     pub(crate) fn connection(&self) -> Result<&Connection<SoftHost>, Status> {
         self.conn.get().ok_or(Status::CONNECTION_INVALID)
     }
@@ -692,9 +704,26 @@ impl SoftInitiator {
             local_invalidate,
         };
         core.sq_outstanding.fetch_add(1, Ordering::AcqRel);
-        conn.post(wr, record, request, post_flags).inspect_err(|_| {
+        let posted = if flags.contains(OpFlags::DEFER) {
+            conn.post_deferred(wr, record, request, post_flags)
+        } else {
+            conn.post(wr, record, request, post_flags)
+        };
+        posted.inspect_err(|_| {
             core.sq_outstanding.fetch_sub(1, Ordering::AcqRel);
         })
+    }
+
+    /// Runs an initiator call; NDK §7.1, provider rule: one that fails inline first hands
+    /// every deferred request of the QP over.
+    fn rung(&mut self, call: impl FnOnce(&mut Self) -> Result<(), Status>) -> Result<(), Status> {
+        let r = call(self);
+        if r.is_err() {
+            if let Some(conn) = self.core.conn.get() {
+                conn.ring();
+            }
+        }
+        r
     }
 
     fn data_request(
@@ -785,8 +814,14 @@ impl SoftInitiator {
     }
 }
 
-impl QpInitiator for SoftInitiator {
-    fn send(&mut self, request_context: u64, sges: &[Sge], flags: OpFlags) -> Result<(), Status> {
+/// The initiator calls proper; the trait methods wrap them with the doorbell rule.
+impl SoftInitiator {
+    fn post_send(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        flags: OpFlags,
+    ) -> Result<(), Status> {
         let solicited = flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT);
         self.data_request(
             request_context,
@@ -802,7 +837,7 @@ impl QpInitiator for SoftInitiator {
         )
     }
 
-    fn send_inline(
+    fn post_send_inline(
         &mut self,
         request_context: u64,
         data: &[&[u8]],
@@ -823,7 +858,7 @@ impl QpInitiator for SoftInitiator {
         )
     }
 
-    fn send_and_invalidate(
+    fn post_send_and_invalidate(
         &mut self,
         request_context: u64,
         sges: &[Sge],
@@ -845,7 +880,7 @@ impl QpInitiator for SoftInitiator {
         )
     }
 
-    fn read(
+    fn post_read(
         &mut self,
         request_context: u64,
         sges: &[Sge],
@@ -883,7 +918,7 @@ impl QpInitiator for SoftInitiator {
         )
     }
 
-    fn write(
+    fn post_write(
         &mut self,
         request_context: u64,
         sges: &[Sge],
@@ -905,7 +940,7 @@ impl QpInitiator for SoftInitiator {
         )
     }
 
-    fn write_inline(
+    fn post_write_inline(
         &mut self,
         request_context: u64,
         data: &[&[u8]],
@@ -927,7 +962,7 @@ impl QpInitiator for SoftInitiator {
         )
     }
 
-    fn bind(
+    fn post_bind(
         &mut self,
         request_context: u64,
         mr: &dyn Mr,
@@ -969,7 +1004,9 @@ impl QpInitiator for SoftInitiator {
         Ok(())
     }
 
-    fn fast_register(
+    // The NDK call's own arguments.
+    #[allow(clippy::too_many_arguments)]
+    fn post_fast_register(
         &mut self,
         request_context: u64,
         mr: &dyn Mr,
@@ -1020,7 +1057,7 @@ impl QpInitiator for SoftInitiator {
         Ok(())
     }
 
-    fn invalidate(
+    fn post_invalidate(
         &mut self,
         request_context: u64,
         target: InvalidateTarget<'_>,
@@ -1039,13 +1076,111 @@ impl QpInitiator for SoftInitiator {
             flags,
         )
     }
+}
+
+impl QpInitiator for SoftInitiator {
+    fn send(&mut self, request_context: u64, sges: &[Sge], flags: OpFlags) -> Result<(), Status> {
+        self.rung(|this| this.post_send(request_context, sges, flags))
+    }
+
+    fn send_inline(
+        &mut self,
+        request_context: u64,
+        data: &[&[u8]],
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.rung(|this| this.post_send_inline(request_context, data, flags))
+    }
+
+    fn send_and_invalidate(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        flags: OpFlags,
+        remote_token: RemoteToken,
+    ) -> Result<(), Status> {
+        self.rung(|this| this.post_send_and_invalidate(request_context, sges, flags, remote_token))
+    }
+
+    fn read(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.rung(|this| this.post_read(request_context, sges, remote_address, remote_token, flags))
+    }
+
+    fn write(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.rung(|this| {
+            this.post_write(request_context, sges, remote_address, remote_token, flags)
+        })
+    }
+
+    fn write_inline(
+        &mut self,
+        request_context: u64,
+        data: &[&[u8]],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.rung(|this| {
+            this.post_write_inline(request_context, data, remote_address, remote_token, flags)
+        })
+    }
+
+    fn bind(
+        &mut self,
+        request_context: u64,
+        mr: &dyn Mr,
+        mw: &dyn Mw,
+        address: u64,
+        length: u64,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.rung(|this| this.post_bind(request_context, mr, mw, address, length, flags))
+    }
+
+    fn fast_register(
+        &mut self,
+        request_context: u64,
+        mr: &dyn Mr,
+        pages: &[LogicalAddress],
+        fbo: u32,
+        length: u64,
+        base_address: u64,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.rung(|this| {
+            this.post_fast_register(request_context, mr, pages, fbo, length, base_address, flags)
+        })
+    }
+
+    fn invalidate(
+        &mut self,
+        request_context: u64,
+        target: InvalidateTarget<'_>,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        self.rung(|this| this.post_invalidate(request_context, target, flags))
+    }
 
     fn flush(&self) {
         self.core.flush();
     }
 }
 
-/// The QP as the transport's progress thread sees it.
+/// The QP as the transport sees it (called under the connection's lock).
 pub struct SoftHost {
     core: Arc<QpCore>,
     /// Let go when the connection has flushed: nothing completes into the CQs after that.
@@ -1277,7 +1412,9 @@ impl QpHost for SoftHost {
                     .store(t.provider_error(true), Ordering::Release);
             }
         }
-        self.core.peer_disconnected();
+        // Called under the connection's lock: the consumer's callback runs once it is released.
+        let core = self.core.clone();
+        crate::callback::run_or_defer(move || core.peer_disconnected());
     }
 
     fn local(&mut self, wr: u64) -> Status {

@@ -1,12 +1,34 @@
 //! The TCP driver and progress engine: moves the bytes of every connection of an adapter.
 //!
 //! An [`Engine`] owns one **progress thread** with a `mio` reactor. Every socket of the adapter
-//! (listeners and connections) is non-blocking and registered with it. The thread runs the MPA
-//! handshake ([`netdirect_proto::Handshake`]) and the RDMAP stream
-//! ([`netdirect_proto::stream::Stream`]) of each connection, reads what TCP has, places it, sends
-//! what the streams produce, and reports completions and events to the connection's host
-//! ([`QpHost`]). Progress is automatic, like hardware: a consumer never polls to make the peer
-//! progress.
+//! (listeners and connections) is non-blocking and registered with it. Each connection runs the
+//! MPA handshake ([`netdirect_proto::Handshake`]) and the RDMAP stream
+//! ([`netdirect_proto::stream::Stream`]): reads what TCP has, places it, sends what the stream
+//! produces, and reports completions and events to its host ([`QpHost`]).
+//!
+//! # Who drives a connection: run to completion
+//!
+//! A connection's state is behind its own lock, and whichever thread holds the lock drives it
+//! ([`EngineConfig::inline_progress`], on by default):
+//!
+//! * **Posting thread.** [`Connection::post`] queues the request on the connection, then, if the
+//!   lock is free, sends what the stream has right there (until the socket would block) and
+//!   delivers the completions that follow. Taken: the holder picks the post up after releasing
+//!   the lock. Would block: the progress thread finishes when the socket is writable.
+//! * **Polling thread.** [`Connection::progress`] (what a poll of an empty CQ runs for each
+//!   connection completing there, [`crate::cq::Poller`]) sends and reads without blocking. The
+//!   first pass leases the connection's arrivals to the consumers: the socket is registered for
+//!   writability only, so the progress thread is not woken per message; it takes them back once
+//!   nobody polled for [`EngineConfig::poll_lease`], or when a consumer blocks
+//!   ([`crate::cq::Poller::release`]).
+//! * **Progress thread.** Everything else, so that progress is automatic, like hardware: a
+//!   connection nobody polls (a target serving reads and writes), handshakes and closes,
+//!   timers (a heap), sends that hit `EAGAIN`. It sleeps while no connection has work for it;
+//!   a consumer hands a connection over through a lock-free queue and writes the eventfd at
+//!   most once per batch (a "wake pending" flag). [`Engine::wakeups`] counts its wakeups.
+//!
+//! Consumers only ever *try* a connection lock; callbacks never run under one (the thread
+//! defers them until it released the lock, [`crate::callback`]).
 //!
 //! # API
 //!
@@ -21,8 +43,10 @@
 //! | post on the initiator queue, NdkFlush | [`Connection::post`], [`Connection::flush`] |
 //! | NdkDisconnect | [`Connection::disconnect`] (and dropping the [`Connection`]) |
 //!
-//! Completion callbacks run on the progress thread and must not block (the NDK rule for
-//! callbacks). They may call back into the engine: every call only queues a command.
+//! Callbacks (completions, events, the host's calls) run on the progress thread or, with
+//! inline progress, on the consumer thread whose post or poll made them due, after the
+//! connection lock is released. They must not block (the NDK rule for callbacks) and may call
+//! back into the engine.
 //!
 //! # Connection life
 //!
@@ -93,23 +117,26 @@
 //!
 //! # Threading model and lock order
 //!
-//! * One progress thread per [`Engine`]. It alone owns the sockets, the handshakes, the streams
-//!   and the hosts ([`QpHost`] values move into it with [`Engine::connect`] and
-//!   [`Incoming::accept`]); every host method runs on it.
-//! * Consumer threads talk to it through one lock-free `crossbeam_queue::SegQueue` of commands
-//!   plus a `mio::Waker` (an eventfd write). The waker is only written when the thread is about
-//!   to sleep or sleeping (a `SeqCst` flag/queue handshake), so a busy engine takes posts without
-//!   any system call on the posting side.
+//! * One progress thread per [`Engine`]; every connection's state is a `ConnCell`: a
+//!   `parking_lot::Mutex` around the socket, handshake, stream and host, a lock-free queue of
+//!   posts, readiness bits and the lease flag. The progress thread holds the cells in a map
+//!   by id and waits for their locks; consumer threads only `try_lock` them.
+//! * Commands (connect, accept, complete, flush, disconnect, listen) go through one lock-free
+//!   queue to the progress thread; connections consumers hand over (a blocked send, a close
+//!   seen inline, a new lease) through another. The eventfd is written only when the thread
+//!   sleeps and no wake is pending (a `SeqCst` flag/queue handshake), so a busy engine takes
+//!   work without any system call on the producing side.
 //! * Consumer-visible connection state (connected, ORD) lives in atomics, so inline post checks
 //!   (`STATUS_CONNECTION_INVALID`, ORD 0) need no lock.
-//! * Callbacks ([`Incoming`] delivery, connect/accept/complete/disconnect completions) run on
-//!   the progress thread.
-//!
-//! **Locks on the data path: none in this module.** A post is an atomic load, a queue push and,
-//! at most, an eventfd write; the progress thread's read → place → complete → transmit path
-//! takes no lock of its own. Whatever the host does (region table, CQ ring) is the host's and is
-//! called with no transport lock held, so there is no lock order to respect here: the transport
-//! never holds a lock while calling out.
+//! * A post that finds the lock taken leaves its request in the queue and rings the
+//!   connection's doorbell (a flag; deferred posts do not ring it): the holder, after releasing
+//!   the lock, looks at the doorbell (a `SeqCst` fence on both sides) and takes the queue
+//!   (inline) or hands the connection to the progress thread; nothing is left behind. Only
+//!   paths that then send (a drive, an inline pass) or flush take the queue; a lock taken for
+//!   something else (a timer, a lease) leaves it, so deferred posts keep waiting.
+//! * **Lock order:** connection lock → whatever the host takes (memory table → buffer lock,
+//!   receive queue or SRQ, CQ ring). Never two connection locks at once. Callbacks run after
+//!   the connection lock is released (see the crate docs, *Threading and lock order*).
 //!
 //! # Data path
 //!
@@ -161,11 +188,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub use errno::{bind_status, connect_status};
 pub use netdirect_proto::handshake::{MpaConfig, Negotiated, ReadLimits};
 
-use reactor::Cmd;
+use reactor::{Cmd, ConnCell};
 
 /// What the engine needs from the owner of a connection (the queue pair).
 ///
-/// Every method is called on the progress thread, with no transport lock held. Besides the
+/// Every method is called under the connection's lock, on the thread driving the connection
+/// (the progress thread, or a consumer posting or polling); the host must not invoke consumer
+/// callbacks from inside ([`crate::callback`] defers them). Besides the
 /// stream's memory questions ([`Host`]: tagged checks with leases, receives, invalidation), the
 /// host gives access to payload bytes for sending and takes placements, completions and events.
 pub trait QpHost: Host<Lease: Send> + Send + 'static {
@@ -266,6 +295,18 @@ pub struct EngineConfig {
     /// (default [`netdirect_proto::stream::DIRECT_MIN`]); `None` reads everything through the
     /// input buffer. Ignored when the peer inserts markers.
     pub direct_min: Option<usize>,
+    /// Consumer-driven progress (default on): a post is sent from the posting thread when the
+    /// connection is free, and a poll of an empty CQ runs a non-blocking receive pass over the
+    /// connections that complete there (see the module docs). Off: every post and every byte
+    /// goes through the progress thread. The default can be turned off for a whole process with
+    /// the environment variable `NETDIRECT_INLINE_PROGRESS=0` (test matrices).
+    pub inline_progress: bool,
+    /// Inline progress: how long after a consumer's last progress pass its connection's
+    /// arrivals stay its business. Meanwhile the progress thread is not woken by them (the
+    /// socket is registered for writability only); it looks every `poll_lease` and takes the
+    /// receive side back from a consumer that stopped polling. A consumer that blocks in
+    /// [`crate::cq::Cq::wait`] gives it back at once.
+    pub poll_lease: Duration,
 }
 
 impl Default for EngineConfig {
@@ -279,6 +320,8 @@ impl Default for EngineConfig {
             read_budget: 4 * 1024 * 1024,
             first_fpdu_delay: Duration::from_millis(20),
             direct_min: Some(netdirect_proto::stream::DIRECT_MIN),
+            poll_lease: Duration::from_millis(1),
+            inline_progress: std::env::var("NETDIRECT_INLINE_PROGRESS").map_or(true, |v| v != "0"),
         }
     }
 }
@@ -393,9 +436,21 @@ impl ConnShared {
 
 /// The part of the engine consumer threads share with the progress thread.
 pub(crate) struct Inner<H: QpHost> {
+    /// The progress thread's registry, for consumers that take or give back a connection's
+    /// receive side.
+    registry: mio::Registry,
+    /// Origin of [`Inner::stamp`].
+    epoch: Instant,
     cmds: SegQueue<Cmd<H>>,
+    /// Connections handed to the progress thread by consumer threads.
+    work: SegQueue<Arc<ConnCell<H>>>,
     waker: mio::Waker,
     sleeping: AtomicBool,
+    /// The waker was written and the progress thread has not woken since: at most one wake
+    /// per batch.
+    wake_pending: AtomicBool,
+    /// Times the progress thread woke from a wait (relaxed; for measurements).
+    wakeups: AtomicU64,
     stop: AtomicBool,
     closed: AtomicBool,
     next_id: AtomicU64,
@@ -403,6 +458,11 @@ pub(crate) struct Inner<H: QpHost> {
 }
 
 impl<H: QpHost> Inner<H> {
+    /// Nanoseconds since the engine started (for consumers' poll times).
+    fn stamp(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
     fn id(&self) -> usize {
         self.next_id.fetch_add(1, Ordering::Relaxed) as usize
     }
@@ -414,7 +474,15 @@ impl<H: QpHost> Inner<H> {
         atomic::fence(Ordering::SeqCst);
         if self.closed.load(Ordering::SeqCst) {
             self.drain_failed();
-        } else if self.sleeping.load(Ordering::SeqCst) {
+        } else {
+            self.wake();
+        }
+    }
+
+    /// Wakes the progress thread if it sleeps and no wake is pending (call after queueing).
+    fn wake(&self) {
+        atomic::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) && !self.wake_pending.swap(true, Ordering::SeqCst) {
             let _ = self.waker.wake();
         }
     }
@@ -470,10 +538,19 @@ impl<H: QpHost> Engine<H> {
         let poll = mio::Poll::new().map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
         let waker = mio::Waker::new(poll.registry(), reactor::WAKER)
             .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
         let inner = Arc::new(Inner {
+            registry,
+            epoch: Instant::now(),
             cmds: SegQueue::new(),
+            work: SegQueue::new(),
             waker,
             sleeping: AtomicBool::new(false),
+            wake_pending: AtomicBool::new(false),
+            wakeups: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -596,24 +673,27 @@ impl<H: QpHost> Engine<H> {
             .unwrap_or(remote);
         let sock = mio::net::TcpStream::from_std(socket.into());
         let shared = ConnShared::new(self.inner.id(), local_addr, remote);
+        let mut conn = reactor::Conn::new(shared, sock, reactor::Phase::TcpConnecting, hs);
+        conn.explicit_port = explicit_port;
+        let cell = ConnCell::new(self.inner.clone(), conn);
         self.inner.send(Cmd::Connect {
-            shared: shared.clone(),
-            sock,
-            hs,
+            cell: cell.clone(),
             host,
-            explicit_port,
             connected_now,
             on_done: Box::new(on_done),
         });
-        Ok(Connection {
-            inner: self.inner.clone(),
-            shared,
-        })
+        Ok(Connection { cell })
     }
 
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// How many times the progress thread woke from a wait so far (readiness, a timer, or a
+    /// consumer handing it work). A relaxed counter, for measurements.
+    pub fn wakeups(&self) -> u64 {
+        self.inner.wakeups.load(Ordering::Relaxed)
     }
 }
 
@@ -705,8 +785,7 @@ impl<H: QpHost> Drop for Listener<H> {
 /// An incoming connection whose MPA Request has been parsed (the NDK connect event). Accept or
 /// reject it; dropping it rejects it.
 pub struct Incoming<H: QpHost> {
-    inner: Arc<Inner<H>>,
-    shared: Arc<ConnShared>,
+    cell: Arc<ConnCell<H>>,
     request: PeerRequest,
     decided: bool,
 }
@@ -714,8 +793,8 @@ pub struct Incoming<H: QpHost> {
 impl<H: QpHost> std::fmt::Debug for Incoming<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Incoming")
-            .field("peer", &self.shared.peer)
-            .field("local", &self.shared.local)
+            .field("peer", &self.cell.shared.peer)
+            .field("local", &self.cell.shared.local)
             .field("request", &self.request)
             .finish()
     }
@@ -724,12 +803,12 @@ impl<H: QpHost> std::fmt::Debug for Incoming<H> {
 impl<H: QpHost> Incoming<H> {
     /// The initiator's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shared.peer
+        self.cell.shared.peer
     }
 
     /// Our address of this connection.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local
+        self.cell.shared.local
     }
 
     /// The Request: private data, IRD/ORD (revision 2), CRC/marker wishes, RTR offer.
@@ -753,17 +832,16 @@ impl<H: QpHost> Incoming<H> {
             return Err(Status::INVALID_BUFFER_SIZE);
         }
         self.decided = true;
-        self.shared.set_state(ConnState::Accepting);
-        self.inner.send(Cmd::Accept {
-            id: self.shared.id,
+        self.cell.shared.set_state(ConnState::Accepting);
+        self.cell.inner.send(Cmd::Accept {
+            id: self.cell.shared.id,
             limits: cap_limits(limits),
             private_data: private_data.to_vec(),
             host,
             on_done: Box::new(on_done),
         });
         Ok(Connection {
-            inner: self.inner.clone(),
-            shared: self.shared.clone(),
+            cell: self.cell.clone(),
         })
     }
 
@@ -773,9 +851,9 @@ impl<H: QpHost> Incoming<H> {
             return Err(Status::INVALID_BUFFER_SIZE);
         }
         self.decided = true;
-        self.shared.set_state(ConnState::Closed);
-        self.inner.send(Cmd::Reject {
-            id: self.shared.id,
+        self.cell.shared.set_state(ConnState::Closed);
+        self.cell.inner.send(Cmd::Reject {
+            id: self.cell.shared.id,
             private_data: private_data.to_vec(),
         });
         Ok(())
@@ -785,9 +863,9 @@ impl<H: QpHost> Incoming<H> {
 impl<H: QpHost> Drop for Incoming<H> {
     fn drop(&mut self) {
         if !self.decided {
-            self.shared.set_state(ConnState::Closed);
-            self.inner.send(Cmd::Reject {
-                id: self.shared.id,
+            self.cell.shared.set_state(ConnState::Closed);
+            self.cell.inner.send(Cmd::Reject {
+                id: self.cell.shared.id,
                 private_data: Vec::new(),
             });
         }
@@ -797,16 +875,15 @@ impl<H: QpHost> Drop for Incoming<H> {
 /// One connection (the connector and the QP's transport). Dropping it disconnects (and
 /// flushes) if that was not done.
 pub struct Connection<H: QpHost> {
-    inner: Arc<Inner<H>>,
-    shared: Arc<ConnShared>,
+    cell: Arc<ConnCell<H>>,
 }
 
 impl<H: QpHost> std::fmt::Debug for Connection<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
-            .field("local", &self.shared.local)
-            .field("peer", &self.shared.peer)
-            .field("state", &self.shared.state())
+            .field("local", &self.cell.shared.local)
+            .field("peer", &self.cell.shared.peer)
+            .field("state", &self.cell.shared.state())
             .finish()
     }
 }
@@ -814,25 +891,25 @@ impl<H: QpHost> std::fmt::Debug for Connection<H> {
 impl<H: QpHost> Connection<H> {
     /// Our address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.local
+        self.cell.shared.local
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shared.peer
+        self.cell.shared.peer
     }
 
     /// Where the connection is.
     pub fn state(&self) -> ConnState {
-        self.shared.state()
+        self.cell.shared.state()
     }
 
     /// Active side, after the connect completed: starts the stream (its first FPDU completes
     /// the passive side's accept). `on_done` gets `STATUS_SUCCESS`, `STATUS_CONNECTION_ABORTED`
     /// when the peer went away meanwhile, or `STATUS_CONNECTION_INVALID` in the wrong state.
     pub fn complete(&self, on_done: impl FnOnce(Status) + Send + 'static) {
-        self.inner.send(Cmd::Complete {
-            id: self.shared.id,
+        self.cell.inner.send(Cmd::Complete {
+            id: self.cell.shared.id,
             on_done: Box::new(on_done),
         });
     }
@@ -840,14 +917,18 @@ impl<H: QpHost> Connection<H> {
     /// Active side, after the connect completed: refuses the connection instead of completing
     /// it. Sends a Terminate (LLP local catastrophic) and closes.
     pub fn reject(&self) {
-        self.shared.set_state(ConnState::Closed);
-        self.inner.send(Cmd::Abandon { id: self.shared.id });
+        self.cell.shared.set_state(ConnState::Closed);
+        self.cell.inner.send(Cmd::Abandon {
+            id: self.cell.shared.id,
+        });
     }
 
     /// Queues send-queue request `wr` (its bytes and leases in `work`, handed to
-    /// [`QpHost::posted`]). Fails inline with `STATUS_CONNECTION_INVALID` unless connected (or
-    /// peer-closed), and
-    /// with `STATUS_INSUFFICIENT_RESOURCES` for a read when the negotiated ORD is 0.
+    /// [`QpHost::posted`]) and hands it, with every request deferred before it, to whoever
+    /// sends: this thread when the connection is free (inline progress), else its lock holder
+    /// or the progress thread. Fails inline with `STATUS_CONNECTION_INVALID` unless connected
+    /// (or peer-closed), and with `STATUS_INSUFFICIENT_RESOURCES` for a read when the
+    /// negotiated ORD is 0.
     pub fn post(
         &self,
         wr: u64,
@@ -855,36 +936,87 @@ impl<H: QpHost> Connection<H> {
         request: Request,
         flags: PostFlags,
     ) -> Result<(), Status> {
-        match self.shared.state() {
+        self.post_with(wr, work, request, flags, false)
+    }
+
+    /// [`Connection::post`] for a request the consumer marked deferred (NDK
+    /// `NDK_OP_FLAG_DEFER`, §7.1): with inline progress it waits in the connection's queue until
+    /// a request without the mark ([`Connection::post`]), [`Connection::ring`], a progress pass
+    /// (a poll of the QP's CQ), a flush or a disconnect takes it, so that a chain of posts leaves
+    /// in one write. Without inline progress it is handed over at once.
+    pub fn post_deferred(
+        &self,
+        wr: u64,
+        work: H::Work,
+        request: Request,
+        flags: PostFlags,
+    ) -> Result<(), Status> {
+        self.post_with(wr, work, request, flags, true)
+    }
+
+    fn post_with(
+        &self,
+        wr: u64,
+        work: H::Work,
+        request: Request,
+        flags: PostFlags,
+        defer: bool,
+    ) -> Result<(), Status> {
+        match self.cell.shared.state() {
             ConnState::Connected | ConnState::PeerClosed => {}
             _ => return Err(Status::CONNECTION_INVALID),
         }
-        if matches!(request, Request::Read { .. }) && self.shared.ord.load(Ordering::Acquire) == 0 {
+        if matches!(request, Request::Read { .. })
+            && self.cell.shared.ord.load(Ordering::Acquire) == 0
+        {
             return Err(Status::INSUFFICIENT_RESOURCES);
         }
-        self.inner.send(Cmd::Post {
-            id: self.shared.id,
-            wr,
-            work,
-            request,
-            flags,
-        });
+        self.cell.post(
+            reactor::PostItem {
+                wr,
+                work,
+                request,
+                flags,
+            },
+            defer,
+        );
         Ok(())
+    }
+
+    /// Hands every deferred request over now (the doorbell; NDK §7.1's provider rule when a
+    /// post fails inline).
+    pub fn ring(&self) {
+        self.cell.ring();
+    }
+
+    /// One non-blocking progress pass from the consumer's thread (what a poll of an empty CQ
+    /// runs): sends and reads what the socket allows, places, completes. Does nothing when the
+    /// connection is busy on another thread, or with [`EngineConfig::inline_progress`] off.
+    pub fn progress(&self) {
+        self.cell.progress_pass();
+    }
+
+    /// The connection as a [`crate::cq::Poller`], for the CQs its completions go to.
+    pub fn poller(&self) -> std::sync::Weak<dyn crate::cq::Poller> {
+        let weak: std::sync::Weak<ConnCell<H>> = Arc::downgrade(&self.cell);
+        weak
     }
 
     /// NdkFlush: every pending request completes `STATUS_CANCELLED` and the stream stops (the
     /// TCP connection stays until [`Connection::disconnect`]).
     pub fn flush(&self) {
-        self.inner.send(Cmd::Flush { id: self.shared.id });
+        self.cell.inner.send(Cmd::Flush {
+            id: self.cell.shared.id,
+        });
     }
 
     /// Graceful disconnect: FIN after the FPDU in progress, then the flush. `on_done` gets
     /// `STATUS_SUCCESS`, or `STATUS_IO_TIMEOUT` when pending bytes could not leave in
     /// [`EngineConfig::disconnect_timeout`] (the connection is then reset).
     pub fn disconnect(&self, on_done: impl FnOnce(Status) + Send + 'static) {
-        self.shared.set_state(ConnState::Closed);
-        self.inner.send(Cmd::Disconnect {
-            id: self.shared.id,
+        self.cell.shared.set_state(ConnState::Closed);
+        self.cell.inner.send(Cmd::Disconnect {
+            id: self.cell.shared.id,
             on_done: Some(Box::new(on_done)),
         });
     }
@@ -892,9 +1024,9 @@ impl<H: QpHost> Connection<H> {
 
 impl<H: QpHost> Drop for Connection<H> {
     fn drop(&mut self) {
-        self.shared.set_state(ConnState::Closed);
-        self.inner.send(Cmd::Disconnect {
-            id: self.shared.id,
+        self.cell.shared.set_state(ConnState::Closed);
+        self.cell.inner.send(Cmd::Disconnect {
+            id: self.cell.shared.id,
             on_done: None,
         });
     }

@@ -1,12 +1,14 @@
 //! The progress thread: commands in, sockets driven, hosts called.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io::{self, ErrorKind, IoSlice, IoSliceMut, Read};
 use std::net::Shutdown;
-use std::sync::Arc;
-use std::sync::atomic::{self, AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{self, AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use crossbeam_queue::SegQueue;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use netdirect_proto::handshake::{Event as HsEvent, Handshake, MpaConfig, PeerRequest, ReadLimits};
@@ -15,6 +17,7 @@ use netdirect_types::Status;
 use netdirect_wire::mpa::{self, MarkerLayout};
 use netdirect_wire::rdmap::{self, Message};
 use netdirect_wire::terminate::{self, TermError};
+use parking_lot::{Mutex, MutexGuard};
 use socket2::SockRef;
 
 use super::errno::{connect_status, handshake_status, resources};
@@ -22,6 +25,7 @@ use super::{
     ConnShared, ConnState, ConnectCallback, ConnectError, EngineConfig, Incoming, Inner, QpHost,
     StatusCallback,
 };
+use crate::callback::{Section, run_or_defer};
 
 /// How long an engine being dropped keeps writing bytes already queued.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
@@ -55,11 +59,8 @@ pub(crate) enum Cmd<H: QpHost> {
         on_closed: Option<Box<dyn FnOnce() + Send>>,
     },
     Connect {
-        shared: Arc<ConnShared>,
-        sock: TcpStream,
-        hs: Handshake,
+        cell: Arc<ConnCell<H>>,
         host: H,
-        explicit_port: bool,
         connected_now: bool,
         on_done: ConnectCallback,
     },
@@ -81,13 +82,6 @@ pub(crate) enum Cmd<H: QpHost> {
     Abandon {
         id: usize,
     },
-    Post {
-        id: usize,
-        wr: u64,
-        work: H::Work,
-        request: Request,
-        flags: PostFlags,
-    },
     Flush {
         id: usize,
     },
@@ -101,10 +95,8 @@ impl<H: QpHost> Cmd<H> {
     /// Runs the callbacks of a command that can no longer be carried out (engine gone).
     pub(crate) fn fail(self) {
         match self {
-            Cmd::Connect {
-                shared, on_done, ..
-            } => {
-                shared.set_state(ConnState::Closed);
+            Cmd::Connect { cell, on_done, .. } => {
+                cell.shared.set_state(ConnState::Closed);
                 on_done(Err(ConnectError::new(Status::CANCELLED)));
             }
             Cmd::Accept { on_done, .. } | Cmd::Complete { on_done, .. } => {
@@ -123,7 +115,7 @@ impl<H: QpHost> Cmd<H> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(crate) enum Phase {
     /// TCP connect in progress.
     TcpConnecting,
     /// MPA startup frames in flight.
@@ -238,7 +230,7 @@ fn cancelled(wr: u64, request: &Request) -> WorkCompletion {
 }
 
 /// One connection, owned by the progress thread.
-struct Conn<H: QpHost> {
+pub(crate) struct Conn<H: QpHost> {
     shared: Arc<ConnShared>,
     sock: TcpStream,
     phase: Phase,
@@ -246,7 +238,7 @@ struct Conn<H: QpHost> {
     hs: Option<Handshake>,
     stream: Option<Stream<H::Lease>>,
     host: Option<H>,
-    explicit_port: bool,
+    pub(crate) explicit_port: bool,
     emss: usize,
     crc: bool,
     markers_tx: bool,
@@ -283,10 +275,17 @@ struct Conn<H: QpHost> {
     replied_at: Option<Instant>,
     /// Active side: no FPDU leaves before this ([`EngineConfig::first_fpdu_delay`]).
     hold_until: Option<Instant>,
+    /// The deadline the progress thread's timer heap holds for this connection.
+    timer_at: Option<Instant>,
 }
 
 impl<H: QpHost> Conn<H> {
-    fn new(shared: Arc<ConnShared>, sock: TcpStream, phase: Phase, hs: Handshake) -> Self {
+    pub(crate) fn new(
+        shared: Arc<ConnShared>,
+        sock: TcpStream,
+        phase: Phase,
+        hs: Handshake,
+    ) -> Self {
         let emss = SockRef::from(&sock).mss().unwrap_or(1460) as usize;
         Conn {
             shared,
@@ -319,6 +318,7 @@ impl<H: QpHost> Conn<H> {
             terminating: false,
             replied_at: None,
             hold_until: None,
+            timer_at: None,
             tx_drained: false,
             request: None,
             aborted: false,
@@ -330,16 +330,18 @@ impl<H: QpHost> Conn<H> {
     fn fail_connect(&mut self, status: Status, private_data: Vec<u8>) {
         self.shared.set_state(ConnState::Closed);
         if let Some(cb) = self.on_connect.take() {
-            cb(Err(ConnectError {
-                status,
-                private_data,
-            }));
+            run_or_defer(move || {
+                cb(Err(ConnectError {
+                    status,
+                    private_data,
+                }))
+            });
         }
     }
 
     fn fail_accept(&mut self, status: Status) {
         if let Some(cb) = self.on_accept.take() {
-            cb(status);
+            run_or_defer(move || cb(status));
         }
     }
 
@@ -421,7 +423,7 @@ impl<H: QpHost> Conn<H> {
                         self.phase = Phase::Replied;
                         self.shared.set_state(ConnState::Replied);
                         if let Some(cb) = self.on_connect.take() {
-                            cb(Ok(neg));
+                            run_or_defer(move || cb(Ok(neg)));
                         }
                     } else if neg.rtr.is_none() {
                         // Plain RFC 5044: nothing on the wire tells us the initiator completed
@@ -430,7 +432,7 @@ impl<H: QpHost> Conn<H> {
                         self.phase = Phase::Connected;
                         self.shared.set_state(ConnState::Connected);
                         if let Some(cb) = self.on_accept.take() {
-                            cb(Status::SUCCESS);
+                            run_or_defer(move || cb(Status::SUCCESS));
                         }
                         let early = std::mem::take(&mut self.early);
                         if !early.is_empty() {
@@ -497,7 +499,7 @@ impl<H: QpHost> Conn<H> {
                         self.phase = Phase::Connected;
                         self.shared.set_state(ConnState::Connected);
                         if let Some(cb) = self.on_accept.take() {
-                            cb(Status::SUCCESS);
+                            run_or_defer(move || cb(Status::SUCCESS));
                         }
                     } else {
                         self.fail_accept(Status::CONNECTION_ABORTED);
@@ -919,7 +921,7 @@ impl<H: QpHost> Conn<H> {
             }
         }
         if let Some(cb) = self.on_disconnect.take() {
-            cb(Status::SUCCESS);
+            run_or_defer(move || cb(Status::SUCCESS));
         }
     }
 
@@ -975,6 +977,71 @@ impl<H: QpHost> Conn<H> {
         }
     }
 
+    /// Hands a consumer's post to the host and the stream (a stopped stream completes it
+    /// `STATUS_CANCELLED`).
+    fn apply_post(&mut self, p: PostItem<H>) {
+        let Some(host) = self.host.as_mut() else {
+            return;
+        };
+        host.posted(p.wr, p.work);
+        let mut ended_by = 0;
+        let ok = self.stream.as_mut().is_some_and(|s| {
+            ended_by = s.ended_by();
+            s.post(p.wr, p.request, p.flags).is_ok()
+        });
+        if !ok {
+            // Refused by a stream a Terminate ended: the completion names that Terminate, as
+            // the requests it flushed do (§10 row 2).
+            let mut c = cancelled(p.wr, &p.request);
+            c.provider_error = ended_by;
+            host.completed(c);
+        }
+    }
+
+    /// Inline send on a consumer's thread: writes what the stream has while the socket takes
+    /// it, and delivers the completions that follow. Nothing else (no reads, no closing).
+    fn tx_pass(&mut self, now: Instant, cfg: &EngineConfig) {
+        if self.phase != Phase::Connected || self.io_dead {
+            return;
+        }
+        if self.transmit().is_err() {
+            self.on_peer_gone(true, now, cfg);
+        }
+        self.drain(now, cfg);
+    }
+
+    /// Inline receive on a consumer's thread (a poll of an empty CQ): sends and reads what the
+    /// sockets allow without blocking. Returns whether the progress thread must look at the
+    /// connection (read budget used up, or anything but the established data path changed).
+    fn rx_pass(&mut self, now: Instant, cfg: &EngineConfig) -> bool {
+        if self.phase != Phase::Connected || self.io_dead {
+            return false;
+        }
+        // Edge-triggered readiness belongs to the progress thread; here a read is simply tried
+        // (one would-block read when nothing came).
+        self.readable = true;
+        let mut scratch = [0u8; 2048];
+        let again = self.drive(&mut scratch, now, cfg);
+        again || self.needs_reactor()
+    }
+
+    /// The connection leaves the engine: drop the stream and the host now. The cell itself may
+    /// live on in a consumer's handle, and the host holds the QP, which holds that handle: the
+    /// host must not outlive the engine's interest in the connection (a cycle otherwise).
+    fn release_host(&mut self) {
+        self.stream = None;
+        self.host = None;
+        self.out = Vec::new();
+        self.spare = Vec::new();
+        self.early = Vec::new();
+    }
+
+    /// Whether something only the progress thread handles happened on a consumer's pass: a
+    /// phase change (close, error), a deadline the timer heap does not hold.
+    fn needs_reactor(&self) -> bool {
+        self.phase != Phase::Connected || self.deadline != self.timer_at
+    }
+
     /// Drives the connection as far as the socket allows; returns whether it should get another
     /// turn without waiting for readiness (read budget used up).
     fn drive(&mut self, rbuf: &mut [u8], now: Instant, cfg: &EngineConfig) -> bool {
@@ -1012,6 +1079,264 @@ impl<H: QpHost> Conn<H> {
     }
 }
 
+/// A post from a consumer thread, waiting in its connection's queue.
+pub(crate) struct PostItem<H: QpHost> {
+    pub(crate) wr: u64,
+    pub(crate) work: H::Work,
+    pub(crate) request: Request,
+    pub(crate) flags: PostFlags,
+}
+
+/// Readiness the progress thread saw for a connection, applied by the next thread that locks
+/// it.
+const EV_READ: u8 = 1;
+const EV_WRITE: u8 = 2;
+
+/// One connection, shared by the progress thread and the consumer threads: the state behind
+/// its own lock, the posts queued for whoever holds it next.
+pub(crate) struct ConnCell<H: QpHost> {
+    me: Weak<ConnCell<H>>,
+    pub(crate) inner: Arc<Inner<H>>,
+    pub(crate) shared: Arc<ConnShared>,
+    conn: Mutex<Conn<H>>,
+    posts: SegQueue<PostItem<H>>,
+    /// A post without `DEFER` (or [`ConnCell::ring`]) is queued: the queue must be taken and
+    /// sent. Deferred posts alone wait for it (or for a drive, a flush, a disconnect).
+    doorbell: AtomicBool,
+    /// In the progress thread's work queue.
+    queued: AtomicBool,
+    /// Readiness bits (`EV_*`) not applied yet.
+    ev: AtomicU8,
+    /// A consumer's progress passes own the receive side: the socket is registered for
+    /// writability only. Changed under the connection lock.
+    rx_leased: AtomicBool,
+    /// When a consumer last ran a progress pass ([`Inner::stamp`]).
+    last_poll: AtomicU64,
+}
+
+impl<H: QpHost> ConnCell<H> {
+    pub(crate) fn new(inner: Arc<Inner<H>>, conn: Conn<H>) -> Arc<ConnCell<H>> {
+        Arc::new_cyclic(|me| ConnCell {
+            me: me.clone(),
+            inner,
+            shared: conn.shared.clone(),
+            conn: Mutex::new(conn),
+            posts: SegQueue::new(),
+            doorbell: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
+            ev: AtomicU8::new(0),
+            rx_leased: AtomicBool::new(false),
+            last_poll: AtomicU64::new(0),
+        })
+    }
+
+    /// Locks the connection (the progress thread: consumers never wait for a connection).
+    fn lock(&self) -> ConnGuard<'_, H> {
+        let section = Section::open();
+        let guard = self.conn.lock();
+        self.guard(guard, section)
+    }
+
+    /// Locks the connection if nobody holds it.
+    fn try_lock(&self) -> Option<ConnGuard<'_, H>> {
+        let section = Section::open();
+        let guard = self.conn.try_lock()?;
+        Some(self.guard(guard, section))
+    }
+
+    fn guard<'a>(&'a self, guard: MutexGuard<'a, Conn<H>>, section: Section) -> ConnGuard<'a, H> {
+        let mut g = ConnGuard {
+            cell: self,
+            guard: Some(guard),
+            section: Some(section),
+        };
+        let ev = self.ev.swap(0, Ordering::AcqRel);
+        if ev & EV_READ != 0 {
+            g.readable = true;
+        }
+        if ev & EV_WRITE != 0 {
+            g.writable = true;
+            if g.phase == Phase::TcpConnecting {
+                g.on_tcp_connected(Instant::now());
+            }
+        }
+        g
+    }
+
+    /// Queues a post and moves it on: sent from this thread when the connection is free
+    /// (inline progress), else left for the thread holding it or the progress thread.
+    pub(crate) fn post(&self, item: PostItem<H>, defer: bool) {
+        self.posts.push(item);
+        if !self.inner.config.inline_progress {
+            self.doorbell.store(true, Ordering::SeqCst);
+            self.schedule();
+        } else if !defer {
+            self.doorbell.store(true, Ordering::SeqCst);
+            self.kick();
+        }
+    }
+
+    /// The doorbell: queued posts go now.
+    pub(crate) fn ring(&self) {
+        if self.posts.is_empty() {
+            return;
+        }
+        self.doorbell.store(true, Ordering::SeqCst);
+        if self.inner.config.inline_progress {
+            self.kick();
+        } else {
+            self.schedule();
+        }
+    }
+
+    /// Posts are queued: take them now if the lock is free (its holder looks again after
+    /// releasing it, see [`ConnGuard`]'s drop).
+    fn kick(&self) {
+        atomic::fence(Ordering::SeqCst);
+        let Some(mut g) = self.try_lock() else {
+            return;
+        };
+        let cfg = &self.inner.config;
+        g.take_posts();
+        g.tx_pass(Instant::now(), cfg);
+        if g.needs_reactor() {
+            self.schedule();
+        }
+    }
+
+    /// Hands the connection to the progress thread (woken at most once per batch).
+    fn schedule(&self) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(me) = self.me.upgrade() {
+            self.inner.work.push(me);
+            self.inner.wake();
+        }
+    }
+
+    /// A consumer's progress pass (a poll of an empty CQ): non-blocking, never waits for the
+    /// lock.
+    pub(crate) fn progress_pass(&self) {
+        if !self.inner.config.inline_progress || self.inner.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = Instant::now();
+        self.last_poll
+            .store(self.inner.stamp(now), Ordering::Relaxed);
+        let Some(mut g) = self.try_lock() else {
+            return;
+        };
+        g.take_posts();
+        let mut hand_over = g.rx_pass(now, &self.inner.config);
+        // A consumer polls: arrivals are its business for a while, so the progress thread stops
+        // hearing of them (no wakeup per message); it takes them back once the consumer has
+        // not polled for `EngineConfig::poll_lease`.
+        if !self.rx_leased.load(Ordering::Relaxed) && g.phase == Phase::Connected && !g.zombie {
+            let token = Token(self.shared.id);
+            if self
+                .inner
+                .registry
+                .reregister(&mut g.sock, token, Interest::WRITABLE)
+                .is_ok()
+            {
+                self.rx_leased.store(true, Ordering::Release);
+                hand_over = true;
+            }
+        }
+        drop(g);
+        if hand_over {
+            self.schedule();
+        }
+    }
+
+    /// Gives the receive side back to the progress thread (a consumer about to block).
+    pub(crate) fn release(&self) {
+        if !self.rx_leased.load(Ordering::Acquire) {
+            return;
+        }
+        // The lease lapses now; if the lock is busy (the progress thread may be looking at this
+        // very lease), the progress thread takes the arrivals back on its next turn.
+        self.last_poll.store(0, Ordering::Relaxed);
+        match self.try_lock() {
+            Some(mut g) => self.unlease(&mut g),
+            None => self.schedule(),
+        }
+    }
+
+    /// Registers for reads again (the kernel reports data already waiting). Under the lock.
+    fn unlease(&self, c: &mut Conn<H>) {
+        if !self.rx_leased.swap(false, Ordering::AcqRel) || c.zombie {
+            return;
+        }
+        let token = Token(self.shared.id);
+        let _ = self.inner.registry.reregister(
+            &mut c.sock,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        );
+        c.readable = true;
+    }
+}
+
+impl<H: QpHost> crate::cq::Poller for ConnCell<H> {
+    fn progress(&self) {
+        self.progress_pass();
+    }
+
+    fn release(&self) {
+        ConnCell::release(self);
+    }
+}
+
+/// A held connection lock. Dropping it releases the lock, then runs the callbacks deferred
+/// while it was held, then takes posts that were queued meanwhile (a poster that found the lock
+/// taken relies on that).
+pub(crate) struct ConnGuard<'a, H: QpHost> {
+    cell: &'a ConnCell<H>,
+    guard: Option<MutexGuard<'a, Conn<H>>>,
+    section: Option<Section>,
+}
+
+impl<H: QpHost> std::ops::Deref for ConnGuard<'_, H> {
+    type Target = Conn<H>;
+    fn deref(&self) -> &Conn<H> {
+        self.guard.as_deref().expect("held until dropped")
+    }
+}
+
+impl<H: QpHost> std::ops::DerefMut for ConnGuard<'_, H> {
+    fn deref_mut(&mut self) -> &mut Conn<H> {
+        self.guard.as_deref_mut().expect("held until dropped")
+    }
+}
+
+impl<H: QpHost> ConnGuard<'_, H> {
+    /// Hands every queued post (deferred ones too) to the stream; the caller sends them (a
+    /// drive or an inline pass) or flushes.
+    fn take_posts(&mut self) {
+        self.cell.doorbell.store(false, Ordering::SeqCst);
+        while let Some(p) = self.cell.posts.pop() {
+            self.apply_post(p);
+        }
+    }
+}
+
+impl<H: QpHost> Drop for ConnGuard<'_, H> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        drop(self.section.take());
+        atomic::fence(Ordering::SeqCst);
+        if self.cell.doorbell.load(Ordering::SeqCst) {
+            if self.cell.inner.config.inline_progress {
+                self.cell.kick();
+            } else {
+                self.cell.schedule();
+            }
+        }
+    }
+}
+
 struct ListenerState<H: QpHost> {
     listener: TcpListener,
     config: MpaConfig,
@@ -1028,13 +1353,25 @@ struct ListenerState<H: QpHost> {
 /// How often a starved listener retries its accepts.
 const STARVED_RETRY: Duration = Duration::from_millis(10);
 
+/// What the progress thread does after driving a connection.
+#[derive(Default)]
+struct Follow {
+    request: Option<(PeerRequest, Option<usize>)>,
+    dead: bool,
+}
+
 /// The progress thread's state.
 pub(crate) struct Reactor<H: QpHost> {
     inner: Arc<Inner<H>>,
     poll: Poll,
     listeners: HashMap<usize, ListenerState<H>>,
-    conns: HashMap<usize, Conn<H>>,
+    conns: HashMap<usize, Arc<ConnCell<H>>>,
     ready: HashSet<usize>,
+    /// Deadlines, soonest first (stale entries are skipped when they come up).
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Connections whose receive side a polling consumer holds (checked every
+    /// [`EngineConfig::poll_lease`]).
+    leased: HashSet<usize>,
     rbuf: Vec<u8>,
     /// A descriptor kept in reserve: when an accept fails for lack of descriptors, it is
     /// closed to accept the connection and reset it at once (the initiator learns at once
@@ -1055,6 +1392,8 @@ impl<H: QpHost> Reactor<H> {
             listeners: HashMap::new(),
             conns: HashMap::new(),
             ready: HashSet::new(),
+            timers: BinaryHeap::new(),
+            leased: HashSet::new(),
             rbuf,
             spare: spare_fd(),
         }
@@ -1077,17 +1416,17 @@ impl<H: QpHost> Reactor<H> {
             for id in starved {
                 self.accept_all(id, now);
             }
+            self.take_work();
             self.drive_ready(now);
-            self.deliver_requests(now);
-            self.reap();
             let timeout = if !self.ready.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                self.conns
-                    .values()
-                    .filter_map(|c| c.deadline)
-                    .min()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
+                let timer = self
+                    .timers
+                    .peek()
+                    .map(|Reverse((d, _))| d.saturating_duration_since(Instant::now()));
+                let lease = (!self.leased.is_empty()).then_some(self.inner.config.poll_lease);
+                timer.into_iter().chain(lease).min()
             };
             let timeout = if self.listeners.values().any(|l| l.starved) {
                 Some(timeout.map_or(STARVED_RETRY, |t| t.min(STARVED_RETRY)))
@@ -1096,13 +1435,16 @@ impl<H: QpHost> Reactor<H> {
             };
             self.inner.sleeping.store(true, Ordering::SeqCst);
             atomic::fence(Ordering::SeqCst);
-            let timeout = if self.inner.cmds.is_empty() && !self.inner.stop.load(Ordering::SeqCst) {
-                timeout
-            } else {
-                Some(Duration::ZERO)
-            };
+            let idle = self.inner.cmds.is_empty()
+                && self.inner.work.is_empty()
+                && !self.inner.stop.load(Ordering::SeqCst);
+            let timeout = if idle { timeout } else { Some(Duration::ZERO) };
             let res = self.poll.poll(&mut events, timeout);
             self.inner.sleeping.store(false, Ordering::SeqCst);
+            self.inner.wake_pending.store(false, Ordering::SeqCst);
+            if timeout != Some(Duration::ZERO) {
+                self.inner.wakeups.fetch_add(1, Ordering::Relaxed);
+            }
             if let Err(e) = res {
                 if e.kind() != ErrorKind::Interrupted {
                     break;
@@ -1118,27 +1460,87 @@ impl<H: QpHost> Reactor<H> {
                     self.accept_all(id, now);
                     continue;
                 }
-                if let Some(c) = self.conns.get_mut(&id) {
+                if let Some(cell) = self.conns.get(&id) {
+                    let mut bits = 0;
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                        c.readable = true;
+                        bits |= EV_READ;
                     }
                     if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
-                        c.writable = true;
-                        if c.phase == Phase::TcpConnecting {
-                            c.on_tcp_connected(now);
-                        }
+                        bits |= EV_WRITE;
                     }
+                    cell.ev.fetch_or(bits, Ordering::AcqRel);
                     self.ready.insert(id);
                 }
             }
-            for (id, c) in self.conns.iter_mut() {
+            self.check_leases(now);
+            while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                self.timers.pop();
+                let Some(cell) = self.conns.get(&id).cloned() else {
+                    continue;
+                };
+                let mut c = cell.lock();
+                if c.timer_at == Some(at) {
+                    c.timer_at = None;
+                }
                 if c.deadline.is_some_and(|d| d <= now) {
                     c.on_deadline(now, &self.inner.config);
-                    self.ready.insert(*id);
+                    self.ready.insert(id);
+                } else if c.deadline != c.timer_at {
+                    // Moved meanwhile: re-arm through the next drive.
+                    self.ready.insert(id);
                 }
             }
         }
         self.shutdown();
+    }
+
+    /// Takes the receive side back from consumers that stopped polling.
+    fn check_leases(&mut self, now: Instant) {
+        if self.leased.is_empty() {
+            return;
+        }
+        let stamp = self.inner.stamp(now);
+        let lease = self.inner.config.poll_lease.as_nanos() as u64;
+        let ids: Vec<usize> = self.leased.iter().copied().collect();
+        for id in ids {
+            let Some(cell) = self.cell(id) else {
+                self.leased.remove(&id);
+                continue;
+            };
+            if !cell.rx_leased.load(Ordering::Acquire) {
+                self.leased.remove(&id);
+                continue;
+            }
+            if stamp.saturating_sub(cell.last_poll.load(Ordering::Relaxed)) < lease {
+                continue;
+            }
+            let mut c = cell.lock();
+            cell.unlease(&mut c);
+            drop(c);
+            self.leased.remove(&id);
+            self.ready.insert(id);
+        }
+    }
+
+    /// Connections handed over by consumer threads.
+    fn take_work(&mut self) {
+        while let Some(cell) = self.inner.work.pop() {
+            cell.queued.store(false, Ordering::Release);
+            let id = cell.shared.id;
+            if self.conns.contains_key(&id) {
+                if cell.rx_leased.load(Ordering::Acquire) {
+                    self.leased.insert(id);
+                }
+                self.ready.insert(id);
+            } else {
+                // Gone from the reactor (a released zombie): locking it takes its posts, which
+                // complete `STATUS_CANCELLED`.
+                cell.lock().take_posts();
+            }
+        }
     }
 
     fn register(&mut self, c: &mut Conn<H>) -> bool {
@@ -1150,6 +1552,24 @@ impl<H: QpHost> Reactor<H> {
                 Interest::READABLE | Interest::WRITABLE,
             )
             .is_ok()
+    }
+
+    /// Records a connection's deadline in the timer heap; says what else to do with it.
+    fn after_drive(&mut self, id: usize, c: &mut Conn<H>) -> Follow {
+        if c.deadline != c.timer_at {
+            if let Some(d) = c.deadline {
+                self.timers.push(Reverse((d, id)));
+            }
+            c.timer_at = c.deadline;
+        }
+        Follow {
+            request: c.request.take().map(|r| (r, c.listener)),
+            dead: c.phase == Phase::Dead && !(c.zombie && c.has_handle),
+        }
+    }
+
+    fn cell(&self, id: usize) -> Option<Arc<ConnCell<H>>> {
+        self.conns.get(&id).cloned()
     }
 
     fn commands(&mut self, now: Instant) {
@@ -1191,27 +1611,26 @@ impl<H: QpHost> Reactor<H> {
                     if let Some(cb) = on_closed {
                         cb();
                     }
-                    for c in self.conns.values_mut() {
+                    // Rare (a listener closes): a scan is fine here.
+                    for (cid, cell) in &self.conns {
+                        let mut c = cell.lock();
                         if c.listener == Some(id) && c.phase == Phase::Handshake {
                             c.shared.set_state(ConnState::Closed);
                             c.kill();
+                            self.ready.insert(*cid);
                         }
                     }
                 }
                 Cmd::Connect {
-                    shared,
-                    sock,
-                    hs,
+                    cell,
                     host,
-                    explicit_port,
                     connected_now,
                     on_done,
                 } => {
-                    let id = shared.id;
-                    let mut c = Conn::new(shared, sock, Phase::TcpConnecting, hs);
+                    let id = cell.shared.id;
+                    let mut c = cell.lock();
                     c.host = Some(host);
                     c.has_handle = true;
-                    c.explicit_port = explicit_port;
                     c.on_connect = Some(on_done);
                     c.deadline = Some(now + cfg.connect_timeout);
                     if !self.register(&mut c) {
@@ -1222,7 +1641,8 @@ impl<H: QpHost> Reactor<H> {
                         c.writable = true;
                         c.on_tcp_connected(now);
                     }
-                    self.conns.insert(id, c);
+                    drop(c);
+                    self.conns.insert(id, cell);
                     self.ready.insert(id);
                 }
                 Cmd::Accept {
@@ -1232,18 +1652,19 @@ impl<H: QpHost> Reactor<H> {
                     host,
                     on_done,
                 } => {
-                    let Some(c) = self
-                        .conns
-                        .get_mut(&id)
-                        .filter(|c| c.phase == Phase::Decision && !c.aborted)
-                    else {
-                        if let Some(c) = self.conns.get_mut(&id) {
-                            c.shared.set_state(ConnState::Closed);
-                            c.begin_close(now, cfg.disconnect_timeout);
-                        }
-                        on_done(Status::CONNECTION_ABORTED);
+                    let Some(cell) = self.cell(id) else {
+                        run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
                         continue;
                     };
+                    let mut c = cell.lock();
+                    if c.phase != Phase::Decision || c.aborted {
+                        c.shared.set_state(ConnState::Closed);
+                        c.begin_close(now, cfg.disconnect_timeout);
+                        run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
+                        drop(c);
+                        self.ready.insert(id);
+                        continue;
+                    }
                     c.host = Some(host);
                     c.on_accept = Some(on_done);
                     let accepted = c.hs.as_mut().map(|h| h.accept(limits, &private_data));
@@ -1258,10 +1679,12 @@ impl<H: QpHost> Reactor<H> {
                             c.begin_close(now, cfg.disconnect_timeout);
                         }
                     }
+                    drop(c);
                     self.ready.insert(id);
                 }
                 Cmd::Reject { id, private_data } => {
-                    if let Some(c) = self.conns.get_mut(&id) {
+                    if let Some(cell) = self.cell(id) {
+                        let mut c = cell.lock();
                         c.has_handle = false;
                         if c.phase == Phase::Decision {
                             if let Some(hs) = c.hs.as_mut() {
@@ -1270,22 +1693,25 @@ impl<H: QpHost> Reactor<H> {
                         }
                         c.shared.set_state(ConnState::Closed);
                         c.begin_close(now, cfg.disconnect_timeout);
+                        drop(c);
                         self.ready.insert(id);
                     }
                 }
                 Cmd::Complete { id, on_done } => {
-                    let Some(c) = self.conns.get_mut(&id) else {
-                        on_done(Status::CONNECTION_ABORTED);
+                    let Some(cell) = self.cell(id) else {
+                        run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
                         continue;
                     };
+                    let mut c = cell.lock();
                     if c.phase != Phase::Replied {
-                        on_done(Status::CONNECTION_INVALID);
+                        run_or_defer(move || on_done(Status::CONNECTION_INVALID));
                         continue;
                     }
                     if c.aborted {
                         c.shared.set_state(ConnState::Closed);
                         c.begin_close(now, cfg.disconnect_timeout);
-                        on_done(Status::CONNECTION_ABORTED);
+                        run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
+                        drop(c);
                         self.ready.insert(id);
                         continue;
                     }
@@ -1296,16 +1722,19 @@ impl<H: QpHost> Reactor<H> {
                         c.hold_until = Some(t);
                         c.deadline = Some(t);
                     }
-                    on_done(Status::SUCCESS);
+                    run_or_defer(move || on_done(Status::SUCCESS));
                     let early = std::mem::take(&mut c.early);
                     if !early.is_empty() {
                         c.feed(&early);
                         c.drain(now, &cfg);
                     }
+                    drop(c);
                     self.ready.insert(id);
                 }
                 Cmd::Abandon { id } => {
-                    if let Some(c) = self.conns.get_mut(&id) {
+                    if let Some(cell) = self.cell(id) {
+                        let mut c = cell.lock();
+                        c.take_posts();
                         if c.phase == Phase::Replied {
                             let t = terminate_fpdu(
                                 TermError::LlpLocalCatastrophic,
@@ -1317,48 +1746,31 @@ impl<H: QpHost> Reactor<H> {
                         }
                         c.shared.set_state(ConnState::Closed);
                         c.begin_close(now, cfg.disconnect_timeout);
+                        drop(c);
                         self.ready.insert(id);
                     }
                 }
-                Cmd::Post {
-                    id,
-                    wr,
-                    work,
-                    request,
-                    flags,
-                } => {
-                    let Some(c) = self.conns.get_mut(&id) else {
-                        continue;
-                    };
-                    let Some(host) = c.host.as_mut() else {
-                        continue;
-                    };
-                    host.posted(wr, work);
-                    let ok = c
-                        .stream
-                        .as_mut()
-                        .is_some_and(|s| s.post(wr, request, flags).is_ok());
-                    if !ok {
-                        host.completed(cancelled(wr, &request));
-                    }
-                    self.ready.insert(id);
-                }
                 Cmd::Flush { id } => {
-                    if let Some(c) = self.conns.get_mut(&id) {
+                    if let Some(cell) = self.cell(id) {
+                        let mut c = cell.lock();
+                        c.take_posts();
                         if let Some(s) = c.stream.as_mut() {
                             s.flush();
                         }
                         c.drain(now, &cfg);
+                        drop(c);
                         self.ready.insert(id);
                     }
                 }
                 Cmd::Disconnect { id, on_done } => {
-                    let Some(c) = self.conns.get_mut(&id) else {
+                    let Some(cell) = self.cell(id) else {
                         if let Some(cb) = on_done {
-                            cb(Status::SUCCESS);
+                            run_or_defer(move || cb(Status::SUCCESS));
                         }
                         continue;
                     };
+                    let mut c = cell.lock();
+                    c.take_posts();
                     c.shared.set_state(ConnState::Closed);
                     c.has_handle = false;
                     if let Some(cb) = on_done {
@@ -1390,6 +1802,7 @@ impl<H: QpHost> Reactor<H> {
                             c.begin_close(now, cfg.disconnect_timeout);
                         }
                     }
+                    drop(c);
                     self.ready.insert(id);
                 }
             }
@@ -1459,84 +1872,93 @@ impl<H: QpHost> Reactor<H> {
             c.writable = true;
             c.deadline = c.hs.as_ref().and_then(Handshake::poll_timeout);
             if self.register(&mut c) {
-                self.conns.insert(cid, c);
+                self.conns.insert(cid, ConnCell::new(self.inner.clone(), c));
                 self.ready.insert(cid);
             }
         }
     }
 
     fn drive_ready(&mut self, now: Instant) {
-        let ids: Vec<usize> = self.ready.drain().collect();
-        for id in ids {
-            if let Some(c) = self.conns.get_mut(&id) {
+        {
+            let ids: Vec<usize> = self.ready.drain().collect();
+            let mut again = Vec::new();
+            for id in ids {
+                let Some(cell) = self.cell(id) else {
+                    continue;
+                };
+                let mut c = cell.lock();
+                c.take_posts();
                 if c.drive(&mut self.rbuf, now, &self.inner.config) {
-                    self.ready.insert(id);
+                    again.push(id);
+                }
+                let follow = self.after_drive(id, &mut c);
+                drop(c);
+                if let Some((request, listener)) = follow.request {
+                    self.deliver_request(&cell, request, listener, now);
+                }
+                if follow.dead {
+                    self.reap(&cell);
                 }
             }
+            // Connections that used their read budget get their next turn after a poll.
+            self.ready.extend(again);
         }
     }
 
-    /// Hands parsed Requests to their listeners (or rejects them while paused or closed).
-    fn deliver_requests(&mut self, now: Instant) {
-        let cfg = self.inner.config.clone();
-        let pending: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.request.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in pending {
-            let c = self.conns.get_mut(&id).expect("listed");
-            let request = c.request.take().expect("listed");
-            let listener = c.listener.and_then(|l| self.listeners.get_mut(&l));
-            match listener {
-                Some(l) if !l.paused.load(Ordering::Acquire) => {
-                    c.has_handle = true;
-                    let incoming = Incoming {
-                        inner: self.inner.clone(),
-                        shared: c.shared.clone(),
-                        request,
-                        decided: false,
-                    };
-                    (l.on_request)(incoming);
-                }
-                _ => {
-                    if let Some(hs) = c.hs.as_mut() {
-                        let _ = hs.reject(&[]);
-                    }
-                    c.shared.set_state(ConnState::Closed);
-                    c.begin_close(now, cfg.disconnect_timeout);
-                    self.ready.insert(id);
-                }
+    /// Hands a parsed Request to its listener (or rejects it while paused or closed).
+    fn deliver_request(
+        &mut self,
+        cell: &Arc<ConnCell<H>>,
+        request: PeerRequest,
+        listener: Option<usize>,
+        now: Instant,
+    ) {
+        let cfg = &self.inner.config;
+        let id = cell.shared.id;
+        match listener.and_then(|l| self.listeners.get_mut(&l)) {
+            Some(l) if !l.paused.load(Ordering::Acquire) => {
+                cell.lock().has_handle = true;
+                let incoming = Incoming {
+                    cell: cell.clone(),
+                    request,
+                    decided: false,
+                };
+                (l.on_request)(incoming);
             }
-        }
-        if !self.ready.is_empty() {
-            self.drive_ready(now);
-        }
-    }
-
-    fn reap(&mut self) {
-        let dead: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.phase == Phase::Dead && !(c.zombie && c.has_handle))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in dead {
-            let c = self.conns.get_mut(&id).expect("listed");
-            if !c.zombie {
-                let _ = self.poll.registry().deregister(&mut c.sock);
-                let _ = c.sock.shutdown(Shutdown::Both);
-                c.finish_close();
-                c.fail_accept(Status::CONNECTION_ABORTED);
-                c.fail_connect(Status::CONNECTION_ABORTED, Vec::new());
-                c.zombie = true;
-            }
-            self.ready.remove(&id);
-            if !c.has_handle {
+            _ => {
+                let mut c = cell.lock();
+                if let Some(hs) = c.hs.as_mut() {
+                    let _ = hs.reject(&[]);
+                }
                 c.shared.set_state(ConnState::Closed);
-                self.conns.remove(&id);
+                c.begin_close(now, cfg.disconnect_timeout);
+                drop(c);
+                self.ready.insert(id);
             }
+        }
+    }
+
+    fn reap(&mut self, cell: &Arc<ConnCell<H>>) {
+        let id = cell.shared.id;
+        let mut c = cell.lock();
+        c.take_posts();
+        if c.phase != Phase::Dead || (c.zombie && c.has_handle) {
+            return;
+        }
+        if !c.zombie {
+            let _ = self.poll.registry().deregister(&mut c.sock);
+            let _ = c.sock.shutdown(Shutdown::Both);
+            c.finish_close();
+            c.fail_accept(Status::CONNECTION_ABORTED);
+            c.fail_connect(Status::CONNECTION_ABORTED, Vec::new());
+            c.zombie = true;
+        }
+        self.ready.remove(&id);
+        if !c.has_handle {
+            c.shared.set_state(ConnState::Closed);
+            c.release_host();
+            drop(c);
+            self.conns.remove(&id);
         }
     }
 
@@ -1550,7 +1972,9 @@ impl<H: QpHost> Reactor<H> {
         let deadline = Instant::now() + SHUTDOWN_FLUSH;
         loop {
             let mut pending = false;
-            for c in self.conns.values_mut() {
+            for cell in self.conns.values() {
+                let mut c = cell.lock();
+                let c = &mut *c;
                 if let Some(hs) = c.hs.as_mut() {
                     hs.poll_transmit(&mut c.out);
                 }
@@ -1566,7 +1990,9 @@ impl<H: QpHost> Reactor<H> {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        for (_, mut c) in self.conns.drain() {
+        for (_, cell) in self.conns.drain() {
+            let mut c = cell.lock();
+            c.take_posts();
             if !c.zombie {
                 let _ = self.poll.registry().deregister(&mut c.sock);
             }
@@ -1574,8 +2000,13 @@ impl<H: QpHost> Reactor<H> {
             c.fail_connect(Status::CANCELLED, Vec::new());
             c.fail_accept(Status::CANCELLED);
             c.finish_close();
+            c.release_host();
         }
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.drain_failed();
+        while let Some(cell) = self.inner.work.pop() {
+            cell.queued.store(false, Ordering::Release);
+            cell.lock().take_posts();
+        }
     }
 }

@@ -1,0 +1,642 @@
+//! Run-to-completion: where progress happens.
+//!
+//! * Consumer-driven progress ([`EngineConfig::inline_progress`], on by default): a post is sent
+//!   from the posting thread and a poll of an empty CQ receives, so a polling ping-pong does not
+//!   wake the progress thread per message.
+//! * Automatic progress: a target that never touches its CQ still serves RDMA reads and
+//!   writes (the progress thread does it), with inline progress on and off.
+//! * Callbacks: completions and notifications may be delivered on the consumer's thread, with
+//!   no connection lock held, so a callback may post and poll on the same connection.
+//! * Waiting: [`netdirect::Cq::wait`] spins, then blocks on the CQ's notification.
+//!
+//! Every test runs over IPv4 and IPv6, with inline progress on and off.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use netdirect::{
+    Adapter, Buffer, Connector, Cq, Mr, OpenParameters, Pd, Provider, Qp, QpConfig, QpInitiator,
+};
+use netdirect_soft::SoftAdapter;
+use netdirect_soft::SoftProvider;
+use netdirect_soft::transport::EngineConfig;
+use netdirect_types::{Completion, CqNotifyType, MrFlags, OpFlags, Sge, Status, Version};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A consumer's lease on its connection's arrivals that outlasts any scheduling hiccup of a
+/// loaded test machine (the tests that count wakeups or pin threads must not see the progress
+/// thread take a connection back because the polling thread was descheduled for a millisecond).
+const LONG_LEASE: Duration = Duration::from_secs(60);
+
+fn open(ip: IpAddr, inline: bool, lease: Duration) -> Box<dyn Adapter> {
+    SoftProvider::with_engine_config(EngineConfig {
+        inline_progress: inline,
+        poll_lease: lease,
+        ..EngineConfig::default()
+    })
+    .open_adapter(OpenParameters {
+        address: ip,
+        version: Version::V2_1,
+    })
+    .expect("open adapter")
+}
+
+fn wakeups(adapter: &dyn Adapter) -> u64 {
+    adapter
+        .as_any()
+        .downcast_ref::<SoftAdapter>()
+        .expect("a soft adapter")
+        .progress_wakeups()
+}
+
+/// Adapter, PD, a receive CQ and an initiator CQ (the same one unless `two_cqs`), a QP.
+struct Side {
+    adapter: Box<dyn Adapter>,
+    pd: Box<dyn Pd>,
+    rcq: Box<dyn Cq>,
+    icq: Option<Box<dyn Cq>>,
+    qp: Box<dyn Qp>,
+}
+
+impl Side {
+    fn new(ip: IpAddr, inline: bool, notify: Option<netdirect_soft::cq::Notification>) -> Side {
+        Side::with_lease(ip, inline, LONG_LEASE, notify)
+    }
+
+    fn with_lease(
+        ip: IpAddr,
+        inline: bool,
+        lease: Duration,
+        notify: Option<netdirect_soft::cq::Notification>,
+    ) -> Side {
+        let adapter = open(ip, inline, lease);
+        let pd = adapter.create_pd().wait().unwrap();
+        let rcq = adapter
+            .create_cq(256, notify.unwrap_or_else(|| Arc::new(|_| {})), None)
+            .wait()
+            .unwrap();
+        let icq = plain_cq(&*adapter);
+        let qp = pd
+            .create_qp(QpConfig {
+                receive_cq: &*rcq,
+                initiator_cq: &*icq,
+                context: 1,
+                receive_queue_depth: 64,
+                initiator_queue_depth: 64,
+                max_receive_sge: 2,
+                max_initiator_sge: 2,
+                inline_data_size: 64,
+            })
+            .wait()
+            .unwrap();
+        Side {
+            adapter,
+            pd,
+            rcq,
+            icq: Some(icq),
+            qp,
+        }
+    }
+
+    fn register(&self, buffer: &Buffer, flags: MrFlags) -> Box<dyn Mr> {
+        let mr = self.pd.create_mr(false).wait().unwrap();
+        mr.register(buffer, 0, buffer.len(), flags).wait().unwrap();
+        mr
+    }
+}
+
+fn plain_cq(adapter: &dyn Adapter) -> Box<dyn Cq> {
+    adapter
+        .create_cq(256, Arc::new(|_| {}), None)
+        .wait()
+        .unwrap()
+}
+
+/// Polls `cq` (busy, as a latency-bound consumer does) until `n` completions are in.
+fn poll(cq: &mut dyn Cq, n: usize) -> Vec<Completion> {
+    let deadline = Instant::now() + WAIT;
+    let mut out = Vec::new();
+    let mut buf = [Completion::EMPTY; 16];
+    while out.len() < n {
+        assert!(Instant::now() < deadline, "timed out with {out:?}");
+        let k = cq.get_results_ex(&mut buf[..(n - out.len()).min(16)]);
+        out.extend_from_slice(&buf[..k]);
+        if k == 0 {
+            std::hint::spin_loop();
+        }
+    }
+    for c in &out {
+        assert_eq!(c.status, Status::SUCCESS, "{c:?}");
+    }
+    out
+}
+
+/// Connects `client` to `server` (IRD/ORD 4).
+fn connect(server: &Side, client: &Side, ip: IpAddr) -> (Box<dyn Connector>, Box<dyn Connector>) {
+    let (tx, rx) = mpsc::channel::<Box<dyn Connector>>();
+    let tx = Mutex::new(tx);
+    let listener = server
+        .adapter
+        .create_listener(Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()))
+        .wait()
+        .unwrap();
+    listener.listen(SocketAddr::new(ip, 0)).wait().unwrap();
+    let address = listener.local_address().unwrap();
+    let connector = client.adapter.create_connector().wait().unwrap();
+    let pending = connector.connect(&*client.qp, SocketAddr::new(ip, 0), address, 4, 4, b"");
+    let incoming = rx.recv_timeout(WAIT).expect("connect event");
+    let accepted = incoming.accept(&*server.qp, 4, 4, b"", None);
+    pending.wait_timeout(WAIT).unwrap();
+    connector.complete_connect(None).wait_timeout(WAIT).unwrap();
+    accepted.wait_timeout(WAIT).unwrap();
+    (incoming, connector)
+}
+
+fn sge(buffer: &Buffer, mr: &dyn Mr, offset: usize, len: u32) -> Sge {
+    Sge::new(buffer.address() + offset as u64, len, mr.local_token())
+}
+
+const IPS: [&str; 2] = ["127.0.0.1", "::1"];
+
+/// A ping-pong of 8-octet sends between two busy-polling threads. With inline progress the
+/// messages move on the consumers' threads: the progress threads of both adapters together
+/// wake far less than once per message. Without it every message goes through them (about
+/// two wakeups per message, which the assertion below would refuse).
+fn ping_pong(ip: IpAddr, inline: bool, rounds: usize) -> (u64, u64, Duration) {
+    let mut server = Side::new(ip, inline, None);
+    let mut client = Side::new(ip, inline, None);
+    let (_incoming, _connector) = connect(&server, &client, ip);
+    let sbuf = Buffer::new(4096);
+    let cbuf = Buffer::new(4096);
+    let smr = server.register(&sbuf, MrFlags::ALLOW_LOCAL_WRITE);
+    let cmr = client.register(&cbuf, MrFlags::ALLOW_LOCAL_WRITE);
+    for i in 0..32 {
+        let s = sge(&sbuf, &*smr, 64 * i, 64);
+        server.qp.receiver().receive(i as u64, &[s]).unwrap();
+        let c = sge(&cbuf, &*cmr, 64 * i, 64);
+        client.qp.receiver().receive(i as u64, &[c]).unwrap();
+    }
+    let before = wakeups(&*server.adapter) + wakeups(&*client.adapter);
+    let start = Instant::now();
+    let echo = std::thread::spawn(move || {
+        for _ in 0..rounds {
+            let r = poll(&mut *server.rcq, 1)[0];
+            let slot = r.request_context as usize;
+            let s = sge(&sbuf, &*smr, 64 * slot, 64);
+            server
+                .qp
+                .receiver()
+                .receive(r.request_context, &[s])
+                .unwrap();
+            server
+                .qp
+                .initiator()
+                .send_inline(7, &[&[0x5A; 8]], OpFlags::empty())
+                .unwrap();
+            poll(&mut **server.icq.as_mut().unwrap(), 1);
+        }
+        server
+    });
+    for _ in 0..rounds {
+        client
+            .qp
+            .initiator()
+            .send_inline(3, &[&[0xA5; 8]], OpFlags::empty())
+            .unwrap();
+        poll(&mut **client.icq.as_mut().unwrap(), 1);
+        let r = poll(&mut *client.rcq, 1)[0];
+        assert_eq!(r.bytes_transferred, 8);
+        let slot = r.request_context as usize;
+        let c = sge(&cbuf, &*cmr, 64 * slot, 64);
+        client
+            .qp
+            .receiver()
+            .receive(r.request_context, &[c])
+            .unwrap();
+    }
+    let server = echo.join().unwrap();
+    let woke = wakeups(&*server.adapter) + wakeups(&*client.adapter) - before;
+    (woke, rounds as u64 * 2, start.elapsed())
+}
+
+#[test]
+fn polling_ping_pong_does_not_wake_the_progress_thread_per_message() {
+    for ip in IPS {
+        let ip: IpAddr = ip.parse().unwrap();
+        let (woke, messages, took) = ping_pong(ip, true, 1000);
+        println!(
+            "{ip} inline: {woke} progress-thread wakeups for {messages} messages in {took:?} ({:.3} per message)",
+            woke as f64 / messages as f64
+        );
+        // Progress-thread-only: about 2 per message. Inline: connection management and the
+        // lease checks (once per `poll_lease` while a consumer polls, however many messages
+        // pass; here the lease is long).
+        assert!(
+            woke * 4 < messages,
+            "{woke} wakeups for {messages} messages in {took:?} with inline progress"
+        );
+        let (woke, messages, took) = ping_pong(ip, false, 200);
+        println!(
+            "{ip} progress thread only: {woke} wakeups for {messages} messages in {took:?} ({:.3} per message)",
+            woke as f64 / messages as f64
+        );
+    }
+}
+
+/// Octets moved each way by the never-polling-target test: `ND_RTC_BYTES`, else 1 GiB in a
+/// release build and 32 MiB in a debug build.
+fn target_bytes() -> usize {
+    std::env::var("ND_RTC_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if cfg!(debug_assertions) {
+            32 << 20
+        } else {
+            1 << 30
+        })
+}
+
+/// The target never touches its CQ (not even once): RDMA writes into its memory and RDMA reads
+/// out of it still complete, served by its progress thread.
+fn target_that_never_polls(ip: IpAddr, inline: bool) {
+    const CHUNK: usize = 1 << 20;
+    let total = target_bytes();
+    let server = Side::new(ip, inline, None);
+    let mut client = Side::new(ip, inline, None);
+    let (_incoming, _connector) = connect(&server, &client, ip);
+    let tbuf = Buffer::new(4 * CHUNK);
+    let tmr = server.register(
+        &tbuf,
+        MrFlags::ALLOW_LOCAL_WRITE | MrFlags::ALLOW_REMOTE_READ | MrFlags::ALLOW_REMOTE_WRITE,
+    );
+    let token = tmr.remote_token();
+    let src = Buffer::new(CHUNK);
+    let sink = Buffer::new(CHUNK);
+    let smr = client.register(&src, MrFlags::ALLOW_LOCAL_WRITE);
+    let kmr = client.register(&sink, MrFlags::ALLOW_LOCAL_WRITE | MrFlags::RDMA_READ_SINK);
+    let before = wakeups(&*server.adapter);
+    let start = Instant::now();
+    let mut moved = 0usize;
+    let mut i = 0u8;
+    while moved < total {
+        let len = CHUNK.min(total - moved);
+        let at = (usize::from(i) % 4) * CHUNK;
+        src.write_at(0, &vec![i; len]).unwrap();
+        let init = &mut **client.icq.as_mut().unwrap();
+        client
+            .qp
+            .initiator()
+            .write(
+                1,
+                &[sge(&src, &*smr, 0, len as u32)],
+                tbuf.address() + at as u64,
+                token,
+                OpFlags::empty(),
+            )
+            .unwrap();
+        // The read behind the write returns what the write placed (a fenced read sees it).
+        client
+            .qp
+            .initiator()
+            .read(
+                2,
+                &[sge(&sink, &*kmr, 0, len as u32)],
+                tbuf.address() + at as u64,
+                token,
+                OpFlags::READ_FENCE,
+            )
+            .unwrap();
+        poll(init, 2);
+        let mut got = vec![0u8; len];
+        sink.read_at(0, &mut got).unwrap();
+        assert!(got.iter().all(|b| *b == i), "chunk {i} read back wrong");
+        moved += len;
+        i = i.wrapping_add(1);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let woke = wakeups(&*server.adapter) - before;
+    let mib = (2 * total) as f64 / f64::from(1 << 20);
+    println!(
+        "{ip} inline={inline}: {} MiB written and {} MiB read from a target that never polls in {secs:.2} s; target progress-thread wakeups {woke} ({:.2} per MiB moved, {:.2} per request)",
+        total >> 20,
+        total >> 20,
+        woke as f64 / mib,
+        woke as f64 / (2.0 * (total / CHUNK).max(1) as f64),
+    );
+    // The target's CQ stays untouched: nothing completed there.
+    drop(server);
+}
+
+#[test]
+fn a_target_that_never_polls_serves_reads_and_writes() {
+    for ip in IPS {
+        let ip: IpAddr = ip.parse().unwrap();
+        target_that_never_polls(ip, true);
+        target_that_never_polls(ip, false);
+    }
+}
+
+/// A notification callback runs on the thread whose poll made it due, with no connection lock
+/// held: from inside, it posts a send on the same connection (sent inline at once) and polls
+/// the initiator CQ, which already holds that send's completion.
+fn callback_reenters(ip: IpAddr, inline: bool) {
+    struct Shared {
+        initiator: Mutex<Option<Box<dyn QpInitiator>>>,
+        icq: Mutex<Option<Box<dyn Cq>>>,
+        threads: Mutex<Vec<ThreadId>>,
+        seen_inside: AtomicUsize,
+        calls: AtomicUsize,
+    }
+    let shared = Arc::new(Shared {
+        initiator: Mutex::new(None),
+        icq: Mutex::new(None),
+        threads: Mutex::new(Vec::new()),
+        seen_inside: AtomicUsize::new(0),
+        calls: AtomicUsize::new(0),
+    });
+    let sh = shared.clone();
+    let notify: netdirect_soft::cq::Notification = Arc::new(move |status| {
+        assert_eq!(status, Status::SUCCESS);
+        sh.calls.fetch_add(1, Ordering::SeqCst);
+        sh.threads.lock().unwrap().push(std::thread::current().id());
+        let mut init = sh.initiator.lock().unwrap();
+        let Some(init) = init.as_mut() else { return };
+        init.send_inline(99, &[b"reply"], OpFlags::empty()).unwrap();
+        let mut icq = sh.icq.lock().unwrap();
+        let Some(icq) = icq.as_mut() else { return };
+        // One poll from inside the callback (never wait in a callback: without inline
+        // progress it runs on the progress thread). Inline, the send completed already.
+        let mut out = [Completion::EMPTY; 4];
+        let n = icq.get_results_ex(&mut out);
+        if out[..n].iter().any(|c| c.request_context == 99) {
+            sh.seen_inside.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let mut server = Side::new(ip, inline, None);
+    let mut client = Side::new(ip, inline, Some(notify));
+    let (_incoming, _connector) = connect(&server, &client, ip);
+    let sbuf = Buffer::new(4096);
+    let cbuf = Buffer::new(4096);
+    let smr = server.register(&sbuf, MrFlags::ALLOW_LOCAL_WRITE);
+    let cmr = client.register(&cbuf, MrFlags::ALLOW_LOCAL_WRITE);
+    server
+        .qp
+        .receiver()
+        .receive(1, &[sge(&sbuf, &*smr, 0, 64)])
+        .unwrap();
+    client
+        .qp
+        .receiver()
+        .receive(2, &[sge(&cbuf, &*cmr, 0, 64)])
+        .unwrap();
+    let qp = std::mem::replace(
+        &mut client.qp,
+        client
+            .pd
+            .create_qp(QpConfig {
+                receive_cq: &*client.rcq,
+                initiator_cq: &**client.icq.as_ref().unwrap(),
+                context: 2,
+                receive_queue_depth: 1,
+                initiator_queue_depth: 1,
+                max_receive_sge: 1,
+                max_initiator_sge: 1,
+                inline_data_size: 0,
+            })
+            .wait()
+            .unwrap(),
+    );
+    let (initiator, _receiver) = qp.into_split();
+    *shared.initiator.lock().unwrap() = Some(initiator);
+    *shared.icq.lock().unwrap() = client.icq.take();
+    client.rcq.arm(CqNotifyType::Any);
+    // The client polls (its empty poll leases it the connection's arrivals), then the server
+    // speaks; the client's next polls take the message in, which fires the armed notification
+    // on this thread.
+    // Poll for a while: a single poll may find the connection busy on the progress thread
+    // (try-lock), which then keeps the arrivals.
+    let mut none = [Completion::EMPTY; 1];
+    let until = Instant::now() + Duration::from_millis(50);
+    while Instant::now() < until {
+        assert_eq!(client.rcq.get_results_ex(&mut none), 0);
+    }
+    server
+        .qp
+        .initiator()
+        .send_inline(5, &[b"hello"], OpFlags::empty())
+        .unwrap();
+    let r = poll(&mut *client.rcq, 1);
+    assert_eq!(r[0].bytes_transferred, 5);
+    let got = poll(&mut *server.rcq, 1);
+    assert_eq!(got[0].bytes_transferred, 5, "the callback's reply arrived");
+    assert_eq!(shared.calls.load(Ordering::SeqCst), 1);
+    if inline {
+        assert_eq!(
+            shared.threads.lock().unwrap().as_slice(),
+            &[std::thread::current().id()],
+            "with inline progress the notification runs on the polling thread"
+        );
+        assert_eq!(
+            shared.seen_inside.load(Ordering::SeqCst),
+            1,
+            "the callback's own send completed inline, seen from inside the callback"
+        );
+    }
+    *shared.initiator.lock().unwrap() = None;
+    *shared.icq.lock().unwrap() = None;
+}
+
+#[test]
+fn callbacks_run_without_connection_locks_and_may_post_and_poll() {
+    for ip in IPS {
+        let ip: IpAddr = ip.parse().unwrap();
+        callback_reenters(ip, true);
+        callback_reenters(ip, false);
+    }
+}
+
+/// `Cq::wait` blocks until the peer's message arrives (spinning 0: straight to arm and sleep).
+fn wait_blocks_until_a_completion(ip: IpAddr, inline: bool) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let server = Side::new(ip, inline, None);
+    // A long lease: only the wait's hand-back can let the progress thread see the message.
+    let mut client = Side::with_lease(
+        ip,
+        inline,
+        LONG_LEASE,
+        Some(Arc::new(move |_| {
+            c.fetch_add(1, Ordering::SeqCst);
+        })),
+    );
+    let (_incoming, _connector) = connect(&server, &client, ip);
+    let cbuf = Buffer::new(4096);
+    let cmr = client.register(&cbuf, MrFlags::ALLOW_LOCAL_WRITE);
+    client
+        .qp
+        .receiver()
+        .receive(2, &[sge(&cbuf, &*cmr, 0, 64)])
+        .unwrap();
+    let mut out = [Completion::EMPTY; 4];
+    // Nothing arrives: times out with 0.
+    let t = Instant::now();
+    assert_eq!(
+        client
+            .rcq
+            .wait(&mut out, Duration::ZERO, Duration::from_millis(50)),
+        0
+    );
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    let server = Arc::new(Mutex::new(server));
+    let s = server.clone();
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        s.lock()
+            .unwrap()
+            .qp
+            .initiator()
+            .send_inline(5, &[b"wake up"], OpFlags::empty())
+            .unwrap();
+    });
+    // Blocked in the wait, the consumer holds no lease: the message wakes it at once, not
+    // when a lease lapses (60 s here).
+    let t = Instant::now();
+    let n = client.rcq.wait(&mut out, Duration::from_micros(50), WAIT);
+    assert_eq!(n, 1);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "woken after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(out[0].bytes_transferred, 7);
+    assert!(calls.load(Ordering::SeqCst) >= 1, "the arm notified");
+    sender.join().unwrap();
+}
+
+#[test]
+fn cq_wait_spins_then_blocks_on_the_notification() {
+    for ip in IPS {
+        let ip: IpAddr = ip.parse().unwrap();
+        wait_blocks_until_a_completion(ip, true);
+        wait_blocks_until_a_completion(ip, false);
+    }
+}
+
+/// A consumer that polled once and then stopped (without [`Cq::wait`]) loses its lease after
+/// `poll_lease`: the progress thread takes the connection's arrivals back, and the armed CQ's
+/// notification comes from it although nobody polls.
+fn lease_expires(ip: IpAddr) {
+    let (tx, rx) = mpsc::channel::<std::thread::ThreadId>();
+    let tx = Mutex::new(tx);
+    let server = Side::new(ip, true, None);
+    let mut client = Side::with_lease(
+        ip,
+        true,
+        Duration::from_millis(5),
+        Some(Arc::new(move |_| {
+            let _ = tx.lock().unwrap().send(std::thread::current().id());
+        })),
+    );
+    let (_incoming, _connector) = connect(&server, &client, ip);
+    let cbuf = Buffer::new(4096);
+    let cmr = client.register(&cbuf, MrFlags::ALLOW_LOCAL_WRITE);
+    client
+        .qp
+        .receiver()
+        .receive(2, &[sge(&cbuf, &*cmr, 0, 64)])
+        .unwrap();
+    client.rcq.arm(CqNotifyType::Any);
+    let mut none = [Completion::EMPTY; 1];
+    assert_eq!(
+        client.rcq.get_results_ex(&mut none),
+        0,
+        "leases the arrivals"
+    );
+    let mut server = server;
+    server
+        .qp
+        .initiator()
+        .send_inline(5, &[b"later"], OpFlags::empty())
+        .unwrap();
+    let on = rx.recv_timeout(WAIT).expect("notified without a poll");
+    assert_ne!(on, std::thread::current().id());
+    assert_eq!(poll(&mut *client.rcq, 1)[0].bytes_transferred, 5);
+}
+
+#[test]
+fn a_consumer_that_stops_polling_loses_its_lease() {
+    for ip in IPS {
+        lease_expires(ip.parse().unwrap());
+    }
+}
+
+/// `NDK_OP_FLAG_DEFER` (§7.1) with inline progress: deferred writes wait on their connection
+/// until a request without the flag rings the doorbell, then leave together; a post that fails
+/// inline rings it too (the provider rule). Without inline progress they go at once.
+fn deferred_chain(ip: IpAddr, inline: bool) {
+    let server = Side::new(ip, inline, None);
+    let mut client = Side::new(ip, inline, None);
+    let (_incoming, _connector) = connect(&server, &client, ip);
+    let tbuf = Buffer::new(4096);
+    let tmr = server.register(&tbuf, MrFlags::ALLOW_REMOTE_WRITE);
+    let src = Buffer::new(4096);
+    src.write_at(0, &[0xEE; 4096]).unwrap();
+    let smr = client.register(&src, MrFlags::ALLOW_LOCAL_WRITE);
+    let landed = |at: usize| {
+        let mut b = [0u8; 1];
+        tbuf.read_at(at, &mut b).unwrap();
+        b[0] == 0xEE
+    };
+    let wait_landed = |at: usize| {
+        let deadline = Instant::now() + WAIT;
+        while !landed(at) {
+            assert!(Instant::now() < deadline, "write at {at} never landed");
+            std::thread::yield_now();
+        }
+    };
+    let write = |client: &mut Side, i: usize, flags: OpFlags| {
+        client.qp.initiator().write(
+            i as u64,
+            &[sge(&src, &*smr, 0, 64)],
+            tbuf.address() + 64 * i as u64,
+            tmr.remote_token(),
+            flags,
+        )
+    };
+    for i in 0..3 {
+        write(&mut client, i, OpFlags::DEFER).unwrap();
+    }
+    if inline {
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !(0..3).any(landed),
+            "deferred writes left before the doorbell"
+        );
+    }
+    write(&mut client, 3, OpFlags::empty()).unwrap();
+    for i in 0..4 {
+        wait_landed(64 * i);
+    }
+    poll(&mut **client.icq.as_mut().unwrap(), 4);
+    // A deferred write, then a post that fails inline (bad flags): the deferred one goes.
+    write(&mut client, 4, OpFlags::DEFER).unwrap();
+    assert_eq!(
+        write(&mut client, 5, OpFlags::SEND_AND_SOLICIT_EVENT),
+        Err(Status::INVALID_PARAMETER)
+    );
+    wait_landed(64 * 4);
+    poll(&mut **client.icq.as_mut().unwrap(), 1);
+}
+
+#[test]
+fn deferred_requests_leave_with_the_doorbell() {
+    for ip in IPS {
+        let ip: IpAddr = ip.parse().unwrap();
+        deferred_chain(ip, true);
+        deferred_chain(ip, false);
+    }
+}
