@@ -386,11 +386,7 @@ impl Cq {
                 continue;
             }
             let seen = *self.notified.lock();
-            for p in self.pollers.read_recursive().iter() {
-                if let Some(p) = p.upgrade() {
-                    p.release();
-                }
-            }
+            // Arming hands the leases back (see `arm`).
             self.arm(CqNotifyType::Any);
             // No progress pass here: it would lease the connections again, and their arrivals
             // would wait for the lease to lapse instead of waking us.
@@ -482,6 +478,16 @@ impl Cq {
         self.take(out)
     }
 
+    /// Hands the arrivals of the connections polled through this CQ back to the progress
+    /// thread (their leases lapse now).
+    fn release_pollers(&self) {
+        for p in self.pollers.read_recursive().iter() {
+            if let Some(p) = p.upgrade() {
+                p.release();
+            }
+        }
+    }
+
     fn take(&self, out: &mut [Completion]) -> usize {
         let mut s = self.state.lock();
         let n = out.len().min(s.ring.len());
@@ -514,6 +520,9 @@ impl Cq {
     /// CQ.
     #[doc(alias = "NdkArmCq")]
     pub fn arm(&self, ty: CqNotifyType) {
+        // A consumer that arms waits for a notification: arrivals its polls leased must reach
+        // the progress thread again now, or they would wait for the lease to lapse.
+        self.release_pollers();
         let mut s = self.state.lock();
         if s.error.is_some() || s.notifier.is_closed() {
             return;

@@ -2,9 +2,9 @@
 //!
 //! A [`CqWaker`] is made before the CQ; its [`CqWaker::notification`] is the CQ's notification
 //! callback. [`CqWaker::completions`] then polls the CQ and, when it is empty, arms it for the
-//! next completion (`NdkArmCq` with `NDK_CQ_NOTIFY_ANY`), polls once more (a completion that
-//! arrived before the arm would otherwise be missed), and sleeps until the notification wakes
-//! the task. It works with any provider and any async runtime (tokio, smol, a hand-rolled
+//! next completion (`NdkArmCq` with `NDK_CQ_NOTIFY_ANY`) and sleeps until the notification wakes
+//! the task. NDK §7.4 has a provider fire an arm at once when an entry arrived after the last
+//! notification, so a completion that lands between the empty poll and the arm is not missed. It works with any provider and any async runtime (tokio, smol, a hand-rolled
 //! executor): nothing here spawns a thread or depends on a reactor.
 //!
 //! ```
@@ -131,17 +131,13 @@ impl Future for Completions<'_> {
             s.notified = false;
             s.waker = Some(cx.waker().clone());
         }
-        // Arm, then look again: a completion queued between the empty poll and the arm does
-        // not notify (the NDK notifies for completions after the arm).
+        // Arm. NDK §7.4: an arm with an entry that arrived after the last notification fires at
+        // once, which closes the race "polled empty, entry arrives, arm"; so no poll after the
+        // arm (a provider's poll may take back from its progress thread what the arm gave it).
         this.cq.arm(CqNotifyType::Any);
-        let n = this.cq.get_results_ex(this.out);
-        if n > 0 {
-            this.waker.shared.lock().waker = None;
-            return Poll::Ready(n);
-        }
         let mut s = this.waker.shared.lock();
         if s.notified || s.error.is_some() {
-            // The notification came between the arm and now: poll again at once.
+            // The notification ran during the arm or since: poll again at once.
             s.waker = None;
             drop(s);
             cx.waker().wake_by_ref();
