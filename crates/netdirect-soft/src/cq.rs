@@ -265,6 +265,12 @@ pub trait Poller: Send + Sync {
     /// The consumer stops polling for now (it is about to block): hand background progress
     /// back to the progress thread at once.
     fn release(&self) {}
+
+    /// Whether a pass would find work (an idle connection is the progress thread's).
+    fn wants_pass(&self, now: Instant) -> bool {
+        let _ = now;
+        true
+    }
 }
 
 /// A completion queue. See the [module docs](self) for the rules.
@@ -359,8 +365,9 @@ impl Cq {
     fn progress(&self) {
         let _section = callback::Section::open();
         let pollers = self.pollers.read_recursive();
+        let now = Instant::now();
         for p in pollers.iter() {
-            if let Some(p) = p.upgrade() {
+            if let Some(p) = p.upgrade().filter(|p| p.wants_pass(now)) {
                 p.progress();
             }
         }

@@ -1112,6 +1112,9 @@ pub(crate) struct ConnCell<H: QpHost> {
     rx_leased: AtomicBool,
     /// When a consumer last ran a progress pass ([`Inner::stamp`]).
     last_poll: AtomicU64,
+    /// When the connection last had work: a post, or a turn of the progress thread (arrivals,
+    /// writability). A CQ's poll passes over idle connections skip it ([`ConnCell::wants_pass`]).
+    last_active: AtomicU64,
 }
 
 impl<H: QpHost> ConnCell<H> {
@@ -1127,6 +1130,7 @@ impl<H: QpHost> ConnCell<H> {
             ev: AtomicU8::new(0),
             rx_leased: AtomicBool::new(false),
             last_poll: AtomicU64::new(0),
+            last_active: AtomicU64::new(0),
         })
     }
 
@@ -1167,6 +1171,7 @@ impl<H: QpHost> ConnCell<H> {
     /// (inline progress), else left for the thread holding it or the progress thread.
     pub(crate) fn post(&self, item: PostItem<H>, defer: bool) {
         self.posts.push(item);
+        self.touch(Instant::now());
         if !self.inner.config.inline_progress {
             self.doorbell.store(true, Ordering::SeqCst);
             self.schedule();
@@ -1174,6 +1179,28 @@ impl<H: QpHost> ConnCell<H> {
             self.doorbell.store(true, Ordering::SeqCst);
             self.kick();
         }
+    }
+
+    /// Marks the connection as having work now.
+    fn touch(&self, now: Instant) {
+        self.last_active
+            .store(self.inner.stamp(now), Ordering::Relaxed);
+    }
+
+    /// Whether a consumer's poll pass should visit this connection: its arrivals are leased to
+    /// the consumer (nobody else reads them), posts wait, or it had work within a lease period.
+    /// An idle connection is left to the progress thread, which hears its arrivals: a CQ shared
+    /// by thousands of idle connections then costs a poll nothing per idle connection.
+    fn wants_pass(&self, now: Instant) -> bool {
+        if self.rx_leased.load(Ordering::Acquire)
+            || self.doorbell.load(Ordering::Acquire)
+            || !self.posts.is_empty()
+        {
+            return true;
+        }
+        let now = self.inner.stamp(now);
+        let lease = self.inner.config.poll_lease.as_nanos() as u64;
+        now.saturating_sub(self.last_active.load(Ordering::Relaxed)) < lease.saturating_mul(2)
     }
 
     /// The doorbell: queued posts go now.
@@ -1282,6 +1309,10 @@ impl<H: QpHost> ConnCell<H> {
 impl<H: QpHost> crate::cq::Poller for ConnCell<H> {
     fn progress(&self) {
         self.progress_pass();
+    }
+
+    fn wants_pass(&self, now: Instant) -> bool {
+        ConnCell::wants_pass(self, now)
     }
 
     fn release(&self) {
@@ -1887,6 +1918,7 @@ impl<H: QpHost> Reactor<H> {
                     continue;
                 };
                 let mut c = cell.lock();
+                cell.touch(now);
                 c.take_posts();
                 if c.drive(&mut self.rbuf, now, &self.inner.config) {
                     again.push(id);
