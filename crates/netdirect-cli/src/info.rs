@@ -142,12 +142,17 @@ fn fields(i: &AdapterInfo) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The name `nd info` gives the `n`th adapter it lists (`soft0`, `soft1`, …).
+fn adapter_name(n: usize) -> String {
+    format!("soft{n}")
+}
+
 /// The address of the adapter `device` names: `soft<N>` as `nd info` lists them, or an address.
 pub fn adapter_address(device: &str) -> Result<IpAddr> {
     if let Some(ip) = crate::conn::local_addresses()
         .into_iter()
         .enumerate()
-        .find_map(|(n, ip)| (format!("soft{n}") == device).then_some(ip))
+        .find_map(|(n, ip)| (adapter_name(n) == device).then_some(ip))
     {
         return Ok(ip);
     }
@@ -174,7 +179,7 @@ pub fn run(a: &InfoArgs) -> Result<()> {
     let named: Vec<(String, IpAddr)> = addrs
         .into_iter()
         .enumerate()
-        .map(|(n, ip)| (format!("soft{n}"), ip))
+        .map(|(n, ip)| (adapter_name(n), ip))
         .collect();
     let chosen: Vec<(String, IpAddr)> = match a.device.as_deref() {
         None => named,
