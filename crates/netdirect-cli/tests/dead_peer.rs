@@ -3,7 +3,7 @@
 //! not take a server out. Only loopback is contacted.
 
 use std::io::Read;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,18 +16,7 @@ use netdirect_types::Version;
 
 mod common;
 
-use common::{ND, server};
-
-/// A port free on both 127.0.0.1 and ::1 right now.
-fn free_port() -> u16 {
-    loop {
-        let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = v4.local_addr().unwrap().port();
-        if TcpListener::bind((Ipv6Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-}
+use common::{ND, free_port, server};
 
 /// Waits for `child` to exit within `limit`; returns its stderr. Kills it and fails otherwise.
 fn exits_within(mut child: Child, limit: Duration, who: &str) -> String {

@@ -3,23 +3,12 @@
 //! `nd info --json`, and the error cases with their exit codes and messages. Only loopback is
 //! ever contacted.
 
-use std::net::{Ipv6Addr, TcpListener};
+use std::net::TcpListener;
 use std::process::{Command, Output};
 
 mod common;
 
-use common::{ND, server};
-
-/// A port free on both 127.0.0.1 and ::1 right now.
-fn free_port() -> u16 {
-    loop {
-        let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = v4.local_addr().unwrap().port();
-        if TcpListener::bind((Ipv6Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-}
+use common::{ND, free_port, server};
 
 fn text(o: &Output) -> (String, String) {
     (

@@ -2,22 +2,13 @@
 //! protocol (advertise, read, go ahead, advertise, write, done) and its data. Loopback only.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{Ipv6Addr, TcpListener};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const ND: &str = env!("CARGO_BIN_EXE_nd");
+mod common;
 
-fn free_port() -> u16 {
-    loop {
-        let v4 = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = v4.local_addr().unwrap().port();
-        if TcpListener::bind((Ipv6Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-}
+use common::{ND, free_port};
 
 /// Server and client over `addr`; returns (client stdout, server stdout).
 fn pair(addr: &str, size: &str, count: &str) -> (String, String) {

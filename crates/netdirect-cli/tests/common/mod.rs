@@ -5,11 +5,24 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// A port free on both 127.0.0.1 and ::1 right now.
+#[allow(dead_code)]
+pub(crate) fn free_port() -> u16 {
+    loop {
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = v4.local_addr().unwrap().port();
+        if std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// The `nd` binary under test.
 pub(crate) const ND: &str = env!("CARGO_BIN_EXE_nd");
 
 /// Starts `nd` with `args` and waits for its "listening" banner; returns the child and the
 /// rest of its stdout, a line at a time.
+#[allow(dead_code)]
 pub(crate) fn server(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(ND)
         .args(args)
