@@ -1002,6 +1002,14 @@ impl<H: QpHost> Connection<H> {
         weak
     }
 
+    /// Makes the connection a poller of `cqs` (the CQs its completions go to, each once): a
+    /// poll that finds one of them empty visits the connection while it has work
+    /// ([`crate::cq::Cq::add_poller`]). Once per connection (a QP serves one).
+    pub fn poll_through(&self, cqs: &[&crate::cq::Cq]) {
+        let entries = cqs.iter().map(|cq| cq.add_poller(self.poller())).collect();
+        self.cell.join_cqs(entries);
+    }
+
     /// NdkFlush: every pending request completes `STATUS_CANCELLED` and the stream stops (the
     /// TCP connection stays until [`Connection::disconnect`]).
     pub fn flush(&self) {
