@@ -271,8 +271,9 @@ pub trait Poller: Send + Sync {
     /// One non-blocking pass (try-lock, non-blocking socket I/O); never waits for a lock.
     fn progress(&self);
 
-    /// The consumer stops polling for now (it is about to block): hand background progress
-    /// back to the progress thread at once.
+    /// The consumer stops polling for now (it is about to block), or a pass found the
+    /// connection idle and takes it off the active list: hand background progress back to
+    /// the progress thread at once.
     fn release(&self) {}
 
     /// Whether a pass would find work. `false` takes the connection off the CQ's active list
