@@ -732,10 +732,10 @@ fn active_list(ip: IpAddr, two_cqs: bool) {
         }
         v
     };
-    let active = |rcq: &Box<dyn Cq>, icq: &Box<dyn Cq>| -> Vec<u64> {
-        let mut v = vec![soft_cq(&**rcq).active_connections() as u64];
+    let active = |rcq: &dyn Cq, icq: &dyn Cq| -> Vec<u64> {
+        let mut v = vec![soft_cq(rcq).active_connections() as u64];
         if two_cqs {
-            v.push(soft_cq(&**icq).active_connections() as u64);
+            v.push(soft_cq(icq).active_connections() as u64);
         }
         v
     };
@@ -746,7 +746,11 @@ fn active_list(ip: IpAddr, two_cqs: bool) {
     std::thread::sleep(GO_IDLE);
     let first = cqs(&mut rcq, &mut icq);
     assert!(first.iter().all(|n| *n <= QPS as u64), "{first:?}");
-    assert_eq!(active(&rcq, &icq), none, "idle connections left the lists");
+    assert_eq!(
+        active(&*rcq, &*icq),
+        none,
+        "idle connections left the lists"
+    );
     for _ in 0..100 {
         assert_eq!(
             cqs(&mut rcq, &mut icq),
@@ -762,7 +766,11 @@ fn active_list(ip: IpAddr, two_cqs: bool) {
         .initiator()
         .send_inline(7, &[b"post"], OpFlags::empty())
         .unwrap();
-    assert_eq!(active(&rcq, &icq), one, "the post activated its connection");
+    assert_eq!(
+        active(&*rcq, &*icq),
+        one,
+        "the post activated its connection"
+    );
     let icq_ref: &mut dyn Cq = if two_cqs { &mut *icq } else { &mut *rcq };
     assert_eq!(poll(icq_ref, 1)[0].request_context, 7);
     assert_eq!(
@@ -773,7 +781,7 @@ fn active_list(ip: IpAddr, two_cqs: bool) {
     // Idle again: visited once more (found idle, its lease handed back), then never.
     std::thread::sleep(GO_IDLE);
     assert_eq!(cqs(&mut rcq, &mut icq), one);
-    assert_eq!(active(&rcq, &icq), none);
+    assert_eq!(active(&*rcq, &*icq), none);
     assert_eq!(cqs(&mut rcq, &mut icq), none);
 
     // An arrival on another connection: the progress thread hears it (nobody holds a lease),
@@ -787,7 +795,7 @@ fn active_list(ip: IpAddr, two_cqs: bool) {
         .unwrap();
     rx.recv_timeout(WAIT).expect("the receive completed");
     assert_eq!(
-        active(&rcq, &icq),
+        active(&*rcq, &*icq),
         one,
         "the arrival activated its connection"
     );
