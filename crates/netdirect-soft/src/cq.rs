@@ -754,6 +754,98 @@ mod tests {
     use super::*;
     use CqNotifyType::{Any, Errors, Solicited};
 
+    /// A connection stand-in: has work while `work` is set.
+    #[derive(Default)]
+    struct Fake {
+        work: AtomicBool,
+        passes: AtomicU64,
+        released: AtomicU64,
+    }
+
+    impl Poller for Fake {
+        fn progress(&self) {
+            self.passes.fetch_add(1, Ordering::Relaxed);
+        }
+        fn release(&self) {
+            self.released.fetch_add(1, Ordering::Relaxed);
+        }
+        fn wants_pass(&self, _: Instant) -> bool {
+            self.work.load(Ordering::SeqCst)
+        }
+    }
+
+    fn empty_poll(cq: &Cq) -> u64 {
+        let before = cq.pass_visits();
+        assert_eq!(cq.get_results(&mut [Completion::EMPTY; 1]), 0);
+        cq.pass_visits() - before
+    }
+
+    #[test]
+    fn a_pass_visits_the_active_list_only() {
+        let cq = Cq::new(16, 16, Arc::new(|_| {})).unwrap();
+        let fakes: Vec<Arc<Fake>> = (0..4).map(|_| Arc::new(Fake::default())).collect();
+        let entries: Vec<Arc<PollerEntry>> = fakes
+            .iter()
+            .map(|f| {
+                let weak: Weak<dyn Poller> = Arc::downgrade(&(f.clone() as Arc<dyn Poller>));
+                cq.add_poller(weak)
+            })
+            .collect();
+        // New pollers start listed; idle ones leave at the first pass, handed back.
+        fakes[1].work.store(true, Ordering::SeqCst);
+        assert_eq!(cq.active_connections(), 4);
+        assert_eq!(empty_poll(&cq), 4);
+        assert_eq!(cq.active_connections(), 1);
+        assert_eq!(fakes[1].passes.load(Ordering::Relaxed), 1);
+        assert_eq!(fakes[0].released.load(Ordering::Relaxed), 1);
+        assert_eq!(fakes[1].released.load(Ordering::Relaxed), 0);
+        assert_eq!(empty_poll(&cq), 1);
+        // Activation lists an entry once, however often it is called.
+        fakes[3].work.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            entries[3].activate();
+            entries[1].activate();
+        }
+        assert_eq!(cq.active_connections(), 2);
+        assert_eq!(empty_poll(&cq), 2);
+        assert_eq!(fakes[3].passes.load(Ordering::Relaxed), 1);
+        fakes[1].work.store(false, Ordering::SeqCst);
+        fakes[3].work.store(false, Ordering::SeqCst);
+        assert_eq!(empty_poll(&cq), 2);
+        assert_eq!(empty_poll(&cq), 0);
+        // An arm hands back the listed connections only.
+        entries[2].activate();
+        cq.arm(CqNotifyType::Any);
+        let released: Vec<u64> = fakes
+            .iter()
+            .map(|f| f.released.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(released, [1, 1, 2, 2]);
+        // A connection that is gone leaves at the next pass.
+        drop(fakes);
+        assert_eq!(cq.active_connections(), 1);
+        assert_eq!(empty_poll(&cq), 1);
+        assert_eq!(cq.active_connections(), 0);
+        assert_eq!(empty_poll(&cq), 0);
+    }
+
+    #[test]
+    fn entries_of_gone_connections_do_not_pile_up_in_a_cq_nobody_polls() {
+        let cq = Cq::new(16, 16, Arc::new(|_| {})).unwrap();
+        let live = Arc::new(Fake::default());
+        let weak: Weak<dyn Poller> = Arc::downgrade(&(live.clone() as Arc<dyn Poller>));
+        let _kept = cq.add_poller(weak);
+        for _ in 0..10_000 {
+            let gone: Arc<dyn Poller> = Arc::new(Fake::default());
+            drop(cq.add_poller(Arc::downgrade(&gone)));
+        }
+        assert!(
+            cq.active_connections() <= 64,
+            "{} entries listed",
+            cq.active_connections()
+        );
+    }
+
     #[test]
     fn merge_table() {
         let table = [
