@@ -55,6 +55,15 @@
 //! consumer moves its own messages. [`Cq::wait`] spins on that, then hands the connections back
 //! to the progress thread, arms for any completion and sleeps until a notification.
 //!
+//! The pass visits only the CQ's **active list**: the connections that may have work for it.
+//! A connection enters it ([`PollerEntry::activate`]) when it gets work — a post, an arrival
+//! the progress thread heard, a lease its consumer took — and leaves it at the pass that finds
+//! it idle ([`Poller::wants_pass`] false; its lease, if any, is handed back to the progress
+//! thread first, which then hears its arrivals and brings it back). A flag per entry keeps a
+//! connection from being listed twice. So an empty poll of a CQ shared by 10,000 connections
+//! costs what its busy ones cost, not a visit per connection. A connection that feeds two CQs
+//! (receive and initiator) has an entry in each; each CQ's pass drops it on its own.
+//!
 //! * Serialized per CQ: never two callbacks of one CQ at once. A notification that becomes due
 //!   while a callback runs is queued and delivered, in order, by the thread running that
 //!   callback after it returns.
@@ -82,13 +91,13 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{self, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use netdirect_types::{BasicCompletion, Completion, CqNotifyType, Status};
-use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::callback;
 
@@ -262,14 +271,52 @@ pub trait Poller: Send + Sync {
     /// One non-blocking pass (try-lock, non-blocking socket I/O); never waits for a lock.
     fn progress(&self);
 
-    /// The consumer stops polling for now (it is about to block): hand background progress
-    /// back to the progress thread at once.
+    /// The consumer stops polling for now (it is about to block), or a pass found the
+    /// connection idle and takes it off the active list: hand background progress back to
+    /// the progress thread at once.
     fn release(&self) {}
 
-    /// Whether a pass would find work (an idle connection is the progress thread's).
+    /// Whether a pass would find work. `false` takes the connection off the CQ's active list
+    /// (an idle connection is the progress thread's), so it must stay `true` for as long as
+    /// work waits that only a pass would find; what makes it `true` again must be followed by
+    /// [`PollerEntry::activate`].
     fn wants_pass(&self, now: Instant) -> bool {
         let _ = now;
         true
+    }
+}
+
+/// A connection's entry in one CQ's active list ([`Cq::add_poller`]); the connection keeps it
+/// and calls [`PollerEntry::activate`] whenever it gets work.
+pub struct PollerEntry {
+    cq: Weak<Cq>,
+    poller: Weak<dyn Poller>,
+    /// In the CQ's active list, or in the hands of a pass that took the list: never listed
+    /// twice.
+    listed: AtomicBool,
+}
+
+impl fmt::Debug for PollerEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PollerEntry")
+            .field("listed", &self.listed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl PollerEntry {
+    /// Puts the connection on the CQ's active list unless it is there. Call it after making
+    /// the work visible to [`Poller::wants_pass`]: a pass that drops the connection at the same
+    /// moment then either sees the work or lets this call list it again.
+    pub fn activate(self: &Arc<Self>) {
+        // Pairs with the fence in `Cq::visit` between unlisting and its last look.
+        atomic::fence(Ordering::SeqCst);
+        if self.listed.load(Ordering::Relaxed) || self.listed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(cq) = self.cq.upgrade() {
+            cq.list(self.clone());
+        }
     }
 }
 
@@ -282,9 +329,12 @@ pub struct Cq {
     idle: Condvar,
     /// `State::error` is set: read without the lock by every post of the CQ's QPs.
     failed: AtomicBool,
-    /// Connections polled when the consumer finds the CQ empty (weak: a connection holds its
-    /// CQs through its QP).
-    pollers: RwLock<Vec<Weak<dyn Poller>>>,
+    /// The active list: connections a poll that finds the CQ empty visits (their entries hold
+    /// them weakly: a connection holds its CQs through its QP). A leaf lock, held only to add
+    /// to the list or take it.
+    active: Mutex<Vec<Arc<PollerEntry>>>,
+    /// Entries examined by passes (tests).
+    visits: AtomicU64,
     /// Notifications issued (for [`Cq::wait`]).
     notified: Mutex<u64>,
     notified_cv: Condvar,
@@ -332,7 +382,8 @@ impl Cq {
             }),
             idle: Condvar::new(),
             failed: AtomicBool::new(false),
-            pollers: RwLock::new(Vec::new()),
+            active: Mutex::new(Vec::new()),
+            visits: AtomicU64::new(0),
             notified: Mutex::new(0),
             notified_cv: Condvar::new(),
         }))
@@ -353,24 +404,78 @@ impl Cq {
         }
     }
 
-    /// Adds a connection to poll when the consumer finds this CQ empty.
-    pub fn add_poller(&self, poller: Weak<dyn Poller>) {
-        let mut p = self.pollers.write();
-        p.retain(|w| w.strong_count() > 0);
-        p.push(poller);
+    /// Adds a connection to poll when the consumer finds this CQ empty; it starts on the
+    /// active list. The connection keeps the entry and activates it when it gets work.
+    pub fn add_poller(&self, poller: Weak<dyn Poller>) -> Arc<PollerEntry> {
+        let entry = Arc::new(PollerEntry {
+            cq: self.me.clone(),
+            poller,
+            listed: AtomicBool::new(true),
+        });
+        self.list(entry.clone());
+        entry
     }
 
-    /// Runs a progress pass over this CQ's connections (inline progress). Callbacks that become
-    /// due run after every connection lock is released, and after this CQ's list is.
+    /// Appends to the active list. Entries of connections that are gone leave when a pass
+    /// meets them, or here when the list must grow (a CQ nobody polls stays bounded by its
+    /// live connections).
+    fn list(&self, entry: Arc<PollerEntry>) {
+        let mut list = self.active.lock();
+        if list.len() == list.capacity() && !list.is_empty() {
+            list.retain(|e| e.poller.strong_count() > 0);
+        }
+        list.push(entry);
+    }
+
+    /// Takes the active list (a pass or a release works on it without the lock; a concurrent
+    /// pass of another thread finds it empty meanwhile).
+    fn take_active(&self) -> Vec<Arc<PollerEntry>> {
+        std::mem::take(&mut *self.active.lock())
+    }
+
+    /// Puts back what a pass kept, after what was listed meanwhile.
+    fn put_back(&self, mut kept: Vec<Arc<PollerEntry>>) {
+        if kept.is_empty() {
+            return;
+        }
+        let mut list = self.active.lock();
+        if list.is_empty() {
+            std::mem::swap(&mut *list, &mut kept);
+        } else {
+            list.append(&mut kept);
+        }
+    }
+
+    /// Runs a progress pass over this CQ's active connections (inline progress). Callbacks
+    /// that become due run after every connection lock is released (and with the list not
+    /// locked: it never is while a connection is visited).
     fn progress(&self) {
         let _section = callback::Section::open();
-        let pollers = self.pollers.read_recursive();
-        let now = Instant::now();
-        for p in pollers.iter() {
-            if let Some(p) = p.upgrade().filter(|p| p.wants_pass(now)) {
-                p.progress();
-            }
+        let mut batch = self.take_active();
+        if batch.is_empty() {
+            return;
         }
+        let now = Instant::now();
+        self.visits.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        batch.retain(|e| Self::visit(e, now));
+        self.put_back(batch);
+    }
+
+    /// One active entry in a pass: progress if the connection has work; else it leaves the
+    /// list (its lease handed back to the progress thread). Returns whether it stays.
+    fn visit(entry: &Arc<PollerEntry>, now: Instant) -> bool {
+        let Some(p) = entry.poller.upgrade() else {
+            return false;
+        };
+        if p.wants_pass(now) {
+            p.progress();
+            return true;
+        }
+        p.release();
+        entry.listed.store(false, Ordering::SeqCst);
+        // Work that came meanwhile: its `activate` saw the entry listed and left it to us.
+        atomic::fence(Ordering::SeqCst);
+        p.wants_pass(now) && !entry.listed.swap(true, Ordering::AcqRel)
     }
 
     /// Waits for completions: polls (each empty poll runs a progress pass) for up to `spin`,
@@ -486,13 +591,16 @@ impl Cq {
     }
 
     /// Hands the arrivals of the connections polled through this CQ back to the progress
-    /// thread (their leases lapse now).
+    /// thread (their leases lapse now). A lease is taken only by a pass or with the connection
+    /// activated, so the active connections are all there is to release.
     fn release_pollers(&self) {
-        for p in self.pollers.read_recursive().iter() {
-            if let Some(p) = p.upgrade() {
+        let batch = self.take_active();
+        for e in &batch {
+            if let Some(p) = e.poller.upgrade() {
                 p.release();
             }
         }
+        self.put_back(batch);
     }
 
     fn take(&self, out: &mut [Completion]) -> usize {
@@ -622,6 +730,19 @@ impl Cq {
         self.failed.load(Ordering::Acquire)
     }
 
+    /// Connections examined by this CQ's progress passes so far (tests: a pass must visit the
+    /// active connections only).
+    #[doc(hidden)]
+    pub fn pass_visits(&self) -> u64 {
+        self.visits.load(Ordering::Relaxed)
+    }
+
+    /// Connections on the active list now (tests; a pass in progress holds its part).
+    #[doc(hidden)]
+    pub fn active_connections(&self) -> usize {
+        self.active.lock().len()
+    }
+
     /// Whether [`Cq::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.state.lock().notifier.is_closed()
@@ -632,6 +753,98 @@ impl Cq {
 mod tests {
     use super::*;
     use CqNotifyType::{Any, Errors, Solicited};
+
+    /// A connection stand-in: has work while `work` is set.
+    #[derive(Default)]
+    struct Fake {
+        work: AtomicBool,
+        passes: AtomicU64,
+        released: AtomicU64,
+    }
+
+    impl Poller for Fake {
+        fn progress(&self) {
+            self.passes.fetch_add(1, Ordering::Relaxed);
+        }
+        fn release(&self) {
+            self.released.fetch_add(1, Ordering::Relaxed);
+        }
+        fn wants_pass(&self, _: Instant) -> bool {
+            self.work.load(Ordering::SeqCst)
+        }
+    }
+
+    fn empty_poll(cq: &Cq) -> u64 {
+        let before = cq.pass_visits();
+        assert_eq!(cq.get_results(&mut [Completion::EMPTY; 1]), 0);
+        cq.pass_visits() - before
+    }
+
+    #[test]
+    fn a_pass_visits_the_active_list_only() {
+        let cq = Cq::new(16, 16, Arc::new(|_| {})).unwrap();
+        let fakes: Vec<Arc<Fake>> = (0..4).map(|_| Arc::new(Fake::default())).collect();
+        let entries: Vec<Arc<PollerEntry>> = fakes
+            .iter()
+            .map(|f| {
+                let weak: Weak<dyn Poller> = Arc::downgrade(&(f.clone() as Arc<dyn Poller>));
+                cq.add_poller(weak)
+            })
+            .collect();
+        // New pollers start listed; idle ones leave at the first pass, handed back.
+        fakes[1].work.store(true, Ordering::SeqCst);
+        assert_eq!(cq.active_connections(), 4);
+        assert_eq!(empty_poll(&cq), 4);
+        assert_eq!(cq.active_connections(), 1);
+        assert_eq!(fakes[1].passes.load(Ordering::Relaxed), 1);
+        assert_eq!(fakes[0].released.load(Ordering::Relaxed), 1);
+        assert_eq!(fakes[1].released.load(Ordering::Relaxed), 0);
+        assert_eq!(empty_poll(&cq), 1);
+        // Activation lists an entry once, however often it is called.
+        fakes[3].work.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            entries[3].activate();
+            entries[1].activate();
+        }
+        assert_eq!(cq.active_connections(), 2);
+        assert_eq!(empty_poll(&cq), 2);
+        assert_eq!(fakes[3].passes.load(Ordering::Relaxed), 1);
+        fakes[1].work.store(false, Ordering::SeqCst);
+        fakes[3].work.store(false, Ordering::SeqCst);
+        assert_eq!(empty_poll(&cq), 2);
+        assert_eq!(empty_poll(&cq), 0);
+        // An arm hands back the listed connections only.
+        entries[2].activate();
+        cq.arm(CqNotifyType::Any);
+        let released: Vec<u64> = fakes
+            .iter()
+            .map(|f| f.released.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(released, [1, 1, 2, 2]);
+        // A connection that is gone leaves at the next pass.
+        drop(fakes);
+        assert_eq!(cq.active_connections(), 1);
+        assert_eq!(empty_poll(&cq), 1);
+        assert_eq!(cq.active_connections(), 0);
+        assert_eq!(empty_poll(&cq), 0);
+    }
+
+    #[test]
+    fn entries_of_gone_connections_do_not_pile_up_in_a_cq_nobody_polls() {
+        let cq = Cq::new(16, 16, Arc::new(|_| {})).unwrap();
+        let live = Arc::new(Fake::default());
+        let weak: Weak<dyn Poller> = Arc::downgrade(&(live.clone() as Arc<dyn Poller>));
+        let _kept = cq.add_poller(weak);
+        for _ in 0..10_000 {
+            let gone: Arc<dyn Poller> = Arc::new(Fake::default());
+            drop(cq.add_poller(Arc::downgrade(&gone)));
+        }
+        assert!(
+            cq.active_connections() <= 64,
+            "{} entries listed",
+            cq.active_connections()
+        );
+    }
 
     #[test]
     fn merge_table() {

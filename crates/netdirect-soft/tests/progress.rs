@@ -640,3 +640,186 @@ fn deferred_requests_leave_with_the_doorbell() {
         deferred_chain(ip, false);
     }
 }
+
+/// The soft CQ behind a `Cq` (for its test counters).
+fn soft_cq(cq: &dyn Cq) -> &netdirect_soft::objects::cq::SoftCq {
+    cq.as_any().downcast_ref().expect("a soft CQ")
+}
+
+/// Polls `cq` once, expecting nothing; returns how many connections its pass examined.
+fn empty_poll(cq: &mut dyn Cq) -> u64 {
+    let before = soft_cq(cq).pass_visits();
+    let mut none = [Completion::EMPTY; 1];
+    assert_eq!(cq.get_results_ex(&mut none), 0, "{none:?}");
+    soft_cq(cq).pass_visits() - before
+}
+
+/// The lease of the active-list test: a connection is idle after two of them without work.
+const ACTIVE_LEASE: Duration = Duration::from_millis(10);
+/// Comfortably more than two leases.
+const GO_IDLE: Duration = Duration::from_millis(100);
+
+/// Many connections share a CQ (and, with `two_cqs`, a second one for their initiator
+/// completions): a poll of the empty CQ runs its progress pass over the connections with work
+/// only. Idle connections leave the CQ's active list at the pass that finds them idle; a post
+/// brings one back (at once, on the posting thread), and so does an arrival the progress
+/// thread hears.
+fn active_list(ip: IpAddr, two_cqs: bool) {
+    const QPS: usize = 6;
+    let (tx, rx) = mpsc::channel::<()>();
+    let tx = Mutex::new(tx);
+    let server = Side::with_lease(ip, true, ACTIVE_LEASE, None);
+    let client = Side::with_lease(
+        ip,
+        true,
+        ACTIVE_LEASE,
+        Some(Arc::new(move |_| {
+            let _ = tx.lock().unwrap().send(());
+        })),
+    );
+    let sbuf = Buffer::new(4096);
+    let cbuf = Buffer::new(4096);
+    let smr = server.register(&sbuf, MrFlags::ALLOW_LOCAL_WRITE);
+    let cmr = client.register(&cbuf, MrFlags::ALLOW_LOCAL_WRITE);
+    let mut rcq = client.rcq;
+    let mut icq = client.icq.expect("an initiator CQ");
+    let qp_on = |pd: &dyn Pd, rcq: &dyn Cq, icq: &dyn Cq| {
+        pd.create_qp(QpConfig {
+            receive_cq: rcq,
+            initiator_cq: icq,
+            context: 0,
+            receive_queue_depth: 4,
+            initiator_queue_depth: 4,
+            max_receive_sge: 1,
+            max_initiator_sge: 1,
+            inline_data_size: 64,
+        })
+        .wait()
+        .unwrap()
+    };
+    let (tx, rx_conn) = mpsc::channel::<Box<dyn Connector>>();
+    let tx = Mutex::new(tx);
+    let listener = server
+        .adapter
+        .create_listener(Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()))
+        .wait()
+        .unwrap();
+    listener.listen(SocketAddr::new(ip, 0)).wait().unwrap();
+    let address = listener.local_address().unwrap();
+    let mut pairs = Vec::new();
+    for i in 0..QPS {
+        let mut sqp = qp_on(&*server.pd, &*server.rcq, &**server.icq.as_ref().unwrap());
+        let mut cqp = qp_on(&*client.pd, &*rcq, if two_cqs { &*icq } else { &*rcq });
+        sqp.receiver()
+            .receive(i as u64, &[sge(&sbuf, &*smr, 64 * i, 64)])
+            .unwrap();
+        cqp.receiver()
+            .receive(i as u64, &[sge(&cbuf, &*cmr, 64 * i, 64)])
+            .unwrap();
+        let connector = client.adapter.create_connector().wait().unwrap();
+        let pending = connector.connect(&*cqp, SocketAddr::new(ip, 0), address, 4, 4, b"");
+        let incoming = rx_conn.recv_timeout(WAIT).expect("connect event");
+        let accepted = incoming.accept(&*sqp, 4, 4, b"", None);
+        pending.wait_timeout(WAIT).unwrap();
+        connector.complete_connect(None).wait_timeout(WAIT).unwrap();
+        accepted.wait_timeout(WAIT).unwrap();
+        pairs.push((sqp, cqp, incoming, connector));
+    }
+    let cqs = |rcq: &mut Box<dyn Cq>, icq: &mut Box<dyn Cq>| -> Vec<u64> {
+        let mut v = vec![empty_poll(&mut **rcq)];
+        if two_cqs {
+            v.push(empty_poll(&mut **icq));
+        }
+        v
+    };
+    let active = |rcq: &dyn Cq, icq: &dyn Cq| -> Vec<u64> {
+        let mut v = vec![soft_cq(rcq).active_connections() as u64];
+        if two_cqs {
+            v.push(soft_cq(icq).active_connections() as u64);
+        }
+        v
+    };
+    let none: Vec<u64> = if two_cqs { vec![0, 0] } else { vec![0] };
+    let one: Vec<u64> = if two_cqs { vec![1, 1] } else { vec![1] };
+
+    // Idle: the first pass finds every connection idle and drops it; later passes visit none.
+    std::thread::sleep(GO_IDLE);
+    let first = cqs(&mut rcq, &mut icq);
+    assert!(first.iter().all(|n| *n <= QPS as u64), "{first:?}");
+    assert_eq!(
+        active(&*rcq, &*icq),
+        none,
+        "idle connections left the lists"
+    );
+    for _ in 0..100 {
+        assert_eq!(
+            cqs(&mut rcq, &mut icq),
+            none,
+            "a pass visited an idle connection"
+        );
+    }
+
+    // A post brings its connection back into both its CQs' lists, on the posting thread.
+    let k = 2;
+    pairs[k]
+        .1
+        .initiator()
+        .send_inline(7, &[b"post"], OpFlags::empty())
+        .unwrap();
+    assert_eq!(
+        active(&*rcq, &*icq),
+        one,
+        "the post activated its connection"
+    );
+    let icq_ref: &mut dyn Cq = if two_cqs { &mut *icq } else { &mut *rcq };
+    assert_eq!(poll(icq_ref, 1)[0].request_context, 7);
+    assert_eq!(
+        cqs(&mut rcq, &mut icq),
+        one,
+        "only the posting connection is visited"
+    );
+    // Idle again: visited once more (found idle, its lease handed back), then never.
+    std::thread::sleep(GO_IDLE);
+    assert_eq!(cqs(&mut rcq, &mut icq), one);
+    assert_eq!(active(&*rcq, &*icq), none);
+    assert_eq!(cqs(&mut rcq, &mut icq), none);
+
+    // An arrival on another connection: the progress thread hears it (nobody holds a lease),
+    // completes the receive and activates the connection; no pass runs meanwhile.
+    let j = 4;
+    rcq.arm(CqNotifyType::Any);
+    pairs[j]
+        .0
+        .initiator()
+        .send_inline(9, &[b"arrival"], OpFlags::empty())
+        .unwrap();
+    rx.recv_timeout(WAIT).expect("the receive completed");
+    assert_eq!(
+        active(&*rcq, &*icq),
+        one,
+        "the arrival activated its connection"
+    );
+    let got = poll(&mut *rcq, 1);
+    assert_eq!(
+        (got[0].request_context, got[0].bytes_transferred),
+        (j as u64, 7)
+    );
+    assert_eq!(
+        cqs(&mut rcq, &mut icq),
+        one,
+        "only the connection that heard is visited"
+    );
+    std::thread::sleep(GO_IDLE);
+    assert_eq!(cqs(&mut rcq, &mut icq), one);
+    assert_eq!(cqs(&mut rcq, &mut icq), none);
+    drop(pairs);
+}
+
+#[test]
+fn a_cq_poll_visits_only_connections_with_work() {
+    for ip in IPS {
+        let ip: IpAddr = ip.parse().unwrap();
+        active_list(ip, false);
+        active_list(ip, true);
+    }
+}

@@ -33,6 +33,18 @@ impl SoftCq {
         }
     }
 
+    /// Connections examined by progress passes of this CQ's polls so far (tests).
+    #[doc(hidden)]
+    pub fn pass_visits(&self) -> u64 {
+        self.ring.pass_visits()
+    }
+
+    /// Connections on this CQ's active list (tests).
+    #[doc(hidden)]
+    pub fn active_connections(&self) -> usize {
+        self.ring.active_connections()
+    }
+
     /// A reference for a QP that will complete into the ring (get the CQ through
     /// [`super::ours`]).
     pub(crate) fn reference(&self) -> Reference {

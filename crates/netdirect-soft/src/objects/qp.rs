@@ -436,11 +436,12 @@ impl QpCore {
 
     /// Attaches the QP's connection (once): polls of the QP's CQs then make progress on it.
     pub(crate) fn set_connection(&self, conn: Connection<SoftHost>) -> Result<(), Status> {
-        let poller = conn.poller();
         self.conn.set(conn).map_err(|_| Status::CONNECTION_ACTIVE)?;
-        self.recv_cq.add_poller(poller.clone());
-        if !Arc::ptr_eq(&self.recv_cq, &self.init_cq) {
-            self.init_cq.add_poller(poller);
+        let conn = self.conn.get().ok_or(Status::CONNECTION_INVALID)?;
+        if Arc::ptr_eq(&self.recv_cq, &self.init_cq) {
+            conn.poll_through(&[&self.recv_cq]);
+        } else {
+            conn.poll_through(&[&self.recv_cq, &self.init_cq]);
         }
         Ok(())
     }

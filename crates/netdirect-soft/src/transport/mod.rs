@@ -20,7 +20,10 @@
 //!   first pass leases the connection's arrivals to the consumers: the socket is registered for
 //!   writability only, so the progress thread is not woken per message; it takes them back once
 //!   nobody polled for [`EngineConfig::poll_lease`], or when a consumer blocks
-//!   ([`crate::cq::Poller::release`]).
+//!   ([`crate::cq::Poller::release`]). A poll visits only the connections on its CQ's active
+//!   list ([`crate::cq`]): a connection is listed when it gets work (a post, an arrival the
+//!   progress thread heard, a lease taken) and leaves at the pass that finds it without work
+//!   for two lease periods, handing its lease back (§10 row 33 in the crate docs).
 //! * **Progress thread.** Everything else, so that progress is automatic, like hardware: a
 //!   connection nobody polls (a target serving reads and writes), handshakes and closes,
 //!   timers (a heap), sends that hit `EAGAIN`. It sleeps while no connection has work for it;
@@ -305,7 +308,9 @@ pub struct EngineConfig {
     /// arrivals stay its business. Meanwhile the progress thread is not woken by them (the
     /// socket is registered for writability only); it looks every `poll_lease` and takes the
     /// receive side back from a consumer that stopped polling. A consumer that blocks in
-    /// [`crate::cq::Cq::wait`] gives it back at once.
+    /// [`crate::cq::Cq::wait`] gives it back at once. A connection without work for two
+    /// `poll_lease` periods leaves its CQs' active lists and gives its lease back too (see
+    /// [`crate::cq`]).
     pub poll_lease: Duration,
 }
 
@@ -1000,6 +1005,14 @@ impl<H: QpHost> Connection<H> {
     pub fn poller(&self) -> std::sync::Weak<dyn crate::cq::Poller> {
         let weak: std::sync::Weak<ConnCell<H>> = Arc::downgrade(&self.cell);
         weak
+    }
+
+    /// Makes the connection a poller of `cqs` (the CQs its completions go to, each once): a
+    /// poll that finds one of them empty visits the connection while it has work
+    /// ([`crate::cq::Cq::add_poller`]). Once per connection (a QP serves one).
+    pub fn poll_through(&self, cqs: &[&crate::cq::Cq]) {
+        let entries = cqs.iter().map(|cq| cq.add_poller(self.poller())).collect();
+        self.cell.join_cqs(entries);
     }
 
     /// NdkFlush: every pending request completes `STATUS_CANCELLED` and the stream stops (the

@@ -5,7 +5,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::io::{self, ErrorKind, IoSlice, IoSliceMut, Read};
 use std::net::Shutdown;
 use std::sync::atomic::{self, AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
@@ -1112,9 +1112,13 @@ pub(crate) struct ConnCell<H: QpHost> {
     rx_leased: AtomicBool,
     /// When a consumer last ran a progress pass ([`Inner::stamp`]).
     last_poll: AtomicU64,
-    /// When the connection last had work: a post, or a turn of the progress thread (arrivals,
-    /// writability). A CQ's poll passes over idle connections skip it ([`ConnCell::wants_pass`]).
+    /// When the connection last had work: a post, an arrival the progress thread heard, a
+    /// lease taken ([`ConnCell::touch`]). Idle connections leave their CQs' active lists
+    /// ([`ConnCell::wants_pass`]).
     last_active: AtomicU64,
+    /// The connection's entries in the active lists of the CQs its completions go to (set
+    /// once, when its QP is attached).
+    cqs: OnceLock<Box<[Arc<crate::cq::PollerEntry>]>>,
 }
 
 impl<H: QpHost> ConnCell<H> {
@@ -1131,7 +1135,14 @@ impl<H: QpHost> ConnCell<H> {
             rx_leased: AtomicBool::new(false),
             last_poll: AtomicU64::new(0),
             last_active: AtomicU64::new(0),
+            cqs: OnceLock::new(),
         })
+    }
+
+    /// Records the connection's entries in its CQs' active lists (once; later calls are
+    /// ignored, a QP serves one connection).
+    pub(crate) fn join_cqs(&self, entries: Vec<Arc<crate::cq::PollerEntry>>) {
+        let _ = self.cqs.set(entries.into_boxed_slice());
     }
 
     /// Locks the connection (the progress thread: consumers never wait for a connection).
@@ -1157,6 +1168,9 @@ impl<H: QpHost> ConnCell<H> {
         let ev = self.ev.swap(0, Ordering::AcqRel);
         if ev & EV_READ != 0 {
             g.readable = true;
+            // An arrival (or the peer's close) the progress thread heard. Writability alone is
+            // not work for a consumer's pass: every (re)registration reports it.
+            self.touch(Instant::now());
         }
         if ev & EV_WRITE != 0 {
             g.writable = true;
@@ -1181,21 +1195,22 @@ impl<H: QpHost> ConnCell<H> {
         }
     }
 
-    /// Marks the connection as having work now.
+    /// Marks the connection as having work now: it enters its CQs' active lists.
     fn touch(&self, now: Instant) {
         self.last_active
             .store(self.inner.stamp(now), Ordering::Relaxed);
+        for e in self.cqs.get().into_iter().flatten() {
+            e.activate();
+        }
     }
 
-    /// Whether a consumer's poll pass should visit this connection: its arrivals are leased to
-    /// the consumer (nobody else reads them), posts wait, or it had work within a lease period.
-    /// An idle connection is left to the progress thread, which hears its arrivals: a CQ shared
-    /// by thousands of idle connections then costs a poll nothing per idle connection.
+    /// Whether a consumer's poll pass should visit this connection: posts wait, or it had work
+    /// within two lease periods. An idle connection leaves its CQs' active lists (a leased one
+    /// is handed back first, [`crate::cq::Poller::release`]) and is the progress thread's,
+    /// which hears its arrivals: a CQ shared by thousands of idle connections then costs a
+    /// poll nothing per idle connection.
     fn wants_pass(&self, now: Instant) -> bool {
-        if self.rx_leased.load(Ordering::Acquire)
-            || self.doorbell.load(Ordering::Acquire)
-            || !self.posts.is_empty()
-        {
+        if self.doorbell.load(Ordering::Acquire) || !self.posts.is_empty() {
             return true;
         }
         let now = self.inner.stamp(now);
@@ -1268,6 +1283,9 @@ impl<H: QpHost> ConnCell<H> {
                 .is_ok()
             {
                 self.rx_leased.store(true, Ordering::Release);
+                // Only a pass hears the arrivals now: on the active lists of its CQs (a pass
+                // through one CQ, or `Connection::progress`, may have taken it).
+                self.touch(now);
                 hand_over = true;
             }
         }
@@ -1918,7 +1936,6 @@ impl<H: QpHost> Reactor<H> {
                     continue;
                 };
                 let mut c = cell.lock();
-                cell.touch(now);
                 c.take_posts();
                 if c.drive(&mut self.rbuf, now, &self.inner.config) {
                     again.push(id);
