@@ -185,8 +185,8 @@ fn accept_waited_before_complete_connect_of_this_process_fails_fast_v6() {
 }
 
 /// The order that works on one thread (start connect, accept, wait connect, complete, wait
-/// accept), and the natural order across two threads with a server that takes its time, both
-/// connect.
+/// accept), and the natural order across two threads with a server that takes 1.5 s to answer
+/// while it works with its adapter, both connect.
 fn working_orders(ip: IpAddr) {
     one_thread(WAIT, move || {
         let s = Setup::new(ip);
@@ -215,8 +215,12 @@ fn working_orders(ip: IpAddr) {
     let address = listening.address;
     let server = std::thread::spawn(move || {
         let passive = listening.next(WAIT);
-        // A server that looks at the request a while before it answers.
-        std::thread::sleep(Duration::from_millis(300));
+        // A server that prepares its answer for longer than the provider's grace, calling
+        // into its adapter meanwhile (which shows that a thread is at work on the answer).
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(500));
+            passive.connection_data().expect("the request's data");
+        }
         let accepting = passive.accept(&*server_ep.qp, 4, 4, b"", None);
         accepting.wait().expect("accept, across threads");
         (passive, server_ep, listening)

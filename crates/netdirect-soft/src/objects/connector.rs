@@ -101,6 +101,7 @@ fn limit(v: u32) -> u16 {
 impl SoftConnector {
     pub(crate) fn active(shared: Arc<AdapterShared>) -> SoftConnector {
         let adapter = shared.lifetime.reference();
+        let owed = Owed::new(shared.activity.clone());
         SoftConnector {
             shared,
             inner: Arc::new(Mutex::new(Inner {
@@ -110,7 +111,7 @@ impl SoftConnector {
                 peer: None,
             })),
             endpoint: Mutex::new(None),
-            owed: Owed::default(),
+            owed,
             key: Mutex::new(None),
             _adapter: adapter,
         }
@@ -132,7 +133,7 @@ impl SoftConnector {
         };
         let (local, peer) = (incoming.local_addr(), incoming.peer_addr());
         let adapter = shared.lifetime.reference();
-        let owed = Owed::default();
+        let owed = Owed::new(shared.activity.clone());
         let key = (peer, local, End::Passive);
         answers::register(key, &owed);
         SoftConnector {
@@ -167,6 +168,7 @@ impl SoftConnector {
         ord: u32,
         private_data: &[u8],
     ) -> Request<()> {
+        self.shared.activity.touch();
         if private_data.len() > MAX_PRIVATE_DATA as usize {
             return Request::failed(Status::INVALID_BUFFER_SIZE);
         }
@@ -265,6 +267,7 @@ impl SoftConnector {
     }
 
     fn complete(&self, disconnect: Option<DisconnectCallback>) -> Request<()> {
+        self.shared.activity.touch();
         let inner = self.inner.lock();
         let State::Active { qp } = &inner.state else {
             return Request::failed(Status::CONNECTION_INVALID);
@@ -287,6 +290,7 @@ impl SoftConnector {
         private_data: &[u8],
         disconnect: Option<DisconnectCallback>,
     ) -> Request<()> {
+        self.shared.activity.touch();
         if private_data.len() > MAX_PRIVATE_DATA as usize {
             return Request::failed(Status::INVALID_BUFFER_SIZE);
         }
@@ -452,6 +456,7 @@ impl Connector for SoftConnector {
     }
 
     fn reject(&self, private_data: &[u8]) -> Result<(), Status> {
+        self.shared.activity.touch();
         if private_data.len() > MAX_PRIVATE_DATA as usize {
             return Err(Status::INVALID_BUFFER_SIZE);
         }
@@ -475,6 +480,7 @@ impl Connector for SoftConnector {
     }
 
     fn connection_data(&self) -> Result<ConnectionData, Status> {
+        self.shared.activity.touch();
         self.inner
             .lock()
             .data
