@@ -27,8 +27,8 @@
 //!   so does waiting for `accept` before `complete_connect`. The soft provider sees it when both
 //!   ends are in one process: a thread blocked in [`Request::wait`] (or
 //!   [`Request::wait_timeout`]) on one end while the other end's request has been in the
-//!   consumer's hands, unanswered, for a second, with no call into that end's adapter meanwhile,
-//!   gets `STATUS_POSSIBLE_DEADLOCK`
+//!   consumer's hands, unanswered, for a second, and that end's adapter was last called from
+//!   the waiting thread itself, gets `STATUS_POSSIBLE_DEADLOCK`
 //!   ([`netdirect_types::Status::POSSIBLE_DEADLOCK`]) after that second, and the connection is
 //!   given up (the other end's accept or complete-connect fails `STATUS_CONNECTION_ABORTED`).
 //!   That status means: reorder as above, or answer from another thread. Against a peer in

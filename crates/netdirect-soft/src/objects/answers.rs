@@ -8,22 +8,24 @@
 //! owes that answer is, in the usual program, the thread that would give it: driving both ends
 //! from one thread in the order connect → wait → accept waits for itself. The connector's
 //! request watches its blocked waits ([`netdirect::Request::pending_watched`]); once the wait
-//! has blocked for [`ANSWER_GRACE`], the answer has been owed that long, and no consumer has
-//! called into the other end's adapter for as long (creating an object, a connector call: a
-//! thread that prepares the answer), the request fails `STATUS_POSSIBLE_DEADLOCK` and the
-//! connection is given up, instead of the thread stalling until the MPA Reply timeout
-//! (connect, 10 s, then `STATUS_IO_TIMEOUT`) or forever (accept).
+//! has blocked for [`ANSWER_GRACE`], the answer has been owed that long, and the last consumer
+//! call into the other end's adapter (creating an object, a connector call) came from **the
+//! waiting thread itself**, the request fails `STATUS_POSSIBLE_DEADLOCK` and the connection is
+//! given up, instead of the thread stalling until the MPA Reply timeout (connect, 10 s, then
+//! `STATUS_IO_TIMEOUT`) or forever (accept). A server that runs on a thread of its own
+//! (`nd bench`: it creates its listener, QPs and buffers there) is never taken for it, however
+//! long it takes.
 //!
 //! The provider cannot know which thread will answer, so this is a judgement, not a proof: a
-//! program whose other thread holds the request longer than [`ANSWER_GRACE`] without calling
-//! into its adapter, while this one blocks in `wait`, gets the same failure. Waits that block
-//! no thread (awaiting the request, `on_complete`) are never watched, and peers in other
-//! processes never are.
+//! program whose waiting thread set up the other end too, and whose other thread then holds
+//! the request longer than [`ANSWER_GRACE`] without calling into that end's adapter, gets the
+//! same failure. Waits that block no thread (awaiting the request, `on_complete`) are never
+//! watched, and peers in other processes never are.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -42,39 +44,30 @@ pub(crate) enum End {
 /// One end of one connection: the initiator's address, the responder's, and which end.
 pub(crate) type Key = (SocketAddr, SocketAddr, End);
 
-/// When a consumer last called into an adapter (milliseconds since [`epoch`], plus one; 0:
-/// never); the calls that count are the control calls that prepare an answer: creating
-/// objects, connector calls.
+/// Which thread last called into an adapter (a number of this module's, 0: none yet); the
+/// calls that count are the control calls that prepare an answer: creating objects, connector
+/// calls.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Activity(Arc<AtomicU64>);
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// This thread's number (never 0).
+fn this_thread() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static ID: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    ID.with(|id| *id)
 }
 
 impl Activity {
-    /// A consumer called into the adapter now.
+    /// A consumer called into the adapter, from this thread.
     pub(crate) fn touch(&self) {
-        self.0.store(
-            millis(epoch().elapsed()).saturating_add(1),
-            Ordering::Relaxed,
-        );
+        self.0.store(this_thread(), Ordering::Relaxed);
     }
 
-    /// How long since the last call.
-    fn idle(&self) -> Duration {
-        match self.0.load(Ordering::Relaxed) {
-            0 => Duration::MAX,
-            last => {
-                let now = millis(epoch().elapsed()).saturating_add(1);
-                Duration::from_millis(now.saturating_sub(last))
-            }
-        }
+    /// Whether the last call came from this thread.
+    fn last_from_this_thread(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == this_thread()
     }
 }
 
@@ -129,9 +122,9 @@ pub(crate) fn unregister(key: Key, owed: &Owed) {
     }
 }
 
-/// Whether a wait that has `blocked` this long is waiting for the end `other`, in this
-/// process, whose consumer has owed its answer for [`ANSWER_GRACE`] too, with no call into
-/// that end's adapter for as long.
+/// Whether a wait that has `blocked` this long, on this thread, is waiting for the end
+/// `other`, in this process, whose consumer has owed its answer for [`ANSWER_GRACE`] too, and
+/// whose adapter was last called from this thread.
 pub(crate) fn waits_for_itself(other: Key, blocked: Duration) -> bool {
     if blocked < ANSWER_GRACE {
         return false;
@@ -141,7 +134,7 @@ pub(crate) fn waits_for_itself(other: Key, blocked: Duration) -> bool {
         return false;
     };
     let since = *owed.since.lock();
-    since.is_some_and(|t| t.elapsed() >= ANSWER_GRACE) && owed.activity.idle() >= ANSWER_GRACE
+    since.is_some_and(|t| t.elapsed() >= ANSWER_GRACE) && owed.activity.last_from_this_thread()
 }
 
 #[cfg(test)]
@@ -156,6 +149,7 @@ mod tests {
             End::Passive,
         );
         let activity = Activity::default();
+        activity.touch();
         let owed = Owed::new(activity.clone());
         register(key, &owed);
         assert!(!waits_for_itself(key, ANSWER_GRACE), "owes nothing yet");
@@ -167,18 +161,15 @@ mod tests {
         assert!(waits_for_itself(key, ANSWER_GRACE));
         owed.owe();
         assert!(waits_for_itself(key, ANSWER_GRACE), "owe keeps the start");
-        // A thread calling into the adapter is preparing the answer.
-        activity.touch();
-        assert!(!waits_for_itself(key, ANSWER_GRACE), "touched just now");
-        activity.0.store(1, Ordering::Relaxed);
-        let _ = epoch();
-        assert_eq!(
-            waits_for_itself(key, ANSWER_GRACE),
-            epoch().elapsed() >= ANSWER_GRACE,
-            "touched at the epoch"
+        // Another thread calling into the adapter is preparing the answer.
+        let a = activity.clone();
+        std::thread::spawn(move || a.touch()).join().unwrap();
+        assert!(
+            !waits_for_itself(key, ANSWER_GRACE),
+            "another thread at work"
         );
-        activity.0.store(0, Ordering::Relaxed);
-        assert!(waits_for_itself(key, ANSWER_GRACE), "never touched");
+        activity.touch();
+        assert!(waits_for_itself(key, ANSWER_GRACE), "this thread again");
         owed.settle();
         assert!(!waits_for_itself(key, ANSWER_GRACE));
         owed.owe();
