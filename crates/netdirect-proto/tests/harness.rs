@@ -12,22 +12,11 @@ use netdirect_proto::stream::{
     Access, Dest, Event, Host, Payload, PostFlags, Request, Stream, TaggedError, TermCode,
     WorkCompletion, WorkKind,
 };
+use netdirect_test_support::host::{self, Region};
+use netdirect_test_support::rng::Rng;
 use netdirect_types::Status;
 use netdirect_wire::mpa::{self, FpduWriter, MarkerLayout};
 use netdirect_wire::terminate::TermError;
-
-mod rng;
-use rng::Rng;
-
-#[derive(Debug, Clone)]
-struct Region {
-    base: u64,
-    data: Vec<u8>,
-    remote_write: bool,
-    remote_read: bool,
-    read_sink: bool,
-    valid: bool,
-}
 
 /// The host side of one endpoint: regions by STag, posted receives, and their buffers.
 #[derive(Debug, Default)]
@@ -41,24 +30,7 @@ impl Host for FakeHost {
     type Lease = u32;
 
     fn tagged(&mut self, stag: u32, to: u64, len: u64, access: Access) -> Result<u32, TaggedError> {
-        let r = self
-            .regions
-            .get(&stag)
-            .filter(|r| r.valid)
-            .ok_or(TaggedError::InvalidStag)?;
-        let ok = match access {
-            Access::RemoteWrite => r.remote_write,
-            Access::RemoteRead => r.remote_read,
-            Access::ReadSink => r.read_sink,
-        };
-        if !ok {
-            return Err(TaggedError::AccessRights);
-        }
-        let end = to.checked_add(len).ok_or(TaggedError::ToWrap)?;
-        if to < r.base || end > r.base + r.data.len() as u64 {
-            return Err(TaggedError::BaseBounds);
-        }
-        Ok(stag)
+        host::tagged(self.regions.get(&stag), stag, to, len, access)
     }
 
     fn invalidate(&mut self, stag: u32) -> Result<(), TaggedError> {
@@ -100,17 +72,7 @@ impl Node {
     }
 
     fn region(&mut self, stag: u32, base: u64, data: Vec<u8>) {
-        self.host.regions.insert(
-            stag,
-            Region {
-                base,
-                data,
-                remote_write: true,
-                remote_read: true,
-                read_sink: true,
-                valid: true,
-            },
-        );
+        self.host.regions.insert(stag, Region::new(base, data));
     }
 
     fn post(&mut self, wr: u64, req: Request, data: Vec<u8>) {

@@ -16,8 +16,7 @@ use netdirect_wire::mpa::{self, Deframer, DeframerConfig};
 use netdirect_wire::rdmap::{self, Message, ReadRequest};
 use netdirect_wire::terminate::TermError;
 
-mod rng;
-use rng::Rng;
+use netdirect_test_support::rng::Rng;
 
 /// A host that grants every access inside its regions and hands out receives of a fixed size.
 #[derive(Default)]
@@ -419,7 +418,7 @@ impl Host for Anything {
         let cap = self
             .0
             .pick(&[0, 1, 100, 5000, u64::from(u32::MAX), u64::MAX]);
-        Some((self.0.next(), cap))
+        Some((self.0.next_u64(), cap))
     }
 }
 
@@ -443,7 +442,7 @@ fn hostile_segments_never_panic() {
             ord: rng.pick(&[1, 2]),
         };
         let mut s: Stream<u32> = Stream::new(&negotiated(role, limits), mulpdu);
-        let mut host = Anything(Rng(rng.next() | 1));
+        let mut host = Anything(Rng(rng.next_u64() | 1));
         for wr in 0..rng.below(3) {
             let req = match rng.below(3) {
                 0 => Request::Send {

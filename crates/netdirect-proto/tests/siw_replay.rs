@@ -16,43 +16,22 @@
 //!   payload must be placed exactly where the captured headers say, the completions must come in
 //!   order, and nothing may end in a Terminate.
 
-// The capture reader of the wire crate's tests, shared rather than copied.
-#[path = "../../netdirect-wire/tests/common/mod.rs"]
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{Connection, hex};
 use netdirect_proto::handshake::{Event as HsEvent, Handshake, MpaConfig, ReadLimits};
 use netdirect_proto::stream::{
     Access, Dest, Host, Payload, PostFlags, Request, Segmentation, Stream, TaggedError,
     WorkCompletion, WorkKind,
 };
 use netdirect_proto::{Negotiated, Role};
+use netdirect_test_support::capture::{self, Connection, hex, siw_capture};
+use netdirect_test_support::host::{self, Region};
+use netdirect_test_support::rng::Rng;
 use netdirect_types::Status;
 use netdirect_wire::crc::FpduCrc;
 use netdirect_wire::mpa::{self, Deframer, DeframerConfig, StartupKind, StartupRepr};
 use netdirect_wire::rdmap::{self, Message, Opcode, ReadRequest};
-
-mod rng;
-use rng::Rng;
-
-const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/siw/");
-
-fn capture(name: &str) -> PathBuf {
-    let dir = Path::new(TESTDATA);
-    assert!(
-        dir.is_dir(),
-        "capture directory {} is missing: these tests need testdata/siw/ in the \
-         repository; they do not skip",
-        dir.display()
-    );
-    let path = dir.join(name);
-    assert!(path.is_file(), "capture {} is missing", path.display());
-    path
-}
 
 // ---------------------------------------------------------------------------------------------
 // The capture, cut into what each side sent
@@ -86,7 +65,7 @@ struct Side {
     pieces: Vec<(usize, usize)>,
 }
 
-fn side(s: &common::Stream, kind: StartupKind, crc: bool) -> Side {
+fn side(s: &capture::Stream, kind: StartupKind, crc: bool) -> Side {
     assert_eq!(
         (s.duplicate_octets, s.late_segments, s.after_hole),
         (0, 0, 0),
@@ -144,15 +123,6 @@ fn side(s: &common::Stream, kind: StartupKind, crc: bool) -> Side {
 // The host
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Default)]
-struct Region {
-    base: u64,
-    data: Vec<u8>,
-    remote_write: bool,
-    remote_read: bool,
-    read_sink: bool,
-}
-
 #[derive(Debug, Default)]
 struct CaptureHost {
     regions: HashMap<u32, Region>,
@@ -167,20 +137,7 @@ impl Host for CaptureHost {
 
     fn tagged(&mut self, stag: u32, to: u64, len: u64, access: Access) -> Result<u32, TaggedError> {
         self.tagged_checks += 1;
-        let r = self.regions.get(&stag).ok_or(TaggedError::InvalidStag)?;
-        let ok = match access {
-            Access::RemoteWrite => r.remote_write,
-            Access::RemoteRead => r.remote_read,
-            Access::ReadSink => r.read_sink,
-        };
-        if !ok {
-            return Err(TaggedError::AccessRights);
-        }
-        let end = to.checked_add(len).ok_or(TaggedError::ToWrap)?;
-        if to < r.base || end > r.base + r.data.len() as u64 {
-            return Err(TaggedError::BaseBounds);
-        }
-        Ok(stag)
+        host::tagged(self.regions.get(&stag), stag, to, len, access)
     }
 
     fn invalidate(&mut self, _: u32) -> Result<(), TaggedError> {
@@ -395,6 +352,7 @@ fn plan(own: &Side, peer: &Side) -> Plan {
                 remote_write: w,
                 remote_read: r,
                 read_sink: s,
+                valid: true,
             },
         );
     }
@@ -753,8 +711,8 @@ type Row = (Role, usize, usize);
 type Summary = Vec<(String, Vec<Row>)>;
 
 fn replay(file: &str, siw: SiwSides, rping_payloads: bool) -> Summary {
-    let segments = common::read_pcap(&capture(file));
-    let conns = common::connections(&segments);
+    let segments = capture::read_pcap(&siw_capture(file));
+    let conns = capture::connections(&segments);
     let mut summary = Vec::new();
     for c in &conns {
         let name = format!("{file} {}", c.name());
@@ -931,8 +889,8 @@ fn siw_largemsg_replays_through_both_roles() {
 /// replay checks this for every Read Request; this pins the first one of §6 explicitly).
 #[test]
 fn our_read_request_equals_siws() {
-    let segments = common::read_pcap(&capture("siw-rping.pcap"));
-    let c = &common::connections(&segments)[0];
+    let segments = capture::read_pcap(&siw_capture("siw-rping.pcap"));
+    let c = &capture::connections(&segments)[0];
     let (_, rn) = handshakes("siw-rping.pcap", c, [true, true]).expect("established");
     let res = side(&c.responder, StartupKind::Reply, false);
     let first = res

@@ -7,22 +7,11 @@
 //! cargo run -p netdirect-soft --example hello -- --ipv6  # IPv6
 //! ```
 //!
-//! Connection setup, the order that works (both sides may run on one thread, as here):
-//!
-//! ```text
-//!  client (active)                                  server (passive)
-//!  ───────────────                                  ────────────────
-//!                                                   create_listener(on_connect) + listen(addr)
-//!  create_connector + connect(qp, ..) ── MPA Request ──▶  on_connect(connector) fires
-//!                                                   connector.accept(qp, ..)  (Request pending)
-//!  connect's Request completes  ◀──── MPA Reply ────
-//!  complete_connect(..)         ──── first FPDU / RTR ──▶  accept's Request completes
-//!  post work                                        post work
-//! ```
-//!
-//! `connect` completes only after the server called `accept`, so a program that waits for
-//! `connect` before the server accepts on the same thread waits forever: start the connect,
-//! accept on the server side, then wait for the connect.
+//! Connection setup follows the order that works when both sides run on one thread, as here:
+//! *start* the connect, accept on the server side, then wait for the connect, complete it, and
+//! wait for the accept. The sequence diagram and the reasons are on `netdirect::connector`
+//! (`cargo doc -p netdirect --open`); waiting for the connect before the accept fails after a
+//! second with `STATUS_POSSIBLE_DEADLOCK`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::mpsc;

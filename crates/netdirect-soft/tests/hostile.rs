@@ -27,6 +27,7 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use netdirect::{Adapter, Buffer, Connector, Mr};
+use netdirect_test_support::mpa::{self as raw, fpdu, ulpdu};
 use netdirect_types::{Completion, MrFlags, OpFlags, OperationType, RemoteToken, Status};
 use netdirect_wire::ddp;
 use netdirect_wire::mpa::{
@@ -107,23 +108,6 @@ fn assert_no_engine_panic() {
 
 // ---------------------------------------------------------------------------------------------
 // Frames
-
-fn ulpdu(message: Message<'_>, payload: &[u8], last: bool) -> Vec<u8> {
-    let repr = rdmap::Repr {
-        last,
-        message,
-        payload,
-    };
-    let mut out = vec![0u8; repr.buffer_len()];
-    repr.emit(&mut out).unwrap();
-    out
-}
-
-fn fpdu(ulpdu: &[u8], crc: bool) -> Vec<u8> {
-    let mut out = vec![0u8; mpa::fpdu_len(ulpdu.len())];
-    mpa::emit_fpdu(ulpdu, crc, &mut out).unwrap();
-    out
-}
 
 fn send(msn: u32) -> Message<'static> {
     Message::Send {
@@ -216,10 +200,6 @@ fn read_one_fpdu(s: &mut TcpStream, crc: bool) -> Vec<u8> {
 /// The raw peer's MPA Request: revision 2, enhanced, IRD/ORD 4/4, peer-to-peer offering a
 /// zero-length Write or Read as RTR (what `ndk_mpa_config` offers).
 fn raw_connect(to: SocketAddr, crc: bool) -> TcpStream {
-    let mut s = TcpStream::connect_timeout(&to, WAIT).expect("TCP connect");
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    s.set_write_timeout(Some(WAIT)).unwrap();
-    s.set_nodelay(true).unwrap();
     let req = StartupRepr {
         kind: StartupKind::Request,
         markers: false,
@@ -238,20 +218,12 @@ fn raw_connect(to: SocketAddr, crc: bool) -> TcpStream {
         }),
         private_data: b"hostile",
     };
-    let mut buf = vec![0u8; req.buffer_len()];
-    req.emit(&mut buf).unwrap();
-    s.write_all(&buf).unwrap();
-    s
+    raw::connect(to, &req, WAIT)
 }
 
 /// Reads the MPA Reply; returns its CRC flag and enhanced prefix.
 fn raw_reply(s: &mut TcpStream) -> (bool, Enhanced) {
-    let mut head = [0u8; mpa::HEADER_LEN];
-    s.read_exact(&mut head).expect("an MPA Reply");
-    let pd = usize::from(u16::from_be_bytes([head[18], head[19]]));
-    let mut all = head.to_vec();
-    all.resize(mpa::HEADER_LEN + pd, 0);
-    s.read_exact(&mut all[mpa::HEADER_LEN..]).unwrap();
+    let all = raw::read_startup(s);
     let reply = StartupRepr::parse(&all).expect("a valid Reply");
     assert_eq!(reply.kind, StartupKind::Reply);
     assert!(!reply.reject, "the NDK side accepted");

@@ -15,17 +15,14 @@ use netdirect_soft::transport::{
     ConnState, ConnectError, ConnectParams, Connection, DEFAULT_MAX_MULPDU, Engine, EngineConfig,
     Incoming, Listener, MpaConfig, Negotiated, QpHost, ReadLimits, ndk_mpa_config,
 };
+use netdirect_test_support::host::{self, Region};
+use netdirect_test_support::mpa::{self as raw, rdmap_fpdu};
 use netdirect_types::Status;
 use netdirect_wire::mpa::{self, Deframer, DeframerConfig, Enhanced, StartupKind, StartupRepr};
 use netdirect_wire::rdmap::{self, Message};
 use netdirect_wire::terminate::TermError;
 
 const WAIT: Duration = Duration::from_secs(5);
-
-struct Region {
-    base: u64,
-    data: Vec<u8>,
-}
 
 /// What a test sees of one side: regions, receive buffers, and the host's notes.
 #[derive(Clone, Default)]
@@ -40,7 +37,7 @@ impl Side {
         self.regions
             .lock()
             .unwrap()
-            .insert(stag, Region { base, data });
+            .insert(stag, Region::new(base, data));
     }
 
     fn region_data(&self, stag: u32) -> Vec<u8> {
@@ -83,14 +80,10 @@ fn host() -> (TestHost, Side, Receiver<Note>) {
 impl Host for TestHost {
     type Lease = u32;
 
-    fn tagged(&mut self, stag: u32, to: u64, len: u64, _: Access) -> Result<u32, TaggedError> {
+    fn tagged(&mut self, stag: u32, to: u64, len: u64, access: Access) -> Result<u32, TaggedError> {
+        // Every region here grants every right: only STag and bounds are under test.
         let regions = self.side.regions.lock().unwrap();
-        let r = regions.get(&stag).ok_or(TaggedError::InvalidStag)?;
-        let end = to.checked_add(len).ok_or(TaggedError::ToWrap)?;
-        if to < r.base || end > r.base + r.data.len() as u64 {
-            return Err(TaggedError::BaseBounds);
-        }
-        Ok(stag)
+        host::tagged(regions.get(&stag), stag, to, len, access)
     }
 
     fn invalidate(&mut self, _: u32) -> Result<(), TaggedError> {
@@ -666,8 +659,6 @@ fn connect_errors() {
 
 /// A raw MPA initiator: sends a Request, returns the socket after reading the Reply.
 fn raw_initiator(to: SocketAddr, crc: bool) -> StdStream {
-    let mut s = StdStream::connect(to).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
     let req = StartupRepr {
         kind: StartupKind::Request,
         markers: false,
@@ -682,40 +673,14 @@ fn raw_initiator(to: SocketAddr, crc: bool) -> StdStream {
         }),
         private_data: b"raw",
     };
-    let mut buf = vec![0u8; req.buffer_len()];
-    req.emit(&mut buf).unwrap();
-    s.write_all(&buf).unwrap();
-    s
+    raw::connect(to, &req, WAIT)
 }
 
 fn read_reply(s: &mut StdStream) -> bool {
-    let mut head = [0u8; mpa::HEADER_LEN];
-    s.read_exact(&mut head).unwrap();
-    let pd = u16::from_be_bytes([head[18], head[19]]) as usize;
-    let mut rest = vec![0u8; pd];
-    s.read_exact(&mut rest).unwrap();
-    let mut all = head.to_vec();
-    all.extend_from_slice(&rest);
+    let all = raw::read_startup(s);
     let reply = StartupRepr::parse(&all).unwrap();
     assert_eq!(reply.kind, StartupKind::Reply);
     reply.crc
-}
-
-fn fpdu(ulpdu: &[u8], crc: bool) -> Vec<u8> {
-    let mut out = vec![0u8; mpa::fpdu_len(ulpdu.len())];
-    mpa::emit_fpdu(ulpdu, crc, &mut out).unwrap();
-    out
-}
-
-fn rdmap_fpdu(message: Message<'_>, payload: &[u8], crc: bool) -> Vec<u8> {
-    let repr = rdmap::Repr {
-        last: true,
-        message,
-        payload,
-    };
-    let mut ulpdu = vec![0u8; repr.buffer_len()];
-    repr.emit(&mut ulpdu).unwrap();
-    fpdu(&ulpdu, crc)
 }
 
 /// Reads until EOF; returns the Terminate found in the stream.

@@ -193,6 +193,16 @@ status_codes! {
     /// NetDMA: no such provider.
     NOT_FOUND = 0xC000_0225, "STATUS_NOT_FOUND";
 
+    // Provider decisions (the §10 table of `netdirect-soft`): codes neither the NDK nor NetDMA
+    // names, from `ntstatus.h`.
+    /// A blocking wait for a connect (or an accept) that only this process can answer, while
+    /// the thread that waits is the one that would answer it: the soft provider's connect
+    /// waited on before the server side of the same process called `accept` (or an accept
+    /// waited on before the client called `complete_connect`). What to do: *start* the connect,
+    /// accept, then wait for the connect (the order in `netdirect::Connector`'s docs), or
+    /// answer from another thread.
+    POSSIBLE_DEADLOCK = 0xC000_0194, "STATUS_POSSIBLE_DEADLOCK";
+
     // §8.1 — NDIS_STATUS codes of the adapter open/close handlers. Kept last: two are aliases.
     /// `OpenNDKAdapterHandler` success; same value as [`Status::SUCCESS`].
     NDIS_SUCCESS = 0x0000_0000, "NDIS_STATUS_SUCCESS";

@@ -7,30 +7,14 @@
 //! it (Read Request → Read Response), the server Sends "go ahead", the client Sends its sink
 //! advertisement, the server Writes the echo and Sends "go ahead" again.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 
-use common::{Connection, ConnectionReport, DirectionReport, TcpSegment, analyze, hex};
+use netdirect_test_support::capture::{
+    self, Connection, ConnectionReport, DirectionReport, TcpSegment, analyze, hex, siw_capture,
+};
 use netdirect_wire::ddp::Placement;
 use netdirect_wire::rdmap::{Message, Opcode, ReadRequest};
-
-const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/siw/");
-
-fn capture(name: &str) -> PathBuf {
-    let dir = Path::new(TESTDATA);
-    assert!(
-        dir.is_dir(),
-        "capture directory {} is missing: these tests need testdata/siw/ in the \
-         repository; they do not skip",
-        dir.display()
-    );
-    let path = dir.join(name);
-    assert!(path.is_file(), "capture {} is missing", path.display());
-    path
-}
 
 /// (opcode, DDP segments, messages) sent by one side.
 type Sent = &'static [(Opcode, usize, usize)];
@@ -71,8 +55,8 @@ macro_rules! rping {
 
 /// Runs every connection of a capture through the wire crate and fails with every problem found.
 fn check_capture(name: &str) -> (Vec<Connection>, Vec<ConnectionReport>) {
-    let segments: Vec<TcpSegment> = common::read_pcap(&capture(name));
-    let conns = common::connections(&segments);
+    let segments: Vec<TcpSegment> = capture::read_pcap(&siw_capture(name));
+    let conns = capture::connections(&segments);
     let reports: Vec<ConnectionReport> = conns.iter().map(analyze).collect();
     let mut problems = Vec::new();
     for (c, r) in conns.iter().zip(&reports) {
@@ -606,7 +590,7 @@ fn reassembly_orders_dedups_and_reports_holes() {
         seg(8, true, at(35), false, &data[35..40]), // after a hole at 30..35
         seg(9, false, 1001, false, b"reply"),
     ];
-    let conns = common::connections(&segments);
+    let conns = capture::connections(&segments);
     assert_eq!(conns.len(), 1);
     let c = &conns[0];
     assert_eq!(c.initiator.src.port(), 40000);
@@ -619,7 +603,7 @@ fn reassembly_orders_dedups_and_reports_holes() {
     let mut again = segments.clone();
     again.push(seg(10, true, 77, true, &[]));
     again.push(seg(11, true, 78, false, b"x"));
-    let conns = common::connections(&again);
+    let conns = capture::connections(&again);
     assert_eq!(conns.len(), 2);
     assert_eq!(conns[1].initiator.data, b"x");
 }
@@ -632,13 +616,13 @@ fn reassembly_refuses_conflicting_retransmission() {
         seg(2, true, 100, false, b"abcd"),
         seg(3, true, 102, false, b"XY"),
     ];
-    common::connections(&segments);
+    capture::connections(&segments);
 }
 
 /// The checks above can fail: corrupt siw's bytes in four ways and each is reported.
 #[test]
 fn corrupted_siw_bytes_are_caught() {
-    let conns = common::connections(&common::read_pcap(&capture("siw-hostpeer.pcap")));
+    let conns = capture::connections(&capture::read_pcap(&siw_capture("siw-hostpeer.pcap")));
     let conn = |port: u16| {
         conns
             .iter()

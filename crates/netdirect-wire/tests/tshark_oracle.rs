@@ -11,14 +11,12 @@
 //! header; CRCs are checked when the Reply says CRC is on. Without TCP reassembly
 //! (`tcp.desegment_tcp_streams`) FPDUs that span segments are not decoded.
 
-mod common;
-
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
 
-use common::{PcapBuilder, TcpConversation, TempPath};
+use netdirect_test_support::capture::{self, PcapBuilder, TcpConversation, TempPath};
 use netdirect_wire::Error;
 use netdirect_wire::ddp::Placement;
 use netdirect_wire::mpa::{self, Enhanced, MarkerLayout, Rtr, StartupKind, StartupRepr};
@@ -936,10 +934,10 @@ fn expected(fpdus: &[SentFpdu]) -> Expected {
             Message::Terminate { terminate, .. } => {
                 e.term_layer.push(terminate.layer.into());
                 if let Some(d) = terminate.failing_ddp {
-                    e.term_ddp_header.push(common::hex(d.header));
+                    e.term_ddp_header.push(capture::hex(d.header));
                 }
                 if let Some(h) = terminate.rdmap_header {
-                    e.term_rdma_header.push(common::hex(h));
+                    e.term_rdma_header.push(capture::hex(h));
                 }
             }
             _ => {}
@@ -1016,11 +1014,11 @@ fn tshark_decodes_everything_we_emit() {
     }
 
     // Our own reader and deframer see the same FPDUs (and the writer made sane TCP).
-    let conns = common::connections(&common::read_pcap(&path.0));
+    let conns = capture::connections(&capture::read_pcap(&path.0));
     assert_eq!(conns.len(), 4);
     let mut ours = 0;
     for c in &conns {
-        let r = common::analyze(c);
+        let r = capture::analyze(c);
         assert!(r.problems.is_empty(), "{}", r.problems.join("\n"));
         ours += r.initiator.fpdus.len() + r.responder.fpdus.len();
         assert_eq!(r.initiator.partial_tail + r.responder.partial_tail, 0);
@@ -1139,8 +1137,8 @@ fn tshark_reports_a_bad_crc() {
 
     assert_eq!(crc_verdicts(&path.0), (1, 1), "one Good and one Bad CRC32");
     // Our deframer agrees.
-    let conns = common::connections(&common::read_pcap(&path.0));
-    let r = common::analyze(&conns[0]);
+    let conns = capture::connections(&capture::read_pcap(&path.0));
+    let r = capture::analyze(&conns[0]);
     assert_eq!(r.problems.len(), 1, "{:?}", r.problems);
     assert!(r.problems[0].contains("Crc"), "{}", r.problems[0]);
 }

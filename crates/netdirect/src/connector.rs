@@ -23,8 +23,17 @@
 //!   answer), and `accept` completes only when the client has called `complete_connect`. A
 //!   program that drives both ends from **one thread** must therefore *start* `connect`, then
 //!   `accept`, then wait for `connect`, call `complete_connect`, and only then wait for `accept`.
-//!   Waiting for `connect` before `accept` is called waits for an answer that cannot come: the
-//!   soft provider gives up after its MPA Reply timeout (10 s) with `STATUS_IO_TIMEOUT`.
+//!   Waiting for `connect` before `accept` is called waits for an answer that cannot come, and
+//!   so does waiting for `accept` before `complete_connect`. The soft provider sees it when both
+//!   ends are in one process: a thread blocked in [`Request::wait`] (or
+//!   [`Request::wait_timeout`]) on one end while the other end's request has been in the
+//!   consumer's hands, unanswered, for a second, and that end's adapter was last called from
+//!   the waiting thread itself, gets `STATUS_POSSIBLE_DEADLOCK`
+//!   ([`netdirect_types::Status::POSSIBLE_DEADLOCK`]) after that second, and the connection is
+//!   given up (the other end's accept or complete-connect fails `STATUS_CONNECTION_ABORTED`).
+//!   That status means: reorder as above, or answer from another thread. Against a peer in
+//!   another process nothing can tell, and a connect nobody accepts fails after the MPA Reply
+//!   timeout (10 s) with `STATUS_IO_TIMEOUT`.
 //! * Across threads or processes the natural code works: the server accepts in (or after) its
 //!   connect callback while the client waits.
 //! * `reject(data)` instead of `accept` completes the client's `connect` with

@@ -93,7 +93,7 @@ pub use object::{Extension, Guid, Object};
 pub use pd::{Pd, QpConfig, QpWithSrqConfig, SrqConfig};
 pub use qp::{InvalidateTarget, Qp, QpInitiator, QpReceiver};
 pub use registry::{OpenParameters, Provider, Registry};
-pub use request::{Completer, Request, WaitError};
+pub use request::{Completer, Request, WATCH_PERIOD, WaitError};
 pub use shared_endpoint::SharedEndpoint;
 pub use srq::Srq;
 

@@ -20,9 +20,16 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use netdirect_types::Status;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 type Callback<T> = Box<dyn FnOnce(Result<T, Status>) + Send>;
+
+/// A provider's look at a thread blocked in [`Request::wait`] or [`Request::wait_timeout`]
+/// ([`Request::pending_watched`]).
+type Watch = Box<dyn Fn(Duration) + Send + Sync>;
+
+/// How often a blocked wait calls its request's watch.
+pub const WATCH_PERIOD: Duration = Duration::from_millis(100);
 
 enum Slot<T> {
     /// Not complete: the callback to run, or the waker of a task awaiting it.
@@ -34,6 +41,7 @@ enum Slot<T> {
 struct Shared<T> {
     slot: Mutex<Slot<T>>,
     ready: Condvar,
+    watch: Option<Watch>,
 }
 
 /// A call's outcome, now or later.
@@ -89,6 +97,7 @@ impl<T: Send + 'static> Request<T> {
             shared: Arc::new(Shared {
                 slot: Mutex::new(Slot::Done(result)),
                 ready: Condvar::new(),
+                watch: None,
             }),
         }
     }
@@ -105,9 +114,27 @@ impl<T: Send + 'static> Request<T> {
 
     /// A pending request and the provider's handle to complete it (`STATUS_PENDING`).
     pub fn pending() -> (Request<T>, Completer<T>) {
+        Self::pending_with(None)
+    }
+
+    /// [`Request::pending`], with a watch over the threads that block waiting for it: while a
+    /// thread is blocked in [`Request::wait`] or [`Request::wait_timeout`], `watch` runs on that
+    /// thread about every [`WATCH_PERIOD`] (no lock of the request held) with how long this wait
+    /// has been blocked. A provider uses it to see a wait that cannot end, one for an answer
+    /// only the waiting thread could give, and completes the request (from inside `watch` or
+    /// elsewhere) instead of letting the thread stall. Awaiting and [`Request::on_complete`]
+    /// block no thread and never call it.
+    pub fn pending_watched(
+        watch: impl Fn(Duration) + Send + Sync + 'static,
+    ) -> (Request<T>, Completer<T>) {
+        Self::pending_with(Some(Box::new(watch)))
+    }
+
+    fn pending_with(watch: Option<Watch>) -> (Request<T>, Completer<T>) {
         let shared = Arc::new(Shared {
             slot: Mutex::new(Slot::Pending(None, None)),
             ready: Condvar::new(),
+            watch,
         });
         (
             Request {
@@ -136,9 +163,18 @@ impl<T: Send + 'static> Request<T> {
 
     /// Blocks until the request completes.
     pub fn wait(self) -> Result<T, Status> {
+        let start = Instant::now();
         let mut slot = self.shared.slot.lock();
         while matches!(&*slot, Slot::Pending(..)) {
-            self.shared.ready.wait(&mut slot);
+            match &self.shared.watch {
+                None => self.shared.ready.wait(&mut slot),
+                Some(watch) => {
+                    let waited = self.shared.ready.wait_for(&mut slot, WATCH_PERIOD);
+                    if waited.timed_out() && matches!(&*slot, Slot::Pending(..)) {
+                        MutexGuard::unlocked(&mut slot, || watch(start.elapsed()));
+                    }
+                }
+            }
         }
         Self::take(&mut slot)
     }
@@ -160,17 +196,24 @@ impl<T: Send + 'static> Request<T> {
     /// assert_eq!(req.wait_timeout(Duration::from_secs(1)).map_err(Status::from), Ok(7));
     /// ```
     pub fn wait_timeout(self, timeout: Duration) -> Result<T, WaitError<T>> {
-        let deadline = Instant::now() + timeout;
+        let start = Instant::now();
+        let deadline = start + timeout;
         {
             let mut slot = self.shared.slot.lock();
             while matches!(&*slot, Slot::Pending(..)) {
-                if self
-                    .shared
-                    .ready
-                    .wait_until(&mut slot, deadline)
-                    .timed_out()
-                {
+                let until = match &self.shared.watch {
+                    Some(_) => deadline.min(Instant::now() + WATCH_PERIOD),
+                    None => deadline,
+                };
+                let timed_out = self.shared.ready.wait_until(&mut slot, until).timed_out();
+                if !matches!(&*slot, Slot::Pending(..)) {
                     break;
+                }
+                if timed_out && Instant::now() >= deadline {
+                    break;
+                }
+                if let (true, Some(watch)) = (timed_out, &self.shared.watch) {
+                    MutexGuard::unlocked(&mut slot, || watch(start.elapsed()));
                 }
             }
             if !matches!(&*slot, Slot::Pending(..)) {
@@ -364,6 +407,50 @@ mod tests {
         let failed = Request::<u8>::failed(Status::CONNECTION_REFUSED);
         let e = failed.wait_timeout(Duration::from_secs(1)).unwrap_err();
         assert_eq!(Status::from(e), Status::CONNECTION_REFUSED);
+    }
+
+    /// A watch that completes its own request once the wait has blocked 300 ms, as a provider
+    /// does for a wait that cannot end; it runs only while a thread blocks.
+    fn self_completing() -> (Request<u8>, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let done = Arc::new(Mutex::new(None::<Completer<u8>>));
+        let (c, d) = (calls.clone(), done.clone());
+        let (req, completer) = Request::pending_watched(move |blocked| {
+            c.fetch_add(1, Ordering::SeqCst);
+            if blocked >= Duration::from_millis(300) {
+                if let Some(done) = d.lock().take() {
+                    done.complete(Err(Status::IO_TIMEOUT));
+                }
+            }
+        });
+        *done.lock() = Some(completer);
+        (req, calls)
+    }
+
+    #[test]
+    fn a_watch_sees_blocked_waits_and_may_end_them() {
+        let (req, calls) = self_completing();
+        let start = Instant::now();
+        assert_eq!(req.wait(), Err(Status::IO_TIMEOUT));
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        assert!(calls.load(Ordering::SeqCst) >= 2);
+
+        let (req, calls) = self_completing();
+        let Err(WaitError::TimedOut(req)) = req.wait_timeout(Duration::from_millis(150)) else {
+            panic!("the watch lets a short wait time out");
+        };
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let e = req.wait_timeout(Duration::from_secs(5)).unwrap_err();
+        assert_eq!(e.status(), Status::IO_TIMEOUT);
+
+        let (req, calls) = self_completing();
+        req.on_complete(|_| {});
+        std::thread::sleep(WATCH_PERIOD * 2);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "no thread blocks, no watch"
+        );
     }
 
     /// A waker that counts its wakes, and a minimal executor step.

@@ -10,6 +10,7 @@ use netdirect::{
 use netdirect_types::{AdapterInfo, Status, Version};
 
 use super::AdapterId;
+use super::answers::Activity;
 use super::connector::SoftConnector;
 use super::cq::SoftCq;
 use super::lifetime::Antecedent;
@@ -110,6 +111,7 @@ impl SoftProvider {
                 placer,
                 mpa: self.mpa.clone(),
                 lifetime: Antecedent::new(),
+                activity: Activity::default(),
             }),
         })
     }
@@ -149,6 +151,9 @@ pub(crate) struct AdapterShared {
     pub(crate) mpa: MpaConfig,
     /// The adapter as antecedent of its PDs, CQs, connectors, listeners and shared endpoints.
     pub(crate) lifetime: Antecedent,
+    /// When a consumer last created an object here or called a connector of it
+    /// ([`super::answers`]).
+    pub(crate) activity: Activity,
 }
 
 impl AdapterShared {
@@ -208,6 +213,7 @@ impl Adapter for SoftAdapter {
         notification: CqNotification,
         _affinity: Option<Affinity>,
     ) -> Request<Box<dyn Cq>> {
+        self.shared.activity.touch();
         Request::ready(
             crate::cq::Cq::new(depth, self.shared.info.max_cq_depth, notification).map(|cq| {
                 let adapter = self.shared.lifetime.reference();
@@ -217,6 +223,7 @@ impl Adapter for SoftAdapter {
     }
 
     fn create_pd(&self) -> Request<Box<dyn Pd>> {
+        self.shared.activity.touch();
         Request::ready(
             self.shared
                 .memory
@@ -226,6 +233,7 @@ impl Adapter for SoftAdapter {
     }
 
     fn create_shared_endpoint(&self, address: SocketAddr) -> Request<Box<dyn SharedEndpoint>> {
+        self.shared.activity.touch();
         Request::ready(
             SoftSharedEndpoint::new(&self.shared, address)
                 .map(|e| Box::new(e) as Box<dyn SharedEndpoint>),
@@ -233,10 +241,12 @@ impl Adapter for SoftAdapter {
     }
 
     fn create_connector(&self) -> Request<Box<dyn Connector>> {
+        self.shared.activity.touch();
         Request::ok(Box::new(SoftConnector::active(self.shared.clone())))
     }
 
     fn create_listener(&self, connect_event: ConnectEvent) -> Request<Box<dyn Listener>> {
+        self.shared.activity.touch();
         Request::ok(Box::new(SoftListener::new(
             self.shared.clone(),
             connect_event,

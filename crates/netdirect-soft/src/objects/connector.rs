@@ -17,10 +17,15 @@
 //!   or delivered by a listener, holds a reference on that object instead, so its close pends
 //!   ([`super::lifetime`]);
 //! * the timeouts are the transport's: 20 s for TCP connect, 10 s for the MPA Reply; a consumer
-//!   may take as long as it likes to accept or complete (§7.6).
+//!   may take as long as it likes to accept or complete (§7.6);
+//! * a thread blocked waiting for a connect (or an accept) whose other end is a connector of
+//!   this process that owes the answer (accept, or complete-connect) fails after
+//!   [`answers::ANSWER_GRACE`] with `STATUS_POSSIBLE_DEADLOCK`, and the connection is given up
+//!   ([`answers`], §10 table, row 34).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use netdirect::{
     ConnectionData, Connector, DisconnectEvent, DisconnectEventEx, Qp, Request, SharedEndpoint,
@@ -30,6 +35,7 @@ use netdirect_types::Status;
 use parking_lot::Mutex;
 
 use super::adapter::AdapterShared;
+use super::answers::{self, End, Key, Owed};
 use super::lifetime::Reference;
 use super::limits::MAX_PRIVATE_DATA;
 use super::ours;
@@ -80,6 +86,10 @@ pub struct SoftConnector {
     shared: Arc<AdapterShared>,
     inner: Arc<Mutex<Inner>>,
     endpoint: Mutex<Option<Endpoint>>,
+    /// Whether this end's consumer owes the other end an answer, and under which key the
+    /// other ends of this process find it ([`answers`]).
+    owed: Owed,
+    key: Mutex<Option<Key>>,
     /// Last, so that the adapter's shared state is released first.
     _adapter: Reference,
 }
@@ -91,6 +101,7 @@ fn limit(v: u32) -> u16 {
 impl SoftConnector {
     pub(crate) fn active(shared: Arc<AdapterShared>) -> SoftConnector {
         let adapter = shared.lifetime.reference();
+        let owed = Owed::new(shared.activity.clone());
         SoftConnector {
             shared,
             inner: Arc::new(Mutex::new(Inner {
@@ -100,6 +111,8 @@ impl SoftConnector {
                 peer: None,
             })),
             endpoint: Mutex::new(None),
+            owed,
+            key: Mutex::new(None),
             _adapter: adapter,
         }
     }
@@ -120,6 +133,9 @@ impl SoftConnector {
         };
         let (local, peer) = (incoming.local_addr(), incoming.peer_addr());
         let adapter = shared.lifetime.reference();
+        let owed = Owed::new(shared.activity.clone());
+        let key = (peer, local, End::Passive);
+        answers::register(key, &owed);
         SoftConnector {
             shared,
             inner: Arc::new(Mutex::new(Inner {
@@ -129,7 +145,17 @@ impl SoftConnector {
                 peer: Some(peer),
             })),
             endpoint: Mutex::new(Some(Endpoint::Over { _on: listener })),
+            owed,
+            key: Mutex::new(Some(key)),
             _adapter: adapter,
+        }
+    }
+
+    /// What the listener marks once its connect event has handed this connector over.
+    pub(crate) fn delivery(&self) -> Delivered {
+        Delivered {
+            inner: self.inner.clone(),
+            owed: self.owed.clone(),
         }
     }
 
@@ -142,6 +168,7 @@ impl SoftConnector {
         ord: u32,
         private_data: &[u8],
     ) -> Request<()> {
+        self.shared.activity.touch();
         if private_data.len() > MAX_PRIVATE_DATA as usize {
             return Request::failed(Status::INVALID_BUFFER_SIZE);
         }
@@ -156,9 +183,15 @@ impl SoftConnector {
         if core.is_flushed() {
             return Request::failed(Status::CONNECTION_INVALID);
         }
-        let (request, done) = Request::pending();
-        // One completer for every attempt (port 0 may take a few, [`Port::bind`]).
-        let done = Arc::new(Mutex::new(Some(done)));
+        // One completer for every attempt (port 0 may take a few, [`Port::bind`]); the watch
+        // over blocked waits gives up a connect whose accept this process owes itself.
+        let done = Arc::new(Mutex::new(None));
+        let (request, completer) = Request::pending_watched(give_up_when_waiting_for_itself(
+            End::Passive,
+            Arc::downgrade(&self.inner),
+            Arc::downgrade(&done),
+        ));
+        *done.lock() = Some(completer);
         let attempt = |local: SocketAddr| {
             let params = ConnectParams {
                 local: Some(local),
@@ -172,6 +205,7 @@ impl SoftConnector {
             };
             let state = self.inner.clone();
             let done = done.clone();
+            let owed = self.owed.clone();
             self.shared
                 .engine
                 .connect(params, SoftHost::new(core.clone()), move |result| {
@@ -186,6 +220,8 @@ impl SoftConnector {
                                 outbound_read_limit: u32::from(n.limits.ord),
                                 private_data: n.peer_private_data,
                             });
+                            // Complete-connect or reject is this consumer's now.
+                            owed.owe();
                             drop(inner);
                             done.complete(Ok(()));
                         }
@@ -213,6 +249,9 @@ impl SoftConnector {
             Ok((conn, endpoint)) => {
                 inner.local = Some(conn.local_addr());
                 inner.peer = Some(conn.peer_addr());
+                let key = (conn.local_addr(), conn.peer_addr(), End::Active);
+                answers::register(key, &self.owed);
+                *self.key.lock() = Some(key);
                 *self.endpoint.lock() = Some(endpoint);
                 if let Err(e) = core.set_connection(conn) {
                     return Request::failed(e);
@@ -228,6 +267,7 @@ impl SoftConnector {
     }
 
     fn complete(&self, disconnect: Option<DisconnectCallback>) -> Request<()> {
+        self.shared.activity.touch();
         let inner = self.inner.lock();
         let State::Active { qp } = &inner.state else {
             return Request::failed(Status::CONNECTION_INVALID);
@@ -236,6 +276,7 @@ impl SoftConnector {
             return Request::failed(Status::CONNECTION_INVALID);
         };
         *qp.disconnect.lock() = disconnect;
+        self.owed.settle();
         let (request, done) = Request::pending();
         conn.complete(move |status| done.complete(status_result(status)));
         request
@@ -249,6 +290,7 @@ impl SoftConnector {
         private_data: &[u8],
         disconnect: Option<DisconnectCallback>,
     ) -> Request<()> {
+        self.shared.activity.touch();
         if private_data.len() > MAX_PRIVATE_DATA as usize {
             return Request::failed(Status::INVALID_BUFFER_SIZE);
         }
@@ -267,17 +309,30 @@ impl SoftConnector {
         let State::Requested(incoming) = std::mem::replace(&mut inner.state, State::Done) else {
             return Request::failed(Status::CONNECTION_INVALID);
         };
+        self.owed.settle();
         *core.disconnect.lock() = disconnect;
         let limits = ReadLimits {
             ird: limit(ird),
             ord: limit(ord),
         };
-        let (request, done) = Request::pending();
+        // The watch over blocked waits gives up an accept whose complete-connect this process
+        // owes itself.
+        let done = Arc::new(Mutex::new(None));
+        let (request, completer) = Request::pending_watched(give_up_when_waiting_for_itself(
+            End::Active,
+            Arc::downgrade(&self.inner),
+            Arc::downgrade(&done),
+        ));
+        *done.lock() = Some(completer);
         match incoming.accept(
             limits,
             private_data,
             SoftHost::new(core.clone()),
-            move |status| done.complete(status_result(status)),
+            move |status| {
+                if let Some(done) = done.lock().take() {
+                    done.complete(status_result(status));
+                }
+            },
         ) {
             Ok(conn) => {
                 let _ = core.set_connection(conn);
@@ -401,10 +456,12 @@ impl Connector for SoftConnector {
     }
 
     fn reject(&self, private_data: &[u8]) -> Result<(), Status> {
+        self.shared.activity.touch();
         if private_data.len() > MAX_PRIVATE_DATA as usize {
             return Err(Status::INVALID_BUFFER_SIZE);
         }
         let mut inner = self.inner.lock();
+        self.owed.settle();
         match std::mem::replace(&mut inner.state, State::Done) {
             State::Requested(incoming) => incoming.reject(private_data),
             State::Active { qp } => match qp.connection() {
@@ -423,6 +480,7 @@ impl Connector for SoftConnector {
     }
 
     fn connection_data(&self) -> Result<ConnectionData, Status> {
+        self.shared.activity.touch();
         self.inner
             .lock()
             .data
@@ -471,7 +529,77 @@ impl Drop for SoftConnector {
             State::Requested(_) | State::Idle | State::Done => {}
         }
         drop(inner);
+        if let Some(key) = self.key.lock().take() {
+            answers::unregister(key, &self.owed);
+        }
         // The port, or the reference on the shared endpoint or listener (§2.8).
         drop(self.endpoint.lock().take());
+    }
+}
+
+/// A passive connector's marks once the connect event has returned: from then on, until it is
+/// accepted or rejected, its consumer owes the active end an answer ([`answers`]).
+pub(crate) struct Delivered {
+    inner: Arc<Mutex<Inner>>,
+    owed: Owed,
+}
+
+impl Delivered {
+    /// The connect event has returned.
+    pub(crate) fn handed_over(self) {
+        let inner = self.inner.lock();
+        if matches!(inner.state, State::Requested(_)) {
+            self.owed.owe();
+        }
+    }
+}
+
+/// The watch of a connect's (`other` = [`End::Passive`]) or an accept's (`other` =
+/// [`End::Active`]) request: once a thread has blocked on it for [`answers::ANSWER_GRACE`]
+/// while the other end, in this process, has owed its answer as long, the request fails
+/// `STATUS_POSSIBLE_DEADLOCK` and the connection is given up (the other end's accept or
+/// complete-connect then fails `STATUS_CONNECTION_ABORTED`).
+fn give_up_when_waiting_for_itself(
+    other: End,
+    inner: Weak<Mutex<Inner>>,
+    done: Weak<Mutex<Option<netdirect::Completer<()>>>>,
+) -> impl Fn(Duration) + Send + Sync + 'static {
+    move |blocked| {
+        let Some(state) = inner.upgrade() else {
+            return;
+        };
+        let (Some(local), Some(peer)) = ({
+            let i = state.lock();
+            (i.local, i.peer)
+        }) else {
+            return;
+        };
+        // The connection's key: (initiator, responder).
+        let key = match other {
+            End::Passive => (local, peer, other),
+            End::Active => (peer, local, other),
+        };
+        if !answers::waits_for_itself(key, blocked) {
+            return;
+        }
+        let Some(done) = done.upgrade().and_then(|d| d.lock().take()) else {
+            return;
+        };
+        let mut i = state.lock();
+        let qp = match std::mem::replace(&mut i.state, State::Done) {
+            State::Active { qp } | State::Accepted { qp } => Some(qp),
+            kept => {
+                i.state = kept;
+                None
+            }
+        };
+        if matches!(other, End::Passive) {
+            i.data = Some(ConnectionData::default());
+        }
+        drop(i);
+        if let Some(conn) = qp.as_ref().and_then(|qp| qp.connection().ok()) {
+            conn.disconnect(|_| {});
+        }
+        done.complete(Err(Status::POSSIBLE_DEADLOCK));
     }
 }

@@ -119,7 +119,10 @@ impl Listener for SoftListener {
                     // Adapter gone: dropping the request rejects it.
                     if let Some(shared) = shared.upgrade() {
                         let listener = lifetime.reference();
-                        event(Box::new(SoftConnector::passive(shared, incoming, listener)));
+                        let connector = SoftConnector::passive(shared, incoming, listener);
+                        let delivery = connector.delivery();
+                        event(Box::new(connector));
+                        delivery.handed_over();
                     }
                 })
         });

@@ -30,6 +30,7 @@ use netdirect_types::Status;
 use crate::memory::PdId;
 
 pub mod adapter;
+pub mod answers;
 pub mod connector;
 pub mod cq;
 pub mod lifetime;

@@ -70,6 +70,7 @@ super::soft_object!(SoftPd, Pd, |pd| pd.shared.id);
 
 impl Pd for SoftPd {
     fn create_mr(&self, fast_register: bool) -> Request<Box<dyn Mr>> {
+        self.shared.activity.touch();
         Request::ready(
             self.shared
                 .memory
@@ -86,6 +87,7 @@ impl Pd for SoftPd {
     }
 
     fn create_mw(&self) -> Request<Box<dyn Mw>> {
+        self.shared.activity.touch();
         Request::ready(self.shared.memory.create_mw(self.id).map(|id| {
             Box::new(SoftMw::new(
                 self.shared.clone(),
@@ -97,6 +99,7 @@ impl Pd for SoftPd {
     }
 
     fn create_srq(&self, config: SrqConfig) -> Request<Box<dyn Srq>> {
+        self.shared.activity.touch();
         Request::ready(
             SoftSrq::new(
                 self.shared.clone(),
@@ -109,6 +112,7 @@ impl Pd for SoftPd {
     }
 
     fn create_qp(&self, config: QpConfig<'_>) -> Request<Box<dyn Qp>> {
+        self.shared.activity.touch();
         let result = (|| {
             let info = &self.shared.info;
             if config.receive_queue_depth > info.max_receive_queue_depth
@@ -136,6 +140,7 @@ impl Pd for SoftPd {
     }
 
     fn create_qp_with_srq(&self, config: QpWithSrqConfig<'_>) -> Request<Box<dyn Qp>> {
+        self.shared.activity.touch();
         let result = (|| {
             let limits = QpLimits::new(
                 &self.shared.info,

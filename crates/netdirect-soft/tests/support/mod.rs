@@ -228,14 +228,6 @@ pub(crate) fn connect_from(
     }
 }
 
-/// A deterministic pseudo-random fill (xorshift64*), fast enough in debug builds.
-pub(crate) fn fill_pattern(out: &mut [u8], seed: u64) {
-    let mut x = seed | 1;
-    for chunk in out.chunks_mut(8) {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        let v = x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-}
+/// The workspace's deterministic pattern fill (xorshift64*).
+#[allow(unused_imports)] // each test binary uses its own subset
+pub(crate) use netdirect_test_support::rng::fill_pattern;

@@ -12,30 +12,9 @@ pub type Make = fn(&NetDma, EngineConfig) -> Result<ProviderHandle>;
 
 pub const T: Option<Duration> = Some(Duration::from_secs(30));
 
-/// Small deterministic PRNG (xorshift64*), so failures reproduce from the printed seed.
-pub struct Rng(u64);
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
-}
+/// The deterministic PRNG (xorshift64*) shared by the workspace's tests, so failures reproduce
+/// from the printed seed.
+pub use netdirect_test_support::rng::Rng;
 
 pub struct Setup {
     pub netdma: NetDma,

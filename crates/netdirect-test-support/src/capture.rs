@@ -1,9 +1,6 @@
-//! Shared helpers of the capture tests: read a pcap into reassembled TCP byte streams, write a
+//! The siw captures and other pcaps: read a pcap into reassembled TCP byte streams, write a
 //! pcap of synthetic TCP conversations, and run one MPA connection through the wire crate
 //! (startup frames, deframing, parse, re-emit) collecting every disagreement.
-//!
-//! Each test crate uses a different part of this module.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,8 +18,26 @@ use netdirect_wire::rdmap::{self, Opcode};
 use pcap_file::DataLink;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapReader, PcapWriter};
 
+/// The folder of the siw captures, `testdata/siw/` at the top of the repository.
+pub const SIW_CAPTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/siw/");
+
+/// The path of capture `name` in [`SIW_CAPTURES`]; fails the test when the folder or the file
+/// is missing (these tests need the repository's test data and do not skip).
+pub fn siw_capture(name: &str) -> PathBuf {
+    let dir = Path::new(SIW_CAPTURES);
+    assert!(
+        dir.is_dir(),
+        "capture directory {} is missing: these tests need testdata/siw/ in the \
+         repository; they do not skip",
+        dir.display()
+    );
+    let path = dir.join(name);
+    assert!(path.is_file(), "capture {} is missing", path.display());
+    path
+}
+
 /// Hex of `bytes`, for failure messages.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         let _ = write!(s, "{b:02x}");
@@ -31,7 +46,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// Hex of at most the first `max` octets, with the total length when cut.
-pub(crate) fn hex_cut(bytes: &[u8], max: usize) -> String {
+pub fn hex_cut(bytes: &[u8], max: usize) -> String {
     if bytes.len() <= max {
         hex(bytes)
     } else {
@@ -45,28 +60,28 @@ pub(crate) fn hex_cut(bytes: &[u8], max: usize) -> String {
 
 /// One TCP segment of a capture.
 #[derive(Debug, Clone)]
-pub(crate) struct TcpSegment {
+pub struct TcpSegment {
     /// 1-based frame number, as tshark counts.
-    pub(crate) frame: usize,
+    pub frame: usize,
     /// Sender.
-    pub(crate) src: SocketAddr,
+    pub src: SocketAddr,
     /// Receiver.
-    pub(crate) dst: SocketAddr,
+    pub dst: SocketAddr,
     /// Sequence number.
-    pub(crate) seq: u32,
+    pub seq: u32,
     /// SYN flag.
-    pub(crate) syn: bool,
+    pub syn: bool,
     /// ACK flag.
-    pub(crate) ack: bool,
+    pub ack: bool,
     /// FIN flag.
-    pub(crate) fin: bool,
+    pub fin: bool,
     /// TCP payload.
-    pub(crate) payload: Vec<u8>,
+    pub payload: Vec<u8>,
 }
 
 /// Every TCP segment of an Ethernet pcap (IPv4 and IPv6). Panics on anything else: the captures
 /// are ours and must be complete.
-pub(crate) fn read_pcap(path: &Path) -> Vec<TcpSegment> {
+pub fn read_pcap(path: &Path) -> Vec<TcpSegment> {
     let file = File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let mut reader = PcapReader::new(BufReader::new(file))
         .unwrap_or_else(|e| panic!("{}: not a pcap: {e}", path.display()));
@@ -119,46 +134,46 @@ pub(crate) fn read_pcap(path: &Path) -> Vec<TcpSegment> {
 
 /// The reassembled bytes one endpoint sent on one connection.
 #[derive(Debug, Clone)]
-pub(crate) struct Stream {
+pub struct Stream {
     /// Sender.
-    pub(crate) src: SocketAddr,
+    pub src: SocketAddr,
     /// Receiver.
-    pub(crate) dst: SocketAddr,
+    pub dst: SocketAddr,
     /// Sequence number of the SYN, when the capture has it.
-    pub(crate) isn: Option<u32>,
+    pub isn: Option<u32>,
     /// Sequence number of `data[0]`.
-    pub(crate) base_seq: u32,
+    pub base_seq: u32,
     /// The contiguous bytes from `base_seq` on, in sequence order.
-    pub(crate) data: Vec<u8>,
+    pub data: Vec<u8>,
     /// Stream offsets where the segments (in sequence order) ended: feed a deframer in these
     /// pieces to see the stream as TCP delivered it.
-    pub(crate) segment_ends: Vec<usize>,
+    pub segment_ends: Vec<usize>,
     /// Payload octets that were already in the stream (retransmissions, overlaps).
-    pub(crate) duplicate_octets: usize,
+    pub duplicate_octets: usize,
     /// Segments that started below the highest sequence number already seen (retransmissions
     /// and reordering).
-    pub(crate) late_segments: usize,
+    pub late_segments: usize,
     /// Octets captured after a hole in the sequence space (not in `data`).
-    pub(crate) after_hole: usize,
+    pub after_hole: usize,
     /// Frame numbers of the segments that carried payload.
-    pub(crate) frames: Vec<usize>,
+    pub frames: Vec<usize>,
 }
 
 /// One TCP connection: the initiator's stream (the side that sent the SYN, or the MPA Request
 /// when the SYN was not captured) and the responder's.
 #[derive(Debug, Clone)]
-pub(crate) struct Connection {
+pub struct Connection {
     /// Bytes from the initiator.
-    pub(crate) initiator: Stream,
+    pub initiator: Stream,
     /// Bytes from the responder.
-    pub(crate) responder: Stream,
+    pub responder: Stream,
     /// Frame number of the connection's first segment.
-    pub(crate) first_frame: usize,
+    pub first_frame: usize,
 }
 
 impl Connection {
     /// "client:port → server:port".
-    pub(crate) fn name(&self) -> String {
+    pub fn name(&self) -> String {
         format!("{} → {}", self.initiator.src, self.initiator.dst)
     }
 }
@@ -172,7 +187,7 @@ fn key(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
 ///
 /// Panics if a retransmission disagrees with the bytes already captured for the same sequence
 /// numbers: that would make the capture ambiguous.
-pub(crate) fn connections(segments: &[TcpSegment]) -> Vec<Connection> {
+pub fn connections(segments: &[TcpSegment]) -> Vec<Connection> {
     // Conversation index per address pair, and the segments of each conversation.
     let mut current: BTreeMap<(SocketAddr, SocketAddr), usize> = BTreeMap::new();
     let mut groups: Vec<Vec<&TcpSegment>> = Vec::new();
@@ -320,75 +335,75 @@ fn reassemble(segs: &[&TcpSegment], src: SocketAddr, dst: SocketAddr) -> Stream 
 
 /// A startup frame as owned values.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Startup {
+pub struct Startup {
     /// Request or Reply.
-    pub(crate) kind: StartupKind,
+    pub kind: StartupKind,
     /// M.
-    pub(crate) markers: bool,
+    pub markers: bool,
     /// C.
-    pub(crate) crc: bool,
+    pub crc: bool,
     /// R.
-    pub(crate) reject: bool,
+    pub reject: bool,
     /// Revision.
-    pub(crate) revision: u8,
+    pub revision: u8,
     /// RFC 6581 prefix.
-    pub(crate) enhanced: Option<Enhanced>,
+    pub enhanced: Option<Enhanced>,
     /// Private data after the prefix.
-    pub(crate) private_data: Vec<u8>,
+    pub private_data: Vec<u8>,
     /// Octets on the wire.
-    pub(crate) len: usize,
+    pub len: usize,
 }
 
 /// One FPDU found in a stream.
 #[derive(Debug, Clone)]
-pub(crate) struct Fpdu {
+pub struct Fpdu {
     /// Stream offset of its first octet (its leading marker, if any).
-    pub(crate) offset: usize,
+    pub offset: usize,
     /// TCP sequence number of its first octet.
-    pub(crate) seq: u32,
+    pub seq: u32,
     /// Octets on the wire, markers included.
-    pub(crate) wire_len: usize,
+    pub wire_len: usize,
     /// The ULPDU.
-    pub(crate) ulpdu: Vec<u8>,
+    pub ulpdu: Vec<u8>,
     /// The CRC field as it was on the wire.
-    pub(crate) crc_field: [u8; 4],
+    pub crc_field: [u8; 4],
 }
 
 impl Fpdu {
     /// The parsed ULPDU (it parsed when the FPDU was recorded).
-    pub(crate) fn repr(&self) -> rdmap::Repr<'_> {
+    pub fn repr(&self) -> rdmap::Repr<'_> {
         rdmap::Repr::parse(&self.ulpdu).expect("checked when recorded")
     }
 
     /// The opcode.
-    pub(crate) fn opcode(&self) -> Opcode {
+    pub fn opcode(&self) -> Opcode {
         self.repr().message.opcode()
     }
 }
 
 /// What one direction of a connection held.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct DirectionReport {
+pub struct DirectionReport {
     /// The startup frame, if the stream held one that parsed.
-    pub(crate) startup: Option<Startup>,
+    pub startup: Option<Startup>,
     /// CRC in force on this direction.
-    pub(crate) crc: bool,
+    pub crc: bool,
     /// Markers in this direction.
-    pub(crate) markers: bool,
+    pub markers: bool,
     /// Every whole FPDU whose ULPDU parsed.
-    pub(crate) fpdus: Vec<Fpdu>,
+    pub fpdus: Vec<Fpdu>,
     /// Octets of an unfinished FPDU at the very end of the stream (capture cut, or a hole).
-    pub(crate) partial_tail: usize,
+    pub partial_tail: usize,
 }
 
 impl DirectionReport {
     /// Number of FPDUs (DDP segments) with `op`.
-    pub(crate) fn count(&self, op: Opcode) -> usize {
+    pub fn count(&self, op: Opcode) -> usize {
         self.fpdus.iter().filter(|f| f.opcode() == op).count()
     }
 
     /// Number of messages (segments with L set) with `op`.
-    pub(crate) fn messages(&self, op: Opcode) -> usize {
+    pub fn messages(&self, op: Opcode) -> usize {
         self.fpdus
             .iter()
             .filter(|f| f.opcode() == op && f.repr().last)
@@ -398,15 +413,15 @@ impl DirectionReport {
 
 /// Both directions of a connection, and every way the wire crate disagreed with the bytes.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct ConnectionReport {
+pub struct ConnectionReport {
     /// Connection name.
-    pub(crate) name: String,
+    pub name: String,
     /// From the initiator.
-    pub(crate) initiator: DirectionReport,
+    pub initiator: DirectionReport,
     /// From the responder.
-    pub(crate) responder: DirectionReport,
+    pub responder: DirectionReport,
     /// Each problem, with the bytes involved.
-    pub(crate) problems: Vec<String>,
+    pub problems: Vec<String>,
 }
 
 fn parse_startup(
@@ -603,7 +618,7 @@ fn check_fpdu(
 
 /// Runs one connection through the wire crate: the Request from the initiator, the Reply from
 /// the responder (both re-emitted byte for byte), then every FPDU of both directions.
-pub(crate) fn analyze(conn: &Connection) -> ConnectionReport {
+pub fn analyze(conn: &Connection) -> ConnectionReport {
     let name = conn.name();
     let mut problems = Vec::new();
     let ini_who = format!("{name} initiator→responder");
@@ -674,28 +689,28 @@ pub(crate) fn analyze(conn: &Connection) -> ConnectionReport {
 
 /// Frames of a pcap being built, Ethernet, one millisecond apart.
 #[derive(Debug, Default)]
-pub(crate) struct PcapBuilder {
+pub struct PcapBuilder {
     frames: Vec<Vec<u8>>,
 }
 
 impl PcapBuilder {
     /// An empty capture.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self::default()
     }
 
     /// Frames so far.
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.frames.len()
     }
 
     /// Whether no frame was added.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
     /// Writes the capture to `path`.
-    pub(crate) fn write(&self, path: &Path) {
+    pub fn write(&self, path: &Path) {
         let file = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
         let header = PcapHeader {
             datalink: DataLink::ETHERNET,
@@ -713,21 +728,21 @@ impl PcapBuilder {
 
 /// TCP flags of a synthetic segment.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Flags {
+pub struct Flags {
     /// SYN.
-    pub(crate) syn: bool,
+    pub syn: bool,
     /// ACK (set on everything but the first SYN).
-    pub(crate) ack: bool,
+    pub ack: bool,
     /// FIN.
-    pub(crate) fin: bool,
+    pub fin: bool,
     /// PSH.
-    pub(crate) psh: bool,
+    pub psh: bool,
 }
 
 /// One TCP connection being written: sequence numbers and ACKs of both sides are tracked, so the
 /// segments form a conversation tshark follows without complaint.
 #[derive(Debug)]
-pub(crate) struct TcpConversation {
+pub struct TcpConversation {
     client: SocketAddr,
     server: SocketAddr,
     /// Next sequence number of the client and of the server.
@@ -741,12 +756,7 @@ const SERVER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 impl TcpConversation {
     /// A conversation between `client` and `server` (both IPv4 or both IPv6), with these initial
     /// sequence numbers. Nothing is written until [`TcpConversation::handshake`].
-    pub(crate) fn new(
-        client: SocketAddr,
-        server: SocketAddr,
-        client_isn: u32,
-        server_isn: u32,
-    ) -> Self {
+    pub fn new(client: SocketAddr, server: SocketAddr, client_isn: u32, server_isn: u32) -> Self {
         assert_eq!(client.is_ipv4(), server.is_ipv4(), "mixed address families");
         TcpConversation {
             client,
@@ -757,7 +767,7 @@ impl TcpConversation {
     }
 
     /// Sequence number of the next octet `from_client` (or the server) sends.
-    pub(crate) fn next_seq(&self, from_client: bool) -> u32 {
+    pub fn next_seq(&self, from_client: bool) -> u32 {
         self.next[usize::from(!from_client)]
     }
 
@@ -794,7 +804,7 @@ impl TcpConversation {
     }
 
     /// SYN, SYN-ACK, ACK.
-    pub(crate) fn handshake(&mut self, pcap: &mut PcapBuilder) {
+    pub fn handshake(&mut self, pcap: &mut PcapBuilder) {
         let syn = Flags {
             syn: true,
             ..Default::default()
@@ -808,7 +818,7 @@ impl TcpConversation {
     }
 
     /// A bare ACK from one side.
-    pub(crate) fn ack(&mut self, pcap: &mut PcapBuilder, from_client: bool) {
+    pub fn ack(&mut self, pcap: &mut PcapBuilder, from_client: bool) {
         let ack = Flags {
             ack: true,
             ..Default::default()
@@ -817,7 +827,7 @@ impl TcpConversation {
     }
 
     /// One segment carrying `payload`, followed by the peer's ACK.
-    pub(crate) fn send(&mut self, pcap: &mut PcapBuilder, from_client: bool, payload: &[u8]) {
+    pub fn send(&mut self, pcap: &mut PcapBuilder, from_client: bool, payload: &[u8]) {
         assert!(self.open, "handshake first");
         assert!(!payload.is_empty(), "empty segment");
         let data = Flags {
@@ -832,7 +842,7 @@ impl TcpConversation {
     }
 
     /// FIN from both sides and the last ACK.
-    pub(crate) fn close(&mut self, pcap: &mut PcapBuilder) {
+    pub fn close(&mut self, pcap: &mut PcapBuilder) {
         let fin = Flags {
             ack: true,
             fin: true,
@@ -849,11 +859,11 @@ impl TcpConversation {
 
 /// A path in the temporary directory that is removed when dropped.
 #[derive(Debug)]
-pub(crate) struct TempPath(pub(crate) PathBuf);
+pub struct TempPath(pub PathBuf);
 
 impl TempPath {
     /// `<tmp>/netdirect-wire-<tag>-<pid>-<nanos>.pcap`.
-    pub(crate) fn new(tag: &str) -> Self {
+    pub fn new(tag: &str) -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
