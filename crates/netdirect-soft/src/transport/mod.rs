@@ -673,8 +673,12 @@ impl<H: QpHost> Engine<H> {
             .unwrap_or(remote);
         let sock = mio::net::TcpStream::from_std(socket.into());
         let shared = ConnShared::new(self.inner.id(), local_addr, remote);
-        let mut conn = reactor::Conn::new(shared, sock, reactor::Phase::TcpConnecting, hs);
-        conn.explicit_port = explicit_port;
+        let phase = reactor::Phase::TcpConnecting {
+            hs,
+            explicit_port,
+            on_connect: None,
+        };
+        let conn = reactor::Conn::new(shared, sock, phase);
         let cell = ConnCell::new(self.inner.clone(), conn);
         self.inner.send(Cmd::Connect {
             cell: cell.clone(),
