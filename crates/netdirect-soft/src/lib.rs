@@ -11,7 +11,7 @@
 //! | [`objects`] | the NDK objects (adapter, PD, CQ, SRQ, QP, MR, MW, connector, listener, shared endpoint); their lifetime model ([`objects::lifetime`]) and the port space ([`objects::ports`]) |
 //! | [`memory`] | the adapter's memory table: regions, windows, LAMs, tokens, local and remote checks, leases |
 //! | [`cq`], [`srq`] | completion ring with the NDK arming rules; shared receive queue with its threshold |
-//! | [`transport`] | TCP sockets, MPA handshakes, RDMAP streams ([`netdirect_proto`]): driven from the consumers' threads (posts, CQ polls) and one progress thread per adapter |
+//! | [`transport`] | TCP sockets, MPA handshakes, RDMAP streams ([`netdirect_proto`]): driven from the consumers' threads (posts, CQ polls) and the adapter's progress threads (one by default) |
 //! | [`dma`] | optional placement through a NetDMA channel ([`Placement`]) |
 //!
 //! # Threading and lock order
@@ -38,11 +38,23 @@
 //!   proportional to the connections that have work (ready sockets, handed-over connections,
 //!   due timers in a heap, leases), never a scan of every connection.
 //!   [`SoftAdapter::progress_wakeups`] counts its wakeups.
+//! * **Progress threads per adapter** are a setting
+//!   ([`transport::EngineConfig::progress_threads`], default one; `nd --progress-threads`).
+//!   Each is a reactor of its own: its `mio` poll, waker, timer heap, command queue and work
+//!   queue, and the connections placed on it. A connection is placed when it is made (a
+//!   connect, or an accept by the listeners' reactor, which hands the socket over) on the
+//!   reactor with the fewest connections (ties in turn), and stays there: its registration,
+//!   timers, leases and hand-overs all go to that reactor. Listeners live on the first reactor;
+//!   a Request parsed on another comes back to it for the listener's callback (so a listener's
+//!   callbacks never run on two threads at once), and a listener's close reaches every reactor.
+//!   Reactors share nothing but that and the id counter: no lock is common to two of them.
+//!   [`SoftAdapter::progress_wakeups_per_thread`] and [`SoftAdapter::connections_per_thread`]
+//!   show the spread; dropping or closing the adapter stops and joins every thread.
 //! * Nothing on the data path is shared by all QPs of an adapter: posts and passes of different
 //!   QPs run in parallel on their consumers' threads (the memory table is a read lock for SGE
 //!   checks and for the checks of a bind or fast register; one carried out at once then takes
-//!   its write lock for the change: check, then commit, [`memory`]). The progress thread is one per adapter today; the per-connection locks are what a
-//!   setting for several (connections spread over their reactors) needs.
+//!   its write lock for the change: check, then commit, [`memory`]), and connections on
+//!   different progress threads progress in parallel there too.
 //! * **Callbacks** (CQ and SRQ notifications, connect, accept, disconnect completions,
 //!   disconnect events) run on the thread that made them due: the progress thread, or, with
 //!   inline progress, a consumer thread inside a post, a CQ poll or a [`cq::Cq::wait`] (a
@@ -60,8 +72,9 @@
 //!   connection lock). A CQ's list of connections (a read lock) → connection lock, with
 //!   `try_lock` only. **Consumer threads never wait for a connection lock** (they only try it),
 //!   and no thread holds two connection locks: so no consumer call can deadlock on one, and
-//!   the progress thread, the only thread that waits for connection locks, waits only for a
-//!   holder that is doing bounded, non-blocking work. The transport's command queue and work
+//!   the progress threads, the only threads that wait for connection locks (each for its own
+//!   connections; the listeners' thread also for a connection whose Request it hands to its
+//!   listener), wait only for a holder that is doing bounded, non-blocking work. The transport's command queue and work
 //!   queue are lock-free.
 //! * Locks on the data path per inbound segment: the connection's, one buffer lock (placement,
 //!   or per read straight into a region for header-first receive — never two buffer locks at
@@ -106,6 +119,7 @@
 //! | 30 (provider) closing an antecedent before its successors (§2.6) | one model for every antecedent ([`objects::lifetime`]): each successor holds a counted reference; the close marks the antecedent closing and completes (`Request` pending, then completed on the thread that let go of the last reference) when the count is zero; until then nothing the successors use goes away (an SRQ still feeds its QPs, a CQ still takes their completions, a PD keeps its slot, a listener or shared endpoint its port). A QP lets go of its PD, CQs and SRQ when it is closed and its connection has flushed; an MR whose close waits for its bound windows (8) keeps its PD reference until that close completes. Used for the adapter, PD, CQ, SRQ, listener and shared endpoint; dropping a successor releases its reference as its close does, and dropping an antecedent starts its close (29) | [`objects::lifetime`] | `tests/lifetime.rs` `srq_close_pends_while_a_qp_uses_it`, `pd_cq_and_adapter_closes_pend_…`, `closed_shared_endpoint_…`, `endpoints_of_live_connectors_…`; unit tests in [`objects::lifetime`] |
 //! | 31 (provider) FPDU size, segmentation, buffers | an FPDU is one GSO packet: `mpa::mulpdu(mpa::gso_seglen(TCP_MAXSEG))` (siw's `mss × gso_segs`; 64 KiB, 17 FPDUs per MiB, within MPA's 16-bit ULPDU length), capped by [`transport::EngineConfig::max_mulpdu`], the provider setting for hardware peers (Chelsio T6: 16 KiB; FPDU-aligned RNICs: `mpa::mulpdu(MSS)`; costs in [`transport::DEFAULT_MAX_MULPDU`]); Linux siw takes any FPDU up to 65535 octets (spec/iwarp.md §7.3). A message is cut into equal FPDUs (no runt). Writes carry `MSG_MORE` while the stream has another frame ready ([`netdirect_proto::stream::Stream::tx_pending`]) and the FPDU is under half the TCP send unit (larger ones leave at once: holding half a GSO packet back cost 64 KiB RDMA reads a third of their throughput). Input buffers start at 4 KiB and double while reads fill them; freed when the socket is drained and nothing is buffered; out buffers over 8 KiB freed when drained | [`transport`], [`netdirect_wire::mpa::Deframer`] | proto `harness.rs` `messages_split_into_equal_fpdus_without_a_runt`, `an_idle_stream_gives_its_input_buffer_back`; `tests/hostile.rs` `a_large_read_response_goes_out_in_equal_gso_sized_fpdus`; `nd scale`; `tests/interop/siw.sh` |
 //! | 32 (provider) run to completion | posts are sent from the posting thread, a poll of an empty CQ receives; a send-queue completion may therefore be in the CQ when the post returns, and a completion or notification may come on the consumer's thread (row 16). A write's completion still says only that TCP took it, not that the peer placed it (RDMA semantics: wait for the peer's answer or a fenced read). Automatic progress is kept: the progress thread serves every connection nobody polls (a consumer's lease on its arrivals lapses after [`transport::EngineConfig::poll_lease`] without polls). `inline_progress: false` (or `NETDIRECT_INLINE_PROGRESS=0`) puts every byte through the progress thread, as before | [`transport`], [`cq`] | `tests/progress.rs` (all), the suites with `NETDIRECT_INLINE_PROGRESS=0` |
+//! | 33 (provider) progress threads | [`transport::EngineConfig::progress_threads`] reactors per adapter (default 1). A connection is placed at creation on the reactor with the fewest connections (ties in turn) and never moves (its socket is registered with one `epoll` only; moving it would need a hand-over under its lock for no gain, since consumer-driven progress runs on the consumers' threads anyway); accepted connections are placed the same way by the listeners' reactor (the first), which keeps every listener and runs every listener callback, so those never run concurrently. Completions and callbacks of a connection come from its own reactor or a consumer thread, as with one | [`transport`] | `tests/transport.rs` `several_progress_threads_…`, `connections_spread_over_the_progress_threads_…`, `engine_drop_joins_every_progress_thread`; `tests/release.rs`; the suites with `NETDIRECT_PROGRESS_THREADS=4` |
 //!
 //! `unsafe` appears in one module, [`dma`], to lend a region's bytes to a NetDMA channel for one
 //! copy; its contract is written there.

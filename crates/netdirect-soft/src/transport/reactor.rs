@@ -22,8 +22,8 @@ use socket2::SockRef;
 
 use super::errno::{connect_status, handshake_status, resources};
 use super::{
-    ConnShared, ConnState, ConnectCallback, ConnectError, EngineConfig, Incoming, Inner, QpHost,
-    StatusCallback,
+    ConnShared, ConnState, ConnectCallback, ConnectError, EngineConfig, Incoming, Inner, Pool,
+    QpHost, StatusCallback,
 };
 use crate::callback::{Section, run_or_defer};
 
@@ -89,6 +89,17 @@ pub(crate) enum Cmd<H: QpHost> {
         id: usize,
         on_done: Option<StatusCallback>,
     },
+    /// An accepted connection placed on this reactor by the listeners' reactor.
+    Adopt { cell: Arc<ConnCell<H>> },
+    /// To the listeners' reactor: a connection of another reactor parsed its Request.
+    Deliver {
+        cell: Arc<ConnCell<H>>,
+        request: PeerRequest,
+        listener: Option<usize>,
+    },
+    /// From the listeners' reactor: listener `id` closed; handshakes waiting for their
+    /// Request close.
+    ListenerClosed { id: usize },
 }
 
 impl<H: QpHost> Cmd<H> {
@@ -109,6 +120,15 @@ impl<H: QpHost> Cmd<H> {
                 on_closed: Some(cb),
                 ..
             } => cb(),
+            Cmd::Adopt { cell } => cell.shared.set_state(ConnState::Closed),
+            // Nobody decides: the connection's reactor rejects it (if it still runs).
+            Cmd::Deliver { cell, .. } => {
+                cell.shared.set_state(ConnState::Closed);
+                cell.inner.send(Cmd::Reject {
+                    id: cell.shared.id,
+                    private_data: Vec::new(),
+                });
+            }
             _ => {}
         }
     }
@@ -1627,9 +1647,13 @@ struct Follow {
     dead: bool,
 }
 
-/// The progress thread's state.
+/// One progress thread's state.
 pub(crate) struct Reactor<H: QpHost> {
+    /// This reactor's shared part (`pool.reactors[index]`).
     inner: Arc<Inner<H>>,
+    /// Every reactor of the engine (placement of accepted connections, listener traffic).
+    pool: Arc<Pool<H>>,
+    index: usize,
     poll: Poll,
     listeners: HashMap<usize, ListenerState<H>>,
     conns: HashMap<usize, Arc<ConnCell<H>>>,
@@ -1651,10 +1675,13 @@ fn spare_fd() -> Option<std::fs::File> {
 }
 
 impl<H: QpHost> Reactor<H> {
-    pub(crate) fn new(inner: Arc<Inner<H>>, poll: Poll) -> Self {
+    pub(crate) fn new(pool: Arc<Pool<H>>, index: usize, poll: Poll) -> Self {
+        let inner = pool.reactors[index].clone();
         let rbuf = vec![0u8; inner.config.read_buffer.max(4096)];
         Reactor {
             inner,
+            pool,
+            index,
             poll,
             listeners: HashMap::new(),
             conns: HashMap::new(),
@@ -1883,6 +1910,13 @@ impl<H: QpHost> Reactor<H> {
                 Cmd::Abandon { id } => self.cmd_abandon(id, now),
                 Cmd::Flush { id } => self.cmd_flush(id, now),
                 Cmd::Disconnect { id, on_done } => self.cmd_disconnect(id, on_done, now),
+                Cmd::Adopt { cell } => self.cmd_adopt(cell),
+                Cmd::Deliver {
+                    cell,
+                    request,
+                    listener,
+                } => self.deliver_local(&cell, request, listener, now),
+                Cmd::ListenerClosed { id } => self.close_handshakes(id),
             }
         }
     }
@@ -1906,6 +1940,16 @@ impl<H: QpHost> Reactor<H> {
         if let Some(cb) = on_closed {
             cb();
         }
+        for (i, r) in self.pool.reactors.iter().enumerate() {
+            if i != self.index {
+                r.send(Cmd::ListenerClosed { id });
+            }
+        }
+        self.close_handshakes(id);
+    }
+
+    /// Closes this reactor's connections of listener `id` still waiting for their Request.
+    fn close_handshakes(&mut self, id: usize) {
         // Rare (a listener closes): a scan is fine here.
         for (cid, cell) in &self.conns {
             let mut c = cell.lock();
@@ -1940,11 +1984,26 @@ impl<H: QpHost> Reactor<H> {
         }
         if !self.register(&mut c) {
             c.fail_connect(Status::INSUFFICIENT_RESOURCES, Vec::new());
+            self.inner.unload();
             return;
         }
         if connected_now {
             c.writable = true;
             c.on_tcp_connected(now);
+        }
+        drop(c);
+        self.conns.insert(id, cell);
+        self.ready.insert(id);
+    }
+
+    fn cmd_adopt(&mut self, cell: Arc<ConnCell<H>>) {
+        let id = cell.shared.id;
+        let mut c = cell.lock();
+        if !self.register(&mut c) {
+            // The socket closes with the cell: the initiator sees the connection go.
+            c.shared.set_state(ConnState::Closed);
+            self.inner.unload();
+            return;
         }
         drop(c);
         self.conns.insert(id, cell);
@@ -2175,7 +2234,9 @@ impl<H: QpHost> Reactor<H> {
             let _ = sock.set_nodelay(true);
             let local = sock.local_addr().unwrap_or(peer);
             let hs = Handshake::responder(l.config.clone(), now);
-            let cid = self.inner.id();
+            // The connection goes to the least loaded reactor and stays there.
+            let target = self.pool.place().clone();
+            let cid = target.id();
             let shared = ConnShared::new(cid, local, peer);
             let deadline = hs.poll_timeout();
             let phase = Phase::Handshake {
@@ -2187,9 +2248,15 @@ impl<H: QpHost> Reactor<H> {
             c.listener = Some(id);
             c.writable = true;
             c.deadline = deadline;
-            if self.register(&mut c) {
-                self.conns.insert(cid, ConnCell::new(self.inner.clone(), c));
+            if !Arc::ptr_eq(&target, &self.inner) {
+                target.send(Cmd::Adopt {
+                    cell: ConnCell::new(target.clone(), c),
+                });
+            } else if self.register(&mut c) {
+                self.conns.insert(cid, ConnCell::new(target, c));
                 self.ready.insert(cid);
+            } else {
+                self.inner.unload();
             }
         }
     }
@@ -2222,8 +2289,28 @@ impl<H: QpHost> Reactor<H> {
         }
     }
 
-    /// Hands a parsed Request to its listener (or rejects it while paused or closed).
+    /// Hands a parsed Request to its listener, on the listeners' reactor.
     fn deliver_request(
+        &mut self,
+        cell: &Arc<ConnCell<H>>,
+        request: PeerRequest,
+        listener: Option<usize>,
+        now: Instant,
+    ) {
+        if self.index == 0 {
+            self.deliver_local(cell, request, listener, now);
+        } else {
+            self.pool.first().send(Cmd::Deliver {
+                cell: cell.clone(),
+                request,
+                listener,
+            });
+        }
+    }
+
+    /// Hands a parsed Request to its listener here (or rejects it while paused or closed).
+    /// The connection may be another reactor's.
+    fn deliver_local(
         &mut self,
         cell: &Arc<ConnCell<H>>,
         request: PeerRequest,
@@ -2250,7 +2337,11 @@ impl<H: QpHost> Reactor<H> {
                 c.shared.set_state(ConnState::Closed);
                 c.begin_close(now, cfg.disconnect_timeout, false);
                 drop(c);
-                self.ready.insert(id);
+                if Arc::ptr_eq(&cell.inner, &self.inner) {
+                    self.ready.insert(id);
+                } else {
+                    cell.schedule();
+                }
             }
         }
     }
@@ -2277,7 +2368,9 @@ impl<H: QpHost> Reactor<H> {
             c.shared.set_state(ConnState::Closed);
             c.release_host();
             drop(c);
-            self.conns.remove(&id);
+            if self.conns.remove(&id).is_some() {
+                self.inner.unload();
+            }
         }
     }
 
@@ -2306,6 +2399,7 @@ impl<H: QpHost> Reactor<H> {
             std::thread::sleep(Duration::from_millis(1));
         }
         for (_, cell) in self.conns.drain() {
+            self.inner.unload();
             let mut c = cell.lock();
             c.take_posts();
             if !c.phase.is_zombie() {
