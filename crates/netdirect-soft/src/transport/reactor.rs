@@ -90,7 +90,9 @@ pub(crate) enum Cmd<H: QpHost> {
         on_done: Option<StatusCallback>,
     },
     /// An accepted connection placed on this reactor by the listeners' reactor.
-    Adopt { cell: Arc<ConnCell<H>> },
+    Adopt {
+        cell: Arc<ConnCell<H>>,
+    },
     /// To the listeners' reactor: a connection of another reactor parsed its Request.
     Deliver {
         cell: Arc<ConnCell<H>>,
@@ -99,7 +101,9 @@ pub(crate) enum Cmd<H: QpHost> {
     },
     /// From the listeners' reactor: listener `id` closed; handshakes waiting for their
     /// Request close.
-    ListenerClosed { id: usize },
+    ListenerClosed {
+        id: usize,
+    },
 }
 
 impl<H: QpHost> Cmd<H> {
