@@ -126,9 +126,9 @@
 //!   by id and waits for its lock; consumer threads only `try_lock` them. Accepted sockets go
 //!   from the listeners' reactor to theirs by its command queue, their Requests back the same
 //!   way.
-//! * Commands (connect, accept, complete, flush, disconnect, listen) go through one lock-free
-//!   queue to the progress thread; connections consumers hand over (a blocked send, a close
-//!   seen inline, a new lease) through another. The eventfd is written only when the thread
+//! * Commands (connect, accept, complete, flush, disconnect; listen to the first reactor) go
+//!   through a lock-free queue to the connection's progress thread; connections consumers hand
+//!   over (a blocked send, a close seen inline, a new lease) through another. The eventfd is written only when the thread
 //!   sleeps and no wake is pending (a `SeqCst` flag/queue handshake), so a busy engine takes
 //!   work without any system call on the producing side.
 //! * Consumer-visible connection state (connected, ORD) lives in atomics, so inline post checks
