@@ -11,6 +11,7 @@ use clap::Args;
 
 use netdirect::{Adapter, Buffer, Connector, Cq, Mr, OpenParameters, Pd, Provider, Qp, QpConfig};
 use netdirect_soft::SoftProvider;
+use netdirect_soft::transport::EngineConfig;
 use netdirect_types::{
     AdapterInfo, Completion, MrFlags, OpFlags, OperationType, RemoteToken, Sge, Status, Version,
 };
@@ -132,6 +133,47 @@ pub fn mpa_args() -> MpaArgs {
     MPA.get().copied().unwrap_or_default()
 }
 
+/// The soft provider's engine settings, common to every command that opens an adapter.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ProviderArgs {
+    /// Progress threads per adapter (the engine's reactors; connections are spread over them
+    /// when made). One is enough when the consumer polls (progress then runs on its thread);
+    /// more spread the progress nobody polls for (targets of reads and writes) over cores.
+    #[arg(long = "progress-threads", global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub progress_threads: u16,
+}
+
+impl Default for ProviderArgs {
+    fn default() -> Self {
+        ProviderArgs {
+            progress_threads: 1,
+        }
+    }
+}
+
+impl ProviderArgs {
+    /// The soft provider's engine settings these flags ask for (the rest default).
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            progress_threads: usize::from(self.progress_threads),
+            ..EngineConfig::default()
+        }
+    }
+}
+
+static PROVIDER: OnceLock<ProviderArgs> = OnceLock::new();
+
+/// Sets the engine flags every [`Side::open`] of this process uses (once; later calls are
+/// ignored).
+pub fn set_provider(args: ProviderArgs) {
+    let _ = PROVIDER.set(args);
+}
+
+/// The engine flags this process uses (what [`set_provider`] set, or the defaults).
+pub fn provider_args() -> ProviderArgs {
+    PROVIDER.get().copied().unwrap_or_default()
+}
+
 /// An open adapter and its protection domain.
 pub struct Side {
     /// The adapter.
@@ -148,7 +190,7 @@ impl Side {
     /// Opens a soft adapter on `address`.
     pub fn open(address: IpAddr, timeout: Duration) -> Result<Side> {
         let mpa = MPA.get().copied().unwrap_or_default();
-        let adapter = SoftProvider::new()
+        let adapter = SoftProvider::with_engine_config(provider_args().engine_config())
             .with_mpa(mpa.config())
             .open_adapter(OpenParameters {
                 address,

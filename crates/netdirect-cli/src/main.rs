@@ -25,6 +25,8 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     mpa: conn::MpaArgs,
+    #[command(flatten)]
+    provider: conn::ProviderArgs,
 }
 
 #[derive(Subcommand)]
@@ -600,6 +602,7 @@ fn run(cli: Cli) -> Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     conn::set_mpa(cli.mpa);
+    conn::set_provider(cli.provider);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

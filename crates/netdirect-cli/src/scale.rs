@@ -317,6 +317,9 @@ impl Server {
         if mpa.markers {
             flags.push("--mpa-markers".into());
         }
+        // And runs as many progress threads.
+        flags.push("--progress-threads".into());
+        flags.push(crate::conn::provider_args().progress_threads.to_string());
         let mut child = Command::new(exe)
             .args([
                 "scale",

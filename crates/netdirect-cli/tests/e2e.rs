@@ -422,6 +422,23 @@ fn mismatched_tests_are_refused() {
     assert_eq!(s.code(), Some(1));
 }
 
+/// `--progress-threads`: several QPs over adapters with several progress threads each, as a
+/// target nobody polls for (read-bw's server) and as a sender.
+#[test]
+fn several_progress_threads() {
+    for (persona, host) in [("read-bw", "127.0.0.1"), ("write-bw", "::1")] {
+        let out = pair(
+            persona,
+            host,
+            &["-n", "20", "-q", "4", "--progress-threads", "4"],
+        );
+        check_table(persona, &out, 1);
+        assert!(out.contains("Number of qps   : 4"), "{out}");
+    }
+    let out = nd(&["write-bw", "--progress-threads", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let out = nd(&["write-bw", "--no-such-flag"]);

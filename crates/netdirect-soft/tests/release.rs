@@ -1,6 +1,7 @@
 //! Closing everything gives every socket back: the engine's per-connection state (shared with
 //! the consumer's handles since run-to-completion) must not keep itself alive through the QP
-//! it serves. One test in its own process, so that the descriptor count is its own.
+//! it serves. One test in its own process, so that the descriptor and thread counts are its
+//! own.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, mpsc};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use netdirect::{Adapter, Connector, OpenParameters, Provider, QpConfig};
 use netdirect_soft::SoftProvider;
+use netdirect_soft::transport::EngineConfig;
 use netdirect_types::Version;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -16,14 +18,18 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
 /// The descriptor count once it stopped falling: a dropped adapter's progress thread stops with
 /// its last child, on its own thread, so its descriptors go a moment after the drop.
-fn settled_fds() -> usize {
+fn settled(count: fn() -> usize) -> usize {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let mut last = open_fds();
+    let mut last = count();
     while std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
-        let now = open_fds();
+        let now = count();
         if now == last {
             return now;
         }
@@ -32,18 +38,21 @@ fn settled_fds() -> usize {
     last
 }
 
-fn open(ip: IpAddr) -> Box<dyn Adapter> {
-    SoftProvider::new()
-        .open_adapter(OpenParameters {
-            address: ip,
-            version: Version::V2_1,
-        })
-        .unwrap()
+fn open(ip: IpAddr, progress_threads: usize) -> Box<dyn Adapter> {
+    SoftProvider::with_engine_config(EngineConfig {
+        progress_threads,
+        ..EngineConfig::default()
+    })
+    .open_adapter(OpenParameters {
+        address: ip,
+        version: Version::V2_1,
+    })
+    .unwrap()
 }
 
-fn round(ip: IpAddr) {
-    let server = open(ip);
-    let client = open(ip);
+fn round(ip: IpAddr, progress_threads: usize) {
+    let server = open(ip, progress_threads);
+    let client = open(ip, progress_threads);
     let (tx, rx) = mpsc::channel::<Box<dyn Connector>>();
     let tx = Mutex::new(tx);
     let listener = server
@@ -92,10 +101,19 @@ fn round(ip: IpAddr) {
 #[test]
 fn closing_everything_releases_every_socket() {
     // Warm up (lazy statics, the test harness's own descriptors).
-    round("127.0.0.1".parse().unwrap());
-    let before = settled_fds();
-    for ip in ["127.0.0.1", "::1"] {
-        round(ip.parse().unwrap());
+    round("127.0.0.1".parse().unwrap(), 1);
+    let before = settled(open_fds);
+    let threads_before = settled(threads);
+    // One progress thread per adapter, and several (each with its own epoll and eventfd).
+    for progress_threads in [1, 4] {
+        for ip in ["127.0.0.1", "::1"] {
+            round(ip.parse().unwrap(), progress_threads);
+        }
     }
-    assert_eq!(settled_fds(), before, "descriptors left open");
+    assert_eq!(settled(open_fds), before, "descriptors left open");
+    assert_eq!(
+        settled(threads),
+        threads_before,
+        "progress threads left running"
+    );
 }

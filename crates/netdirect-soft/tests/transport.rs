@@ -1046,3 +1046,189 @@ fn without_rtr_the_accept_completes_with_the_reply_and_the_passive_side_may_spea
     a.complete(cb);
     assert_eq!(completed.recv_timeout(WAIT).unwrap(), Status::SUCCESS);
 }
+
+fn engine_with(threads: usize, name: &str) -> Engine<TestHost> {
+    Engine::new(EngineConfig {
+        progress_threads: threads,
+        thread_name: name.into(),
+        ..EngineConfig::default()
+    })
+    .unwrap()
+}
+
+/// The next note `keep` accepts, skipping others (up to [`WAIT`]).
+fn until(rx: &Receiver<Note>, keep: impl Fn(&Note) -> bool) -> Note {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = rx.recv_timeout(left).expect("the note in time");
+        if keep(&n) {
+            return n;
+        }
+    }
+}
+
+/// A write to an STag the passive side does not have: it terminates, the active side hears it,
+/// both streams stop.
+fn terminate(p: &Pair) {
+    let write = Request::Write {
+        len: 32,
+        stag: 0xDEAD,
+        to: 0,
+    };
+    p.a.post(7, vec![7; 32], write, signaled()).unwrap();
+    let sent = until(&p.nb, |n| matches!(n, Note::Ev(Event::TerminateSent(_))));
+    let Note::Ev(Event::TerminateSent(t)) = sent else {
+        unreachable!()
+    };
+    assert_eq!(t.error(), Some(TermError::DdpTaggedInvalidStag));
+    until(&p.na, |n| {
+        matches!(n, Note::Ev(Event::TerminateReceived(_)))
+    });
+    until(&p.nb, |n| matches!(n, Note::Flushed));
+    until(&p.na, |n| matches!(n, Note::Flushed));
+    assert_eq!(
+        p.a.post(8, vec![], send(0), signaled()),
+        Err(Status::CONNECTION_INVALID)
+    );
+}
+
+/// Issue 10 point 5: with 2 and 4 progress threads per engine, connections on every thread
+/// connect, accept, send, write, read, disconnect and terminate, over IPv4 and IPv6.
+#[test]
+fn several_progress_threads_carry_every_connection_v4_and_v6() {
+    for threads in [2, 4] {
+        let ea = engine_with(threads, "nd-multi-a");
+        let eb = engine_with(threads, "nd-multi-b");
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            // One connection more than threads, all open at once: every thread has one.
+            let pairs: Vec<Pair> = (0..=threads)
+                .map(|_| pair(&ea, &eb, addr.parse().unwrap(), false))
+                .collect();
+            for e in [&ea, &eb] {
+                let per = e.connections_per_thread();
+                assert_eq!(per.len(), threads);
+                assert!(per.iter().all(|&n| n >= 1), "{addr}: {per:?}");
+                assert_eq!(per.iter().sum::<usize>(), threads + 1);
+            }
+            for p in &pairs {
+                exercise(p);
+            }
+            let mut pairs = pairs.into_iter();
+            let first = pairs.next().unwrap();
+            terminate(&first);
+            drop(first);
+            for p in pairs {
+                disconnect_both(p);
+            }
+        }
+        // Closed connections leave their threads.
+        let deadline = Instant::now() + WAIT;
+        while ea
+            .connections_per_thread()
+            .iter()
+            .chain(&eb.connections_per_thread())
+            .any(|&n| n > 0)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{:?} {:?}",
+                ea.connections_per_thread(),
+                eb.connections_per_thread()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Issue 10 point 5: connections are spread over the progress threads, and a connection's
+/// arrivals wake its own thread only (each thread has its own reactor).
+#[test]
+fn connections_spread_over_the_progress_threads_and_wake_their_own() {
+    let ea = engine_with(4, "nd-spread-a");
+    let eb = engine_with(4, "nd-spread-b");
+    let pairs: Vec<Pair> = (0..4)
+        .map(|k| {
+            let addr = if k % 2 == 0 { "127.0.0.1:0" } else { "[::1]:0" };
+            pair(&ea, &eb, addr.parse().unwrap(), false)
+        })
+        .collect();
+    assert_eq!(ea.connections_per_thread(), vec![1, 1, 1, 1]);
+    assert_eq!(eb.connections_per_thread(), vec![1, 1, 1, 1]);
+    // Let the active side's first-FPDU hold and the handshakes' last events pass.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut woken = Vec::new();
+    for p in &pairs {
+        const N: u64 = 20;
+        let before = eb.wakeups_per_thread();
+        for i in 0..N {
+            p.sb.post_recv(1000 + i, 8);
+            p.a.post(i, pattern(i as u8, 8), send(8), signaled())
+                .unwrap();
+            assert_eq!(wc(&p.na).status, Status::SUCCESS);
+            // Nobody polls on the passive side: its progress thread receives.
+            assert_eq!(wc(&p.nb).bytes, 8);
+        }
+        let delta: Vec<u64> = eb
+            .wakeups_per_thread()
+            .iter()
+            .zip(&before)
+            .map(|(a, b)| a - b)
+            .collect();
+        let busiest = (0..delta.len()).max_by_key(|&i| delta[i]).unwrap();
+        assert!(delta[busiest] >= N / 2, "{delta:?}");
+        for (i, d) in delta.iter().enumerate() {
+            assert!(i == busiest || *d <= 1, "others stay asleep: {delta:?}");
+        }
+        woken.push(busiest);
+    }
+    woken.sort_unstable();
+    assert_eq!(
+        woken,
+        vec![0, 1, 2, 3],
+        "each connection has a thread of its own"
+    );
+    for p in pairs {
+        disconnect_both(p);
+    }
+}
+
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|n| n.starts_with(prefix))
+        .count()
+}
+
+/// Issue 10 point 5: dropping an engine stops and joins every progress thread; each has
+/// flushed its connections before the drop returns.
+#[test]
+fn engine_drop_joins_every_progress_thread() {
+    let e = engine_with(4, "ndjoin");
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        let (addr, t) = raw_responder();
+        let (c, _, notes) = connect_to_raw(&e, addr);
+        conns.push((c, notes, t.join().unwrap()));
+    }
+    assert_eq!(e.connections_per_thread(), vec![1, 1, 1, 1]);
+    assert_eq!(threads_named("ndjoin"), 4);
+    drop(e);
+    // No waiting: every thread ran its shutdown before the drop returned.
+    for (c, notes, _raw) in &conns {
+        let Ok(Note::Wc(w)) = notes.try_recv() else {
+            panic!("the read was not flushed by the time the engine was dropped");
+        };
+        assert_eq!((w.wr, w.status), (1, Status::CANCELLED));
+        assert!(matches!(notes.try_recv(), Ok(Note::Flushed)));
+        assert_eq!(c.state(), ConnState::Closed);
+    }
+    // The threads are gone (the kernel may list a joined thread for a moment longer).
+    let deadline = Instant::now() + WAIT;
+    while threads_named("ndjoin") > 0 {
+        assert!(Instant::now() < deadline, "progress threads left running");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

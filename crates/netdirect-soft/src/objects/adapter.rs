@@ -170,7 +170,8 @@ impl AdapterShared {
     }
 }
 
-/// An open adapter of the software RNIC: one progress thread, one memory table.
+/// An open adapter of the software RNIC: its progress threads (one by default), one memory
+/// table.
 pub struct SoftAdapter {
     pub(crate) shared: Arc<AdapterShared>,
 }
@@ -181,6 +182,17 @@ impl SoftAdapter {
     /// polling consumer's messages should not wake it.
     pub fn progress_wakeups(&self) -> u64 {
         self.shared.engine.wakeups()
+    }
+
+    /// [`SoftAdapter::progress_wakeups`] of each progress thread
+    /// ([`crate::transport::EngineConfig::progress_threads`]), in order.
+    pub fn progress_wakeups_per_thread(&self) -> Vec<u64> {
+        self.shared.engine.wakeups_per_thread()
+    }
+
+    /// How many connections each progress thread serves, in order (a relaxed snapshot).
+    pub fn connections_per_thread(&self) -> Vec<usize> {
+        self.shared.engine.connections_per_thread()
     }
 }
 

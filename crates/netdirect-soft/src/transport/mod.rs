@@ -1,7 +1,9 @@
 //! The TCP driver and progress engine: moves the bytes of every connection of an adapter.
 //!
-//! An [`Engine`] owns one **progress thread** with a `mio` reactor. Every socket of the adapter
-//! (listeners and connections) is non-blocking and registered with it. Each connection runs the
+//! An [`Engine`] owns its **progress threads** ([`EngineConfig::progress_threads`], one by
+//! default), each with a `mio` reactor. Every socket of the adapter (listeners and connections)
+//! is non-blocking and registered with one of them: listeners with the first, a connection
+//! with the least loaded when it is made, for good. Each connection runs the
 //! MPA handshake ([`netdirect_proto::Handshake`]) and the RDMAP stream
 //! ([`netdirect_proto::stream::Stream`]): reads what TCP has, places it, sends what the stream
 //! produces, and reports completions and events to its host ([`QpHost`]).
@@ -120,13 +122,16 @@
 //!
 //! # Threading model and lock order
 //!
-//! * One progress thread per [`Engine`]; every connection's state is a `ConnCell`: a
+//! * [`EngineConfig::progress_threads`] reactors per [`Engine`], each its own thread, `mio`
+//!   poll, waker, timer heap and queues; every connection's state is a `ConnCell`: a
 //!   `parking_lot::Mutex` around the socket, handshake, stream and host, a lock-free queue of
-//!   posts, readiness bits and the lease flag. The progress thread holds the cells in a map
-//!   by id and waits for their locks; consumer threads only `try_lock` them.
-//! * Commands (connect, accept, complete, flush, disconnect, listen) go through one lock-free
-//!   queue to the progress thread; connections consumers hand over (a blocked send, a close
-//!   seen inline, a new lease) through another. The eventfd is written only when the thread
+//!   posts, readiness bits and the lease flag. A connection's reactor holds its cell in a map
+//!   by id and waits for its lock; consumer threads only `try_lock` them. Accepted sockets go
+//!   from the listeners' reactor to theirs by its command queue, their Requests back the same
+//!   way.
+//! * Commands (connect, accept, complete, flush, disconnect; listen to the first reactor) go
+//!   through a lock-free queue to the connection's progress thread; connections consumers hand
+//!   over (a blocked send, a close seen inline, a new lease) through another. The eventfd is written only when the thread
 //!   sleeps and no wake is pending (a `SeqCst` flag/queue handshake), so a busy engine takes
 //!   work without any system call on the producing side.
 //! * Consumer-visible connection state (connected, ORD) lives in atomics, so inline post checks
@@ -177,7 +182,9 @@ mod reactor;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{self, AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{
+    self, AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -312,6 +319,14 @@ pub struct EngineConfig {
     /// `poll_lease` periods leaves its CQs' active lists and gives its lease back too (see
     /// [`crate::cq`]).
     pub poll_lease: Duration,
+    /// Progress threads of the engine (default 1; 0 counts as 1). Each is a reactor of its
+    /// own (a `mio` poll, waker, timer heap, work and command queues); a connection is placed
+    /// on the least loaded one when it is made (connect or accept) and stays there, listeners
+    /// live on the first. More threads spread the automatic progress (targets nobody polls,
+    /// sends that hit `EAGAIN`, handshakes) over cores; consumer-driven progress does not need
+    /// them. The default can be changed for a whole process with the environment variable
+    /// `NETDIRECT_PROGRESS_THREADS` (test matrices).
+    pub progress_threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -327,6 +342,10 @@ impl Default for EngineConfig {
             direct_min: Some(netdirect_proto::stream::DIRECT_MIN),
             poll_lease: Duration::from_millis(1),
             inline_progress: std::env::var("NETDIRECT_INLINE_PROGRESS").map_or(true, |v| v != "0"),
+            progress_threads: std::env::var("NETDIRECT_PROGRESS_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
         }
     }
 }
@@ -439,7 +458,7 @@ impl ConnShared {
     }
 }
 
-/// The part of the engine consumer threads share with the progress thread.
+/// One reactor (progress thread) of an engine: the part consumer threads share with it.
 pub(crate) struct Inner<H: QpHost> {
     /// The progress thread's registry, for consumers that take or give back a connection's
     /// receive side.
@@ -458,7 +477,10 @@ pub(crate) struct Inner<H: QpHost> {
     wakeups: AtomicU64,
     stop: AtomicBool,
     closed: AtomicBool,
-    next_id: AtomicU64,
+    /// Ids of connections and listeners (tokens), unique in the engine.
+    next_id: Arc<AtomicU64>,
+    /// Connections placed on this reactor and not yet removed (for placement).
+    load: AtomicUsize,
     config: EngineConfig,
 }
 
@@ -497,18 +519,52 @@ impl<H: QpHost> Inner<H> {
             cmd.fail();
         }
     }
+
+    /// A connection placed here left the reactor.
+    fn unload(&self) {
+        self.load.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
-/// One progress thread and the sockets of one adapter, for connections driven for hosts `H`.
+/// The reactors of one engine. The first also serves the listeners.
+pub(crate) struct Pool<H: QpHost> {
+    reactors: Vec<Arc<Inner<H>>>,
+    /// Where the next placement starts looking (ties go round the reactors).
+    cursor: AtomicUsize,
+}
+
+impl<H: QpHost> Pool<H> {
+    /// The reactor a new connection goes to: the one with the fewest connections, ties in
+    /// turn. The connection counts from now on.
+    fn place(&self) -> &Arc<Inner<H>> {
+        let n = self.reactors.len();
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+        let best = (0..n)
+            .map(|k| (start + k) % n)
+            .min_by_key(|&i| self.reactors[i].load.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        let inner = &self.reactors[best];
+        inner.load.fetch_add(1, Ordering::Relaxed);
+        inner
+    }
+
+    /// The reactor of the listeners.
+    fn first(&self) -> &Arc<Inner<H>> {
+        &self.reactors[0]
+    }
+}
+
+/// The progress threads and the sockets of one adapter, for connections driven for hosts `H`.
 pub struct Engine<H: QpHost> {
-    inner: Arc<Inner<H>>,
-    thread: Option<JoinHandle<()>>,
+    pool: Arc<Pool<H>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl<H: QpHost> std::fmt::Debug for Engine<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("thread", &self.inner.config.thread_name)
+            .field("thread", &self.config().thread_name)
+            .field("progress_threads", &self.pool.reactors.len())
             .finish_non_exhaustive()
     }
 }
@@ -538,38 +594,59 @@ fn cap_limits(l: ReadLimits) -> ReadLimits {
 }
 
 impl<H: QpHost> Engine<H> {
-    /// Starts the progress thread.
+    /// Starts the progress threads ([`EngineConfig::progress_threads`]).
     pub fn new(config: EngineConfig) -> Result<Engine<H>, Status> {
-        let poll = mio::Poll::new().map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
-        let waker = mio::Waker::new(poll.registry(), reactor::WAKER)
-            .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
-        let registry = poll
-            .registry()
-            .try_clone()
-            .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
-        let inner = Arc::new(Inner {
-            registry,
-            epoch: Instant::now(),
-            cmds: SegQueue::new(),
-            work: SegQueue::new(),
-            waker,
-            sleeping: AtomicBool::new(false),
-            wake_pending: AtomicBool::new(false),
-            wakeups: AtomicU64::new(0),
-            stop: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
-            config: config.clone(),
+        let epoch = Instant::now();
+        let next_id = Arc::new(AtomicU64::new(1));
+        let mut reactors = Vec::new();
+        let mut polls = Vec::new();
+        for _ in 0..config.progress_threads.max(1) {
+            let poll = mio::Poll::new().map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
+            let waker = mio::Waker::new(poll.registry(), reactor::WAKER)
+                .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
+            let registry = poll
+                .registry()
+                .try_clone()
+                .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
+            reactors.push(Arc::new(Inner {
+                registry,
+                epoch,
+                cmds: SegQueue::new(),
+                work: SegQueue::new(),
+                waker,
+                sleeping: AtomicBool::new(false),
+                wake_pending: AtomicBool::new(false),
+                wakeups: AtomicU64::new(0),
+                stop: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+                next_id: next_id.clone(),
+                load: AtomicUsize::new(0),
+                config: config.clone(),
+            }));
+            polls.push(poll);
+        }
+        let pool = Arc::new(Pool {
+            reactors,
+            cursor: AtomicUsize::new(0),
         });
-        let r = reactor::Reactor::new(inner.clone(), poll);
-        let thread = std::thread::Builder::new()
-            .name(config.thread_name)
-            .spawn(move || r.run())
-            .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
-        Ok(Engine {
-            inner,
-            thread: Some(thread),
-        })
+        let mut engine = Engine {
+            pool: pool.clone(),
+            threads: Vec::new(),
+        };
+        for (i, poll) in polls.into_iter().enumerate() {
+            let r = reactor::Reactor::new(pool.clone(), i, poll);
+            let name = match i {
+                0 => config.thread_name.clone(),
+                i => format!("{} {i}", config.thread_name),
+            };
+            // On failure, dropping the engine stops the threads already started.
+            let thread = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || r.run())
+                .map_err(|_| Status::INSUFFICIENT_RESOURCES)?;
+            engine.threads.push(thread);
+        }
+        Ok(engine)
     }
 
     /// Listens on `addr` (port 0: ephemeral). Each valid MPA Request calls `on_request` on the
@@ -598,10 +675,11 @@ impl<H: QpHost> Engine<H> {
             .and_then(|a| a.as_socket())
             .ok_or(Status::INVALID_ADDRESS)?;
         let listener = mio::net::TcpListener::from_std(socket.into());
-        let id = self.inner.id();
+        let inner = self.pool.first();
+        let id = inner.id();
         let paused = Arc::new(AtomicBool::new(false));
         let error = Arc::new(AtomicU32::new(0));
-        self.inner.send(Cmd::Listen {
+        inner.send(Cmd::Listen {
             id,
             listener,
             config,
@@ -610,7 +688,7 @@ impl<H: QpHost> Engine<H> {
             on_request: Box::new(on_request),
         });
         Ok(Listener {
-            inner: self.inner.clone(),
+            inner: inner.clone(),
             id,
             local,
             paused,
@@ -677,11 +755,16 @@ impl<H: QpHost> Engine<H> {
             .and_then(|a| a.as_socket())
             .unwrap_or(remote);
         let sock = mio::net::TcpStream::from_std(socket.into());
-        let shared = ConnShared::new(self.inner.id(), local_addr, remote);
-        let mut conn = reactor::Conn::new(shared, sock, reactor::Phase::TcpConnecting, hs);
-        conn.explicit_port = explicit_port;
-        let cell = ConnCell::new(self.inner.clone(), conn);
-        self.inner.send(Cmd::Connect {
+        let inner = self.pool.place();
+        let shared = ConnShared::new(inner.id(), local_addr, remote);
+        let phase = reactor::Phase::TcpConnecting {
+            hs,
+            explicit_port,
+            on_connect: None,
+        };
+        let conn = reactor::Conn::new(shared, sock, phase);
+        let cell = ConnCell::new(inner.clone(), conn);
+        inner.send(Cmd::Connect {
             cell: cell.clone(),
             host,
             connected_now,
@@ -692,13 +775,32 @@ impl<H: QpHost> Engine<H> {
 
     /// The engine's settings.
     pub fn config(&self) -> &EngineConfig {
-        &self.inner.config
+        &self.pool.first().config
     }
 
-    /// How many times the progress thread woke from a wait so far (readiness, a timer, or a
-    /// consumer handing it work). A relaxed counter, for measurements.
+    /// How many times the progress threads woke from a wait so far (readiness, a timer, or a
+    /// consumer handing them work), all together. A relaxed counter, for measurements.
     pub fn wakeups(&self) -> u64 {
-        self.inner.wakeups.load(Ordering::Relaxed)
+        self.wakeups_per_thread().iter().sum()
+    }
+
+    /// [`Engine::wakeups`] of each progress thread, in order.
+    pub fn wakeups_per_thread(&self) -> Vec<u64> {
+        self.pool
+            .reactors
+            .iter()
+            .map(|r| r.wakeups.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// How many connections each progress thread serves (placed and not yet closed and
+    /// released), in order. A relaxed snapshot, for measurements and tests.
+    pub fn connections_per_thread(&self) -> Vec<usize> {
+        self.pool
+            .reactors
+            .iter()
+            .map(|r| r.load.load(Ordering::Relaxed))
+            .collect()
     }
 }
 
@@ -707,18 +809,22 @@ impl<H: QpHost> Drop for Engine<H> {
     /// `STATUS_CANCELLED`, then [`QpHost::flushed`]) and closed, every listener closed, every
     /// pending callback called with `STATUS_CANCELLED`.
     fn drop(&mut self) {
-        self.inner.stop.store(true, Ordering::SeqCst);
-        let _ = self.inner.waker.wake();
-        if let Some(t) = self.thread.take() {
-            // The last handle can go on the progress thread itself (a callback that held the
-            // adapter was dropped there): then the thread winds down on its own once the
-            // current callback returns; joining would deadlock.
+        for r in &self.pool.reactors {
+            r.stop.store(true, Ordering::SeqCst);
+            let _ = r.waker.wake();
+        }
+        for t in self.threads.drain(..) {
+            // The last handle can go on a progress thread itself (a callback that held the
+            // adapter was dropped there): then that thread winds down on its own once the
+            // current callback returns; joining it would deadlock.
             if t.thread().id() != std::thread::current().id() {
                 let _ = t.join();
             }
         }
-        self.inner.closed.store(true, Ordering::SeqCst);
-        self.inner.drain_failed();
+        for r in &self.pool.reactors {
+            r.closed.store(true, Ordering::SeqCst);
+            r.drain_failed();
+        }
     }
 }
 

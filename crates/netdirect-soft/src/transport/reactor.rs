@@ -22,8 +22,8 @@ use socket2::SockRef;
 
 use super::errno::{connect_status, handshake_status, resources};
 use super::{
-    ConnShared, ConnState, ConnectCallback, ConnectError, EngineConfig, Incoming, Inner, QpHost,
-    StatusCallback,
+    ConnShared, ConnState, ConnectCallback, ConnectError, EngineConfig, Incoming, Inner, Pool,
+    QpHost, StatusCallback,
 };
 use crate::callback::{Section, run_or_defer};
 
@@ -89,6 +89,21 @@ pub(crate) enum Cmd<H: QpHost> {
         id: usize,
         on_done: Option<StatusCallback>,
     },
+    /// An accepted connection placed on this reactor by the listeners' reactor.
+    Adopt {
+        cell: Arc<ConnCell<H>>,
+    },
+    /// To the listeners' reactor: a connection of another reactor parsed its Request.
+    Deliver {
+        cell: Arc<ConnCell<H>>,
+        request: PeerRequest,
+        listener: Option<usize>,
+    },
+    /// From the listeners' reactor: listener `id` closed; handshakes waiting for their
+    /// Request close.
+    ListenerClosed {
+        id: usize,
+    },
 }
 
 impl<H: QpHost> Cmd<H> {
@@ -109,36 +124,23 @@ impl<H: QpHost> Cmd<H> {
                 on_closed: Some(cb),
                 ..
             } => cb(),
+            Cmd::Adopt { cell } => cell.shared.set_state(ConnState::Closed),
+            // Nobody decides: the connection's reactor rejects it (if it still runs).
+            Cmd::Deliver { cell, .. } => {
+                cell.shared.set_state(ConnState::Closed);
+                cell.inner.send(Cmd::Reject {
+                    id: cell.shared.id,
+                    private_data: Vec::new(),
+                });
+            }
             _ => {}
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// TCP connect in progress.
-    TcpConnecting,
-    /// MPA startup frames in flight.
-    Handshake,
-    /// Passive: the Request is with the consumer.
-    Decision,
-    /// Active: the peer accepted; waiting for complete or reject.
-    Replied,
-    /// Passive: accepted; waiting for the first FPDU.
-    Accepting,
-    /// The stream runs.
-    Connected,
-    /// Writing what is left (a Terminate, a Reply), then FIN.
-    Closing,
-    /// FIN sent; reading and discarding until the peer's FIN.
-    Linger,
-    /// To be removed.
-    Dead,
-}
-
 /// Finds where the initiator's first FPDU ends in the stream (passive side).
 #[derive(Debug, Clone, Copy)]
-struct FirstFpdu {
+pub(crate) struct FirstFpdu {
     markers: bool,
     head: [u8; 6],
     seen: usize,
@@ -229,107 +231,232 @@ fn cancelled(wr: u64, request: &Request) -> WorkCompletion {
     }
 }
 
-/// One connection, owned by the progress thread.
+/// The RDMAP side of a connection, from the end of the MPA handshake on. It outlives the
+/// connection's close: posts refused by a stream a Terminate ended carry that Terminate's code.
+pub(crate) struct Rdma<L> {
+    stream: Stream<L>,
+    /// CRC on what we send, as negotiated.
+    crc: bool,
+    /// Markers in what we send, as negotiated.
+    markers_tx: bool,
+    /// [`QpHost::flushed`] was called.
+    flushed: bool,
+    /// The peer's close was reported ([`Event::PeerClosed`]).
+    peer_closed: bool,
+}
+
+/// Where a connection is in its life; each stage carries what only it needs, so that the
+/// stages' data cannot get out of step.
+pub(crate) enum Phase<H: QpHost> {
+    /// Active: TCP connect in progress (the MPA Request waits in the out buffer).
+    TcpConnecting {
+        hs: Handshake,
+        /// A local port was given (changes what `EADDRINUSE` means).
+        explicit_port: bool,
+        on_connect: Option<ConnectCallback>,
+    },
+    /// MPA startup frames in flight (`on_connect`: the active side's completion).
+    Handshake {
+        hs: Handshake,
+        on_connect: Option<ConnectCallback>,
+        /// What followed the peer's startup frame.
+        early: Vec<u8>,
+    },
+    /// Passive: the Request is with the consumer.
+    Decision {
+        hs: Handshake,
+        /// Until handed to the listener.
+        request: Option<PeerRequest>,
+        /// The peer went away while the consumer decides.
+        aborted: bool,
+        early: Vec<u8>,
+    },
+    /// Active: the peer accepted; waiting for complete or reject.
+    Replied {
+        rdma: Rdma<H::Lease>,
+        replied_at: Instant,
+        /// The peer went away meanwhile.
+        aborted: bool,
+        early: Vec<u8>,
+    },
+    /// Passive: accepted; waiting for the initiator's first FPDU.
+    Accepting {
+        rdma: Rdma<H::Lease>,
+        first: FirstFpdu,
+        on_accept: Option<StatusCallback>,
+    },
+    /// The stream runs.
+    Connected {
+        rdma: Rdma<H::Lease>,
+        /// Active side: no FPDU leaves before this ([`EngineConfig::first_fpdu_delay`]).
+        hold_until: Option<Instant>,
+    },
+    /// Writing what is left (a Terminate, a Reply), then FIN.
+    Closing {
+        rdma: Option<Rdma<H::Lease>>,
+        /// The stream queued a Terminate: send it, then close.
+        terminating: bool,
+        /// The consumer disconnects: no new frames are taken from the stream.
+        disconnecting: bool,
+        /// The stream has nothing more to send.
+        tx_drained: bool,
+    },
+    /// FIN sent; reading and discarding until the peer's FIN.
+    Linger { rdma: Option<Rdma<H::Lease>> },
+    /// To be removed. `zombie`: the socket is closed, and the connection is kept for its
+    /// consumer handle.
+    Dead {
+        rdma: Option<Rdma<H::Lease>>,
+        zombie: bool,
+    },
+}
+
+impl<H: QpHost> Phase<H> {
+    fn rdma(&self) -> Option<&Rdma<H::Lease>> {
+        match self {
+            Phase::Replied { rdma, .. }
+            | Phase::Accepting { rdma, .. }
+            | Phase::Connected { rdma, .. } => Some(rdma),
+            Phase::Closing { rdma, .. } | Phase::Linger { rdma } | Phase::Dead { rdma, .. } => {
+                rdma.as_ref()
+            }
+            Phase::TcpConnecting { .. } | Phase::Handshake { .. } | Phase::Decision { .. } => None,
+        }
+    }
+
+    fn rdma_mut(&mut self) -> Option<&mut Rdma<H::Lease>> {
+        match self {
+            Phase::Replied { rdma, .. }
+            | Phase::Accepting { rdma, .. }
+            | Phase::Connected { rdma, .. } => Some(rdma),
+            Phase::Closing { rdma, .. } | Phase::Linger { rdma } | Phase::Dead { rdma, .. } => {
+                rdma.as_mut()
+            }
+            Phase::TcpConnecting { .. } | Phase::Handshake { .. } | Phase::Decision { .. } => None,
+        }
+    }
+
+    /// Takes the RDMAP side out (the phase is being left).
+    fn take_rdma(&mut self) -> Option<Rdma<H::Lease>> {
+        match std::mem::replace(self, Phase::PLACEHOLDER) {
+            Phase::Replied { rdma, .. }
+            | Phase::Accepting { rdma, .. }
+            | Phase::Connected { rdma, .. } => Some(rdma),
+            Phase::Closing { rdma, .. } | Phase::Linger { rdma } | Phase::Dead { rdma, .. } => rdma,
+            Phase::TcpConnecting { .. } | Phase::Handshake { .. } | Phase::Decision { .. } => None,
+        }
+    }
+
+    fn hs_mut(&mut self) -> Option<&mut Handshake> {
+        match self {
+            Phase::TcpConnecting { hs, .. }
+            | Phase::Handshake { hs, .. }
+            | Phase::Decision { hs, .. } => Some(hs),
+            _ => None,
+        }
+    }
+
+    /// What a phase is left as while it is being taken apart.
+    const PLACEHOLDER: Phase<H> = Phase::Dead {
+        rdma: None,
+        zombie: false,
+    };
+
+    fn is_connected(&self) -> bool {
+        matches!(self, Phase::Connected { .. })
+    }
+
+    fn is_dead(&self) -> bool {
+        matches!(self, Phase::Dead { .. })
+    }
+
+    fn is_zombie(&self) -> bool {
+        matches!(self, Phase::Dead { zombie: true, .. })
+    }
+
+    /// Closing, lingering or dead.
+    fn is_closing(&self) -> bool {
+        matches!(
+            self,
+            Phase::Closing { .. } | Phase::Linger { .. } | Phase::Dead { .. }
+        )
+    }
+}
+
+/// One connection: its life ([`Phase`]) and what every phase shares (the socket, its buffers
+/// and readiness, deadlines, the host and the consumer's handle).
 pub(crate) struct Conn<H: QpHost> {
     shared: Arc<ConnShared>,
     sock: TcpStream,
-    phase: Phase,
+    phase: Phase<H>,
+    /// Passive side: the listener that accepted it.
     listener: Option<usize>,
-    hs: Option<Handshake>,
-    stream: Option<Stream<H::Lease>>,
     host: Option<H>,
-    pub(crate) explicit_port: bool,
     emss: usize,
-    crc: bool,
-    markers_tx: bool,
     out: Vec<u8>,
     out_pos: usize,
     spare: Vec<u8>,
-    early: Vec<u8>,
     readable: bool,
     writable: bool,
+    /// The peer's FIN (or a reset) was read.
     eof: bool,
+    /// The socket failed: nothing more is read or written.
     io_dead: bool,
     deadline: Option<Instant>,
-    on_connect: Option<ConnectCallback>,
-    on_accept: Option<StatusCallback>,
+    /// The deadline the progress thread's timer heap holds for this connection.
+    timer_at: Option<Instant>,
+    /// Disconnect completions, run once the connection is closed (in any phase).
     on_disconnect: Option<StatusCallback>,
-    disconnecting: bool,
-    first: Option<FirstFpdu>,
-    flushed: bool,
-    peer_closed: bool,
-    /// The stream queued a Terminate: send it, then close.
-    terminating: bool,
-    /// Closing: the stream has nothing more to send.
-    tx_drained: bool,
-    /// A Request waiting to be handed to the listener.
-    request: Option<PeerRequest>,
-    /// The peer went away while the consumer decides.
-    aborted: bool,
     /// A consumer handle ([`super::Connection`] or [`Incoming`]) refers to this connection, so
     /// it outlives its socket until released (posts then complete `STATUS_CANCELLED`).
     has_handle: bool,
-    /// Dead, socket closed, kept for its handle.
-    zombie: bool,
-    /// Active side: when the peer's Reply arrived.
-    replied_at: Option<Instant>,
-    /// Active side: no FPDU leaves before this ([`EngineConfig::first_fpdu_delay`]).
-    hold_until: Option<Instant>,
-    /// The deadline the progress thread's timer heap holds for this connection.
-    timer_at: Option<Instant>,
 }
 
 impl<H: QpHost> Conn<H> {
-    pub(crate) fn new(
-        shared: Arc<ConnShared>,
-        sock: TcpStream,
-        phase: Phase,
-        hs: Handshake,
-    ) -> Self {
+    pub(crate) fn new(shared: Arc<ConnShared>, sock: TcpStream, mut phase: Phase<H>) -> Self {
         let emss = SockRef::from(&sock).mss().unwrap_or(1460) as usize;
+        // The active side's Request waits in the out buffer until TCP connects.
+        let mut out = Vec::new();
+        if let Some(hs) = phase.hs_mut() {
+            hs.poll_transmit(&mut out);
+        }
         Conn {
             shared,
             sock,
             phase,
             listener: None,
-            hs: Some(hs),
-            stream: None,
             host: None,
-            explicit_port: false,
             emss,
-            crc: false,
-            markers_tx: false,
-            out: Vec::new(),
+            out,
             out_pos: 0,
             spare: Vec::new(),
-            early: Vec::new(),
             readable: false,
             writable: false,
             eof: false,
             io_dead: false,
             deadline: None,
-            on_connect: None,
-            on_accept: None,
-            on_disconnect: None,
-            disconnecting: false,
-            first: None,
-            flushed: false,
-            peer_closed: false,
-            terminating: false,
-            replied_at: None,
-            hold_until: None,
             timer_at: None,
-            tx_drained: false,
-            request: None,
-            aborted: false,
+            on_disconnect: None,
             has_handle: false,
-            zombie: false,
+        }
+    }
+
+    /// Moves the handshake's output (a Request or a Reply) to the out buffer, in order.
+    fn hs_output(&mut self) {
+        if let Some(hs) = self.phase.hs_mut() {
+            hs.poll_transmit(&mut self.out);
         }
     }
 
     fn fail_connect(&mut self, status: Status, private_data: Vec<u8>) {
         self.shared.set_state(ConnState::Closed);
-        if let Some(cb) = self.on_connect.take() {
+        let cb = match &mut self.phase {
+            Phase::TcpConnecting { on_connect, .. } | Phase::Handshake { on_connect, .. } => {
+                on_connect.take()
+            }
+            _ => None,
+        };
+        if let Some(cb) = cb {
             run_or_defer(move || {
                 cb(Err(ConnectError {
                     status,
@@ -340,12 +467,36 @@ impl<H: QpHost> Conn<H> {
     }
 
     fn fail_accept(&mut self, status: Status) {
-        if let Some(cb) = self.on_accept.take() {
-            run_or_defer(move || cb(status));
+        if let Phase::Accepting { on_accept, .. } = &mut self.phase {
+            if let Some(cb) = on_accept.take() {
+                run_or_defer(move || cb(status));
+            }
         }
     }
 
-    fn make_stream(&mut self, neg: &netdirect_proto::Negotiated, cfg: &EngineConfig) {
+    /// Leaving the handshake or the accept for good: a completion still pending fails (the
+    /// paths that close say why first; this is the net under them).
+    fn fail_pending(&mut self) {
+        self.hs_output();
+        if let Phase::TcpConnecting {
+            on_connect: Some(_),
+            ..
+        }
+        | Phase::Handshake {
+            on_connect: Some(_),
+            ..
+        } = self.phase
+        {
+            self.fail_connect(Status::CONNECTION_ABORTED, Vec::new());
+        }
+        self.fail_accept(Status::CONNECTION_ABORTED);
+    }
+
+    fn make_stream(
+        &mut self,
+        neg: &netdirect_proto::Negotiated,
+        cfg: &EngineConfig,
+    ) -> Rdma<H::Lease> {
         let cap = cfg.max_mulpdu;
         // One GSO packet per FPDU (siw's mss × gso_segs); with markers, one segment.
         let seglen = if neg.markers_tx {
@@ -354,37 +505,56 @@ impl<H: QpHost> Conn<H> {
             mpa::gso_seglen(self.emss)
         };
         let mulpdu = mpa::mulpdu(seglen, neg.markers_tx).min(cap);
-        self.crc = neg.crc;
-        self.markers_tx = neg.markers_tx;
         self.shared.ord.store(neg.limits.ord, Ordering::Release);
         let mut stream = Stream::new(neg, mulpdu);
         // Header-first receive (`receive` reads payloads straight into place once connected).
         stream.set_direct_min(cfg.direct_min);
-        self.stream = Some(stream);
+        Rdma {
+            stream,
+            crc: neg.crc,
+            markers_tx: neg.markers_tx,
+            flushed: false,
+            peer_closed: false,
+        }
     }
 
-    /// Starts closing: write what is queued, FIN, linger.
-    fn begin_close(&mut self, now: Instant, timeout: Duration) {
-        if matches!(self.phase, Phase::Closing | Phase::Linger | Phase::Dead) {
+    /// Starts closing: write what is queued, FIN, linger. `disconnecting`: the consumer asked
+    /// (no new frames are taken from the stream).
+    fn begin_close(&mut self, now: Instant, timeout: Duration, disconnecting: bool) {
+        if self.phase.is_closing() {
             return;
         }
-        self.phase = Phase::Closing;
+        self.fail_pending();
+        let rdma = self.phase.take_rdma();
+        self.phase = Phase::Closing {
+            rdma,
+            terminating: false,
+            disconnecting,
+            tx_drained: false,
+        };
         self.deadline = Some(now + timeout);
     }
 
     fn kill(&mut self) {
-        self.phase = Phase::Dead;
+        if !self.phase.is_dead() {
+            self.fail_pending();
+            let rdma = self.phase.take_rdma();
+            self.phase = Phase::Dead {
+                rdma,
+                zombie: false,
+            };
+        }
         self.deadline = None;
     }
 
     /// The TCP connect finished (or failed).
     fn on_tcp_connected(&mut self, now: Instant) {
-        if self.phase != Phase::TcpConnecting {
+        let Phase::TcpConnecting { explicit_port, .. } = self.phase else {
             return;
-        }
+        };
         match self.sock.take_error() {
             Ok(Some(e)) | Err(e) => {
-                let st = connect_status(&e, self.explicit_port);
+                let st = connect_status(&e, explicit_port);
                 self.fail_connect(st, Vec::new());
                 return self.kill();
             }
@@ -394,55 +564,96 @@ impl<H: QpHost> Conn<H> {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::NotConnected => return,
             Err(e) => {
-                let st = connect_status(&e, self.explicit_port);
+                let st = connect_status(&e, explicit_port);
                 self.fail_connect(st, Vec::new());
                 return self.kill();
             }
         }
         self.emss = SockRef::from(&self.sock).mss().unwrap_or(1460) as usize;
-        self.phase = Phase::Handshake;
+        let Phase::TcpConnecting { hs, on_connect, .. } =
+            std::mem::replace(&mut self.phase, Phase::PLACEHOLDER)
+        else {
+            unreachable!("checked above");
+        };
         // The MPA timeout runs from the connect call (the Handshake was made then).
-        self.deadline = self.hs.as_ref().and_then(Handshake::poll_timeout);
+        self.deadline = hs.poll_timeout();
+        self.phase = Phase::Handshake {
+            hs,
+            on_connect,
+            early: Vec::new(),
+        };
         let _ = now;
     }
 
-    /// Handles what the handshake reports.
-    fn hs_events(&mut self, now: Instant, cfg: &EngineConfig) {
-        while let Some(ev) = self.hs.as_mut().and_then(Handshake::poll_event) {
+    /// Handles what the handshake reports. `on_accept`: the passive side's accept completion
+    /// (the consumer just accepted).
+    fn hs_events(
+        &mut self,
+        now: Instant,
+        cfg: &EngineConfig,
+        mut on_accept: Option<StatusCallback>,
+    ) {
+        self.hs_output();
+        while let Some(ev) = self.phase.hs_mut().and_then(Handshake::poll_event) {
             match ev {
                 HsEvent::Request(req) => {
-                    self.phase = Phase::Decision;
-                    self.deadline = None;
-                    self.request = Some(req);
+                    if let Phase::Handshake { hs, early, .. } =
+                        std::mem::replace(&mut self.phase, Phase::PLACEHOLDER)
+                    {
+                        self.deadline = None;
+                        self.phase = Phase::Decision {
+                            hs,
+                            request: Some(req),
+                            aborted: false,
+                            early,
+                        };
+                    }
                 }
                 HsEvent::Established(neg) => {
-                    self.make_stream(&neg, cfg);
+                    self.hs_output();
+                    let (on_connect, early) =
+                        match std::mem::replace(&mut self.phase, Phase::PLACEHOLDER) {
+                            Phase::Handshake {
+                                on_connect, early, ..
+                            } => (on_connect, early),
+                            Phase::Decision { early, .. } => (None, early),
+                            _ => (None, Vec::new()),
+                        };
+                    let rdma = self.make_stream(&neg, cfg);
                     self.deadline = None;
                     if neg.role == netdirect_proto::Role::Initiator {
-                        self.replied_at = Some(now);
-                        self.phase = Phase::Replied;
+                        self.phase = Phase::Replied {
+                            rdma,
+                            replied_at: now,
+                            aborted: false,
+                            early,
+                        };
                         self.shared.set_state(ConnState::Replied);
-                        if let Some(cb) = self.on_connect.take() {
+                        if let Some(cb) = on_connect {
                             run_or_defer(move || cb(Ok(neg)));
                         }
                     } else if neg.rtr.is_none() {
                         // Plain RFC 5044: nothing on the wire tells us the initiator completed
                         // its connect, and it may wait for us to speak first (perftest's
                         // write_lat does). As siw, the accept completes with the Reply queued.
-                        self.phase = Phase::Connected;
+                        self.phase = Phase::Connected {
+                            rdma,
+                            hold_until: None,
+                        };
                         self.shared.set_state(ConnState::Connected);
-                        if let Some(cb) = self.on_accept.take() {
+                        if let Some(cb) = on_accept.take() {
                             run_or_defer(move || cb(Status::SUCCESS));
                         }
-                        let early = std::mem::take(&mut self.early);
                         if !early.is_empty() {
                             self.feed(&early);
                             self.drain(now, cfg);
                         }
                     } else {
-                        self.phase = Phase::Accepting;
-                        self.first = Some(FirstFpdu::new(neg.markers_rx));
-                        let early = std::mem::take(&mut self.early);
+                        self.phase = Phase::Accepting {
+                            rdma,
+                            first: FirstFpdu::new(neg.markers_rx),
+                            on_accept: on_accept.take(),
+                        };
                         if !early.is_empty() {
                             self.feed(&early);
                         }
@@ -450,81 +661,85 @@ impl<H: QpHost> Conn<H> {
                 }
                 HsEvent::Rejected { private_data } => {
                     self.fail_connect(Status::CONNECTION_REFUSED, private_data);
-                    self.begin_close(now, cfg.disconnect_timeout);
+                    self.begin_close(now, cfg.disconnect_timeout, false);
                 }
                 HsEvent::Failed(e) => {
-                    if self.hs.as_ref().map(Handshake::role)
-                        == Some(netdirect_proto::Role::Initiator)
-                    {
+                    let initiator = self.phase.hs_mut().map(|h| h.role())
+                        == Some(netdirect_proto::Role::Initiator);
+                    if initiator {
                         if let Some(t) = e.term_error() {
-                            let crc = self.crc;
-                            self.out.extend_from_slice(&terminate_fpdu(t, crc, false));
+                            // Nothing is negotiated yet: no CRC.
+                            self.out.extend_from_slice(&terminate_fpdu(t, false, false));
                         }
                         self.fail_connect(handshake_status(&e), Vec::new());
                     } else {
                         self.shared.set_state(ConnState::Closed);
                     }
-                    self.begin_close(now, cfg.disconnect_timeout);
+                    self.begin_close(now, cfg.disconnect_timeout, false);
                 }
             }
+        }
+        if let Some(cb) = on_accept {
+            run_or_defer(move || cb(Status::CONNECTION_ABORTED));
         }
     }
 
     /// Runs the stream's receive side over buffered input, placing every payload.
     fn rx(&mut self) {
-        let (Some(stream), Some(host)) = (self.stream.as_mut(), self.host.as_mut()) else {
+        let (Some(rdma), Some(host)) = (self.phase.rdma_mut(), self.host.as_mut()) else {
             return;
         };
-        while let Some(place) = stream.poll_rx(host) {
+        while let Some(place) = rdma.stream.poll_rx(host) {
             host.place(place.dest, place.data);
         }
     }
 
     /// Stream-mode input (accepting or connected).
     fn feed(&mut self, data: &[u8]) {
-        let Some(stream) = self.stream.as_mut() else {
+        let first_end = match &mut self.phase {
+            Phase::Accepting { first, .. } => first.feed(data),
+            _ => None,
+        };
+        let (head, tail) = data.split_at(first_end.unwrap_or(data.len()));
+        let Some(rdma) = self.phase.rdma_mut() else {
             return;
         };
-        if self.phase == Phase::Accepting {
-            let first = self
-                .first
-                .as_mut()
-                .expect("accepting tracks the first FPDU");
-            match first.feed(data) {
-                Some(k) => {
-                    stream.push_input(&data[..k]);
-                    self.rx();
-                    let ok = self.stream.as_ref().is_some_and(Stream::is_active);
-                    if ok {
-                        self.phase = Phase::Connected;
-                        self.shared.set_state(ConnState::Connected);
-                        if let Some(cb) = self.on_accept.take() {
-                            run_or_defer(move || cb(Status::SUCCESS));
-                        }
-                    } else {
-                        self.fail_accept(Status::CONNECTION_ABORTED);
-                    }
-                    if let Some(s) = self.stream.as_mut() {
-                        s.push_input(&data[k..]);
-                    }
-                    self.rx();
-                }
-                None => {
-                    stream.push_input(data);
-                    self.rx();
+        rdma.stream.push_input(head);
+        self.rx();
+        if first_end.is_none() {
+            return;
+        }
+        // The initiator's first FPDU is in: the accept completes.
+        let ok = self.phase.rdma().is_some_and(|r| r.stream.is_active());
+        if ok {
+            if let Phase::Accepting {
+                rdma, on_accept, ..
+            } = std::mem::replace(&mut self.phase, Phase::PLACEHOLDER)
+            {
+                self.phase = Phase::Connected {
+                    rdma,
+                    hold_until: None,
+                };
+                self.shared.set_state(ConnState::Connected);
+                if let Some(cb) = on_accept {
+                    run_or_defer(move || cb(Status::SUCCESS));
                 }
             }
         } else {
-            stream.push_input(data);
-            self.rx();
+            self.fail_accept(Status::CONNECTION_ABORTED);
         }
+        if let Some(r) = self.phase.rdma_mut() {
+            r.stream.push_input(tail);
+        }
+        self.rx();
     }
 
     /// Delivers the stream's completions and events to the host.
     fn drain(&mut self, now: Instant, cfg: &EngineConfig) {
-        let (Some(stream), Some(host)) = (self.stream.as_mut(), self.host.as_mut()) else {
+        let (Some(rdma), Some(host)) = (self.phase.rdma_mut(), self.host.as_mut()) else {
             return;
         };
+        let stream = &mut rdma.stream;
         // A stopped stream refuses posts before its flushed completions become visible.
         if !stream.is_active() && !matches!(self.shared.state(), ConnState::Closed) {
             self.shared.set_state(ConnState::Error);
@@ -533,6 +748,7 @@ impl<H: QpHost> Conn<H> {
             host.completed(c);
         }
         let mut close = false;
+        let mut terminate_sent = false;
         while let Some(e) = stream.poll_event() {
             if e == Event::PeerClosed && self.shared.state() == ConnState::Connected {
                 self.shared.set_state(ConnState::PeerClosed);
@@ -540,22 +756,25 @@ impl<H: QpHost> Conn<H> {
             host.event(e);
             match e {
                 Event::TerminateSent(_) => {
-                    self.terminating = true;
+                    terminate_sent = true;
                     close = true;
                 }
                 Event::TerminateReceived(_) => close = true,
-                Event::PeerClosed => self.peer_closed = true,
+                Event::PeerClosed => rdma.peer_closed = true,
             }
         }
-        if !stream.is_active() && !self.flushed {
-            self.flushed = true;
+        if !rdma.stream.is_active() && !rdma.flushed {
+            rdma.flushed = true;
             host.flushed();
         }
         if close {
-            if self.phase == Phase::Accepting {
-                self.fail_accept(Status::CONNECTION_ABORTED);
+            self.fail_accept(Status::CONNECTION_ABORTED);
+            self.begin_close(now, cfg.disconnect_timeout, false);
+        }
+        if terminate_sent {
+            if let Phase::Closing { terminating, .. } = &mut self.phase {
+                *terminating = true;
             }
-            self.begin_close(now, cfg.disconnect_timeout);
         }
     }
 
@@ -565,47 +784,44 @@ impl<H: QpHost> Conn<H> {
         if reset {
             self.io_dead = true;
         }
-        match self.phase {
-            Phase::TcpConnecting | Phase::Handshake => {
-                if self.on_connect.is_some() {
+        match &mut self.phase {
+            Phase::TcpConnecting { on_connect, .. } | Phase::Handshake { on_connect, .. } => {
+                if on_connect.is_some() {
                     self.fail_connect(Status::CONNECTION_REFUSED, Vec::new());
                 } else {
                     self.shared.set_state(ConnState::Closed);
                 }
                 self.kill();
             }
-            Phase::Decision | Phase::Replied => self.aborted = true,
-            Phase::Accepting => {
+            Phase::Decision { aborted, .. } | Phase::Replied { aborted, .. } => *aborted = true,
+            Phase::Accepting { rdma, .. } => {
+                rdma.stream.flush();
                 self.fail_accept(Status::CONNECTION_ABORTED);
-                if let Some(s) = self.stream.as_mut() {
-                    s.flush();
-                }
                 self.drain(now, cfg);
                 self.shared.set_state(ConnState::Closed);
                 self.kill();
             }
-            Phase::Connected => {
-                if !self.peer_closed {
-                    match self.stream.as_mut() {
-                        Some(s) if s.is_active() => s.handle_eof(),
-                        _ => {
-                            // The stream is done; tell the host the connection is gone anyway.
-                            self.peer_closed = true;
-                            if let Some(h) = self.host.as_mut() {
-                                h.event(Event::PeerClosed);
-                            }
+            Phase::Connected { rdma, .. } => {
+                if !rdma.peer_closed {
+                    if rdma.stream.is_active() {
+                        rdma.stream.handle_eof();
+                    } else {
+                        // The stream is done; tell the host the connection is gone anyway.
+                        rdma.peer_closed = true;
+                        if let Some(h) = self.host.as_mut() {
+                            h.event(Event::PeerClosed);
                         }
                     }
                     self.drain(now, cfg);
                 }
             }
-            Phase::Closing => {
+            Phase::Closing { .. } => {
                 if reset {
                     self.finish_close();
                     self.kill();
                 }
             }
-            Phase::Linger | Phase::Dead => self.kill(),
+            Phase::Linger { .. } | Phase::Dead { .. } => self.kill(),
         }
     }
 
@@ -613,11 +829,11 @@ impl<H: QpHost> Conn<H> {
     fn receive(&mut self, rbuf: &mut [u8], now: Instant, cfg: &EngineConfig) -> Option<usize> {
         // Established: read straight into the stream's input buffer (one copy fewer), or,
         // for the payload of a large FPDU whose header is in, straight into its destination.
-        let direct = self.phase == Phase::Connected && self.stream.is_some();
-        let read = match (direct, self.stream.as_mut()) {
-            (true, Some(stream)) => {
+        let (direct, read) = match &mut self.phase {
+            Phase::Connected { rdma, .. } => {
                 let sock = &self.sock;
-                match Self::read_direct(sock, stream, self.host.as_mut()) {
+                let stream = &mut rdma.stream;
+                let read = match Self::read_direct(sock, stream, self.host.as_mut()) {
                     Some(read) => read,
                     None => {
                         let n = stream
@@ -625,9 +841,10 @@ impl<H: QpHost> Conn<H> {
                             .map_or(rbuf.len(), |h| h.clamp(1, rbuf.len()));
                         stream.fill_input_with(n, |buf| (&*sock).read(buf))
                     }
-                }
+                };
+                (true, read)
             }
-            _ => (&self.sock).read(rbuf),
+            _ => (false, (&self.sock).read(rbuf)),
         };
         let n = match read {
             Ok(0) => {
@@ -651,18 +868,23 @@ impl<H: QpHost> Conn<H> {
             return Some(n);
         }
         let data = &rbuf[..n];
-        match self.phase {
-            Phase::Handshake => {
-                let used = self.hs.as_mut().map_or(0, |h| h.handle_input(data));
-                self.early.extend_from_slice(&data[used..]);
-                self.hs_events(now, cfg);
+        match &mut self.phase {
+            Phase::Handshake { hs, early, .. } => {
+                let used = hs.handle_input(data);
+                early.extend_from_slice(&data[used..]);
+                self.hs_events(now, cfg, None);
             }
-            Phase::Decision | Phase::Replied => self.early.extend_from_slice(data),
-            Phase::Accepting | Phase::Connected => {
+            Phase::Decision { early, .. } | Phase::Replied { early, .. } => {
+                early.extend_from_slice(data)
+            }
+            Phase::Accepting { .. } | Phase::Connected { .. } => {
                 self.feed(data);
                 self.drain(now, cfg);
             }
-            Phase::TcpConnecting | Phase::Closing | Phase::Linger | Phase::Dead => {}
+            Phase::TcpConnecting { .. }
+            | Phase::Closing { .. }
+            | Phase::Linger { .. }
+            | Phase::Dead { .. } => {}
         }
         Some(n)
     }
@@ -713,9 +935,11 @@ impl<H: QpHost> Conn<H> {
         if self.eof || self.io_dead {
             return false;
         }
-        match self.phase {
-            Phase::TcpConnecting | Phase::Dead => false,
-            Phase::Decision | Phase::Replied => self.early.len() < EARLY_INPUT_CAP,
+        match &self.phase {
+            Phase::TcpConnecting { .. } | Phase::Dead { .. } => false,
+            Phase::Decision { early, .. } | Phase::Replied { early, .. } => {
+                early.len() < EARLY_INPUT_CAP
+            }
             _ => true,
         }
     }
@@ -750,9 +974,13 @@ impl<H: QpHost> Conn<H> {
     /// Whether the stream's frames may be taken now.
     fn frames_allowed(&self) -> bool {
         match self.phase {
-            Phase::Connected => !self.disconnecting && self.hold_until.is_none(),
-            Phase::Accepting => !self.disconnecting,
-            Phase::Closing => self.terminating && !self.disconnecting,
+            Phase::Connected { hold_until, .. } => hold_until.is_none(),
+            Phase::Accepting { .. } => true,
+            Phase::Closing {
+                terminating,
+                disconnecting,
+                ..
+            } => terminating && !disconnecting,
             _ => false,
         }
     }
@@ -760,11 +988,6 @@ impl<H: QpHost> Conn<H> {
     /// Takes frames from the stream and writes them. Returns whether anything happened.
     fn transmit(&mut self) -> io::Result<bool> {
         let mut progress = false;
-        if let Some(hs) = self.hs.as_mut() {
-            let before = self.out.len();
-            hs.poll_transmit(&mut self.out);
-            progress |= self.out.len() != before;
-        }
         if self.out.len() - self.out_pos >= COALESCE && !self.flush_out()? {
             return Ok(progress);
         }
@@ -772,17 +995,18 @@ impl<H: QpHost> Conn<H> {
         // segment back.
         let mut corked = false;
         while self.writable && self.frames_allowed() {
-            let (Some(stream), Some(host)) = (self.stream.as_mut(), self.host.as_mut()) else {
+            let (Some(rdma), Some(host)) = (self.phase.rdma_mut(), self.host.as_mut()) else {
                 break;
             };
+            let stream = &mut rdma.stream;
             while let Some(a) = stream.poll_action() {
                 let st = host.local(a.wr);
                 stream.local_done(a.wr, st);
                 progress = true;
             }
             let Some(frame) = stream.poll_transmit() else {
-                if self.phase == Phase::Closing {
-                    self.tx_drained = true;
+                if let Phase::Closing { tx_drained, .. } = &mut self.phase {
+                    *tx_drained = true;
                 }
                 break;
             };
@@ -794,7 +1018,7 @@ impl<H: QpHost> Conn<H> {
             // per response: a third less throughput with MSG_MORE on every FPDU).
             let more =
                 stream.tx_pending() && frame.header.len() + plen < mpa::gso_seglen(self.emss) / 2;
-            if self.markers_tx || plen <= SMALL_PAYLOAD {
+            if rdma.markers_tx || plen <= SMALL_PAYLOAD {
                 self.append_frame(frame);
             } else {
                 corked = self.write_direct(frame, more)?;
@@ -817,9 +1041,13 @@ impl<H: QpHost> Conn<H> {
 
     /// How FPDUs are framed on this connection (CRC, markers).
     fn writer(&self) -> mpa::FpduWriter {
+        let (crc, markers) = self
+            .phase
+            .rdma()
+            .map_or((false, false), |r| (r.crc, r.markers_tx));
         mpa::FpduWriter {
-            crc: self.crc,
-            markers: self.markers_tx.then(|| MarkerLayout::new(0)),
+            crc,
+            markers: markers.then(|| MarkerLayout::new(0)),
         }
     }
 
@@ -905,19 +1133,19 @@ impl<H: QpHost> Conn<H> {
 
     /// Flushes the stream for a disconnect or teardown, and reports the disconnect.
     fn finish_close(&mut self) {
-        if let Some(s) = self.stream.as_mut() {
-            s.flush();
-        }
-        if let (Some(stream), Some(host)) = (self.stream.as_mut(), self.host.as_mut()) {
-            while let Some(c) = stream.poll_completion() {
-                host.completed(c);
-            }
-            while let Some(e) = stream.poll_event() {
-                host.event(e);
-            }
-            if !self.flushed {
-                self.flushed = true;
-                host.flushed();
+        if let Some(rdma) = self.phase.rdma_mut() {
+            rdma.stream.flush();
+            if let Some(host) = self.host.as_mut() {
+                while let Some(c) = rdma.stream.poll_completion() {
+                    host.completed(c);
+                }
+                while let Some(e) = rdma.stream.poll_event() {
+                    host.event(e);
+                }
+                if !rdma.flushed {
+                    rdma.flushed = true;
+                    host.flushed();
+                }
             }
         }
         if let Some(cb) = self.on_disconnect.take() {
@@ -927,10 +1155,16 @@ impl<H: QpHost> Conn<H> {
 
     /// Moves a closing connection on once its bytes are out.
     fn advance_close(&mut self, now: Instant, cfg: &EngineConfig) {
-        if self.phase != Phase::Closing {
+        let Phase::Closing {
+            terminating,
+            disconnecting,
+            tx_drained,
+            ..
+        } = self.phase
+        else {
             return;
-        }
-        let terminate_pending = self.terminating && !self.disconnecting && !self.tx_drained;
+        };
+        let terminate_pending = terminating && !disconnecting && !tx_drained;
         if (self.out_pos < self.out.len() || terminate_pending) && !self.io_dead {
             return;
         }
@@ -939,27 +1173,26 @@ impl<H: QpHost> Conn<H> {
         if self.eof || self.io_dead {
             self.kill();
         } else {
-            self.phase = Phase::Linger;
+            let rdma = self.phase.take_rdma();
+            self.phase = Phase::Linger { rdma };
             self.deadline = Some(now + cfg.disconnect_timeout);
         }
     }
 
     fn on_deadline(&mut self, now: Instant, cfg: &EngineConfig) {
-        match self.phase {
-            Phase::TcpConnecting => {
+        match &mut self.phase {
+            Phase::TcpConnecting { .. } => {
                 self.fail_connect(Status::IO_TIMEOUT, Vec::new());
                 self.kill();
             }
-            Phase::Handshake => {
-                if let Some(hs) = self.hs.as_mut() {
-                    hs.handle_timeout(now);
-                }
-                self.hs_events(now, cfg);
-                if self.phase == Phase::Handshake {
-                    self.deadline = self.hs.as_ref().and_then(Handshake::poll_timeout);
+            Phase::Handshake { hs, .. } => {
+                hs.handle_timeout(now);
+                self.hs_events(now, cfg, None);
+                if let Phase::Handshake { hs, .. } = &self.phase {
+                    self.deadline = hs.poll_timeout();
                 }
             }
-            Phase::Closing => {
+            Phase::Closing { .. } => {
                 // Pending bytes could not leave: reset.
                 let _ = SockRef::from(&self.sock).set_linger(Some(Duration::ZERO));
                 if let Some(cb) = self.on_disconnect.take() {
@@ -968,9 +1201,9 @@ impl<H: QpHost> Conn<H> {
                 self.finish_close();
                 self.kill();
             }
-            Phase::Linger => self.kill(),
-            Phase::Connected if self.hold_until.is_some_and(|t| t <= now) => {
-                self.hold_until = None;
+            Phase::Linger { .. } => self.kill(),
+            Phase::Connected { hold_until, .. } if hold_until.is_some_and(|t| t <= now) => {
+                *hold_until = None;
                 self.deadline = None;
             }
             _ => self.deadline = None,
@@ -985,9 +1218,9 @@ impl<H: QpHost> Conn<H> {
         };
         host.posted(p.wr, p.work);
         let mut ended_by = 0;
-        let ok = self.stream.as_mut().is_some_and(|s| {
-            ended_by = s.ended_by();
-            s.post(p.wr, p.request, p.flags).is_ok()
+        let ok = self.phase.rdma_mut().is_some_and(|r| {
+            ended_by = r.stream.ended_by();
+            r.stream.post(p.wr, p.request, p.flags).is_ok()
         });
         if !ok {
             // Refused by a stream a Terminate ended: the completion names that Terminate, as
@@ -1001,7 +1234,7 @@ impl<H: QpHost> Conn<H> {
     /// Inline send on a consumer's thread: writes what the stream has while the socket takes
     /// it, and delivers the completions that follow. Nothing else (no reads, no closing).
     fn tx_pass(&mut self, now: Instant, cfg: &EngineConfig) {
-        if self.phase != Phase::Connected || self.io_dead {
+        if !self.phase.is_connected() || self.io_dead {
             return;
         }
         if self.transmit().is_err() {
@@ -1014,7 +1247,7 @@ impl<H: QpHost> Conn<H> {
     /// sockets allow without blocking. Returns whether the progress thread must look at the
     /// connection (read budget used up, or anything but the established data path changed).
     fn rx_pass(&mut self, now: Instant, cfg: &EngineConfig) -> bool {
-        if self.phase != Phase::Connected || self.io_dead {
+        if !self.phase.is_connected() || self.io_dead {
             return false;
         }
         // Edge-triggered readiness belongs to the progress thread; here a read is simply tried
@@ -1029,17 +1262,19 @@ impl<H: QpHost> Conn<H> {
     /// live on in a consumer's handle, and the host holds the QP, which holds that handle: the
     /// host must not outlive the engine's interest in the connection (a cycle otherwise).
     fn release_host(&mut self) {
-        self.stream = None;
+        self.phase = Phase::Dead {
+            rdma: None,
+            zombie: true,
+        };
         self.host = None;
         self.out = Vec::new();
         self.spare = Vec::new();
-        self.early = Vec::new();
     }
 
     /// Whether something only the progress thread handles happened on a consumer's pass: a
     /// phase change (close, error), a deadline the timer heap does not hold.
     fn needs_reactor(&self) -> bool {
-        self.phase != Phase::Connected || self.deadline != self.timer_at
+        !self.phase.is_connected() || self.deadline != self.timer_at
     }
 
     /// Drives the connection as far as the socket allows; returns whether it should get another
@@ -1048,7 +1283,9 @@ impl<H: QpHost> Conn<H> {
         let mut budget = cfg.read_budget;
         loop {
             let mut progress = false;
-            if !self.io_dead && self.phase != Phase::TcpConnecting && self.phase != Phase::Dead {
+            if !self.io_dead
+                && !matches!(self.phase, Phase::TcpConnecting { .. } | Phase::Dead { .. })
+            {
                 match self.transmit() {
                     Ok(p) => progress |= p,
                     Err(_) => {
@@ -1060,7 +1297,7 @@ impl<H: QpHost> Conn<H> {
                 self.drain(now, cfg);
             }
             self.advance_close(now, cfg);
-            if self.phase == Phase::Dead {
+            if self.phase.is_dead() {
                 return false;
             }
             if self.readable && self.wants_read() {
@@ -1075,6 +1312,29 @@ impl<H: QpHost> Conn<H> {
             if !progress {
                 return false;
             }
+        }
+    }
+
+    /// Called by the accept command: accepts the Request the consumer holds.
+    fn accept(
+        &mut self,
+        limits: ReadLimits,
+        private_data: &[u8],
+        on_done: StatusCallback,
+        now: Instant,
+        cfg: &EngineConfig,
+    ) {
+        let accepted = match &mut self.phase {
+            Phase::Decision { hs, .. } => hs.accept(limits, private_data).is_ok(),
+            _ => false,
+        };
+        if accepted {
+            self.shared.set_state(ConnState::Accepting);
+            self.hs_events(now, cfg, Some(on_done));
+        } else {
+            run_or_defer(move || on_done(Status::INVALID_PARAMETER));
+            self.shared.set_state(ConnState::Closed);
+            self.begin_close(now, cfg.disconnect_timeout, false);
         }
     }
 }
@@ -1174,7 +1434,7 @@ impl<H: QpHost> ConnCell<H> {
         }
         if ev & EV_WRITE != 0 {
             g.writable = true;
-            if g.phase == Phase::TcpConnecting {
+            if matches!(g.phase, Phase::TcpConnecting { .. }) {
                 g.on_tcp_connected(Instant::now());
             }
         }
@@ -1274,7 +1534,7 @@ impl<H: QpHost> ConnCell<H> {
         // A consumer polls: arrivals are its business for a while, so the progress thread stops
         // hearing of them (no wakeup per message); it takes them back once the consumer has
         // not polled for `EngineConfig::poll_lease`.
-        if !self.rx_leased.load(Ordering::Relaxed) && g.phase == Phase::Connected && !g.zombie {
+        if !self.rx_leased.load(Ordering::Relaxed) && g.phase.is_connected() {
             let token = Token(self.shared.id);
             if self
                 .inner
@@ -1311,7 +1571,7 @@ impl<H: QpHost> ConnCell<H> {
 
     /// Registers for reads again (the kernel reports data already waiting). Under the lock.
     fn unlease(&self, c: &mut Conn<H>) {
-        if !self.rx_leased.swap(false, Ordering::AcqRel) || c.zombie {
+        if !self.rx_leased.swap(false, Ordering::AcqRel) || c.phase.is_zombie() {
             return;
         }
         let token = Token(self.shared.id);
@@ -1409,9 +1669,13 @@ struct Follow {
     dead: bool,
 }
 
-/// The progress thread's state.
+/// One progress thread's state.
 pub(crate) struct Reactor<H: QpHost> {
+    /// This reactor's shared part (`pool.reactors[index]`).
     inner: Arc<Inner<H>>,
+    /// Every reactor of the engine (placement of accepted connections, listener traffic).
+    pool: Arc<Pool<H>>,
+    index: usize,
     poll: Poll,
     listeners: HashMap<usize, ListenerState<H>>,
     conns: HashMap<usize, Arc<ConnCell<H>>>,
@@ -1433,10 +1697,13 @@ fn spare_fd() -> Option<std::fs::File> {
 }
 
 impl<H: QpHost> Reactor<H> {
-    pub(crate) fn new(inner: Arc<Inner<H>>, poll: Poll) -> Self {
+    pub(crate) fn new(pool: Arc<Pool<H>>, index: usize, poll: Poll) -> Self {
+        let inner = pool.reactors[index].clone();
         let rbuf = vec![0u8; inner.config.read_buffer.max(4096)];
         Reactor {
             inner,
+            pool,
+            index,
             poll,
             listeners: HashMap::new(),
             conns: HashMap::new(),
@@ -1612,8 +1879,11 @@ impl<H: QpHost> Reactor<H> {
             c.timer_at = c.deadline;
         }
         Follow {
-            request: c.request.take().map(|r| (r, c.listener)),
-            dead: c.phase == Phase::Dead && !(c.zombie && c.has_handle),
+            request: match &mut c.phase {
+                Phase::Decision { request, .. } => request.take().map(|r| (r, c.listener)),
+                _ => None,
+            },
+            dead: c.phase.is_dead() && !(c.phase.is_zombie() && c.has_handle),
         }
     }
 
@@ -1621,241 +1891,313 @@ impl<H: QpHost> Reactor<H> {
         self.conns.get(&id).cloned()
     }
 
+    /// Carries out the consumers' commands, one method each.
     fn commands(&mut self, now: Instant) {
-        let cfg = self.inner.config.clone();
         while let Some(cmd) = self.inner.cmds.pop() {
             match cmd {
                 Cmd::Listen {
                     id,
-                    mut listener,
+                    listener,
                     config,
                     paused,
                     error,
                     on_request,
                 } => {
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut listener, Token(id), Interest::READABLE)
-                        .is_ok()
-                    {
-                        self.listeners.insert(
-                            id,
-                            ListenerState {
-                                listener,
-                                config,
-                                paused,
-                                error,
-                                starved: false,
-                                on_request,
-                            },
-                        );
-                        self.accept_all(id, now);
-                    }
+                    let state = ListenerState {
+                        listener,
+                        config,
+                        paused,
+                        error,
+                        starved: false,
+                        on_request,
+                    };
+                    self.cmd_listen(id, state, now);
                 }
-                Cmd::CloseListener { id, on_closed } => {
-                    if let Some(mut l) = self.listeners.remove(&id) {
-                        let _ = self.poll.registry().deregister(&mut l.listener);
-                    }
-                    if let Some(cb) = on_closed {
-                        cb();
-                    }
-                    // Rare (a listener closes): a scan is fine here.
-                    for (cid, cell) in &self.conns {
-                        let mut c = cell.lock();
-                        if c.listener == Some(id) && c.phase == Phase::Handshake {
-                            c.shared.set_state(ConnState::Closed);
-                            c.kill();
-                            self.ready.insert(*cid);
-                        }
-                    }
-                }
+                Cmd::CloseListener { id, on_closed } => self.cmd_close_listener(id, on_closed),
                 Cmd::Connect {
                     cell,
                     host,
                     connected_now,
                     on_done,
-                } => {
-                    let id = cell.shared.id;
-                    let mut c = cell.lock();
-                    c.host = Some(host);
-                    c.has_handle = true;
-                    c.on_connect = Some(on_done);
-                    c.deadline = Some(now + cfg.connect_timeout);
-                    if !self.register(&mut c) {
-                        c.fail_connect(Status::INSUFFICIENT_RESOURCES, Vec::new());
-                        continue;
-                    }
-                    if connected_now {
-                        c.writable = true;
-                        c.on_tcp_connected(now);
-                    }
-                    drop(c);
-                    self.conns.insert(id, cell);
-                    self.ready.insert(id);
-                }
+                } => self.cmd_connect(cell, host, connected_now, on_done, now),
                 Cmd::Accept {
                     id,
                     limits,
                     private_data,
                     host,
                     on_done,
-                } => {
-                    let Some(cell) = self.cell(id) else {
-                        run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
-                        continue;
-                    };
-                    let mut c = cell.lock();
-                    if c.phase != Phase::Decision || c.aborted {
-                        c.shared.set_state(ConnState::Closed);
-                        c.begin_close(now, cfg.disconnect_timeout);
-                        run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
-                        drop(c);
-                        self.ready.insert(id);
-                        continue;
-                    }
-                    c.host = Some(host);
-                    c.on_accept = Some(on_done);
-                    let accepted = c.hs.as_mut().map(|h| h.accept(limits, &private_data));
-                    match accepted {
-                        Some(Ok(())) => {
-                            c.shared.set_state(ConnState::Accepting);
-                            c.hs_events(now, &cfg);
-                        }
-                        _ => {
-                            c.fail_accept(Status::INVALID_PARAMETER);
-                            c.shared.set_state(ConnState::Closed);
-                            c.begin_close(now, cfg.disconnect_timeout);
-                        }
-                    }
-                    drop(c);
-                    self.ready.insert(id);
-                }
-                Cmd::Reject { id, private_data } => {
-                    if let Some(cell) = self.cell(id) {
-                        let mut c = cell.lock();
-                        c.has_handle = false;
-                        if c.phase == Phase::Decision {
-                            if let Some(hs) = c.hs.as_mut() {
-                                let _ = hs.reject(&private_data);
-                            }
-                        }
-                        c.shared.set_state(ConnState::Closed);
-                        c.begin_close(now, cfg.disconnect_timeout);
-                        drop(c);
-                        self.ready.insert(id);
-                    }
-                }
-                Cmd::Complete { id, on_done } => {
-                    let Some(cell) = self.cell(id) else {
-                        run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
-                        continue;
-                    };
-                    let mut c = cell.lock();
-                    if c.phase != Phase::Replied {
-                        run_or_defer(move || on_done(Status::CONNECTION_INVALID));
-                        continue;
-                    }
-                    if c.aborted {
-                        c.shared.set_state(ConnState::Closed);
-                        c.begin_close(now, cfg.disconnect_timeout);
-                        run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
-                        drop(c);
-                        self.ready.insert(id);
-                        continue;
-                    }
-                    c.phase = Phase::Connected;
-                    c.shared.set_state(ConnState::Connected);
-                    let hold = c.replied_at.map(|t| t + cfg.first_fpdu_delay);
-                    if let Some(t) = hold.filter(|t| *t > now) {
-                        c.hold_until = Some(t);
-                        c.deadline = Some(t);
-                    }
-                    run_or_defer(move || on_done(Status::SUCCESS));
-                    let early = std::mem::take(&mut c.early);
-                    if !early.is_empty() {
-                        c.feed(&early);
-                        c.drain(now, &cfg);
-                    }
-                    drop(c);
-                    self.ready.insert(id);
-                }
-                Cmd::Abandon { id } => {
-                    if let Some(cell) = self.cell(id) {
-                        let mut c = cell.lock();
-                        c.take_posts();
-                        if c.phase == Phase::Replied {
-                            let t = terminate_fpdu(
-                                TermError::LlpLocalCatastrophic,
-                                c.crc,
-                                c.markers_tx,
-                            );
-                            c.out.extend_from_slice(&t);
-                            c.stream = None;
-                        }
-                        c.shared.set_state(ConnState::Closed);
-                        c.begin_close(now, cfg.disconnect_timeout);
-                        drop(c);
-                        self.ready.insert(id);
-                    }
-                }
-                Cmd::Flush { id } => {
-                    if let Some(cell) = self.cell(id) {
-                        let mut c = cell.lock();
-                        c.take_posts();
-                        if let Some(s) = c.stream.as_mut() {
-                            s.flush();
-                        }
-                        c.drain(now, &cfg);
-                        drop(c);
-                        self.ready.insert(id);
-                    }
-                }
-                Cmd::Disconnect { id, on_done } => {
-                    let Some(cell) = self.cell(id) else {
-                        if let Some(cb) = on_done {
-                            run_or_defer(move || cb(Status::SUCCESS));
-                        }
-                        continue;
-                    };
-                    let mut c = cell.lock();
-                    c.take_posts();
-                    c.shared.set_state(ConnState::Closed);
-                    c.has_handle = false;
-                    if let Some(cb) = on_done {
-                        match c.on_disconnect.take() {
-                            Some(prev) => {
-                                c.on_disconnect = Some(Box::new(move |s| {
-                                    prev(s);
-                                    cb(s);
-                                }))
-                            }
-                            None => c.on_disconnect = Some(cb),
-                        }
-                    }
-                    match c.phase {
-                        Phase::TcpConnecting | Phase::Handshake => {
-                            c.fail_connect(Status::CANCELLED, Vec::new());
-                            c.begin_close(now, cfg.disconnect_timeout);
-                        }
-                        Phase::Accepting => {
-                            c.fail_accept(Status::CANCELLED);
-                            c.disconnecting = true;
-                            c.begin_close(now, cfg.disconnect_timeout);
-                        }
-                        // A Terminate or Reply is on its way out: the callback runs once done.
-                        Phase::Closing => {}
-                        Phase::Linger | Phase::Dead => c.finish_close(),
-                        Phase::Decision | Phase::Replied | Phase::Connected => {
-                            c.disconnecting = true;
-                            c.begin_close(now, cfg.disconnect_timeout);
-                        }
-                    }
-                    drop(c);
-                    self.ready.insert(id);
-                }
+                } => self.cmd_accept(id, limits, &private_data, host, on_done, now),
+                Cmd::Reject { id, private_data } => self.cmd_reject(id, &private_data, now),
+                Cmd::Complete { id, on_done } => self.cmd_complete(id, on_done, now),
+                Cmd::Abandon { id } => self.cmd_abandon(id, now),
+                Cmd::Flush { id } => self.cmd_flush(id, now),
+                Cmd::Disconnect { id, on_done } => self.cmd_disconnect(id, on_done, now),
+                Cmd::Adopt { cell } => self.cmd_adopt(cell),
+                Cmd::Deliver {
+                    cell,
+                    request,
+                    listener,
+                } => self.deliver_local(&cell, request, listener, now),
+                Cmd::ListenerClosed { id } => self.close_handshakes(id),
             }
         }
+    }
+
+    fn cmd_listen(&mut self, id: usize, mut l: ListenerState<H>, now: Instant) {
+        if self
+            .poll
+            .registry()
+            .register(&mut l.listener, Token(id), Interest::READABLE)
+            .is_ok()
+        {
+            self.listeners.insert(id, l);
+            self.accept_all(id, now);
+        }
+    }
+
+    fn cmd_close_listener(&mut self, id: usize, on_closed: Option<Box<dyn FnOnce() + Send>>) {
+        if let Some(mut l) = self.listeners.remove(&id) {
+            let _ = self.poll.registry().deregister(&mut l.listener);
+        }
+        if let Some(cb) = on_closed {
+            cb();
+        }
+        for (i, r) in self.pool.reactors.iter().enumerate() {
+            if i != self.index {
+                r.send(Cmd::ListenerClosed { id });
+            }
+        }
+        self.close_handshakes(id);
+    }
+
+    /// Closes this reactor's connections of listener `id` still waiting for their Request.
+    fn close_handshakes(&mut self, id: usize) {
+        // Rare (a listener closes): a scan is fine here.
+        for (cid, cell) in &self.conns {
+            let mut c = cell.lock();
+            if c.listener == Some(id) && matches!(c.phase, Phase::Handshake { .. }) {
+                c.shared.set_state(ConnState::Closed);
+                c.kill();
+                self.ready.insert(*cid);
+            }
+        }
+    }
+
+    fn cmd_connect(
+        &mut self,
+        cell: Arc<ConnCell<H>>,
+        host: H,
+        connected_now: bool,
+        on_done: ConnectCallback,
+        now: Instant,
+    ) {
+        let id = cell.shared.id;
+        let mut c = cell.lock();
+        c.host = Some(host);
+        c.has_handle = true;
+        c.deadline = Some(now + self.inner.config.connect_timeout);
+        match &mut c.phase {
+            Phase::TcpConnecting { on_connect, .. } => *on_connect = Some(on_done),
+            // A connection is made connecting and nothing reaches it before this command.
+            _ => {
+                run_or_defer(move || on_done(Err(ConnectError::new(Status::CONNECTION_ABORTED))));
+                return;
+            }
+        }
+        if !self.register(&mut c) {
+            c.fail_connect(Status::INSUFFICIENT_RESOURCES, Vec::new());
+            self.inner.unload();
+            return;
+        }
+        if connected_now {
+            c.writable = true;
+            c.on_tcp_connected(now);
+        }
+        drop(c);
+        self.conns.insert(id, cell);
+        self.ready.insert(id);
+    }
+
+    fn cmd_adopt(&mut self, cell: Arc<ConnCell<H>>) {
+        let id = cell.shared.id;
+        let mut c = cell.lock();
+        if !self.register(&mut c) {
+            // The socket closes with the cell: the initiator sees the connection go.
+            c.shared.set_state(ConnState::Closed);
+            self.inner.unload();
+            return;
+        }
+        drop(c);
+        self.conns.insert(id, cell);
+        self.ready.insert(id);
+    }
+
+    fn cmd_accept(
+        &mut self,
+        id: usize,
+        limits: ReadLimits,
+        private_data: &[u8],
+        host: H,
+        on_done: StatusCallback,
+        now: Instant,
+    ) {
+        let Some(cell) = self.cell(id) else {
+            run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
+            return;
+        };
+        let cfg = &self.inner.config;
+        let mut c = cell.lock();
+        if matches!(c.phase, Phase::Decision { aborted: false, .. }) {
+            c.host = Some(host);
+            c.accept(limits, private_data, on_done, now, cfg);
+        } else {
+            c.shared.set_state(ConnState::Closed);
+            c.begin_close(now, cfg.disconnect_timeout, false);
+            run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
+        }
+        drop(c);
+        self.ready.insert(id);
+    }
+
+    fn cmd_reject(&mut self, id: usize, private_data: &[u8], now: Instant) {
+        let Some(cell) = self.cell(id) else {
+            return;
+        };
+        let mut c = cell.lock();
+        c.has_handle = false;
+        if let Phase::Decision { hs, .. } = &mut c.phase {
+            let _ = hs.reject(private_data);
+        }
+        c.shared.set_state(ConnState::Closed);
+        c.begin_close(now, self.inner.config.disconnect_timeout, false);
+        drop(c);
+        self.ready.insert(id);
+    }
+
+    fn cmd_complete(&mut self, id: usize, on_done: StatusCallback, now: Instant) {
+        let Some(cell) = self.cell(id) else {
+            run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
+            return;
+        };
+        let cfg = &self.inner.config;
+        let mut c = cell.lock();
+        match c.phase {
+            Phase::Replied { aborted: false, .. } => {}
+            Phase::Replied { aborted: true, .. } => {
+                c.shared.set_state(ConnState::Closed);
+                c.begin_close(now, cfg.disconnect_timeout, false);
+                run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
+                drop(c);
+                self.ready.insert(id);
+                return;
+            }
+            _ => {
+                run_or_defer(move || on_done(Status::CONNECTION_INVALID));
+                return;
+            }
+        }
+        let Phase::Replied {
+            rdma,
+            replied_at,
+            early,
+            ..
+        } = std::mem::replace(&mut c.phase, Phase::PLACEHOLDER)
+        else {
+            unreachable!("matched above");
+        };
+        let hold_until = Some(replied_at + cfg.first_fpdu_delay).filter(|t| *t > now);
+        c.deadline = hold_until.or(c.deadline);
+        c.phase = Phase::Connected { rdma, hold_until };
+        c.shared.set_state(ConnState::Connected);
+        run_or_defer(move || on_done(Status::SUCCESS));
+        if !early.is_empty() {
+            c.feed(&early);
+            c.drain(now, cfg);
+        }
+        drop(c);
+        self.ready.insert(id);
+    }
+
+    fn cmd_abandon(&mut self, id: usize, now: Instant) {
+        let Some(cell) = self.cell(id) else {
+            return;
+        };
+        let mut c = cell.lock();
+        c.take_posts();
+        // Refusing the peer's acceptance: a Terminate (LLP local catastrophic), no stream.
+        let refuse = match &c.phase {
+            Phase::Replied { rdma, .. } => Some(terminate_fpdu(
+                TermError::LlpLocalCatastrophic,
+                rdma.crc,
+                rdma.markers_tx,
+            )),
+            _ => None,
+        };
+        c.shared.set_state(ConnState::Closed);
+        c.begin_close(now, self.inner.config.disconnect_timeout, false);
+        if let Some(t) = refuse {
+            c.out.extend_from_slice(&t);
+            if let Phase::Closing { rdma, .. } = &mut c.phase {
+                *rdma = None;
+            }
+        }
+        drop(c);
+        self.ready.insert(id);
+    }
+
+    fn cmd_flush(&mut self, id: usize, now: Instant) {
+        let Some(cell) = self.cell(id) else {
+            return;
+        };
+        let mut c = cell.lock();
+        c.take_posts();
+        if let Some(r) = c.phase.rdma_mut() {
+            r.stream.flush();
+        }
+        c.drain(now, &self.inner.config);
+        drop(c);
+        self.ready.insert(id);
+    }
+
+    fn cmd_disconnect(&mut self, id: usize, on_done: Option<StatusCallback>, now: Instant) {
+        let Some(cell) = self.cell(id) else {
+            if let Some(cb) = on_done {
+                run_or_defer(move || cb(Status::SUCCESS));
+            }
+            return;
+        };
+        let timeout = self.inner.config.disconnect_timeout;
+        let mut c = cell.lock();
+        c.take_posts();
+        c.shared.set_state(ConnState::Closed);
+        c.has_handle = false;
+        if let Some(cb) = on_done {
+            c.on_disconnect = Some(match c.on_disconnect.take() {
+                Some(prev) => Box::new(move |s| {
+                    prev(s);
+                    cb(s);
+                }),
+                None => cb,
+            });
+        }
+        match c.phase {
+            Phase::TcpConnecting { .. } | Phase::Handshake { .. } => {
+                c.fail_connect(Status::CANCELLED, Vec::new());
+                c.begin_close(now, timeout, false);
+            }
+            Phase::Accepting { .. } => {
+                c.fail_accept(Status::CANCELLED);
+                c.begin_close(now, timeout, true);
+            }
+            // A Terminate or Reply is on its way out: the callback runs once done.
+            Phase::Closing { .. } => {}
+            Phase::Linger { .. } | Phase::Dead { .. } => c.finish_close(),
+            Phase::Decision { .. } | Phase::Replied { .. } | Phase::Connected { .. } => {
+                c.begin_close(now, timeout, true)
+            }
+        }
+        drop(c);
+        self.ready.insert(id);
     }
 
     fn accept_all(&mut self, id: usize, now: Instant) {
@@ -1914,15 +2256,29 @@ impl<H: QpHost> Reactor<H> {
             let _ = sock.set_nodelay(true);
             let local = sock.local_addr().unwrap_or(peer);
             let hs = Handshake::responder(l.config.clone(), now);
-            let cid = self.inner.id();
+            // The connection goes to the least loaded reactor and stays there.
+            let target = self.pool.place().clone();
+            let cid = target.id();
             let shared = ConnShared::new(cid, local, peer);
-            let mut c = Conn::new(shared, sock, Phase::Handshake, hs);
+            let deadline = hs.poll_timeout();
+            let phase = Phase::Handshake {
+                hs,
+                on_connect: None,
+                early: Vec::new(),
+            };
+            let mut c = Conn::new(shared, sock, phase);
             c.listener = Some(id);
             c.writable = true;
-            c.deadline = c.hs.as_ref().and_then(Handshake::poll_timeout);
-            if self.register(&mut c) {
-                self.conns.insert(cid, ConnCell::new(self.inner.clone(), c));
+            c.deadline = deadline;
+            if !Arc::ptr_eq(&target, &self.inner) {
+                target.send(Cmd::Adopt {
+                    cell: ConnCell::new(target.clone(), c),
+                });
+            } else if self.register(&mut c) {
+                self.conns.insert(cid, ConnCell::new(target, c));
                 self.ready.insert(cid);
+            } else {
+                self.inner.unload();
             }
         }
     }
@@ -1954,8 +2310,28 @@ impl<H: QpHost> Reactor<H> {
         }
     }
 
-    /// Hands a parsed Request to its listener (or rejects it while paused or closed).
+    /// Hands a parsed Request to its listener, on the listeners' reactor.
     fn deliver_request(
+        &mut self,
+        cell: &Arc<ConnCell<H>>,
+        request: PeerRequest,
+        listener: Option<usize>,
+        now: Instant,
+    ) {
+        if self.index == 0 {
+            self.deliver_local(cell, request, listener, now);
+        } else {
+            self.pool.first().send(Cmd::Deliver {
+                cell: cell.clone(),
+                request,
+                listener,
+            });
+        }
+    }
+
+    /// Hands a parsed Request to its listener here (or rejects it while paused or closed).
+    /// The connection may be another reactor's.
+    fn deliver_local(
         &mut self,
         cell: &Arc<ConnCell<H>>,
         request: PeerRequest,
@@ -1976,13 +2352,17 @@ impl<H: QpHost> Reactor<H> {
             }
             _ => {
                 let mut c = cell.lock();
-                if let Some(hs) = c.hs.as_mut() {
+                if let Phase::Decision { hs, .. } = &mut c.phase {
                     let _ = hs.reject(&[]);
                 }
                 c.shared.set_state(ConnState::Closed);
-                c.begin_close(now, cfg.disconnect_timeout);
+                c.begin_close(now, cfg.disconnect_timeout, false);
                 drop(c);
-                self.ready.insert(id);
+                if Arc::ptr_eq(&cell.inner, &self.inner) {
+                    self.ready.insert(id);
+                } else {
+                    cell.schedule();
+                }
             }
         }
     }
@@ -1991,23 +2371,27 @@ impl<H: QpHost> Reactor<H> {
         let id = cell.shared.id;
         let mut c = cell.lock();
         c.take_posts();
-        if c.phase != Phase::Dead || (c.zombie && c.has_handle) {
+        if !c.phase.is_dead() || (c.phase.is_zombie() && c.has_handle) {
             return;
         }
-        if !c.zombie {
+        if !c.phase.is_zombie() {
             let _ = self.poll.registry().deregister(&mut c.sock);
             let _ = c.sock.shutdown(Shutdown::Both);
             c.finish_close();
             c.fail_accept(Status::CONNECTION_ABORTED);
             c.fail_connect(Status::CONNECTION_ABORTED, Vec::new());
-            c.zombie = true;
+            if let Phase::Dead { zombie, .. } = &mut c.phase {
+                *zombie = true;
+            }
         }
         self.ready.remove(&id);
         if !c.has_handle {
             c.shared.set_state(ConnState::Closed);
             c.release_host();
             drop(c);
-            self.conns.remove(&id);
+            if self.conns.remove(&id).is_some() {
+                self.inner.unload();
+            }
         }
     }
 
@@ -2023,11 +2407,7 @@ impl<H: QpHost> Reactor<H> {
             let mut pending = false;
             for cell in self.conns.values() {
                 let mut c = cell.lock();
-                let c = &mut *c;
-                if let Some(hs) = c.hs.as_mut() {
-                    hs.poll_transmit(&mut c.out);
-                }
-                if !c.zombie && !c.io_dead && c.out_pos < c.out.len() {
+                if !c.phase.is_zombie() && !c.io_dead && c.out_pos < c.out.len() {
                     match c.flush_out() {
                         Ok(true) | Err(_) => {}
                         Ok(false) => pending = true,
@@ -2040,9 +2420,10 @@ impl<H: QpHost> Reactor<H> {
             std::thread::sleep(Duration::from_millis(1));
         }
         for (_, cell) in self.conns.drain() {
+            self.inner.unload();
             let mut c = cell.lock();
             c.take_posts();
-            if !c.zombie {
+            if !c.phase.is_zombie() {
                 let _ = self.poll.registry().deregister(&mut c.sock);
             }
             c.shared.set_state(ConnState::Closed);
