@@ -397,6 +397,9 @@ pub(crate) struct Conn<H: QpHost> {
     out_pos: usize,
     spare: Vec<u8>,
     readable: bool,
+    /// The last read of a consumer's pass took data: the next pass reads without asking the
+    /// kernel first (see [`Conn::rx_pass`]).
+    rx_hot: bool,
     writable: bool,
     /// The peer's FIN (or a reset) was read.
     eof: bool,
@@ -431,6 +434,7 @@ impl<H: QpHost> Conn<H> {
             out_pos: 0,
             spare: Vec::new(),
             readable: false,
+            rx_hot: false,
             writable: false,
             eof: false,
             io_dead: false,
@@ -851,9 +855,13 @@ impl<H: QpHost> Conn<H> {
                 self.on_peer_gone(false, now, cfg);
                 return Some(0);
             }
-            Ok(n) => n,
+            Ok(n) => {
+                self.rx_hot = true;
+                n
+            }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 self.readable = false;
+                self.rx_hot = false;
                 return None;
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => return Some(0),
@@ -1250,9 +1258,12 @@ impl<H: QpHost> Conn<H> {
         if !self.phase.is_connected() || self.io_dead {
             return false;
         }
-        // Edge-triggered readiness belongs to the progress thread; here a read is simply tried
-        // (one would-block read when nothing came).
-        self.readable = true;
+        // Edge-triggered readiness belongs to the progress thread. Here a read is tried at once
+        // while the stream is flowing; once a read found nothing, the kernel is asked first
+        // (a poll reads readiness without the socket lock, which a would-block read takes: a
+        // busy-polling consumer would otherwise contend with the kernel delivering the very
+        // data it waits for, and find it one pass later).
+        self.readable = self.rx_hot || readable_now(&self.sock);
         let mut scratch = [0u8; 2048];
         let again = self.drive(&mut scratch, now, cfg);
         again || self.needs_reactor()
@@ -2439,4 +2450,11 @@ impl<H: QpHost> Reactor<H> {
             cell.lock().take_posts();
         }
     }
+}
+
+/// Whether the socket has input, an error or the peer's FIN waiting (a zero-timeout poll).
+fn readable_now(sock: &TcpStream) -> bool {
+    let mut fds = [rustix::event::PollFd::new(sock, rustix::event::PollFlags::IN)];
+    // An error of the poll itself: try the read, which reports it.
+    rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())).map_or(true, |n| n > 0)
 }
