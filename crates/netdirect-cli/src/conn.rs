@@ -72,26 +72,54 @@ pub fn cq_and_qp(
     Ok((cq, qp))
 }
 
-/// MPA negotiation flags, common to every command that connects (the NDK has no per-connection
-/// knob for these; they are the soft provider's settings).
-#[derive(Args, Debug, Clone, Copy)]
-pub struct MpaArgs {
-    /// MPA revision to offer (initiator) or answer at most (responder): 1 or 2. Revision 1
-    /// carries no IRD/ORD, so Linux peers cannot issue RDMA reads over it.
-    #[arg(long = "mpa-rev", global = true, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
-    pub revision: u8,
+/// MPA negotiation flags of the commands that connect (the NDK has no per-connection knob for
+/// these; they are the soft provider's settings). Unset ones take [`MpaArgs`]' defaults.
+#[derive(Args, Debug, Clone, Copy, Default)]
+#[command(next_help_heading = "MPA options")]
+pub struct MpaFlags {
+    /// MPA revision to offer (initiator) or answer at most (responder): 1 or 2 [default: 2].
+    /// Revision 1 carries no IRD/ORD, so Linux peers cannot issue RDMA reads over it.
+    #[arg(long = "mpa-rev", value_name = "REV", value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub revision: Option<u8>,
     /// Ask the peer for CRC32c on every FPDU (either side may ask; the peer must honour it).
-    #[arg(long = "mpa-crc", global = true)]
+    #[arg(long = "mpa-crc")]
     pub crc: bool,
     /// Offer RFC 6581 peer-to-peer mode (a zero-length Write or Read as ready-to-receive)
-    /// when connecting. Needed by an `nd` server to see a client's connect completed before
-    /// the client speaks; Linux rdma_cm (rping, perftest) never offers it. As responder, a
-    /// peer's offer is always answered.
-    #[arg(long = "mpa-p2p", global = true, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub peer_to_peer: bool,
+    /// when connecting [default: true]. Needed by an `nd` server to see a client's connect
+    /// completed before the client speaks; Linux rdma_cm (rping, perftest) never offers it. As
+    /// responder, a peer's offer is always answered.
+    #[arg(long = "mpa-p2p", action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub peer_to_peer: Option<bool>,
     /// Ask the peer for MPA markers (RFC 5044 §5) in what it sends us. Linux siw refuses them
     /// (it rejects the connection).
-    #[arg(long = "mpa-markers", global = true)]
+    #[arg(long = "mpa-markers")]
+    pub markers: bool,
+}
+
+/// The same flags before the subcommand (`nd --mpa-crc rping-compat …`, as scripts wrote
+/// them when they were global); hidden from help, as they mean nothing to `nd info`/`nd dma`.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct LegacyMpaFlags {
+    #[arg(long = "mpa-rev", hide = true, value_parser = clap::value_parser!(u8).range(1..=2))]
+    revision: Option<u8>,
+    #[arg(long = "mpa-crc", hide = true)]
+    crc: bool,
+    #[arg(long = "mpa-p2p", hide = true, action = clap::ArgAction::Set)]
+    peer_to_peer: Option<bool>,
+    #[arg(long = "mpa-markers", hide = true)]
+    markers: bool,
+}
+
+/// The MPA settings a command runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MpaArgs {
+    /// MPA revision (1 or 2).
+    pub revision: u8,
+    /// Ask for CRC32c.
+    pub crc: bool,
+    /// Offer peer-to-peer mode.
+    pub peer_to_peer: bool,
+    /// Ask for markers.
     pub markers: bool,
 }
 
@@ -102,6 +130,22 @@ impl Default for MpaArgs {
             crc: false,
             peer_to_peer: true,
             markers: false,
+        }
+    }
+}
+
+impl MpaFlags {
+    /// The settings: these flags, else the ones given before the subcommand, else defaults.
+    pub fn resolve(&self, before: &LegacyMpaFlags) -> MpaArgs {
+        let d = MpaArgs::default();
+        MpaArgs {
+            revision: self.revision.or(before.revision).unwrap_or(d.revision),
+            crc: self.crc || before.crc,
+            peer_to_peer: self
+                .peer_to_peer
+                .or(before.peer_to_peer)
+                .unwrap_or(d.peer_to_peer),
+            markers: self.markers || before.markers,
         }
     }
 }

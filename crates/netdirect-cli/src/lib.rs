@@ -38,6 +38,7 @@ pub mod info;
 pub mod nd;
 pub mod perf;
 pub mod perftest_cm;
+pub mod persona;
 pub mod proto;
 pub mod report;
 pub mod rping;
