@@ -752,7 +752,9 @@ pub fn run(a: &PerfArgs) -> Result<()> {
         perf::stop_on_interrupt();
         perf::client_with(&opts, server, &pb, &mut |row, _, _| {
             if mode == JsonMode::Lines {
-                pb.suspend(|| report::emit_line(&report::Event::<()>::Row(report::ResultRow::of(row, gbits))));
+                pb.suspend(|| {
+                    report::emit_line(&report::Event::<()>::Row(report::ResultRow::of(row, gbits)))
+                });
             }
         })
     };

@@ -183,7 +183,7 @@ pub enum JsonMode {
 /// Prints `v` as one JSON document (pretty) or one JSON line with `"event": "report"`.
 pub fn emit<T: Serialize>(mode: JsonMode, v: &T) {
     match mode {
-        JsonMode::Lines => emit_line(&Event::Report(v)),
+        JsonMode::Lines => emit_line(&Event::<&T>::Report(v)),
         _ => match serde_json::to_string_pretty(v) {
             Ok(s) => crate::outln!("{s}"),
             Err(e) => eprintln!("nd: cannot print the report as JSON: {e}"),
@@ -202,7 +202,7 @@ pub fn emit_line<T: Serialize>(v: &T) {
 /// A line of `--json-lines` output.
 #[derive(Debug, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event<R: Serialize> {
+pub enum Event<R: Serialize, W: Serialize = ResultRow> {
     /// A server listens.
     Listening {
         /// The tool (`write_bw`, `nd ping`, …).
@@ -211,7 +211,7 @@ pub enum Event<R: Serialize> {
         addresses: Vec<String>,
     },
     /// A size was measured (client).
-    Row(ResultRow),
+    Row(W),
     /// The report, as `--json` prints it.
     Report(R),
 }

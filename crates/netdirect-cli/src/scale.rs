@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use netdirect::{Buffer, Connector, Cq, Mr, Qp, QpConfig};
 use netdirect_types::{BasicCompletion, Completion, MrFlags, OpFlags, RemoteToken, Sge, Status};
-use serde_json::json;
 
 use crate::conn::Side;
 use crate::error::{Context, Error, Result, wait};
@@ -412,21 +411,31 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     let added = (open.len() - args.base.max(1)).max(1);
     let per_1000 = setup.as_secs_f64() * 1000.0 / added as f64;
     if args.json {
-        let v = json!({
-            "qps": open.len(),
-            "address": args.address.to_string(),
-            "rss_per_idle_qp_client_bytes": per_client,
-            "rss_per_idle_qp_server_bytes": per_server,
-            "rss_client_bytes": [base.0, full.0],
-            "rss_server_bytes": [base.1, full.1],
-            "read_size": args.size,
-            "read_lat_base_us": {"qps": args.base.max(1), "p50": lat_base.0, "p99": lat_base.1, "mean": lat_base.2},
-            "read_lat_full_us": {"qps": open.len(), "p50": lat_full.0, "p99": lat_full.1, "mean": lat_full.2},
-            "read_lat_p50_ratio": ratio,
-            "setup_s_per_1000": per_1000,
-            "base_setup_s": base_setup.as_secs_f64(),
-        });
-        outln!("{v}");
+        let v = ScaleReport {
+            qps: open.len(),
+            address: args.address.to_string(),
+            rss_per_idle_qp_client_bytes: per_client,
+            rss_per_idle_qp_server_bytes: per_server,
+            rss_client_bytes: [base.0, full.0],
+            rss_server_bytes: [base.1, full.1],
+            read_size: args.size,
+            read_lat_base_us: ScaleLat {
+                qps: args.base.max(1),
+                p50: lat_base.0,
+                p99: lat_base.1,
+                mean: lat_base.2,
+            },
+            read_lat_full_us: ScaleLat {
+                qps: open.len(),
+                p50: lat_full.0,
+                p99: lat_full.1,
+                mean: lat_full.2,
+            },
+            read_lat_p50_ratio: ratio,
+            setup_s_per_1000: per_1000,
+            base_setup_s: base_setup.as_secs_f64(),
+        };
+        crate::report::emit(crate::report::JsonMode::Document, &v);
     } else {
         outln!("nd scale: {} connected QPs on {}", open.len(), args.address);
         outln!(
@@ -476,4 +485,30 @@ mod tests {
         assert!(rss(None).unwrap() > 0);
         assert!(rss(Some(u32::MAX)).is_err());
     }
+}
+
+/// `nd scale --json`.
+#[derive(Debug, serde::Serialize)]
+struct ScaleReport {
+    qps: usize,
+    address: String,
+    rss_per_idle_qp_client_bytes: f64,
+    rss_per_idle_qp_server_bytes: f64,
+    rss_client_bytes: [u64; 2],
+    rss_server_bytes: [u64; 2],
+    read_size: usize,
+    read_lat_base_us: ScaleLat,
+    read_lat_full_us: ScaleLat,
+    read_lat_p50_ratio: f64,
+    setup_s_per_1000: f64,
+    base_setup_s: f64,
+}
+
+/// One QP's read latency with `qps` open, microseconds.
+#[derive(Debug, serde::Serialize)]
+struct ScaleLat {
+    qps: usize,
+    p50: f64,
+    p99: f64,
+    mean: f64,
 }

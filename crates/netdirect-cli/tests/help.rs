@@ -98,7 +98,12 @@ fn each_perftest_persona_lists_its_own_flags() {
         if read { &mut present } else { &mut absent }.push("-o");
         if send { &mut present } else { &mut absent }.extend(["-r", "--use-srq"]);
         // write-lat watches memory: no completions to wait for by event.
-        if persona == "write-lat" { &mut absent } else { &mut present }.push("-e");
+        if persona == "write-lat" {
+            &mut absent
+        } else {
+            &mut present
+        }
+        .push("-e");
         check(persona, &present, &absent);
     }
 }
