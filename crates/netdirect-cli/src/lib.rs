@@ -33,6 +33,7 @@ pub mod conn;
 pub mod copy;
 pub mod cpu;
 pub mod dma;
+pub mod endpoint;
 pub mod error;
 pub mod info;
 pub mod nd;
