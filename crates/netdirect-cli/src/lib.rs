@@ -36,6 +36,7 @@ pub mod dma;
 pub mod endpoint;
 pub mod error;
 pub mod info;
+pub mod meter;
 pub mod nd;
 pub mod perf;
 pub mod perftest_cm;

@@ -58,7 +58,8 @@ use netdirect_types::{Completion, MrFlags, OpFlags, RemoteToken, Sge, Status};
 use crate::conn::{QueueSizes, Side, idle, local_for};
 use crate::endpoint::{Endpoint, Polled, REMOTE_ACCESS, Shape};
 use crate::error::{Error, Result, explain, wait};
-use crate::perf::{BwRow, ClientRun, LatRow, Opts, Row, Stop, Test, new_hist};
+use crate::meter::{BwLink, LatMeter, bw_meter};
+use crate::perf::{BwRow, ClientRun, LatRow, Opts, Row, Stop, Test};
 
 /// The version we claim: the behaviour implemented here is that version's.
 pub const VERSION: &str = "6.06";
@@ -599,6 +600,66 @@ fn bw_row(size: usize, n: u64, secs: f64, peak: f64) -> BwRow {
     }
 }
 
+/// The data connection as the bandwidth meter drives it (one QP).
+struct CmLink<'a> {
+    d: &'a mut Data,
+    rem: &'a Dest,
+    test: Test,
+    size: usize,
+    /// The server's receive depth: Sends may run this far ahead of its credit.
+    rx: u64,
+    posted: u64,
+}
+
+impl BwLink for CmLink<'_> {
+    #[inline]
+    fn outstanding(&self, _q: usize) -> usize {
+        self.d.tx_out
+    }
+
+    #[inline]
+    fn can_post(&self, _q: usize) -> bool {
+        self.test != Test::SendBw
+            || (self.posted + 1).saturating_sub(u64::from(self.d.credit())) < self.rx
+    }
+
+    #[inline]
+    fn post(&mut self, _q: usize, _i: u64, _more: bool) -> Result<()> {
+        match self.test {
+            Test::WriteBw => self.d.write(self.rem, self.size)?,
+            Test::ReadBw => self.d.read(self.rem, self.size)?,
+            _ => self.d.send(self.size)?,
+        }
+        self.posted += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn reap(&mut self, _q: usize) -> Result<u64> {
+        let mut n = 0;
+        while let Some(c) = self.d.poll()? {
+            if c.request_context & RX_TAG != 0 {
+                return Err(Error::msg(
+                    "protocol error: a Send arrived during the measurement",
+                ));
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn idle(&mut self, deadline: Instant) -> Result<()> {
+        idle(
+            deadline,
+            if self.test == Test::SendBw {
+                "requests to complete or the server's receive credits"
+            } else {
+                "RDMA requests to complete"
+            },
+        )
+    }
+}
+
 /// Client side of write_bw, read_bw, send_bw.
 fn client_bw(opts: &Opts, d: &mut Data, rem: &Dest) -> Result<BwRow> {
     let size = opts.sizes[0];
@@ -607,53 +668,18 @@ fn client_bw(opts: &Opts, d: &mut Data, rem: &Dest) -> Result<BwRow> {
     if opts.test.is_read() {
         w = w.min(d.read_limit.max(1) as usize);
     }
-    let rx = rx_depth(opts) as u64;
-    let chunk = (n / 16).max(w as u64).max(1);
-    let start = Instant::now();
-    let mut mark = start;
-    let mut peak = 0f64;
-    let (mut posted, mut done) = (0u64, 0u64);
-    let mut last_progress = start;
-    while done < n {
-        while posted < n
-            && d.tx_out < w
-            && (opts.test != Test::SendBw || posted + 1 - u64::from(d.credit()) < rx)
-        {
-            match opts.test {
-                Test::WriteBw => d.write(rem, size)?,
-                Test::ReadBw => d.read(rem, size)?,
-                _ => d.send(size)?,
-            }
-            posted += 1;
-        }
-        match d.poll()? {
-            Some(c) if c.request_context & RX_TAG != 0 => {
-                return Err(Error::msg(
-                    "protocol error: a Send arrived during the measurement",
-                ));
-            }
-            Some(_) => {
-                done += 1;
-                last_progress = Instant::now();
-                if done % chunk == 0 {
-                    let dt = last_progress.duration_since(mark).as_secs_f64();
-                    if dt > 0.0 && done < n {
-                        peak = peak.max(chunk as f64 * size as f64 / dt);
-                    }
-                    mark = last_progress;
-                }
-            }
-            None => idle(
-                last_progress + opts.timeout,
-                if opts.test == Test::SendBw {
-                    "requests to complete or the server's receive credits"
-                } else {
-                    "RDMA requests to complete"
-                },
-            )?,
-        }
-    }
-    Ok(bw_row(size, n, start.elapsed().as_secs_f64(), peak))
+    let mut link = CmLink {
+        d,
+        rem,
+        test: opts.test,
+        size,
+        rx: rx_depth(opts) as u64,
+        posted: 0,
+    };
+    let (row, _) = bw_meter(&mut link, 1, size, w, Stop::Iters(n), opts.timeout, || {
+        false
+    })?;
+    Ok(row)
 }
 
 /// Server side of send_bw: receive, repost, write credits.
@@ -702,13 +728,12 @@ fn server_send_bw(opts: &Opts, d: &mut Data, rem: &Dest) -> Result<BwRow> {
 fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
     let size = opts.sizes[0];
     let n = iters(opts);
-    let mut hist = new_hist()?;
-    let mut posts: Vec<Instant> = Vec::with_capacity(n as usize + 1);
+    let mut meter = LatMeter::new(opts.test != Test::ReadLat, 0)?;
     let (mut scnt, mut rcnt) = (0u64, 0u64);
     while scnt < n || rcnt < n {
         match opts.test {
             Test::ReadLat => {
-                posts.push(Instant::now());
+                meter.post_at(Instant::now());
                 d.read(rem, size)?;
                 d.reap(0, "the RDMA read to complete")?;
                 scnt += 1;
@@ -729,7 +754,7 @@ fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
                 if scnt < n {
                     scnt += 1;
                     let _ = d.data.write_at(size - 1, &[scnt as u8]);
-                    posts.push(Instant::now());
+                    meter.post_at(Instant::now());
                     d.write(rem, size)?;
                     d.reap(0, "our RDMA write to complete")?;
                 }
@@ -749,7 +774,7 @@ fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
                 }
                 if scnt < n {
                     scnt += 1;
-                    posts.push(Instant::now());
+                    meter.post_at(Instant::now());
                     d.send(size)?;
                     d.reap(0, "our Send to complete")?;
                 }
@@ -757,18 +782,12 @@ fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
         }
     }
     if opts.test == Test::ReadLat {
-        posts.push(Instant::now());
+        meter.post_at(Instant::now());
     }
-    for pair in posts.windows(2) {
-        let ns = pair[1].duration_since(pair[0]).as_nanos() as u64;
-        let sample = if opts.test == Test::ReadLat {
-            ns
-        } else {
-            ns / 2
-        };
-        let _ = hist.record(sample.max(1));
-    }
-    Ok(LatRow { size, hist })
+    Ok(LatRow {
+        size,
+        hist: meter.into_histogram(),
+    })
 }
 
 /// The five report exchanges; returns the peer's report as a row.
