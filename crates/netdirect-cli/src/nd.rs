@@ -588,7 +588,7 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
         pb.suspend(|| crate::out!("{}", table_header()));
     }
     let test = opts.test;
-    let run = perf::client_with(opts, server, &pb, &mut |row, secs, cpu| {
+    let run = perf::client_with(opts, server, &pb, &mut |_, row, secs, cpu| {
         if mode == JsonMode::Lines {
             report::emit_line(&Event::<(), NdResult>::Row(NdResult::of(
                 test, row, secs, cpu,

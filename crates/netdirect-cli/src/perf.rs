@@ -442,16 +442,16 @@ pub fn interrupted() -> bool {
 
 /// Connects to `server`, runs every size, and returns the measurements.
 pub fn client(opts: &Opts, server: SocketAddr, progress: &ProgressBar) -> Result<ClientRun> {
-    client_with(opts, server, progress, &mut |_, _, _| {})
+    client_with(opts, server, progress, &mut |_, _, _, _| {})
 }
 
-/// [`client`], handing each size's row (with its seconds and CPU percent) to `on_row` as soon
-/// as it is measured, so sweeps print rows as they complete.
+/// [`client`], handing each size's row (with the run so far, the row's seconds and CPU percent)
+/// to `on_row` as soon as it is measured, so sweeps print rows as they complete.
 pub fn client_with(
     opts: &Opts,
     server: SocketAddr,
     progress: &ProgressBar,
-    on_row: &mut dyn FnMut(&Row, f64, f64),
+    on_row: &mut dyn FnMut(&ClientRun, &Row, f64, f64),
 ) -> Result<ClientRun> {
     let local_ip = local_for(server.ip(), opts.bind)?;
     if local_ip.is_ipv4() != server.is_ipv4() {
@@ -543,7 +543,7 @@ pub fn client_with(
             break;
         }
         let (row, secs, cpu) = client_phase(opts, &mut conns, size, opts.stop.for_size(size))?;
-        on_row(&row, secs, cpu);
+        on_row(&run, &row, secs, cpu);
         run.rows.push(row);
         run.secs.push(secs);
         run.cpu.push(cpu);

@@ -746,20 +746,62 @@ pub fn run(a: &PerfArgs) -> Result<()> {
         a.common.quiet || opts.sizes.len() < 2 && !matches!(opts.stop, Stop::Duration(_)),
     );
     pb.set_message(test.name());
+    let no_peak = a.bw.as_ref().is_some_and(|b| b.no_peak);
+    let output = a.output().filter(|_| human);
+    // Text: the header once the first size is measured, then each row as it completes.
+    let show = |so_far: &perf::ClientRun, row: &perf::Row| {
+        let mut text = String::new();
+        if let Some(what) = output {
+            // perftest's --output: the one figure per size, nothing else.
+            text += &report::one_figure(row, what, gbits);
+        } else {
+            if so_far.rows.is_empty() {
+                let device = format!("soft ({})", so_far.local.ip());
+                text += &header(&opts, &device, a.common.rdma_cm);
+                text += "\n";
+                text += &report::addresses(so_far);
+                text += "\n";
+                text += &report::columns(test, gbits);
+                text += "\n";
+            }
+            text += &report::row_line(row, gbits);
+        }
+        text
+    };
+    let peakless = |row: &perf::Row| {
+        let mut r = row.clone();
+        if let (true, perf::Row::Bw(b)) = (no_peak, &mut r) {
+            b.peak = 0.0;
+        }
+        r
+    };
+    let mut streamed = false;
     let run = if a.common.rdma_cm {
         perftest_cm::client(&opts, server, gbits)
     } else {
         perf::stop_on_interrupt();
-        perf::client_with(&opts, server, &pb, &mut |row, _, _| {
-            if mode == JsonMode::Lines {
-                pb.suspend(|| {
-                    report::emit_line(&report::Event::<()>::Row(report::ResultRow::of(row, gbits)))
-                });
+        perf::client_with(&opts, server, &pb, &mut |so_far, row, _, _| {
+            let row = peakless(row);
+            match mode {
+                JsonMode::Lines => pb.suspend(|| {
+                    report::emit_line(&report::Event::<()>::Row(report::ResultRow::of(
+                        &row, gbits,
+                    )))
+                }),
+                JsonMode::Text => {
+                    let text = show(so_far, &row);
+                    pb.suspend(|| outln!("{text}"));
+                    streamed = true;
+                }
+                JsonMode::Document => {}
             }
         })
     };
     pb.finish_and_clear();
-    let run = run?;
+    let mut run = run?;
+    for r in &mut run.rows {
+        *r = peakless(r);
+    }
     let json = ClientReport::new(&opts, &run, gbits);
     if a.common.out_json {
         let text = serde_json::to_string_pretty(&json).map_err(|e| Error::msg(e.to_string()))?;
@@ -772,31 +814,28 @@ pub fn run(a: &PerfArgs) -> Result<()> {
             )));
         }
     }
-    if let (true, Some(what)) = (human, a.output()) {
-        // perftest's --output: the one figure per size, nothing else.
+    if human && !streamed {
+        // -R measures one size and reports it at the end.
+        let mut so_far = run.clone();
+        so_far.rows.clear();
         for r in &run.rows {
-            outln!("{}", report::one_figure(r, what, gbits));
+            outln!("{}", show(&so_far, r));
+            so_far.rows.push(r.clone());
         }
-        return Ok(());
+    }
+    if human && output.is_some() {
+        return interrupted_error(&run, &opts);
     }
     if human {
-        outln!(
-            "{}",
-            header(
-                &opts,
-                &format!("soft ({})", run.local.ip()),
-                a.common.rdma_cm
-            )
-        );
-        outln!("{}", report::addresses(&run));
-        outln!("{}", report::columns(test, gbits));
-        let no_peak = a.bw.as_ref().is_some_and(|b| b.no_peak);
-        for r in &run.rows {
-            let mut r = r.clone();
-            if let (true, perf::Row::Bw(b)) = (no_peak, &mut r) {
-                b.peak = 0.0;
-            }
-            outln!("{}", report::row_line(&r, gbits));
+        if run.rows.is_empty() {
+            outln!(
+                "{}",
+                header(
+                    &opts,
+                    &format!("soft ({})", run.local.ip()),
+                    a.common.rdma_cm
+                )
+            );
         }
         outln!("{}", report::LINE);
         if a.common.cpu_util {
@@ -824,6 +863,11 @@ pub fn run(a: &PerfArgs) -> Result<()> {
     } else {
         report::emit(mode, &json);
     }
+    interrupted_error(&run, &opts)
+}
+
+/// `STATUS_CANCELLED` if Ctrl-C ended the run (its rows were printed).
+fn interrupted_error(run: &perf::ClientRun, opts: &Opts) -> Result<()> {
     if run.interrupted {
         return Err(Error::status(
             format!(
