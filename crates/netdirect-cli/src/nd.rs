@@ -464,93 +464,70 @@ pub struct NdSamples {
 }
 
 impl NdResult {
-    fn of(test: Test, row: &Row, secs: f64, cpu: f64) -> NdResult {
-        let r = nd_row(test, row, secs, cpu);
-        let samples = match row {
-            Row::Lat(l) => {
-                let l = report::lat_stats(l);
-                Some(NdSamples {
-                    kind: if is_pingpong(test) {
-                        "one-way (half round trip)"
-                    } else {
-                        "whole read"
-                    },
-                    t_min_us: l.min,
-                    t_median_us: l.typical,
-                    t_avg_us: l.avg,
-                    t_max_us: l.max,
-                    p99_us: l.p99,
-                    p99_9_us: l.p999,
-                })
+    /// A measurement in the ND tools' terms, with its wall seconds and CPU percent.
+    pub fn of(test: Test, row: &Row, secs: f64, cpu: f64) -> NdResult {
+        match row {
+            Row::Bw(r) => {
+                let n = r.iters.max(1) as f64;
+                NdResult {
+                    size: r.size,
+                    iterations: r.iters,
+                    latency_us: r.secs * 1e6 / n,
+                    cpu_percent: cpu,
+                    bytes_per_sec: r.size as f64 * n / r.secs.max(1e-9),
+                    samples: None,
+                }
             }
-            Row::Bw(_) => None,
-        };
-        NdResult {
-            size: r.size,
-            iterations: r.iters,
-            latency_us: r.latency_us,
-            cpu_percent: r.cpu,
-            bytes_per_sec: r.bytes_per_sec,
-            samples,
+            Row::Lat(r) => {
+                let secs = secs.max(1e-9);
+                let iters = r.hist.len();
+                let n = iters.max(1) as f64;
+                let ways = if is_pingpong(test) { 2.0 } else { 1.0 };
+                let l = report::lat_stats(r);
+                NdResult {
+                    size: r.size,
+                    iterations: iters,
+                    latency_us: secs * 1e6 / n / ways,
+                    cpu_percent: cpu,
+                    bytes_per_sec: ways * r.size as f64 * n / secs,
+                    samples: Some(NdSamples {
+                        kind: if is_pingpong(test) {
+                            "one-way (half round trip)"
+                        } else {
+                            "whole read"
+                        },
+                        t_min_us: l.min,
+                        t_median_us: l.typical,
+                        t_avg_us: l.avg,
+                        t_max_us: l.max,
+                        p99_us: l.p99,
+                        p99_9_us: l.p999,
+                    }),
+                }
+            }
         }
+    }
+
+    /// The row as the ND tools' table prints it, `" %9u %9u %9.2f %7.2f %11.0f"`.
+    pub fn text(&self) -> String {
+        format!(
+            " {:>9} {:>9} {:>9.2} {:>7.2} {:>11.0}",
+            self.size, self.iterations, self.latency_us, self.cpu_percent, self.bytes_per_sec
+        )
     }
 }
 
-/// One result row in the ND tools' terms.
-#[derive(Debug, Clone, Copy)]
-pub struct NdRow {
-    /// Message size.
-    pub size: usize,
-    /// Iterations.
-    pub iters: u64,
-    /// Microseconds per operation (half the round trip for the ping-pongs).
-    pub latency_us: f64,
-    /// CPU use in percent of all processors.
-    pub cpu: f64,
-    /// Bytes per second (both directions for the ping-pongs).
-    pub bytes_per_sec: f64,
-}
-
 /// The ND rows of a client run.
-pub fn nd_rows(test: Test, run: &ClientRun) -> Vec<NdRow> {
+pub fn nd_rows(test: Test, run: &ClientRun) -> Vec<NdResult> {
     run.rows
         .iter()
         .enumerate()
         .map(|(k, row)| {
             let secs = run.secs.get(k).copied().unwrap_or(0.0);
             let cpu = run.cpu.get(k).copied().unwrap_or(0.0);
-            nd_row(test, row, secs, cpu)
+            NdResult::of(test, row, secs, cpu)
         })
         .collect()
-}
-
-/// One measurement as an ND row.
-pub fn nd_row(test: Test, row: &Row, secs: f64, cpu: f64) -> NdRow {
-    match row {
-        Row::Bw(r) => {
-            let n = r.iters.max(1) as f64;
-            NdRow {
-                size: r.size,
-                iters: r.iters,
-                latency_us: r.secs * 1e6 / n,
-                cpu,
-                bytes_per_sec: r.size as f64 * n / r.secs.max(1e-9),
-            }
-        }
-        Row::Lat(r) => {
-            let secs = secs.max(1e-9);
-            let iters = r.hist.len();
-            let n = iters.max(1) as f64;
-            let ways = if is_pingpong(test) { 2.0 } else { 1.0 };
-            NdRow {
-                size: r.size,
-                iters,
-                latency_us: secs * 1e6 / n / ways,
-                cpu,
-                bytes_per_sec: ways * r.size as f64 * n / secs,
-            }
-        }
-    }
 }
 
 /// The table header (`Using N processors. …` and the column line).
@@ -564,14 +541,6 @@ pub fn table_header() -> String {
         "Latency",
         "CPU",
         "Bytes/Sec"
-    )
-}
-
-/// One table line, `" %9u %9u %9.2f %7.2f %11.0f"`.
-pub fn table_row(r: &NdRow) -> String {
-    format!(
-        " {:>9} {:>9} {:>9.2} {:>7.2} {:>11.0}",
-        r.size, r.iters, r.latency_us, r.cpu, r.bytes_per_sec
     )
 }
 
@@ -595,7 +564,7 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
             )));
         }
         if mode == JsonMode::Text {
-            let line = table_row(&nd_row(test, row, secs, cpu));
+            let line = NdResult::of(test, row, secs, cpu).text();
             pb.suspend(|| crate::outln!("{line}"));
             streamed += &line;
             streamed += "\n";
@@ -604,10 +573,6 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
     pb.finish_and_clear();
     let run = run?;
     let rows = nd_rows(opts.test, &run);
-    let lat = |k: usize| match run.rows.get(k) {
-        Some(Row::Lat(r)) => Some(crate::report::lat_stats(r)),
-        _ => None,
-    };
     if mode != JsonMode::Text {
         let pingpong = is_pingpong(opts.test);
         let v = NdClientReport {
@@ -635,16 +600,7 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
             },
             data_verified: run.verified,
             interrupted: run.interrupted,
-            results: run
-                .rows
-                .iter()
-                .enumerate()
-                .map(|(k, row)| {
-                    let secs = run.secs.get(k).copied().unwrap_or(0.0);
-                    let cpu = run.cpu.get(k).copied().unwrap_or(0.0);
-                    NdResult::of(opts.test, row, secs, cpu)
-                })
-                .collect(),
+            results: rows,
         };
         report::emit(mode, &v);
         let s = serde_json::to_string_pretty(&v).map_err(|e| Error::msg(e.to_string()))?;
@@ -668,7 +624,6 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
             run.buffers[0].0, run.buffers[0].1, run.buffers[1].0, run.buffers[1].1
         );
     }
-    let _ = &rows;
     if a.verbose && !opts.test.is_bw() {
         let _ = writeln!(
             text,
@@ -684,12 +639,12 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
                 "whole read"
             }
         );
-        for (k, r) in rows.iter().enumerate() {
-            if let Some(l) = lat(k) {
+        for r in &rows {
+            if let Some(l) = &r.samples {
                 let _ = writeln!(
                     text,
                     " {:>9} {:>11.2} {:>11.2} {:>11.2} {:>11.2}",
-                    r.size, l.min, l.typical, l.p99, l.p999
+                    r.size, l.t_min_us, l.t_median_us, l.p99_us, l.p99_9_us
                 );
             }
         }

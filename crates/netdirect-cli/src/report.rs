@@ -76,23 +76,7 @@ pub fn columns(test: Test, gbits: bool) -> String {
 
 /// One result line.
 pub fn row_line(row: &Row, gbits: bool) -> String {
-    match row {
-        Row::Bw(r) => format!(
-            " {:<7}    {:<10}       {:<7.2}            {:<7.2}\t\t   {:<7.6}",
-            r.size,
-            r.iters,
-            bw_unit(r.peak, gbits),
-            bw_unit(r.avg, gbits),
-            r.msg_rate / 1e6
-        ),
-        Row::Lat(r) => {
-            let l = lat_stats(r);
-            format!(
-                " {:<7} {:<10}  {:<7.2}        {:<7.2}      {:<7.2}     \t       {:<7.2}     \t{:<7.2}\t\t{:<7.2} \t\t{:<7.2}",
-                r.size, l.n, l.min, l.max, l.typical, l.avg, l.stdev, l.p99, l.p999
-            )
-        }
-    }
+    ResultRow::of(row, gbits).text()
 }
 
 /// perftest's `--output`: one figure of a row (bandwidth, message_rate or latency).
@@ -281,6 +265,28 @@ pub enum ResultRow {
 }
 
 impl ResultRow {
+    /// The row as perftest's table prints it.
+    pub fn text(&self) -> String {
+        match self {
+            ResultRow::Bw(r) => format!(
+                " {:<7}    {:<10}       {:<7.2}            {:<7.2}\t\t   {:<7.6}",
+                r.size, r.n_iterations, r.peak, r.average, r.msg_rate
+            ),
+            ResultRow::Lat(l) => format!(
+                " {:<7} {:<10}  {:<7.2}        {:<7.2}      {:<7.2}     \t       {:<7.2}     \t{:<7.2}\t\t{:<7.2} \t\t{:<7.2}",
+                l.size,
+                l.n_iterations,
+                l.t_min,
+                l.t_max,
+                l.t_typical,
+                l.t_avg,
+                l.t_stdev,
+                l.percentile_99,
+                l.percentile_99_9
+            ),
+        }
+    }
+
     /// The row of a measurement; bandwidth in Gb/s with `gbits`, else MiB/s.
     pub fn of(row: &Row, gbits: bool) -> ResultRow {
         match row {
