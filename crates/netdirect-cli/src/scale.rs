@@ -29,6 +29,7 @@ use netdirect_types::{BasicCompletion, Completion, MrFlags, OpFlags, RemoteToken
 
 use crate::conn::Side;
 use crate::error::{Context, Error, Result, wait};
+use crate::meter::LatMeter;
 use crate::outln;
 
 /// `nd scale` flags.
@@ -130,17 +131,7 @@ fn small_qp(side: &Side, cq: &dyn Cq) -> Result<Box<dyn Qp>> {
 }
 
 fn register(side: &Side, buf: &Buffer, flags: MrFlags) -> Result<Box<dyn Mr>> {
-    let mr = wait(
-        side.pd.create_mr(false),
-        TIMEOUT,
-        "cannot create a memory region",
-    )?;
-    wait(
-        mr.register(buf, 0, buf.len(), flags),
-        TIMEOUT,
-        "cannot register the buffer",
-    )?;
-    Ok(mr)
+    crate::conn::register(side, buf, flags, TIMEOUT)
 }
 
 /// The server: accepts every connection on a QP of its own (one shared CQ), with the buffer's
@@ -206,37 +197,39 @@ fn read_latency(
     iters: usize,
 ) -> Result<(f64, f64, f64)> {
     let mut results = [BasicCompletion::from(Completion::EMPTY); 4];
-    let mut times = Vec::with_capacity(iters);
+    // A tenth more reads first, unrecorded; a read is a whole round trip.
+    let mut meter = LatMeter::new(false, iters as u64 / 10)?;
     for i in 0..iters + iters / 10 {
-        let t = Instant::now();
-        qp.initiator()
-            .read(i as u64, &[sge], remote.0, remote.1, OpFlags::empty())
-            .context(|| "cannot post an RDMA read".into())?;
-        let deadline = t + TIMEOUT;
-        loop {
-            let n = cq.get_results(&mut results);
-            if n > 0 {
-                if let Some(bad) = results[..n].iter().find(|c| !c.status.is_success()) {
-                    return Err(Error::status("an RDMA read failed", bad.status));
+        meter.time(|| {
+            qp.initiator()
+                .read(i as u64, &[sge], remote.0, remote.1, OpFlags::empty())
+                .context(|| "cannot post an RDMA read".into())?;
+            let deadline = Instant::now() + TIMEOUT;
+            loop {
+                let n = cq.get_results(&mut results);
+                if n > 0 {
+                    if let Some(bad) = results[..n].iter().find(|c| !c.status.is_success()) {
+                        return Err(Error::status("an RDMA read failed", bad.status));
+                    }
+                    return Ok(());
                 }
-                break;
+                if Instant::now() > deadline {
+                    return Err(Error::status(
+                        "an RDMA read did not complete",
+                        Status::IO_TIMEOUT,
+                    ));
+                }
+                std::hint::spin_loop();
             }
-            if Instant::now() > deadline {
-                return Err(Error::status(
-                    "an RDMA read did not complete",
-                    Status::IO_TIMEOUT,
-                ));
-            }
-            std::hint::spin_loop();
-        }
-        if i >= iters / 10 {
-            times.push(t.elapsed().as_secs_f64() * 1e6);
-        }
+        })?;
     }
-    times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    Ok((at(0.5), at(0.99), mean))
+    let h = meter.into_histogram();
+    let us = |ns: u64| ns as f64 / 1000.0;
+    Ok((
+        us(h.value_at_quantile(0.5)),
+        us(h.value_at_quantile(0.99)),
+        h.mean() / 1000.0,
+    ))
 }
 
 /// A connected QP and its connector.
