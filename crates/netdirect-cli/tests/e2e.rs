@@ -304,7 +304,8 @@ fn wildcard_listen_is_reached_over_both_loopbacks() {
 
 /// The flags perftest users type are accepted: implemented (-d, --ipv6, -N, --output,
 /// --cpu_util, --perform_warm_up, -H) or ignored with a reason (-i, -x, -m, -l, -z, -F, -c RC);
-/// the rest are refused with a reason, never with clap's "unexpected argument".
+/// the rest of a persona's flags are refused with a reason, never with clap's "unexpected
+/// argument" (which a flag of another kind of test gets: tests/help.rs).
 #[test]
 fn perftest_flags_are_accepted() {
     let port = free_port().to_string();
@@ -363,6 +364,17 @@ fn perftest_flags_are_accepted() {
         "bidirectional runs are not implemented yet",
         "STATUS_NOT_SUPPORTED (0xC00000BB)",
     );
+    for (args, why) in [
+        (
+            &["read-bw", "127.0.0.1", "--report-both"][..],
+            "bidirectional runs",
+        ),
+        (&["send-bw", "127.0.0.1", "--run_infinitely"][..], "use -D"),
+        (&["send-lat", "127.0.0.1", "--use-srq"][..], "--use-srq"),
+        (&["read-lat", "127.0.0.1", "-U"][..], "HDR histogram"),
+    ] {
+        failure(args, why, "STATUS_NOT_SUPPORTED (0xC00000BB)");
+    }
 }
 
 /// An --out_json_file that cannot be written is refused before the run (no server is needed to
