@@ -652,7 +652,7 @@ fn serve_cm(a: &PerfArgs, opts: &Opts) -> Result<()> {
             rdma_cm: true,
             listening: listening.take(),
             peer: run.peer.map(|p| p.to_string()),
-            sizes: run.rows.len(),
+            sizes: opts.sizes.len(),
             data_verified: None,
             results: run
                 .rows
@@ -802,7 +802,10 @@ pub fn run(a: &PerfArgs) -> Result<()> {
     for r in &mut run.rows {
         *r = peakless(r);
     }
-    let json = ClientReport::new(&opts, &run, gbits);
+    let mut json = ClientReport::new(&opts, &run, gbits);
+    if a.common.rdma_cm {
+        json.test_info.data_verified = None;
+    }
     if a.common.out_json {
         let text = serde_json::to_string_pretty(&json).map_err(|e| Error::msg(e.to_string()))?;
         if let Err(e) = std::fs::write(out_file, text.clone() + "\n") {

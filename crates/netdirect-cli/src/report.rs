@@ -347,8 +347,9 @@ pub struct TestInfo {
     pub remote_address: String,
     /// The unit of the results.
     pub units: &'static str,
-    /// Whether both sides found the data they expected.
-    pub data_verified: bool,
+    /// Whether both sides found the data they expected (`null`: not checked, as against a
+    /// perftest peer, whose buffers hold no known pattern).
+    pub data_verified: Option<bool>,
     /// Whether Ctrl-C ended the run early.
     pub interrupted: bool,
 }
@@ -384,7 +385,7 @@ impl ClientReport {
                 } else {
                     "usec"
                 },
-                data_verified: run.verified,
+                data_verified: Some(run.verified),
                 interrupted: run.interrupted,
             },
             results: run.rows.iter().map(|r| ResultRow::of(r, gbits)).collect(),

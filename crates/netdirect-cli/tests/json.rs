@@ -126,6 +126,11 @@ fn perftest_rdma_cm_json_is_one_document() {
         cargs.extend(common);
         let (srv, cli) = both(persona, &common, &cargs);
         assert_eq!(srv["rdma_cm"], true, "{persona}");
+        assert!(srv["data_verified"].is_null(), "{persona}: {srv}");
+        assert!(
+            cli["test_info"]["data_verified"].is_null(),
+            "{persona}: {cli}"
+        );
         assert!(srv["results"][0]["MsgSize"].is_u64(), "{persona}: {srv}");
         assert!(cli["results"][0]["MsgSize"].is_u64(), "{persona}: {cli}");
     }
