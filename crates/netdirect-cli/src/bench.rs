@@ -124,6 +124,7 @@ fn base_opts(test: Test, sizes: Vec<usize>, stop: Stop, ip: IpAddr) -> Opts {
         sge: 1,
         warmup_phase: None,
         events: false,
+        forever: false,
     }
 }
 

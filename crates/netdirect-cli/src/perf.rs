@@ -184,6 +184,9 @@ pub struct Opts {
     /// perftest's `-e`: wait for completions by blocking on the CQ's notification
     /// ([`netdirect::Cq::wait`]) instead of busy polling.
     pub events: bool,
+    /// perftest's `--run_infinitely`: measure the (one) size again and again, a row each
+    /// time, until interrupted; the interruption is the run's normal end.
+    pub forever: bool,
 }
 
 impl Opts {
@@ -209,6 +212,7 @@ impl Opts {
             sge: 1,
             warmup_phase: None,
             events: false,
+            forever: false,
         }
     }
 
@@ -537,7 +541,14 @@ pub fn client_with(
     if let Some((size, n)) = opts.warmup_phase {
         client_phase(opts, &mut conns, size, Stop::Iters(n.max(1)))?;
     }
-    for &size in &opts.sizes {
+    let sizes = opts.sizes.iter().copied();
+    let first = opts.sizes.first().copied().unwrap_or(1);
+    let mut sizes: Box<dyn Iterator<Item = usize>> = if opts.forever {
+        Box::new(std::iter::repeat(first))
+    } else {
+        Box::new(sizes)
+    };
+    for size in &mut sizes {
         if interrupted() {
             run.interrupted = true;
             break;

@@ -27,8 +27,8 @@
 //! | `-F` | all | accepted and ignored: nd never warns about CPU frequency scaling |
 //! | `-l` | bandwidth | accepted and ignored: requests are posted one by one (a post is a queue push; a batch already leaves in one `DEFER`red doorbell) |
 //! | `-U` | latency | refused: samples are kept in an HDR histogram, not as a raw list (`-H` shows their distribution) |
+//! | `--run_infinitely` | bandwidth | implemented: a row every `-D` seconds (default 5) until Ctrl-C, which then ends the run normally |
 //! | `-b`, `--report-both` | bandwidth | refused: bidirectional runs are not implemented |
-//! | `--run_infinitely` | bandwidth | refused: not implemented; `-D` with a long duration instead |
 //! | `--use-srq` | send | refused: the personas post to each QP's own receive queue |
 //! | `--json` (ours) | all | one JSON document on stdout (client and server) |
 //! | `--json-lines` (ours) | all | JSON Lines on stdout: `listening` (server), a `row` per size (client), then the `report` |
@@ -168,7 +168,8 @@ pub struct BwFlags {
     /// Refused (goes with -b).
     #[arg(long = "report-both")]
     pub report_both: bool,
-    /// Refused: run until interrupted is not implemented; use -D with a long duration.
+    /// Run until interrupted (Ctrl-C), printing a row every -D seconds (default 5); Ctrl-C
+    /// is then the normal end (exit status 0).
     #[arg(long = "run_infinitely")]
     pub run_infinitely: bool,
 }
@@ -492,12 +493,6 @@ impl PerfArgs {
                     "bidirectional runs are not implemented yet",
                 );
             }
-            if b.run_infinitely {
-                return refuse(
-                    "--run_infinitely",
-                    "not implemented yet; use -D with a long duration",
-                );
-            }
         }
         if self.send.as_ref().is_some_and(|s| s.use_srq) {
             return refuse("--use-srq", "not implemented yet in the perftest personas");
@@ -511,6 +506,7 @@ impl PerfArgs {
         let a = &self.common;
         let bw = test.is_bw();
         let qps = self.bw.as_ref().map_or(1, |b| b.qps);
+        let forever = self.bw.as_ref().is_some_and(|b| b.run_infinitely);
         if qps == 0 || qps > 64 {
             return Err(Error::msg(format!(
                 "-q {qps}: the number of QPs must be 1..=64"
@@ -534,8 +530,15 @@ impl PerfArgs {
                 return Err(Error::msg(format!("-n {n}: iterations must be at least 5")));
             }
             (None, Some(n)) => Stop::Iters(n),
+            // perftest's --run_infinitely reports every 5 s by default.
+            (None, None) if forever => Stop::Duration(Duration::from_secs(5)),
             (None, None) => Stop::Iters(if test == Test::WriteBw { 5000 } else { 1000 }),
         };
+        if forever && (a.all || a.rdma_cm) {
+            return Err(Error::msg(
+                "--run_infinitely measures one size (-s) with nd's own exchange: not with -a or -R",
+            ));
+        }
         if !(a.timeout > 0.0 && a.timeout.is_finite()) {
             return Err(Error::msg("--timeout must be a positive number of seconds"));
         }
@@ -579,6 +582,7 @@ impl PerfArgs {
             sge: 1,
             warmup_phase: None,
             events: self.events,
+            forever,
         })
     }
 }
@@ -871,7 +875,8 @@ pub fn run(a: &PerfArgs) -> Result<()> {
 
 /// `STATUS_CANCELLED` if Ctrl-C ended the run (its rows were printed).
 fn interrupted_error(run: &perf::ClientRun, opts: &Opts) -> Result<()> {
-    if run.interrupted {
+    // --run_infinitely runs until interrupted: that is its end.
+    if run.interrupted && !opts.forever {
         return Err(Error::status(
             format!(
                 "interrupted (Ctrl-C) after {} of {} size(s); the rows above were measured",
