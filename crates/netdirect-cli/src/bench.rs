@@ -125,6 +125,7 @@ fn base_opts(test: Test, sizes: Vec<usize>, stop: Stop, ip: IpAddr) -> Opts {
         warmup_phase: None,
         events: false,
         forever: false,
+        srq: false,
     }
 }
 

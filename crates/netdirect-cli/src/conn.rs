@@ -233,6 +233,8 @@ pub struct Layout {
     pub read_limit: u32,
     /// Scatter/gather entries per Send or write (the ND tools' `-n`); reads use one.
     pub sge: usize,
+    /// Receives on a shared receive queue (`--use-srq`).
+    pub srq: bool,
 }
 
 /// Initiator requests reserved for control messages on top of the data window.
@@ -325,6 +327,7 @@ impl Conn {
                 slot: layout.slot,
                 slots: layout.rx_depth,
                 what: "a",
+                srq: layout.srq,
             },
             timeout,
         )?;

@@ -11,11 +11,60 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use netdirect::{Buffer, Connector, Cq, Mr, Qp};
+use netdirect::{Buffer, Connector, Cq, Mr, Qp, QpWithSrqConfig, Srq, SrqConfig};
 use netdirect_types::{Completion, MrFlags, Sge, Status};
 
 use crate::conn::{QueueSizes, Side, cq_and_qp, idle, op_name, register};
-use crate::error::{Context, Error, Result, explain};
+use crate::error::{Context, Error, Result, explain, wait};
+
+/// A CQ, a QP on it, and the SRQ the QP takes its receives from.
+type Objects = (Box<dyn Cq>, Box<dyn Qp>, Box<dyn Srq>);
+
+/// [`cq_and_qp`] with the receives on an SRQ of `q.receive` entries.
+fn cq_and_qp_with_srq(
+    side: &Side,
+    q: QueueSizes,
+    what: &str,
+    timeout: Duration,
+) -> Result<Objects> {
+    let depth = (q.receive + q.initiator + q.spare) as u32;
+    let cq = wait(
+        side.adapter.create_cq(depth, Arc::new(|_| {}), None),
+        timeout,
+        &format!("cannot create {what} completion queue of {depth} entries"),
+    )?;
+    let srq = wait(
+        side.pd.create_srq(SrqConfig {
+            depth: q.receive as u32,
+            max_receive_sge: 1,
+            notify_threshold: 0,
+            notification: None,
+            affinity: None,
+        }),
+        timeout,
+        &format!(
+            "cannot create {what} shared receive queue of {} entries (adapter limit {})",
+            q.receive, side.info.max_srq_depth
+        ),
+    )?;
+    let qp = wait(
+        side.pd.create_qp_with_srq(QpWithSrqConfig {
+            receive_cq: &*cq,
+            initiator_cq: &*cq,
+            srq: &*srq,
+            context: 0,
+            initiator_queue_depth: q.initiator as u32,
+            max_initiator_sge: q.initiator_sge as u32,
+            inline_data_size: q.inline,
+        }),
+        timeout,
+        &format!(
+            "cannot create {what} queue pair on a shared receive queue (send depth {}, inline {})",
+            q.initiator, q.inline
+        ),
+    )?;
+    Ok((cq, qp, srq))
+}
 
 /// What an [`Endpoint`] is made of.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +81,9 @@ pub struct Shape<'a> {
     pub slots: usize,
     /// Names the CQ and QP in errors ("a", "the control", …).
     pub what: &'a str,
+    /// Receives go to a shared receive queue of the QP's (perftest's `--use-srq`) instead of
+    /// the QP's own receive queue.
+    pub srq: bool,
 }
 
 /// The access a data buffer gets that the peer writes and reads and we read into.
@@ -58,6 +110,8 @@ pub struct Endpoint {
     pub connector: Option<Box<dyn Connector>>,
     /// The QP.
     pub qp: Box<dyn Qp>,
+    /// The SRQ the QP takes its receives from, if any (dropped after the QP).
+    srq: Option<Box<dyn Srq>>,
     /// The CQ of both queues.
     pub cq: Box<dyn Cq>,
     /// The data buffer.
@@ -90,7 +144,13 @@ pub struct Endpoint {
 impl Endpoint {
     /// Creates the CQ, QP, buffers and regions (no receive posted yet).
     pub fn new(side: &Side, shape: Shape<'_>, timeout: Duration) -> Result<Endpoint> {
-        let (cq, qp) = cq_and_qp(side, shape.queues, shape.what, timeout)?;
+        let (cq, qp, srq) = if shape.srq {
+            let (cq, qp, srq) = cq_and_qp_with_srq(side, shape.queues, shape.what, timeout)?;
+            (cq, qp, Some(srq))
+        } else {
+            let (cq, qp) = cq_and_qp(side, shape.queues, shape.what, timeout)?;
+            (cq, qp, None)
+        };
         let data = Buffer::new(shape.data_len.max(1));
         let data_mr = register(side, &data, shape.data_access, timeout)?;
         let rx = Buffer::new((shape.slot * shape.slots).max(1));
@@ -98,6 +158,7 @@ impl Endpoint {
         Ok(Endpoint {
             connector: None,
             qp,
+            srq,
             cq,
             data,
             data_mr,
@@ -132,10 +193,11 @@ impl Endpoint {
             self.slot as u32,
             self.rx_mr.local_token(),
         );
-        self.qp
-            .receiver()
-            .receive(context, &[sge])
-            .context(|| "cannot post a receive".into())
+        match &mut self.srq {
+            Some(srq) => srq.receive(context, &[sge]),
+            None => self.qp.receiver().receive(context, &[sge]),
+        }
+        .context(|| "cannot post a receive".into())
     }
 
     /// Reads the start of receive slot `slot` into `out`.

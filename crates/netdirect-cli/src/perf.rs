@@ -187,6 +187,8 @@ pub struct Opts {
     /// perftest's `--run_infinitely`: measure the (one) size again and again, a row each
     /// time, until interrupted; the interruption is the run's normal end.
     pub forever: bool,
+    /// perftest's `--use-srq`: each QP takes its receives from a shared receive queue.
+    pub srq: bool,
 }
 
 impl Opts {
@@ -213,6 +215,7 @@ impl Opts {
             warmup_phase: None,
             events: false,
             forever: false,
+            srq: false,
         }
     }
 
@@ -366,6 +369,7 @@ fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
         data_inline: opts.inline,
         read_limit: opts.outs.clamp(1, 128),
         sge: opts.sge.max(1),
+        srq: opts.srq,
     }
 }
 

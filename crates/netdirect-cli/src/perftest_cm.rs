@@ -237,6 +237,7 @@ impl Ctl {
                 slot: CTL_SLOT,
                 slots: 1,
                 what: "the control",
+                srq: false,
             },
             timeout,
         )?;
@@ -412,6 +413,7 @@ impl Data {
                 slot: s,
                 slots,
                 what: "the data",
+                srq: false,
             },
             opts.timeout,
         )?;

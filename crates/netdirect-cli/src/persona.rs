@@ -29,7 +29,7 @@
 //! | `-U` | latency | refused: samples are kept in an HDR histogram, not as a raw list (`-H` shows their distribution) |
 //! | `--run_infinitely` | bandwidth | implemented: a row every `-D` seconds (default 5) until Ctrl-C, which then ends the run normally |
 //! | `-b`, `--report-both` | bandwidth | refused: bidirectional runs are not implemented |
-//! | `--use-srq` | send | refused: the personas post to each QP's own receive queue |
+//! | `--use-srq` | send | implemented: each QP takes its receives from an SRQ (one per QP, on both sides); refused with `-R` |
 //! | `--json` (ours) | all | one JSON document on stdout (client and server) |
 //! | `--json-lines` (ours) | all | JSON Lines on stdout: `listening` (server), a `row` per size (client), then the `report` |
 //!
@@ -206,7 +206,8 @@ pub struct SendFlags {
     /// Receives the server keeps posted (default 512).
     #[arg(short = 'r', long = "rx-depth", default_value_t = 512)]
     pub rx_depth: usize,
-    /// Refused: the personas post to each QP's own receive queue.
+    /// Post the receives to a shared receive queue (NdkCreateSrq) of each QP's instead of
+    /// the QP's own receive queue (not with -R).
     #[arg(long = "use-srq")]
     pub use_srq: bool,
 }
@@ -494,8 +495,11 @@ impl PerfArgs {
                 );
             }
         }
-        if self.send.as_ref().is_some_and(|s| s.use_srq) {
-            return refuse("--use-srq", "not implemented yet in the perftest personas");
+        if self.send.as_ref().is_some_and(|s| s.use_srq) && self.common.rdma_cm {
+            return refuse(
+                "--use-srq",
+                "with -R, nd's data QP takes its receives from its own queue",
+            );
         }
         Ok(())
     }
@@ -583,6 +587,7 @@ impl PerfArgs {
             warmup_phase: None,
             events: self.events,
             forever,
+            srq: self.send.as_ref().is_some_and(|s| s.use_srq),
         })
     }
 }

@@ -25,7 +25,10 @@ pub fn header(opts: &Opts, device: &str) -> String {
     s += &format!("                    {}\n", opts.test.title());
     s += &format!(" Dual-port       : OFF\t\tDevice         : {device}\n");
     s += &format!(" Number of qps   : {}\t\tTransport type : IW\n", opts.qps);
-    s += " Connection type : RC\t\tUsing SRQ      : OFF\n";
+    s += &format!(
+        " Connection type : RC\t\tUsing SRQ      : {}\n",
+        if opts.srq { "ON" } else { "OFF" }
+    );
     if opts.test.is_bw() {
         s += &format!(" TX depth        : {}\n", opts.tx_depth);
     }

@@ -229,6 +229,7 @@ impl Ep {
                 slot: INFO_LEN,
                 slots: RQ_DEPTH as usize,
                 what: "a",
+                srq: false,
             },
             timeout,
         )?;

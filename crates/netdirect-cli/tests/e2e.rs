@@ -369,7 +369,6 @@ fn perftest_flags_are_accepted() {
             &["read-bw", "127.0.0.1", "--report-both"][..],
             "bidirectional runs",
         ),
-        (&["send-lat", "127.0.0.1", "--use-srq"][..], "--use-srq"),
         (&["read-lat", "127.0.0.1", "-U"][..], "HDR histogram"),
     ] {
         failure(args, why, "STATUS_NOT_SUPPORTED (0xC00000BB)");
