@@ -16,7 +16,7 @@ use clap::Args;
 
 use crate::{out, outln};
 use indicatif::ProgressBar;
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::perf::{self, Opts, Row, Stop, Test};
@@ -124,6 +124,8 @@ fn base_opts(test: Test, sizes: Vec<usize>, stop: Stop, ip: IpAddr) -> Opts {
         sge: 1,
         warmup_phase: None,
         events: false,
+        forever: false,
+        srq: false,
     }
 }
 
@@ -202,7 +204,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let per_family = reps as u64 * sizes.len() as u64 + 3 * reps as u64 + 2 + 2 + 1;
     let total = per_family * ips.len() as u64 + sizes.len() as u64;
     let pb = crate::progress(total, a.quiet);
-    let mut tests: Vec<Value> = Vec::new();
+    let mut tests: Vec<BenchTest> = Vec::new();
     let mut text = String::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     text += &format!(
@@ -290,17 +292,26 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     .iter()
                     .map(|r| bw_unit(r.peak, false))
                     .fold(0.0, f64::max);
-                tests.push(json!({
-                    "test": test.name(), "family": fam, "address": ip.to_string(),
-                    "size": size, "iterations": iters, "rounds": rows.len(),
-                    "seconds": rows.iter().map(|r| r.secs).sum::<f64>(),
-                    "bw_peak_mib_s": peak, "bw_avg_mib_s": avg.median,
-                    "bw_avg_min_mib_s": avg.min, "bw_avg_max_mib_s": avg.max,
-                    "bw_avg_gbit_s": avg.median * 1048576.0 * 8.0 / 1e9,
-                    "msg_rate_mpps": rate.median,
-                    "peer": "tcp", "peer_bw_mib_s": peer.median,
-                    "peer_bw_min_mib_s": peer.min, "peer_bw_max_mib_s": peer.max,
-                    "ratio": ratio, "data_verified": true,
+                tests.push(BenchTest::Bw(BwCell {
+                    test: test.name().to_string(),
+                    family: fam,
+                    address: ip.to_string(),
+                    size,
+                    iterations: iters,
+                    rounds: rows.len(),
+                    seconds: rows.iter().map(|r| r.secs).sum::<f64>(),
+                    bw_peak_mib_s: peak,
+                    bw_avg_mib_s: avg.median,
+                    bw_avg_min_mib_s: avg.min,
+                    bw_avg_max_mib_s: avg.max,
+                    bw_avg_gbit_s: avg.median * 1048576.0 * 8.0 / 1e9,
+                    msg_rate_mpps: rate.median,
+                    peer: "tcp",
+                    peer_bw_mib_s: peer.median,
+                    peer_bw_min_mib_s: peer.min,
+                    peer_bw_max_mib_s: peer.max,
+                    ratio,
+                    data_verified: true,
                 }));
             }
         }
@@ -345,12 +356,19 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 peer8.show(6),
                 ratio
             );
-            tests.push(json!({
-                "test": format!("msg_rate_{}", &test.name()[..test.name().len() - 3]),
-                "family": fam, "address": ip.to_string(), "size": 8, "iterations": iters,
-                "rounds": rows.len(), "msg_rate_mpps": rate.median,
-                "msg_rate_min_mpps": rate.min, "msg_rate_max_mpps": rate.max, "peer": "tcp",
-                "peer_msg_rate_mpps": peer8.median, "ratio": ratio,
+            tests.push(BenchTest::Rate(RateCell {
+                test: format!("msg_rate_{}", &test.name()[..test.name().len() - 3]),
+                family: fam,
+                address: ip.to_string(),
+                size: 8,
+                iterations: iters,
+                rounds: rows.len(),
+                msg_rate_mpps: rate.median,
+                msg_rate_min_mpps: rate.min,
+                msg_rate_max_mpps: rate.max,
+                peer: "tcp",
+                peer_msg_rate_mpps: peer8.median,
+                ratio,
             }));
         }
         // Latency: 8 bytes, ping-pong.
@@ -397,20 +415,43 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     tl.typical,
                     ratio
                 );
-                tests.push(json!({
-                    "test": test.name(), "family": fam, "address": ip.to_string(), "size": 8,
-                    "iterations": l.n, "t_min_us": l.min, "t_median_us": l.typical,
-                    "t_avg_us": l.avg, "t_max_us": l.max,
-                    "p99_us": l.p99, "p99_9_us": l.p999, "peer": "tcp",
-                    "peer_t_median_us": tl.typical, "peer_p99_us": tl.p99, "ratio": ratio,
-                    "data_verified": true,
+                tests.push(BenchTest::Lat(LatCell {
+                    test: test.name().to_string(),
+                    family: fam,
+                    address: ip.to_string(),
+                    size: 8,
+                    iterations: l.n,
+                    t_min_us: l.min,
+                    t_median_us: l.typical,
+                    t_avg_us: Some(l.avg),
+                    t_max_us: Some(l.max),
+                    p99_us: l.p99,
+                    p99_9_us: l.p999,
+                    peer: Some("tcp"),
+                    peer_t_median_us: Some(tl.typical),
+                    peer_p99_us: Some(tl.p99),
+                    ratio: Some(ratio),
+                    data_verified: Some(true),
                 }));
             }
         }
-        tests.push(json!({
-            "test": "tcp_lat", "family": fam, "address": ip.to_string(), "size": 8,
-            "iterations": tl.n, "t_min_us": tl.min, "t_median_us": tl.typical,
-            "p99_us": tl.p99, "p99_9_us": tl.p999,
+        tests.push(BenchTest::Lat(LatCell {
+            test: "tcp_lat".to_string(),
+            family: fam,
+            address: ip.to_string(),
+            size: 8,
+            iterations: tl.n,
+            t_min_us: tl.min,
+            t_median_us: tl.typical,
+            t_avg_us: None,
+            t_max_us: None,
+            p99_us: tl.p99,
+            p99_9_us: tl.p999,
+            peer: None,
+            peer_t_median_us: None,
+            peer_p99_us: None,
+            ratio: None,
+            data_verified: None,
         }));
     }
     // NetDMA copy engine vs memcpy.
@@ -431,32 +472,156 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             " {:>10}  {:>13.2}  {:>13.2}  {:>9.2}x\n",
             c.size, c.netdma, c.memcpy, ratio
         );
-        tests.push(json!({
-            "test": "netdma_copy", "size": c.size, "netdma_gb_s": c.netdma,
-            "peer": "memcpy", "peer_gb_s": c.memcpy, "ratio": ratio,
+        tests.push(BenchTest::Copy(CopyCell {
+            test: "netdma_copy",
+            size: c.size,
+            netdma_gb_s: c.netdma,
+            peer: "memcpy",
+            peer_gb_s: c.memcpy,
+            ratio,
         }));
     }
     pb.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     text += &format!("{LINE}\n nd bench finished in {secs:.1} s\n");
     if a.json {
-        let v = json!({
-            "tool": "nd bench",
-            "version": env!("CARGO_PKG_VERSION"),
-            "provider": "soft",
-            "cpus": cpus,
-            "quick": a.quick,
-            "cell_ms": cell.as_millis() as u64,
-            "latency_samples": lat_iters,
-            "units": {"bw": "MiB/s (2^20 B/s)", "latency": "microseconds", "copy": "GB/s (10^9 B/s)", "ratio": "RDMA vs peer, > 1 means RDMA ahead"},
-            "notes": notes,
-            "seconds": secs,
-            "tests": tests,
-        });
+        let v = BenchReport {
+            tool: "nd bench",
+            version: env!("CARGO_PKG_VERSION"),
+            provider: "soft",
+            cpus,
+            quick: a.quick,
+            cell_ms: cell.as_millis() as u64,
+            latency_samples: lat_iters,
+            units: BenchUnits {
+                bw: "MiB/s (2^20 B/s)",
+                latency: "microseconds",
+                copy: "GB/s (10^9 B/s)",
+                ratio: "RDMA vs peer, > 1 means RDMA ahead",
+            },
+            notes,
+            seconds: secs,
+            tests,
+        };
         let s = serde_json::to_string_pretty(&v).map_err(|e| Error::msg(e.to_string()))?;
         outln!("{s}");
     } else {
         out!("{text}");
     }
     Ok(())
+}
+
+/// `nd bench --json`.
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    tool: &'static str,
+    version: &'static str,
+    provider: &'static str,
+    cpus: usize,
+    quick: bool,
+    cell_ms: u64,
+    latency_samples: u64,
+    units: BenchUnits,
+    notes: Vec<String>,
+    seconds: f64,
+    tests: Vec<BenchTest>,
+}
+
+/// The units of [`BenchReport`]'s figures.
+#[derive(Debug, Serialize)]
+struct BenchUnits {
+    bw: &'static str,
+    latency: &'static str,
+    copy: &'static str,
+    ratio: &'static str,
+}
+
+/// One cell of the bench.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum BenchTest {
+    Bw(BwCell),
+    Rate(RateCell),
+    Lat(LatCell),
+    Copy(CopyCell),
+}
+
+/// A bandwidth cell next to TCP.
+#[derive(Debug, Serialize)]
+struct BwCell {
+    test: String,
+    family: &'static str,
+    address: String,
+    size: usize,
+    iterations: u64,
+    rounds: usize,
+    seconds: f64,
+    bw_peak_mib_s: f64,
+    bw_avg_mib_s: f64,
+    bw_avg_min_mib_s: f64,
+    bw_avg_max_mib_s: f64,
+    bw_avg_gbit_s: f64,
+    msg_rate_mpps: f64,
+    peer: &'static str,
+    peer_bw_mib_s: f64,
+    peer_bw_min_mib_s: f64,
+    peer_bw_max_mib_s: f64,
+    ratio: f64,
+    data_verified: bool,
+}
+
+/// A message-rate cell next to TCP.
+#[derive(Debug, Serialize)]
+struct RateCell {
+    test: String,
+    family: &'static str,
+    address: String,
+    size: usize,
+    iterations: u64,
+    rounds: usize,
+    msg_rate_mpps: f64,
+    msg_rate_min_mpps: f64,
+    msg_rate_max_mpps: f64,
+    peer: &'static str,
+    peer_msg_rate_mpps: f64,
+    ratio: f64,
+}
+
+/// A latency cell (RDMA next to TCP, or TCP's own row without a peer).
+#[derive(Debug, Serialize)]
+struct LatCell {
+    test: String,
+    family: &'static str,
+    address: String,
+    size: usize,
+    iterations: u64,
+    t_min_us: f64,
+    t_median_us: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    t_avg_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    t_max_us: Option<f64>,
+    p99_us: f64,
+    p99_9_us: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_t_median_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_p99_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_verified: Option<bool>,
+}
+
+/// The copy engine next to memcpy.
+#[derive(Debug, Serialize)]
+struct CopyCell {
+    test: &'static str,
+    size: usize,
+    netdma_gb_s: f64,
+    peer: &'static str,
+    peer_gb_s: f64,
+    ratio: f64,
 }

@@ -14,7 +14,6 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde_json::json;
 
 use crate::copy::{DmaRow, matrix};
 use crate::error::{Error, Result};
@@ -96,20 +95,29 @@ pub fn run(a: &DmaArgs) -> Result<()> {
     let rows = rows?;
     let secs = started.elapsed().as_secs_f64();
     if a.json {
-        let v = json!({
-            "tool": "nd dma",
-            "engine": "netdma CPU engine",
-            "cpus": cpus,
-            "trial_ms": trial.as_millis() as u64,
-            "trials": a.trials,
-            "units": {"gb_s": "10^9 octets copied per second", "ratio": "NetDMA aggregate / single-thread memcpy"},
-            "seconds": secs,
-            "data_verified": true,
-            "results": rows.iter().map(|r| json!({
-                "size": r.size, "channels": r.channels, "netdma_gb_s": r.netdma_gb_s,
-                "memcpy_gb_s": r.memcpy_gb_s, "ratio": r.netdma_gb_s / r.memcpy_gb_s,
-            })).collect::<Vec<_>>(),
-        });
+        let v = DmaReport {
+            tool: "nd dma",
+            engine: "netdma CPU engine",
+            cpus,
+            trial_ms: trial.as_millis() as u64,
+            trials: a.trials,
+            units: DmaUnits {
+                gb_s: "10^9 octets copied per second",
+                ratio: "NetDMA aggregate / single-thread memcpy",
+            },
+            seconds: secs,
+            data_verified: true,
+            results: rows
+                .iter()
+                .map(|r| DmaResult {
+                    size: r.size,
+                    channels: r.channels,
+                    netdma_gb_s: r.netdma_gb_s,
+                    memcpy_gb_s: r.memcpy_gb_s,
+                    ratio: r.netdma_gb_s / r.memcpy_gb_s,
+                })
+                .collect(),
+        };
         let s = serde_json::to_string_pretty(&v).map_err(|e| Error::msg(e.to_string()))?;
         outln!("{s}");
         return Ok(());
@@ -145,4 +153,35 @@ pub fn run(a: &DmaArgs) -> Result<()> {
     );
     out!("{t}");
     Ok(())
+}
+
+/// `nd dma --json`.
+#[derive(Debug, serde::Serialize)]
+struct DmaReport {
+    tool: &'static str,
+    engine: &'static str,
+    cpus: usize,
+    trial_ms: u64,
+    trials: u32,
+    units: DmaUnits,
+    seconds: f64,
+    data_verified: bool,
+    results: Vec<DmaResult>,
+}
+
+/// The units of [`DmaReport`]'s figures.
+#[derive(Debug, serde::Serialize)]
+struct DmaUnits {
+    gb_s: &'static str,
+    ratio: &'static str,
+}
+
+/// One size and channel count.
+#[derive(Debug, serde::Serialize)]
+struct DmaResult {
+    size: usize,
+    channels: usize,
+    netdma_gb_s: f64,
+    memcpy_gb_s: f64,
+    ratio: f64,
 }

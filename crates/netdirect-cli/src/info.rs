@@ -209,7 +209,7 @@ pub fn run(a: &InfoArgs) -> Result<()> {
     }
     if a.json {
         let list: Vec<&AdapterReport> = out.iter().map(|(r, _)| r).collect();
-        let text = serde_json::to_string(&serde_json::json!({ "adapters": list }))
+        let text = serde_json::to_string(&InfoReport { adapters: list })
             .map_err(|e| Error::msg(e.to_string()))?;
         outln!("{text}");
     } else {
@@ -224,4 +224,10 @@ pub fn run(a: &InfoArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `nd info --json`.
+#[derive(Debug, serde::Serialize)]
+struct InfoReport<'a> {
+    adapters: Vec<&'a AdapterReport>,
 }

@@ -8,7 +8,8 @@
 //! * `nd write-bw | read-bw | send-bw | write-lat | read-lat | send-lat` — perftest personas:
 //!   without a host they serve, with a host they connect; perftest's flags, columns and default
 //!   port (18515). The client and server exchange buffers with the control protocol documented
-//!   in [`proto`].
+//!   in [`proto`]. Each persona's `--help` lists only its own flags; [`persona`] has the table
+//!   of perftest's flags: implemented, accepted and ignored (and why), refused (and why).
 //! * `nd ping | pingpong | rping | rpingpong | wping | wpingpong` — the Microsoft NetworkDirect
 //!   test tools (`ndping`, `ndpingpong`, `ndrping`, `ndrpingpong`, plus write variants): `-s`
 //!   serves, `-c ADDR[:PORT]` connects, IPv4 and IPv6, their size sweep, table and default ports
@@ -22,7 +23,12 @@
 //!   memcpy; see [`dma`].
 //!
 //! Every long run shows a progress bar on a terminal's stderr (`--quiet` drops it), every
-//! result table has a `--json` form, and every error is a sentence plus the NTSTATUS behind it
+//! result table has a `--json` form (one JSON document on stdout, built from `Serialize` types
+//! in [`report`] and the commands' modules) and the personas a `--json-lines` form (JSON Lines:
+//! `listening`, a `row` per size, the `report`); the MPA flags (`--mpa-rev`, `--mpa-crc`,
+//! `--mpa-p2p`, `--mpa-markers`) go with the commands that connect. Under every persona is one
+//! [`endpoint::Endpoint`] (CQ, QP, buffers, post/poll/wait with one error text) and the
+//! measurement loops of [`meter`]. Every error is a sentence plus the NTSTATUS behind it
 //! (`nd: error: cannot connect to 127.0.0.1:54324: the connection was refused (is a server
 //! running there?): STATUS_CONNECTION_REFUSED (0xC0000236)`), exit status 1; usage errors
 //! exit 2.
@@ -33,11 +39,14 @@ pub mod conn;
 pub mod copy;
 pub mod cpu;
 pub mod dma;
+pub mod endpoint;
 pub mod error;
 pub mod info;
+pub mod meter;
 pub mod nd;
 pub mod perf;
 pub mod perftest_cm;
+pub mod persona;
 pub mod proto;
 pub mod report;
 pub mod rping;

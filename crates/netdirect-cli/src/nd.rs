@@ -37,7 +37,8 @@
 //! `rpingpong`; *Bytes/Sec* counts both directions for the two ping-pongs (as
 //! `ndpingpong`); *CPU* is this process's CPU time (all threads, the soft RNIC's included) in
 //! percent of all processors during the size's run; the frequency is that of the clock used
-//! (1 GHz: nanoseconds). `--json` prints one JSON object instead (the server: JSON lines),
+//! (1 GHz: nanoseconds). `--json` prints one JSON document instead (a server says where it
+//! listens on stderr), `--json-lines` JSON Lines (`listening`, a `row` per size, the `report`),
 //! `--quiet` drops the progress bar and the server's banner, `-v` adds the connection and, for
 //! the ping-pongs, latency percentiles, and `-l FILE` writes the report to FILE as well.
 //!
@@ -56,7 +57,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use serde_json::{Value, json};
+use serde::Serialize;
+
+use crate::report::{self, Event, JsonMode};
 
 use crate::error::{Error, Result};
 use crate::perf::{self, ClientRun, Opts, Row, Stop, Test};
@@ -119,9 +122,14 @@ pub struct NdArgs {
     /// Verbose: the connection, and latency percentiles for the ping-pongs.
     #[arg(short = 'v', long = "verbose")]
     verbose: bool,
-    /// Print JSON on stdout instead of the table (the server: JSON lines).
-    #[arg(long)]
+    /// Print one JSON document on stdout instead of the table (a server says where it
+    /// listens on stderr).
+    #[arg(long, conflicts_with = "json_lines")]
     json: bool,
+    /// Print JSON Lines on stdout: `{"event":"listening",…}` (server), `{"event":"row",…}`
+    /// per size as it completes (client), then `{"event":"report",…}` (the --json document).
+    #[arg(long = "json-lines")]
+    json_lines: bool,
     /// No progress bar and no banner.
     #[arg(long)]
     quiet: bool,
@@ -301,98 +309,225 @@ pub fn run(test: Test, a: &NdArgs) -> Result<()> {
     }
 }
 
+impl NdArgs {
+    fn mode(&self) -> JsonMode {
+        if self.json_lines {
+            JsonMode::Lines
+        } else if self.json {
+            JsonMode::Document
+        } else {
+            JsonMode::Text
+        }
+    }
+}
+
 fn serve(opts: &Opts, a: &NdArgs) -> Result<()> {
     let name = opts.name();
+    let tool = format!("nd {name}");
+    let mode = a.mode();
+    let listening = std::cell::RefCell::new(Vec::new());
     let summary = perf::serve(opts, None, &|addrs: &[SocketAddr]| {
         let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
-        if a.json {
-            outln!(
-                "{}",
-                json!({ "event": "listening", "tool": format!("nd {name}"), "addresses": list })
-            );
-        } else if !a.quiet {
-            outln!(
-                "nd {name}: {} server listening on {}",
+        match mode {
+            JsonMode::Lines => report::emit_line(&Event::listening(&tool, addrs)),
+            JsonMode::Document if !a.quiet => {
+                eprintln!("{tool}: listening on {}", list.join(", "));
+            }
+            JsonMode::Text if !a.quiet => outln!(
+                "{tool}: {} server listening on {}",
                 describe(opts.test),
                 list.join(", ")
-            );
+            ),
+            _ => {}
         }
+        *listening.borrow_mut() = list;
     })?;
     let peer = summary.peer.map_or("?".into(), |p| p.to_string());
     let text = format!(
-        "nd {name}: served {} measurement(s), the warm-up included, to {peer}; data check: {}\n",
+        "{tool}: served {} measurement(s), the warm-up included, to {peer}; data check: {}\n",
         summary.phases,
         if summary.verified { "OK" } else { "FAILED" }
     );
-    if a.json {
-        outln!(
-            "{}",
-            json!({
-                "role": "server", "tool": format!("nd {name}"), "test": name, "peer": summary.peer.map(|p| p.to_string()),
-                "measurements": summary.phases, "data_verified": summary.verified,
-            })
-        );
-    } else {
+    if mode == JsonMode::Text {
         crate::out!("{text}");
+        return log(a, &text);
     }
+    let r = NdServerReport {
+        role: "server",
+        tool: tool.clone(),
+        test: name,
+        listening: listening.take(),
+        peer: summary.peer.map(|p| p.to_string()),
+        measurements: summary.phases,
+        data_verified: summary.verified,
+    };
+    report::emit(mode, &r);
     log(a, &text)
 }
 
-/// One result row in the ND tools' terms.
-#[derive(Debug, Clone, Copy)]
-pub struct NdRow {
+/// `nd <persona> -s --json`.
+#[derive(Debug, Serialize)]
+pub struct NdServerReport {
+    /// `server`.
+    pub role: &'static str,
+    /// `nd ping`, …
+    pub tool: String,
+    /// `ping`, …
+    pub test: &'static str,
+    /// The addresses listened on.
+    pub listening: Vec<String>,
+    /// The client's address.
+    pub peer: Option<String>,
+    /// Measurements served, the warm-up included.
+    pub measurements: usize,
+    /// Whether every server-side data check passed.
+    pub data_verified: bool,
+}
+
+/// `nd <persona> -c --json`.
+#[derive(Debug, Serialize)]
+pub struct NdClientReport {
+    /// `nd ping`, …
+    pub tool: String,
+    /// `ping`, …
+    pub test: &'static str,
+    /// What it measures.
+    pub description: &'static str,
+    /// `client`.
+    pub role: &'static str,
+    /// Our address.
+    pub local_address: String,
+    /// The server's.
+    pub remote_address: String,
+    /// Processors of this host.
+    pub processors: usize,
+    /// Requests in flight.
+    pub pipeline: usize,
+    /// SGEs per request.
+    pub sge: usize,
+    /// What the figures mean.
+    pub units: NdUnits,
+    /// Whether the data checks passed.
+    pub data_verified: bool,
+    /// Whether Ctrl-C ended the run early.
+    pub interrupted: bool,
+    /// One row per size.
+    pub results: Vec<NdResult>,
+}
+
+/// The units of [`NdClientReport`]'s rows.
+#[derive(Debug, Serialize)]
+pub struct NdUnits {
+    /// Of `latency_us`.
+    pub latency_us: &'static str,
+    /// Of `bytes_per_sec`.
+    pub bytes_per_sec: &'static str,
+    /// Of `cpu_percent`.
+    pub cpu_percent: &'static str,
+}
+
+/// One size of an ND persona's run.
+#[derive(Debug, Clone, Serialize)]
+pub struct NdResult {
     /// Message size.
     pub size: usize,
     /// Iterations.
-    pub iters: u64,
+    pub iterations: u64,
     /// Microseconds per operation (half the round trip for the ping-pongs).
     pub latency_us: f64,
     /// CPU use in percent of all processors.
-    pub cpu: f64,
-    /// Bytes per second (both directions for the ping-pongs).
+    pub cpu_percent: f64,
+    /// Octets per second (both directions for the ping-pongs).
     pub bytes_per_sec: f64,
+    /// The latency samples' distribution (latency personas).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<NdSamples>,
+}
+
+/// The latency samples of a size, microseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct NdSamples {
+    /// One-way (half round trip) or the whole read.
+    pub kind: &'static str,
+    /// Minimum.
+    pub t_min_us: f64,
+    /// Median.
+    pub t_median_us: f64,
+    /// Mean.
+    pub t_avg_us: f64,
+    /// Maximum.
+    pub t_max_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p99_9_us: f64,
+}
+
+impl NdResult {
+    /// A measurement in the ND tools' terms, with its wall seconds and CPU percent.
+    pub fn of(test: Test, row: &Row, secs: f64, cpu: f64) -> NdResult {
+        match row {
+            Row::Bw(r) => {
+                let n = r.iters.max(1) as f64;
+                NdResult {
+                    size: r.size,
+                    iterations: r.iters,
+                    latency_us: r.secs * 1e6 / n,
+                    cpu_percent: cpu,
+                    bytes_per_sec: r.size as f64 * n / r.secs.max(1e-9),
+                    samples: None,
+                }
+            }
+            Row::Lat(r) => {
+                let secs = secs.max(1e-9);
+                let iters = r.hist.len();
+                let n = iters.max(1) as f64;
+                let ways = if is_pingpong(test) { 2.0 } else { 1.0 };
+                let l = report::lat_stats(r);
+                NdResult {
+                    size: r.size,
+                    iterations: iters,
+                    latency_us: secs * 1e6 / n / ways,
+                    cpu_percent: cpu,
+                    bytes_per_sec: ways * r.size as f64 * n / secs,
+                    samples: Some(NdSamples {
+                        kind: if is_pingpong(test) {
+                            "one-way (half round trip)"
+                        } else {
+                            "whole read"
+                        },
+                        t_min_us: l.min,
+                        t_median_us: l.typical,
+                        t_avg_us: l.avg,
+                        t_max_us: l.max,
+                        p99_us: l.p99,
+                        p99_9_us: l.p999,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The row as the ND tools' table prints it, `" %9u %9u %9.2f %7.2f %11.0f"`.
+    pub fn text(&self) -> String {
+        format!(
+            " {:>9} {:>9} {:>9.2} {:>7.2} {:>11.0}",
+            self.size, self.iterations, self.latency_us, self.cpu_percent, self.bytes_per_sec
+        )
+    }
 }
 
 /// The ND rows of a client run.
-pub fn nd_rows(test: Test, run: &ClientRun) -> Vec<NdRow> {
+pub fn nd_rows(test: Test, run: &ClientRun) -> Vec<NdResult> {
     run.rows
         .iter()
         .enumerate()
         .map(|(k, row)| {
             let secs = run.secs.get(k).copied().unwrap_or(0.0);
             let cpu = run.cpu.get(k).copied().unwrap_or(0.0);
-            nd_row(test, row, secs, cpu)
+            NdResult::of(test, row, secs, cpu)
         })
         .collect()
-}
-
-/// One measurement as an ND row.
-pub fn nd_row(test: Test, row: &Row, secs: f64, cpu: f64) -> NdRow {
-    match row {
-        Row::Bw(r) => {
-            let n = r.iters.max(1) as f64;
-            NdRow {
-                size: r.size,
-                iters: r.iters,
-                latency_us: r.secs * 1e6 / n,
-                cpu,
-                bytes_per_sec: r.size as f64 * n / r.secs.max(1e-9),
-            }
-        }
-        Row::Lat(r) => {
-            let secs = secs.max(1e-9);
-            let iters = r.hist.len();
-            let n = iters.max(1) as f64;
-            let ways = if is_pingpong(test) { 2.0 } else { 1.0 };
-            NdRow {
-                size: r.size,
-                iters,
-                latency_us: secs * 1e6 / n / ways,
-                cpu,
-                bytes_per_sec: ways * r.size as f64 * n / secs,
-            }
-        }
-    }
 }
 
 /// The table header (`Using N processors. …` and the column line).
@@ -409,29 +544,27 @@ pub fn table_header() -> String {
     )
 }
 
-/// One table line, `" %9u %9u %9.2f %7.2f %11.0f"`.
-pub fn table_row(r: &NdRow) -> String {
-    format!(
-        " {:>9} {:>9} {:>9.2} {:>7.2} {:>11.0}",
-        r.size, r.iters, r.latency_us, r.cpu, r.bytes_per_sec
-    )
-}
-
 fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
     let name = opts.name();
-    let pb = progress(opts.sizes.len() as u64, a.quiet || a.json);
+    let mode = a.mode();
+    let pb = progress(opts.sizes.len() as u64, a.quiet || mode != JsonMode::Text);
     pb.set_message(format!("nd {name}"));
     perf::stop_on_interrupt();
     // Text: the header now and each row as its size completes (a sweep takes minutes).
     let mut streamed = String::new();
-    if !a.json {
+    if mode == JsonMode::Text {
         streamed += &table_header();
         pb.suspend(|| crate::out!("{}", table_header()));
     }
     let test = opts.test;
-    let run = perf::client_with(opts, server, &pb, &mut |row, secs, cpu| {
-        if !a.json {
-            let line = table_row(&nd_row(test, row, secs, cpu));
+    let run = perf::client_with(opts, server, &pb, &mut |_, row, secs, cpu| {
+        if mode == JsonMode::Lines {
+            report::emit_line(&Event::<(), NdResult>::Row(NdResult::of(
+                test, row, secs, cpu,
+            )));
+        }
+        if mode == JsonMode::Text {
+            let line = NdResult::of(test, row, secs, cpu).text();
             pb.suspend(|| crate::outln!("{line}"));
             streamed += &line;
             streamed += "\n";
@@ -440,54 +573,37 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
     pb.finish_and_clear();
     let run = run?;
     let rows = nd_rows(opts.test, &run);
-    let lat = |k: usize| match run.rows.get(k) {
-        Some(Row::Lat(r)) => Some(crate::report::lat_stats(r)),
-        _ => None,
-    };
-    if a.json {
-        let results: Vec<Value> = rows
-            .iter()
-            .enumerate()
-            .map(|(k, r)| {
-                let mut v = json!({
-                    "size": r.size, "iterations": r.iters, "latency_us": r.latency_us,
-                    "cpu_percent": r.cpu, "bytes_per_sec": r.bytes_per_sec,
-                });
-                if let (Some(l), Some(m)) = (lat(k), v.as_object_mut()) {
-                    let one_way = if is_pingpong(opts.test) {
-                        "one-way (half round trip)"
-                    } else {
-                        "whole read"
-                    };
-                    m.insert("samples".into(), json!({
-                        "kind": one_way, "t_min_us": l.min, "t_median_us": l.typical,
-                        "t_avg_us": l.avg, "t_max_us": l.max, "p99_us": l.p99, "p99_9_us": l.p999,
-                    }));
-                }
-                v
-            })
-            .collect();
-        let v = json!({
-            "tool": format!("nd {name}"),
-            "test": name,
-            "description": describe(opts.test),
-            "role": "client",
-            "local_address": run.local.to_string(),
-            "remote_address": run.remote.to_string(),
-            "processors": crate::cpu::cpus(),
-            "pipeline": if opts.test.is_bw() { opts.tx_depth } else { 1 },
-            "sge": opts.sge,
-            "units": {
-                "latency_us": if is_pingpong(opts.test) { "microseconds, half the round trip" } else { "microseconds per operation" },
-                "bytes_per_sec": if is_pingpong(opts.test) { "octets per second, both directions" } else { "octets per second" },
-                "cpu_percent": "process CPU time, percent of all processors",
+    if mode != JsonMode::Text {
+        let pingpong = is_pingpong(opts.test);
+        let v = NdClientReport {
+            tool: format!("nd {name}"),
+            test: name,
+            description: describe(opts.test),
+            role: "client",
+            local_address: run.local.to_string(),
+            remote_address: run.remote.to_string(),
+            processors: crate::cpu::cpus(),
+            pipeline: if opts.test.is_bw() { opts.tx_depth } else { 1 },
+            sge: opts.sge,
+            units: NdUnits {
+                latency_us: if pingpong {
+                    "microseconds, half the round trip"
+                } else {
+                    "microseconds per operation"
+                },
+                bytes_per_sec: if pingpong {
+                    "octets per second, both directions"
+                } else {
+                    "octets per second"
+                },
+                cpu_percent: "process CPU time, percent of all processors",
             },
-            "data_verified": run.verified,
-            "interrupted": run.interrupted,
-            "results": results,
-        });
+            data_verified: run.verified,
+            interrupted: run.interrupted,
+            results: rows,
+        };
+        report::emit(mode, &v);
         let s = serde_json::to_string_pretty(&v).map_err(|e| Error::msg(e.to_string()))?;
-        outln!("{s}");
         return log(a, &(s + "\n"));
     }
     let mut text = String::new();
@@ -508,7 +624,6 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
             run.buffers[0].0, run.buffers[0].1, run.buffers[1].0, run.buffers[1].1
         );
     }
-    let _ = &rows;
     if a.verbose && !opts.test.is_bw() {
         let _ = writeln!(
             text,
@@ -524,12 +639,12 @@ fn client(opts: &Opts, server: SocketAddr, a: &NdArgs) -> Result<()> {
                 "whole read"
             }
         );
-        for (k, r) in rows.iter().enumerate() {
-            if let Some(l) = lat(k) {
+        for r in &rows {
+            if let Some(l) = &r.samples {
                 let _ = writeln!(
                     text,
                     " {:>9} {:>11.2} {:>11.2} {:>11.2} {:>11.2}",
-                    r.size, l.min, l.typical, l.p99, l.p999
+                    r.size, l.t_min_us, l.t_median_us, l.p99_us, l.p99_9_us
                 );
             }
         }

@@ -12,6 +12,8 @@ use netdirect_types::{AdapterInfo, Status};
 
 use crate::conn::{Conn, Event, Layout, MIN_RX, Side, idle};
 use crate::error::{Context, Error, Result, explain, wait};
+use crate::meter::LatMeter;
+pub use crate::meter::new_hist;
 use crate::proto::{CTRL_LEN, Ctrl, Hello, Kind, check_pattern};
 
 /// perftest's default port (`DEF_PORT`).
@@ -182,6 +184,11 @@ pub struct Opts {
     /// perftest's `-e`: wait for completions by blocking on the CQ's notification
     /// ([`netdirect::Cq::wait`]) instead of busy polling.
     pub events: bool,
+    /// perftest's `--run_infinitely`: measure the (one) size again and again, a row each
+    /// time, until interrupted; the interruption is the run's normal end.
+    pub forever: bool,
+    /// perftest's `--use-srq`: each QP takes its receives from a shared receive queue.
+    pub srq: bool,
 }
 
 impl Opts {
@@ -207,6 +214,8 @@ impl Opts {
             sge: 1,
             warmup_phase: None,
             events: false,
+            forever: false,
+            srq: false,
         }
     }
 
@@ -360,6 +369,7 @@ fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
         data_inline: opts.inline,
         read_limit: opts.outs.clamp(1, 128),
         sge: opts.sge.max(1),
+        srq: opts.srq,
     }
 }
 
@@ -440,16 +450,16 @@ pub fn interrupted() -> bool {
 
 /// Connects to `server`, runs every size, and returns the measurements.
 pub fn client(opts: &Opts, server: SocketAddr, progress: &ProgressBar) -> Result<ClientRun> {
-    client_with(opts, server, progress, &mut |_, _, _| {})
+    client_with(opts, server, progress, &mut |_, _, _, _| {})
 }
 
-/// [`client`], handing each size's row (with its seconds and CPU percent) to `on_row` as soon
-/// as it is measured, so sweeps print rows as they complete.
+/// [`client`], handing each size's row (with the run so far, the row's seconds and CPU percent)
+/// to `on_row` as soon as it is measured, so sweeps print rows as they complete.
 pub fn client_with(
     opts: &Opts,
     server: SocketAddr,
     progress: &ProgressBar,
-    on_row: &mut dyn FnMut(&Row, f64, f64),
+    on_row: &mut dyn FnMut(&ClientRun, &Row, f64, f64),
 ) -> Result<ClientRun> {
     let local_ip = local_for(server.ip(), opts.bind)?;
     if local_ip.is_ipv4() != server.is_ipv4() {
@@ -535,13 +545,20 @@ pub fn client_with(
     if let Some((size, n)) = opts.warmup_phase {
         client_phase(opts, &mut conns, size, Stop::Iters(n.max(1)))?;
     }
-    for &size in &opts.sizes {
+    let sizes = opts.sizes.iter().copied();
+    let first = opts.sizes.first().copied().unwrap_or(1);
+    let mut sizes: Box<dyn Iterator<Item = usize>> = if opts.forever {
+        Box::new(std::iter::repeat(first))
+    } else {
+        Box::new(sizes)
+    };
+    for size in &mut sizes {
         if interrupted() {
             run.interrupted = true;
             break;
         }
         let (row, secs, cpu) = client_phase(opts, &mut conns, size, opts.stop.for_size(size))?;
-        on_row(&row, secs, cpu);
+        on_row(&run, &row, secs, cpu);
         run.rows.push(row);
         run.secs.push(secs);
         run.cpu.push(cpu);
@@ -666,109 +683,71 @@ fn measure(
     }
 }
 
+/// nd's QPs as the bandwidth meter drives them.
+struct NdLink<'a> {
+    conns: &'a mut [Conn],
+    test: Test,
+    size: usize,
+}
+
+impl crate::meter::BwLink for NdLink<'_> {
+    #[inline]
+    fn outstanding(&self, q: usize) -> usize {
+        self.conns[q].tx_out
+    }
+
+    #[inline]
+    fn can_post(&self, q: usize) -> bool {
+        self.test != Test::SendBw || self.conns[q].can_send()
+    }
+
+    #[inline]
+    fn post(&mut self, q: usize, i: u64, more: bool) -> Result<()> {
+        let size = self.size;
+        let c = &mut self.conns[q];
+        let off = (i % c.slots(size)) as usize * size;
+        c.defer = more
+            && (self.test != Test::SendBw
+                || c.sent + 1 + crate::conn::CREDIT_RESERVE < c.credit_limit);
+        match self.test {
+            Test::WriteBw => c.write_data(1, off, size),
+            Test::ReadBw => c.read_data(1, off, size),
+            _ => c.send_data(1, size),
+        }
+    }
+
+    #[inline]
+    fn end_round(&mut self, q: usize) {
+        self.conns[q].defer = false;
+    }
+
+    #[inline]
+    fn reap(&mut self, q: usize) -> Result<u64> {
+        let c = &mut self.conns[q];
+        let mut n = 0;
+        while let Some(e) = c.try_next()? {
+            match e {
+                Event::TxDone(_) => n += 1,
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(n)
+    }
+
+    fn idle(&mut self, deadline: Instant) -> Result<()> {
+        idle(deadline, "RDMA requests to complete")
+    }
+}
+
 fn bw_loop(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Result<(BwRow, Vec<u64>)> {
     let w = window(opts, size);
     let nq = conns.len();
-    let mut posted = vec![0u64; nq];
-    let mut done = vec![0u64; nq];
-    let stop = stop.for_size(size);
-    let total_target = match stop {
-        Stop::Iters(n) => Some(n),
-        Stop::Duration(_) | Stop::Sweep { .. } => None,
+    let mut link = NdLink {
+        conns,
+        test: opts.test,
+        size,
     };
-    let chunk = match total_target {
-        Some(n) => (n / 16).max(w as u64).max(1),
-        None => (w as u64 * 4).max(64),
-    };
-    let start = Instant::now();
-    let mut marks = vec![start];
-    let mut completed_total = 0u64;
-    let mut last_progress = Instant::now();
-    loop {
-        let posting = !interrupted()
-            && match stop {
-                Stop::Iters(n) => posted.iter().sum::<u64>() < n * nq as u64,
-                Stop::Duration(d) => start.elapsed() < d,
-                Stop::Sweep { .. } => false,
-            };
-        let mut progressed = false;
-        for (q, c) in conns.iter_mut().enumerate() {
-            let slots = c.slots(size);
-            while posting
-                && c.tx_out < w
-                && total_target.is_none_or(|n| posted[q] < n)
-                && (opts.test != Test::SendBw || c.can_send())
-            {
-                let off = (posted[q] % slots) as usize * size;
-                // All but the last post of this round are deferred: the round leaves in one
-                // batch (one write to the socket for small messages).
-                c.defer = c.tx_out + 1 < w
-                    && total_target.is_none_or(|n| posted[q] + 1 < n)
-                    && (opts.test != Test::SendBw
-                        || c.sent + 1 + crate::conn::CREDIT_RESERVE < c.credit_limit);
-                match opts.test {
-                    Test::WriteBw => c.write_data(1, off, size)?,
-                    Test::ReadBw => c.read_data(1, off, size)?,
-                    _ => c.send_data(1, size)?,
-                }
-                posted[q] += 1;
-            }
-            c.defer = false;
-            while let Some(e) = c.try_next()? {
-                match e {
-                    Event::TxDone(_) => {
-                        done[q] += 1;
-                        completed_total += 1;
-                        progressed = true;
-                        if completed_total % chunk == 0 {
-                            marks.push(Instant::now());
-                        }
-                    }
-                    other => {
-                        return Err(Error::msg(format!(
-                            "protocol error: unexpected {other:?} during the measurement"
-                        )));
-                    }
-                }
-            }
-        }
-        let all_posted = !posting || total_target.is_some_and(|n| posted.iter().all(|p| *p >= n));
-        if all_posted && done == posted {
-            break;
-        }
-        if progressed {
-            last_progress = Instant::now();
-        } else {
-            idle(last_progress + opts.timeout, "RDMA requests to complete")?;
-        }
-    }
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    let n: u64 = done.iter().sum();
-    let avg = (n as f64 * size as f64) / secs;
-    let mut peak = avg;
-    for pair in marks.windows(2) {
-        let dt = (pair[1] - pair[0]).as_secs_f64();
-        if dt > 0.0 && marks.len() > 2 {
-            peak = peak.max(chunk as f64 * size as f64 / dt);
-        }
-    }
-    Ok((
-        BwRow {
-            size,
-            iters: n,
-            peak,
-            avg,
-            msg_rate: n as f64 / secs,
-            secs,
-        },
-        done,
-    ))
-}
-
-/// A histogram of nanoseconds from 1 ns to 60 s, 3 significant digits.
-pub fn new_hist() -> Result<Histogram<u64>> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3)
-        .map_err(|e| Error::msg(format!("cannot create a histogram: {e}")))
+    crate::meter::bw_meter(&mut link, nq, size, w, stop, opts.timeout, interrupted)
 }
 
 /// The ping-pong or read loop; returns (histogram, operations, client-side data check).
@@ -778,7 +757,7 @@ fn lat_loop(
     size: usize,
     stop: Stop,
 ) -> Result<(Histogram<u64>, u64, bool)> {
-    let mut hist = new_hist()?;
+    let mut meter = LatMeter::new(opts.test != Test::ReadLat, opts.warmup)?;
     let start = Instant::now();
     let half = c.layout.half;
     let mut i = 0u64;
@@ -796,9 +775,8 @@ fn lat_loop(
         }
         // Keep the initiator queue from filling with unreaped completions (outside the timing).
         c.reap(c.layout.tx_depth)?;
-        let t0 = Instant::now();
-        let deadline = t0 + opts.timeout;
-        match opts.test {
+        let deadline = Instant::now() + opts.timeout;
+        meter.time(|| match opts.test {
             Test::ReadLat => {
                 c.read_data(1, 0, size)?;
                 loop {
@@ -808,6 +786,7 @@ fn lat_loop(
                         None => c.idle(deadline, "the RDMA read to complete")?,
                     }
                 }
+                Ok(())
             }
             Test::SendLat => {
                 while !c.can_send() {
@@ -847,6 +826,7 @@ fn lat_loop(
                         None => c.idle(deadline, "the server's pong")?,
                     }
                 }
+                Ok(())
             }
             _ => {
                 let m = marker(i);
@@ -866,17 +846,9 @@ fn lat_loop(
                     }
                     idle(deadline, "the server's RDMA write back")?;
                 }
+                Ok(())
             }
-        }
-        let ns = t0.elapsed().as_nanos() as u64;
-        if i >= opts.warmup {
-            let sample = if opts.test == Test::ReadLat {
-                ns
-            } else {
-                ns / 2
-            };
-            let _ = hist.record(sample.max(1));
-        }
+        })?;
         i += 1;
     }
     c.drain()?;
@@ -892,7 +864,7 @@ fn lat_loop(
         }
         _ => last_slot.is_none_or(|s| check_pattern(&c.slot_bytes(s, size))),
     };
-    Ok((hist, i, ok))
+    Ok((meter.into_histogram(), i, ok))
 }
 
 fn unexpected(e: Event) -> Error {

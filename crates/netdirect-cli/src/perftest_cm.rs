@@ -52,12 +52,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use netdirect::{Buffer, Connector, Cq, Mr, Qp};
+use netdirect::{Connector, Qp};
 use netdirect_types::{Completion, MrFlags, OpFlags, RemoteToken, Sge, Status};
 
-use crate::conn::{QueueSizes, Side, cq_and_qp, idle, local_for, op_name, register};
+use crate::conn::{QueueSizes, Side, idle, local_for};
+use crate::endpoint::{Endpoint, Polled, REMOTE_ACCESS, Shape};
 use crate::error::{Error, Result, explain, wait};
-use crate::perf::{BwRow, ClientRun, LatRow, Opts, Row, Stop, Test, new_hist};
+use crate::meter::{BwLink, LatMeter, bw_meter};
+use crate::perf::{BwRow, ClientRun, LatRow, Opts, Row, Stop, Test};
 
 /// The version we claim: the behaviour implemented here is that version's.
 pub const VERSION: &str = "6.06";
@@ -199,86 +201,89 @@ pub fn check_opts(opts: &Opts) -> Result<()> {
 
 /// The control connection: one receive posted at a time, as perftest's.
 struct Ctl {
-    connector: Option<Box<dyn Connector>>,
-    qp: Box<dyn Qp>,
-    cq: Box<dyn Cq>,
-    buf: Buffer,
-    mr: Box<dyn Mr>,
+    ep: Endpoint,
     client: bool,
-    timeout: Duration,
 }
 
 const CTL_SLOT: usize = 64;
 
+impl std::ops::Deref for Ctl {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.ep
+    }
+}
+
+impl std::ops::DerefMut for Ctl {
+    fn deref_mut(&mut self) -> &mut Endpoint {
+        &mut self.ep
+    }
+}
+
 impl Ctl {
     fn new(side: &Side, client: bool, timeout: Duration) -> Result<Ctl> {
-        let (cq, qp) = cq_and_qp(
+        let ep = Endpoint::new(
             side,
-            QueueSizes {
-                receive: 2,
-                initiator: 2,
-                initiator_sge: 1,
-                inline: 0,
-                spare: 4,
+            Shape {
+                queues: QueueSizes {
+                    receive: 2,
+                    initiator: 2,
+                    initiator_sge: 1,
+                    inline: 0,
+                    spare: 4,
+                },
+                data_len: CTL_SLOT,
+                data_access: MrFlags::ALLOW_LOCAL_WRITE,
+                slot: CTL_SLOT,
+                slots: 1,
+                what: "the control",
+                srq: false,
             },
-            "the control",
             timeout,
         )?;
-        let buf = Buffer::new(2 * CTL_SLOT);
-        let mr = register(side, &buf, MrFlags::ALLOW_LOCAL_WRITE, timeout)?;
-        let mut c = Ctl {
-            connector: None,
-            qp,
-            cq,
-            buf,
-            mr,
-            client,
-            timeout,
-        };
+        let mut c = Ctl { ep, client };
         c.post_receive()?;
         Ok(c)
     }
 
     fn post_receive(&mut self) -> Result<()> {
-        let sge = Sge::new(self.buf.address(), CTL_SLOT as u32, self.mr.local_token());
-        self.qp
-            .receiver()
-            .receive(RX_TAG, &[sge])
-            .map_err(|s| Error::status("cannot post the control receive", s))
+        self.ep.post_receive(RX_TAG, 0).map_err(|e| {
+            Error::status(
+                "cannot post the control receive",
+                e.status.unwrap_or(Status::UNSUCCESSFUL),
+            )
+        })
     }
 
     fn next(&mut self, what: &str) -> Result<Completion> {
         let deadline = Instant::now() + self.timeout;
-        let mut r = [Completion::EMPTY; 1];
         loop {
-            if self.cq.get_results_ex(&mut r) == 1 {
-                let c = r[0];
-                if c.status != Status::SUCCESS {
-                    return Err(Error::status(
-                        format!(
-                            "control {} failed while waiting for {what} ({}): did the perftest peer exit?",
-                            op_name(c.op_type),
-                            explain(c.status)
-                        ),
-                        c.status,
-                    ));
-                }
-                return Ok(c);
+            match self.ep.poll().map_err(|e| Error {
+                message: format!(
+                    "control connection: {} while waiting for {what}: did the perftest peer exit?",
+                    e.message
+                ),
+                ..e
+            })? {
+                Polled::Done(c) => return Ok(c),
+                Polled::Ended => return Err(self.ep.gone(what)),
+                Polled::Empty => self.ep.idle(deadline, what)?,
             }
-            idle(deadline, what)?;
         }
     }
 
     fn send(&mut self, data: &[u8], what: &str) -> Result<()> {
-        self.buf
-            .write_at(CTL_SLOT, data)
+        self.ep
+            .data
+            .write_at(0, data)
             .map_err(|e| Error::msg(e.to_string()))?;
         let sge = Sge::new(
-            self.buf.address() + CTL_SLOT as u64,
+            self.ep.data.address(),
             data.len() as u32,
-            self.mr.local_token(),
+            self.ep.data_mr.local_token(),
         );
-        self.qp
+        self.ep
+            .qp
             .initiator()
             .send(1, &[sge], OpFlags::empty())
             .map_err(|s| Error::status(format!("cannot send {what}"), s))?;
@@ -297,9 +302,7 @@ impl Ctl {
             return Err(Error::msg("protocol error: unexpected send completion"));
         }
         let mut m = vec![0u8; (c.bytes_transferred as usize).min(CTL_SLOT)];
-        self.buf
-            .read_at(0, &mut m)
-            .map_err(|e| Error::msg(e.to_string()))?;
+        self.ep.read_slot(0, &mut m)?;
         self.post_receive()?;
         Ok(m)
     }
@@ -351,10 +354,8 @@ impl Ctl {
         Ok(cb.clamp(CYCLE_BUFFER, 1 << 30) as usize)
     }
 
-    fn close(mut self) {
-        if let Some(c) = self.connector.take() {
-            let _ = c.disconnect().wait_timeout(Duration::from_secs(2));
-        }
+    fn close(self) {
+        self.ep.close(Duration::from_secs(2));
     }
 }
 
@@ -363,19 +364,22 @@ impl Ctl {
 
 /// The data connection: `[outbox S | inbox S | credit 64]`, plus a receive ring for Sends.
 struct Data {
-    connector: Option<Box<dyn Connector>>,
-    qp: Box<dyn Qp>,
-    cq: Box<dyn Cq>,
-    buf: Buffer,
-    mr: Box<dyn Mr>,
-    rx: Buffer,
-    rx_mr: Box<dyn Mr>,
+    ep: Endpoint,
     s: usize,
-    tx_out: usize,
     read_limit: u32,
-    results: Vec<Completion>,
-    ready: std::collections::VecDeque<Completion>,
-    timeout: Duration,
+}
+
+impl std::ops::Deref for Data {
+    type Target = Endpoint;
+    fn deref(&self) -> &Endpoint {
+        &self.ep
+    }
+}
+
+impl std::ops::DerefMut for Data {
+    fn deref_mut(&mut self) -> &mut Endpoint {
+        &mut self.ep
+    }
 }
 
 /// A finished receive.
@@ -394,47 +398,33 @@ impl Data {
             1
         };
         let tx = opts.tx_depth.max(2) + 4;
-        let (cq, qp) = cq_and_qp(
+        let ep = Endpoint::new(
             side,
-            QueueSizes {
-                receive: slots,
-                initiator: tx,
-                initiator_sge: 1,
-                inline: opts.inline.max(8),
-                spare: 8,
+            Shape {
+                queues: QueueSizes {
+                    receive: slots,
+                    initiator: tx,
+                    initiator_sge: 1,
+                    inline: opts.inline.max(8),
+                    spare: 8,
+                },
+                data_len: 2 * s + 64,
+                data_access: REMOTE_ACCESS,
+                slot: s,
+                slots,
+                what: "the data",
+                srq: false,
             },
-            "the data",
             opts.timeout,
         )?;
-        let buf = Buffer::new(2 * s + 64);
         if opts.test != Test::WriteLat {
-            buf.with_mut(|b| crate::proto::fill_pattern(&mut b[..s]));
+            ep.data
+                .with_mut(|b| crate::proto::fill_pattern(&mut b[..s]));
         }
-        let mr = register(
-            side,
-            &buf,
-            MrFlags::ALLOW_LOCAL_WRITE
-                | MrFlags::ALLOW_REMOTE_WRITE
-                | MrFlags::ALLOW_REMOTE_READ
-                | MrFlags::RDMA_READ_SINK,
-            opts.timeout,
-        )?;
-        let rx = Buffer::new(s * slots);
-        let rx_mr = register(side, &rx, MrFlags::ALLOW_LOCAL_WRITE, opts.timeout)?;
         let mut d = Data {
-            connector: None,
-            qp,
-            cq,
-            buf,
-            mr,
-            rx,
-            rx_mr,
+            ep,
             s,
-            tx_out: 0,
             read_limit: 0,
-            results: vec![Completion::EMPTY; 64],
-            ready: Default::default(),
-            timeout: opts.timeout,
         };
         if opts.test.is_send() {
             for k in 0..slots {
@@ -445,20 +435,12 @@ impl Data {
     }
 
     fn post_receive(&mut self, slot: usize) -> Result<()> {
-        let sge = Sge::new(
-            self.rx.address() + (slot * self.s) as u64,
-            self.s as u32,
-            self.rx_mr.local_token(),
-        );
-        self.qp
-            .receiver()
-            .receive(RX_TAG | slot as u64, &[sge])
-            .map_err(|s| Error::status("cannot post a receive", s))
+        self.ep.post_receive(RX_TAG | slot as u64, slot)
     }
 
     /// Our dest: what the peer targets.
     fn dest(&self, test: Test, local: IpAddr, qpn: u16) -> Dest {
-        let base = self.buf.address();
+        let base = self.data.address();
         let vaddr = match test {
             Test::ReadBw | Test::ReadLat => base,
             Test::SendBw => base + 2 * self.s as u64,
@@ -477,7 +459,7 @@ impl Data {
             },
             qpn: i32::from(qpn),
             psn,
-            rkey: self.mr.remote_token().0,
+            rkey: self.data_mr.remote_token().0,
             vaddr,
             gid: gid_of(local),
             srqn: 0,
@@ -485,28 +467,21 @@ impl Data {
         }
     }
 
+    #[inline]
     fn poll(&mut self) -> Result<Option<Completion>> {
-        if self.ready.is_empty() {
-            let n = self.cq.get_results_ex(&mut self.results);
-            self.ready.extend(self.results[..n].iter().copied());
+        let c = self.ep.try_next("the next completion").map_err(|e| Error {
+            message: format!(
+                "{}: did the perftest peer exit, or does it run another test?",
+                e.message
+            ),
+            ..e
+        })?;
+        if let Some(c) = c {
+            if c.request_context & RX_TAG == 0 {
+                self.ep.tx_out = self.ep.tx_out.saturating_sub(1);
+            }
         }
-        let Some(c) = self.ready.pop_front() else {
-            return Ok(None);
-        };
-        if c.status != Status::SUCCESS {
-            return Err(Error::status(
-                format!(
-                    "a {} request failed ({}): did the perftest peer exit, or does it run another test?",
-                    op_name(c.op_type),
-                    explain(c.status)
-                ),
-                c.status,
-            ));
-        }
-        if c.request_context & RX_TAG == 0 {
-            self.tx_out = self.tx_out.saturating_sub(1);
-        }
-        Ok(Some(c))
+        Ok(c)
     }
 
     /// Waits for the next receive; send completions meanwhile are counted.
@@ -521,7 +496,7 @@ impl Data {
                     });
                 }
                 Some(_) => {}
-                None => idle(deadline, what)?,
+                None => self.ep.idle(deadline, what)?,
             }
         }
     }
@@ -537,15 +512,16 @@ impl Data {
                     ));
                 }
                 Some(_) => {}
-                None => idle(deadline, what)?,
+                None => self.ep.idle(deadline, what)?,
             }
         }
         Ok(())
     }
 
     fn write(&mut self, rem: &Dest, size: usize) -> Result<()> {
-        let sge = Sge::new(self.buf.address(), size as u32, self.mr.local_token());
-        self.qp
+        let sge = Sge::new(self.data.address(), size as u32, self.data_mr.local_token());
+        self.ep
+            .qp
             .initiator()
             .write(
                 1,
@@ -555,17 +531,18 @@ impl Data {
                 OpFlags::empty(),
             )
             .map_err(|s| Error::status(format!("cannot post an RDMA write of {size} octets"), s))?;
-        self.tx_out += 1;
+        self.ep.tx_out += 1;
         Ok(())
     }
 
     fn read(&mut self, rem: &Dest, size: usize) -> Result<()> {
         let sge = Sge::new(
-            self.buf.address() + self.s as u64,
+            self.data.address() + self.s as u64,
             size as u32,
-            self.mr.local_token(),
+            self.data_mr.local_token(),
         );
-        self.qp
+        self.ep
+            .qp
             .initiator()
             .read(
                 1,
@@ -575,38 +552,37 @@ impl Data {
                 OpFlags::empty(),
             )
             .map_err(|s| Error::status(format!("cannot post an RDMA read of {size} octets"), s))?;
-        self.tx_out += 1;
+        self.ep.tx_out += 1;
         Ok(())
     }
 
     fn send(&mut self, size: usize) -> Result<()> {
-        let sge = Sge::new(self.buf.address(), size as u32, self.mr.local_token());
-        self.qp
+        let sge = Sge::new(self.data.address(), size as u32, self.data_mr.local_token());
+        self.ep
+            .qp
             .initiator()
             .send(1, &[sge], OpFlags::empty())
             .map_err(|s| Error::status(format!("cannot post a send of {size} octets"), s))?;
-        self.tx_out += 1;
+        self.ep.tx_out += 1;
         Ok(())
     }
 
     /// The credit the peer wrote (u32, host order).
     fn credit(&self) -> u32 {
         let mut b = [0u8; 4];
-        let _ = self.buf.read_at(2 * self.s, &mut b);
+        let _ = self.data.read_at(2 * self.s, &mut b);
         u32::from_le_bytes(b)
     }
 
     fn inbox_byte(&self, at: usize) -> u8 {
         let mut b = [0u8];
-        let _ = self.buf.read_at(self.s + at, &mut b);
+        let _ = self.data.read_at(self.s + at, &mut b);
         b[0]
     }
 
     fn close(mut self) {
         let _ = self.reap(0, "requests to finish");
-        if let Some(c) = self.connector.take() {
-            let _ = c.disconnect().wait_timeout(Duration::from_secs(2));
-        }
+        self.ep.close(Duration::from_secs(2));
     }
 }
 
@@ -626,6 +602,66 @@ fn bw_row(size: usize, n: u64, secs: f64, peak: f64) -> BwRow {
     }
 }
 
+/// The data connection as the bandwidth meter drives it (one QP).
+struct CmLink<'a> {
+    d: &'a mut Data,
+    rem: &'a Dest,
+    test: Test,
+    size: usize,
+    /// The server's receive depth: Sends may run this far ahead of its credit.
+    rx: u64,
+    posted: u64,
+}
+
+impl BwLink for CmLink<'_> {
+    #[inline]
+    fn outstanding(&self, _q: usize) -> usize {
+        self.d.tx_out
+    }
+
+    #[inline]
+    fn can_post(&self, _q: usize) -> bool {
+        self.test != Test::SendBw
+            || (self.posted + 1).saturating_sub(u64::from(self.d.credit())) < self.rx
+    }
+
+    #[inline]
+    fn post(&mut self, _q: usize, _i: u64, _more: bool) -> Result<()> {
+        match self.test {
+            Test::WriteBw => self.d.write(self.rem, self.size)?,
+            Test::ReadBw => self.d.read(self.rem, self.size)?,
+            _ => self.d.send(self.size)?,
+        }
+        self.posted += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn reap(&mut self, _q: usize) -> Result<u64> {
+        let mut n = 0;
+        while let Some(c) = self.d.poll()? {
+            if c.request_context & RX_TAG != 0 {
+                return Err(Error::msg(
+                    "protocol error: a Send arrived during the measurement",
+                ));
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn idle(&mut self, deadline: Instant) -> Result<()> {
+        idle(
+            deadline,
+            if self.test == Test::SendBw {
+                "requests to complete or the server's receive credits"
+            } else {
+                "RDMA requests to complete"
+            },
+        )
+    }
+}
+
 /// Client side of write_bw, read_bw, send_bw.
 fn client_bw(opts: &Opts, d: &mut Data, rem: &Dest) -> Result<BwRow> {
     let size = opts.sizes[0];
@@ -634,53 +670,18 @@ fn client_bw(opts: &Opts, d: &mut Data, rem: &Dest) -> Result<BwRow> {
     if opts.test.is_read() {
         w = w.min(d.read_limit.max(1) as usize);
     }
-    let rx = rx_depth(opts) as u64;
-    let chunk = (n / 16).max(w as u64).max(1);
-    let start = Instant::now();
-    let mut mark = start;
-    let mut peak = 0f64;
-    let (mut posted, mut done) = (0u64, 0u64);
-    let mut last_progress = start;
-    while done < n {
-        while posted < n
-            && d.tx_out < w
-            && (opts.test != Test::SendBw || posted + 1 - u64::from(d.credit()) < rx)
-        {
-            match opts.test {
-                Test::WriteBw => d.write(rem, size)?,
-                Test::ReadBw => d.read(rem, size)?,
-                _ => d.send(size)?,
-            }
-            posted += 1;
-        }
-        match d.poll()? {
-            Some(c) if c.request_context & RX_TAG != 0 => {
-                return Err(Error::msg(
-                    "protocol error: a Send arrived during the measurement",
-                ));
-            }
-            Some(_) => {
-                done += 1;
-                last_progress = Instant::now();
-                if done % chunk == 0 {
-                    let dt = last_progress.duration_since(mark).as_secs_f64();
-                    if dt > 0.0 && done < n {
-                        peak = peak.max(chunk as f64 * size as f64 / dt);
-                    }
-                    mark = last_progress;
-                }
-            }
-            None => idle(
-                last_progress + opts.timeout,
-                if opts.test == Test::SendBw {
-                    "requests to complete or the server's receive credits"
-                } else {
-                    "RDMA requests to complete"
-                },
-            )?,
-        }
-    }
-    Ok(bw_row(size, n, start.elapsed().as_secs_f64(), peak))
+    let mut link = CmLink {
+        d,
+        rem,
+        test: opts.test,
+        size,
+        rx: rx_depth(opts) as u64,
+        posted: 0,
+    };
+    let (row, _) = bw_meter(&mut link, 1, size, w, Stop::Iters(n), opts.timeout, || {
+        false
+    })?;
+    Ok(row)
 }
 
 /// Server side of send_bw: receive, repost, write credits.
@@ -729,13 +730,12 @@ fn server_send_bw(opts: &Opts, d: &mut Data, rem: &Dest) -> Result<BwRow> {
 fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
     let size = opts.sizes[0];
     let n = iters(opts);
-    let mut hist = new_hist()?;
-    let mut posts: Vec<Instant> = Vec::with_capacity(n as usize + 1);
+    let mut meter = LatMeter::new(opts.test != Test::ReadLat, 0)?;
     let (mut scnt, mut rcnt) = (0u64, 0u64);
     while scnt < n || rcnt < n {
         match opts.test {
             Test::ReadLat => {
-                posts.push(Instant::now());
+                meter.post_at(Instant::now());
                 d.read(rem, size)?;
                 d.reap(0, "the RDMA read to complete")?;
                 scnt += 1;
@@ -755,8 +755,8 @@ fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
                 }
                 if scnt < n {
                     scnt += 1;
-                    let _ = d.buf.write_at(size - 1, &[scnt as u8]);
-                    posts.push(Instant::now());
+                    let _ = d.data.write_at(size - 1, &[scnt as u8]);
+                    meter.post_at(Instant::now());
                     d.write(rem, size)?;
                     d.reap(0, "our RDMA write to complete")?;
                 }
@@ -776,7 +776,7 @@ fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
                 }
                 if scnt < n {
                     scnt += 1;
-                    posts.push(Instant::now());
+                    meter.post_at(Instant::now());
                     d.send(size)?;
                     d.reap(0, "our Send to complete")?;
                 }
@@ -784,18 +784,12 @@ fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
         }
     }
     if opts.test == Test::ReadLat {
-        posts.push(Instant::now());
+        meter.post_at(Instant::now());
     }
-    for pair in posts.windows(2) {
-        let ns = pair[1].duration_since(pair[0]).as_nanos() as u64;
-        let sample = if opts.test == Test::ReadLat {
-            ns
-        } else {
-            ns / 2
-        };
-        let _ = hist.record(sample.max(1));
-    }
-    Ok(LatRow { size, hist })
+    Ok(LatRow {
+        size,
+        hist: meter.into_histogram(),
+    })
 }
 
 /// The five report exchanges; returns the peer's report as a row.

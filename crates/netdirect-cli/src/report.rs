@@ -1,6 +1,6 @@
 //! perftest-style tables and JSON for the personas.
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::perf::{BwRow, ClientRun, LatRow, Opts, Row, Stop, Test};
 
@@ -25,7 +25,10 @@ pub fn header(opts: &Opts, device: &str) -> String {
     s += &format!("                    {}\n", opts.test.title());
     s += &format!(" Dual-port       : OFF\t\tDevice         : {device}\n");
     s += &format!(" Number of qps   : {}\t\tTransport type : IW\n", opts.qps);
-    s += " Connection type : RC\t\tUsing SRQ      : OFF\n";
+    s += &format!(
+        " Connection type : RC\t\tUsing SRQ      : {}\n",
+        if opts.srq { "ON" } else { "OFF" }
+    );
     if opts.test.is_bw() {
         s += &format!(" TX depth        : {}\n", opts.tx_depth);
     }
@@ -76,23 +79,7 @@ pub fn columns(test: Test, gbits: bool) -> String {
 
 /// One result line.
 pub fn row_line(row: &Row, gbits: bool) -> String {
-    match row {
-        Row::Bw(r) => format!(
-            " {:<7}    {:<10}       {:<7.2}            {:<7.2}\t\t   {:<7.6}",
-            r.size,
-            r.iters,
-            bw_unit(r.peak, gbits),
-            bw_unit(r.avg, gbits),
-            r.msg_rate / 1e6
-        ),
-        Row::Lat(r) => {
-            let l = lat_stats(r);
-            format!(
-                " {:<7} {:<10}  {:<7.2}        {:<7.2}      {:<7.2}     \t       {:<7.2}     \t{:<7.2}\t\t{:<7.2} \t\t{:<7.2}",
-                r.size, l.n, l.min, l.max, l.typical, l.avg, l.stdev, l.p99, l.p999
-            )
-        }
-    }
+    ResultRow::of(row, gbits).text()
 }
 
 /// perftest's `--output`: one figure of a row (bandwidth, message_rate or latency).
@@ -169,58 +156,266 @@ pub fn lat_stats(r: &LatRow) -> LatStats {
     }
 }
 
-/// A result row as perftest's JSON keys.
-pub fn row_json(row: &Row, gbits: bool) -> Value {
-    match row {
-        Row::Bw(BwRow {
-            size,
-            iters,
-            peak,
-            avg,
-            msg_rate,
-            ..
-        }) => json!({
-            "MsgSize": size,
-            "n_iterations": iters,
-            "BW_peak": bw_unit(*peak, gbits),
-            "BW_average": bw_unit(*avg, gbits),
-            "MsgRate": msg_rate / 1e6,
-        }),
-        Row::Lat(r) => {
-            let l = lat_stats(r);
-            json!({
-                "MsgSize": r.size,
-                "n_iterations": l.n,
-                "t_min": l.min,
-                "t_max": l.max,
-                "t_typical": l.typical,
-                "t_avg": l.avg,
-                "t_stdev": l.stdev,
-                "percentile_99": l.p99,
-                "percentile_99.9": l.p999,
-            })
+/// How a command prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonMode {
+    /// Tables.
+    Text,
+    /// One JSON document on stdout (`--json`).
+    Document,
+    /// JSON Lines on stdout (`--json-lines`): events, then the report.
+    Lines,
+}
+
+/// Prints `v` as one JSON document (pretty) or one JSON line with `"event": "report"`.
+pub fn emit<T: Serialize>(mode: JsonMode, v: &T) {
+    match mode {
+        JsonMode::Lines => emit_line(&Event::<&T>::Report(v)),
+        _ => match serde_json::to_string_pretty(v) {
+            Ok(s) => crate::outln!("{s}"),
+            Err(e) => eprintln!("nd: cannot print the report as JSON: {e}"),
+        },
+    }
+}
+
+/// Prints one JSON line.
+pub fn emit_line<T: Serialize>(v: &T) {
+    match serde_json::to_string(v) {
+        Ok(s) => crate::outln!("{s}"),
+        Err(e) => eprintln!("nd: cannot print JSON: {e}"),
+    }
+}
+
+/// A line of `--json-lines` output.
+#[derive(Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event<R: Serialize, W: Serialize = ResultRow> {
+    /// A server listens.
+    Listening {
+        /// The tool (`write_bw`, `nd ping`, …).
+        tool: String,
+        /// The addresses listened on.
+        addresses: Vec<String>,
+    },
+    /// A size was measured (client).
+    Row(W),
+    /// The report, as `--json` prints it.
+    Report(R),
+}
+
+impl Event<()> {
+    /// A `listening` line.
+    pub fn listening(tool: &str, addrs: &[std::net::SocketAddr]) -> Event<()> {
+        Event::Listening {
+            tool: tool.to_string(),
+            addresses: addrs.iter().map(ToString::to_string).collect(),
         }
     }
 }
 
-/// The whole client report as JSON (`test_info` and `results`, perftest's keys; `results` is a
-/// list, one entry per size).
-pub fn client_json(opts: &Opts, run: &ClientRun, gbits: bool) -> Value {
-    json!({
-        "test_info": {
-            "test": opts.test.name(),
-            "title": opts.test.title(),
-            "device": "soft",
-            "transport_type": "IW",
-            "connection_type": "RC",
-            "number_of_qps": opts.qps,
-            "tx_depth": opts.tx_depth,
-            "max_inline_data": opts.inline,
-            "local_address": run.local.to_string(),
-            "remote_address": run.remote.to_string(),
-            "units": if opts.test.is_bw() { if gbits { "Gb/sec" } else { "MiB/sec" } } else { "usec" },
-            "data_verified": run.verified,
-        },
-        "results": run.rows.iter().map(|r| row_json(r, gbits)).collect::<Vec<_>>(),
-    })
+/// A bandwidth row with perftest's JSON keys (bandwidth in the report's unit).
+#[derive(Debug, Clone, Serialize)]
+pub struct BwResult {
+    /// Message size.
+    #[serde(rename = "MsgSize")]
+    pub size: usize,
+    /// Operations.
+    pub n_iterations: u64,
+    /// Peak bandwidth.
+    #[serde(rename = "BW_peak")]
+    pub peak: f64,
+    /// Average bandwidth.
+    #[serde(rename = "BW_average")]
+    pub average: f64,
+    /// Messages per second, millions.
+    #[serde(rename = "MsgRate")]
+    pub msg_rate: f64,
+}
+
+/// A latency row with perftest's JSON keys (microseconds).
+#[derive(Debug, Clone, Serialize)]
+pub struct LatResult {
+    /// Message size.
+    #[serde(rename = "MsgSize")]
+    pub size: usize,
+    /// Samples.
+    pub n_iterations: u64,
+    /// Minimum.
+    pub t_min: f64,
+    /// Maximum.
+    pub t_max: f64,
+    /// Median.
+    pub t_typical: f64,
+    /// Mean.
+    pub t_avg: f64,
+    /// Standard deviation.
+    pub t_stdev: f64,
+    /// 99th percentile.
+    pub percentile_99: f64,
+    /// 99.9th percentile.
+    #[serde(rename = "percentile_99.9")]
+    pub percentile_99_9: f64,
+}
+
+/// A result row as perftest's JSON keys.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ResultRow {
+    /// Bandwidth.
+    Bw(BwResult),
+    /// Latency.
+    Lat(LatResult),
+}
+
+impl ResultRow {
+    /// The row as perftest's table prints it.
+    pub fn text(&self) -> String {
+        match self {
+            ResultRow::Bw(r) => format!(
+                " {:<7}    {:<10}       {:<7.2}            {:<7.2}\t\t   {:<7.6}",
+                r.size, r.n_iterations, r.peak, r.average, r.msg_rate
+            ),
+            ResultRow::Lat(l) => format!(
+                " {:<7} {:<10}  {:<7.2}        {:<7.2}      {:<7.2}     \t       {:<7.2}     \t{:<7.2}\t\t{:<7.2} \t\t{:<7.2}",
+                l.size,
+                l.n_iterations,
+                l.t_min,
+                l.t_max,
+                l.t_typical,
+                l.t_avg,
+                l.t_stdev,
+                l.percentile_99,
+                l.percentile_99_9
+            ),
+        }
+    }
+
+    /// The row of a measurement; bandwidth in Gb/s with `gbits`, else MiB/s.
+    pub fn of(row: &Row, gbits: bool) -> ResultRow {
+        match row {
+            Row::Bw(BwRow {
+                size,
+                iters,
+                peak,
+                avg,
+                msg_rate,
+                ..
+            }) => ResultRow::Bw(BwResult {
+                size: *size,
+                n_iterations: *iters,
+                peak: bw_unit(*peak, gbits),
+                average: bw_unit(*avg, gbits),
+                msg_rate: msg_rate / 1e6,
+            }),
+            Row::Lat(r) => {
+                let l = lat_stats(r);
+                ResultRow::Lat(LatResult {
+                    size: r.size,
+                    n_iterations: l.n,
+                    t_min: l.min,
+                    t_max: l.max,
+                    t_typical: l.typical,
+                    t_avg: l.avg,
+                    t_stdev: l.stdev,
+                    percentile_99: l.p99,
+                    percentile_99_9: l.p999,
+                })
+            }
+        }
+    }
+}
+
+/// The client report's `test_info` (perftest's keys where perftest has them).
+#[derive(Debug, Clone, Serialize)]
+pub struct TestInfo {
+    /// `write_bw`, …
+    pub test: &'static str,
+    /// perftest's title.
+    pub title: &'static str,
+    /// Always `soft`.
+    pub device: &'static str,
+    /// `IW`.
+    pub transport_type: &'static str,
+    /// `RC`.
+    pub connection_type: &'static str,
+    /// QPs.
+    pub number_of_qps: usize,
+    /// Requests in flight per QP.
+    pub tx_depth: usize,
+    /// Inline size.
+    pub max_inline_data: u32,
+    /// Our address.
+    pub local_address: String,
+    /// The server's.
+    pub remote_address: String,
+    /// The unit of the results.
+    pub units: &'static str,
+    /// Whether both sides found the data they expected (`null`: not checked, as against a
+    /// perftest peer, whose buffers hold no known pattern).
+    pub data_verified: Option<bool>,
+    /// Whether Ctrl-C ended the run early.
+    pub interrupted: bool,
+}
+
+/// A perftest persona's client report (`test_info`, `results`: one entry per size).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientReport {
+    /// What ran.
+    pub test_info: TestInfo,
+    /// One row per size.
+    pub results: Vec<ResultRow>,
+    /// Per row: this process's CPU use, percent of all processors.
+    pub cpu_util_percent: Vec<f64>,
+}
+
+impl ClientReport {
+    /// The report of a client run.
+    pub fn new(opts: &Opts, run: &ClientRun, gbits: bool) -> ClientReport {
+        ClientReport {
+            test_info: TestInfo {
+                test: opts.test.name(),
+                title: opts.test.title(),
+                device: "soft",
+                transport_type: "IW",
+                connection_type: "RC",
+                number_of_qps: opts.qps,
+                tx_depth: opts.tx_depth,
+                max_inline_data: opts.inline,
+                local_address: run.local.to_string(),
+                remote_address: run.remote.to_string(),
+                units: if opts.test.is_bw() {
+                    if gbits { "Gb/sec" } else { "MiB/sec" }
+                } else {
+                    "usec"
+                },
+                data_verified: Some(run.verified),
+                interrupted: run.interrupted,
+            },
+            results: run.rows.iter().map(|r| ResultRow::of(r, gbits)).collect(),
+            cpu_util_percent: run.cpu.clone(),
+        }
+    }
+}
+
+/// A perftest persona's server report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerReport {
+    /// `server`.
+    pub role: &'static str,
+    /// `write_bw`, …
+    pub test: &'static str,
+    /// Whether perftest's rdma_cm exchange (`-R`) was spoken.
+    pub rdma_cm: bool,
+    /// The addresses listened on.
+    pub listening: Vec<String>,
+    /// The client's address.
+    pub peer: Option<String>,
+    /// Sizes served.
+    pub sizes: usize,
+    /// The server's data check (`null` where none applies: `-R`).
+    pub data_verified: Option<bool>,
+    /// Rows: the server's own measurement or the client's report (`-R`).
+    pub results: Vec<ResultRow>,
+    /// Whether `results` is the client's report.
+    pub results_from_client: bool,
 }

@@ -28,15 +28,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use netdirect::{Buffer, Connector, Cq, Mr, Qp};
-use netdirect_types::{Completion, MrFlags, OpFlags, RemoteToken, Sge, Status};
+use netdirect::{Buffer, Connector, Mr};
+use netdirect_types::{MrFlags, OpFlags, RemoteToken, Sge, Status};
 
-use crate::conn::{QueueSizes, Side, cq_and_qp, idle, local_for, op_name, register};
+use crate::conn::{QueueSizes, Side, local_for, op_name, register};
+use crate::endpoint::{Endpoint, Polled, REMOTE_ACCESS, Shape};
 use crate::error::{Context, Error, Result, explain, wait};
 use crate::{outln, parse_ip};
 
@@ -190,31 +190,16 @@ pub fn run(a: &RpingArgs) -> Result<()> {
     if a.server { serve(a) } else { client(a) }
 }
 
-/// One connection's objects and buffers.
+/// One connection's endpoint (its data buffer is the client's sink, the server's read target
+/// and write source; its receive ring holds the advertisements) plus rping's other buffers.
 struct Ep {
-    cq: Box<dyn Cq>,
-    qp: Box<dyn Qp>,
-    /// The data buffer: the client's sink, the server's read target and write source.
-    rdma: Buffer,
-    rdma_mr: Box<dyn Mr>,
+    ep: Endpoint,
     /// The client's source buffer.
     start: Option<(Buffer, Box<dyn Mr>)>,
-    recv: Buffer,
-    recv_mr: Box<dyn Mr>,
     send: Buffer,
     send_mr: Box<dyn Mr>,
     sends_out: u32,
-    results: Vec<Completion>,
-    disconnected: Arc<AtomicBool>,
-    /// The `provider_error_code` of a flushed completion that carried a Terminate.
-    terminate: Option<u32>,
-    timeout: Duration,
     debug: bool,
-}
-
-/// A `provider_error_code` carrying a Terminate, in words.
-fn describe_terminate(code: u32) -> String {
-    netdirect_proto::ProviderError(code).to_string()
 }
 
 /// What the CQ said.
@@ -229,50 +214,40 @@ enum Got {
 
 impl Ep {
     fn new(side: &Side, rdma_len: usize, client: bool, timeout: Duration) -> Result<Ep> {
-        let (cq, qp) = cq_and_qp(
+        let ep = Endpoint::new(
             side,
-            QueueSizes {
-                receive: RQ_DEPTH as usize,
-                initiator: SQ_DEPTH as usize,
-                initiator_sge: 1,
-                inline: 0,
-                spare: SQ_DEPTH as usize,
+            Shape {
+                queues: QueueSizes {
+                    receive: RQ_DEPTH as usize,
+                    initiator: SQ_DEPTH as usize,
+                    initiator_sge: 1,
+                    inline: 0,
+                    spare: SQ_DEPTH as usize,
+                },
+                data_len: rdma_len,
+                data_access: REMOTE_ACCESS,
+                slot: INFO_LEN,
+                slots: RQ_DEPTH as usize,
+                what: "a",
+                srq: false,
             },
-            "a",
             timeout,
         )?;
-        let remote = MrFlags::ALLOW_LOCAL_WRITE
-            | MrFlags::ALLOW_REMOTE_READ
-            | MrFlags::ALLOW_REMOTE_WRITE
-            | MrFlags::RDMA_READ_SINK;
-        let rdma = Buffer::new(rdma_len);
-        let rdma_mr = register(side, &rdma, remote, timeout)?;
         let start = if client {
             let b = Buffer::new(rdma_len);
-            let mr = register(side, &b, remote, timeout)?;
+            let mr = register(side, &b, REMOTE_ACCESS, timeout)?;
             Some((b, mr))
         } else {
             None
         };
-        let recv = Buffer::new(INFO_LEN * RQ_DEPTH as usize);
-        let recv_mr = register(side, &recv, MrFlags::ALLOW_LOCAL_WRITE, timeout)?;
         let send = Buffer::new(INFO_LEN);
         let send_mr = register(side, &send, MrFlags::empty(), timeout)?;
         let mut ep = Ep {
-            cq,
-            qp,
-            rdma,
-            rdma_mr,
+            ep,
             start,
-            recv,
-            recv_mr,
             send,
             send_mr,
             sends_out: 0,
-            results: vec![Completion::EMPTY; 16],
-            disconnected: Arc::new(AtomicBool::new(false)),
-            terminate: None,
-            timeout,
             debug: false,
         };
         for slot in 0..RQ_DEPTH as usize {
@@ -282,15 +257,7 @@ impl Ep {
     }
 
     fn post_recv(&mut self, slot: usize) -> Result<()> {
-        let sge = Sge::new(
-            self.recv.address() + (slot * INFO_LEN) as u64,
-            INFO_LEN as u32,
-            self.recv_mr.local_token(),
-        );
-        self.qp
-            .receiver()
-            .receive(CTX_RECV | (slot as u64) << 8, &[sge])
-            .context(|| "cannot post a receive".into())
+        self.ep.post_receive(CTX_RECV | (slot as u64) << 8, slot)
     }
 
     /// Sends `info` (after earlier sends completed: the send buffer is reused).
@@ -304,7 +271,8 @@ impl Ep {
             INFO_LEN as u32,
             self.send_mr.local_token(),
         );
-        self.qp
+        self.ep
+            .qp
             .initiator()
             .send(CTX_SEND, &[sge], OpFlags::empty())
             .context(|| "post send error".into())?;
@@ -319,7 +287,7 @@ impl Ep {
     }
 
     fn wait_sends(&mut self) -> Result<()> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.ep.timeout;
         while self.sends_out > 0 {
             match self.poll()? {
                 Some(Got::Disconnected) => return Err(self.gone("a send to complete")),
@@ -328,7 +296,7 @@ impl Ep {
                         "protocol error: a message arrived while a send was outstanding",
                     ));
                 }
-                None => idle(deadline, "a send to complete")?,
+                None => self.ep.idle(deadline, "a send to complete")?,
             }
         }
         Ok(())
@@ -337,38 +305,11 @@ impl Ep {
     /// One completion of interest, if any; send completions are counted and skipped.
     fn poll(&mut self) -> Result<Option<Got>> {
         loop {
-            let n = self.cq.get_results_ex(&mut self.results[..1]);
-            if n == 0 {
-                if self.disconnected.load(Ordering::Acquire) {
-                    return Ok(Some(Got::Disconnected));
-                }
-                return Ok(None);
-            }
-            let c = self.results[0];
-            if c.status == Status::CANCELLED {
-                if c.provider_error_code != 0 {
-                    self.terminate.get_or_insert(c.provider_error_code);
-                }
-                return Ok(Some(Got::Disconnected));
-            }
-            if c.status != Status::SUCCESS {
-                return Err(Error::status(
-                    format!(
-                        "cq completion failed: {} ({}{})",
-                        op_name(c.op_type),
-                        explain(c.status),
-                        if c.provider_error_code != 0 {
-                            format!(
-                                "; {}",
-                                netdirect_proto::ProviderError(c.provider_error_code)
-                            )
-                        } else {
-                            String::new()
-                        }
-                    ),
-                    c.status,
-                ));
-            }
+            let c = match self.ep.poll()? {
+                Polled::Done(c) => c,
+                Polled::Empty => return Ok(None),
+                Polled::Ended => return Ok(Some(Got::Disconnected)),
+            };
             match c.request_context & 0xff {
                 CTX_SEND => {
                     self.sends_out -= 1;
@@ -400,14 +341,12 @@ impl Ep {
     /// Waits for the next received advertisement and reposts its receive; `None` if the peer
     /// disconnected instead.
     fn recv_info(&mut self, what: &str) -> Result<Option<Info>> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.ep.timeout;
         loop {
             match self.poll()? {
                 Some(Got::Recv(slot)) => {
                     let mut m = [0u8; INFO_LEN];
-                    self.recv
-                        .read_at(slot * INFO_LEN, &mut m)
-                        .map_err(|e| Error::msg(e.to_string()))?;
+                    self.ep.read_slot(slot, &mut m)?;
                     self.post_recv(slot)?;
                     return Ok(Some(Info::decode(&m)));
                 }
@@ -417,14 +356,14 @@ impl Ep {
                         "protocol error: waiting for {what}, an RDMA request completed"
                     )));
                 }
-                None => idle(deadline, what)?,
+                None => self.ep.idle(deadline, what)?,
             }
         }
     }
 
     /// Waits for the RDMA request `ctx` to complete.
     fn rdma_done(&mut self, ctx: u64, what: &str) -> Result<()> {
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.ep.timeout;
         loop {
             match self.poll()? {
                 Some(Got::Rdma(x)) if x == ctx => return Ok(()),
@@ -434,7 +373,7 @@ impl Ep {
                         "protocol error: waiting for {what}, something else completed"
                     )));
                 }
-                None => idle(deadline, what)?,
+                None => self.ep.idle(deadline, what)?,
             }
         }
     }
@@ -442,20 +381,13 @@ impl Ep {
     /// The connection ended while waiting for `what`: a Terminate if one came, else a
     /// disconnect.
     fn gone(&self, what: &str) -> Error {
-        let why = match self.terminate {
-            Some(code) => format!(
-                "the connection was terminated ({}) while waiting for {what}",
-                describe_terminate(code)
-            ),
-            None => format!("the peer disconnected while waiting for {what}"),
-        };
-        Error::status(why, Status::CONNECTION_ABORTED)
+        self.ep.gone(what)
     }
 
     fn rdma_info(&self) -> Info {
         Info {
-            buf: self.rdma.address(),
-            rkey: self.rdma_mr.remote_token().0,
+            buf: self.ep.data.address(),
+            rkey: self.ep.data_mr.remote_token().0,
             size: 0,
         }
     }
@@ -486,7 +418,7 @@ fn client(a: &RpingArgs) -> Result<()> {
         "cannot create a connector",
     )?;
     if let Err(mut e) = wait(
-        connector.connect(&*ep.qp, SocketAddr::new(local_ip, 0), server, 1, 1, b""),
+        connector.connect(&*ep.ep.qp, SocketAddr::new(local_ip, 0), server, 1, 1, b""),
         timeout,
         &format!("cannot connect to {server}"),
     ) {
@@ -495,9 +427,8 @@ fn client(a: &RpingArgs) -> Result<()> {
         }
         return Err(e);
     }
-    let flag = ep.disconnected.clone();
     wait(
-        connector.complete_connect(Some(Box::new(move || flag.store(true, Ordering::Release)))),
+        connector.complete_connect(Some(ep.ep.disconnect_event())),
         timeout,
         &format!("cannot complete the connection to {server}"),
     )?;
@@ -557,7 +488,8 @@ fn client_loop(a: &RpingArgs, ep: &mut Ep) -> Result<()> {
             return Err(ep.gone("RDMA_WRITE_COMPLETE (rping's state)"));
         }
         let mut echo = vec![0u8; size];
-        ep.rdma
+        ep.ep
+            .data
             .read_at(0, &mut echo)
             .map_err(|e| Error::msg(e.to_string()))?;
         if a.validate && echo != data {
@@ -657,15 +589,8 @@ fn serve(a: &RpingArgs) -> Result<()> {
             d.private_data.len()
         );
     }
-    let flag = ep.disconnected.clone();
     wait(
-        c.accept(
-            &*ep.qp,
-            1,
-            1,
-            b"",
-            Some(Box::new(move || flag.store(true, Ordering::Release))),
-        ),
+        c.accept(&*ep.ep.qp, 1, 1, b"", Some(ep.ep.disconnect_event())),
         timeout,
         "cannot accept the client's connection",
     )?;
@@ -710,7 +635,11 @@ fn server_loop(a: &RpingArgs, ep: &mut Ep) -> Result<()> {
                 "the client advertised {len} octets (this server takes 1..={BUFSIZE})"
             )));
         }
-        let sge = Sge::new(ep.rdma.address(), len as u32, ep.rdma_mr.local_token());
+        let sge = Sge::new(
+            ep.ep.data.address(),
+            len as u32,
+            ep.ep.data_mr.local_token(),
+        );
         // The key is the STag's low octet (RFC 5040 §2.5 leaves its use to the RNIC; siw and
         // we check it), so flipping it names the right region with the wrong key.
         let rkey = if a.inject_bad_stag {
@@ -718,7 +647,8 @@ fn server_loop(a: &RpingArgs, ep: &mut Ep) -> Result<()> {
         } else {
             src.rkey
         };
-        ep.qp
+        ep.ep
+            .qp
             .initiator()
             .read(
                 CTX_READ,
@@ -730,7 +660,8 @@ fn server_loop(a: &RpingArgs, ep: &mut Ep) -> Result<()> {
             .context(|| "post send error (RDMA read)".into())?;
         ep.rdma_done(CTX_READ, "the RDMA read")?;
         let mut got = vec![0u8; len];
-        ep.rdma
+        ep.ep
+            .data
             .read_at(0, &mut got)
             .map_err(|e| Error::msg(e.to_string()))?;
         if a.verbose {
@@ -757,8 +688,13 @@ fn server_loop(a: &RpingArgs, ep: &mut Ep) -> Result<()> {
             .position(|&x| x == 0)
             .map_or(len, |n| n + 1)
             .min(sink.size as usize);
-        let sge = Sge::new(ep.rdma.address(), wlen as u32, ep.rdma_mr.local_token());
-        ep.qp
+        let sge = Sge::new(
+            ep.ep.data.address(),
+            wlen as u32,
+            ep.ep.data_mr.local_token(),
+        );
+        ep.ep
+            .qp
             .initiator()
             .write(
                 CTX_WRITE,

@@ -26,10 +26,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use netdirect::{Buffer, Connector, Cq, Mr, Qp, QpConfig};
 use netdirect_types::{BasicCompletion, Completion, MrFlags, OpFlags, RemoteToken, Sge, Status};
-use serde_json::json;
 
 use crate::conn::Side;
 use crate::error::{Context, Error, Result, wait};
+use crate::meter::LatMeter;
 use crate::outln;
 
 /// `nd scale` flags.
@@ -131,17 +131,7 @@ fn small_qp(side: &Side, cq: &dyn Cq) -> Result<Box<dyn Qp>> {
 }
 
 fn register(side: &Side, buf: &Buffer, flags: MrFlags) -> Result<Box<dyn Mr>> {
-    let mr = wait(
-        side.pd.create_mr(false),
-        TIMEOUT,
-        "cannot create a memory region",
-    )?;
-    wait(
-        mr.register(buf, 0, buf.len(), flags),
-        TIMEOUT,
-        "cannot register the buffer",
-    )?;
-    Ok(mr)
+    crate::conn::register(side, buf, flags, TIMEOUT)
 }
 
 /// The server: accepts every connection on a QP of its own (one shared CQ), with the buffer's
@@ -207,37 +197,39 @@ fn read_latency(
     iters: usize,
 ) -> Result<(f64, f64, f64)> {
     let mut results = [BasicCompletion::from(Completion::EMPTY); 4];
-    let mut times = Vec::with_capacity(iters);
+    // A tenth more reads first, unrecorded; a read is a whole round trip.
+    let mut meter = LatMeter::new(false, iters as u64 / 10)?;
     for i in 0..iters + iters / 10 {
-        let t = Instant::now();
-        qp.initiator()
-            .read(i as u64, &[sge], remote.0, remote.1, OpFlags::empty())
-            .context(|| "cannot post an RDMA read".into())?;
-        let deadline = t + TIMEOUT;
-        loop {
-            let n = cq.get_results(&mut results);
-            if n > 0 {
-                if let Some(bad) = results[..n].iter().find(|c| !c.status.is_success()) {
-                    return Err(Error::status("an RDMA read failed", bad.status));
+        meter.time(|| {
+            qp.initiator()
+                .read(i as u64, &[sge], remote.0, remote.1, OpFlags::empty())
+                .context(|| "cannot post an RDMA read".into())?;
+            let deadline = Instant::now() + TIMEOUT;
+            loop {
+                let n = cq.get_results(&mut results);
+                if n > 0 {
+                    if let Some(bad) = results[..n].iter().find(|c| !c.status.is_success()) {
+                        return Err(Error::status("an RDMA read failed", bad.status));
+                    }
+                    return Ok(());
                 }
-                break;
+                if Instant::now() > deadline {
+                    return Err(Error::status(
+                        "an RDMA read did not complete",
+                        Status::IO_TIMEOUT,
+                    ));
+                }
+                std::hint::spin_loop();
             }
-            if Instant::now() > deadline {
-                return Err(Error::status(
-                    "an RDMA read did not complete",
-                    Status::IO_TIMEOUT,
-                ));
-            }
-            std::hint::spin_loop();
-        }
-        if i >= iters / 10 {
-            times.push(t.elapsed().as_secs_f64() * 1e6);
-        }
+        })?;
     }
-    times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-    let mean = times.iter().sum::<f64>() / times.len() as f64;
-    Ok((at(0.5), at(0.99), mean))
+    let h = meter.into_histogram();
+    let us = |ns: u64| ns as f64 / 1000.0;
+    Ok((
+        us(h.value_at_quantile(0.5)),
+        us(h.value_at_quantile(0.99)),
+        h.mean() / 1000.0,
+    ))
 }
 
 /// A connected QP and its connector.
@@ -415,21 +407,31 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     let added = (open.len() - args.base.max(1)).max(1);
     let per_1000 = setup.as_secs_f64() * 1000.0 / added as f64;
     if args.json {
-        let v = json!({
-            "qps": open.len(),
-            "address": args.address.to_string(),
-            "rss_per_idle_qp_client_bytes": per_client,
-            "rss_per_idle_qp_server_bytes": per_server,
-            "rss_client_bytes": [base.0, full.0],
-            "rss_server_bytes": [base.1, full.1],
-            "read_size": args.size,
-            "read_lat_base_us": {"qps": args.base.max(1), "p50": lat_base.0, "p99": lat_base.1, "mean": lat_base.2},
-            "read_lat_full_us": {"qps": open.len(), "p50": lat_full.0, "p99": lat_full.1, "mean": lat_full.2},
-            "read_lat_p50_ratio": ratio,
-            "setup_s_per_1000": per_1000,
-            "base_setup_s": base_setup.as_secs_f64(),
-        });
-        outln!("{v}");
+        let v = ScaleReport {
+            qps: open.len(),
+            address: args.address.to_string(),
+            rss_per_idle_qp_client_bytes: per_client,
+            rss_per_idle_qp_server_bytes: per_server,
+            rss_client_bytes: [base.0, full.0],
+            rss_server_bytes: [base.1, full.1],
+            read_size: args.size,
+            read_lat_base_us: ScaleLat {
+                qps: args.base.max(1),
+                p50: lat_base.0,
+                p99: lat_base.1,
+                mean: lat_base.2,
+            },
+            read_lat_full_us: ScaleLat {
+                qps: open.len(),
+                p50: lat_full.0,
+                p99: lat_full.1,
+                mean: lat_full.2,
+            },
+            read_lat_p50_ratio: ratio,
+            setup_s_per_1000: per_1000,
+            base_setup_s: base_setup.as_secs_f64(),
+        };
+        crate::report::emit(crate::report::JsonMode::Document, &v);
     } else {
         outln!("nd scale: {} connected QPs on {}", open.len(), args.address);
         outln!(
@@ -479,4 +481,30 @@ mod tests {
         assert!(rss(None).unwrap() > 0);
         assert!(rss(Some(u32::MAX)).is_err());
     }
+}
+
+/// `nd scale --json`.
+#[derive(Debug, serde::Serialize)]
+struct ScaleReport {
+    qps: usize,
+    address: String,
+    rss_per_idle_qp_client_bytes: f64,
+    rss_per_idle_qp_server_bytes: f64,
+    rss_client_bytes: [u64; 2],
+    rss_server_bytes: [u64; 2],
+    read_size: usize,
+    read_lat_base_us: ScaleLat,
+    read_lat_full_us: ScaleLat,
+    read_lat_p50_ratio: f64,
+    setup_s_per_1000: f64,
+    base_setup_s: f64,
+}
+
+/// One QP's read latency with `qps` open, microseconds.
+#[derive(Debug, serde::Serialize)]
+struct ScaleLat {
+    qps: usize,
+    p50: f64,
+    p99: f64,
+    mean: f64,
 }

@@ -48,11 +48,17 @@ fn run_both(sargs: &[&str], cargs: &[&str]) -> (String, Vec<String>) {
 fn pair(persona: &str, host: &str, extra: &[&str]) -> String {
     let port = free_port().to_string();
     let mut sargs = vec![persona, "-p", &port, "--timeout", "30"];
-    sargs.extend_from_slice(extra);
+    // The server's --json is checked in tests/json.rs (it says where it listens on stderr).
+    sargs.extend(extra.iter().filter(|a| **a != "--json"));
     let mut cargs = vec![persona, host, "-p", &port, "--timeout", "30"];
     cargs.extend_from_slice(extra);
     let (stdout, srv_out) = run_both(&sargs, &cargs);
-    if !extra.contains(&"--json") {
+    if extra.contains(&"--json") {
+        assert!(
+            srv_out.iter().any(|l| l.contains("data check: OK")),
+            "server output: {srv_out:?}"
+        );
+    } else {
         assert!(
             stdout.contains("data check      : OK"),
             "client output: {stdout}"
@@ -298,7 +304,8 @@ fn wildcard_listen_is_reached_over_both_loopbacks() {
 
 /// The flags perftest users type are accepted: implemented (-d, --ipv6, -N, --output,
 /// --cpu_util, --perform_warm_up, -H) or ignored with a reason (-i, -x, -m, -l, -z, -F, -c RC);
-/// the rest are refused with a reason, never with clap's "unexpected argument".
+/// the rest of a persona's flags are refused with a reason, never with clap's "unexpected
+/// argument" (which a flag of another kind of test gets: tests/help.rs).
 #[test]
 fn perftest_flags_are_accepted() {
     let port = free_port().to_string();
@@ -357,6 +364,15 @@ fn perftest_flags_are_accepted() {
         "bidirectional runs are not implemented yet",
         "STATUS_NOT_SUPPORTED (0xC00000BB)",
     );
+    for (args, why) in [
+        (
+            &["read-bw", "127.0.0.1", "--report-both"][..],
+            "bidirectional runs",
+        ),
+        (&["read-lat", "127.0.0.1", "-U"][..], "HDR histogram"),
+    ] {
+        failure(args, why, "STATUS_NOT_SUPPORTED (0xC00000BB)");
+    }
 }
 
 /// An --out_json_file that cannot be written is refused before the run (no server is needed to
@@ -654,7 +670,14 @@ fn nd_address_forms_json_and_log_file() {
     // without a port: the unit tests and the `-c ::1` error case in nd_errors).
     let port = free_port();
     let sargs_addr = format!("[::1]:{port}");
-    let (mut srv, lines) = server(&["wpingpong", "-s", "--json", "--timeout", "30", &sargs_addr]);
+    let (mut srv, lines) = server(&[
+        "wpingpong",
+        "-s",
+        "--json-lines",
+        "--timeout",
+        "30",
+        &sargs_addr,
+    ]);
     let dir = std::env::temp_dir().join(format!("nd-e2e-log-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("wpingpong.json");
@@ -680,6 +703,7 @@ fn nd_address_forms_json_and_log_file() {
     assert!(srv.wait().unwrap().success());
     let srv_lines: Vec<String> = lines.iter().collect();
     let last: serde_json::Value = serde_json::from_str(srv_lines.last().unwrap()).unwrap();
+    assert_eq!(last["event"], "report");
     assert_eq!(last["role"], "server");
     assert_eq!(last["data_verified"], true);
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("valid JSON");
