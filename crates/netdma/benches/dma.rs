@@ -142,9 +142,9 @@ fn print_submit_cost(netdma: &NetDma, id: ProviderId) {
     println!("client submit cost: {per:.1} ns per descriptor (chains of {k})");
 }
 
-fn engine(netdma: &NetDma, channels: u32, nt: u64) -> CpuEngine {
+fn engine(netdma: &NetDma, channels: u32, plan: Option<CopyPlan>) -> CpuEngine {
     let mut cfg = EngineConfig::new(channels);
-    cfg.nt_threshold = nt;
+    cfg.copy_plan = plan;
     cfg.pin_workers = std::env::var("NETDMA_BENCH_PIN").map_or(true, |v| v != "0");
     CpuEngine::register(netdma, cfg).unwrap()
 }
@@ -163,11 +163,11 @@ fn main() {
         args.iter().map(|k| k << 10).collect()
     };
     let netdma = NetDma::new();
-    let default = engine(&netdma, 2, DEFAULT_NT_THRESHOLD);
-    let temporal = engine(&netdma, 1, u64::MAX);
-    let nt = engine(&netdma, 1, 0);
+    let default = engine(&netdma, 2, None);
+    let temporal = engine(&netdma, 1, Some(CopyPlan::fixed(CopyMethod::Memcpy)));
+    let nt = engine(&netdma, 1, Some(CopyPlan::fixed(CopyMethod::NonTemporal)));
     println!(
-        "NetDMA CPU engine vs memcpy (GB/s, 1 GB = 1e9 B; best of 3 x {} ms; {} CPUs; NT stores {}; default NT threshold {} KiB)",
+        "NetDMA CPU engine vs memcpy (GB/s, 1 GB = 1e9 B; best of 3 x {} ms; {} CPUs; NT stores {}; measured NT threshold {} KiB)",
         trial_ms(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         if non_temporal_available() {
@@ -175,7 +175,10 @@ fn main() {
         } else {
             "unavailable"
         },
-        DEFAULT_NT_THRESHOLD >> 10
+        Calibration::get()
+            .plan
+            .nt_threshold()
+            .map_or(u64::MAX, |t| t >> 10)
     );
     println!(
         "{:>9} {:>8} {:>8} {:>6} {:>9} {:>6} {:>8} {:>6} {:>9} {:>10}",

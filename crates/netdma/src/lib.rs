@@ -141,25 +141,27 @@ mod descriptor;
 mod engines;
 mod flags;
 mod interface;
+mod method;
 mod prepared;
 mod provider;
 mod soft;
 mod status;
 
 pub use copy::{
-    BUFFER_ALIGN, ChannelToken, DmaBuffer, Lease, ReadGuard, StoreKind, WriteGuard,
+    BUFFER_ALIGN, ChannelToken, CopyMethod, DmaBuffer, Lease, ReadGuard, WriteGuard,
     non_temporal_available,
 };
 pub use descriptor::{
     BufferSlot, Chain, ChainStyle, CompletionStatus, Descriptor, DescriptorAddress, Link, Pa,
     Submission, TransferStatus,
 };
-pub use engines::{CpuEngine, DEFAULT_NT_THRESHOLD, EngineConfig, InlineEngine};
+pub use engines::{CpuEngine, EngineConfig, InlineEngine, current_thread_cpus, pin_current_thread};
 pub use flags::{ControlFlags, Extensions, OpType, ProviderFlags};
 pub use interface::{
     Channel, ClientCallback, ClientRegistration, NetDma, PnpNotification, PnpNotificationCode,
     ProviderHandle, ProviderId, ProviderInfo,
 };
+pub use method::{CacheInfo, Calibration, CopyPlan, MAX_INLINE_THRESHOLD, Sample};
 pub use prepared::{ExecOptions, PreparedChain};
 pub use provider::{
     AllocatedChannel, ChannelCpuAffinity, ChannelParameters, ChannelSetup, ChannelState,

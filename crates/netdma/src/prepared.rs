@@ -1,9 +1,10 @@
 //! Chain validation (what the NetDMA interface checks before a provider sees a chain) and
 //! descriptor execution (shared by every software engine).
 
-use crate::copy::{self, ChannelToken, Lease, StoreKind};
+use crate::copy::{self, ChannelToken, CopyMethod, Lease};
 use crate::descriptor::{Chain, Link, Pa};
 use crate::flags::{ControlFlags, Extensions, OpType, ProviderFlags};
+use crate::method::CopyPlan;
 use crate::status::{Result, Status};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -52,10 +53,10 @@ struct Op {
 }
 
 /// How an engine executes descriptors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecOptions {
-    /// Copies of at least this many bytes use non-temporal stores (`u64::MAX`: never).
-    pub nt_threshold: u64,
+    /// Which copy kernel for which descriptor size (the whole descriptor's `TransferSize`).
+    pub plan: CopyPlan,
     /// Work is split into pieces of at most this many bytes; `abort` is checked between pieces.
     pub chunk: u64,
 }
@@ -63,7 +64,7 @@ pub struct ExecOptions {
 impl Default for ExecOptions {
     fn default() -> Self {
         ExecOptions {
-            nt_threshold: u64::MAX,
+            plan: CopyPlan::fixed(CopyMethod::Memcpy),
             chunk: 1 << 20,
         }
     }
@@ -311,6 +312,16 @@ impl PreparedChain {
         Ok(PreparedChain { ops, leases })
     }
 
+    /// Bytes the chain moves or reads (sum of the transfer sizes of its non-NULL
+    /// descriptors).
+    pub fn bytes(&self) -> u64 {
+        self.ops
+            .iter()
+            .filter(|o| !matches!(o.kind, Kind::Null | Kind::ContextChange))
+            .map(|o| o.len)
+            .sum()
+    }
+
     /// Number of descriptors, in execution order.
     pub fn len(&self) -> usize {
         self.ops.len()
@@ -400,14 +411,13 @@ impl PreparedChain {
                 dst_next,
                 crc,
             } => {
+                // DCA: the consumer wants the data in its cache; NO_SNOOP: it need not be.
                 let kind = if op.flags.contains(ControlFlags::DESTINATION_DCA_ENABLE) {
-                    StoreKind::Temporal
-                } else if op.flags.contains(ControlFlags::DESTINATION_NO_SNOOP)
-                    || len >= opts.nt_threshold
-                {
-                    StoreKind::NonTemporal
+                    opts.plan.temporal_for(len)
+                } else if op.flags.contains(ControlFlags::DESTINATION_NO_SNOOP) {
+                    CopyMethod::NonTemporal
                 } else {
-                    StoreKind::Temporal
+                    opts.plan.method_for(len)
                 };
                 if src_next.is_none() && dst_next.is_none() && crc.is_none() && len <= opts.chunk {
                     // Fast path: one contiguous piece.

@@ -56,6 +56,13 @@ pub struct ProviderCharacteristics {
     pub extensions: Extensions,
     /// `FriendlyName` (2.0).
     pub friendly_name: String,
+    /// Extension: a submission (Start/Append) moving at most this many bytes to a channel
+    /// with nothing queued or running is executed on the submitting thread, inside the call,
+    /// because handing it to the engine would cost more than the copy (Intel's DSA library
+    /// keeps copies below 8 KiB on the CPU for the same reason). Completion, status and
+    /// callbacks are as usual, but on the caller's thread. 0: never; `u64::MAX`: always
+    /// (the inline reference engine).
+    pub inline_threshold: u64,
 }
 
 /// `NET_DMA_PROVIDER_ATTRIBUTES` (spec §3.5), given at `NetDmaProviderStart`.

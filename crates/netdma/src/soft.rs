@@ -17,7 +17,17 @@ struct Job {
     chain: PreparedChain,
     first_seq: u64,
     cursor: usize,
+    /// Small enough to run on the submitting thread (CPU engine, idle channel).
+    inline_ok: bool,
 }
+
+/// How long an idle worker polls for new work before it sleeps: a streaming client appends
+/// again within microseconds, and catching that without a futex wake saves both sides a
+/// system call.
+const WORKER_SPIN: Duration = Duration::from_micros(20);
+
+/// How long `wait` polls before it blocks (the worker then pays for a wake-up).
+const WAIT_SPIN: Duration = Duration::from_micros(20);
 
 struct Inner {
     state: ChannelState,
@@ -45,7 +55,13 @@ pub(crate) struct Shared {
     state_mirror: AtomicU8,
     callback: Option<CompletionCallback>,
     opts: ExecOptions,
-    inline_token: Mutex<Option<ChannelToken>>,
+    /// Submissions of at most this many bytes run on the submitting thread when the channel
+    /// is idle (CPU engine; the inline engine runs everything there).
+    inline_threshold: u64,
+    /// Jobs ever enqueued (lets an idle worker notice new work without the lock).
+    enqueued: AtomicU64,
+    /// The execution right; held by whichever thread executes a job (one at a time: `busy`).
+    token: Mutex<Option<ChannelToken>>,
     on_free: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
@@ -184,11 +200,14 @@ impl Shared {
             first: DescriptorAddress::from_seq(first),
             last: DescriptorAddress::from_seq(g.next_seq - 1),
         };
+        let inline_ok = self.inline_threshold > 0 && chain.bytes() <= self.inline_threshold;
         g.queue.push_back(Job {
             chain,
             first_seq: first,
             cursor: 0,
+            inline_ok,
         });
+        self.enqueued.fetch_add(1, Ordering::Release);
         sub
     }
 
@@ -239,28 +258,62 @@ impl Shared {
         Outcome::Done
     }
 
-    /// The executor loop. `inline`: return as soon as nothing is runnable.
-    fn run(&self, token: &mut ChannelToken, inline: bool) {
+    /// The executor loop. `inline`: run on the calling (submitting) thread and return as soon
+    /// as nothing is runnable; with `small_only` it takes only jobs marked `inline_ok` and
+    /// leaves the rest to the worker. Whoever pops a job sets `busy` under the lock, so at most
+    /// one thread executes at a time, in queue order.
+    fn run(&self, inline: bool, small_only: bool) {
         let mut g = self.lock();
+        let mut spun = false;
         loop {
             let mut job = loop {
                 if g.shutdown {
                     return;
                 }
-                if Self::runnable(&g) && !self.stop_after.load(Ordering::SeqCst) {
-                    break g.queue.pop_front().expect("runnable implies a job");
+                if Self::runnable(&g)
+                    && !g.busy
+                    && !self.stop_after.load(Ordering::SeqCst)
+                    && (!small_only || g.queue.front().is_some_and(|j| j.inline_ok))
+                {
+                    match g.queue.pop_front() {
+                        Some(j) => break j,
+                        None => continue,
+                    }
                 }
                 if inline {
+                    if Self::runnable(&g) && !g.busy {
+                        self.notify_worker(&g);
+                    }
                     return;
                 }
+                if !spun {
+                    spun = true;
+                    let seen = self.enqueued.load(Ordering::Acquire);
+                    drop(g);
+                    let t = Instant::now();
+                    while self.enqueued.load(Ordering::Acquire) == seen && t.elapsed() < WORKER_SPIN
+                    {
+                        std::hint::spin_loop();
+                    }
+                    g = self.lock();
+                    continue;
+                }
+                spun = false;
                 g.worker_waiting = true;
                 g = self.worker_cv.wait(g).unwrap_or_else(|e| e.into_inner());
                 g.worker_waiting = false;
             };
+            spun = false;
             g.busy = true;
             g.exec_thread = Some(std::thread::current().id());
             drop(g);
-            let outcome = self.exec_job(token, &mut job);
+            let outcome = {
+                let mut t = self.token.lock().unwrap_or_else(|e| e.into_inner());
+                match t.as_mut() {
+                    Some(token) => self.exec_job(token, &mut job),
+                    None => Outcome::Failed(Status::INVALID_DEVICE_STATE),
+                }
+            };
             let mut event = None;
             match outcome {
                 Outcome::Done => {
@@ -355,15 +408,19 @@ pub(crate) struct SoftChannel {
 }
 
 impl SoftChannel {
-    /// Creates a channel. Threaded: a worker thread (pinned to `pin` if given) runs the queue.
+    /// Creates a channel. Threaded: a worker thread (pinned to `pin` if given) runs the queue,
+    /// and submissions of at most `inline_threshold` bytes to an idle channel run on the
+    /// submitting thread. Inline (`inline`): everything runs on the submitting thread.
     pub(crate) fn new(
         token: ChannelToken,
         callback: Option<CompletionCallback>,
         opts: ExecOptions,
         inline: bool,
+        inline_threshold: u64,
         pin: Option<usize>,
         on_free: Box<dyn FnOnce() + Send>,
     ) -> std::io::Result<SoftChannel> {
+        let name = format!("netdma-ch{}", token.id());
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 state: ChannelState::Allocated,
@@ -388,30 +445,22 @@ impl SoftChannel {
             state_mirror: AtomicU8::new(state_code(ChannelState::Allocated)),
             callback,
             opts,
-            inline_token: Mutex::new(None),
+            inline_threshold: if inline { u64::MAX } else { inline_threshold },
+            enqueued: AtomicU64::new(0),
+            token: Mutex::new(Some(token)),
             on_free: Mutex::new(Some(on_free)),
         });
         let worker = if inline {
-            *shared
-                .inline_token
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(token);
             None
         } else {
             let s = shared.clone();
-            let mut token = token;
-            Some(
-                std::thread::Builder::new()
-                    .name(format!("netdma-ch{}", token.id()))
-                    .spawn(move || {
-                        if let Some(cpu) = pin {
-                            // Best effort: an unpinned worker is still correct.
-                            let _ =
-                                core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
-                        }
-                        s.run(&mut token, false)
-                    })?,
-            )
+            Some(std::thread::Builder::new().name(name).spawn(move || {
+                if let Some(cpu) = pin {
+                    // Best effort: an unpinned worker is still correct.
+                    let _ = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                }
+                s.run(false, false)
+            })?)
         };
         Ok(SoftChannel {
             shared,
@@ -420,34 +469,24 @@ impl SoftChannel {
         })
     }
 
-    /// Inline engine: run the queue on this thread unless another thread already does.
-    fn kick(&self) {
-        if !self.inline {
-            return;
-        }
-        // Holding the token lock makes this thread the executor; a concurrent submitter that
-        // finds it taken leaves its work to the running executor, which loops until the queue
-        // is empty (both sides decide under the channel lock, so no work is stranded).
-        loop {
-            let Ok(mut t) = self.shared.inline_token.try_lock() else {
-                return;
-            };
-            let Some(token) = t.as_mut() else { return };
-            self.shared.run(token, true);
-            drop(t);
-            let g = self.shared.lock();
-            if !Shared::runnable(&g) || self.shared.stop_after.load(Ordering::SeqCst) || g.busy {
-                return;
-            }
-        }
-    }
-
+    /// After a submission: run it here (inline engine; or a small submission to an idle CPU
+    /// engine channel), else make sure the worker is awake. From inside the executor (a
+    /// callback that appends) the running executor loop picks the work up.
     fn after_submit(&self, g: MutexGuard<'_, Inner>) {
-        self.shared.notify_worker(&g);
+        let sh = &*self.shared;
         let reentrant = g.busy && g.exec_thread == Some(std::thread::current().id());
+        let here = !reentrant
+            && (self.inline
+                || (!g.busy
+                    && g.queue.len() == 1
+                    && g.queue.front().is_some_and(|j| j.inline_ok)
+                    && Shared::runnable(&g)));
+        if !here {
+            sh.notify_worker(&g);
+        }
         drop(g);
-        if !reentrant {
-            self.kick();
+        if here {
+            sh.run(true, !self.inline);
         }
     }
 }
@@ -620,12 +659,18 @@ impl ProviderChannel for SoftChannel {
 
     fn wait(&self, sub: &Submission, timeout: Option<Duration>) -> Status {
         let sh = &*self.shared;
-        for _ in 0..256 {
+        let spin = Instant::now();
+        loop {
             let s = sh.poll(sub);
             if s != Status::PENDING {
                 return s;
             }
-            std::hint::spin_loop();
+            if spin.elapsed() >= WAIT_SPIN {
+                break;
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut g = sh.lock();
