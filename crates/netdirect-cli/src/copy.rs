@@ -2,7 +2,7 @@
 //! `nd dma`, and `nd bench`'s NetDMA rows).
 //!
 //! Three views, each cell measured in alternating trials with its `memcpy` reference:
-//! * **single**: one descriptor per Append, one submission queued behind the running one;
+//! * **single**: one descriptor per Append, eight submissions in flight;
 //! * **chains**: chains of 16/64/256 descriptors per Append, one queued behind the running one;
 //! * **channels**: N channels, channel k allocated with the CPU mask {k} (the NetDMA way to ask
 //!   for a CPU), each with its own source and destination, against N `memcpy` threads pinned
@@ -26,6 +26,9 @@ fn dma_err(what: &str) -> impl Fn(netdma::Status) -> Error + '_ {
 }
 
 const FILL: u8 = 0x5A;
+
+/// Submissions a single-descriptor client keeps in flight.
+pub const SINGLE_DEPTH: usize = 8;
 
 /// Best GB/s (10^9 octets) of `a` and of `b` over `trials` alternating trials of at least
 /// `trial` each (and at least one step); each step of `a` copies `bytes_a` octets.
@@ -185,6 +188,9 @@ impl Bench {
             DmaBuffer::new(size),
         );
         let mut stream = Stream::new(&ch, &src, &dst, size, chain);
+        // Single descriptors: eight in flight, as a streaming client would keep; chains: one
+        // queued behind the running one.
+        let depth = if chain == 1 { SINGLE_DEPTH } else { 2 };
         let (msrc, mdst) = (
             DmaBuffer::from_slice(&vec![FILL; size]),
             DmaBuffer::new(size),
@@ -196,7 +202,7 @@ impl Bench {
             measure_pair(
                 trial,
                 trials,
-                (bytes, || stream.step()),
+                (bytes, || stream.step(depth)),
                 (bytes, || {
                     for _ in 0..chain {
                         d.copy_from_slice(black_box(&s));
@@ -371,9 +377,10 @@ impl<'a> Stream<'a> {
         Ok(())
     }
 
-    fn step(&mut self) -> Result<()> {
+    /// Appends one submission and keeps `depth` outstanding.
+    fn step(&mut self, depth: usize) -> Result<()> {
         self.submit()?;
-        self.retire(1)
+        self.retire(depth.max(1) - 1)
     }
 
     fn drain(&mut self) -> Result<()> {

@@ -55,7 +55,11 @@
 //!
 //! ## Threading model and lock order
 //!
-//! * CPU engine: one worker thread per channel, pinned (best effort) to the reported CPU. It
+//! * CPU engine: one worker thread per channel, pinned (best effort) to the reported CPU
+//!   (chosen from the client's `processor_affinity_mask`); it polls for about 20 µs before it
+//!   sleeps, so a streaming client's next Append needs no wake-up. Whoever executes a job
+//!   (the worker, or a submitter running a small job inline) marks the channel busy under the
+//!   channel lock first, so jobs run one at a time and in order. The worker
 //!   takes a whole submitted chain out of the queue under the channel lock and executes it
 //!   without the lock; between descriptors (and between 1 MiB pieces of a descriptor) it checks
 //!   two atomics (`stop_after`: suspend / replacing start; `stop_now`: abort, reset, free).
@@ -110,9 +114,21 @@
 //!   walked until NULL, 2.0 chains for `DescriptorCount` descriptors (the tail's link is not
 //!   followed); cycles and out-of-range links are `STATUS_INVALID_PARAMETER`. Page breaks use
 //!   4 KiB "pages" of the buffer's offset space; the second address must be 4 KiB aligned.
+//! * **Copy method**: chosen per descriptor size by a [`CopyPlan`], by default measured once
+//!   per process on the running machine ([`Calibration::get`]): `memcpy`, `rep movsb` and
+//!   vector stores on hot buffers from 1 KiB to the L2 size, and those against non-temporal
+//!   stores at ¼, ½ and all of the L3 that sysfs reports; non-temporal stores are used from
+//!   the smallest of those sizes at which they win there and at every larger one (never, if
+//!   they never win). [`EngineConfig::copy_plan`] fixes a plan instead.
 //! * **Cache hints**: `DESTINATION_NO_SNOOP` selects non-temporal stores for that descriptor,
-//!   `DESTINATION_DCA_ENABLE` forbids them (data wanted in cache); otherwise copies of at least
-//!   the engine's threshold ([`DEFAULT_NT_THRESHOLD`]) use them.
+//!   `DESTINATION_DCA_ENABLE` forbids them (data wanted in cache: the plan's temporal method).
+//! * **Inline execution** (an extension; Intel's DSA library keeps copies below 8 KiB on the
+//!   CPU for the same reason): a submission moving at most
+//!   [`ProviderCharacteristics::inline_threshold`] bytes to a CPU-engine channel with nothing
+//!   queued or running executes inside Start/Append on the submitting thread (callbacks too).
+//!   The threshold is what the best copy method moves during one measured hand-off to a
+//!   sleeping thread and back, at most [`MAX_INLINE_THRESHOLD`]; 0 disables it
+//!   ([`EngineConfig::inline_threshold`]).
 //! * **PnP**: late clients get Registered/Arrival/ChannelArrival replayed; ChannelArrival is
 //!   also sent when a channel is freed. PowerDown blocks new work (`STATUS_DEVICE_NOT_READY`)
 //!   and drains; PowerUp re-starts idle channels with a NULL descriptor. Stop waits for running

@@ -219,7 +219,12 @@ impl PreparedChain {
                         return Err(Status::INVALID_PARAMETER);
                     }
                 }
-                order.extend(0..walk);
+                // No order table needed: execution order is array order.
+                let ops = chain.descriptors[..walk]
+                    .iter()
+                    .map(|d| op_of(d, caps))
+                    .collect::<Result<Vec<_>>>()?;
+                return Self::with_leases(chain, ops, channel);
             }
             None => {
                 seen.resize(n, false);
@@ -263,6 +268,11 @@ impl PreparedChain {
         for &i in &order {
             ops.push(op_of(&chain.descriptors[i], caps)?);
         }
+        Self::with_leases(chain, ops, channel)
+    }
+
+    /// Leases every buffer the ops use (read, or write for destinations and results).
+    fn with_leases(chain: Chain, ops: Vec<Op>, channel: u64) -> Result<PreparedChain> {
         // Lease mode per buffer slot: 0 unused, 1 read, 2 write.
         let mut mode = vec![0u8; chain.buffers.len()];
         let mut mark = |pa: Pa, w: bool| {

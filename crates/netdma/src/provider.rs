@@ -108,7 +108,8 @@ pub struct CompletionEvent {
 }
 
 /// The channel's "interrupt": runs on the channel's executor (the worker thread, pinned to the
-/// reported CPU, for the CPU engine). It must not block; it may `append`, but Start, Suspend,
+/// reported CPU, for the CPU engine; the submitting thread for submissions the provider runs
+/// inline, see [`ProviderCharacteristics::inline_threshold`]). It must not block; it may `append`, but Start, Suspend,
 /// Abort, Reset and waits on its own channel return `STATUS_INVALID_DEVICE_STATE` from inside
 /// it (they would wait for the very thread that runs the callback).
 pub type CompletionCallback = Arc<dyn Fn(CompletionEvent) + Send + Sync>;
@@ -226,6 +227,12 @@ pub trait ProviderChannel: Send + Sync {
     fn start(&self, chain: PreparedChain) -> Result<Submission>;
     /// `AppendDma` (several chains: all admitted, linked in order, one doorbell).
     fn append(&self, chains: Vec<PreparedChain>) -> Result<Vec<Submission>>;
+    /// `AppendDma` of one chain (the common case, without the vectors).
+    fn append_one(&self, chain: PreparedChain) -> Result<Submission> {
+        self.append(vec![chain])?
+            .pop()
+            .ok_or(Status::INVALID_DEVICE_STATE)
+    }
     /// `SuspendDma`: returns the last processed descriptor.
     fn suspend(&self) -> Result<Option<DescriptorAddress>> {
         Err(Status::NOT_SUPPORTED)

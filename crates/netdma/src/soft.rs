@@ -26,8 +26,11 @@ struct Job {
 /// system call.
 const WORKER_SPIN: Duration = Duration::from_micros(20);
 
-/// How long `wait` polls before it blocks (the worker then pays for a wake-up).
+/// How long `wait` polls before it yields (the worker then pays for nothing) ...
 const WAIT_SPIN: Duration = Duration::from_micros(20);
+/// ... and how long it then polls between `yield`s before it blocks (the worker then pays for
+/// a wake-up, and the client for being scheduled again).
+const WAIT_YIELD: Duration = Duration::from_micros(200);
 
 struct Inner {
     state: ChannelState,
@@ -42,13 +45,31 @@ struct Inner {
     shutdown: bool,
 }
 
+/// One value on its own cache line, so that the client's polling of completion words does not
+/// slow down the executor's reads of its control flags (and the other way round).
+#[repr(align(64))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
     worker_cv: Condvar,
     client_cv: Condvar,
-    slot: AtomicU64,
-    completed: AtomicU64,
-    last_discard_end: AtomicU64,
+    slot: Line<AtomicU64>,
+    /// Last completed sequence number. Stored at the end of every job, for descriptors that ask
+    /// for a status write or a callback, and when the executor stops or fails mid-job; so it is
+    /// exact whenever a submission ends or the executor is quiesced (what `poll`, `suspend` and
+    /// discards read), without a store to a line the client polls after every descriptor.
+    completed: Line<AtomicU64>,
+    last_discard_end: Line<AtomicU64>,
+    /// Smallest sequence number a blocked client waits for (`u64::MAX`: none; 0: any change).
+    wake_seq: Line<AtomicU64>,
     stop_now: AtomicBool,
     stop_after: AtomicBool,
     waiters: AtomicUsize,
@@ -115,6 +136,16 @@ impl Shared {
 
     fn notify_clients(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.wake_seq.store(u64::MAX, Ordering::SeqCst);
+            self.client_cv.notify_all();
+        }
+    }
+
+    /// After a job ended (under the lock): wakes blocked clients only if one waits for a
+    /// descriptor up to `done` (or for any change), not for every job of a long stream.
+    fn notify_done(&self, done: u64) {
+        if self.waiters.load(Ordering::SeqCst) > 0 && self.wake_seq.load(Ordering::SeqCst) <= done {
+            self.wake_seq.store(u64::MAX, Ordering::SeqCst);
             self.client_cv.notify_all();
         }
     }
@@ -125,7 +156,14 @@ impl Shared {
         }
     }
 
+    /// Blocks until a notification; `target`: the sequence number awaited (0: any change).
+    fn wait_client_for<'a>(&self, g: MutexGuard<'a, Inner>, target: u64) -> MutexGuard<'a, Inner> {
+        self.wake_seq.fetch_min(target, Ordering::SeqCst);
+        self.wait_client(g)
+    }
+
     fn wait_client<'a>(&self, g: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        self.wake_seq.fetch_min(0, Ordering::SeqCst);
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let g = self.client_cv.wait(g).unwrap_or_else(|e| e.into_inner());
         self.waiters.fetch_sub(1, Ordering::SeqCst);
@@ -137,14 +175,16 @@ impl Shared {
         &self,
         g: MutexGuard<'a, Inner>,
         deadline: Option<Instant>,
+        target: u64,
     ) -> Option<MutexGuard<'a, Inner>> {
         let Some(d) = deadline else {
-            return Some(self.wait_client(g));
+            return Some(self.wait_client_for(g, target));
         };
         let now = Instant::now();
         if now >= d {
             return None;
         }
+        self.wake_seq.fetch_min(target, Ordering::SeqCst);
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let (g, _) = self
             .client_cv
@@ -218,17 +258,29 @@ impl Shared {
     /// Runs one job from its cursor without the lock.
     fn exec_job(&self, token: &mut ChannelToken, job: &mut Job) -> Outcome {
         let n = job.chain.len();
+        // Completed but not yet stored in `completed` (see there).
+        let mut unpublished = None;
+        let flush = |u: Option<u64>| {
+            if let Some(seq) = u {
+                self.completed.store(seq, Ordering::Release);
+            }
+        };
         while job.cursor < n {
             if self.stop_after.load(Ordering::Relaxed) {
+                flush(unpublished);
                 return Outcome::Stopped;
             }
             let i = job.cursor;
             match job.chain.execute(i, token, &self.opts, &self.stop_now) {
                 Ok(()) => {}
                 Err(s) if s == Status::CANCELLED && self.stop_now.load(Ordering::SeqCst) => {
+                    flush(unpublished);
                     return Outcome::Stopped;
                 }
-                Err(s) => return Outcome::Failed(s),
+                Err(s) => {
+                    flush(unpublished);
+                    return Outcome::Failed(s);
+                }
             }
             if i + 1 == n {
                 return Outcome::Done;
@@ -237,7 +289,12 @@ impl Shared {
             let seq = job.first_seq + i as u64;
             let f = job.chain.flags(i);
             let upd = f.contains(ControlFlags::STATUS_UPDATE_ON_COMPLETION);
-            self.publish(seq, upd.then_some(TransferStatus::Active));
+            if upd || f.contains(ControlFlags::INTERRUPT_ON_COMPLETION) {
+                self.publish(seq, upd.then_some(TransferStatus::Active));
+                unpublished = None;
+            } else {
+                unpublished = Some(seq);
+            }
             if self.state_mirror.load(Ordering::Acquire) == state_code(ChannelState::Armed) {
                 let mut g = self.lock();
                 if g.state == ChannelState::Armed {
@@ -263,7 +320,12 @@ impl Shared {
     /// leaves the rest to the worker. Whoever pops a job sets `busy` under the lock, so at most
     /// one thread executes at a time, in queue order.
     fn run(&self, inline: bool, small_only: bool) {
-        let mut g = self.lock();
+        self.run_locked(self.lock(), inline, small_only)
+    }
+
+    /// [`Self::run`] with the channel lock already held.
+    fn run_locked(&self, g: MutexGuard<'_, Inner>, inline: bool, small_only: bool) {
+        let mut g = g;
         let mut spun = false;
         loop {
             let mut job = loop {
@@ -315,6 +377,7 @@ impl Shared {
                 }
             };
             let mut event = None;
+            let done = matches!(outcome, Outcome::Done);
             match outcome {
                 Outcome::Done => {
                     let i = job.chain.len() - 1;
@@ -360,7 +423,11 @@ impl Shared {
             }
             g.busy = false;
             g.exec_thread = None;
-            self.notify_clients();
+            if done {
+                self.notify_done(self.completed.load(Ordering::Acquire));
+            } else {
+                self.notify_clients();
+            }
             if let (Some(ev), Some(cb)) = (event, &self.callback) {
                 // Run the callback like a DPC: outside the lock, still marked as the executor
                 // so that blocking calls on this channel from inside it fail instead of hanging.
@@ -436,9 +503,10 @@ impl SoftChannel {
             }),
             worker_cv: Condvar::new(),
             client_cv: Condvar::new(),
-            slot: AtomicU64::new(0),
-            completed: AtomicU64::new(0),
-            last_discard_end: AtomicU64::new(0),
+            slot: Line(AtomicU64::new(0)),
+            completed: Line(AtomicU64::new(0)),
+            last_discard_end: Line(AtomicU64::new(0)),
+            wake_seq: Line(AtomicU64::new(u64::MAX)),
             stop_now: AtomicBool::new(false),
             stop_after: AtomicBool::new(false),
             waiters: AtomicUsize::new(0),
@@ -481,12 +549,10 @@ impl SoftChannel {
                     && g.queue.len() == 1
                     && g.queue.front().is_some_and(|j| j.inline_ok)
                     && Shared::runnable(&g)));
-        if !here {
-            sh.notify_worker(&g);
-        }
-        drop(g);
         if here {
-            sh.run(true, !self.inline);
+            sh.run_locked(g, true, !self.inline);
+        } else {
+            sh.notify_worker(&g);
         }
     }
 }
@@ -515,6 +581,20 @@ impl ProviderChannel for SoftChannel {
             Ordering::Release,
         );
         sh.notify_clients();
+        self.after_submit(g);
+        Ok(sub)
+    }
+
+    fn append_one(&self, chain: PreparedChain) -> Result<Submission> {
+        let sh = &*self.shared;
+        let mut g = sh.lock();
+        use ChannelState::*;
+        match g.state {
+            Armed | Active | Suspended => {}
+            Idle => sh.set_state(&mut g, Active),
+            Allocated | Halted | Free => return Err(Status::INVALID_DEVICE_STATE),
+        }
+        let sub = sh.enqueue(&mut g, chain);
         self.after_submit(g);
         Ok(sub)
     }
@@ -659,17 +739,24 @@ impl ProviderChannel for SoftChannel {
 
     fn wait(&self, sub: &Submission, timeout: Option<Duration>) -> Status {
         let sh = &*self.shared;
+        // Spin, then yield the CPU for a while (on a busy machine the worker may need this
+        // very CPU), then block.
         let spin = Instant::now();
         loop {
             let s = sh.poll(sub);
             if s != Status::PENDING {
                 return s;
             }
-            if spin.elapsed() >= WAIT_SPIN {
+            let e = spin.elapsed();
+            if e >= WAIT_SPIN + WAIT_YIELD || timeout.is_some_and(|t| e >= t) {
                 break;
             }
-            for _ in 0..32 {
-                std::hint::spin_loop();
+            if e < WAIT_SPIN {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
             }
         }
         let deadline = timeout.map(|t| Instant::now() + t);
@@ -684,7 +771,7 @@ impl ProviderChannel for SoftChannel {
             if s != Status::PENDING {
                 return s;
             }
-            g = match sh.wait_client_until(g, deadline) {
+            g = match sh.wait_client_until(g, deadline, sub.last.seq()) {
                 Some(g) => g,
                 None => return Status::TIMEOUT,
             };
@@ -702,7 +789,7 @@ impl ProviderChannel for SoftChannel {
             if !g.busy && !Shared::runnable(&g) {
                 return Status::SUCCESS;
             }
-            g = match sh.wait_client_until(g, deadline) {
+            g = match sh.wait_client_until(g, deadline, 0) {
                 Some(g) => g,
                 None => return Status::TIMEOUT,
             };
