@@ -1,9 +1,10 @@
 //! The NetDMA CPU copy engine next to `memcpy`, measured in the same run (the matrix behind
 //! `nd dma`, and `nd bench`'s NetDMA rows).
 //!
-//! Three views, each cell measured in alternating trials with its `memcpy` reference:
-//! * **single**: one descriptor per Append, eight submissions in flight;
-//! * **chains**: chains of 16/64/256 descriptors per Append, one queued behind the running one;
+//! Three views, each cell measured in alternating trials with its `memcpy` reference; the
+//! client keeps [`depth`] submissions in flight per channel (at least 4 MiB, 2 to 64):
+//! * **single**: one descriptor per Append;
+//! * **chains**: chains of 16/64/256 descriptors per Append;
 //! * **channels**: N channels, channel k allocated with the CPU mask {k} (the NetDMA way to ask
 //!   for a CPU), each with its own source and destination, against N `memcpy` threads pinned
 //!   to the same CPUs with their own buffers.
@@ -27,8 +28,15 @@ fn dma_err(what: &str) -> impl Fn(netdma::Status) -> Error + '_ {
 
 const FILL: u8 = 0x5A;
 
-/// Submissions a single-descriptor client keeps in flight.
-pub const SINGLE_DEPTH: usize = 8;
+/// Submissions a streaming client keeps in flight: at least two (one running, one queued)
+/// and at least [`IN_FLIGHT`] octets, at most 64. On a busy machine the queued work has to
+/// cover the time the client needs to be scheduled again after a wake-up.
+pub fn depth(bytes_per_submission: usize) -> usize {
+    IN_FLIGHT.div_ceil(bytes_per_submission.max(1)).clamp(2, 64)
+}
+
+/// Octets a streaming client keeps queued (see [`depth`]).
+pub const IN_FLIGHT: usize = 4 << 20;
 
 /// Best GB/s (10^9 octets) of `a` and of `b` over `trials` alternating trials of at least
 /// `trial` each (and at least one step); each step of `a` copies `bytes_a` octets.
@@ -188,9 +196,7 @@ impl Bench {
             DmaBuffer::new(size),
         );
         let mut stream = Stream::new(&ch, &src, &dst, size, chain);
-        // Single descriptors: eight in flight, as a streaming client would keep; chains: one
-        // queued behind the running one.
-        let depth = if chain == 1 { SINGLE_DEPTH } else { 2 };
+        let depth = depth(size * chain);
         let (msrc, mdst) = (
             DmaBuffer::from_slice(&vec![FILL; size]),
             DmaBuffer::new(size),
@@ -253,6 +259,7 @@ impl Bench {
             .collect();
         let mut bufs = bufs;
         let bytes = (n * k * size) as u64;
+        let keep = depth(k * size);
         let mut threads_gb = 0f64;
         let (netdma_gb_s, _) = measure_pair(
             trial,
@@ -262,7 +269,7 @@ impl Bench {
                     s.submit()?;
                 }
                 for s in streams.iter_mut() {
-                    s.retire(1)?;
+                    s.retire(keep - 1)?;
                 }
                 Ok(())
             }),

@@ -1,15 +1,15 @@
 //! `nd dma`: the NetDMA benchmark — the CPU copy engine against `memcpy`, in the same run,
 //! in three views:
 //!
-//! * **single descriptors**: one descriptor per Append (one submission queued behind the
-//!   running one), per copy size;
+//! * **single descriptors**: one descriptor per Append, per copy size;
 //! * **chains** of 16, 64 and 256 descriptors per Append (`--chains`), per copy size, one
 //!   channel;
 //! * **channels**: 1..=N channels (`--channels N`, default the CPUs, at most 8), channel k
 //!   allocated with the CPU mask {k}, chains of about 16 MiB, against N `memcpy` threads pinned
 //!   to the same CPUs.
 //!
-//! Every engine figure is measured in trials that alternate with its `memcpy` reference; a
+//! The client keeps at least 4 MiB (2 to 64 submissions) in flight per channel. Every engine
+//! figure is measured in trials that alternate with its `memcpy` reference; a
 //! cell is the best of `--trials` trials of `--trial-ms` each. Sizes are powers of two from
 //! 4 KiB to 64 MiB (`--min-size`/`--max-size`, or `--quick`: 4 KiB, 256 KiB, 4 MiB); a chain
 //! cell moving more than `--max-chain-bytes` per chain is skipped. GB = 10^9 octets copied.

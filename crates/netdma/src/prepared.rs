@@ -17,16 +17,15 @@ pub(crate) struct Caps {
     pub(crate) max_transfer: u32,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Kind {
     Null,
     ContextChange,
+    /// A copy; page breaks and CRC (rare) are boxed so that a plain copy op stays small.
     Copy {
         src: Pa,
-        src_next: Option<Pa>,
         dst: Pa,
-        dst_next: Option<Pa>,
-        crc: Option<(u32, Pa)>,
+        ex: Option<Box<CopyEx>>,
     },
     Fill {
         dst: Pa,
@@ -44,7 +43,21 @@ enum Kind {
     },
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
+struct CopyEx {
+    src_next: Option<Pa>,
+    dst_next: Option<Pa>,
+    crc: Option<(u32, Pa)>,
+}
+
+impl CopyEx {
+    fn boxed(self) -> Option<Box<CopyEx>> {
+        (self.src_next.is_some() || self.dst_next.is_some() || self.crc.is_some())
+            .then(|| Box::new(self))
+    }
+}
+
+#[derive(Clone, Debug)]
 struct Op {
     flags: ControlFlags,
     len: u64,
@@ -84,6 +97,7 @@ pub struct PreparedChain {
 
 const PAGE: u64 = 4096;
 
+#[inline]
 fn op_of(d: &crate::descriptor::Descriptor, caps: &Caps) -> Result<Op> {
     let f = d.control_flags;
     if f.has_reserved_bits() {
@@ -151,13 +165,16 @@ fn op_of(d: &crate::descriptor::Descriptor, caps: &Caps) -> Result<Op> {
                         };
                         Kind::Copy {
                             src: d.source,
-                            src_next: brk(ControlFlags::SOURCE_PAGE_BREAK, d.next_source)?,
                             dst: d.destination,
-                            dst_next: brk(
-                                ControlFlags::DESTINATION_PAGE_BREAK,
-                                d.next_destination,
-                            )?,
-                            crc: None,
+                            ex: CopyEx {
+                                src_next: brk(ControlFlags::SOURCE_PAGE_BREAK, d.next_source)?,
+                                dst_next: brk(
+                                    ControlFlags::DESTINATION_PAGE_BREAK,
+                                    d.next_destination,
+                                )?,
+                                crc: None,
+                            }
+                            .boxed(),
                         }
                     }
                     OpType::FILL => Kind::Fill {
@@ -176,10 +193,12 @@ fn op_of(d: &crate::descriptor::Descriptor, caps: &Caps) -> Result<Op> {
                     },
                     _ => Kind::Copy {
                         src: d.source,
-                        src_next: None,
                         dst: d.destination,
-                        dst_next: None,
-                        crc: Some((d.next_source.0 as u32, d.next_destination)),
+                        ex: CopyEx {
+                            crc: Some((d.next_source.0 as u32, d.next_destination)),
+                            ..CopyEx::default()
+                        }
+                        .boxed(),
                     },
                 }
             }
@@ -220,10 +239,10 @@ impl PreparedChain {
                     }
                 }
                 // No order table needed: execution order is array order.
-                let ops = chain.descriptors[..walk]
-                    .iter()
-                    .map(|d| op_of(d, caps))
-                    .collect::<Result<Vec<_>>>()?;
+                let mut ops = Vec::with_capacity(walk);
+                for d in &chain.descriptors[..walk] {
+                    ops.push(op_of(d, caps)?);
+                }
                 return Self::with_leases(chain, ops, channel);
             }
             None => {
@@ -283,13 +302,12 @@ impl PreparedChain {
         for op in &ops {
             match op.kind {
                 Kind::Null | Kind::ContextChange => {}
-                Kind::Copy {
-                    src,
-                    src_next,
-                    dst,
-                    dst_next,
-                    crc,
-                } => {
+                Kind::Copy { src, dst, ref ex } => {
+                    let CopyEx {
+                        src_next,
+                        dst_next,
+                        crc,
+                    } = ex.as_deref().copied().unwrap_or_default();
                     mark(src, false);
                     src_next.into_iter().for_each(|p| mark(p, false));
                     mark(dst, true);
@@ -414,13 +432,7 @@ impl PreparedChain {
                     &c.to_le_bytes(),
                 )
             }
-            Kind::Copy {
-                src,
-                src_next,
-                dst,
-                dst_next,
-                crc,
-            } => {
+            Kind::Copy { src, dst, ref ex } => {
                 // DCA: the consumer wants the data in its cache; NO_SNOOP: it need not be.
                 let kind = if op.flags.contains(ControlFlags::DESTINATION_DCA_ENABLE) {
                     opts.plan.temporal_for(len)
@@ -429,11 +441,16 @@ impl PreparedChain {
                 } else {
                     opts.plan.method_for(len)
                 };
-                if src_next.is_none() && dst_next.is_none() && crc.is_none() && len <= opts.chunk {
+                if ex.is_none() && len <= opts.chunk {
                     // Fast path: one contiguous piece.
                     let (sl, dl) = (self.lease(src)?, self.lease(dst)?);
                     return copy::copy(token, sl, src.offset(), dl, dst.offset(), len, kind);
                 }
+                let CopyEx {
+                    src_next,
+                    dst_next,
+                    crc,
+                } = ex.as_deref().copied().unwrap_or_default();
                 let segs = |a: Pa, next: Option<Pa>| -> [(Pa, u64); 2] {
                     match next {
                         None => [(a, len), (a, 0)],
