@@ -35,7 +35,9 @@ pub struct EngineConfig {
     pub inline_threshold: Option<u64>,
     /// `MaximumTransferSize` (≥ 4096).
     pub maximum_transfer_size: u32,
-    /// Pin each worker to the CPU reported as `CpuNumber` (CPU engine only).
+    /// Pin each worker to the CPU reported as `CpuNumber` when the client's affinity mask
+    /// excludes some online CPU (CPU engine only); a mask admitting every CPU leaves the
+    /// worker unpinned either way.
     pub pin_workers: bool,
     /// `FriendlyName`.
     pub friendly_name: String,
@@ -126,7 +128,11 @@ impl Provider for SoftProvider {
         let on_free = Box::new(move || {
             release.lock().unwrap_or_else(|e| e.into_inner())[index] = false;
         });
-        let pin = (!self.inline && self.config.pin_workers).then_some(cpu as usize);
+        // The worker runs where the client's mask allows: a mask that admits every online
+        // CPU leaves it to the scheduler (like any thread, it then moves away from a busy
+        // CPU); any narrower mask pins it to the chosen CPU.
+        let every = (0..cpus as u32).all(allowed);
+        let pin = (!self.inline && self.config.pin_workers && !every).then_some(cpu as usize);
         let ch = SoftChannel::new(
             setup.token,
             setup.parameters.completion_callback,

@@ -26,11 +26,10 @@ struct Job {
 /// system call.
 const WORKER_SPIN: Duration = Duration::from_micros(20);
 
-/// How long `wait` polls before it yields (the worker then pays for nothing) ...
+/// How long `wait` polls before it blocks (the worker then pays for a wake-up). Yielding
+/// instead was no better on a loaded machine: a woken thread gets the CPU back sooner than
+/// one that yielded it.
 const WAIT_SPIN: Duration = Duration::from_micros(20);
-/// ... and how long it then polls between `yield`s before it blocks (the worker then pays for
-/// a wake-up, and the client for being scheduled again).
-const WAIT_YIELD: Duration = Duration::from_micros(200);
 
 struct Inner {
     state: ChannelState,
@@ -266,6 +265,31 @@ impl Shared {
             }
         };
         while job.cursor < n {
+            // Fast path: a run of plain copies.
+            let (k, r) = job
+                .chain
+                .run_plain(job.cursor, token, &self.opts, &self.stop_after);
+            if k > 0 {
+                job.cursor += k;
+                if job.cursor == n && r.is_ok() {
+                    return Outcome::Done;
+                }
+                unpublished = Some(job.first_seq + job.cursor as u64 - 1);
+                if self.state_mirror.load(Ordering::Acquire) == state_code(ChannelState::Armed) {
+                    let mut g = self.lock();
+                    if g.state == ChannelState::Armed {
+                        self.set_state(&mut g, ChannelState::Active);
+                    }
+                    g.completed_since_start = true;
+                }
+            }
+            if let Err(s) = r {
+                flush(unpublished);
+                return Outcome::Failed(s);
+            }
+            if job.cursor == n {
+                break;
+            }
             if self.stop_after.load(Ordering::Relaxed) {
                 flush(unpublished);
                 return Outcome::Stopped;
@@ -739,8 +763,7 @@ impl ProviderChannel for SoftChannel {
 
     fn wait(&self, sub: &Submission, timeout: Option<Duration>) -> Status {
         let sh = &*self.shared;
-        // Spin, then yield the CPU for a while (on a busy machine the worker may need this
-        // very CPU), then block.
+        // Spin briefly, then block.
         let spin = Instant::now();
         loop {
             let s = sh.poll(sub);
@@ -748,15 +771,11 @@ impl ProviderChannel for SoftChannel {
                 return s;
             }
             let e = spin.elapsed();
-            if e >= WAIT_SPIN + WAIT_YIELD || timeout.is_some_and(|t| e >= t) {
+            if e >= WAIT_SPIN || timeout.is_some_and(|t| e >= t) {
                 break;
             }
-            if e < WAIT_SPIN {
-                for _ in 0..32 {
-                    std::hint::spin_loop();
-                }
-            } else {
-                std::thread::yield_now();
+            for _ in 0..32 {
+                std::hint::spin_loop();
             }
         }
         let deadline = timeout.map(|t| Instant::now() + t);

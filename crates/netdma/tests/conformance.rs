@@ -364,6 +364,25 @@ fn cpu_channel_affinity_honoured() {
         );
         chans.push(ch);
     }
+    drop(chans);
+    // The default mask admits every CPU: the worker is left to the scheduler.
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let s2 = seen.clone();
+    let ch = s.channel_with(ChannelParameters {
+        completion_callback: Some(Arc::new(move |_| {
+            *s2.lock().unwrap() = Some(current_thread_cpus())
+        })),
+        ..ChannelParameters::default()
+    });
+    let mut chain = Chain::new();
+    chain.null(ControlFlags::INTERRUPT_ON_COMPLETION);
+    let sub = ch.start(chain).unwrap();
+    assert_eq!(ch.wait(&sub, T), Status::SUCCESS);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen.lock().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(seen.lock().unwrap().clone(), Some(current_thread_cpus()));
 }
 
 proptest! {
