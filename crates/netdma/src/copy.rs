@@ -504,24 +504,33 @@ pub(crate) fn copy(
         unsafe { std::ptr::copy(s, d, len) };
         return Ok(());
     }
-    // SAFETY (every arm): the ranges are valid, in bounds and disjoint (checked above); each
-    // kernel's CPU feature is checked right here (`nt_kind`, `vector_available`, x86-64).
+    // In every arm the ranges are valid, in bounds and disjoint (checked above), and the
+    // kernel's CPU feature is checked right in the arm's guard.
     match method {
         #[cfg(target_arch = "x86_64")]
-        CopyMethod::NonTemporal if len >= 256 && nt_kind() == NtKind::Avx2 => unsafe {
-            nt_copy_avx2(s, d, len)
-        },
+        CopyMethod::NonTemporal if len >= 256 && nt_kind() == NtKind::Avx2 => {
+            // SAFETY: AVX2 detected (guard); ranges valid and disjoint (above).
+            unsafe { nt_copy_avx2(s, d, len) }
+        }
         #[cfg(target_arch = "x86_64")]
-        CopyMethod::NonTemporal if len >= 256 && nt_kind() == NtKind::Sse2 => unsafe {
-            nt_copy_sse2(s, d, len)
-        },
+        CopyMethod::NonTemporal if len >= 256 && nt_kind() == NtKind::Sse2 => {
+            // SAFETY: SSE2 is x86-64 baseline; ranges valid and disjoint (above).
+            unsafe { nt_copy_sse2(s, d, len) }
+        }
         #[cfg(target_arch = "x86_64")]
-        CopyMethod::RepMovsb => unsafe { rep_movsb(s, d, len) },
+        CopyMethod::RepMovsb => {
+            // SAFETY: `rep movsb` exists on every x86-64; ranges valid and disjoint (above).
+            unsafe { rep_movsb(s, d, len) }
+        }
         #[cfg(target_arch = "x86_64")]
-        CopyMethod::Vector if len >= 64 && vector_available() => unsafe {
-            vector_copy_avx(s, d, len)
-        },
-        _ => unsafe { std::ptr::copy_nonoverlapping(s, d, len) },
+        CopyMethod::Vector if len >= 64 && vector_available() => {
+            // SAFETY: AVX detected (guard); ranges valid and disjoint (above).
+            unsafe { vector_copy_avx(s, d, len) }
+        }
+        _ => {
+            // SAFETY: ranges valid, in bounds and disjoint (above).
+            unsafe { std::ptr::copy_nonoverlapping(s, d, len) }
+        }
     }
     Ok(())
 }

@@ -490,10 +490,11 @@ mod tests {
         assert_eq!(p.method_for(4095), v);
         assert_eq!(
             p.method_for(4096),
-            CopyMethod::RepMovsb
-                .available()
-                .then_some(CopyMethod::RepMovsb)
-                .unwrap_or(CopyMethod::Memcpy)
+            if CopyMethod::RepMovsb.available() {
+                CopyMethod::RepMovsb
+            } else {
+                CopyMethod::Memcpy
+            }
         );
         assert_eq!(p.method_for((1 << 20) - 1), p.method_for(4096));
         assert_eq!(p.method_for(1 << 20), CopyMethod::Memcpy);

@@ -293,7 +293,16 @@ impl PreparedChain {
     /// Leases every buffer the ops use (read, or write for destinations and results).
     fn with_leases(chain: Chain, ops: Vec<Op>, channel: u64) -> Result<PreparedChain> {
         // Lease mode per buffer slot: 0 unused, 1 read, 2 write.
-        let mut mode = vec![0u8; chain.buffers.len()];
+        // (On the stack for the usual handful of buffers.)
+        let nb = chain.buffers.len();
+        let mut small = [0u8; 8];
+        let mut heap = Vec::new();
+        let mode: &mut [u8] = if nb <= small.len() {
+            &mut small[..nb]
+        } else {
+            heap.resize(nb, 0u8);
+            &mut heap
+        };
         let mut mark = |pa: Pa, w: bool| {
             if let Some(m) = mode.get_mut(pa.slot().0 as usize) {
                 *m = (*m).max(if w { 2 } else { 1 });
@@ -328,15 +337,13 @@ impl PreparedChain {
                 }
             }
         }
-        let leases = chain
-            .buffers
-            .iter()
-            .zip(&mode)
-            .map(|(b, &m)| match m {
-                0 => Ok(None),
-                m => Lease::acquire(b, channel, m == 2).map(Some),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut leases = Vec::with_capacity(nb);
+        for (b, &m) in chain.buffers.iter().zip(mode.iter()) {
+            leases.push(match m {
+                0 => None,
+                m => Some(Lease::acquire(b, channel, m == 2)?),
+            });
+        }
         Ok(PreparedChain { ops, leases })
     }
 
