@@ -36,7 +36,7 @@ pub fn depth(bytes_per_submission: usize) -> usize {
 }
 
 /// Octets a streaming client keeps queued (see [`depth`]).
-pub const IN_FLIGHT: usize = 4 << 20;
+pub const IN_FLIGHT: usize = 64 << 20;
 
 /// Best GB/s (10^9 octets) of `a` and of `b` over `trials` alternating trials of at least
 /// `trial` each (and at least one step); each step of `a` copies `bytes_a` octets.
