@@ -1,8 +1,9 @@
 //! NetDMA CPU engine throughput vs `memcpy`, measured in the same run.
 //!
 //! `cargo bench -p netdma` prints, per copy size, single-thread `memcpy` GB/s, one channel with
-//! the default store policy, one channel forced to temporal and to non-temporal stores, the
-//! ratios to memcpy, and the aggregate of two channels. GB = 10^9 bytes copied (bcopy
+//! the copy plan measured on this machine, one channel forced to `memcpy` and to non-temporal
+//! stores, the ratios to memcpy, and the aggregate of two channels (`nd dma` has the fuller
+//! picture: single descriptors, chains of 16/64/256, N channels against N memcpy threads). GB = 10^9 bytes copied (bcopy
 //! convention). Channels are kept busy with one chain queued behind the running one (the
 //! next chain is built while the engine copies). Each cell is the best of 3 trials of ≥ `NETDMA_BENCH_MS` ms (default 120).
 //! `NETDMA_BENCH_PIN=0` leaves the workers unpinned. Arguments: optional list of sizes in KiB (e.g. `cargo bench -p netdma -- 64 1024`).
