@@ -55,8 +55,9 @@
 //!
 //! ## Threading model and lock order
 //!
-//! * CPU engine: one worker thread per channel, pinned (best effort) to the reported CPU
-//!   (chosen from the client's `processor_affinity_mask`); it polls for about 20 µs before it
+//! * CPU engine: one worker thread per channel, pinned (best effort) to the reported CPU when
+//!   the client's `processor_affinity_mask` excludes some online CPU, left to the scheduler
+//!   when the mask admits them all (the default); it polls for about 20 µs before it
 //!   sleeps, so a streaming client's next Append needs no wake-up. Whoever executes a job
 //!   (the worker, or a submitter running a small job inline) marks the channel busy under the
 //!   channel lock first, so jobs run one at a time and in order. The worker
@@ -164,106 +165,6 @@
 //! over on this (loaded) machine. With the machine quieter, chains of 64 reached 0.91 at 4 KiB
 //! and ≥ 0.9 from 128 KiB, and two channels 0.95 of two `memcpy` threads at 4 MiB (1.5× one
 //! channel).
-
-#![deny(unsafe_code)]`.
-//!
-//! ## Threading model and lock order
-//!
-//! * CPU engine: one worker thread per channel, pinned (best effort) to the reported CPU
-//!   (chosen from the client's `processor_affinity_mask`); it polls for about 20 µs before it
-//!   sleeps, so a streaming client's next Append needs no wake-up. Whoever executes a job
-//!   (the worker, or a submitter running a small job inline) marks the channel busy under the
-//!   channel lock first, so jobs run one at a time and in order. The worker
-//!   takes a whole submitted chain out of the queue under the channel lock and executes it
-//!   without the lock; between descriptors (and between 1 MiB pieces of a descriptor) it checks
-//!   two atomics (`stop_after`: suspend / replacing start; `stop_now`: abort, reset, free).
-//!   Intermediate completions are published with atomic stores (completed sequence number, the
-//!   completion slot); the last descriptor of a chain is published under the channel lock, which
-//!   also decides Idle vs Active atomically with respect to Append.
-//! * Submission: validation and leasing happen before the channel lock; then one lock
-//!   acquisition enqueues and, only if the worker sleeps, one condvar notify. Polling a
-//!   submission is two atomic loads; waiting spins briefly and then blocks on a condvar that
-//!   the worker signals only when someone waits.
-//! * Control calls (start on a running channel, suspend, abort, reset, free) set the stop
-//!   flags and wait until the executor has handed its chain back; then they change the state.
-//! * Completion callbacks run on the executor thread outside every lock (the "DPC"); blocking
-//!   calls on the same channel from inside a callback return `STATUS_INVALID_DEVICE_STATE`.
-//! * Lock order: provider entry lock → (released) → channel slot `RwLock` (read for calls,
-//!   write only to free) → channel lock → buffer lease lock. The buffer lease lock is a leaf;
-//!   the registry/client lists are never held while calling out.
-//!
-//! ## Decisions where the spec is open (`[decide]`)
-//!
-//! * **Status codes**: NTSTATUS values ([`Status`], a local newtype to be unified with
-//!   `netdirect-types` later). Calls outside the §10 table return
-//!   `STATUS_INVALID_DEVICE_STATE` (more specific than the spec's "Unsuccessful");
-//!   malformed descriptors `STATUS_INVALID_PARAMETER`; features the provider does not advertise
-//!   (optional handlers, extensions, 2.0 chains on a 1.x provider, DCA context change without
-//!   DCA) `STATUS_NOT_SUPPORTED`; no free channel `STATUS_INSUFFICIENT_RESOURCES` (NetDMA's
-//!   "STATUS_RESOURCES"); a provider newer than the interface `STATUS_REVISION_MISMATCH`;
-//!   discarded work `STATUS_CANCELLED`; powered-down provider `STATUS_DEVICE_NOT_READY`;
-//!   stopped provider `STATUS_DEVICE_REMOVED`.
-//! * **Masks**: `NET_DMA_OP_TYPE_MASK` = `0xFF000000`, `NET_DMA_RESERVED_MASK` = `0x00FFFD00`
-//!   (the inferred values); reserved bits are rejected.
-//! * **Completion value**: descriptor addresses are 64-byte aligned sequence numbers
-//!   ([`DescriptorAddress`]) assigned in execution order and never reused; status in bits 0–2,
-//!   bits 3–5 zero. Start writes `Armed`; flagged descriptors write `Active`/`Idle`; suspend
-//!   writes `Suspend`; abort, reset and errors write `Halted` (always, as if status reporting
-//!   were on). Completion is published strictly in order; the software engines always behave as
-//!   if `SERIALIZE_TRANSFER` were set.
-//! * **Suspend** returns `Option<DescriptorAddress>` (the last processed descriptor) and is a
-//!   no-op on an idle channel; **Append while suspended** is allowed and runs on resume.
-//! * **Start on a running channel** is legal (spec §6/§10): the current descriptor finishes,
-//!   the rest is discarded (`STATUS_CANCELLED`). Start on a *suspended* channel is illegal.
-//! * **Errors**: the engine halts, [`Channel::last_error`] gives the cause, the callback gets an
-//!   event with `descriptor: None` (NetDMA's DPC with NULL); recovery is `reset` (or `start`).
-//!   After `abort` `last_error` is `STATUS_CANCELLED`.
-//! * **Free** with work outstanding aborts, frees, and reports `STATUS_INVALID_DEVICE_STATE`;
-//!   dropping a [`Channel`] aborts and frees silently.
-//! * **CPU affinity**: the `SetDmaChannelCpuAffinity` table size is an element count; the
-//!   interface proposes channel i → CPU i mod n; allocation prefers a channel already targeting
-//!   an allowed CPU, else retargets one; a mask with no online CPU is
-//!   `STATUS_INVALID_PARAMETER`.
-//! * **Chains**: `next` is a [`Link`] to an index of the same chain (0 = NULL). 1.x chains are
-//!   walked until NULL, 2.0 chains for `DescriptorCount` descriptors (the tail's link is not
-//!   followed); cycles and out-of-range links are `STATUS_INVALID_PARAMETER`. Page breaks use
-//!   4 KiB "pages" of the buffer's offset space; the second address must be 4 KiB aligned.
-//! * **Copy method**: chosen per descriptor size by a [`CopyPlan`], by default measured once
-//!   per process on the running machine ([`Calibration::get`]): `memcpy`, `rep movsb` and
-//!   vector stores on hot buffers at every power of two from 1 KiB to ⅛ of the L3 (a method must
-//!   beat `memcpy` by 5 % to be chosen), and those against non-temporal
-//!   stores at ¼, ½ and all of the L3 that sysfs reports; non-temporal stores are used from
-//!   the smallest of those sizes at which they win there and at every larger one (never, if
-//!   they never win). [`EngineConfig::copy_plan`] fixes a plan instead.
-//! * **Cache hints**: `DESTINATION_NO_SNOOP` selects non-temporal stores for that descriptor,
-//!   `DESTINATION_DCA_ENABLE` forbids them (data wanted in cache: the plan's temporal method).
-//! * **Inline execution** (an extension; Intel's DSA library keeps copies below 8 KiB on the
-//!   CPU for the same reason): a submission moving at most
-//!   [`ProviderCharacteristics::inline_threshold`] bytes to a CPU-engine channel with nothing
-//!   queued or running executes inside Start/Append on the submitting thread (callbacks too).
-//!   The threshold is what the best copy method moves during one measured hand-off to a
-//!   sleeping thread and back, at most [`MAX_INLINE_THRESHOLD`]; 0 disables it
-//!   ([`EngineConfig::inline_threshold`]).
-//! * **PnP**: late clients get Registered/Arrival/ChannelArrival replayed; ChannelArrival is
-//!   also sent when a channel is freed. PowerDown blocks new work (`STATUS_DEVICE_NOT_READY`)
-//!   and drains; PowerUp re-starts idle channels with a NULL descriptor. Stop waits for running
-//!   work, cancels work left in suspended channels and frees every channel.
-//! * **Extensions** ([`Extensions`], op types numbered like DSA opcodes): fill, compare,
-//!   CRC32c, copy+CRC32c and batch admission; operand layout in [`OpType`].
-//!
-//! ## Performance (CPU engine)
-//!
-//! `cargo bench -p netdma` prints GB/s per copy size for single-thread `memcpy` and for one
-//! and two channels, measured in the same run between identically allocated buffers, with
-//! one chain queued behind the running one. On the 2-vCPU development VM (AMD EPYC, 32 MiB L3,
-//! shared with other builds; ratios vary by about ±0.1 between runs) a typical quiet run gave
-//! (one channel / memcpy): 4 KiB 0.60, 16 KiB 0.79, 64 KiB 0.85–0.99, 256 KiB 0.95–1.00,
-//! 1 MiB 0.91–0.97, 4 MiB 0.99–1.01, 16 MiB 1.4, 64 MiB 1.35–1.6 (non-temporal stores beat
-//! glibc's temporal `memcpy` once the data leaves the cache); two channels together 1.6–2.9× one
-//! memcpy from 64 KiB up when the machine is otherwise idle. Small descriptors are limited by
-//! the client's cost of building and validating descriptors (~100–200 ns each here), which
-//! competes with the engine for the same two vCPUs; batch small copies into larger descriptors
-//! where possible.
 
 #![deny(unsafe_code)]
 
