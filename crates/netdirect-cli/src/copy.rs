@@ -370,13 +370,24 @@ impl<'a> Stream<'a> {
         Ok(())
     }
 
-    /// Waits until at most `keep` submissions are outstanding.
+    /// Once more than `keep` submissions are outstanding, retires down to `keep` (to `keep / 2`
+    /// from a window of four up: completions are retired in batches, one wait per batch, as a
+    /// streaming client would, rather than one wake-up per submission).
     fn retire(&mut self, keep: usize) -> Result<()> {
-        while self.pending.len() > keep {
-            let Some(s) = self.pending.pop_front() else {
-                break;
-            };
-            let st = self.ch.wait(&s, Some(Duration::from_secs(60)));
+        if self.pending.len() <= keep {
+            return Ok(());
+        }
+        let low = if keep >= 4 { keep / 2 } else { keep };
+        let n = self.pending.len() - low;
+        // Completion is in order: waiting for the last of the batch covers the ones before.
+        if let Some(last) = self.pending.get(n - 1) {
+            let st = self.ch.wait(last, Some(Duration::from_secs(60)));
+            if st != netdma::Status::SUCCESS {
+                return Err(dma_err("a copy chain failed")(st));
+            }
+        }
+        for s in self.pending.drain(..n) {
+            let st = self.ch.poll(&s);
             if st != netdma::Status::SUCCESS {
                 return Err(dma_err("a copy chain failed")(st));
             }
