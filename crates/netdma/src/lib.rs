@@ -149,17 +149,18 @@
 //! the copy kernel (a hot 4 KiB `memcpy` takes 55–70 ns); a one-descriptor submission costs
 //! ~300–400 ns from build to retirement. Chained, the client's share runs in parallel with the
 //! worker's. Medians of three `nd dma --json` runs on that VM while four other builds ran
-//! (load 3–7 on 2 CPUs; single figures vary by ±50 %), ratio to `memcpy`:
+//! (load about 5 on 2 CPUs; single figures vary by ±50 %), ratio to `memcpy`:
 //!
 //! | size | single | chain 64 | 2 channels / 2 memcpy threads |
 //! |---|---|---|---|
-//! | 4 KiB | 0.18 (inline) | 0.58 | 0.82 |
-//! | 64 KiB | 0.72 (inline) | 0.54 | 1.67 |
-//! | 256 KiB | 0.59 | 0.93 | 1.19 |
-//! | 1 MiB | 0.94 | 0.81 | 1.10 |
-//! | 4 MiB | 1.01 | 1.52 | 0.77 |
-//! | 16 MiB | 2.05 | 5.07 | 2.01 |
-//! | 64 MiB | 2.06 | 4.76 | 1.85 |
+//! | 4 KiB | 0.18 (inline) | 0.59 | 0.60 |
+//! | 16 KiB | 0.28 (inline) | 0.79 | 1.05 |
+//! | 64 KiB | 0.65 (inline) | 0.94 | 3.02 |
+//! | 256 KiB | 0.75 | 0.96 | 2.47 |
+//! | 1 MiB | 0.87 | 1.12 | 1.73 |
+//! | 4 MiB | 1.09 | 1.91 | 0.94 |
+//! | 16 MiB | 1.06 | 4.94 | 1.64 |
+//! | 64 MiB | 1.52 | 6.26 | 2.07 |
 //!
 //! From 8 MiB the engine's non-temporal stores beat glibc's temporal `memcpy` several times
 //! over on this (loaded) machine. With the machine quieter, chains of 64 reached 0.91 at 4 KiB
