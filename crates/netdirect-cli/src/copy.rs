@@ -1,11 +1,24 @@
-//! The NetDMA CPU copy engine next to `memcpy`, measured in the same run (as
-//! `cargo bench -p netdma`, shorter).
+//! The NetDMA CPU copy engine next to `memcpy`, measured in the same run (the matrix behind
+//! `nd dma`, and `nd bench`'s NetDMA rows).
+//!
+//! Three views, each cell measured in alternating trials with its `memcpy` reference; the
+//! client keeps [`depth`] submissions in flight per channel (at least 4 MiB, 2 to 64):
+//! * **single**: one descriptor per Append;
+//! * **chains**: chains of 16/64/256 descriptors per Append;
+//! * **channels**: N channels, channel k allocated with the CPU mask {k} (the NetDMA way to ask
+//!   for a CPU), each with its own source and destination, against N `memcpy` threads pinned
+//!   to the same CPUs with their own buffers.
 
+use std::collections::VecDeque;
 use std::hint::black_box;
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use netdirect_types::Status;
-use netdma::{Chain, ChannelParameters, ControlFlags, CpuEngine, DmaBuffer, EngineConfig, NetDma};
+use netdma::{
+    Chain, Channel, ChannelParameters, ControlFlags, CpuEngine, DmaBuffer, EngineConfig, NetDma,
+    ProviderId, Submission,
+};
 
 use crate::error::{Error, Result};
 
@@ -13,29 +26,46 @@ fn dma_err(what: &str) -> impl Fn(netdma::Status) -> Error + '_ {
     move |s| Error::status(format!("NetDMA: {what}"), Status(s.0))
 }
 
-/// Best of `trials` runs of `step` (which copies `bytes` octets), each at least `trial`; GB/s
-/// (10^9 octets).
-fn measure(
-    bytes: u64,
+const FILL: u8 = 0x5A;
+
+/// Submissions a streaming client keeps in flight: at least two (one running, one queued)
+/// and at least [`IN_FLIGHT`] octets, at most 64. On a busy machine the queued work has to
+/// cover the time the client needs to be scheduled again after a wake-up.
+pub fn depth(bytes_per_submission: usize) -> usize {
+    IN_FLIGHT.div_ceil(bytes_per_submission.max(1)).clamp(2, 64)
+}
+
+/// Octets a streaming client keeps queued (see [`depth`]).
+pub const IN_FLIGHT: usize = 64 << 20;
+
+/// Best GB/s (10^9 octets) of `a` and of `b` over `trials` alternating trials of at least
+/// `trial` each (and at least one step); each step of `a` copies `bytes_a` octets.
+fn measure_pair(
     trial: Duration,
     trials: u32,
-    mut step: impl FnMut() -> Result<()>,
-) -> Result<f64> {
-    step()?;
-    let mut best = 0f64;
-    for _ in 0..trials {
+    (bytes_a, mut a): (u64, impl FnMut() -> Result<()>),
+    (bytes_b, mut b): (u64, impl FnMut() -> Result<()>),
+) -> Result<(f64, f64)> {
+    fn one(bytes: u64, trial: Duration, step: &mut impl FnMut() -> Result<()>) -> Result<f64> {
         let t = Instant::now();
         let mut n = 0u64;
         while n == 0 || t.elapsed() < trial {
             step()?;
             n += 1;
         }
-        best = best.max((n * bytes) as f64 / t.elapsed().as_secs_f64() / 1e9);
+        Ok((n * bytes) as f64 / t.elapsed().as_secs_f64() / 1e9)
     }
-    Ok(best)
+    a()?;
+    b()?;
+    let (mut best_a, mut best_b) = (0f64, 0f64);
+    for _ in 0..trials {
+        best_a = best_a.max(one(bytes_a, trial, &mut a)?);
+        best_b = best_b.max(one(bytes_b, trial, &mut b)?);
+    }
+    Ok((best_a, best_b))
 }
 
-/// One row: size, NetDMA GB/s, memcpy GB/s.
+/// One row of `nd bench`: size, NetDMA GB/s, memcpy GB/s.
 #[derive(Debug, Clone, Copy)]
 pub struct CopyRow {
     /// Copy size.
@@ -46,140 +76,343 @@ pub struct CopyRow {
     pub memcpy: f64,
 }
 
-/// One cell of the matrix: a size, a channel count, the engine's aggregate GB/s, and
-/// single-thread memcpy at that size.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct DmaRow {
-    /// Copy size (octets per descriptor).
-    pub size: usize,
-    /// Channels copying at once (each its own destination, one shared source).
-    pub channels: usize,
-    /// Aggregate GB/s of the channels (10^9 octets).
-    pub netdma_gb_s: f64,
-    /// Single-thread `copy_from_slice` GB/s at this size.
-    pub memcpy_gb_s: f64,
-}
-
-/// The copy engine (one channel) and memcpy at each size (`nd bench`).
+/// The copy engine (one channel, chains of about 16 MiB) and memcpy at each size (`nd bench`).
 pub fn run(sizes: &[usize], trial: Duration, mut tick: impl FnMut()) -> Result<Vec<CopyRow>> {
-    Ok(matrix(sizes, &[1], trial, 2, |_| tick())?
-        .into_iter()
-        .map(|r| CopyRow {
-            size: r.size,
-            netdma: r.netdma_gb_s,
-            memcpy: r.memcpy_gb_s,
-        })
-        .collect())
+    let bench = Bench::new(1)?;
+    let mut rows = Vec::new();
+    for &size in sizes {
+        let c = bench.chain_cell(size, per_chain(size), trial, 2)?;
+        rows.push(CopyRow {
+            size,
+            netdma: c.netdma_gb_s,
+            memcpy: c.memcpy_gb_s,
+        });
+        tick();
+    }
+    Ok(rows)
 }
 
-/// Descriptors per chain for `size`: about 16 MiB a chain, 1 to 4096 descriptors.
-fn per_chain(size: usize) -> usize {
+/// Descriptors per chain for the channel view: about 16 MiB a chain, 1 to 4096 descriptors.
+pub fn per_chain(size: usize) -> usize {
     ((16 << 20) / size.max(1)).clamp(1, 4096)
 }
 
-fn memcpy_rate(size: usize, trial: Duration, trials: u32) -> Result<f64> {
-    let k = per_chain(size);
-    let src = DmaBuffer::from_slice(&vec![0x5Au8; size]);
-    let dst = DmaBuffer::new(size);
-    let s = src.read().map_err(dma_err("cannot read a buffer"))?;
-    let mut d = dst.write().map_err(dma_err("cannot write a buffer"))?;
-    measure((k * size) as u64, trial, trials, || {
-        for _ in 0..k {
-            d.copy_from_slice(black_box(&s));
-            black_box(&mut *d);
-        }
-        Ok(())
-    })
+/// One cell of the single-descriptor or chain view.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ChainCell {
+    /// Octets per descriptor.
+    pub size: usize,
+    /// Descriptors per submission (1 = single descriptors).
+    pub chain: usize,
+    /// One channel, GB/s (10^9 octets).
+    pub netdma_gb_s: f64,
+    /// Single-thread `memcpy` of the same copies, GB/s, measured in alternation.
+    pub memcpy_gb_s: f64,
+    /// True if the provider runs a submission of this size on the submitting thread.
+    pub inline: bool,
 }
 
-/// The CPU engine at every (size, channel count), each next to memcpy at that size; the
-/// destinations are checked against the source afterwards. `tick` gets each row as it is done.
-pub fn matrix(
-    sizes: &[usize],
-    channels: &[usize],
-    trial: Duration,
-    trials: u32,
-    mut tick: impl FnMut(&DmaRow),
-) -> Result<Vec<DmaRow>> {
-    let most = channels.iter().copied().max().unwrap_or(1).max(1);
-    let netdma = NetDma::new();
-    let engine = CpuEngine::register(&netdma, EngineConfig::new(most as u32))
-        .map_err(dma_err("cannot start the CPU engine"))?;
-    let mut rows = Vec::new();
-    for &size in sizes {
-        let memcpy = memcpy_rate(size, trial, trials)?;
-        let k = per_chain(size);
-        let src = DmaBuffer::from_slice(&vec![0x5Au8; size]);
-        for &n in channels {
-            let mut chans = Vec::with_capacity(n);
-            for _ in 0..n {
-                let ch = netdma
-                    .allocate_channel(engine.id(), ChannelParameters::default())
-                    .map_err(dma_err("cannot allocate a channel"))?;
-                let mut first = Chain::new();
-                first.null(ControlFlags::empty());
-                let s0 = ch
-                    .start(first)
-                    .map_err(dma_err("cannot start the channel"))?;
-                let st = ch.wait(&s0, Some(Duration::from_secs(10)));
-                if st != netdma::Status::SUCCESS {
-                    return Err(dma_err("the first chain failed")(st));
-                }
-                chans.push((ch, DmaBuffer::new(size)));
-            }
-            let chain = |dst: &DmaBuffer| {
-                let mut c = Chain::with_capacity(k);
-                for _ in 0..k {
-                    c.copy(&src, 0, dst, 0, size as u32, ControlFlags::empty());
-                }
-                c
-            };
-            let submit = || -> Result<Vec<netdma::Submission>> {
-                chans
-                    .iter()
-                    .map(|(ch, dst)| {
-                        ch.append(chain(dst))
-                            .map_err(dma_err("cannot append a chain"))
-                    })
-                    .collect()
-            };
-            let wait_all = |subs: &[netdma::Submission]| -> Result<()> {
-                for ((ch, _), s) in chans.iter().zip(subs) {
-                    let st = ch.wait(s, Some(Duration::from_secs(30)));
-                    if st != netdma::Status::SUCCESS {
-                        return Err(dma_err("a copy chain failed")(st));
+/// One cell of the channel view.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ChannelCell {
+    /// Octets per descriptor.
+    pub size: usize,
+    /// Channels copying at once.
+    pub channels: usize,
+    /// The CPU each channel reported (`CpuNumber`), as requested by its affinity mask.
+    pub cpus: Vec<u32>,
+    /// Aggregate GB/s of the channels.
+    pub netdma_gb_s: f64,
+    /// Aggregate GB/s of as many `memcpy` threads pinned to the same CPUs.
+    pub memcpy_threads_gb_s: f64,
+}
+
+/// The engine under test and its provider id.
+pub struct Bench {
+    netdma: NetDma,
+    engine: CpuEngine,
+    inline_threshold: u64,
+}
+
+impl Bench {
+    /// A CPU engine with `channels` channels (measured copy plan and inline threshold).
+    pub fn new(channels: usize) -> Result<Bench> {
+        let netdma = NetDma::new();
+        let engine = CpuEngine::register(&netdma, EngineConfig::new(channels.max(1) as u32))
+            .map_err(dma_err("cannot start the CPU engine"))?;
+        let inline_threshold = netdma
+            .providers()
+            .iter()
+            .find(|p| p.id == engine.id())
+            .map_or(0, |p| p.characteristics.inline_threshold);
+        Ok(Bench {
+            netdma,
+            engine,
+            inline_threshold,
+        })
+    }
+
+    /// The provider's declared inline threshold.
+    pub fn inline_threshold(&self) -> u64 {
+        self.inline_threshold
+    }
+
+    fn id(&self) -> ProviderId {
+        self.engine.id()
+    }
+
+    fn channel(&self, cpu: Option<usize>) -> Result<Channel> {
+        let mut p = ChannelParameters::default();
+        if let Some(c) = cpu {
+            p.processor_affinity_mask = 1u64 << (c % 64);
+        }
+        let ch = self
+            .netdma
+            .allocate_channel(self.id(), p)
+            .map_err(dma_err("cannot allocate a channel"))?;
+        let mut first = Chain::new();
+        first.null(ControlFlags::empty());
+        let s0 = ch
+            .start(first)
+            .map_err(dma_err("cannot start the channel"))?;
+        let st = ch.wait(&s0, Some(Duration::from_secs(10)));
+        if st != netdma::Status::SUCCESS {
+            return Err(dma_err("the first chain failed")(st));
+        }
+        Ok(ch)
+    }
+
+    /// One channel, `chain` descriptors of `size` octets per Append, against memcpy.
+    pub fn chain_cell(
+        &self,
+        size: usize,
+        chain: usize,
+        trial: Duration,
+        trials: u32,
+    ) -> Result<ChainCell> {
+        let ch = self.channel(None)?;
+        let (src, dst) = (
+            DmaBuffer::from_slice(&vec![FILL; size]),
+            DmaBuffer::new(size),
+        );
+        let mut stream = Stream::new(&ch, &src, &dst, size, chain);
+        let depth = depth(size * chain);
+        let (msrc, mdst) = (
+            DmaBuffer::from_slice(&vec![FILL; size]),
+            DmaBuffer::new(size),
+        );
+        let (netdma_gb_s, memcpy_gb_s) = {
+            let s = msrc.read().map_err(dma_err("cannot read a buffer"))?;
+            let mut d = mdst.write().map_err(dma_err("cannot write a buffer"))?;
+            let bytes = (chain * size) as u64;
+            measure_pair(
+                trial,
+                trials,
+                (bytes, || stream.step(depth)),
+                (bytes, || {
+                    for _ in 0..chain {
+                        d.copy_from_slice(black_box(&s));
+                        black_box(&mut *d);
                     }
+                    Ok(())
+                }),
+            )?
+        };
+        stream.drain()?;
+        drop(ch);
+        verify(&dst)?;
+        Ok(ChainCell {
+            size,
+            chain,
+            netdma_gb_s,
+            memcpy_gb_s,
+            inline: (size * chain) as u64 <= self.inline_threshold,
+        })
+    }
+
+    /// `n` channels on CPUs 0..n (chains of [`per_chain`]) against `n` pinned memcpy threads.
+    pub fn channel_cell(
+        &self,
+        size: usize,
+        n: usize,
+        trial: Duration,
+        trials: u32,
+    ) -> Result<ChannelCell> {
+        let cpus = crate::cpu::cpus();
+        let k = per_chain(size);
+        let mut chans = Vec::with_capacity(n);
+        for c in 0..n {
+            let ch = self.channel(Some(c % cpus))?;
+            chans.push((
+                ch,
+                DmaBuffer::from_slice(&vec![FILL; size]),
+                DmaBuffer::new(size),
+            ));
+        }
+        let reported: Vec<u32> = chans.iter().map(|c| c.0.cpu_number()).collect();
+        let mut streams: Vec<Stream<'_>> = chans
+            .iter()
+            .map(|(ch, s, d)| Stream::new(ch, s, d, size, k))
+            .collect();
+        let bufs: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
+            .map(|_| (vec![FILL; size], vec![0u8; size]))
+            .collect();
+        let mut bufs = bufs;
+        let bytes = (n * k * size) as u64;
+        let keep = depth(k * size);
+        let mut threads_gb = 0f64;
+        let (netdma_gb_s, _) = measure_pair(
+            trial,
+            trials,
+            (bytes, || {
+                for s in streams.iter_mut() {
+                    s.submit()?;
+                }
+                for s in streams.iter_mut() {
+                    s.retire(keep - 1)?;
                 }
                 Ok(())
-            };
-            // One chain queued behind the running one on every channel, as a streaming client.
-            let mut prev = submit()?;
-            let dma = measure((n * k * size) as u64, trial, trials, || {
-                let next = submit()?;
-                wait_all(&prev)?;
-                prev = next;
+            }),
+            (bytes, || {
+                threads_gb = threads_gb.max(memcpy_threads(&mut bufs, k, trial, cpus));
                 Ok(())
-            })?;
-            wait_all(&prev)?;
-            for (ch, dst) in chans {
-                drop(ch);
-                let got = dst.read().map_err(dma_err("cannot read a buffer"))?;
-                if got.iter().any(|b| *b != 0x5A) {
-                    return Err(Error::status(
-                        "NetDMA: the copied bytes differ from the source",
-                        Status::DATA_ERROR,
-                    ));
-                }
-            }
-            let row = DmaRow {
-                size,
-                channels: n,
-                netdma_gb_s: dma,
-                memcpy_gb_s: memcpy,
-            };
-            tick(&row);
-            rows.push(row);
+            }),
+        )?;
+        for s in streams.iter_mut() {
+            s.drain()?;
+        }
+        drop(streams);
+        for (ch, _, dst) in chans {
+            drop(ch);
+            verify(&dst)?;
+        }
+        Ok(ChannelCell {
+            size,
+            channels: n,
+            cpus: reported,
+            netdma_gb_s,
+            memcpy_threads_gb_s: threads_gb,
+        })
+    }
+}
+
+/// `bufs.len()` threads, thread i pinned to CPU i, each copying its source to its destination
+/// `k` times per step for at least `trial`; aggregate GB/s.
+fn memcpy_threads(bufs: &mut [(Vec<u8>, Vec<u8>)], k: usize, trial: Duration, cpus: usize) -> f64 {
+    let n = bufs.len();
+    let start = Barrier::new(n);
+    let results: Vec<(u64, f64)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = bufs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, (s, d))| {
+                let start = &start;
+                sc.spawn(move || {
+                    let _ = netdma::pin_current_thread(i % cpus);
+                    start.wait();
+                    let t = Instant::now();
+                    let mut bytes = 0u64;
+                    while bytes == 0 || t.elapsed() < trial {
+                        for _ in 0..k {
+                            d.copy_from_slice(black_box(s));
+                            black_box(&mut *d);
+                        }
+                        bytes += (k * s.len()) as u64;
+                    }
+                    (bytes, t.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        hs.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let secs = results.iter().map(|r| r.1).fold(0f64, f64::max);
+    let bytes: u64 = results.iter().map(|r| r.0).sum();
+    if secs > 0.0 {
+        bytes as f64 / secs / 1e9
+    } else {
+        0.0
+    }
+}
+
+/// A streaming client of one channel: appends chains of `k` copies and keeps one submission
+/// queued behind the running one.
+struct Stream<'a> {
+    ch: &'a Channel,
+    src: &'a DmaBuffer,
+    dst: &'a DmaBuffer,
+    size: u32,
+    k: usize,
+    pending: VecDeque<Submission>,
+}
+
+impl<'a> Stream<'a> {
+    fn new(ch: &'a Channel, src: &'a DmaBuffer, dst: &'a DmaBuffer, size: usize, k: usize) -> Self {
+        Stream {
+            ch,
+            src,
+            dst,
+            size: size as u32,
+            k,
+            pending: VecDeque::new(),
         }
     }
-    Ok(rows)
+
+    fn submit(&mut self) -> Result<()> {
+        let mut c = Chain::with_capacity(self.k);
+        for _ in 0..self.k {
+            c.copy(self.src, 0, self.dst, 0, self.size, ControlFlags::empty());
+        }
+        let s = self
+            .ch
+            .append(c)
+            .map_err(dma_err("cannot append a chain"))?;
+        self.pending.push_back(s);
+        Ok(())
+    }
+
+    /// Once more than `keep` submissions are outstanding, retires down to `keep` (to `keep / 2`
+    /// from a window of four up: completions are retired in batches, one wait per batch, as a
+    /// streaming client would, rather than one wake-up per submission).
+    fn retire(&mut self, keep: usize) -> Result<()> {
+        if self.pending.len() <= keep {
+            return Ok(());
+        }
+        let low = if keep >= 4 { keep / 2 } else { keep };
+        let n = self.pending.len() - low;
+        // Completion is in order: waiting for the last of the batch covers the ones before.
+        if let Some(last) = self.pending.get(n - 1) {
+            let st = self.ch.wait(last, Some(Duration::from_secs(60)));
+            if st != netdma::Status::SUCCESS {
+                return Err(dma_err("a copy chain failed")(st));
+            }
+        }
+        for s in self.pending.drain(..n) {
+            let st = self.ch.poll(&s);
+            if st != netdma::Status::SUCCESS {
+                return Err(dma_err("a copy chain failed")(st));
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends one submission and keeps `depth` outstanding.
+    fn step(&mut self, depth: usize) -> Result<()> {
+        self.submit()?;
+        self.retire(depth.max(1) - 1)
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        self.retire(0)
+    }
+}
+
+fn verify(dst: &DmaBuffer) -> Result<()> {
+    let got = dst.read().map_err(dma_err("cannot read a buffer"))?;
+    if got.iter().any(|b| *b != FILL) {
+        return Err(Error::status(
+            "NetDMA: the copied bytes differ from the source",
+            Status::DATA_ERROR,
+        ));
+    }
+    Ok(())
 }

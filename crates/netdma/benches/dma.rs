@@ -1,8 +1,9 @@
 //! NetDMA CPU engine throughput vs `memcpy`, measured in the same run.
 //!
 //! `cargo bench -p netdma` prints, per copy size, single-thread `memcpy` GB/s, one channel with
-//! the default store policy, one channel forced to temporal and to non-temporal stores, the
-//! ratios to memcpy, and the aggregate of two channels. GB = 10^9 bytes copied (bcopy
+//! the copy plan measured on this machine, one channel forced to `memcpy` and to non-temporal
+//! stores, the ratios to memcpy, and the aggregate of two channels (`nd dma` has the fuller
+//! picture: single descriptors, chains of 16/64/256, N channels against N memcpy threads). GB = 10^9 bytes copied (bcopy
 //! convention). Channels are kept busy with one chain queued behind the running one (the
 //! next chain is built while the engine copies). Each cell is the best of 3 trials of ≥ `NETDMA_BENCH_MS` ms (default 120).
 //! `NETDMA_BENCH_PIN=0` leaves the workers unpinned. Arguments: optional list of sizes in KiB (e.g. `cargo bench -p netdma -- 64 1024`).
@@ -142,9 +143,9 @@ fn print_submit_cost(netdma: &NetDma, id: ProviderId) {
     println!("client submit cost: {per:.1} ns per descriptor (chains of {k})");
 }
 
-fn engine(netdma: &NetDma, channels: u32, nt: u64) -> CpuEngine {
+fn engine(netdma: &NetDma, channels: u32, plan: Option<CopyPlan>) -> CpuEngine {
     let mut cfg = EngineConfig::new(channels);
-    cfg.nt_threshold = nt;
+    cfg.copy_plan = plan;
     cfg.pin_workers = std::env::var("NETDMA_BENCH_PIN").map_or(true, |v| v != "0");
     CpuEngine::register(netdma, cfg).unwrap()
 }
@@ -163,11 +164,11 @@ fn main() {
         args.iter().map(|k| k << 10).collect()
     };
     let netdma = NetDma::new();
-    let default = engine(&netdma, 2, DEFAULT_NT_THRESHOLD);
-    let temporal = engine(&netdma, 1, u64::MAX);
-    let nt = engine(&netdma, 1, 0);
+    let default = engine(&netdma, 2, None);
+    let temporal = engine(&netdma, 1, Some(CopyPlan::fixed(CopyMethod::Memcpy)));
+    let nt = engine(&netdma, 1, Some(CopyPlan::fixed(CopyMethod::NonTemporal)));
     println!(
-        "NetDMA CPU engine vs memcpy (GB/s, 1 GB = 1e9 B; best of 3 x {} ms; {} CPUs; NT stores {}; default NT threshold {} KiB)",
+        "NetDMA CPU engine vs memcpy (GB/s, 1 GB = 1e9 B; best of 3 x {} ms; {} CPUs; NT stores {}; measured NT threshold {} KiB)",
         trial_ms(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         if non_temporal_available() {
@@ -175,7 +176,10 @@ fn main() {
         } else {
             "unavailable"
         },
-        DEFAULT_NT_THRESHOLD >> 10
+        Calibration::get()
+            .plan
+            .nt_threshold()
+            .map_or(u64::MAX, |t| t >> 10)
     );
     println!(
         "{:>9} {:>8} {:>8} {:>6} {:>9} {:>6} {:>8} {:>6} {:>9} {:>10}",

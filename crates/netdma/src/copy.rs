@@ -381,19 +381,71 @@ fn check(token: &ChannelToken, lease: &Lease, write: bool) -> Result<()> {
     Ok(())
 }
 
-/// Store strategy of the copy kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreKind {
-    /// Ordinary (temporal) stores: `ptr::copy_nonoverlapping`, i.e. the platform `memcpy`.
-    Temporal,
-    /// Non-temporal (streaming) stores where the CPU has them; falls back to temporal stores
-    /// otherwise, for overlapping ranges, and for short copies.
+/// A copy kernel. Which one runs for a given size is decided by a
+/// [`CopyPlan`](crate::CopyPlan), normally measured on the running machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CopyMethod {
+    /// The platform `memcpy` (`ptr::copy_nonoverlapping`).
+    Memcpy,
+    /// `rep movsb` (x86-64; fast on CPUs with ERMS/FSRM).
+    RepMovsb,
+    /// 32-byte AVX loads and ordinary (temporal) stores to an aligned destination.
+    Vector,
+    /// Streaming (non-temporal) stores: the destination bypasses the caches. Copies shorter
+    /// than 256 bytes use ordinary stores.
     NonTemporal,
+}
+
+impl CopyMethod {
+    /// Every method, in declaration order.
+    pub const ALL: [CopyMethod; 4] = [
+        CopyMethod::Memcpy,
+        CopyMethod::RepMovsb,
+        CopyMethod::Vector,
+        CopyMethod::NonTemporal,
+    ];
+
+    /// True if this CPU can run the method.
+    pub fn available(self) -> bool {
+        match self {
+            CopyMethod::Memcpy => true,
+            CopyMethod::RepMovsb => cfg!(target_arch = "x86_64"),
+            CopyMethod::Vector => vector_available(),
+            CopyMethod::NonTemporal => non_temporal_available(),
+        }
+    }
+
+    /// Short name (`memcpy`, `rep_movsb`, `vector`, `non_temporal`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CopyMethod::Memcpy => "memcpy",
+            CopyMethod::RepMovsb => "rep_movsb",
+            CopyMethod::Vector => "vector",
+            CopyMethod::NonTemporal => "non_temporal",
+        }
+    }
+
+    /// True for the methods whose stores go through the caches.
+    pub fn is_temporal(self) -> bool {
+        self != CopyMethod::NonTemporal
+    }
 }
 
 /// True if this CPU has a non-temporal store path (x86-64 with AVX2 or SSE2).
 pub fn non_temporal_available() -> bool {
     nt_kind() != NtKind::None
+}
+
+fn vector_available() -> bool {
+    static AVX: OnceLock<bool> = OnceLock::new();
+    *AVX.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::is_x86_feature_detected!("avx")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -420,9 +472,10 @@ fn nt_kind() -> NtKind {
     })
 }
 
-/// Copies `len` bytes from `src[so..]` to `dst[do_..]`. Overlapping ranges (same buffer)
-/// behave like `memmove`. Ranges are bounds-checked (`STATUS_ACCESS_VIOLATION`); leases must
-/// belong to `token`'s channel and `dst` must be a write lease (`STATUS_INVALID_PARAMETER`).
+/// Copies `len` bytes from `src[so..]` to `dst[do_..]` with `method` (or `memcpy` where the
+/// method is not available on this CPU). Overlapping ranges (same buffer) behave like
+/// `memmove`. Ranges are bounds-checked (`STATUS_ACCESS_VIOLATION`); leases must belong to
+/// `token`'s channel and `dst` must be a write lease (`STATUS_INVALID_PARAMETER`).
 pub(crate) fn copy(
     token: &mut ChannelToken,
     src: &Lease,
@@ -430,7 +483,7 @@ pub(crate) fn copy(
     dst: &Lease,
     do_: u64,
     len: u64,
-    kind: StoreKind,
+    method: CopyMethod,
 ) -> Result<()> {
     check(token, src, false)?;
     check(token, dst, true)?;
@@ -451,23 +504,92 @@ pub(crate) fn copy(
         unsafe { std::ptr::copy(s, d, len) };
         return Ok(());
     }
-    match (kind, nt_kind()) {
+    // In every arm the ranges are valid, in bounds and disjoint (checked above), and the
+    // kernel's CPU feature is checked right in the arm's guard.
+    match method {
         #[cfg(target_arch = "x86_64")]
-        (StoreKind::NonTemporal, NtKind::Avx2) if len >= 256 => {
-            // SAFETY: AVX2 was detected at run time; ranges are valid and disjoint (above).
+        CopyMethod::NonTemporal if len >= 256 && nt_kind() == NtKind::Avx2 => {
+            // SAFETY: AVX2 detected (guard); ranges valid and disjoint (above).
             unsafe { nt_copy_avx2(s, d, len) }
         }
         #[cfg(target_arch = "x86_64")]
-        (StoreKind::NonTemporal, NtKind::Sse2) if len >= 256 => {
-            // SAFETY: SSE2 is part of the x86-64 baseline; ranges are valid and disjoint.
+        CopyMethod::NonTemporal if len >= 256 && nt_kind() == NtKind::Sse2 => {
+            // SAFETY: SSE2 is x86-64 baseline; ranges valid and disjoint (above).
             unsafe { nt_copy_sse2(s, d, len) }
         }
+        #[cfg(target_arch = "x86_64")]
+        CopyMethod::RepMovsb => {
+            // SAFETY: `rep movsb` exists on every x86-64; ranges valid and disjoint (above).
+            unsafe { rep_movsb(s, d, len) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        CopyMethod::Vector if len >= 64 && vector_available() => {
+            // SAFETY: AVX detected (guard); ranges valid and disjoint (above).
+            unsafe { vector_copy_avx(s, d, len) }
+        }
         _ => {
-            // SAFETY: ranges are valid, in bounds and disjoint (checked above).
+            // SAFETY: ranges valid, in bounds and disjoint (above).
             unsafe { std::ptr::copy_nonoverlapping(s, d, len) }
         }
     }
     Ok(())
+}
+
+/// `rep movsb`: the microcoded string move (ERMS/FSRM make it competitive from a few hundred
+/// bytes up).
+///
+/// # Safety
+/// `s` valid for `len` reads, `d` valid for `len` writes, no overlap.
+#[cfg(target_arch = "x86_64")]
+unsafe fn rep_movsb(s: *const u8, d: *mut u8, len: usize) {
+    // SAFETY: the caller guarantees both ranges; the direction flag is clear at function
+    // boundaries (System V ABI), so the move runs forward over exactly `len` bytes.
+    unsafe {
+        std::arch::asm!(
+            "rep movsb",
+            inout("rcx") len => _,
+            inout("rsi") s => _,
+            inout("rdi") d => _,
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// Temporal vector copy: 32-byte unaligned loads, 32-byte aligned stores, four per iteration;
+/// the unaligned head and the tail use `memcpy`.
+///
+/// # Safety
+/// AVX must be available; `s` valid for `len` reads, `d` valid for `len` writes, no overlap.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn vector_copy_avx(s: *const u8, d: *mut u8, len: usize) {
+    use std::arch::x86_64::*;
+    let head = d.align_offset(32).min(len);
+    // SAFETY: `head <= len`, ranges valid and disjoint per the function contract.
+    unsafe { std::ptr::copy_nonoverlapping(s, d, head) };
+    let mut i = head;
+    while i + 128 <= len {
+        // SAFETY: `i + 128 <= len` keeps every access in range; `d + i` is 32-byte aligned
+        // (head aligned it, steps are multiples of 32) as `_mm256_store_si256` requires.
+        unsafe {
+            let a = _mm256_loadu_si256(s.add(i).cast());
+            let b = _mm256_loadu_si256(s.add(i + 32).cast());
+            let c = _mm256_loadu_si256(s.add(i + 64).cast());
+            let e = _mm256_loadu_si256(s.add(i + 96).cast());
+            _mm256_store_si256(d.add(i).cast(), a);
+            _mm256_store_si256(d.add(i + 32).cast(), b);
+            _mm256_store_si256(d.add(i + 64).cast(), c);
+            _mm256_store_si256(d.add(i + 96).cast(), e);
+        }
+        i += 128;
+    }
+    while i + 32 <= len {
+        // SAFETY: in range and aligned as above.
+        unsafe { _mm256_store_si256(d.add(i).cast(), _mm256_loadu_si256(s.add(i).cast())) };
+        i += 32;
+    }
+    // SAFETY: the tail stays in range.
+    unsafe { std::ptr::copy_nonoverlapping(s.add(i), d.add(i), len - i) };
 }
 
 /// Non-temporal copy with 32-byte streaming stores: head up to 32-byte destination alignment
@@ -663,18 +785,18 @@ mod tests {
             let la = Lease::acquire(&a, t.id(), false).unwrap();
             let lb = Lease::acquire(&b, t.id(), true).unwrap();
             assert_eq!(
-                copy(&mut t, &la, 200, &lb, 0, 57, StoreKind::Temporal),
+                copy(&mut t, &la, 200, &lb, 0, 57, CopyMethod::Memcpy),
                 Err(Status::ACCESS_VIOLATION)
             );
             assert_eq!(
-                copy(&mut other, &la, 0, &lb, 0, 1, StoreKind::Temporal),
+                copy(&mut other, &la, 0, &lb, 0, 1, CopyMethod::Memcpy),
                 Err(Status::INVALID_PARAMETER)
             );
             assert_eq!(
-                copy(&mut t, &lb, 0, &la, 0, 1, StoreKind::Temporal),
+                copy(&mut t, &lb, 0, &la, 0, 1, CopyMethod::Memcpy),
                 Err(Status::INVALID_PARAMETER)
             );
-            copy(&mut t, &la, 0, &lb, 0, 256, StoreKind::NonTemporal).unwrap();
+            copy(&mut t, &la, 0, &lb, 0, 256, CopyMethod::NonTemporal).unwrap();
             assert_eq!(compare(&mut t, &la, 0, &lb, 0, 256), Ok(None));
             fill(&mut t, &lb, 3, 10, 0x0807_0605_0403_0201).unwrap();
             assert_eq!(compare(&mut t, &la, 0, &lb, 0, 256), Ok(Some(3)));
@@ -683,7 +805,7 @@ mod tests {
                 Ok(::crc32c::crc32c(&a.read().unwrap()[..9]))
             );
             // overlapping move inside one buffer
-            copy(&mut t, &lb, 0, &lb, 1, 100, StoreKind::NonTemporal).unwrap();
+            copy(&mut t, &lb, 0, &lb, 1, 100, CopyMethod::NonTemporal).unwrap();
         }
         let v = b.to_vec().unwrap();
         assert_eq!(&v[1..4], &[0, 1, 2]);
@@ -691,18 +813,21 @@ mod tests {
     }
 
     #[test]
-    fn nt_copy_all_lengths_and_offsets() {
+    fn every_method_all_lengths_and_offsets() {
         let mut t = ChannelToken::new();
         let src: Vec<u8> = (0..2048u32).map(|i| (i * 7 + 3) as u8).collect();
         let a = DmaBuffer::from_slice(&src);
         let b = DmaBuffer::new(2048);
         let la = Lease::acquire(&a, t.id(), false).unwrap();
         let lb = Lease::acquire(&b, t.id(), true).unwrap();
-        for len in [0u64, 1, 31, 255, 256, 257, 1000, 1500] {
+        for (method, len) in CopyMethod::ALL
+            .iter()
+            .flat_map(|m| [0u64, 1, 31, 63, 64, 127, 255, 256, 257, 1000, 1500].map(|l| (*m, l)))
+        {
             for so in [0u64, 1, 17, 33] {
                 for d in [0u64, 5, 32, 63] {
                     fill(&mut t, &lb, 0, 2048, 0xAAAA_AAAA_AAAA_AAAA).unwrap();
-                    copy(&mut t, &la, so, &lb, d, len, StoreKind::NonTemporal).unwrap();
+                    copy(&mut t, &la, so, &lb, d, len, method).unwrap();
                     assert_eq!(compare(&mut t, &la, so, &lb, d, len), Ok(None));
                     if d > 0 {
                         assert_eq!(compare(&mut t, &lb, d - 1, &lb, 2047, 1), Ok(None));

@@ -3,6 +3,7 @@
 
 use crate::flags::{Extensions, ProviderFlags};
 use crate::interface::{NetDma, ProviderHandle, ProviderId, online_cpus};
+use crate::method::{Calibration, CopyPlan};
 use crate::prepared::ExecOptions;
 use crate::provider::{
     AllocatedChannel, ChannelCpuAffinity, ChannelSetup, OptionalHandlers, Provider,
@@ -11,12 +12,6 @@ use crate::provider::{
 use crate::soft::SoftChannel;
 use crate::status::{Result, Status};
 use std::sync::{Arc, Mutex};
-
-/// Default size from which the CPU engine copies with non-temporal stores (8 MiB, a quarter of
-/// the development VM's 32 MiB L3). Measured with `cargo bench -p netdma` on that VM (2 vCPU
-/// AMD EPYC, Zen): at 4 MiB temporal stores were ~1.4x faster than non-temporal ones, at 8 MiB
-/// they were even, at 16 MiB and above non-temporal stores were ~1.5x faster.
-pub const DEFAULT_NT_THRESHOLD: u64 = 8 << 20;
 
 /// Configuration of a software engine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,11 +25,19 @@ pub struct EngineConfig {
     pub extensions: Extensions,
     /// Optional handlers to advertise (default: all).
     pub handlers: OptionalHandlers,
-    /// Copies of at least this many bytes use non-temporal stores (`u64::MAX`: never).
-    pub nt_threshold: u64,
+    /// Which copy kernel for which size; `None` (default): the plan measured on this machine
+    /// at first use ([`Calibration::get`]).
+    pub copy_plan: Option<CopyPlan>,
+    /// CPU engine: submissions of at most this many bytes to an idle channel run on the
+    /// submitting thread (0: never); `None` (default): the measured
+    /// [`Calibration::inline_threshold`]. Reported as
+    /// [`ProviderCharacteristics::inline_threshold`].
+    pub inline_threshold: Option<u64>,
     /// `MaximumTransferSize` (≥ 4096).
     pub maximum_transfer_size: u32,
-    /// Pin each worker to the CPU reported as `CpuNumber` (CPU engine only).
+    /// Pin each worker to the CPU reported as `CpuNumber` when the client's affinity mask
+    /// excludes some online CPU (CPU engine only); a mask admitting every CPU leaves the
+    /// worker unpinned either way.
     pub pin_workers: bool,
     /// `FriendlyName`.
     pub friendly_name: String,
@@ -48,7 +51,8 @@ impl EngineConfig {
             version: (2, 0),
             extensions: Extensions::all(),
             handlers: OptionalHandlers::all(),
-            nt_threshold: DEFAULT_NT_THRESHOLD,
+            copy_plan: None,
+            inline_threshold: None,
             maximum_transfer_size: u32::MAX,
             pin_workers: true,
             friendly_name: String::new(),
@@ -58,6 +62,8 @@ impl EngineConfig {
 
 struct SoftProvider {
     config: EngineConfig,
+    plan: CopyPlan,
+    inline_threshold: u64,
     inline: bool,
     in_use: Arc<Mutex<Vec<bool>>>,
     affinity: Mutex<Vec<u32>>,
@@ -74,6 +80,7 @@ impl Provider for SoftProvider {
             handlers: c.handlers,
             extensions: c.extensions,
             friendly_name: c.friendly_name.clone(),
+            inline_threshold: self.inline_threshold,
         }
     }
 
@@ -114,19 +121,24 @@ impl Provider for SoftProvider {
         in_use[index] = true;
         drop(in_use);
         let opts = ExecOptions {
-            nt_threshold: self.config.nt_threshold,
+            plan: self.plan.clone(),
             chunk: 1 << 20,
         };
         let release = self.in_use.clone();
         let on_free = Box::new(move || {
             release.lock().unwrap_or_else(|e| e.into_inner())[index] = false;
         });
-        let pin = (!self.inline && self.config.pin_workers).then_some(cpu as usize);
+        // The worker runs where the client's mask allows: a mask that admits every online
+        // CPU leaves it to the scheduler (like any thread, it then moves away from a busy
+        // CPU); any narrower mask pins it to the chosen CPU.
+        let every = (0..cpus as u32).all(allowed);
+        let pin = (!self.inline && self.config.pin_workers && !every).then_some(cpu as usize);
         let ch = SoftChannel::new(
             setup.token,
             setup.parameters.completion_callback,
             opts,
             self.inline,
+            self.inline_threshold,
             pin,
             on_free,
         );
@@ -164,7 +176,20 @@ fn register(netdma: &NetDma, mut config: EngineConfig, inline: bool) -> Result<P
         maximum_address_space: u64::MAX,
     };
     let cpus = online_cpus() as u32;
+    let plan = match &config.copy_plan {
+        Some(p) => p.clone(),
+        None => Calibration::get().plan.clone(),
+    };
+    let inline_threshold = if inline {
+        u64::MAX
+    } else {
+        config
+            .inline_threshold
+            .unwrap_or_else(|| Calibration::get().inline_threshold)
+    };
     let p = Arc::new(SoftProvider {
+        plan,
+        inline_threshold,
         config,
         inline,
         in_use: Arc::new(Mutex::new(vec![false; n])),
@@ -176,7 +201,10 @@ fn register(netdma: &NetDma, mut config: EngineConfig, inline: bool) -> Result<P
 }
 
 /// The CPU copy engine: a provider whose channels are worker threads (one per channel, pinned
-/// to the channel's CPU), copying with `memcpy` or, for large copies, non-temporal stores.
+/// to the channel's CPU), copying with the kernel the [`CopyPlan`] picks for each size (by
+/// default measured on this machine). Submissions of at most
+/// [`ProviderCharacteristics::inline_threshold`] bytes to an idle channel run on the
+/// submitting thread, where handing them to the worker would cost more than the copy.
 #[derive(Debug)]
 pub struct CpuEngine {
     handle: ProviderHandle,
@@ -236,4 +264,21 @@ impl InlineEngine {
     pub fn into_handle(self) -> ProviderHandle {
         self.handle
     }
+}
+
+/// Pins the calling thread to CPU `cpu` (best effort, as the CPU engine pins its workers);
+/// true on success. Exported so that a benchmark can pin its reference threads the same way.
+pub fn pin_current_thread(cpu: usize) -> bool {
+    core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+}
+
+/// The CPUs the calling thread may run on (its `sched_getaffinity` mask), ascending.
+pub fn current_thread_cpus() -> Vec<usize> {
+    let mut v: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    v.sort_unstable();
+    v
 }

@@ -635,7 +635,7 @@ impl Channel {
     pub fn append(&self, chain: Chain) -> Result<Submission> {
         self.powered()?;
         let p = self.prepare(chain)?;
-        Ok(self.chan()?.append(vec![p])?[0])
+        self.chan()?.append_one(p)
     }
 
     /// Batch submission (extension [`Extensions::BATCH`]): every chain is validated and leased

@@ -55,7 +55,12 @@
 //!
 //! ## Threading model and lock order
 //!
-//! * CPU engine: one worker thread per channel, pinned (best effort) to the reported CPU. It
+//! * CPU engine: one worker thread per channel, pinned (best effort) to the reported CPU when
+//!   the client's `processor_affinity_mask` excludes some online CPU, left to the scheduler
+//!   when the mask admits them all (the default); it polls for about 20 µs before it
+//!   sleeps, so a streaming client's next Append needs no wake-up. Whoever executes a job
+//!   (the worker, or a submitter running a small job inline) marks the channel busy under the
+//!   channel lock first, so jobs run one at a time and in order. The worker
 //!   takes a whole submitted chain out of the queue under the channel lock and executes it
 //!   without the lock; between descriptors (and between 1 MiB pieces of a descriptor) it checks
 //!   two atomics (`stop_after`: suspend / replacing start; `stop_now`: abort, reset, free).
@@ -110,9 +115,22 @@
 //!   walked until NULL, 2.0 chains for `DescriptorCount` descriptors (the tail's link is not
 //!   followed); cycles and out-of-range links are `STATUS_INVALID_PARAMETER`. Page breaks use
 //!   4 KiB "pages" of the buffer's offset space; the second address must be 4 KiB aligned.
+//! * **Copy method**: chosen per descriptor size by a [`CopyPlan`], by default measured once
+//!   per process on the running machine ([`Calibration::get`]): `memcpy`, `rep movsb` and
+//!   vector stores on hot buffers at every power of two from 1 KiB to ⅛ of the L3 (a method must
+//!   beat `memcpy` by 10 % to be chosen), and those against non-temporal
+//!   stores at ¼, ½ and all of the L3 that sysfs reports; non-temporal stores are used from
+//!   the smallest of those sizes at which they win there and at every larger one (never, if
+//!   they never win). [`EngineConfig::copy_plan`] fixes a plan instead.
 //! * **Cache hints**: `DESTINATION_NO_SNOOP` selects non-temporal stores for that descriptor,
-//!   `DESTINATION_DCA_ENABLE` forbids them (data wanted in cache); otherwise copies of at least
-//!   the engine's threshold ([`DEFAULT_NT_THRESHOLD`]) use them.
+//!   `DESTINATION_DCA_ENABLE` forbids them (data wanted in cache: the plan's temporal method).
+//! * **Inline execution** (an extension; Intel's DSA library keeps copies below 8 KiB on the
+//!   CPU for the same reason): a submission moving at most
+//!   [`ProviderCharacteristics::inline_threshold`] bytes to a CPU-engine channel with nothing
+//!   queued or running executes inside Start/Append on the submitting thread (callbacks too).
+//!   The threshold is what the best copy method moves during one measured hand-off to a
+//!   sleeping thread and back, at most [`MAX_INLINE_THRESHOLD`]; 0 disables it
+//!   ([`EngineConfig::inline_threshold`]).
 //! * **PnP**: late clients get Registered/Arrival/ChannelArrival replayed; ChannelArrival is
 //!   also sent when a channel is freed. PowerDown blocks new work (`STATUS_DEVICE_NOT_READY`)
 //!   and drains; PowerUp re-starts idle channels with a NULL descriptor. Stop waits for running
@@ -122,17 +140,32 @@
 //!
 //! ## Performance (CPU engine)
 //!
-//! `cargo bench -p netdma` prints GB/s per copy size for single-thread `memcpy` and for one
-//! and two channels, measured in the same run between identically allocated buffers, with
-//! one chain queued behind the running one. On the 2-vCPU development VM (AMD EPYC, 32 MiB L3,
-//! shared with other builds; ratios vary by about ±0.1 between runs) a typical quiet run gave
-//! (one channel / memcpy): 4 KiB 0.60, 16 KiB 0.79, 64 KiB 0.85–0.99, 256 KiB 0.95–1.00,
-//! 1 MiB 0.91–0.97, 4 MiB 0.99–1.01, 16 MiB 1.4, 64 MiB 1.35–1.6 (non-temporal stores beat
-//! glibc's temporal `memcpy` once the data leaves the cache); two channels together 1.6–2.9× one
-//! memcpy from 64 KiB up when the machine is otherwise idle. Small descriptors are limited by
-//! the client's cost of building and validating descriptors (~100–200 ns each here), which
-//! competes with the engine for the same two vCPUs; batch small copies into larger descriptors
-//! where possible.
+//! `nd dma` (`--json`) measures the engine against `memcpy` in the same run, in alternating
+//! trials: single descriptors, chains of 16/64/256 descriptors (one channel), and N channels on
+//! N CPUs against N pinned `memcpy` threads; its header shows the calibration (caches, method
+//! per size, inline threshold). Costs on the 2-vCPU development VM (AMD EPYC, 512 KiB L2,
+//! 32 MiB L3), best of many single-thread repetitions: building a copy descriptor ~10 ns,
+//! validating and leasing it ~10–15 ns, executing it in a run of plain copies ~5–10 ns beyond
+//! the copy kernel (a hot 4 KiB `memcpy` takes 55–70 ns); a one-descriptor submission costs
+//! ~300–400 ns from build to retirement. Chained, the client's share runs in parallel with the
+//! worker's. Medians of three `nd dma --json` runs on that VM while four other builds ran
+//! (load about 5 on 2 CPUs; single figures vary by ±50 %), ratio to `memcpy`:
+//!
+//! | size | single | chain 64 | 2 channels / 2 memcpy threads |
+//! |---|---|---|---|
+//! | 4 KiB | 0.18 (inline) | 0.59 | 0.60 |
+//! | 16 KiB | 0.28 (inline) | 0.79 | 1.05 |
+//! | 64 KiB | 0.65 (inline) | 0.94 | 3.02 |
+//! | 256 KiB | 0.75 | 0.96 | 2.47 |
+//! | 1 MiB | 0.87 | 1.12 | 1.73 |
+//! | 4 MiB | 1.09 | 1.91 | 0.94 |
+//! | 16 MiB | 1.06 | 4.94 | 1.64 |
+//! | 64 MiB | 1.52 | 6.26 | 2.07 |
+//!
+//! From 8 MiB the engine's non-temporal stores beat glibc's temporal `memcpy` several times
+//! over on this (loaded) machine. With the machine quieter, chains of 64 reached 0.91 at 4 KiB
+//! and ≥ 0.9 from 128 KiB, and two channels 0.95 of two `memcpy` threads at 4 MiB (1.5× one
+//! channel).
 
 #![deny(unsafe_code)]
 
@@ -141,25 +174,27 @@ mod descriptor;
 mod engines;
 mod flags;
 mod interface;
+mod method;
 mod prepared;
 mod provider;
 mod soft;
 mod status;
 
 pub use copy::{
-    BUFFER_ALIGN, ChannelToken, DmaBuffer, Lease, ReadGuard, StoreKind, WriteGuard,
+    BUFFER_ALIGN, ChannelToken, CopyMethod, DmaBuffer, Lease, ReadGuard, WriteGuard,
     non_temporal_available,
 };
 pub use descriptor::{
     BufferSlot, Chain, ChainStyle, CompletionStatus, Descriptor, DescriptorAddress, Link, Pa,
     Submission, TransferStatus,
 };
-pub use engines::{CpuEngine, DEFAULT_NT_THRESHOLD, EngineConfig, InlineEngine};
+pub use engines::{CpuEngine, EngineConfig, InlineEngine, current_thread_cpus, pin_current_thread};
 pub use flags::{ControlFlags, Extensions, OpType, ProviderFlags};
 pub use interface::{
     Channel, ClientCallback, ClientRegistration, NetDma, PnpNotification, PnpNotificationCode,
     ProviderHandle, ProviderId, ProviderInfo,
 };
+pub use method::{CacheInfo, Calibration, CopyPlan, MAX_INLINE_THRESHOLD, Sample};
 pub use prepared::{ExecOptions, PreparedChain};
 pub use provider::{
     AllocatedChannel, ChannelCpuAffinity, ChannelParameters, ChannelSetup, ChannelState,

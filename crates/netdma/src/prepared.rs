@@ -1,9 +1,10 @@
 //! Chain validation (what the NetDMA interface checks before a provider sees a chain) and
 //! descriptor execution (shared by every software engine).
 
-use crate::copy::{self, ChannelToken, Lease, StoreKind};
+use crate::copy::{self, ChannelToken, CopyMethod, Lease};
 use crate::descriptor::{Chain, Link, Pa};
 use crate::flags::{ControlFlags, Extensions, OpType, ProviderFlags};
+use crate::method::CopyPlan;
 use crate::status::{Result, Status};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,16 +17,15 @@ pub(crate) struct Caps {
     pub(crate) max_transfer: u32,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Kind {
     Null,
     ContextChange,
+    /// A copy; page breaks and CRC (rare) are boxed so that a plain copy op stays small.
     Copy {
         src: Pa,
-        src_next: Option<Pa>,
         dst: Pa,
-        dst_next: Option<Pa>,
-        crc: Option<(u32, Pa)>,
+        ex: Option<Box<CopyEx>>,
     },
     Fill {
         dst: Pa,
@@ -43,7 +43,21 @@ enum Kind {
     },
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
+struct CopyEx {
+    src_next: Option<Pa>,
+    dst_next: Option<Pa>,
+    crc: Option<(u32, Pa)>,
+}
+
+impl CopyEx {
+    fn boxed(self) -> Option<Box<CopyEx>> {
+        (self.src_next.is_some() || self.dst_next.is_some() || self.crc.is_some())
+            .then(|| Box::new(self))
+    }
+}
+
+#[derive(Clone, Debug)]
 struct Op {
     flags: ControlFlags,
     len: u64,
@@ -52,10 +66,10 @@ struct Op {
 }
 
 /// How an engine executes descriptors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecOptions {
-    /// Copies of at least this many bytes use non-temporal stores (`u64::MAX`: never).
-    pub nt_threshold: u64,
+    /// Which copy kernel for which descriptor size (the whole descriptor's `TransferSize`).
+    pub plan: CopyPlan,
     /// Work is split into pieces of at most this many bytes; `abort` is checked between pieces.
     pub chunk: u64,
 }
@@ -63,7 +77,7 @@ pub struct ExecOptions {
 impl Default for ExecOptions {
     fn default() -> Self {
         ExecOptions {
-            nt_threshold: u64::MAX,
+            plan: CopyPlan::fixed(CopyMethod::Memcpy),
             chunk: 1 << 20,
         }
     }
@@ -83,6 +97,7 @@ pub struct PreparedChain {
 
 const PAGE: u64 = 4096;
 
+#[inline]
 fn op_of(d: &crate::descriptor::Descriptor, caps: &Caps) -> Result<Op> {
     let f = d.control_flags;
     if f.has_reserved_bits() {
@@ -150,13 +165,16 @@ fn op_of(d: &crate::descriptor::Descriptor, caps: &Caps) -> Result<Op> {
                         };
                         Kind::Copy {
                             src: d.source,
-                            src_next: brk(ControlFlags::SOURCE_PAGE_BREAK, d.next_source)?,
                             dst: d.destination,
-                            dst_next: brk(
-                                ControlFlags::DESTINATION_PAGE_BREAK,
-                                d.next_destination,
-                            )?,
-                            crc: None,
+                            ex: CopyEx {
+                                src_next: brk(ControlFlags::SOURCE_PAGE_BREAK, d.next_source)?,
+                                dst_next: brk(
+                                    ControlFlags::DESTINATION_PAGE_BREAK,
+                                    d.next_destination,
+                                )?,
+                                crc: None,
+                            }
+                            .boxed(),
                         }
                     }
                     OpType::FILL => Kind::Fill {
@@ -175,10 +193,12 @@ fn op_of(d: &crate::descriptor::Descriptor, caps: &Caps) -> Result<Op> {
                     },
                     _ => Kind::Copy {
                         src: d.source,
-                        src_next: None,
                         dst: d.destination,
-                        dst_next: None,
-                        crc: Some((d.next_source.0 as u32, d.next_destination)),
+                        ex: CopyEx {
+                            crc: Some((d.next_source.0 as u32, d.next_destination)),
+                            ..CopyEx::default()
+                        }
+                        .boxed(),
                     },
                 }
             }
@@ -218,7 +238,12 @@ impl PreparedChain {
                         return Err(Status::INVALID_PARAMETER);
                     }
                 }
-                order.extend(0..walk);
+                // No order table needed: execution order is array order.
+                let mut ops = Vec::with_capacity(walk);
+                for d in &chain.descriptors[..walk] {
+                    ops.push(op_of(d, caps)?);
+                }
+                return Self::with_leases(chain, ops, channel);
             }
             None => {
                 seen.resize(n, false);
@@ -262,8 +287,22 @@ impl PreparedChain {
         for &i in &order {
             ops.push(op_of(&chain.descriptors[i], caps)?);
         }
+        Self::with_leases(chain, ops, channel)
+    }
+
+    /// Leases every buffer the ops use (read, or write for destinations and results).
+    fn with_leases(chain: Chain, ops: Vec<Op>, channel: u64) -> Result<PreparedChain> {
         // Lease mode per buffer slot: 0 unused, 1 read, 2 write.
-        let mut mode = vec![0u8; chain.buffers.len()];
+        // (On the stack for the usual handful of buffers.)
+        let nb = chain.buffers.len();
+        let mut small = [0u8; 8];
+        let mut heap = Vec::new();
+        let mode: &mut [u8] = if nb <= small.len() {
+            &mut small[..nb]
+        } else {
+            heap.resize(nb, 0u8);
+            &mut heap
+        };
         let mut mark = |pa: Pa, w: bool| {
             if let Some(m) = mode.get_mut(pa.slot().0 as usize) {
                 *m = (*m).max(if w { 2 } else { 1 });
@@ -272,13 +311,12 @@ impl PreparedChain {
         for op in &ops {
             match op.kind {
                 Kind::Null | Kind::ContextChange => {}
-                Kind::Copy {
-                    src,
-                    src_next,
-                    dst,
-                    dst_next,
-                    crc,
-                } => {
+                Kind::Copy { src, dst, ref ex } => {
+                    let CopyEx {
+                        src_next,
+                        dst_next,
+                        crc,
+                    } = ex.as_deref().copied().unwrap_or_default();
                     mark(src, false);
                     src_next.into_iter().for_each(|p| mark(p, false));
                     mark(dst, true);
@@ -299,16 +337,24 @@ impl PreparedChain {
                 }
             }
         }
-        let leases = chain
-            .buffers
-            .iter()
-            .zip(&mode)
-            .map(|(b, &m)| match m {
-                0 => Ok(None),
-                m => Lease::acquire(b, channel, m == 2).map(Some),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let mut leases = Vec::with_capacity(nb);
+        for (b, &m) in chain.buffers.iter().zip(mode.iter()) {
+            leases.push(match m {
+                0 => None,
+                m => Some(Lease::acquire(b, channel, m == 2)?),
+            });
+        }
         Ok(PreparedChain { ops, leases })
+    }
+
+    /// Bytes the chain moves or reads (sum of the transfer sizes of its non-NULL
+    /// descriptors).
+    pub fn bytes(&self) -> u64 {
+        self.ops
+            .iter()
+            .filter(|o| !matches!(o.kind, Kind::Null | Kind::ContextChange))
+            .map(|o| o.len)
+            .sum()
     }
 
     /// Number of descriptors, in execution order.
@@ -336,6 +382,50 @@ impl PreparedChain {
             .get(pa.slot().0 as usize)
             .and_then(Option::as_ref)
             .ok_or(Status::ACCESS_VIOLATION)
+    }
+
+    /// Executes descriptors `from..` for as long as they are plain copies (one contiguous
+    /// piece, no completion flags, no extension), checking `stop` before each; returns how
+    /// many it executed and the error that ended the run, if any. The executor's fast path:
+    /// such descriptors need no bookkeeping between them.
+    pub(crate) fn run_plain(
+        &self,
+        from: usize,
+        token: &mut ChannelToken,
+        opts: &ExecOptions,
+        stop: &AtomicBool,
+    ) -> (usize, Result<()>) {
+        const FLAGGED: ControlFlags = ControlFlags::INTERRUPT_ON_COMPLETION
+            .union(ControlFlags::STATUS_UPDATE_ON_COMPLETION)
+            .union(ControlFlags::DESTINATION_DCA_ENABLE)
+            .union(ControlFlags::DESTINATION_NO_SNOOP);
+        let mut memo = (u64::MAX, CopyMethod::Memcpy);
+        let mut done = 0;
+        for op in &self.ops[from.min(self.ops.len())..] {
+            let Kind::Copy { src, dst, ex: None } = op.kind else {
+                break;
+            };
+            if op.flags.intersects(FLAGGED) || op.len > opts.chunk {
+                break;
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if memo.0 != op.len {
+                memo = (op.len, opts.plan.method_for(op.len));
+            }
+            let r = match (self.lease(src), self.lease(dst)) {
+                (Ok(sl), Ok(dl)) => {
+                    copy::copy(token, sl, src.offset(), dl, dst.offset(), op.len, memo.1)
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            };
+            if let Err(e) = r {
+                return (done, Err(e));
+            }
+            done += 1;
+        }
+        (done, Ok(()))
     }
 
     /// Executes descriptor `i`. Errors: `STATUS_ACCESS_VIOLATION` for an address outside its
@@ -393,27 +483,25 @@ impl PreparedChain {
                     &c.to_le_bytes(),
                 )
             }
-            Kind::Copy {
-                src,
-                src_next,
-                dst,
-                dst_next,
-                crc,
-            } => {
+            Kind::Copy { src, dst, ref ex } => {
+                // DCA: the consumer wants the data in its cache; NO_SNOOP: it need not be.
                 let kind = if op.flags.contains(ControlFlags::DESTINATION_DCA_ENABLE) {
-                    StoreKind::Temporal
-                } else if op.flags.contains(ControlFlags::DESTINATION_NO_SNOOP)
-                    || len >= opts.nt_threshold
-                {
-                    StoreKind::NonTemporal
+                    opts.plan.temporal_for(len)
+                } else if op.flags.contains(ControlFlags::DESTINATION_NO_SNOOP) {
+                    CopyMethod::NonTemporal
                 } else {
-                    StoreKind::Temporal
+                    opts.plan.method_for(len)
                 };
-                if src_next.is_none() && dst_next.is_none() && crc.is_none() && len <= opts.chunk {
+                if ex.is_none() && len <= opts.chunk {
                     // Fast path: one contiguous piece.
                     let (sl, dl) = (self.lease(src)?, self.lease(dst)?);
                     return copy::copy(token, sl, src.offset(), dl, dst.offset(), len, kind);
                 }
+                let CopyEx {
+                    src_next,
+                    dst_next,
+                    crc,
+                } = ex.as_deref().copied().unwrap_or_default();
                 let segs = |a: Pa, next: Option<Pa>| -> [(Pa, u64); 2] {
                     match next {
                         None => [(a, len), (a, 0)],

@@ -56,6 +56,13 @@ pub struct ProviderCharacteristics {
     pub extensions: Extensions,
     /// `FriendlyName` (2.0).
     pub friendly_name: String,
+    /// Extension: a submission (Start/Append) moving at most this many bytes to a channel
+    /// with nothing queued or running is executed on the submitting thread, inside the call,
+    /// because handing it to the engine would cost more than the copy (Intel's DSA library
+    /// keeps copies below 8 KiB on the CPU for the same reason). Completion, status and
+    /// callbacks are as usual, but on the caller's thread. 0: never; `u64::MAX`: always
+    /// (the inline reference engine).
+    pub inline_threshold: u64,
 }
 
 /// `NET_DMA_PROVIDER_ATTRIBUTES` (spec §3.5), given at `NetDmaProviderStart`.
@@ -101,7 +108,8 @@ pub struct CompletionEvent {
 }
 
 /// The channel's "interrupt": runs on the channel's executor (the worker thread, pinned to the
-/// reported CPU, for the CPU engine). It must not block; it may `append`, but Start, Suspend,
+/// reported CPU, for the CPU engine; the submitting thread for submissions the provider runs
+/// inline, see [`ProviderCharacteristics::inline_threshold`]). It must not block; it may `append`, but Start, Suspend,
 /// Abort, Reset and waits on its own channel return `STATUS_INVALID_DEVICE_STATE` from inside
 /// it (they would wait for the very thread that runs the callback).
 pub type CompletionCallback = Arc<dyn Fn(CompletionEvent) + Send + Sync>;
@@ -219,6 +227,12 @@ pub trait ProviderChannel: Send + Sync {
     fn start(&self, chain: PreparedChain) -> Result<Submission>;
     /// `AppendDma` (several chains: all admitted, linked in order, one doorbell).
     fn append(&self, chains: Vec<PreparedChain>) -> Result<Vec<Submission>>;
+    /// `AppendDma` of one chain (the common case, without the vectors).
+    fn append_one(&self, chain: PreparedChain) -> Result<Submission> {
+        self.append(vec![chain])?
+            .pop()
+            .ok_or(Status::INVALID_DEVICE_STATE)
+    }
     /// `SuspendDma`: returns the last processed descriptor.
     fn suspend(&self) -> Result<Option<DescriptorAddress>> {
         Err(Status::NOT_SUPPORTED)

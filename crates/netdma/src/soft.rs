@@ -17,7 +17,19 @@ struct Job {
     chain: PreparedChain,
     first_seq: u64,
     cursor: usize,
+    /// Small enough to run on the submitting thread (CPU engine, idle channel).
+    inline_ok: bool,
 }
+
+/// How long an idle worker polls for new work before it sleeps: a streaming client appends
+/// again within microseconds, and catching that without a futex wake saves both sides a
+/// system call.
+const WORKER_SPIN: Duration = Duration::from_micros(20);
+
+/// How long `wait` polls before it blocks (the worker then pays for a wake-up). Yielding
+/// instead was no better on a loaded machine: a woken thread gets the CPU back sooner than
+/// one that yielded it.
+const WAIT_SPIN: Duration = Duration::from_micros(20);
 
 struct Inner {
     state: ChannelState,
@@ -32,20 +44,44 @@ struct Inner {
     shutdown: bool,
 }
 
+/// One value on its own cache line, so that the client's polling of completion words does not
+/// slow down the executor's reads of its control flags (and the other way round).
+#[repr(align(64))]
+struct Line<T>(T);
+
+impl<T> std::ops::Deref for Line<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
     worker_cv: Condvar,
     client_cv: Condvar,
-    slot: AtomicU64,
-    completed: AtomicU64,
-    last_discard_end: AtomicU64,
+    slot: Line<AtomicU64>,
+    /// Last completed sequence number. Stored at the end of every job, for descriptors that ask
+    /// for a status write or a callback, and when the executor stops or fails mid-job; so it is
+    /// exact whenever a submission ends or the executor is quiesced (what `poll`, `suspend` and
+    /// discards read), without a store to a line the client polls after every descriptor.
+    completed: Line<AtomicU64>,
+    last_discard_end: Line<AtomicU64>,
+    /// Smallest sequence number a blocked client waits for (`u64::MAX`: none; 0: any change).
+    wake_seq: Line<AtomicU64>,
     stop_now: AtomicBool,
     stop_after: AtomicBool,
     waiters: AtomicUsize,
     state_mirror: AtomicU8,
     callback: Option<CompletionCallback>,
     opts: ExecOptions,
-    inline_token: Mutex<Option<ChannelToken>>,
+    /// Submissions of at most this many bytes run on the submitting thread when the channel
+    /// is idle (CPU engine; the inline engine runs everything there).
+    inline_threshold: u64,
+    /// Jobs ever enqueued (lets an idle worker notice new work without the lock).
+    enqueued: AtomicU64,
+    /// The execution right; held by whichever thread executes a job (one at a time: `busy`).
+    token: Mutex<Option<ChannelToken>>,
     on_free: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
@@ -99,6 +135,16 @@ impl Shared {
 
     fn notify_clients(&self) {
         if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.wake_seq.store(u64::MAX, Ordering::SeqCst);
+            self.client_cv.notify_all();
+        }
+    }
+
+    /// After a job ended (under the lock): wakes blocked clients only if one waits for a
+    /// descriptor up to `done` (or for any change), not for every job of a long stream.
+    fn notify_done(&self, done: u64) {
+        if self.waiters.load(Ordering::SeqCst) > 0 && self.wake_seq.load(Ordering::SeqCst) <= done {
+            self.wake_seq.store(u64::MAX, Ordering::SeqCst);
             self.client_cv.notify_all();
         }
     }
@@ -109,7 +155,14 @@ impl Shared {
         }
     }
 
+    /// Blocks until a notification; `target`: the sequence number awaited (0: any change).
+    fn wait_client_for<'a>(&self, g: MutexGuard<'a, Inner>, target: u64) -> MutexGuard<'a, Inner> {
+        self.wake_seq.fetch_min(target, Ordering::SeqCst);
+        self.wait_client(g)
+    }
+
     fn wait_client<'a>(&self, g: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+        self.wake_seq.fetch_min(0, Ordering::SeqCst);
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let g = self.client_cv.wait(g).unwrap_or_else(|e| e.into_inner());
         self.waiters.fetch_sub(1, Ordering::SeqCst);
@@ -121,14 +174,16 @@ impl Shared {
         &self,
         g: MutexGuard<'a, Inner>,
         deadline: Option<Instant>,
+        target: u64,
     ) -> Option<MutexGuard<'a, Inner>> {
         let Some(d) = deadline else {
-            return Some(self.wait_client(g));
+            return Some(self.wait_client_for(g, target));
         };
         let now = Instant::now();
         if now >= d {
             return None;
         }
+        self.wake_seq.fetch_min(target, Ordering::SeqCst);
         self.waiters.fetch_add(1, Ordering::SeqCst);
         let (g, _) = self
             .client_cv
@@ -184,11 +239,14 @@ impl Shared {
             first: DescriptorAddress::from_seq(first),
             last: DescriptorAddress::from_seq(g.next_seq - 1),
         };
+        let inline_ok = self.inline_threshold > 0 && chain.bytes() <= self.inline_threshold;
         g.queue.push_back(Job {
             chain,
             first_seq: first,
             cursor: 0,
+            inline_ok,
         });
+        self.enqueued.fetch_add(1, Ordering::Release);
         sub
     }
 
@@ -199,17 +257,54 @@ impl Shared {
     /// Runs one job from its cursor without the lock.
     fn exec_job(&self, token: &mut ChannelToken, job: &mut Job) -> Outcome {
         let n = job.chain.len();
+        // Completed but not yet stored in `completed` (see there).
+        let mut unpublished = None;
+        let flush = |u: Option<u64>| {
+            if let Some(seq) = u {
+                self.completed.store(seq, Ordering::Release);
+            }
+        };
         while job.cursor < n {
+            // Fast path: a run of plain copies.
+            let (k, r) = job
+                .chain
+                .run_plain(job.cursor, token, &self.opts, &self.stop_after);
+            if k > 0 {
+                job.cursor += k;
+                if job.cursor == n && r.is_ok() {
+                    return Outcome::Done;
+                }
+                unpublished = Some(job.first_seq + job.cursor as u64 - 1);
+                if self.state_mirror.load(Ordering::Acquire) == state_code(ChannelState::Armed) {
+                    let mut g = self.lock();
+                    if g.state == ChannelState::Armed {
+                        self.set_state(&mut g, ChannelState::Active);
+                    }
+                    g.completed_since_start = true;
+                }
+            }
+            if let Err(s) = r {
+                flush(unpublished);
+                return Outcome::Failed(s);
+            }
+            if job.cursor == n {
+                break;
+            }
             if self.stop_after.load(Ordering::Relaxed) {
+                flush(unpublished);
                 return Outcome::Stopped;
             }
             let i = job.cursor;
             match job.chain.execute(i, token, &self.opts, &self.stop_now) {
                 Ok(()) => {}
                 Err(s) if s == Status::CANCELLED && self.stop_now.load(Ordering::SeqCst) => {
+                    flush(unpublished);
                     return Outcome::Stopped;
                 }
-                Err(s) => return Outcome::Failed(s),
+                Err(s) => {
+                    flush(unpublished);
+                    return Outcome::Failed(s);
+                }
             }
             if i + 1 == n {
                 return Outcome::Done;
@@ -218,7 +313,12 @@ impl Shared {
             let seq = job.first_seq + i as u64;
             let f = job.chain.flags(i);
             let upd = f.contains(ControlFlags::STATUS_UPDATE_ON_COMPLETION);
-            self.publish(seq, upd.then_some(TransferStatus::Active));
+            if upd || f.contains(ControlFlags::INTERRUPT_ON_COMPLETION) {
+                self.publish(seq, upd.then_some(TransferStatus::Active));
+                unpublished = None;
+            } else {
+                unpublished = Some(seq);
+            }
             if self.state_mirror.load(Ordering::Acquire) == state_code(ChannelState::Armed) {
                 let mut g = self.lock();
                 if g.state == ChannelState::Armed {
@@ -239,29 +339,69 @@ impl Shared {
         Outcome::Done
     }
 
-    /// The executor loop. `inline`: return as soon as nothing is runnable.
-    fn run(&self, token: &mut ChannelToken, inline: bool) {
-        let mut g = self.lock();
+    /// The executor loop. `inline`: run on the calling (submitting) thread and return as soon
+    /// as nothing is runnable; with `small_only` it takes only jobs marked `inline_ok` and
+    /// leaves the rest to the worker. Whoever pops a job sets `busy` under the lock, so at most
+    /// one thread executes at a time, in queue order.
+    fn run(&self, inline: bool, small_only: bool) {
+        self.run_locked(self.lock(), inline, small_only)
+    }
+
+    /// [`Self::run`] with the channel lock already held.
+    fn run_locked(&self, g: MutexGuard<'_, Inner>, inline: bool, small_only: bool) {
+        let mut g = g;
+        let mut spun = false;
         loop {
             let mut job = loop {
                 if g.shutdown {
                     return;
                 }
-                if Self::runnable(&g) && !self.stop_after.load(Ordering::SeqCst) {
-                    break g.queue.pop_front().expect("runnable implies a job");
+                if Self::runnable(&g)
+                    && !g.busy
+                    && !self.stop_after.load(Ordering::SeqCst)
+                    && (!small_only || g.queue.front().is_some_and(|j| j.inline_ok))
+                {
+                    match g.queue.pop_front() {
+                        Some(j) => break j,
+                        None => continue,
+                    }
                 }
                 if inline {
+                    if Self::runnable(&g) && !g.busy {
+                        self.notify_worker(&g);
+                    }
                     return;
                 }
+                if !spun {
+                    spun = true;
+                    let seen = self.enqueued.load(Ordering::Acquire);
+                    drop(g);
+                    let t = Instant::now();
+                    while self.enqueued.load(Ordering::Acquire) == seen && t.elapsed() < WORKER_SPIN
+                    {
+                        std::hint::spin_loop();
+                    }
+                    g = self.lock();
+                    continue;
+                }
+                spun = false;
                 g.worker_waiting = true;
                 g = self.worker_cv.wait(g).unwrap_or_else(|e| e.into_inner());
                 g.worker_waiting = false;
             };
+            spun = false;
             g.busy = true;
             g.exec_thread = Some(std::thread::current().id());
             drop(g);
-            let outcome = self.exec_job(token, &mut job);
+            let outcome = {
+                let mut t = self.token.lock().unwrap_or_else(|e| e.into_inner());
+                match t.as_mut() {
+                    Some(token) => self.exec_job(token, &mut job),
+                    None => Outcome::Failed(Status::INVALID_DEVICE_STATE),
+                }
+            };
             let mut event = None;
+            let done = matches!(outcome, Outcome::Done);
             match outcome {
                 Outcome::Done => {
                     let i = job.chain.len() - 1;
@@ -307,7 +447,11 @@ impl Shared {
             }
             g.busy = false;
             g.exec_thread = None;
-            self.notify_clients();
+            if done {
+                self.notify_done(self.completed.load(Ordering::Acquire));
+            } else {
+                self.notify_clients();
+            }
             if let (Some(ev), Some(cb)) = (event, &self.callback) {
                 // Run the callback like a DPC: outside the lock, still marked as the executor
                 // so that blocking calls on this channel from inside it fail instead of hanging.
@@ -355,15 +499,19 @@ pub(crate) struct SoftChannel {
 }
 
 impl SoftChannel {
-    /// Creates a channel. Threaded: a worker thread (pinned to `pin` if given) runs the queue.
+    /// Creates a channel. Threaded: a worker thread (pinned to `pin` if given) runs the queue,
+    /// and submissions of at most `inline_threshold` bytes to an idle channel run on the
+    /// submitting thread. Inline (`inline`): everything runs on the submitting thread.
     pub(crate) fn new(
         token: ChannelToken,
         callback: Option<CompletionCallback>,
         opts: ExecOptions,
         inline: bool,
+        inline_threshold: u64,
         pin: Option<usize>,
         on_free: Box<dyn FnOnce() + Send>,
     ) -> std::io::Result<SoftChannel> {
+        let name = format!("netdma-ch{}", token.id());
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
                 state: ChannelState::Allocated,
@@ -379,39 +527,32 @@ impl SoftChannel {
             }),
             worker_cv: Condvar::new(),
             client_cv: Condvar::new(),
-            slot: AtomicU64::new(0),
-            completed: AtomicU64::new(0),
-            last_discard_end: AtomicU64::new(0),
+            slot: Line(AtomicU64::new(0)),
+            completed: Line(AtomicU64::new(0)),
+            last_discard_end: Line(AtomicU64::new(0)),
+            wake_seq: Line(AtomicU64::new(u64::MAX)),
             stop_now: AtomicBool::new(false),
             stop_after: AtomicBool::new(false),
             waiters: AtomicUsize::new(0),
             state_mirror: AtomicU8::new(state_code(ChannelState::Allocated)),
             callback,
             opts,
-            inline_token: Mutex::new(None),
+            inline_threshold: if inline { u64::MAX } else { inline_threshold },
+            enqueued: AtomicU64::new(0),
+            token: Mutex::new(Some(token)),
             on_free: Mutex::new(Some(on_free)),
         });
         let worker = if inline {
-            *shared
-                .inline_token
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = Some(token);
             None
         } else {
             let s = shared.clone();
-            let mut token = token;
-            Some(
-                std::thread::Builder::new()
-                    .name(format!("netdma-ch{}", token.id()))
-                    .spawn(move || {
-                        if let Some(cpu) = pin {
-                            // Best effort: an unpinned worker is still correct.
-                            let _ =
-                                core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
-                        }
-                        s.run(&mut token, false)
-                    })?,
-            )
+            Some(std::thread::Builder::new().name(name).spawn(move || {
+                if let Some(cpu) = pin {
+                    // Best effort: an unpinned worker is still correct.
+                    let _ = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                }
+                s.run(false, false)
+            })?)
         };
         Ok(SoftChannel {
             shared,
@@ -420,34 +561,22 @@ impl SoftChannel {
         })
     }
 
-    /// Inline engine: run the queue on this thread unless another thread already does.
-    fn kick(&self) {
-        if !self.inline {
-            return;
-        }
-        // Holding the token lock makes this thread the executor; a concurrent submitter that
-        // finds it taken leaves its work to the running executor, which loops until the queue
-        // is empty (both sides decide under the channel lock, so no work is stranded).
-        loop {
-            let Ok(mut t) = self.shared.inline_token.try_lock() else {
-                return;
-            };
-            let Some(token) = t.as_mut() else { return };
-            self.shared.run(token, true);
-            drop(t);
-            let g = self.shared.lock();
-            if !Shared::runnable(&g) || self.shared.stop_after.load(Ordering::SeqCst) || g.busy {
-                return;
-            }
-        }
-    }
-
+    /// After a submission: run it here (inline engine; or a small submission to an idle CPU
+    /// engine channel), else make sure the worker is awake. From inside the executor (a
+    /// callback that appends) the running executor loop picks the work up.
     fn after_submit(&self, g: MutexGuard<'_, Inner>) {
-        self.shared.notify_worker(&g);
+        let sh = &*self.shared;
         let reentrant = g.busy && g.exec_thread == Some(std::thread::current().id());
-        drop(g);
-        if !reentrant {
-            self.kick();
+        let here = !reentrant
+            && (self.inline
+                || (!g.busy
+                    && g.queue.len() == 1
+                    && g.queue.front().is_some_and(|j| j.inline_ok)
+                    && Shared::runnable(&g)));
+        if here {
+            sh.run_locked(g, true, !self.inline);
+        } else {
+            sh.notify_worker(&g);
         }
     }
 }
@@ -476,6 +605,20 @@ impl ProviderChannel for SoftChannel {
             Ordering::Release,
         );
         sh.notify_clients();
+        self.after_submit(g);
+        Ok(sub)
+    }
+
+    fn append_one(&self, chain: PreparedChain) -> Result<Submission> {
+        let sh = &*self.shared;
+        let mut g = sh.lock();
+        use ChannelState::*;
+        match g.state {
+            Armed | Active | Suspended => {}
+            Idle => sh.set_state(&mut g, Active),
+            Allocated | Halted | Free => return Err(Status::INVALID_DEVICE_STATE),
+        }
+        let sub = sh.enqueue(&mut g, chain);
         self.after_submit(g);
         Ok(sub)
     }
@@ -620,12 +763,20 @@ impl ProviderChannel for SoftChannel {
 
     fn wait(&self, sub: &Submission, timeout: Option<Duration>) -> Status {
         let sh = &*self.shared;
-        for _ in 0..256 {
+        // Spin briefly, then block.
+        let spin = Instant::now();
+        loop {
             let s = sh.poll(sub);
             if s != Status::PENDING {
                 return s;
             }
-            std::hint::spin_loop();
+            let e = spin.elapsed();
+            if e >= WAIT_SPIN || timeout.is_some_and(|t| e >= t) {
+                break;
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut g = sh.lock();
@@ -639,7 +790,7 @@ impl ProviderChannel for SoftChannel {
             if s != Status::PENDING {
                 return s;
             }
-            g = match sh.wait_client_until(g, deadline) {
+            g = match sh.wait_client_until(g, deadline, sub.last.seq()) {
                 Some(g) => g,
                 None => return Status::TIMEOUT,
             };
@@ -657,7 +808,7 @@ impl ProviderChannel for SoftChannel {
             if !g.busy && !Shared::runnable(&g) {
                 return Status::SUCCESS;
             }
-            g = match sh.wait_client_until(g, deadline) {
+            g = match sh.wait_client_until(g, deadline, 0) {
                 Some(g) => g,
                 None => return Status::TIMEOUT,
             };

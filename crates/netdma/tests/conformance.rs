@@ -13,6 +13,12 @@ fn cpu(n: &NetDma, c: EngineConfig) -> Result<ProviderHandle> {
     CpuEngine::register(n, c).map(CpuEngine::into_handle)
 }
 
+/// The CPU engine with every submission handed to the worker (no inline execution).
+fn cpu_worker(n: &NetDma, mut c: EngineConfig) -> Result<ProviderHandle> {
+    c.inline_threshold = Some(0);
+    cpu(n, c)
+}
+
 fn inline(n: &NetDma, c: EngineConfig) -> Result<ProviderHandle> {
     InlineEngine::register(n, c).map(InlineEngine::into_handle)
 }
@@ -24,18 +30,32 @@ macro_rules! suite {
             #[test]
             fn random_copies_temporal() {
                 let mut c = EngineConfig::new(1);
-                c.nt_threshold = u64::MAX;
+                c.copy_plan = Some(CopyPlan::fixed(CopyMethod::Memcpy));
                 random_copies($make, c, 1, 24);
             }
             #[test]
             fn random_copies_non_temporal() {
                 let mut c = EngineConfig::new(1);
-                c.nt_threshold = 300;
+                c.copy_plan = Some(CopyPlan::with_nt_threshold(CopyMethod::Memcpy, 300));
                 random_copies($make, c, 2, 24);
+            }
+            #[test]
+            fn random_copies_rep_movsb_and_vector() {
+                let mut c = EngineConfig::new(1);
+                c.copy_plan = Some(CopyPlan::new(&[
+                    (0, CopyMethod::RepMovsb),
+                    (2000, CopyMethod::Vector),
+                    (9000, CopyMethod::RepMovsb),
+                ]));
+                random_copies($make, c, 4, 24);
             }
             #[test]
             fn random_copies_default() {
                 random_copies($make, EngineConfig::new(1), 3, 24);
+            }
+            #[test]
+            fn chain_completion_order() {
+                common::chain_completion_order($make);
             }
             #[test]
             fn append_while_running() {
@@ -86,13 +106,14 @@ macro_rules! suite {
 }
 
 suite!(cpu_engine, cpu);
+suite!(cpu_engine_worker_only, cpu_worker);
 suite!(inline_engine, inline);
 
 /// A channel held mid-chain deterministically: the callback of descriptor 0 blocks the worker
 /// until released, and the release happens only after `suspend` has raised its request.
 #[test]
 fn cpu_suspend_is_exact_mid_chain() {
-    let s = Setup::new(cpu, EngineConfig::new(1));
+    let s = Setup::new(cpu_worker, EngineConfig::new(1));
     let go = Arc::new(AtomicBool::new(false));
     let entered = Arc::new(AtomicBool::new(false));
     let (g2, e2) = (go.clone(), entered.clone());
@@ -168,7 +189,7 @@ fn cpu_suspend_is_exact_mid_chain() {
 /// Blocking calls from inside a completion callback fail instead of deadlocking; append works.
 #[test]
 fn cpu_callback_reentrancy() {
-    let s = Setup::new(cpu, EngineConfig::new(1));
+    let s = Setup::new(cpu_worker, EngineConfig::new(1));
     let slot: Arc<std::sync::Mutex<Option<Arc<Channel>>>> = Arc::default();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (s2, seen2) = (slot.clone(), seen.clone());
@@ -204,7 +225,7 @@ fn cpu_callback_reentrancy() {
 /// Two channels copy concurrently; a buffer written by one cannot be leased by the other.
 #[test]
 fn cpu_two_channels_and_sharing() {
-    let s = Setup::new(cpu, EngineConfig::new(2));
+    let s = Setup::new(cpu_worker, EngineConfig::new(2));
     let go = Arc::new(AtomicBool::new(true));
     let g2 = go.clone();
     let a = s.channel_with(ChannelParameters {
@@ -248,6 +269,120 @@ fn cpu_two_channels_and_sharing() {
     assert_eq!(a.wait(&held, T), Status::SUCCESS);
     let sub = b.append(other).unwrap();
     assert_eq!(b.wait(&sub, T), Status::SUCCESS);
+}
+
+/// Small submissions to an idle channel run on the submitting thread, exactly up to the
+/// threshold the provider declares in its characteristics; larger ones (and any submission
+/// while the channel is busy) go to the worker. Without the threshold everything goes to
+/// the worker.
+#[test]
+fn cpu_small_copies_inline_as_declared() {
+    for threshold in [8192u64, 0] {
+        let mut cfg = EngineConfig::new(1);
+        cfg.inline_threshold = Some(threshold);
+        let s = Setup::new(cpu, cfg);
+        assert_eq!(
+            s.netdma.providers()[0].characteristics.inline_threshold,
+            threshold
+        );
+        let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let t2 = threads.clone();
+        let ch = s.channel_with(ChannelParameters {
+            completion_callback: Some(Arc::new(move |_| {
+                t2.lock().unwrap().push(std::thread::current().id())
+            })),
+            ..ChannelParameters::default()
+        });
+        let src = DmaBuffer::from_slice(&[3u8; 16384]);
+        let dst = DmaBuffer::new(16384);
+        let me = std::thread::current().id();
+        for (len, want_here) in [
+            (8192u32, threshold >= 8192),
+            (8193, false),
+            (100, threshold > 0),
+        ] {
+            let mut c = Chain::new();
+            c.copy(&src, 0, &dst, 0, len, ControlFlags::INTERRUPT_ON_COMPLETION);
+            threads.lock().unwrap().clear();
+            let sub = ch.start(c).unwrap();
+            if want_here {
+                assert_eq!(ch.poll(&sub), Status::SUCCESS, "{len} ran inside start");
+            }
+            assert_eq!(ch.wait(&sub, T), Status::SUCCESS);
+            assert_eq!(ch.wait_idle(T), Status::SUCCESS);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while threads.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            let ran = threads.lock().unwrap().clone();
+            assert_eq!(ran.len(), 1);
+            assert_eq!(
+                ran[0] == me,
+                want_here,
+                "threshold {threshold}, {len} bytes"
+            );
+            assert_eq!(
+                &dst.to_vec().unwrap()[..len as usize],
+                &vec![3u8; len as usize][..]
+            );
+        }
+    }
+}
+
+/// A channel allocated with the CPU mask {c} reports CPU c, and its worker thread's affinity
+/// (`sched_getaffinity`, read inside the completion callback, which runs on the worker) is
+/// exactly {c}.
+#[test]
+fn cpu_channel_affinity_honoured() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let n = cpus.min(4);
+    let s = Setup::new(cpu_worker, EngineConfig::new(n as u32));
+    let mut chans = Vec::new();
+    for c in (0..n).rev() {
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let s2 = seen.clone();
+        let ch = s.channel_with(ChannelParameters {
+            processor_affinity_mask: 1 << c,
+            completion_callback: Some(Arc::new(move |_| {
+                *s2.lock().unwrap() = Some(current_thread_cpus())
+            })),
+            ..ChannelParameters::default()
+        });
+        assert_eq!(ch.cpu_number(), c as u32);
+        let mut chain = Chain::new();
+        chain.null(ControlFlags::INTERRUPT_ON_COMPLETION);
+        let sub = ch.start(chain).unwrap();
+        assert_eq!(ch.wait(&sub, T), Status::SUCCESS);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while seen.lock().unwrap().is_none() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            Some(vec![c]),
+            "channel on CPU {c}"
+        );
+        chans.push(ch);
+    }
+    drop(chans);
+    // The default mask admits every CPU: the worker is left to the scheduler.
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let s2 = seen.clone();
+    let ch = s.channel_with(ChannelParameters {
+        completion_callback: Some(Arc::new(move |_| {
+            *s2.lock().unwrap() = Some(current_thread_cpus())
+        })),
+        ..ChannelParameters::default()
+    });
+    let mut chain = Chain::new();
+    chain.null(ControlFlags::INTERRUPT_ON_COMPLETION);
+    let sub = ch.start(chain).unwrap();
+    assert_eq!(ch.wait(&sub, T), Status::SUCCESS);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen.lock().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(seen.lock().unwrap().clone(), Some(current_thread_cpus()));
 }
 
 proptest! {
