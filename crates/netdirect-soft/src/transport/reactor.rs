@@ -2454,7 +2454,10 @@ impl<H: QpHost> Reactor<H> {
 
 /// Whether the socket has input, an error or the peer's FIN waiting (a zero-timeout poll).
 fn readable_now(sock: &TcpStream) -> bool {
-    let mut fds = [rustix::event::PollFd::new(sock, rustix::event::PollFlags::IN)];
+    let mut fds = [rustix::event::PollFd::new(
+        sock,
+        rustix::event::PollFlags::IN,
+    )];
     // An error of the poll itself: try the read, which reports it.
     rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())).map_or(true, |n| n > 0)
 }
