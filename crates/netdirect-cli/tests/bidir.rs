@@ -15,8 +15,8 @@ mod common;
 use common::{ND, free_port};
 
 /// Starts `nd args` and waits for "listening" on stdout or stderr (a `--json` server says it
-/// on stderr); returns the child and its stdout lines.
-fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+/// on stderr); returns the child, its stdout lines and its later stderr lines.
+fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>, mpsc::Receiver<String>) {
     let mut child = Command::new(ND)
         .args(args)
         .stdout(Stdio::piped())
@@ -65,7 +65,7 @@ fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
             }
         }
     });
-    (child, orx)
+    (child, orx, erx)
 }
 
 /// Runs server `sargs` and client `cargs` of `persona`; both must succeed. Returns both
@@ -73,7 +73,7 @@ fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
 fn pair(persona: &str, sargs: &[&str], cargs: &[&str]) -> (String, String) {
     let mut s = vec![persona];
     s.extend_from_slice(sargs);
-    let (srv, lines) = start(&s);
+    let (srv, lines, _) = start(&s);
     let mut c = vec![persona];
     c.extend_from_slice(cargs);
     let out: Output = Command::new(ND).args(&c).output().expect("run nd client");
@@ -118,17 +118,11 @@ fn bidirectional_runs_move_data_both_ways_and_report_the_sum() {
         for (host, bind) in [("127.0.0.1", "127.0.0.1"), ("::1", "::1")] {
             // JSON: both sides report one aggregate row, with the data checked both ways.
             let port = free_port().to_string();
-            let mut s = args(&port, &["-b", "--json", "--bind", bind]);
-            let (srv, cli) = {
-                let c = {
-                    let mut c = vec![host];
-                    c.extend(args(&port, &["-b", "--json"]));
-                    c
-                };
-                let (srv, cli) = pair(persona, &s, &c);
-                (json(&srv, "server"), json(&cli, "client"))
-            };
-            s.clear();
+            let s = args(&port, &["-b", "--json", "--bind", bind]);
+            let mut c = vec![host];
+            c.extend(args(&port, &["-b", "--json"]));
+            let (srv, cli) = pair(persona, &s, &c);
+            let (srv, cli) = (json(&srv, "server"), json(&cli, "client"));
             let what = format!("{persona} -b over {host}");
             assert_eq!(cli["test_info"]["data_verified"], true, "{what}: {cli}");
             assert_eq!(cli["test_info"]["bidirectional"], true, "{what}: {cli}");
@@ -262,4 +256,44 @@ fn report_unsorted_prints_every_sample() {
             assert!(v > 0.0 && v <= max * 1.01, "{persona}: {v} vs t_max {max}");
         }
     }
+}
+
+/// `-b` on one side only: the server says so and both fail, instead of a run that measures
+/// something else than asked.
+#[test]
+fn bidirectional_on_one_side_only_is_refused() {
+    let port = free_port().to_string();
+    let (srv, _, errs) = start(&[
+        "write-bw",
+        "-p",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--timeout",
+        "10",
+    ]);
+    let out = Command::new(ND)
+        .args([
+            "write-bw",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-b",
+            "--timeout",
+            "10",
+        ])
+        .output()
+        .expect("run nd client");
+    assert!(!out.status.success());
+    let srv = srv.wait_with_output().expect("server exits");
+    let err: Vec<String> = errs.iter().collect();
+    let err = err.join("\n");
+    assert!(!srv.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "the client runs write_bw -b, this server write_bw; pass the same flags to both"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("STATUS_INVALID_PARAMETER"), "{err}");
 }
