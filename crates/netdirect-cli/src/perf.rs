@@ -800,7 +800,7 @@ struct Inbound {
     check_every: bool,
     /// Data messages (Sends) taken.
     seen: Vec<u64>,
-    /// The last one's receive slot and length.
+    /// The last one's receive slot (not reposted yet) and length.
     last: Vec<Option<(usize, usize)>>,
     /// The peer's `PhaseEnd`: (operations, slots written from offset 0).
     end: Vec<Option<(u64, u64)>>,
@@ -842,8 +842,13 @@ impl Inbound {
                     ));
                 }
                 self.seen[q] += 1;
-                self.last[q] = Some((slot, len));
-                c.repost(slot)
+                // The newest message keeps its slot until the next one arrives: the check at
+                // the end reads it, and the peer's control messages that follow (a small ring
+                // wraps quickly) must not land in it.
+                match self.last[q].replace((slot, len)) {
+                    Some((held, _)) => c.repost(held),
+                    None => Ok(()),
+                }
             }
             Event::Ctrl(k) if k.kind == Kind::PhaseEnd => {
                 self.end[q] = Some((k.a, k.b));
@@ -961,6 +966,9 @@ fn bidir_measure(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Re
             }
         };
         all_ok &= verdict;
+        if let Some((held, _)) = inbound.last[q].take() {
+            c.repost(held)?;
+        }
         // A read is checked where it lands: the peer checks its own.
         let code = match test {
             Test::ReadBw => 0,

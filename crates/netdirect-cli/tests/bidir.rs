@@ -297,3 +297,32 @@ fn bidirectional_on_one_side_only_is_refused() {
     );
     assert!(err.contains("STATUS_INVALID_PARAMETER"), "{err}");
 }
+
+/// A sweep (`-a`) of `-b` Sends: the largest sizes leave a ring of few receives, which the
+/// peer's control messages after its last Send wrap around; the last message must still be
+/// checked as it arrived.
+#[test]
+fn bidirectional_send_sweep_checks_every_size() {
+    let port = free_port().to_string();
+    let common = [
+        "-a",
+        "-n",
+        "20",
+        "-b",
+        "-p",
+        port.as_str(),
+        "--timeout",
+        "30",
+        "--json",
+    ];
+    let mut s = vec!["--bind", "127.0.0.1"];
+    s.extend(common);
+    let mut c = vec!["127.0.0.1"];
+    c.extend(common);
+    let (srv, cli) = pair("send-bw", &s, &c);
+    let (srv, cli) = (json(&srv, "server"), json(&cli, "client"));
+    assert_eq!(cli["test_info"]["data_verified"], true, "{cli}");
+    assert_eq!(srv["data_verified"], true, "{srv}");
+    assert_eq!(cli["results"].as_array().map(Vec::len), Some(23), "{cli}");
+    assert_eq!(srv["results"].as_array().map(Vec::len), Some(23), "{srv}");
+}
