@@ -326,3 +326,24 @@ fn bidirectional_send_sweep_checks_every_size() {
     assert_eq!(cli["results"].as_array().map(Vec::len), Some(23), "{cli}");
     assert_eq!(srv["results"].as_array().map(Vec::len), Some(23), "{srv}");
 }
+
+/// `-U` with perftest's exchange (`-R`): as many samples as the row counts.
+#[test]
+fn report_unsorted_with_rdma_cm() {
+    let port = free_port().to_string();
+    let common = ["-R", "-n", "15", "-p", port.as_str(), "--timeout", "30"];
+    let mut s = vec!["--bind", "::1"];
+    s.extend(common);
+    let mut c = vec!["::1", "-U", "--json"];
+    c.extend(common);
+    let (_, cli) = pair("send-lat", &s, &c);
+    let doc = json(&cli, "send-lat -R -U");
+    let row = &doc["results"][0];
+    let n = row["n_iterations"].as_u64().expect("n_iterations");
+    assert!(n >= 14, "{doc}");
+    assert_eq!(
+        row["samples_usec"].as_array().map(Vec::len),
+        Some(n as usize),
+        "{doc}"
+    );
+}
