@@ -126,6 +126,9 @@ fn base_opts(test: Test, sizes: Vec<usize>, stop: Stop, ip: IpAddr) -> Opts {
         events: false,
         forever: false,
         srq: false,
+        unsorted: false,
+        bidir: false,
+        report_both: false,
     }
 }
 
@@ -378,6 +381,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let tl = lat_stats(&perf::LatRow {
             size: 8,
             hist: tcp_lat,
+            samples: Vec::new(),
         });
         text += &format!(
             "{LINE}\n Latency over {ip}, 8 bytes, one-way = half the round trip  (peer: TCP ping-pong)\n"

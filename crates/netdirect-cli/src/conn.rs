@@ -778,7 +778,7 @@ pub fn local_for(remote: IpAddr) -> Result<IpAddr> {
 const POLLS_PER_YIELD: u32 = 16;
 
 /// One idle turn of a busy-polling loop: spins, and gives the CPU away every
-/// [`POLLS_PER_YIELD`]th turn (a progress thread pinned to the same CPU gets its turn, and a
+/// `POLLS_PER_YIELD`th turn (a progress thread pinned to the same CPU gets its turn, and a
 /// poll costs a syscall less than a yield would: the arrival is seen sooner); an error once
 /// `deadline` has passed.
 pub fn idle(deadline: Instant, what: &str) -> Result<()> {

@@ -138,6 +138,8 @@ pub struct LatMeter {
     halve: bool,
     seen: u64,
     last_post: Option<Instant>,
+    /// Every sample in run order (`-U`), when kept.
+    samples: Option<Vec<u64>>,
 }
 
 impl LatMeter {
@@ -149,7 +151,13 @@ impl LatMeter {
             halve: ping_pong,
             seen: 0,
             last_post: None,
+            samples: None,
         })
+    }
+
+    /// Also keeps every sample in run order (perftest's `-U`); `expected` reserves room.
+    pub fn keep_samples(&mut self, expected: u64) {
+        self.samples = Some(Vec::with_capacity(expected.min(1 << 24) as usize));
     }
 
     /// Records a round trip of `ns` nanoseconds.
@@ -158,6 +166,9 @@ impl LatMeter {
         if self.seen >= self.warmup {
             let sample = if self.halve { ns / 2 } else { ns };
             let _ = self.hist.record(sample.max(1));
+            if let Some(v) = &mut self.samples {
+                v.push(sample.max(1));
+            }
         }
         self.seen += 1;
     }
@@ -187,5 +198,10 @@ impl LatMeter {
     /// The samples.
     pub fn into_histogram(self) -> Histogram<u64> {
         self.hist
+    }
+
+    /// The histogram and the samples in run order (empty unless [`LatMeter::keep_samples`]).
+    pub fn into_parts(self) -> (Histogram<u64>, Vec<u64>) {
+        (self.hist, self.samples.unwrap_or_default())
     }
 }

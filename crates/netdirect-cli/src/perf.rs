@@ -189,6 +189,12 @@ pub struct Opts {
     pub forever: bool,
     /// perftest's `--use-srq`: each QP takes its receives from a shared receive queue.
     pub srq: bool,
+    /// perftest's `-U`: keep every latency sample in run order.
+    pub unsorted: bool,
+    /// perftest's `-b`: both sides move data toward each other at once.
+    pub bidir: bool,
+    /// perftest's `--report-both` (with `-b`): report each direction instead of their sum.
+    pub report_both: bool,
 }
 
 impl Opts {
@@ -216,6 +222,9 @@ impl Opts {
             events: false,
             forever: false,
             srq: false,
+            unsorted: false,
+            bidir: false,
+            report_both: false,
         }
     }
 
@@ -275,6 +284,8 @@ pub struct LatRow {
     pub size: usize,
     /// Samples.
     pub hist: Histogram<u64>,
+    /// Every sample in run order, nanoseconds (`-U`; empty without it).
+    pub samples: Vec<u64>,
 }
 
 /// A measurement of one size.
@@ -317,6 +328,9 @@ pub struct ClientRun {
     pub cpu: Vec<f64>,
     /// Ctrl-C ended the run early: `rows` holds what was measured.
     pub interrupted: bool,
+    /// `-b`: per row, this side's sending (TX) and the peer's (RX), whose sum is the row; when
+    /// `on_row` runs, the entry of the row handed to it is already the last.
+    pub directions: Vec<[BwRow; 2]>,
 }
 
 fn round_up(n: usize, to: usize) -> usize {
@@ -471,7 +485,8 @@ pub fn client_with(
     let side = Side::open(local_ip, opts.timeout)?;
     check_limits(opts, &side.info)?;
     let max_size = opts.max_size();
-    let lay = layout(opts, max_size, false);
+    // Both sides of a -b Send test take Sends: the client keeps the server's receive ring.
+    let lay = layout(opts, max_size, opts.bidir);
     let mut conns = Vec::new();
     for q in 0..opts.qps {
         let mut conn = Conn::new(&side, lay, opts.timeout)?;
@@ -541,9 +556,10 @@ pub fn client_with(
         secs: Vec::new(),
         cpu: Vec::new(),
         interrupted: false,
+        directions: Vec::new(),
     };
     if let Some((size, n)) = opts.warmup_phase {
-        client_phase(opts, &mut conns, size, Stop::Iters(n.max(1)))?;
+        let _ = client_phase(opts, &mut conns, size, Stop::Iters(n.max(1)))?;
     }
     let sizes = opts.sizes.iter().copied();
     let first = opts.sizes.first().copied().unwrap_or(1);
@@ -557,7 +573,9 @@ pub fn client_with(
             run.interrupted = true;
             break;
         }
-        let (row, secs, cpu) = client_phase(opts, &mut conns, size, opts.stop.for_size(size))?;
+        let (row, dirs, secs, cpu) =
+            client_phase(opts, &mut conns, size, opts.stop.for_size(size))?;
+        run.directions.extend(dirs);
         on_row(&run, &row, secs, cpu);
         run.rows.push(row);
         run.secs.push(secs);
@@ -575,18 +593,21 @@ pub fn client_with(
     Ok(run)
 }
 
-/// One measurement from `Phase` to `PhaseEndAck`: the row, wall seconds and CPU percent.
+/// One measurement from `Phase` to `PhaseEndAck`: the row, with `-b` its two directions, wall
+/// seconds and CPU percent.
 fn client_phase(
     opts: &Opts,
     conns: &mut [Conn],
     size: usize,
     stop: Stop,
-) -> Result<(Row, f64, f64)> {
+) -> Result<(Row, Option<[BwRow; 2]>, f64, f64)> {
+    let bidir = opts.bidir && opts.test.is_bw();
     for c in conns.iter() {
         match opts.test {
             Test::WriteLat => c.data.with_mut(|b| b[..size].fill(0)),
-            // Reads land in the inbox: clear it so that only this size's reads can pass.
-            Test::ReadBw | Test::ReadLat => {
+            // Reads land in the inbox, and with -b the peer's writes too: clear it so that
+            // only this size's data can pass.
+            Test::ReadBw | Test::ReadLat | Test::WriteBw if bidir || opts.test != Test::WriteBw => {
                 let half = c.layout.half;
                 c.data.with_mut(|b| b[..half].fill(0));
             }
@@ -594,13 +615,19 @@ fn client_phase(
         }
     }
     for c in conns.iter_mut() {
-        c.send_ctrl(Ctrl::new(Kind::Phase, size as u64, 0))?;
+        c.send_ctrl(Ctrl::new(Kind::Phase, size as u64, u64::from(bidir)))?;
     }
     for c in conns.iter_mut() {
         c.expect(Kind::PhaseAck)?;
     }
     let cpu0 = crate::cpu::process_cpu();
     let t0 = Instant::now();
+    if bidir {
+        let [tx, rx] = bidir_measure(opts, conns, size, stop)?;
+        let secs = t0.elapsed().as_secs_f64();
+        let cpu = crate::cpu::percent(cpu0, crate::cpu::process_cpu(), secs);
+        return Ok((Row::Bw(sum(&tx, &rx)), Some([tx, rx]), secs, cpu));
+    }
     let (row, counts, local_ok) = measure(opts, conns, size, stop)?;
     let secs = t0.elapsed().as_secs_f64();
     let cpu = crate::cpu::percent(cpu0, crate::cpu::process_cpu(), secs);
@@ -623,7 +650,7 @@ fn client_phase(
             Status::DATA_ERROR,
         ));
     }
-    Ok((row, secs, cpu))
+    Ok((row, None, secs, cpu))
 }
 
 fn marker(i: u64) -> u8 {
@@ -648,9 +675,9 @@ fn measure(
 ) -> Result<(Row, Vec<Count>, bool)> {
     if opts.test.is_bw() {
         if opts.warmup > 0 {
-            bw_loop(opts, conns, size, Stop::Iters(opts.warmup))?;
+            bw_loop(opts, conns, size, Stop::Iters(opts.warmup), None)?;
         }
-        let (row, counts) = bw_loop(opts, conns, size, stop)?;
+        let (row, counts) = bw_loop(opts, conns, size, stop, None)?;
         let ok = if opts.test == Test::ReadBw {
             conns.iter().zip(&counts).all(|(c, n)| {
                 let used = (*n).max(opts.warmup).min(c.slots(size)) as usize * size;
@@ -671,9 +698,13 @@ fn measure(
         Ok((Row::Bw(row), counts, ok))
     } else {
         let c = &mut conns[0];
-        let (hist, n, ok) = lat_loop(opts, c, size, stop)?;
+        let (hist, samples, n, ok) = lat_loop(opts, c, size, stop)?;
         Ok((
-            Row::Lat(LatRow { size, hist }),
+            Row::Lat(LatRow {
+                size,
+                hist,
+                samples,
+            }),
             vec![Count {
                 total: n,
                 covered: 1,
@@ -688,6 +719,8 @@ struct NdLink<'a> {
     conns: &'a mut [Conn],
     test: Test,
     size: usize,
+    /// `-b`: what the peer sends meanwhile (without it, anything but a completion is an error).
+    inbound: Option<&'a mut Inbound>,
 }
 
 impl crate::meter::BwLink for NdLink<'_> {
@@ -728,7 +761,10 @@ impl crate::meter::BwLink for NdLink<'_> {
         while let Some(e) = c.try_next()? {
             match e {
                 Event::TxDone(_) => n += 1,
-                other => return Err(unexpected(other)),
+                other => match self.inbound.as_deref_mut() {
+                    Some(inbound) => inbound.take(q, c, other)?,
+                    None => return Err(unexpected(other)),
+                },
             }
         }
         Ok(n)
@@ -739,25 +775,249 @@ impl crate::meter::BwLink for NdLink<'_> {
     }
 }
 
-fn bw_loop(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Result<(BwRow, Vec<u64>)> {
+fn bw_loop(
+    opts: &Opts,
+    conns: &mut [Conn],
+    size: usize,
+    stop: Stop,
+    inbound: Option<&mut Inbound>,
+) -> Result<(BwRow, Vec<u64>)> {
     let w = window(opts, size);
     let nq = conns.len();
     let mut link = NdLink {
         conns,
         test: opts.test,
         size,
+        inbound,
     };
     crate::meter::bw_meter(&mut link, nq, size, w, stop, opts.timeout, interrupted)
 }
 
-/// The ping-pong or read loop; returns (histogram, operations, client-side data check).
+/// What a `-b` side takes from its peer during a measurement, per QP.
+struct Inbound {
+    test: Test,
+    size: usize,
+    check_every: bool,
+    /// Data messages (Sends) taken.
+    seen: Vec<u64>,
+    /// The last one's receive slot (not reposted yet) and length.
+    last: Vec<Option<(usize, usize)>>,
+    /// The peer's `PhaseEnd`: (operations, slots written from offset 0).
+    end: Vec<Option<(u64, u64)>>,
+    /// The peer's own figures (`Result`, on QP 0).
+    peer_row: Option<BwRow>,
+}
+
+impl Inbound {
+    fn new(opts: &Opts, nq: usize, size: usize) -> Inbound {
+        Inbound {
+            test: opts.test,
+            size,
+            check_every: opts.check_every,
+            seen: vec![0; nq],
+            last: vec![None; nq],
+            end: vec![None; nq],
+            peer_row: None,
+        }
+    }
+
+    /// Takes an event of QP `q` that is not one of our completions.
+    fn take(&mut self, q: usize, c: &mut Conn, e: Event) -> Result<()> {
+        let size = self.size;
+        match e {
+            Event::Data { slot, len } => {
+                if self.test != Test::SendBw || len != size {
+                    return Err(Error::status(
+                        format!("a message of {len} octets arrived; expected {size}"),
+                        Status::DATA_ERROR,
+                    ));
+                }
+                if self.check_every && !check_pattern(&c.slot_bytes(slot, len)) {
+                    return Err(Error::status(
+                        format!(
+                            "data check failed: message {} of {size} octets from the peer is not the pattern sent",
+                            self.seen[q]
+                        ),
+                        Status::DATA_ERROR,
+                    ));
+                }
+                self.seen[q] += 1;
+                // The newest message keeps its slot until the next one arrives: the check at
+                // the end reads it, and the peer's control messages that follow (a small ring
+                // wraps quickly) must not land in it.
+                match self.last[q].replace((slot, len)) {
+                    Some((held, _)) => c.repost(held),
+                    None => Ok(()),
+                }
+            }
+            Event::Ctrl(k) if k.kind == Kind::PhaseEnd => {
+                self.end[q] = Some((k.a, k.b));
+                Ok(())
+            }
+            Event::Ctrl(k) if k.kind == Kind::Result && q == 0 => {
+                let secs = f64::from_bits(k.d).max(1e-9);
+                self.peer_row = Some(BwRow {
+                    size,
+                    iters: k.a,
+                    peak: f64::from_bits(k.b),
+                    avg: f64::from_bits(k.c),
+                    msg_rate: k.a as f64 / secs,
+                    secs,
+                });
+                Ok(())
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Whether the peer's `PhaseEnd` (every QP) and `Result` arrived.
+    fn peer_done(&self) -> bool {
+        self.end.iter().all(Option::is_some) && self.peer_row.is_some()
+    }
+}
+
+/// The row of both directions: operations, bandwidths and message rates add up (perftest's
+/// `-b` convention), over the longer of the two times.
+fn sum(tx: &BwRow, rx: &BwRow) -> BwRow {
+    BwRow {
+        size: tx.size,
+        iters: tx.iters + rx.iters,
+        peak: tx.peak + rx.peak,
+        avg: tx.avg + rx.avg,
+        msg_rate: tx.msg_rate + rx.msg_rate,
+        secs: tx.secs.max(rx.secs),
+    }
+}
+
+/// One bidirectional (`-b`) measurement after `Phase`/`PhaseAck`, the same on both sides:
+/// runs the test toward the peer while taking the peer's data, exchanges the ends and figures,
+/// checks what arrived and hears the peer's check of what we sent. Returns [ours (TX), the
+/// peer's (RX)].
+fn bidir_measure(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Result<[BwRow; 2]> {
+    let test = opts.test;
+    let nq = conns.len();
+    let mut inbound = Inbound::new(opts, nq, size);
+    if opts.warmup > 0 {
+        bw_loop(
+            opts,
+            conns,
+            size,
+            Stop::Iters(opts.warmup),
+            Some(&mut inbound),
+        )?;
+    }
+    let (row, counts) = bw_loop(opts, conns, size, stop, Some(&mut inbound))?;
+    // Warm-up operations count too: the peer sees them.
+    let ops: Vec<(u64, u64)> = conns
+        .iter()
+        .zip(&counts)
+        .map(|(c, n)| (n + opts.warmup, (*n).max(opts.warmup).min(c.slots(size))))
+        .collect();
+    for (c, (total, covered)) in conns.iter_mut().zip(&ops) {
+        c.send_ctrl(Ctrl::new(Kind::PhaseEnd, *total, *covered))?;
+    }
+    conns[0].send_ctrl(Ctrl {
+        kind: Kind::Result,
+        a: row.iters,
+        b: row.peak.to_bits(),
+        c: row.avg.to_bits(),
+        d: row.secs.to_bits(),
+    })?;
+    let mut last_progress = Instant::now();
+    while !inbound.peer_done() {
+        let mut progressed = false;
+        for (q, c) in conns.iter_mut().enumerate() {
+            // Stop at the peer's end: its PhaseEndAck may follow at once, for `expect` below.
+            while inbound.end[q].is_none() || (q == 0 && inbound.peer_row.is_none()) {
+                let Some(e) = c.try_next()? else { break };
+                progressed = true;
+                match e {
+                    Event::TxDone(_) => {}
+                    other => inbound.take(q, c, other)?,
+                }
+            }
+        }
+        if progressed {
+            last_progress = Instant::now();
+        } else {
+            idle(
+                last_progress + opts.timeout,
+                "the peer's half of the bidirectional measurement",
+            )?;
+        }
+    }
+    let mut all_ok = true;
+    for (q, c) in conns.iter_mut().enumerate() {
+        c.drain()?;
+        let (total, covered) = inbound.end[q].unwrap_or((0, 0));
+        let verdict = match test {
+            Test::WriteBw => {
+                let slots = (c.layout.half / size).max(1) as u64;
+                let used = covered.min(slots) as usize * size;
+                c.data.with(|b| check_pattern(&b[..used]))
+            }
+            Test::ReadBw => {
+                let used = ops[q].1 as usize * size;
+                c.data.with(|b| check_pattern(&b[..used]))
+            }
+            _ => {
+                inbound.seen[q] == total
+                    && inbound.last[q].is_none_or(|(s, l)| check_pattern(&c.slot_bytes(s, l)))
+            }
+        };
+        all_ok &= verdict;
+        if let Some((held, _)) = inbound.last[q].take() {
+            c.repost(held)?;
+        }
+        // A read is checked where it lands: the peer checks its own.
+        let code = match test {
+            Test::ReadBw => 0,
+            _ if verdict => 1,
+            _ => 2,
+        };
+        c.send_ctrl(Ctrl::new(Kind::PhaseEndAck, code, inbound.seen[q]))?;
+    }
+    for (q, c) in conns.iter_mut().enumerate() {
+        let ack = c.expect(Kind::PhaseEndAck)?;
+        if ack.a == 2 || (test == Test::SendBw && ack.b != ops[q].0) {
+            all_ok = false;
+        }
+    }
+    if !all_ok {
+        return Err(Error::status(
+            format!(
+                "data check failed for {} -b at {size} octets: the bytes that arrived are not the bytes sent",
+                opts.name()
+            ),
+            Status::DATA_ERROR,
+        ));
+    }
+    let peer = inbound.peer_row.unwrap_or(BwRow {
+        size,
+        iters: 0,
+        peak: 0.0,
+        avg: 0.0,
+        msg_rate: 0.0,
+        secs: 0.0,
+    });
+    Ok([row, peer])
+}
+
+/// The ping-pong or read loop; returns (histogram, samples in run order if `-U`, operations,
+/// client-side data check).
 fn lat_loop(
     opts: &Opts,
     c: &mut Conn,
     size: usize,
     stop: Stop,
-) -> Result<(Histogram<u64>, u64, bool)> {
+) -> Result<(Histogram<u64>, Vec<u64>, u64, bool)> {
     let mut meter = LatMeter::new(opts.test != Test::ReadLat, opts.warmup)?;
+    if opts.unsorted {
+        meter.keep_samples(match stop {
+            Stop::Iters(n) => n,
+            _ => 1 << 16,
+        });
+    }
     let start = Instant::now();
     let half = c.layout.half;
     let mut i = 0u64;
@@ -864,7 +1124,8 @@ fn lat_loop(
         }
         _ => last_slot.is_none_or(|s| check_pattern(&c.slot_bytes(s, size))),
     };
-    Ok((meter.into_histogram(), i, ok))
+    let (hist, samples) = meter.into_parts();
+    Ok((hist, samples, i, ok))
 }
 
 fn unexpected(e: Event) -> Error {
@@ -885,6 +1146,10 @@ pub struct ServeSummary {
     pub phases: usize,
     /// Whether every server-side data check passed (or none applied).
     pub verified: bool,
+    /// `-b`: the server's rows (both directions summed), one per size.
+    pub rows: Vec<Row>,
+    /// `-b`: per row, the server's sending (TX) and the client's (RX).
+    pub directions: Vec<[BwRow; 2]>,
 }
 
 type Incoming = (usize, Box<dyn Connector>);
@@ -1061,6 +1326,8 @@ pub fn serve(
     let peer = conns[0].peer;
     let mut phases = 0;
     let mut verified = true;
+    let mut rows = Vec::new();
+    let mut directions = Vec::new();
     loop {
         let first = conns[0].next_ctrl("the client's next message")?;
         match first.kind {
@@ -1079,8 +1346,26 @@ pub fn serve(
         for c in conns.iter_mut().skip(1) {
             c.expect(Kind::Phase)?;
         }
-        let ok = serve_phase(opts, &mut conns, size)?;
-        verified &= ok;
+        let bidir = opts.bidir && opts.test.is_bw();
+        if (first.b == 1) != bidir {
+            let (theirs, ours) = if bidir { ("", " -b") } else { (" -b", "") };
+            return Err(Error::status(
+                format!(
+                    "the client runs {}{theirs}, this server {}{ours}; pass the same flags to both",
+                    opts.name(),
+                    opts.name()
+                ),
+                Status::INVALID_PARAMETER,
+            ));
+        }
+        if bidir {
+            let [tx, rx] = serve_bidir_phase(opts, &mut conns, size)?;
+            rows.push(Row::Bw(sum(&tx, &rx)));
+            directions.push([tx, rx]);
+        } else {
+            let ok = serve_phase(opts, &mut conns, size)?;
+            verified &= ok;
+        }
         phases += 1;
     }
     for c in conns {
@@ -1094,7 +1379,22 @@ pub fn serve(
         peer,
         phases,
         verified,
+        rows,
+        directions,
     })
+}
+
+/// Serves one bidirectional (`-b`) measurement: the server runs the test toward the client
+/// too. Returns [the server's (TX), the client's (RX)].
+fn serve_bidir_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<[BwRow; 2]> {
+    let stop = opts.stop.for_size(size);
+    for c in conns.iter_mut() {
+        // Only this size's data can pass the check at the end.
+        let half = c.layout.half;
+        c.data.with_mut(|b| b[..half].fill(0));
+        c.send_ctrl(Ctrl::new(Kind::PhaseAck, 0, 0))?;
+    }
+    bidir_measure(opts, conns, size, stop)
 }
 
 /// Accepts one client's connection and exchanges the hellos; the hello must come within a few

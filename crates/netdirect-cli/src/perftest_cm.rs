@@ -731,6 +731,9 @@ fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
     let size = opts.sizes[0];
     let n = iters(opts);
     let mut meter = LatMeter::new(opts.test != Test::ReadLat, 0)?;
+    if opts.unsorted {
+        meter.keep_samples(n);
+    }
     let (mut scnt, mut rcnt) = (0u64, 0u64);
     while scnt < n || rcnt < n {
         match opts.test {
@@ -786,9 +789,11 @@ fn lat(opts: &Opts, d: &mut Data, rem: &Dest, client: bool) -> Result<LatRow> {
     if opts.test == Test::ReadLat {
         meter.post_at(Instant::now());
     }
+    let (hist, samples) = meter.into_parts();
     Ok(LatRow {
         size,
-        hist: meter.into_histogram(),
+        hist,
+        samples,
     })
 }
 
@@ -905,6 +910,7 @@ pub fn client(opts: &Opts, server: SocketAddr, gbits: bool) -> Result<ClientRun>
             secs: vec![secs],
             cpu: vec![cpu],
             interrupted: false,
+            directions: Vec::new(),
         })
     })();
     // Let the peer finish its last Send before we go: siw fails a Send whose connection is

@@ -26,9 +26,10 @@
 //! | `-z` | all | accepted and ignored: nd exchanges its control data over its own connection (perftest's rdma_cm exchange is `-R`) |
 //! | `-F` | all | accepted and ignored: nd never warns about CPU frequency scaling |
 //! | `-l` | bandwidth | accepted and ignored: requests are posted one by one (a post is a queue push; a batch already leaves in one `DEFER`red doorbell) |
-//! | `-U` | latency | refused: samples are kept in an HDR histogram, not as a raw list (`-H` shows their distribution) |
+//! | `-U` | latency | implemented: every sample in run order after the results (`#, usec`, then `index, usec` lines; JSON: `samples_usec`), `-R` included |
 //! | `--run_infinitely` | bandwidth | implemented: a row every `-D` seconds (default 5) until Ctrl-C, which then ends the run normally |
-//! | `-b`, `--report-both` | bandwidth | refused: bidirectional runs are not implemented |
+//! | `-b` | bandwidth | implemented: both sides run the test toward each other at once (pass `-b` to both), the data is checked both ways, and each side's row is the sum of both directions (perftest's convention); refused with `-R` (perftest's duplex rdma_cm exchange is not spoken) |
+//! | `--report-both` | bandwidth | implemented (needs `-b`): a row per direction, `TX` (this side's sending) and `RX` (the peer's); JSON `direction` `tx`/`rx` (`both` for the sum) |
 //! | `--use-srq` | send | implemented: each QP takes its receives from an SRQ (one per QP, on both sides); refused with `-R` |
 //! | `--json` (ours) | all | one JSON document on stdout (client and server) |
 //! | `--json-lines` (ours) | all | JSON Lines on stdout: `listening` (server), a `row` per size (client), then the `report` |
@@ -162,11 +163,13 @@ pub struct BwFlags {
     /// deferred doorbell).
     #[arg(short = 'l', long = "post_list", value_name = "N")]
     pub post_list: Option<u32>,
-    /// Refused: bidirectional runs are not implemented.
+    /// Bidirectional: both sides run the test toward each other at once and each reports the
+    /// sum of both directions (pass -b to the server too; not with -R).
     #[arg(short = 'b', long = "bidirectional")]
     pub bidirectional: bool,
-    /// Refused (goes with -b).
-    #[arg(long = "report-both")]
+    /// With -b: report each direction (TX: this side's sending, RX: the peer's) instead of
+    /// their sum.
+    #[arg(long = "report-both", requires = "bidirectional")]
     pub report_both: bool,
     /// Run until interrupted (Ctrl-C), printing a row every -D seconds (default 5); Ctrl-C
     /// is then the normal end (exit status 0).
@@ -184,8 +187,8 @@ pub struct LatFlags {
     /// Print only this figure: latency (typical, usec).
     #[arg(long = "output", value_name = "WHAT", value_parser = ["latency"])]
     pub output: Option<String>,
-    /// Refused: nd keeps latency samples in an HDR histogram, not as a raw list (-H shows
-    /// their distribution).
+    /// Print every latency sample in run order after the results ("#, usec", then one
+    /// "index, usec" line each; in JSON the array samples_usec).
     #[arg(short = 'U', long = "report-unsorted")]
     pub unsorted: bool,
 }
@@ -484,16 +487,11 @@ impl PerfArgs {
                 );
             }
         }
-        if self.lat.as_ref().is_some_and(|l| l.unsorted) {
-            return refuse("-U", "samples are kept in an HDR histogram; -H prints it");
-        }
-        if let Some(b) = &self.bw {
-            if b.bidirectional || b.report_both {
-                return refuse(
-                    "-b/--report-both",
-                    "bidirectional runs are not implemented yet",
-                );
-            }
+        if self.bw.as_ref().is_some_and(|b| b.bidirectional) && self.common.rdma_cm {
+            return refuse(
+                "-b with -R",
+                "perftest's duplex exchange over rdma_cm (both sides posting, then swapping their reports) is not spoken; -b runs between nd peers",
+            );
         }
         if self.send.as_ref().is_some_and(|s| s.use_srq) && self.common.rdma_cm {
             return refuse(
@@ -588,6 +586,9 @@ impl PerfArgs {
             events: self.events,
             forever,
             srq: self.send.as_ref().is_some_and(|s| s.use_srq),
+            unsorted: self.lat.as_ref().is_some_and(|l| l.unsorted),
+            bidir: self.bw.as_ref().is_some_and(|b| b.bidirectional),
+            report_both: self.bw.as_ref().is_some_and(|b| b.report_both),
         })
     }
 }
@@ -683,8 +684,23 @@ fn serve(a: &PerfArgs, opts: &Opts) -> Result<()> {
         *listening.borrow_mut() = addrs.iter().map(ToString::to_string).collect();
         banner(mode, a.common.quiet, test.name(), addrs)
     })?;
+    let gbits = a.gbits();
+    let results: Vec<report::ResultRow> = summary
+        .rows
+        .iter()
+        .enumerate()
+        .flat_map(|(k, r)| report::rows_of(r, summary.directions.get(k), opts.report_both, gbits))
+        .collect();
     if mode == JsonMode::Text {
         outln!("{}", report::header(opts, "soft"));
+        if !results.is_empty() {
+            // -b: the server measured too.
+            outln!("{}", report::columns(test, gbits));
+            for r in &results {
+                outln!("{}", r.text());
+            }
+            outln!("{}", report::LINE);
+        }
         outln!(
             " served {} size(s) to {}; data check: {}",
             summary.phases,
@@ -701,7 +717,7 @@ fn serve(a: &PerfArgs, opts: &Opts) -> Result<()> {
             peer: summary.peer.map(|p| p.to_string()),
             sizes: summary.phases,
             data_verified: Some(summary.verified),
-            results: Vec::new(),
+            results,
             results_from_client: false,
         };
         report::emit(mode, &r);
@@ -773,7 +789,9 @@ pub fn run(a: &PerfArgs) -> Result<()> {
                 text += &report::columns(test, gbits);
                 text += "\n";
             }
-            text += &report::row_line(row, gbits);
+            let rows = report::rows_of(row, so_far.directions.last(), opts.report_both, gbits);
+            let lines: Vec<String> = rows.iter().map(report::ResultRow::text).collect();
+            text += &lines.join("\n");
         }
         text
     };
@@ -793,9 +811,10 @@ pub fn run(a: &PerfArgs) -> Result<()> {
             let row = peakless(row);
             match mode {
                 JsonMode::Lines => pb.suspend(|| {
-                    report::emit_line(&report::Event::<()>::Row(report::ResultRow::of(
-                        &row, gbits,
-                    )))
+                    let dirs = so_far.directions.last();
+                    for r in report::rows_of(&row, dirs, opts.report_both, gbits) {
+                        report::emit_line(&report::Event::<()>::Row(r));
+                    }
                 }),
                 JsonMode::Text => {
                     let text = show(so_far, &row);
@@ -859,6 +878,13 @@ pub fn run(a: &PerfArgs) -> Result<()> {
             for r in &run.rows {
                 if let perf::Row::Lat(l) = r {
                     out!("{}", report::histogram(l));
+                }
+            }
+        }
+        if opts.unsorted {
+            for r in &run.rows {
+                if let perf::Row::Lat(l) = r {
+                    out!("{}", report::unsorted(l));
                 }
             }
         }

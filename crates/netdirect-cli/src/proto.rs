@@ -16,12 +16,19 @@
 //! |---|---|---|
 //! | client | `Hello` | a = inbox address, b = inbox length, c = remote token, d = receives posted |
 //! | server | `HelloAck` | the same for the server's buffer |
-//! | client | `Phase` | a = message size of the next measurement |
+//! | client | `Phase` | a = message size of the next measurement; b = 1 for a bidirectional (`-b`) one, else 0 |
 //! | server | `PhaseAck` | (the server is ready: inbox cleared, receives posted) |
 //! | client | `PhaseEnd` | a = operations completed (warm-up included), b = slots of `size` written from offset 0 |
 //! | server | `PhaseEndAck` | a = data check: 0 not checked, 1 good, 2 bad; b = operations the server saw |
 //! | client | `Bye` | (then both disconnect) |
 //! | either | `Credit` | a = receives consumed and reposted so far |
+//!
+//! A bidirectional measurement (`-b`, bandwidth tests) is symmetric: after `PhaseAck` both sides
+//! run the test at once, each toward the other. Each side, once its own requests completed, sends
+//! `PhaseEnd` on every QP and `Result` on QP 0 (a = operations, b = peak, c = average bandwidth in
+//! octets/s and d = seconds, the last three as f64 bits), keeps taking the peer's data until the
+//! peer's `PhaseEnd` and `Result` arrived, checks what arrived and answers `PhaseEndAck`; both then
+//! wait for the peer's `PhaseEndAck`. Each side's row is the sum of both directions.
 //!
 //! Each buffer is two halves: the *inbox* (first half, where the peer's RDMA writes land and
 //! where reads land locally) and the *outbox* (second half: the source of writes and sends, and
@@ -54,6 +61,8 @@ pub enum Kind {
     Bye = 7,
     /// Receive credits.
     Credit = 8,
+    /// A side's own figures of a bidirectional (`-b`) measurement.
+    Result = 9,
 }
 
 /// A control message.
@@ -108,6 +117,7 @@ impl Ctrl {
             6 => Kind::PhaseEndAck,
             7 => Kind::Bye,
             8 => Kind::Credit,
+            9 => Kind::Result,
             _ => return None,
         };
         let f =

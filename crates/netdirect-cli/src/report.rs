@@ -32,6 +32,9 @@ pub fn header(opts: &Opts, device: &str) -> String {
     if opts.test.is_bw() {
         s += &format!(" TX depth        : {}\n", opts.tx_depth);
     }
+    if opts.bidir {
+        s += " Bidirectional   : ON\n";
+    }
     if matches!(opts.test, Test::ReadBw | Test::ReadLat) {
         s += &format!(" Outstand reads  : {}\n", opts.outs);
     }
@@ -89,6 +92,16 @@ pub fn one_figure(row: &Row, what: &str, gbits: bool) -> String {
         (Row::Bw(r), _) => format!("{:.2}", bw_unit(r.avg, gbits)),
         (Row::Lat(r), _) => format!("{:.2}", lat_stats(r).typical),
     }
+}
+
+/// perftest's `-U`: every sample in run order, in usec, after a `#, usec` line.
+pub fn unsorted(r: &LatRow) -> String {
+    let mut s = String::with_capacity(16 * r.samples.len() + 16);
+    s += "#, usec\n";
+    for (i, ns) in r.samples.iter().enumerate() {
+        s += &format!("{}, {:.3}\n", i + 1, *ns as f64 / 1000.0);
+    }
+    s
 }
 
 /// A latency histogram (`-H`): sample counts per bucket of the HDR histogram, in usec.
@@ -230,6 +243,10 @@ pub struct BwResult {
     /// Messages per second, millions.
     #[serde(rename = "MsgRate")]
     pub msg_rate: f64,
+    /// With `-b`: `both` (the sum of the two directions), or with `--report-both` `tx` (this
+    /// side's sending) and `rx` (the peer's); absent without `-b`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direction: Option<&'static str>,
 }
 
 /// A latency row with perftest's JSON keys (microseconds).
@@ -255,6 +272,9 @@ pub struct LatResult {
     /// 99.9th percentile.
     #[serde(rename = "percentile_99.9")]
     pub percentile_99_9: f64,
+    /// `-U`: every sample in run order, usec (absent without `-U`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples_usec: Option<Vec<f64>>,
 }
 
 /// A result row as perftest's JSON keys.
@@ -271,10 +291,17 @@ impl ResultRow {
     /// The row as perftest's table prints it.
     pub fn text(&self) -> String {
         match self {
-            ResultRow::Bw(r) => format!(
-                " {:<7}    {:<10}       {:<7.2}            {:<7.2}\t\t   {:<7.6}",
-                r.size, r.n_iterations, r.peak, r.average, r.msg_rate
-            ),
+            ResultRow::Bw(r) => {
+                let dir = match r.direction {
+                    Some("tx") => "   TX",
+                    Some("rx") => "   RX",
+                    _ => "",
+                };
+                format!(
+                    " {:<7}    {:<10}       {:<7.2}            {:<7.2}\t\t   {:<7.6}{dir}",
+                    r.size, r.n_iterations, r.peak, r.average, r.msg_rate
+                )
+            }
             ResultRow::Lat(l) => format!(
                 " {:<7} {:<10}  {:<7.2}        {:<7.2}      {:<7.2}     \t       {:<7.2}     \t{:<7.2}\t\t{:<7.2} \t\t{:<7.2}",
                 l.size,
@@ -306,6 +333,7 @@ impl ResultRow {
                 peak: bw_unit(*peak, gbits),
                 average: bw_unit(*avg, gbits),
                 msg_rate: msg_rate / 1e6,
+                direction: None,
             }),
             Row::Lat(r) => {
                 let l = lat_stats(r);
@@ -319,9 +347,33 @@ impl ResultRow {
                     t_stdev: l.stdev,
                     percentile_99: l.p99,
                     percentile_99_9: l.p999,
+                    samples_usec: (!r.samples.is_empty())
+                        .then(|| r.samples.iter().map(|ns| *ns as f64 / 1000.0).collect()),
                 })
             }
         }
+    }
+}
+
+/// The rows of one measurement: the row itself, or with `-b` (`dirs` = [TX, RX]) the sum
+/// marked `both`, or with `--report-both` each direction.
+pub fn rows_of(
+    row: &Row,
+    dirs: Option<&[BwRow; 2]>,
+    report_both: bool,
+    gbits: bool,
+) -> Vec<ResultRow> {
+    let directed = |r: &BwRow, dir: &'static str| match ResultRow::of(&Row::Bw(*r), gbits) {
+        ResultRow::Bw(mut b) => {
+            b.direction = Some(dir);
+            ResultRow::Bw(b)
+        }
+        other => other,
+    };
+    match (row, dirs) {
+        (Row::Bw(_), Some([tx, rx])) if report_both => vec![directed(tx, "tx"), directed(rx, "rx")],
+        (Row::Bw(sum), Some(_)) => vec![directed(sum, "both")],
+        _ => vec![ResultRow::of(row, gbits)],
     }
 }
 
@@ -355,6 +407,9 @@ pub struct TestInfo {
     pub data_verified: Option<bool>,
     /// Whether Ctrl-C ended the run early.
     pub interrupted: bool,
+    /// `-b`: both sides ran the test toward each other at once; results are their sum (or,
+    /// with `--report-both`, each direction).
+    pub bidirectional: bool,
 }
 
 /// A perftest persona's client report (`test_info`, `results`: one entry per size).
@@ -390,8 +445,14 @@ impl ClientReport {
                 },
                 data_verified: Some(run.verified),
                 interrupted: run.interrupted,
+                bidirectional: opts.bidir,
             },
-            results: run.rows.iter().map(|r| ResultRow::of(r, gbits)).collect(),
+            results: run
+                .rows
+                .iter()
+                .enumerate()
+                .flat_map(|(k, r)| rows_of(r, run.directions.get(k), opts.report_both, gbits))
+                .collect(),
             cpu_util_percent: run.cpu.clone(),
         }
     }
