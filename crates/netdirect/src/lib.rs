@@ -64,6 +64,7 @@
 pub mod adapter;
 pub mod callbacks;
 pub mod connector;
+pub mod counters;
 pub mod cq;
 pub mod cq_waker;
 pub mod listener;
