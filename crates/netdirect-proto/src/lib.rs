@@ -11,6 +11,7 @@
 //! | piece | module |
 //! |---|---|
 //! | MPA Request/Reply, CRC/marker/IRD/ORD/RTR negotiation | [`handshake`] |
+//! | counter cells the engine and its driver count into | [`counters`] |
 //! | RDMAP stream: send queue, segmentation, placement decisions, IRD/ORD, Terminates, completions | [`stream`] |
 //!
 //! The deterministic two-engine harness (`tests/harness.rs`) runs both halves against each other
@@ -22,6 +23,7 @@
 //! time; the driver decides which thread that is and what locks protect it.
 #![forbid(unsafe_code)]
 
+pub mod counters;
 pub mod handshake;
 pub mod provider_error;
 pub mod stream;

@@ -23,11 +23,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use netdirect_types::counters::{
-    Counter, Counters, Kind, OPCODES, OpcodeCounts, ParseCountersError, TerminateCount,
-    opcode_name,
-};
 use netdirect_types::Version;
+pub use netdirect_types::counters::{
+    Counter, Counters, Kind, OPCODES, OpcodeCounts, ParseCountersError, TerminateCount, opcode_name,
+};
 
 #[allow(unused_imports)] // doc links
 use crate::{Extension, Object};
