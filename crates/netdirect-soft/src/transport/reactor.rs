@@ -460,7 +460,6 @@ impl<H: QpHost> Conn<H> {
 
     fn fail_connect(&mut self, status: Status, private_data: Vec<u8>) {
         self.shared.set_state(ConnState::Closed);
-        self.shared.counters.add(Counter::ConnectFailure, 1);
         let cb = match &mut self.phase {
             Phase::TcpConnecting { on_connect, .. } | Phase::Handshake { on_connect, .. } => {
                 on_connect.take()
@@ -468,6 +467,8 @@ impl<H: QpHost> Conn<H> {
             _ => None,
         };
         if let Some(cb) = cb {
+            // Once per attempt: the failure the consumer is told of.
+            self.shared.counters.add(Counter::ConnectFailure, 1);
             run_or_defer(move || {
                 cb(Err(ConnectError {
                     status,
