@@ -141,12 +141,21 @@ pub struct ProviderArgs {
     /// more spread the progress nobody polls for (targets of reads and writes) over cores.
     #[arg(long = "progress-threads", global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub progress_threads: u16,
+    /// Print the counters of the run (each adapter's, from open to exit) on stderr when the
+    /// command ends (`nd stat` documents them).
+    #[arg(long = "counters", global = true)]
+    pub counters: bool,
+    /// Do not publish this process's counters for `nd stat` (see `nd stat --help`).
+    #[arg(long = "no-publish-counters", global = true)]
+    pub no_publish_counters: bool,
 }
 
 impl Default for ProviderArgs {
     fn default() -> Self {
         ProviderArgs {
             progress_threads: 1,
+            counters: false,
+            no_publish_counters: false,
         }
     }
 }
@@ -156,6 +165,7 @@ impl ProviderArgs {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             progress_threads: usize::from(self.progress_threads),
+            publish_counters: !self.no_publish_counters,
             ..EngineConfig::default()
         }
     }
@@ -197,6 +207,7 @@ impl Side {
                 version: Version::V1_2,
             })
             .context(|| format!("cannot open an adapter on {address}"))?;
+        crate::stat::track(&*adapter, &address.to_string());
         let pd = wait(
             adapter.create_pd(),
             timeout,

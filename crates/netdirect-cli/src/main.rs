@@ -11,6 +11,7 @@ use netdirect_cli::error::{Error, Result};
 use netdirect_cli::perf::{self, Opts, Stop, Test};
 use netdirect_cli::{
     bench, conn, dma, info, nd, out, outln, parse_ip, perftest_cm, progress, report, rping, scale,
+    stat,
 };
 use netdirect_types::Status;
 
@@ -87,6 +88,10 @@ enum Command {
     /// NetDMA benchmark: the CPU copy engine's GB/s by size (4 KiB..64 MiB) and channel count
     /// (1..=N), next to memcpy.
     Dma(dma::DmaArgs),
+    /// Counters of running processes' adapters (the NDK's performance counters and the iWARP
+    /// detail), read from what they publish: a table, `--watch N` with rates, `--json`, or
+    /// `--prometheus`.
+    Stat(stat::StatArgs),
 }
 
 /// perftest's flags. The SAME options must be passed to server and client.
@@ -596,6 +601,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::RpingCompat(a) => rping::run(&a),
         Command::Dma(a) => dma::run(&a),
         Command::Scale(a) => scale::run(&a),
+        Command::Stat(a) => stat::run(&a),
     }
 }
 
@@ -603,7 +609,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     conn::set_mpa(cli.mpa);
     conn::set_provider(cli.provider);
-    match run(cli) {
+    let counters = cli.provider.counters;
+    let result = run(cli);
+    if counters {
+        eprint!("{}", stat::run_deltas());
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nd: error: {e}");
