@@ -274,7 +274,8 @@ pub fn table(p: &Published, before: Option<&Published>) -> String {
             Kind::Counter => rate(c.get(k), prev.map(|x| x.get(k)), secs),
             Kind::Gauge => String::new(),
         };
-        let _ = writeln!(s, "  {:<22} {:>16} {:>12}", k.name(), c.get(k), r);
+        let line = format!("  {:<22} {:>16} {:>12}", k.name(), c.get(k), r);
+        let _ = writeln!(s, "{}", line.trim_end());
     }
     let rows: Vec<usize> = (0..OPCODES)
         .filter(|&op| c.opcode(op) != Default::default())
@@ -360,6 +361,7 @@ pub fn run(a: &StatArgs) -> Result<()> {
             );
             for p in &list {
                 let key = (p.pid, p.adapter.clone());
+                screen.push('\n');
                 screen.push_str(&table(p, before.get(&key)));
             }
             crate::out!("{screen}");

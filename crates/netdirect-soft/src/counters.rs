@@ -3,7 +3,7 @@
 //! Each connection (a QP's) counts into its own [`Cells`]: its stream counts FPDUs, octets,
 //! Terminates, CRC errors, IRD/ORD and placement (one writer, no locked instruction); the
 //! transport counts connection events, CQ errors and inline transmits (rare or per post,
-//! relaxed `fetch_add`). The adapter's [`Registry`] lists the live cells and keeps the sum of
+//! relaxed `fetch_add`). The adapter's registry lists the live cells and keeps the sum of
 //! the closed ones, so an adapter's counters never go down when a QP closes. Nothing here runs
 //! on the data path except the cells' adds.
 //!

@@ -218,7 +218,8 @@ fn send(sock: &TcpStream, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize>
 /// Counts a completion with an error status (`CQError`).
 fn count_completion(shared: &ConnShared, c: &WorkCompletion) {
     if !c.status.is_success() {
-        shared.counters.add(Counter::CQError, 1);
+        // Under the connection's lock (see `tx_pass`).
+        shared.counters.bump(Counter::CQError, 1);
     }
 }
 
@@ -1275,7 +1276,9 @@ impl<H: QpHost> Conn<H> {
             return;
         }
         match self.transmit() {
-            Ok(true) => self.shared.counters.add(Counter::InlineTransmits, 1),
+            // Under the connection's lock, as every count of a connection's cells made here
+            // but the state changes' (one writer: no locked instruction per post).
+            Ok(true) => self.shared.counters.bump(Counter::InlineTransmits, 1),
             Ok(false) => {}
             Err(_) => self.on_peer_gone(true, now, cfg),
         }
