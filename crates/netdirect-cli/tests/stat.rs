@@ -49,7 +49,7 @@ fn stat_reads_live_write_bw_octets_that_grow() {
     let dir = std::env::temp_dir().join(format!("nd-stat-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let port = free_port().to_string();
-    let mut server = Command::new(ND)
+    let server = Command::new(ND)
         .args(["write-bw", "-p", &port, "--bind", "127.0.0.1", "--counters"])
         .env("NETDIRECT_STAT_DIR", &dir)
         .stdout(Stdio::piped())
