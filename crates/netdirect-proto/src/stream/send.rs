@@ -118,7 +118,8 @@ impl<L: Clone> Stream<L> {
     /// The next FPDU to send, if any.
     pub fn poll_transmit(&mut self) -> Option<TxFrame<L>> {
         let frame = self.core.poll_transmit()?;
-        if let Ok(p) = ddp::Packet::new_checked(frame.header.get(mpa::LENGTH_LEN..)?) {
+        let ddp_header = frame.header.get(mpa::LENGTH_LEN..).unwrap_or_default();
+        if let Ok(p) = ddp::Packet::new_checked(ddp_header) {
             let octets = frame.payload.as_ref().map_or(0, |p| u64::from(p.len()));
             self.core
                 .counters
