@@ -5,8 +5,8 @@
 //! adapter, `netdirect.<pid>.<n>.counters` in [`publish_dir`] (`$NETDIRECT_STAT_DIR`, else
 //! `/dev/shm`), rewritten atomically every 500 ms and removed when the adapter closes. `nd stat`
 //! reads those files — no shared memory mapping, no socket, nothing on the publisher's data
-//! path — and skips files whose process is gone (a process killed before it could remove
-//! them).
+//! path — and removes files whose process is gone (killed before it could remove them) and
+//! skips files not rewritten for 10 s (their pid was reused).
 //!
 //! * `nd stat`: a table per adapter (the NDK set, the detail that is not zero, FPDUs and octets
 //!   by opcode, Terminates by layer/type/code);
@@ -54,6 +54,9 @@ pub struct StatArgs {
     pub dir: Option<PathBuf>,
 }
 
+/// A published file older than this is ignored (publishers rewrite theirs every 500 ms).
+const STALE_MS: u64 = 10_000;
+
 /// Whether process `pid` still runs (Linux: `/proc/<pid>`; elsewhere assumed).
 fn alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
@@ -69,6 +72,9 @@ pub fn read_published(dir: &Path, pid: Option<u32>) -> Result<Vec<Published>> {
             Status::NOT_FOUND,
         )
     })?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let mut out = Vec::new();
     for e in entries.flatten() {
         let name = e.file_name();
@@ -82,14 +88,23 @@ pub fn read_published(dir: &Path, pid: Option<u32>) -> Result<Vec<Published>> {
         let Some(file_pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if pid.is_some_and(|p| p != file_pid) || !alive(file_pid) {
+        if pid.is_some_and(|p| p != file_pid) {
+            continue;
+        }
+        if !alive(file_pid) {
+            // Left by a process that was killed: nobody else will remove it.
+            let _ = std::fs::remove_file(e.path());
             continue;
         }
         // A file may vanish between the listing and the read (its adapter closed).
         let Ok(text) = std::fs::read_to_string(e.path()) else {
             continue;
         };
-        if let Ok(p) = Published::parse(&text) {
+        // Not rewritten for a while: left by a process whose pid was reused since.
+        if let Some(p) = Published::parse(&text)
+            .ok()
+            .filter(|p| now_ms.saturating_sub(p.time_ms) < STALE_MS)
+        {
             out.push(p);
         }
     }
