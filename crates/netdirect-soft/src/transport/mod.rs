@@ -520,7 +520,7 @@ pub(crate) struct Inner<H: QpHost> {
     /// per batch.
     wake_pending: AtomicBool,
     /// Times the progress thread woke from a wait (relaxed; for measurements).
-    wakeups: AtomicU64,
+    wakeups: Arc<AtomicU64>,
     stop: AtomicBool,
     closed: AtomicBool,
     /// Ids of connections and listeners (tokens), unique in the engine.
@@ -581,16 +581,18 @@ pub(crate) struct Pool<H: QpHost> {
     cursor: AtomicUsize,
 }
 
+/// An engine's counters: its connections' and its progress threads' wakeups.
+fn counters_of(registry: &Registry, wakeups: &[Arc<AtomicU64>]) -> Counters {
+    let mut c = registry.snapshot();
+    let sum = wakeups.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+    c.set(Counter::ProgressWakeups, sum);
+    c
+}
+
 impl<H: QpHost> Pool<H> {
     fn counters(&self) -> Counters {
-        let mut c = self.counters.snapshot();
-        let wakeups = self
-            .reactors
-            .iter()
-            .map(|r| r.wakeups.load(Ordering::Relaxed))
-            .sum();
-        c.set(Counter::ProgressWakeups, wakeups);
-        c
+        let wakeups: Vec<_> = self.reactors.iter().map(|r| r.wakeups.clone()).collect();
+        counters_of(&self.counters, &wakeups)
     }
 
     /// The reactor a new connection goes to: the one with the fewest connections, ties in
@@ -675,7 +677,7 @@ impl<H: QpHost> Engine<H> {
                 waker,
                 sleeping: AtomicBool::new(false),
                 wake_pending: AtomicBool::new(false),
-                wakeups: AtomicU64::new(0),
+                wakeups: Arc::default(),
                 stop: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 next_id: next_id.clone(),
@@ -853,8 +855,15 @@ impl<H: QpHost> Engine<H> {
     /// What answers [`Engine::counters`] without keeping the engine's threads: for a
     /// publisher or an extension interface that may outlive the adapter.
     pub fn counter_source(&self) -> impl Fn() -> Counters + Send + Sync + 'static {
-        let pool = self.pool.clone();
-        move || pool.counters()
+        // Not the pool: it holds the reactors' polls and wakers (file descriptors).
+        let registry = self.pool.counters.clone();
+        let wakeups: Vec<_> = self
+            .pool
+            .reactors
+            .iter()
+            .map(|r| r.wakeups.clone())
+            .collect();
+        move || counters_of(&registry, &wakeups)
     }
 
     /// [`Engine::wakeups`] of each progress thread, in order.
