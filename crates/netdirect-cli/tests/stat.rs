@@ -351,3 +351,48 @@ fn strict_parser_rejects_what_the_format_forbids() {
         );
     }
 }
+
+/// `--counters` on the ND personas, over IPv6: each side prints its run's deltas (the Sends
+/// of the ping-pong, both ways) on stderr, and `--no-publish-counters` is accepted.
+#[test]
+fn nd_personas_print_their_counter_deltas() {
+    let port = free_port();
+    let addr = format!("[::1]:{port}");
+    let common = [
+        "--size",
+        "64",
+        "--iters",
+        "100",
+        "--counters",
+        "--no-publish-counters",
+    ];
+    let mut sargs = vec!["pingpong", "-s", &addr];
+    sargs.extend(common);
+    let (server, _stdout) = common::server(&sargs);
+    let mut cargs = vec!["pingpong", "-c", &addr];
+    cargs.extend(common);
+    let client = Command::new(ND).args(&cargs).output().unwrap();
+    let server = server.wait_with_output().unwrap();
+    assert!(
+        client.status.success() && server.status.success(),
+        "{client:?} {server:?}"
+    );
+    for (side, out) in [("client", &client), ("server", &server)] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("counters of this run"), "{side}: {err}");
+        assert!(err.contains("adapter ::1"), "{side}: {err}");
+        let send = err
+            .lines()
+            .find(|l| l.trim_start().starts_with("Send "))
+            .unwrap_or_else(|| panic!("{side}: no Send row: {err}"));
+        let cols: Vec<u64> = send
+            .split_whitespace()
+            .skip(1)
+            .take(4)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        // FPDUs and octets in and out: at least the 100 measured exchanges of 64 octets.
+        assert!(cols[0] >= 100 && cols[2] >= 100, "{side}: {send}");
+        assert!(cols[1] >= 6400 && cols[3] >= 6400, "{side}: {send}");
+    }
+}

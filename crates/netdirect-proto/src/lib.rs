@@ -20,7 +20,9 @@
 //! # Threading and locks
 //!
 //! None here. Every engine object is plain data driven through `&mut self` by one owner at a
-//! time; the driver decides which thread that is and what locks protect it.
+//! time; the driver decides which thread that is and what locks protect it. The one thing a
+//! stream shares is its [`counters::Cells`] (relaxed atomics others may read at any time, and
+//! a leaf lock taken only to count a Terminate).
 #![forbid(unsafe_code)]
 
 pub mod counters;
