@@ -101,6 +101,13 @@ pub struct MpaFlags {
     /// over cores.
     #[arg(long = "progress-threads", value_name = "N", help_heading = "Provider options", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub progress_threads: Option<u16>,
+    /// Print the counters of the run (each adapter's, from open to exit) on stderr when the
+    /// command ends (`nd stat` documents them).
+    #[arg(long = "counters", help_heading = "Provider options")]
+    pub counters: bool,
+    /// Do not publish this process's counters for `nd stat` (see `nd stat --help`).
+    #[arg(long = "no-publish-counters", help_heading = "Provider options")]
+    pub no_publish_counters: bool,
 }
 
 impl MpaFlags {
@@ -108,6 +115,8 @@ impl MpaFlags {
     pub fn provider(&self) -> ProviderArgs {
         ProviderArgs {
             progress_threads: self.progress_threads.unwrap_or(1),
+            counters: self.counters,
+            no_publish_counters: self.no_publish_counters,
         }
     }
 }
@@ -197,12 +206,18 @@ pub fn mpa_args() -> MpaArgs {
 pub struct ProviderArgs {
     /// Progress threads per adapter.
     pub progress_threads: u16,
+    /// Print the run's counter deltas on stderr at the end.
+    pub counters: bool,
+    /// Do not publish this process's counters for `nd stat`.
+    pub no_publish_counters: bool,
 }
 
 impl Default for ProviderArgs {
     fn default() -> Self {
         ProviderArgs {
             progress_threads: 1,
+            counters: false,
+            no_publish_counters: false,
         }
     }
 }
@@ -212,6 +227,7 @@ impl ProviderArgs {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             progress_threads: usize::from(self.progress_threads),
+            publish_counters: !self.no_publish_counters,
             ..EngineConfig::default()
         }
     }
@@ -253,6 +269,7 @@ impl Side {
                 version: Version::V1_2,
             })
             .context(|| format!("cannot open an adapter on {address}"))?;
+        crate::stat::track(&*adapter, &address.to_string());
         let pd = wait(
             adapter.create_pd(),
             timeout,

@@ -19,6 +19,8 @@
 //!   iWARP (siw) and be pinged by it; see [`rping`].
 //! * `nd scale` — 10,000 idle connected QPs between two processes: memory per idle QP on
 //!   both sides and one QP's read latency with 16 vs all open; see [`scale`].
+//! * `nd stat` — the counters of running processes' adapters (`--watch`, `--json`,
+//!   `--prometheus`); `--counters` prints a run's own; see [`stat`].
 //! * `nd dma` — the NetDMA CPU copy engine by size (4 KiB…64 MiB) and channel count next to
 //!   memcpy; see [`dma`].
 //!
@@ -51,6 +53,7 @@ pub mod proto;
 pub mod report;
 pub mod rping;
 pub mod scale;
+pub mod stat;
 pub mod tcp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -10,7 +10,7 @@ use netdirect_cli::perf::Test;
 use netdirect_cli::persona::{
     self, ReadBwArgs, ReadLatArgs, SendBwArgs, SendLatArgs, WriteBwArgs, WriteLatArgs,
 };
-use netdirect_cli::{bench, dma, info, nd, rping, scale};
+use netdirect_cli::{bench, dma, info, nd, rping, scale, stat};
 
 #[derive(Parser)]
 #[command(
@@ -92,6 +92,10 @@ enum Command {
     /// NetDMA benchmark: the CPU copy engine's GB/s by size (4 KiB..64 MiB) and channel count
     /// (1..=N), next to memcpy.
     Dma(dma::DmaArgs),
+    /// Counters of running processes' adapters (the NDK's performance counters and the iWARP
+    /// detail), read from what they publish: a table, `--watch N` with rates, `--json`, or
+    /// `--prometheus`.
+    Stat(stat::StatArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -131,6 +135,7 @@ fn run(cli: Cli) -> Result<()> {
             set(&a.mpa);
             scale::run(&a.args)
         }
+        Command::Stat(a) => stat::run(&a),
     }
 }
 
@@ -141,7 +146,12 @@ fn nd_persona(test: Test, a: &WithMpa<nd::NdArgs>, set: &dyn Fn(&MpaFlags)) -> R
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = run(cli);
+    // `--counters` (a flag of the commands that connect) was recorded by `run`.
+    if conn::provider_args().counters {
+        eprint!("{}", stat::run_deltas());
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nd: error: {e}");

@@ -11,6 +11,7 @@
 //! | piece | module |
 //! |---|---|
 //! | MPA Request/Reply, CRC/marker/IRD/ORD/RTR negotiation | [`handshake`] |
+//! | counter cells the engine and its driver count into | [`counters`] |
 //! | RDMAP stream: send queue, segmentation, placement decisions, IRD/ORD, Terminates, completions | [`stream`] |
 //!
 //! The deterministic two-engine harness (`tests/harness.rs`) runs both halves against each other
@@ -19,9 +20,12 @@
 //! # Threading and locks
 //!
 //! None here. Every engine object is plain data driven through `&mut self` by one owner at a
-//! time; the driver decides which thread that is and what locks protect it.
+//! time; the driver decides which thread that is and what locks protect it. The one thing a
+//! stream shares is its [`counters::Cells`] (relaxed atomics others may read at any time, and
+//! a leaf lock taken only to count a Terminate).
 #![forbid(unsafe_code)]
 
+pub mod counters;
 pub mod handshake;
 pub mod provider_error;
 pub mod stream;

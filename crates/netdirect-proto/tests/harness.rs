@@ -15,6 +15,7 @@ use netdirect_proto::stream::{
 use netdirect_test_support::host::{self, Region};
 use netdirect_test_support::rng::Rng;
 use netdirect_types::Status;
+use netdirect_types::counters::Counter;
 use netdirect_wire::mpa::{self, FpduWriter, MarkerLayout};
 use netdirect_wire::terminate::TermError;
 
@@ -1237,6 +1238,23 @@ fn corrupted(seed: u64, send: bool, bad_fpdu: usize, direct: bool) -> (Corrupted
     wire[bad_fpdu * fpdu + 20 + 500] ^= 0x40;
     w.a_to_b = wire;
     w.run();
+    // Counted the same on both paths: one CRC error, the FPDUs before the bad one, the
+    // Terminate each way (LLP, CRC).
+    let (b, a) = (
+        w.b.stream.counters().snapshot(),
+        w.a.stream.counters().snapshot(),
+    );
+    let op = if send { 3 } else { 0 };
+    assert_eq!(b.get(Counter::CrcErrors), 1);
+    assert_eq!(b.opcode(op).fpdus_in, bad_fpdu as u64);
+    assert_eq!(b.opcode(op).octets_in, 1000 * bad_fpdu as u64);
+    assert_eq!(
+        (b.terminate(true, 2, 0, 2), a.terminate(false, 2, 0, 2)),
+        (1, 1)
+    );
+    assert_eq!(a.opcode(op).fpdus_out, 3);
+    assert_eq!(a.get(Counter::RDMAOutOctets), 3000);
+    assert_eq!(a.get(Counter::CrcErrors), 0);
     let mut b_completions = w.b.completions.clone();
     let sent = w.b.events.iter().find_map(|e| match e {
         Event::TerminateSent(t) => Some(t.provider_error(true)),

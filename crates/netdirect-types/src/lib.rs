@@ -18,6 +18,7 @@
 //! | `NDK_OPERATION_TYPE` (§5.2) | [`OperationType`] |
 //! | `NDK_VERSION` (§1) | [`Version`] |
 //! | `NDK_ADAPTER_INFO` (§5.1) | [`AdapterInfo`], [`FRMR_PAGE_COUNT_MIN`] |
+//! | `NDIS_NDK_PERFORMANCE_COUNTERS` | [`counters::Counter`], [`counters::Counters`] |
 //! | `NDK_RESULT_EX`, `NDK_RESULT` (§5.2) | [`Completion`], [`BasicCompletion`] |
 //! | `NDK_SGE` (§5.3) | [`Sge`], [`LocalToken`], [`RemoteToken`] |
 //! | `NDK_LOGICAL_ADDRESS(_MAPPING)` (§5.4) | [`LogicalAddress`], [`LogicalAddressMapping`] |
@@ -45,6 +46,7 @@
 
 mod adapter;
 mod completion;
+pub mod counters;
 mod enums;
 mod flags;
 mod memory;

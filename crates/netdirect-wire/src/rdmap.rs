@@ -161,6 +161,9 @@ impl Opcode {
     }
 }
 
+/// The opcode bits of the RDMAP control octet (DDP's `rsvd_ulp`).
+pub const OPCODE_MASK: u8 = field::OPCODE;
+
 /// The RDMAP control octet for `opcode` (RV = 1, reserved bits zero).
 pub const fn control(opcode: Opcode) -> u8 {
     (VERSION << field::RV_SHIFT) | opcode as u8

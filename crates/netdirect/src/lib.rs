@@ -48,6 +48,9 @@
 //! * **Addresses** are [`std::net::SocketAddr`] (IPv4 and IPv6) instead of `SOCKADDR` + length,
 //!   so `STATUS_BUFFER_TOO_SMALL` on address getters cannot happen.
 //! * **Providers** are chosen by name from a [`Registry`]; there is no default.
+//! * **Extensions** (`NdkQueryExtension`, [`Object::query_extension`]): netdirect defines one,
+//!   the counters ([`counters`]: `NDIS_NDK_PERFORMANCE_COUNTERS` and the iWARP detail, per
+//!   adapter and per QP).
 //!
 //! # NDK entry points and callbacks
 //!
@@ -64,6 +67,7 @@
 pub mod adapter;
 pub mod callbacks;
 pub mod connector;
+pub mod counters;
 pub mod cq;
 pub mod cq_waker;
 pub mod listener;

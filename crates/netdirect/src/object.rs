@@ -32,7 +32,8 @@ pub trait Object: Any + Send + Sync {
     /// when a consumer passes them back (a PD to create a QP, an MR to bind a window).
     fn as_any(&self) -> &dyn Any;
 
-    /// Looks up a vendor extension interface. No standard extensions exist; the default answers
+    /// Looks up a vendor extension interface. The NDK defines none; netdirect defines the
+    /// counters ([`crate::counters::COUNTERS_GUID`]). The default answers
     /// `STATUS_NOT_SUPPORTED`, as a minimal provider must.
     #[doc(alias = "NdkQueryExtension")]
     #[doc(alias = "NDK_FN_QUERY_EXTENSION_INTERFACE")]

@@ -111,6 +111,10 @@ impl<L: Clone> Stream<L> {
         }
         d.placed += k;
         self.deframer.skip(k);
+        self.core.counters.bump(
+            netdirect_types::counters::Counter::PlacedDirectOctets,
+            k as u64,
+        );
         k
     }
 

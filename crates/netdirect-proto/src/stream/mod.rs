@@ -80,10 +80,12 @@
 //! `terminate.rs` (Terminates sent and received, blame, `provider_error`).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use netdirect_types::Status;
 use netdirect_wire::mpa::{self, Deframer, DeframerConfig, MarkerLayout};
 
+use crate::counters::Cells;
 use crate::handshake::{Negotiated, Role, RtrKind};
 
 mod direct;
@@ -413,6 +415,8 @@ struct Core<L> {
     completions: VecDeque<WorkCompletion>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
+    /// Where this stream counts (see [`crate::counters`]).
+    counters: Arc<Cells>,
 }
 
 /// One RDMAP stream, sans I/O. `L` is the driver's lease type ([`Host::Lease`]).
@@ -505,6 +509,7 @@ impl<L: Clone> Stream<L> {
                 completions: VecDeque::new(),
                 actions: VecDeque::new(),
                 events: VecDeque::new(),
+                counters: Arc::default(),
             },
             direct_min: None,
             drx: None,
@@ -515,6 +520,17 @@ impl<L: Clone> Stream<L> {
     /// Whether we insert markers in what we send (the driver inserts them at [`TxFrame::seq`]).
     pub fn markers_tx(&self) -> bool {
         self.core.markers_tx.is_some()
+    }
+
+    /// Counts into `cells` from now on (a driver's per-QP counters; each stream has its own
+    /// by default). The stream is their only writer while it runs (see [`crate::counters`]).
+    pub fn set_counters(&mut self, cells: Arc<Cells>) {
+        self.core.counters = cells;
+    }
+
+    /// The cells this stream counts into.
+    pub fn counters(&self) -> &Arc<Cells> {
+        &self.core.counters
     }
 
     /// Whether the stream is still usable.

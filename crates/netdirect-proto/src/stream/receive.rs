@@ -1,6 +1,7 @@
 //! Inbound ULPDUs: validation, where each payload goes, and the completions they finish.
 
 use netdirect_types::Status;
+use netdirect_types::counters::Counter;
 use netdirect_wire::ddp;
 use netdirect_wire::rdmap::{self, Message};
 use netdirect_wire::terminate::{self, TermError};
@@ -74,6 +75,9 @@ impl<L: Clone> Stream<L> {
                     DirectStep::Wait => return None,
                     DirectStep::Done => continue,
                     DirectStep::Place(dest, n) => {
+                        self.core
+                            .counters
+                            .bump(Counter::PlacedBufferedOctets, n as u64);
                         let data = self.deframer.consume_slice(n);
                         return Some(Place { dest, data });
                     }
@@ -106,6 +110,9 @@ impl<L: Clone> Stream<L> {
             }
         };
         let ulpdu = self.deframer.last_ulpdu()?;
+        self.core
+            .counters
+            .bump(Counter::PlacedBufferedOctets, range.len() as u64);
         Some(Place {
             dest,
             data: &ulpdu[range],
@@ -138,8 +145,13 @@ impl<L: Clone> Core<L> {
         // The responder may send once the initiator's first FPDU arrived (see `tx_allowed`).
         self.tx_allowed = true;
         let repr = match rdmap::Repr::parse(ulpdu) {
-            Ok(r) => r,
+            Ok(r) => {
+                let op = r.message.opcode() as u8;
+                self.counters.frame_in(op, (r.payload.len() + extra) as u64);
+                r
+            }
             Err(_) if is_terminate(ulpdu) => {
+                self.counters.frame_in(rdmap::Opcode::Terminate as u8, 0);
                 // A malformed Terminate is still the peer's Terminate (siw copies headers
                 // loosely): take its layer, type and code, never answer it with our own.
                 // is_terminate checked that the control field is there.
@@ -153,6 +165,9 @@ impl<L: Clone> Core<L> {
                 return None;
             }
             Err(e) => {
+                if let Ok(p) = ddp::Packet::new_checked(ulpdu) {
+                    self.counters.frame_in(p.rsvd_ulp() & rdmap::OPCODE_MASK, 0);
+                }
                 let tagged = ddp::Packet::new_checked(ulpdu).is_ok_and(|p| p.tagged());
                 let term = e
                     .term_error(tagged)
@@ -177,6 +192,8 @@ impl<L: Clone> Core<L> {
                         Message::Send { .. } => self.recv_msn = self.recv_msn.wrapping_add(1),
                         Message::ReadRequest { request, .. } => {
                             self.rreq_msn = self.rreq_msn.wrapping_add(1);
+                            self.counters
+                                .raise(Counter::IrdHighWater, self.irq.len() as u64 + 1);
                             self.irq.push_back(InRead {
                                 lease: None,
                                 sink_stag: request.sink_stag,
@@ -233,6 +250,8 @@ impl<L: Clone> Core<L> {
                         Err(e) => return self.local_error(read_term(e)),
                     }
                 };
+                self.counters
+                    .raise(Counter::IrdHighWater, self.irq.len() as u64 + 1);
                 self.irq.push_back(InRead {
                     lease,
                     sink_stag: request.sink_stag,

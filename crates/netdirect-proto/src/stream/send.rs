@@ -2,15 +2,16 @@
 //! responses for the peer's reads, and segmentation of each message into FPDUs.
 
 use netdirect_types::Status;
-use netdirect_wire::mpa;
 use netdirect_wire::rdmap::{self, Message, ReadRequest};
 use netdirect_wire::terminate::TermError;
+use netdirect_wire::{ddp, mpa};
 
 use super::{
     Action, Core, Payload, PostError, PostFlags, Request, Segmentation, State, Stream, TxFrame,
     WorkCompletion, WorkKind,
 };
 use crate::handshake::RtrKind;
+use netdirect_types::counters::Counter;
 
 #[derive(Debug, Clone)]
 pub(super) struct SqEntry {
@@ -116,7 +117,15 @@ impl<L: Clone> Stream<L> {
 
     /// The next FPDU to send, if any.
     pub fn poll_transmit(&mut self) -> Option<TxFrame<L>> {
-        self.core.poll_transmit()
+        let frame = self.core.poll_transmit()?;
+        let ddp_header = frame.header.get(mpa::LENGTH_LEN..).unwrap_or_default();
+        if let Ok(p) = ddp::Packet::new_checked(ddp_header) {
+            let octets = frame.payload.as_ref().map_or(0, |p| u64::from(p.len()));
+            self.core
+                .counters
+                .frame_out(p.rsvd_ulp() & rdmap::OPCODE_MASK, octets);
+        }
+        Some(frame)
     }
 
     /// Whether [`Stream::poll_transmit`] has another frame ready now: the driver tells TCP
@@ -342,6 +351,8 @@ impl<L: Clone> Core<L> {
             RtrKind::Read => {
                 let msn = self.read_msn;
                 self.read_msn = self.read_msn.wrapping_add(1);
+                self.counters
+                    .raise(Counter::OrdHighWater, self.outstanding.len() as u64 + 1);
                 self.outstanding.push_back(OutRead {
                     entry: u64::MAX,
                     msn,
@@ -456,6 +467,8 @@ impl<L: Clone> Core<L> {
             } => {
                 let msn = self.read_msn;
                 self.read_msn = self.read_msn.wrapping_add(1);
+                self.counters
+                    .raise(Counter::OrdHighWater, self.outstanding.len() as u64 + 1);
                 self.outstanding.push_back(OutRead {
                     entry: id,
                     msn,

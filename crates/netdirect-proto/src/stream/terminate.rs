@@ -199,10 +199,14 @@ impl<L: Clone> Core<L> {
         if let Some(t) = sent {
             if !mid_send {
                 self.term_tx = Some((t, self.rx_copy.take()));
+                self.counters
+                    .terminate(true, t.layer, t.error_type, t.error_code);
             }
             self.events.push_back(Event::TerminateSent(t));
         }
         if let Some(t) = received {
+            self.counters
+                .terminate(false, t.layer, t.error_type, t.error_code);
             self.events.push_back(Event::TerminateReceived(t));
         }
         let provider_error = match (sent, received) {
@@ -256,6 +260,10 @@ impl<L: Clone> Core<L> {
     /// An MPA framing or CRC error in what we received: the stream can no longer be trusted.
     /// The Terminate (LLP) copies no header.
     pub(super) fn framing_error(&mut self, e: netdirect_wire::Error) {
+        if matches!(e, netdirect_wire::Error::Crc { .. }) {
+            self.counters
+                .bump(netdirect_types::counters::Counter::CrcErrors, 1);
+        }
         let term = e
             .term_error(false)
             .unwrap_or(TermError::LlpLocalCatastrophic);

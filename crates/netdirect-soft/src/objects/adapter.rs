@@ -3,10 +3,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use netdirect::counters::{COUNTERS_GUID, Counters, CountersInterface};
 use netdirect::{
     Adapter, Affinity, Buffer, ConnectEvent, Connector, Cq, CqNotification, Lam, Listener,
     OpenParameters, Pd, Provider, Request, SharedEndpoint,
 };
+use netdirect::{Extension, Guid};
 use netdirect_types::{AdapterInfo, Status, Version};
 
 use super::AdapterId;
@@ -19,6 +21,7 @@ use super::listener::SoftListener;
 use super::pd::SoftPd;
 use super::qp::SoftHost;
 use super::shared_endpoint::SoftSharedEndpoint;
+use crate::counters::Publisher;
 use crate::dma::{DmaPlacer, Placement};
 use crate::memory::{MemoryConfig, MemoryTable};
 use crate::transport::{Engine, EngineConfig, MpaConfig, ndk_mpa_config};
@@ -96,6 +99,11 @@ impl SoftProvider {
         let mut engine_config = self.engine.clone();
         engine_config.thread_name = format!("nd-soft {}", params.address);
         let engine = Engine::new(engine_config)?;
+        let publisher = if self.engine.publish_counters {
+            Publisher::start(params.address.to_string(), engine.counter_source())
+        } else {
+            None
+        };
         let placer = match self.placement {
             Placement::Cpu => None,
             Placement::NetDma => Some(Arc::new(DmaPlacer::new()?)),
@@ -112,6 +120,7 @@ impl SoftProvider {
                 mpa: self.mpa.clone(),
                 lifetime: Antecedent::new(),
                 activity: Activity::default(),
+                publisher,
             }),
         })
     }
@@ -154,6 +163,9 @@ pub(crate) struct AdapterShared {
     /// When a consumer last created an object here or called a connector of it
     /// ([`super::answers`]).
     pub(crate) activity: Activity,
+    /// Publishes the counters for other processes
+    /// ([`crate::transport::EngineConfig::publish_counters`]).
+    pub(crate) publisher: Option<Publisher>,
 }
 
 impl AdapterShared {
@@ -184,6 +196,19 @@ impl SoftAdapter {
         self.shared.engine.wakeups()
     }
 
+    /// The adapter's counters: every QP it had (closed ones included), connection attempts
+    /// that never reached a QP (rejects, failures), and the progress threads' wakeups. The
+    /// same as the [`netdirect::counters`] extension returns.
+    pub fn counters(&self) -> Counters {
+        self.shared.engine.counters()
+    }
+
+    /// Where the adapter publishes its counters for `nd stat`, if it does
+    /// ([`crate::transport::EngineConfig::publish_counters`]).
+    pub fn counters_path(&self) -> Option<&std::path::Path> {
+        self.shared.publisher.as_ref().map(Publisher::path)
+    }
+
     /// [`SoftAdapter::progress_wakeups`] of each progress thread
     /// ([`crate::transport::EngineConfig::progress_threads`]), in order.
     pub fn progress_wakeups_per_thread(&self) -> Vec<u64> {
@@ -212,7 +237,16 @@ impl SoftAdapter {
     }
 }
 
-super::soft_object!(SoftAdapter, Adapter, |a| a.shared.id);
+super::soft_object!(SoftAdapter, Adapter, |a| a.shared.id, extension: adapter_extension);
+
+/// `NdkQueryExtension` of the adapter: the counters interface for [`COUNTERS_GUID`] (any
+/// version 1.x), `STATUS_NOT_SUPPORTED` for anything else.
+fn adapter_extension(a: &SoftAdapter, id: &Guid, version: Version) -> Result<Extension, Status> {
+    if *id != COUNTERS_GUID || version.major != 1 {
+        return Err(Status::NOT_SUPPORTED);
+    }
+    Ok(CountersInterface::new(a.shared.engine.counter_source()).into_extension())
+}
 
 impl Adapter for SoftAdapter {
     fn query_info(&self) -> AdapterInfo {

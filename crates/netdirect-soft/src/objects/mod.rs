@@ -95,6 +95,14 @@ pub(crate) fn ours_in<T: InPd>(
 /// Implements [`netdirect::Object`] and [`SoftObject`] for an object type:
 /// `soft_object!(SoftMr, Mr, |mr| mr.shared.id)` (the closure names the object's adapter).
 macro_rules! soft_object {
+    (@adapter $ty:ty, |$this:ident| $adapter:expr) => {
+        impl $crate::objects::SoftObject for $ty {
+            fn adapter(&self) -> $crate::objects::AdapterId {
+                let $this = self;
+                $adapter
+            }
+        }
+    };
     ($ty:ty, $kind:ident, |$this:ident| $adapter:expr) => {
         impl ::netdirect::Object for $ty {
             fn object_type(&self) -> ::netdirect_types::ObjectType {
@@ -105,13 +113,27 @@ macro_rules! soft_object {
                 self
             }
         }
+        $crate::objects::soft_object!(@adapter $ty, |$this| $adapter);
+    };
+    ($ty:ty, $kind:ident, |$this:ident| $adapter:expr, extension: $ext:path) => {
+        impl ::netdirect::Object for $ty {
+            fn object_type(&self) -> ::netdirect_types::ObjectType {
+                ::netdirect_types::ObjectType::$kind
+            }
 
-        impl $crate::objects::SoftObject for $ty {
-            fn adapter(&self) -> $crate::objects::AdapterId {
-                let $this = self;
-                $adapter
+            fn as_any(&self) -> &dyn ::std::any::Any {
+                self
+            }
+
+            fn query_extension(
+                &self,
+                id: &::netdirect::Guid,
+                version: ::netdirect_types::Version,
+            ) -> ::std::result::Result<::netdirect::Extension, ::netdirect_types::Status> {
+                $ext(self, id, version)
             }
         }
+        $crate::objects::soft_object!(@adapter $ty, |$this| $adapter);
     };
 }
 pub(crate) use soft_object;

@@ -82,6 +82,8 @@ use super::{AdapterId, InPd, ours_in};
 use crate::dma::DmaPlacer;
 use crate::memory::{Lease, LocalAccess, MemoryObject, MemoryTable, MrId, MwId, PdId, next_token};
 use crate::transport::{Connection, QpHost};
+use netdirect::counters::{COUNTERS_GUID, Counters, CountersInterface};
+use netdirect::{Extension, Guid};
 
 /// A posted receive: its context and the leases on its scatter list.
 pub(crate) struct RecvEntry {
@@ -559,7 +561,42 @@ impl SoftQp {
     }
 }
 
-super::soft_object!(SoftQp, Qp, |qp| qp.core.adapter);
+super::soft_object!(SoftQp, Qp, |qp| qp.core.adapter, extension: qp_extension);
+
+impl SoftQp {
+    /// The QP's counters: those of its connection (zero before it has one). Once the QP is
+    /// closed they are part of its adapter's ([`super::adapter::SoftAdapter::counters`]).
+    pub fn counters(&self) -> Counters {
+        self.core.counters()
+    }
+}
+
+impl QpCore {
+    fn counters(&self) -> Counters {
+        self.conn
+            .get()
+            .map(Connection::counters)
+            .unwrap_or_default()
+    }
+}
+
+/// `NdkQueryExtension` of a QP: the counters interface for [`COUNTERS_GUID`] (version 1.x).
+/// It holds the QP weakly: after the QP is closed it answers zeros (the counts live on in
+/// the adapter's).
+fn qp_extension(
+    qp: &SoftQp,
+    id: &Guid,
+    version: netdirect_types::Version,
+) -> Result<Extension, Status> {
+    if *id != COUNTERS_GUID || version.major != 1 {
+        return Err(Status::NOT_SUPPORTED);
+    }
+    let core = Arc::downgrade(&qp.core);
+    Ok(
+        CountersInterface::new(move || core.upgrade().map(|c| c.counters()).unwrap_or_default())
+            .into_extension(),
+    )
+}
 
 impl Qp for SoftQp {
     fn split(&mut self) -> (&mut dyn QpInitiator, &mut dyn QpReceiver) {

@@ -192,6 +192,7 @@ use crossbeam_queue::SegQueue;
 use netdirect_proto::handshake::{Handshake, PeerRequest};
 use netdirect_proto::stream::{Dest, Event, Host, Payload, PostFlags, Request, WorkCompletion};
 use netdirect_types::Status;
+use netdirect_types::counters::{Counter, Counters};
 use netdirect_wire::mpa;
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -199,6 +200,8 @@ pub use errno::{bind_status, connect_status};
 pub use netdirect_proto::handshake::{MpaConfig, Negotiated, ReadLimits};
 
 use reactor::{Cmd, ConnCell};
+
+use crate::counters::{Cells, Registry};
 
 /// What the engine needs from the owner of a connection (the queue pair).
 ///
@@ -327,6 +330,11 @@ pub struct EngineConfig {
     /// them. The default can be changed for a whole process with the environment variable
     /// `NETDIRECT_PROGRESS_THREADS` (test matrices).
     pub progress_threads: usize,
+    /// Publish the adapter's counters for other processes (`nd stat`): a thread writes them
+    /// every 500 ms to a file in [`netdirect::counters::publish_dir`] and removes it when the
+    /// adapter closes (see [`crate::counters`]). Off by default; the environment variable
+    /// `NETDIRECT_PUBLISH_COUNTERS=1` turns it on for a whole process.
+    pub publish_counters: bool,
 }
 
 impl Default for EngineConfig {
@@ -346,6 +354,7 @@ impl Default for EngineConfig {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1),
+            publish_counters: std::env::var("NETDIRECT_PUBLISH_COUNTERS").is_ok_and(|v| v == "1"),
         }
     }
 }
@@ -431,17 +440,51 @@ pub(crate) struct ConnShared {
     ord: AtomicU16,
     local: SocketAddr,
     peer: SocketAddr,
+    /// The connection's (its QP's) counters; the stream counts into them too.
+    pub(crate) counters: Arc<Cells>,
+    /// The adapter's counters, which keep these once the connection is gone.
+    registry: Arc<Registry>,
+}
+
+impl Drop for ConnShared {
+    fn drop(&mut self) {
+        self.registry.retire(&self.counters);
+    }
 }
 
 impl ConnShared {
-    fn new(id: usize, local: SocketAddr, peer: SocketAddr) -> Arc<ConnShared> {
+    fn new(
+        id: usize,
+        local: SocketAddr,
+        peer: SocketAddr,
+        registry: &Arc<Registry>,
+    ) -> Arc<ConnShared> {
         Arc::new(ConnShared {
             id,
             state: AtomicU8::new(ConnState::Connecting as u8),
             ord: AtomicU16::new(0),
             local,
             peer,
+            counters: registry.register(),
+            registry: registry.clone(),
         })
+    }
+
+    /// Counts what a state change means: an established connection (`Connect` on the active
+    /// side, which came from `Replied`; `Accept` on the passive side) and `ActiveConnection`.
+    fn count_transition(&self, from: u8, to: ConnState) {
+        let live = |s: u8| s == ConnState::Connected as u8 || s == ConnState::PeerClosed as u8;
+        if to == ConnState::Connected && !live(from) {
+            let c = if from == ConnState::Replied as u8 {
+                Counter::Connect
+            } else {
+                Counter::Accept
+            };
+            self.counters.add(c, 1);
+            self.counters.add(Counter::ActiveConnection, 1);
+        } else if live(from) && matches!(to, ConnState::Error | ConnState::Closed) {
+            self.counters.sub(Counter::ActiveConnection, 1);
+        }
     }
 
     pub(crate) fn state(&self) -> ConnState {
@@ -450,11 +493,14 @@ impl ConnShared {
 
     /// Moves to `to` unless the connection is already closed (closed is final).
     pub(crate) fn set_state(&self, to: ConnState) {
-        let _ = self
+        if let Ok(from) = self
             .state
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
                 (s != ConnState::Closed as u8).then_some(to as u8)
-            });
+            })
+        {
+            self.count_transition(from, to);
+        }
     }
 }
 
@@ -474,7 +520,7 @@ pub(crate) struct Inner<H: QpHost> {
     /// per batch.
     wake_pending: AtomicBool,
     /// Times the progress thread woke from a wait (relaxed; for measurements).
-    wakeups: AtomicU64,
+    wakeups: Arc<AtomicU64>,
     stop: AtomicBool,
     closed: AtomicBool,
     /// Ids of connections and listeners (tokens), unique in the engine.
@@ -529,11 +575,26 @@ impl<H: QpHost> Inner<H> {
 /// The reactors of one engine. The first also serves the listeners.
 pub(crate) struct Pool<H: QpHost> {
     reactors: Vec<Arc<Inner<H>>>,
+    /// The counters of the engine's connections.
+    pub(crate) counters: Arc<Registry>,
     /// Where the next placement starts looking (ties go round the reactors).
     cursor: AtomicUsize,
 }
 
+/// An engine's counters: its connections' and its progress threads' wakeups.
+fn counters_of(registry: &Registry, wakeups: &[Arc<AtomicU64>]) -> Counters {
+    let mut c = registry.snapshot();
+    let sum = wakeups.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+    c.set(Counter::ProgressWakeups, sum);
+    c
+}
+
 impl<H: QpHost> Pool<H> {
+    fn counters(&self) -> Counters {
+        let wakeups: Vec<_> = self.reactors.iter().map(|r| r.wakeups.clone()).collect();
+        counters_of(&self.counters, &wakeups)
+    }
+
     /// The reactor a new connection goes to: the one with the fewest connections, ties in
     /// turn. The connection counts from now on.
     fn place(&self) -> &Arc<Inner<H>> {
@@ -616,7 +677,7 @@ impl<H: QpHost> Engine<H> {
                 waker,
                 sleeping: AtomicBool::new(false),
                 wake_pending: AtomicBool::new(false),
-                wakeups: AtomicU64::new(0),
+                wakeups: Arc::default(),
                 stop: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 next_id: next_id.clone(),
@@ -627,6 +688,7 @@ impl<H: QpHost> Engine<H> {
         }
         let pool = Arc::new(Pool {
             reactors,
+            counters: Arc::default(),
             cursor: AtomicUsize::new(0),
         });
         let mut engine = Engine {
@@ -756,7 +818,7 @@ impl<H: QpHost> Engine<H> {
             .unwrap_or(remote);
         let sock = mio::net::TcpStream::from_std(socket.into());
         let inner = self.pool.place();
-        let shared = ConnShared::new(inner.id(), local_addr, remote);
+        let shared = ConnShared::new(inner.id(), local_addr, remote, &self.pool.counters);
         let phase = reactor::Phase::TcpConnecting {
             hs,
             explicit_port,
@@ -782,6 +844,26 @@ impl<H: QpHost> Engine<H> {
     /// consumer handing them work), all together. A relaxed counter, for measurements.
     pub fn wakeups(&self) -> u64 {
         self.wakeups_per_thread().iter().sum()
+    }
+
+    /// The counters of every connection the engine had (closed ones included), with the
+    /// progress threads' wakeups.
+    pub fn counters(&self) -> Counters {
+        self.pool.counters()
+    }
+
+    /// What answers [`Engine::counters`] without keeping the engine's threads: for a
+    /// publisher or an extension interface that may outlive the adapter.
+    pub fn counter_source(&self) -> impl Fn() -> Counters + Send + Sync + 'static {
+        // Not the pool: it holds the reactors' polls and wakers (file descriptors).
+        let registry = self.pool.counters.clone();
+        let wakeups: Vec<_> = self
+            .pool
+            .reactors
+            .iter()
+            .map(|r| r.wakeups.clone())
+            .collect();
+        move || counters_of(&registry, &wakeups)
     }
 
     /// [`Engine::wakeups`] of each progress thread, in order.
@@ -1008,6 +1090,11 @@ impl<H: QpHost> Connection<H> {
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.cell.shared.peer
+    }
+
+    /// The connection's counters (its QP's).
+    pub fn counters(&self) -> Counters {
+        self.cell.shared.counters.snapshot()
     }
 
     /// Where the connection is.

@@ -14,6 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 use netdirect_proto::handshake::{Event as HsEvent, Handshake, MpaConfig, PeerRequest, ReadLimits};
 use netdirect_proto::stream::{Event, PostFlags, Request, Stream, WorkCompletion, WorkKind};
 use netdirect_types::Status;
+use netdirect_types::counters::Counter;
 use netdirect_wire::mpa::{self, MarkerLayout};
 use netdirect_wire::rdmap::{self, Message};
 use netdirect_wire::terminate::{self, TermError};
@@ -214,6 +215,14 @@ fn send(sock: &TcpStream, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize>
     SockRef::from(sock).send_vectored_with_flags(bufs, flags)
 }
 
+/// Counts a completion with an error status (`CQError`).
+fn count_completion(shared: &ConnShared, c: &WorkCompletion) {
+    if !c.status.is_success() {
+        // Under the connection's lock (see `tx_pass`).
+        shared.counters.bump(Counter::CQError, 1);
+    }
+}
+
 fn cancelled(wr: u64, request: &Request) -> WorkCompletion {
     WorkCompletion {
         wr,
@@ -243,6 +252,8 @@ pub(crate) struct Rdma<L> {
     flushed: bool,
     /// The peer's close was reported ([`Event::PeerClosed`]).
     peer_closed: bool,
+    /// `ConnectionError` was counted.
+    errored: bool,
 }
 
 /// Where a connection is in its life; each stage carries what only it needs, so that the
@@ -461,6 +472,8 @@ impl<H: QpHost> Conn<H> {
             _ => None,
         };
         if let Some(cb) = cb {
+            // Once per attempt: the failure the consumer is told of.
+            self.shared.counters.add(Counter::ConnectFailure, 1);
             run_or_defer(move || {
                 cb(Err(ConnectError {
                     status,
@@ -511,6 +524,7 @@ impl<H: QpHost> Conn<H> {
         let mulpdu = mpa::mulpdu(seglen, neg.markers_tx).min(cap);
         self.shared.ord.store(neg.limits.ord, Ordering::Release);
         let mut stream = Stream::new(neg, mulpdu);
+        stream.set_counters(self.shared.counters.clone());
         // Header-first receive (`receive` reads payloads straight into place once connected).
         stream.set_direct_min(cfg.direct_min);
         Rdma {
@@ -519,6 +533,7 @@ impl<H: QpHost> Conn<H> {
             markers_tx: neg.markers_tx,
             flushed: false,
             peer_closed: false,
+            errored: false,
         }
     }
 
@@ -664,6 +679,7 @@ impl<H: QpHost> Conn<H> {
                     }
                 }
                 HsEvent::Rejected { private_data } => {
+                    self.shared.counters.add(Counter::MpaRejectsReceived, 1);
                     self.fail_connect(Status::CONNECTION_REFUSED, private_data);
                     self.begin_close(now, cfg.disconnect_timeout, false);
                 }
@@ -674,6 +690,10 @@ impl<H: QpHost> Conn<H> {
                         if let Some(t) = e.term_error() {
                             // Nothing is negotiated yet: no CRC.
                             self.out.extend_from_slice(&terminate_fpdu(t, false, false));
+                            let code = netdirect_proto::stream::TermCode::from(t);
+                            let cells = &self.shared.counters;
+                            cells.terminate(true, code.layer, code.error_type, code.error_code);
+                            cells.frame_out(rdmap::Opcode::Terminate as u8, 0);
                         }
                         self.fail_connect(handshake_status(&e), Vec::new());
                     } else {
@@ -749,6 +769,7 @@ impl<H: QpHost> Conn<H> {
             self.shared.set_state(ConnState::Error);
         }
         while let Some(c) = stream.poll_completion() {
+            count_completion(&self.shared, &c);
             host.completed(c);
         }
         let mut close = false;
@@ -772,6 +793,7 @@ impl<H: QpHost> Conn<H> {
             host.flushed();
         }
         if close {
+            self.count_error();
             self.fail_accept(Status::CONNECTION_ABORTED);
             self.begin_close(now, cfg.disconnect_timeout, false);
         }
@@ -782,11 +804,25 @@ impl<H: QpHost> Conn<H> {
         }
     }
 
+    /// Counts `ConnectionError` once per connection: an established one ended by a
+    /// Terminate or a broken socket.
+    fn count_error(&mut self) {
+        if let Some(rdma) = self.phase.rdma_mut() {
+            if !rdma.errored {
+                rdma.errored = true;
+                self.shared.counters.add(Counter::ConnectionError, 1);
+            }
+        }
+    }
+
     /// The peer closed (`reset`: or the connection broke).
     fn on_peer_gone(&mut self, reset: bool, now: Instant, cfg: &EngineConfig) {
         self.eof = true;
         if reset {
             self.io_dead = true;
+            if self.phase.is_connected() {
+                self.count_error();
+            }
         }
         match &mut self.phase {
             Phase::TcpConnecting { on_connect, .. } | Phase::Handshake { on_connect, .. } => {
@@ -1145,6 +1181,7 @@ impl<H: QpHost> Conn<H> {
             rdma.stream.flush();
             if let Some(host) = self.host.as_mut() {
                 while let Some(c) = rdma.stream.poll_completion() {
+                    count_completion(&self.shared, &c);
                     host.completed(c);
                 }
                 while let Some(e) = rdma.stream.poll_event() {
@@ -1235,6 +1272,7 @@ impl<H: QpHost> Conn<H> {
             // the requests it flushed do (§10 row 2).
             let mut c = cancelled(p.wr, &p.request);
             c.provider_error = ended_by;
+            count_completion(&self.shared, &c);
             host.completed(c);
         }
     }
@@ -1245,8 +1283,12 @@ impl<H: QpHost> Conn<H> {
         if !self.phase.is_connected() || self.io_dead {
             return;
         }
-        if self.transmit().is_err() {
-            self.on_peer_gone(true, now, cfg);
+        match self.transmit() {
+            // Under the connection's lock, as every count of a connection's cells made here
+            // but the state changes' (one writer: no locked instruction per post).
+            Ok(true) => self.shared.counters.bump(Counter::InlineTransmits, 1),
+            Ok(false) => {}
+            Err(_) => self.on_peer_gone(true, now, cfg),
         }
         self.drain(now, cfg);
     }
@@ -2077,7 +2119,9 @@ impl<H: QpHost> Reactor<H> {
         let mut c = cell.lock();
         c.has_handle = false;
         if let Phase::Decision { hs, .. } = &mut c.phase {
-            let _ = hs.reject(private_data);
+            if hs.reject(private_data).is_ok() {
+                c.shared.counters.add(Counter::MpaRejectsSent, 1);
+            }
         }
         c.shared.set_state(ConnState::Closed);
         c.begin_close(now, self.inner.config.disconnect_timeout, false);
@@ -2270,7 +2314,7 @@ impl<H: QpHost> Reactor<H> {
             // The connection goes to the least loaded reactor and stays there.
             let target = self.pool.place().clone();
             let cid = target.id();
-            let shared = ConnShared::new(cid, local, peer);
+            let shared = ConnShared::new(cid, local, peer, &self.pool.counters);
             let deadline = hs.poll_timeout();
             let phase = Phase::Handshake {
                 hs,

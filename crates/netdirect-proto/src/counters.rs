@@ -1,0 +1,195 @@
+//! Counter cells: where an engine and its driver count ([`netdirect_types::counters`] names
+//! them).
+//!
+//! A [`Stream`](crate::stream::Stream) counts FPDUs and payload octets by opcode, Terminates,
+//! CRC errors, IRD/ORD high-water marks and placement into the [`Cells`] it was given
+//! ([`Stream::set_counters`](crate::stream::Stream::set_counters)); the driver counts what
+//! only it sees (connections, wakeups, inline transmits) into the same cells or its own.
+//!
+//! Two ways to add, for the two kinds of writer:
+//! * [`Cells::bump`], [`Cells::raise`] and the stream's own counting: **one writer at a time**
+//!   (the stream is driven through `&mut self`, so its cells have one writer). A relaxed load
+//!   and store, no locked instruction: nothing measurable per FPDU. Readers on other threads
+//!   see a recent value.
+//! * [`Cells::add`]: any thread (a relaxed `fetch_add`), for cells several threads count into.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use netdirect_types::counters::{Counter, Counters, OPCODES, OpcodeCounts, TerminateCount};
+
+/// One QP's (or one adapter's) counters, as relaxed atomics.
+#[derive(Debug)]
+pub struct Cells {
+    values: [AtomicU64; Counter::COUNT],
+    /// Per opcode: FPDUs in, octets in, FPDUs out, octets out.
+    opcodes: [[AtomicU64; 4]; OPCODES],
+    /// Terminates are rare: a lock is fine (and an empty list is small: a connection's cells
+    /// stay under 600 octets).
+    terminates: Mutex<Vec<TerminateCount>>,
+}
+
+impl Default for Cells {
+    fn default() -> Self {
+        Cells {
+            values: std::array::from_fn(|_| AtomicU64::new(0)),
+            opcodes: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            terminates: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+fn bump_cell(cell: &AtomicU64, n: u64) {
+    cell.store(cell.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+impl Cells {
+    /// Adds `n` to `c`; one writer at a time (see the module docs).
+    pub fn bump(&self, c: Counter, n: u64) {
+        bump_cell(&self.values[c as usize], n);
+    }
+
+    /// Adds `n` to `c` from any thread.
+    pub fn add(&self, c: Counter, n: u64) {
+        self.values[c as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Subtracts `n` from gauge `c` from any thread (saturating at 0).
+    pub fn sub(&self, c: Counter, n: u64) {
+        let _ =
+            self.values[c as usize].fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+
+    /// Raises high-water mark `c` to `v`; one writer at a time.
+    pub fn raise(&self, c: Counter, v: u64) {
+        let cell = &self.values[c as usize];
+        if v > cell.load(Relaxed) {
+            cell.store(v, Relaxed);
+        }
+    }
+
+    /// An FPDU of RDMAP opcode `op` with `octets` of payload was sent; one writer at a time.
+    pub fn frame_out(&self, op: u8, octets: u64) {
+        if let Some(o) = self.opcodes.get(usize::from(op)) {
+            bump_cell(&o[2], 1);
+            bump_cell(&o[3], octets);
+        }
+    }
+
+    /// An FPDU of RDMAP opcode `op` with `octets` of payload was received; one writer at a
+    /// time.
+    pub fn frame_in(&self, op: u8, octets: u64) {
+        if let Some(o) = self.opcodes.get(usize::from(op)) {
+            bump_cell(&o[0], 1);
+            bump_cell(&o[1], octets);
+        }
+    }
+
+    /// A Terminate was sent (`sent`) or received, with this layer/type/code.
+    pub fn terminate(&self, sent: bool, layer: u8, error_type: u8, error_code: u8) {
+        self.add_terminates(sent, layer, error_type, error_code, 1);
+    }
+
+    fn add_terminates(&self, sent: bool, layer: u8, error_type: u8, error_code: u8, n: u64) {
+        let Ok(mut list) = self.terminates.lock() else {
+            return;
+        };
+        let key = (sent, layer, error_type, error_code);
+        match list
+            .iter_mut()
+            .find(|t| (t.sent, t.layer, t.error_type, t.error_code) == key)
+        {
+            Some(t) => t.count += n,
+            None => list.push(TerminateCount {
+                sent,
+                layer,
+                error_type,
+                error_code,
+                count: n,
+            }),
+        }
+    }
+
+    /// The counters now (with the totals derived from the detail).
+    pub fn snapshot(&self) -> Counters {
+        let mut c = Counters::default();
+        if let Ok(list) = self.terminates.lock() {
+            for t in list.iter() {
+                c.add_terminate(t.sent, t.layer, t.error_type, t.error_code, t.count);
+            }
+        }
+        for &k in Counter::ALL {
+            c.set(k, self.values[k as usize].load(Relaxed));
+        }
+        for (o, cells) in c.opcodes.iter_mut().zip(self.opcodes.iter()) {
+            *o = OpcodeCounts {
+                fpdus_in: cells[0].load(Relaxed),
+                octets_in: cells[1].load(Relaxed),
+                fpdus_out: cells[2].load(Relaxed),
+                octets_out: cells[3].load(Relaxed),
+            };
+        }
+        c.derive_totals();
+        c
+    }
+
+    /// Adds a snapshot into these cells from any thread (an adapter keeping a closed QP's
+    /// counts): counters add, high-water marks take the maximum, `ActiveConnection` is left
+    /// alone (a closed QP has none).
+    pub fn absorb(&self, s: &Counters) {
+        for &k in Counter::ALL {
+            let cell = &self.values[k as usize];
+            match k {
+                Counter::IrdHighWater | Counter::OrdHighWater => {
+                    cell.fetch_max(s.get(k), Relaxed);
+                }
+                Counter::ActiveConnection => {}
+                _ => {
+                    cell.fetch_add(s.get(k), Relaxed);
+                }
+            }
+        }
+        for (o, cells) in s.opcodes.iter().zip(self.opcodes.iter()) {
+            cells[0].fetch_add(o.fpdus_in, Relaxed);
+            cells[1].fetch_add(o.octets_in, Relaxed);
+            cells[2].fetch_add(o.fpdus_out, Relaxed);
+            cells[3].fetch_add(o.octets_out, Relaxed);
+        }
+        for x in &s.terminates {
+            self.add_terminates(x.sent, x.layer, x.error_type, x.error_code, x.count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_snapshot_absorb_and_stay_small() {
+        let a = Cells::default();
+        a.frame_out(0, 10);
+        a.frame_in(2, 7);
+        a.frame_in(99, 1); // not an opcode: ignored
+        a.bump(Counter::CrcErrors, 1);
+        a.raise(Counter::OrdHighWater, 3);
+        a.raise(Counter::OrdHighWater, 2);
+        a.add(Counter::ActiveConnection, 1);
+        a.terminate(true, 1, 1, 0);
+        a.terminate(true, 1, 1, 0);
+        let s = a.snapshot();
+        assert_eq!(s.get(Counter::RDMAOutOctets), 10);
+        assert_eq!(s.get(Counter::RDMAInFrames), 1);
+        assert_eq!(s.get(Counter::OrdHighWater), 3);
+        assert_eq!(s.get(Counter::TerminatesSent), 2);
+        let total = Cells::default();
+        total.absorb(&s);
+        total.absorb(&s);
+        let t = total.snapshot();
+        assert_eq!(t.get(Counter::RDMAOutOctets), 20);
+        assert_eq!(t.get(Counter::OrdHighWater), 3);
+        assert_eq!(t.get(Counter::ActiveConnection), 0);
+        assert_eq!(t.terminate(true, 1, 1, 0), 4);
+        assert!(std::mem::size_of::<Cells>() < 600);
+    }
+}
