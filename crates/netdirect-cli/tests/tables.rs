@@ -31,26 +31,32 @@ fn dma_table_is_aligned() {
         "--quiet",
     ]);
     assert!(!out.contains('\t'), "{out}");
-    let head = out
-        .lines()
-        .find(|l| l.contains("#bytes"))
-        .unwrap_or_else(|| panic!("no header: {out}"));
-    let width = head.trim_end().chars().count();
-    let rows: Vec<&str> = out
-        .lines()
-        .filter(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|w| w.parse::<u64>().is_ok())
-        })
+    // Two tables (single descriptors and chains; channels), each with its header and one row
+    // per size, every row as wide as its header.
+    let lines: Vec<&str> = out.lines().collect();
+    let heads: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("#bytes"))
         .collect();
-    assert_eq!(rows.len(), 9, "4 KiB..1 MiB: {out}");
-    for r in rows {
-        assert_eq!(
-            r.trim_end().chars().count(),
-            width,
-            "misaligned: {r:?}\n{out}"
-        );
+    assert_eq!(heads.len(), 2, "two tables: {out}");
+    for &h in &heads {
+        let width = lines[h].trim_end().chars().count();
+        let rows: Vec<&str> = lines[h + 1..]
+            .iter()
+            .take_while(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.parse::<u64>().is_ok())
+            })
+            .copied()
+            .collect();
+        assert_eq!(rows.len(), 9, "4 KiB..1 MiB: {out}");
+        for r in rows {
+            assert_eq!(
+                r.trim_end().chars().count(),
+                width,
+                "misaligned: {r:?}\n{out}"
+            );
+        }
     }
 }
 
