@@ -791,25 +791,12 @@ pub fn local_for(remote: IpAddr) -> Result<IpAddr> {
         })
 }
 
-/// Idle polls between two yields of the CPU while busy-polling.
-const POLLS_PER_YIELD: u32 = 16;
-
-/// One idle turn of a busy-polling loop: spins, and gives the CPU away every
-/// `POLLS_PER_YIELD`th turn (a progress thread pinned to the same CPU gets its turn, and a
-/// poll costs a syscall less than a yield would: the arrival is seen sooner); an error once
-/// `deadline` has passed.
+/// One idle turn of a busy-polling loop: gives the CPU away (a thread that shares this CPU,
+/// such as the other end of an in-process run or a pinned progress thread, runs now; spinning
+/// longer between yields made an in-process send ping-pong wait for the spinner's turn); an
+/// error once `deadline` has passed.
 pub fn idle(deadline: Instant, what: &str) -> Result<()> {
-    thread_local!(static TURNS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
-    let turn = TURNS.with(|t| {
-        let n = t.get().wrapping_add(1);
-        t.set(n);
-        n
-    });
-    if turn % POLLS_PER_YIELD == 0 {
-        std::thread::yield_now();
-    } else {
-        std::hint::spin_loop();
-    }
+    std::thread::yield_now();
     if Instant::now() > deadline {
         return Err(Error::status(
             format!("timed out waiting for {what}"),
