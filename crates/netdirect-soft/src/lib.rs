@@ -131,6 +131,7 @@
 #![deny(unsafe_code)]
 
 pub mod callback;
+pub mod capture;
 pub mod cq;
 pub mod dma;
 pub mod memory;

@@ -327,6 +327,10 @@ pub struct EngineConfig {
     /// them. The default can be changed for a whole process with the environment variable
     /// `NETDIRECT_PROGRESS_THREADS` (test matrices).
     pub progress_threads: usize,
+    /// Capture every connection's bytes, both directions, into this pcap file (see
+    /// [`crate::capture`]; `nd --pcap FILE`). `None` (the default): the data path pays one
+    /// branch per read and write.
+    pub capture: Option<std::sync::Arc<crate::capture::Capture>>,
 }
 
 impl Default for EngineConfig {
@@ -346,6 +350,7 @@ impl Default for EngineConfig {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1),
+            capture: None,
         }
     }
 }
@@ -762,7 +767,7 @@ impl<H: QpHost> Engine<H> {
             explicit_port,
             on_connect: None,
         };
-        let conn = reactor::Conn::new(shared, sock, phase);
+        let conn = reactor::Conn::new(shared, sock, phase, inner.config.capture.as_ref());
         let cell = ConnCell::new(inner.clone(), conn);
         inner.send(Cmd::Connect {
             cell: cell.clone(),

@@ -26,6 +26,7 @@ use super::{
     QpHost, StatusCallback,
 };
 use crate::callback::{Section, run_or_defer};
+use crate::capture::{Capture, ConnCapture};
 
 /// How long an engine being dropped keeps writing bytes already queued.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
@@ -205,6 +206,18 @@ fn terminate_fpdu(err: TermError, crc: bool, markers: bool) -> Vec<u8> {
     match writer.append(0, &head, &[], &mut Vec::new(), &mut out) {
         Ok(_) => out,
         Err(_) => Vec::new(),
+    }
+}
+
+/// Hands the first `n` octets of `iov` to `f`, slice by slice (capture only).
+fn capture_iov<S: std::ops::Deref<Target = [u8]>>(iov: &[S], mut n: usize, mut f: impl FnMut(&[u8])) {
+    for s in iov {
+        if n == 0 {
+            break;
+        }
+        let k = n.min(s.len());
+        f(&s[..k]);
+        n -= k;
     }
 }
 
@@ -410,17 +423,26 @@ pub(crate) struct Conn<H: QpHost> {
     /// A consumer handle ([`super::Connection`] or [`Incoming`]) refers to this connection, so
     /// it outlives its socket until released (posts then complete `STATUS_CANCELLED`).
     has_handle: bool,
+    /// Capturing this connection's bytes ([`EngineConfig::capture`]); the active side opens
+    /// it when TCP connects (`capture_to` until then).
+    capture: Option<Box<ConnCapture>>,
+    capture_to: Option<Arc<Capture>>,
 }
 
 impl<H: QpHost> Conn<H> {
-    pub(crate) fn new(shared: Arc<ConnShared>, sock: TcpStream, mut phase: Phase<H>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<ConnShared>,
+        sock: TcpStream,
+        mut phase: Phase<H>,
+        capture: Option<&Arc<Capture>>,
+    ) -> Self {
         let emss = SockRef::from(&sock).mss().unwrap_or(1460) as usize;
         // The active side's Request waits in the out buffer until TCP connects.
         let mut out = Vec::new();
         if let Some(hs) = phase.hs_mut() {
             hs.poll_transmit(&mut out);
         }
-        Conn {
+        let mut conn = Conn {
             shared,
             sock,
             phase,
@@ -438,7 +460,19 @@ impl<H: QpHost> Conn<H> {
             timer_at: None,
             on_disconnect: None,
             has_handle: false,
+            capture: None,
+            capture_to: None,
+        };
+        match (capture, matches!(conn.phase, Phase::TcpConnecting { .. })) {
+            (Some(c), true) => conn.capture_to = Some(c.clone()),
+            (Some(c), false) => {
+                conn.capture = c
+                    .open(conn.shared.local, conn.shared.peer, false)
+                    .map(Box::new)
+            }
+            (None, _) => {}
         }
+        conn
     }
 
     /// Moves the handshake's output (a Request or a Reply) to the out buffer, in order.
@@ -570,6 +604,11 @@ impl<H: QpHost> Conn<H> {
             }
         }
         self.emss = SockRef::from(&self.sock).mss().unwrap_or(1460) as usize;
+        if let Some(c) = self.capture_to.take() {
+            self.capture = c
+                .open(self.shared.local, self.shared.peer, true)
+                .map(Box::new);
+        }
         let Phase::TcpConnecting { hs, on_connect, .. } =
             std::mem::replace(&mut self.phase, Phase::PLACEHOLDER)
         else {
@@ -833,13 +872,25 @@ impl<H: QpHost> Conn<H> {
             Phase::Connected { rdma, .. } => {
                 let sock = &self.sock;
                 let stream = &mut rdma.stream;
-                let read = match Self::read_direct(sock, stream, self.host.as_mut()) {
+                let capture = &mut self.capture;
+                let read = match Self::read_direct(
+                    sock,
+                    stream,
+                    self.host.as_mut(),
+                    capture.as_deref_mut(),
+                ) {
                     Some(read) => read,
                     None => {
                         let n = stream
                             .read_hint()
                             .map_or(rbuf.len(), |h| h.clamp(1, rbuf.len()));
-                        stream.fill_input_with(n, |buf| (&*sock).read(buf))
+                        stream.fill_input_with(n, |buf| {
+                            let read = (&*sock).read(buf);
+                            if let (Some(c), Ok(k)) = (capture.as_deref_mut(), &read) {
+                                c.received(&buf[..*k]);
+                            }
+                            read
+                        })
                     }
                 };
                 (true, read)
@@ -848,6 +899,9 @@ impl<H: QpHost> Conn<H> {
         };
         let n = match read {
             Ok(0) => {
+                if let Some(c) = self.capture.as_mut() {
+                    c.fin(false);
+                }
                 self.on_peer_gone(false, now, cfg);
                 return Some(0);
             }
@@ -868,6 +922,9 @@ impl<H: QpHost> Conn<H> {
             return Some(n);
         }
         let data = &rbuf[..n];
+        if let Some(c) = self.capture.as_mut() {
+            c.received(data);
+        }
         match &mut self.phase {
             Phase::Handshake { hs, early, .. } => {
                 let used = hs.handle_input(data);
@@ -898,6 +955,7 @@ impl<H: QpHost> Conn<H> {
         sock: &TcpStream,
         stream: &mut Stream<H::Lease>,
         host: Option<&mut H>,
+        capture: Option<&mut ConnCapture>,
     ) -> Option<io::Result<usize>> {
         let target = stream.direct_target()?;
         host?.with_dest_mut(&target.dest, target.len, |pieces| {
@@ -910,7 +968,11 @@ impl<H: QpHost> Conn<H> {
                 if then > 0 {
                     iov.push(IoSliceMut::new(stream.prefetch(then)));
                 }
-                (&*sock).read_vectored(&mut iov)
+                let read = (&*sock).read_vectored(&mut iov);
+                if let (Some(c), Ok(n)) = (capture, &read) {
+                    capture_iov(&iov, *n, |b| c.received(b));
+                }
+                read
             };
             let n = *read.as_ref().unwrap_or(&0);
             // The octets landed in order through the pieces; the stream counts them and adds
@@ -950,7 +1012,12 @@ impl<H: QpHost> Conn<H> {
             let buf = [IoSlice::new(&self.out[self.out_pos..])];
             match send(&self.sock, &buf, false) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
+                Ok(n) => {
+                    if let Some(c) = self.capture.as_mut() {
+                        c.sent(&self.out[self.out_pos..self.out_pos + n]);
+                    }
+                    self.out_pos += n
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.writable = false;
                     return Ok(false);
@@ -1084,6 +1151,7 @@ impl<H: QpHost> Conn<H> {
         let sock = &self.sock;
         let pending = &self.out[self.out_pos..];
         let spare = &mut self.spare;
+        let capture = &mut self.capture;
         let mut blocked = false;
         let res: io::Result<()> = host.with_payload(payload, |spans| {
             // The stream sized the frame; a refusal would be an engine bug.
@@ -1107,6 +1175,9 @@ impl<H: QpHost> Conn<H> {
                     Err(e) => return Err(e),
                 }
             };
+            if let Some(c) = capture.as_deref_mut() {
+                capture_iov(&iov, written, |b| c.sent(b));
+            }
             // Keep the rest.
             spare.clear();
             let mut skip = written;
@@ -1169,6 +1240,9 @@ impl<H: QpHost> Conn<H> {
             return;
         }
         let _ = self.sock.shutdown(Shutdown::Write);
+        if let Some(c) = self.capture.as_mut() {
+            c.fin(true);
+        }
         self.finish_close();
         if self.eof || self.io_dead {
             self.kill();
@@ -2266,7 +2340,7 @@ impl<H: QpHost> Reactor<H> {
                 on_connect: None,
                 early: Vec::new(),
             };
-            let mut c = Conn::new(shared, sock, phase);
+            let mut c = Conn::new(shared, sock, phase, self.inner.config.capture.as_ref());
             c.listener = Some(id);
             c.writable = true;
             c.deadline = deadline;
@@ -2377,6 +2451,8 @@ impl<H: QpHost> Reactor<H> {
         if !c.phase.is_zombie() {
             let _ = self.poll.registry().deregister(&mut c.sock);
             let _ = c.sock.shutdown(Shutdown::Both);
+            // The capture shows both sides' FINs now.
+            c.capture = None;
             c.finish_close();
             c.fail_accept(Status::CONNECTION_ABORTED);
             c.fail_connect(Status::CONNECTION_ABORTED, Vec::new());
