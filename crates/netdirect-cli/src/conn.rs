@@ -156,6 +156,7 @@ impl ProviderArgs {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             progress_threads: usize::from(self.progress_threads),
+            capture: crate::obs::capture(),
             ..EngineConfig::default()
         }
     }

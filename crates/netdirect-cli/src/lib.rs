@@ -36,6 +36,7 @@ pub mod dma;
 pub mod error;
 pub mod info;
 pub mod nd;
+pub mod obs;
 pub mod perf;
 pub mod perftest_cm;
 pub mod proto;

@@ -27,6 +27,8 @@ struct Cli {
     mpa: conn::MpaArgs,
     #[command(flatten)]
     provider: conn::ProviderArgs,
+    #[command(flatten)]
+    obs: netdirect_cli::obs::ObsArgs,
 }
 
 #[derive(Subcommand)]
@@ -603,11 +605,17 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     conn::set_mpa(cli.mpa);
     conn::set_provider(cli.provider);
-    match run(cli) {
+    if let Err(e) = netdirect_cli::obs::init(&cli.obs) {
+        eprintln!("nd: error: {e}");
+        return ExitCode::FAILURE;
+    }
+    let code = match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nd: error: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    netdirect_cli::obs::finish();
+    code
 }
