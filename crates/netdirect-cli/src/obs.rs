@@ -23,7 +23,12 @@ pub struct ObsArgs {
     #[arg(long = "pcap", global = true, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
     /// Largest size of the --pcap file in MiB; later frames are dropped (and reported).
-    #[arg(long = "pcap-limit", global = true, value_name = "MiB", default_value_t = 1024)]
+    #[arg(
+        long = "pcap-limit",
+        global = true,
+        value_name = "MiB",
+        default_value_t = 1024
+    )]
     pub pcap_limit: u64,
 }
 

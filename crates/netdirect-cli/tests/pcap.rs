@@ -145,7 +145,11 @@ fn check(pcap: &Path, stderr: &str, opcode: u64, ulpdu: u64, iterations: usize) 
         "{}: every FPDU's CRC checked good",
         pcap.display()
     );
-    assert!(!v.contains("Malformed"), "{}: malformed frame", pcap.display());
+    assert!(
+        !v.contains("Malformed"),
+        "{}: malformed frame",
+        pcap.display()
+    );
     let expert = tshark(pcap, &["-q", "-z", "expert"]);
     assert!(
         !expert.contains("Errors ("),
@@ -153,11 +157,24 @@ fn check(pcap: &Path, stderr: &str, opcode: u64, ulpdu: u64, iterations: usize) 
         pcap.display()
     );
     // The TCP conversation is complete: handshake and both FINs.
-    assert!(expert.contains("Connection establish request (SYN)"), "{expert}");
+    assert!(
+        expert.contains("Connection establish request (SYN)"),
+        "{expert}"
+    );
     assert_eq!(
-        tshark(pcap, &["-Y", "tcp.flags.fin == 1", "-T", "fields", "-e", "frame.number"])
-            .lines()
-            .count(),
+        tshark(
+            pcap,
+            &[
+                "-Y",
+                "tcp.flags.fin == 1",
+                "-T",
+                "fields",
+                "-e",
+                "frame.number"
+            ]
+        )
+        .lines()
+        .count(),
         2,
         "{}: one FIN each way",
         pcap.display()

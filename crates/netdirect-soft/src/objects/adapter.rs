@@ -95,14 +95,23 @@ impl SoftProvider {
         )));
         let mut engine_config = self.engine.clone();
         engine_config.thread_name = format!("nd-soft {}", params.address);
-        let engine = Engine::new(engine_config)?;
+        let id = AdapterId::next();
+        let span = tracing::info_span!(
+            "adapter",
+            id = id.0,
+            address = %params.address,
+            progress_threads = engine_config.progress_threads.max(1),
+            capture = engine_config.capture.is_some(),
+        );
+        let engine = Engine::with_span(engine_config, span.clone())?;
+        tracing::info!(parent: &span, version = ?version, "adapter opened");
         let placer = match self.placement {
             Placement::Cpu => None,
             Placement::NetDma => Some(Arc::new(DmaPlacer::new()?)),
         };
         Ok(SoftAdapter {
             shared: Arc::new(AdapterShared {
-                id: AdapterId::next(),
+                id,
                 version,
                 info,
                 address: params.address,

@@ -487,6 +487,8 @@ pub(crate) struct Inner<H: QpHost> {
     /// Connections placed on this reactor and not yet removed (for placement).
     load: AtomicUsize,
     config: EngineConfig,
+    /// The adapter's `tracing` span, parent of every connection's.
+    span: tracing::Span,
 }
 
 impl<H: QpHost> Inner<H> {
@@ -601,6 +603,13 @@ fn cap_limits(l: ReadLimits) -> ReadLimits {
 impl<H: QpHost> Engine<H> {
     /// Starts the progress threads ([`EngineConfig::progress_threads`]).
     pub fn new(config: EngineConfig) -> Result<Engine<H>, Status> {
+        let span = tracing::info_span!("engine", name = %config.thread_name);
+        Self::with_span(config, span)
+    }
+
+    /// [`Engine::new`] with the `tracing` span its connections' spans and events go under (an
+    /// adapter's).
+    pub fn with_span(config: EngineConfig, span: tracing::Span) -> Result<Engine<H>, Status> {
         let epoch = Instant::now();
         let next_id = Arc::new(AtomicU64::new(1));
         let mut reactors = Vec::new();
@@ -627,6 +636,7 @@ impl<H: QpHost> Engine<H> {
                 next_id: next_id.clone(),
                 load: AtomicUsize::new(0),
                 config: config.clone(),
+                span: span.clone(),
             }));
             polls.push(poll);
         }
@@ -767,7 +777,7 @@ impl<H: QpHost> Engine<H> {
             explicit_port,
             on_connect: None,
         };
-        let conn = reactor::Conn::new(shared, sock, phase, inner.config.capture.as_ref());
+        let conn = reactor::Conn::new(shared, sock, phase, inner);
         let cell = ConnCell::new(inner.clone(), conn);
         inner.send(Cmd::Connect {
             cell: cell.clone(),

@@ -209,8 +209,46 @@ fn terminate_fpdu(err: TermError, crc: bool, markers: bool) -> Vec<u8> {
     }
 }
 
+/// Hands a completion to the host; an error status is logged first (what the consumer sees).
+fn completed<H: QpHost>(span: &tracing::Span, host: &mut H, c: WorkCompletion) {
+    if c.status != Status::SUCCESS {
+        tracing::debug!(
+            parent: span,
+            wr = c.wr,
+            kind = ?c.kind,
+            status = %c.status,
+            provider_error = %netdirect_proto::ProviderError(c.provider_error),
+            "error completion"
+        );
+    }
+    host.completed(c);
+}
+
+/// Logs a stream event; a Terminate in words (layer, type and code decoded).
+fn event(span: &tracing::Span, e: Event) {
+    match e {
+        Event::TerminateSent(t) | Event::TerminateReceived(t) => {
+            let sent = matches!(e, Event::TerminateSent(_));
+            tracing::warn!(
+                parent: span,
+                direction = if sent { "sent" } else { "received" },
+                layer = t.layer,
+                error_type = t.error_type,
+                error_code = t.error_code,
+                terminate = %netdirect_proto::ProviderError(t.provider_error(sent)),
+                "Terminate"
+            );
+        }
+        Event::PeerClosed => tracing::debug!(parent: span, "stream saw the peer's close"),
+    }
+}
+
 /// Hands the first `n` octets of `iov` to `f`, slice by slice (capture only).
-fn capture_iov<S: std::ops::Deref<Target = [u8]>>(iov: &[S], mut n: usize, mut f: impl FnMut(&[u8])) {
+fn capture_iov<S: std::ops::Deref<Target = [u8]>>(
+    iov: &[S],
+    mut n: usize,
+    mut f: impl FnMut(&[u8]),
+) {
     for s in iov {
         if n == 0 {
             break;
@@ -427,6 +465,9 @@ pub(crate) struct Conn<H: QpHost> {
     /// it when TCP connects (`capture_to` until then).
     capture: Option<Box<ConnCapture>>,
     capture_to: Option<Arc<Capture>>,
+    /// The connection's `tracing` span (child of its adapter's): events name it as parent,
+    /// nothing enters it, so a disabled log costs nothing but the level checks.
+    span: tracing::Span,
 }
 
 impl<H: QpHost> Conn<H> {
@@ -434,8 +475,23 @@ impl<H: QpHost> Conn<H> {
         shared: Arc<ConnShared>,
         sock: TcpStream,
         mut phase: Phase<H>,
-        capture: Option<&Arc<Capture>>,
+        inner: &Inner<H>,
     ) -> Self {
+        let capture = inner.config.capture.as_ref();
+        let active = matches!(phase, Phase::TcpConnecting { .. });
+        let span = tracing::info_span!(
+            parent: &inner.span,
+            "conn",
+            id = shared.id,
+            local = %shared.local,
+            peer = %shared.peer,
+            role = if active { "active" } else { "passive" },
+            mpa_rev = tracing::field::Empty,
+            crc = tracing::field::Empty,
+            markers = tracing::field::Empty,
+            ird = tracing::field::Empty,
+            ord = tracing::field::Empty,
+        );
         let emss = SockRef::from(&sock).mss().unwrap_or(1460) as usize;
         // The active side's Request waits in the out buffer until TCP connects.
         let mut out = Vec::new();
@@ -462,8 +518,9 @@ impl<H: QpHost> Conn<H> {
             has_handle: false,
             capture: None,
             capture_to: None,
+            span,
         };
-        match (capture, matches!(conn.phase, Phase::TcpConnecting { .. })) {
+        match (capture, active) {
             (Some(c), true) => conn.capture_to = Some(c.clone()),
             (Some(c), false) => {
                 conn.capture = c
@@ -491,6 +548,7 @@ impl<H: QpHost> Conn<H> {
             _ => None,
         };
         if let Some(cb) = cb {
+            tracing::info!(parent: &self.span, status = %status, private_data = private_data.len(), "connect failed");
             run_or_defer(move || {
                 cb(Err(ConnectError {
                     status,
@@ -503,6 +561,7 @@ impl<H: QpHost> Conn<H> {
     fn fail_accept(&mut self, status: Status) {
         if let Phase::Accepting { on_accept, .. } = &mut self.phase {
             if let Some(cb) = on_accept.take() {
+                tracing::info!(parent: &self.span, status = %status, "accept failed");
                 run_or_defer(move || cb(status));
             }
         }
@@ -558,6 +617,7 @@ impl<H: QpHost> Conn<H> {
         if self.phase.is_closing() {
             return;
         }
+        tracing::debug!(parent: &self.span, disconnecting, "closing");
         self.fail_pending();
         let rdma = self.phase.take_rdma();
         self.phase = Phase::Closing {
@@ -604,6 +664,7 @@ impl<H: QpHost> Conn<H> {
             }
         }
         self.emss = SockRef::from(&self.sock).mss().unwrap_or(1460) as usize;
+        tracing::debug!(parent: &self.span, mss = self.emss, "TCP connected");
         if let Some(c) = self.capture_to.take() {
             self.capture = c
                 .open(self.shared.local, self.shared.peer, true)
@@ -636,6 +697,16 @@ impl<H: QpHost> Conn<H> {
         while let Some(ev) = self.phase.hs_mut().and_then(Handshake::poll_event) {
             match ev {
                 HsEvent::Request(req) => {
+                    tracing::info!(
+                        parent: &self.span,
+                        mpa_rev = req.revision,
+                        crc = req.crc,
+                        markers = req.markers,
+                        ird = req.limits.map(|l| l.ird),
+                        ord = req.limits.map(|l| l.ord),
+                        private_data = req.private_data.len(),
+                        "MPA request received"
+                    );
                     if let Phase::Handshake { hs, early, .. } =
                         std::mem::replace(&mut self.phase, Phase::PLACEHOLDER)
                     {
@@ -650,6 +721,23 @@ impl<H: QpHost> Conn<H> {
                 }
                 HsEvent::Established(neg) => {
                     self.hs_output();
+                    self.span.record("mpa_rev", neg.revision);
+                    self.span.record("crc", neg.crc);
+                    self.span
+                        .record("markers", neg.markers_tx || neg.markers_rx);
+                    self.span.record("ird", neg.limits.ird);
+                    self.span.record("ord", neg.limits.ord);
+                    tracing::info!(
+                        parent: &self.span,
+                        mpa_rev = neg.revision,
+                        crc = neg.crc,
+                        markers_tx = neg.markers_tx,
+                        markers_rx = neg.markers_rx,
+                        ird = neg.limits.ird,
+                        ord = neg.limits.ord,
+                        rtr = ?neg.rtr,
+                        "MPA established"
+                    );
                     let (on_connect, early) =
                         match std::mem::replace(&mut self.phase, Phase::PLACEHOLDER) {
                             Phase::Handshake {
@@ -699,10 +787,12 @@ impl<H: QpHost> Conn<H> {
                     }
                 }
                 HsEvent::Rejected { private_data } => {
+                    tracing::info!(parent: &self.span, private_data = private_data.len(), "peer rejected the connection");
                     self.fail_connect(Status::CONNECTION_REFUSED, private_data);
                     self.begin_close(now, cfg.disconnect_timeout, false);
                 }
                 HsEvent::Failed(e) => {
+                    tracing::warn!(parent: &self.span, error = %e, terminate = ?e.term_error(), "MPA handshake failed");
                     let initiator = self.phase.hs_mut().map(|h| h.role())
                         == Some(netdirect_proto::Role::Initiator);
                     if initiator {
@@ -775,6 +865,7 @@ impl<H: QpHost> Conn<H> {
 
     /// Delivers the stream's completions and events to the host.
     fn drain(&mut self, now: Instant, cfg: &EngineConfig) {
+        let span = &self.span;
         let (Some(rdma), Some(host)) = (self.phase.rdma_mut(), self.host.as_mut()) else {
             return;
         };
@@ -784,7 +875,7 @@ impl<H: QpHost> Conn<H> {
             self.shared.set_state(ConnState::Error);
         }
         while let Some(c) = stream.poll_completion() {
-            host.completed(c);
+            completed(span, host, c);
         }
         let mut close = false;
         let mut terminate_sent = false;
@@ -793,6 +884,7 @@ impl<H: QpHost> Conn<H> {
                 self.shared.set_state(ConnState::PeerClosed);
             }
             host.event(e);
+            event(span, e);
             match e {
                 Event::TerminateSent(_) => {
                     terminate_sent = true;
@@ -804,6 +896,7 @@ impl<H: QpHost> Conn<H> {
         }
         if !rdma.stream.is_active() && !rdma.flushed {
             rdma.flushed = true;
+            tracing::info!(parent: span, "flushed");
             host.flushed();
         }
         if close {
@@ -819,6 +912,7 @@ impl<H: QpHost> Conn<H> {
 
     /// The peer closed (`reset`: or the connection broke).
     fn on_peer_gone(&mut self, reset: bool, now: Instant, cfg: &EngineConfig) {
+        tracing::info!(parent: &self.span, reset, "peer closed TCP");
         self.eof = true;
         if reset {
             self.io_dead = true;
@@ -1204,21 +1298,25 @@ impl<H: QpHost> Conn<H> {
 
     /// Flushes the stream for a disconnect or teardown, and reports the disconnect.
     fn finish_close(&mut self) {
+        let span = &self.span;
         if let Some(rdma) = self.phase.rdma_mut() {
             rdma.stream.flush();
             if let Some(host) = self.host.as_mut() {
                 while let Some(c) = rdma.stream.poll_completion() {
-                    host.completed(c);
+                    completed(span, host, c);
                 }
                 while let Some(e) = rdma.stream.poll_event() {
                     host.event(e);
+                    event(span, e);
                 }
                 if !rdma.flushed {
                     rdma.flushed = true;
+                    tracing::info!(parent: span, "flushed");
                     host.flushed();
                 }
             }
         }
+        tracing::info!(parent: &self.span, "disconnected");
         if let Some(cb) = self.on_disconnect.take() {
             run_or_defer(move || cb(Status::SUCCESS));
         }
@@ -1301,7 +1399,7 @@ impl<H: QpHost> Conn<H> {
             // the requests it flushed do (§10 row 2).
             let mut c = cancelled(p.wr, &p.request);
             c.provider_error = ended_by;
-            host.completed(c);
+            completed(&self.span, host, c);
         }
     }
 
@@ -2139,6 +2237,9 @@ impl<H: QpHost> Reactor<H> {
         };
         let mut c = cell.lock();
         c.has_handle = false;
+        if matches!(c.phase, Phase::Decision { .. }) {
+            tracing::info!(parent: &c.span, private_data = private_data.len(), "connection rejected");
+        }
         if let Phase::Decision { hs, .. } = &mut c.phase {
             let _ = hs.reject(private_data);
         }
@@ -2158,6 +2259,7 @@ impl<H: QpHost> Reactor<H> {
         match c.phase {
             Phase::Replied { aborted: false, .. } => {}
             Phase::Replied { aborted: true, .. } => {
+                tracing::info!(parent: &c.span, status = %Status::CONNECTION_ABORTED, "complete-connect failed: the peer left");
                 c.shared.set_state(ConnState::Closed);
                 c.begin_close(now, cfg.disconnect_timeout, false);
                 run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
@@ -2166,6 +2268,7 @@ impl<H: QpHost> Reactor<H> {
                 return;
             }
             _ => {
+                tracing::info!(parent: &c.span, status = %Status::CONNECTION_INVALID, "complete-connect failed");
                 run_or_defer(move || on_done(Status::CONNECTION_INVALID));
                 return;
             }
@@ -2183,6 +2286,7 @@ impl<H: QpHost> Reactor<H> {
         c.deadline = hold_until.or(c.deadline);
         c.phase = Phase::Connected { rdma, hold_until };
         c.shared.set_state(ConnState::Connected);
+        tracing::info!(parent: &c.span, "connection complete");
         run_or_defer(move || on_done(Status::SUCCESS));
         if !early.is_empty() {
             c.feed(&early);
@@ -2225,6 +2329,7 @@ impl<H: QpHost> Reactor<H> {
         };
         let mut c = cell.lock();
         c.take_posts();
+        tracing::info!(parent: &c.span, "flush requested");
         if let Some(r) = c.phase.rdma_mut() {
             r.stream.flush();
         }
@@ -2243,6 +2348,7 @@ impl<H: QpHost> Reactor<H> {
         let timeout = self.inner.config.disconnect_timeout;
         let mut c = cell.lock();
         c.take_posts();
+        tracing::info!(parent: &c.span, "disconnect requested");
         c.shared.set_state(ConnState::Closed);
         c.has_handle = false;
         if let Some(cb) = on_done {
@@ -2340,7 +2446,7 @@ impl<H: QpHost> Reactor<H> {
                 on_connect: None,
                 early: Vec::new(),
             };
-            let mut c = Conn::new(shared, sock, phase, self.inner.config.capture.as_ref());
+            let mut c = Conn::new(shared, sock, phase, &target);
             c.listener = Some(id);
             c.writable = true;
             c.deadline = deadline;
