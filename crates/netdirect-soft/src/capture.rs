@@ -4,7 +4,7 @@
 //!
 //! A [`Capture`] is a shared sink ([`transport::EngineConfig::capture`](crate::transport::EngineConfig::capture),
 //! `nd --pcap FILE`). Each connection of the engine writes into it through its own
-//! [`ConnCapture`]: a SYN, SYN-ACK and ACK when the connection is made (the client is the side
+//! `ConnCapture`: a SYN, SYN-ACK and ACK when the connection is made (the client is the side
 //! that connected), then one TCP segment per chunk of at most [`SEGMENT`] octets of what was
 //! read or written, with correct sequence and acknowledgement numbers per direction, and a FIN
 //! per direction when that side closed. The bytes are the ones the socket took or gave,

@@ -723,6 +723,21 @@ impl<H: QpHost> Engine<H> {
         host: H,
         on_done: impl FnOnce(Result<Negotiated, ConnectError>) + Send + 'static,
     ) -> Result<Connection<H>, Status> {
+        let remote = params.remote;
+        let r = self.connect_now(params, host, on_done);
+        if let Err(status) = &r {
+            let span = &self.pool.first().span;
+            tracing::info!(parent: span, %remote, status = %status, "connect failed inline");
+        }
+        r
+    }
+
+    fn connect_now(
+        &self,
+        params: ConnectParams,
+        host: H,
+        on_done: impl FnOnce(Result<Negotiated, ConnectError>) + Send + 'static,
+    ) -> Result<Connection<H>, Status> {
         let ConnectParams {
             local,
             remote,

@@ -468,6 +468,8 @@ pub(crate) struct Conn<H: QpHost> {
     /// The connection's `tracing` span (child of its adapter's): events name it as parent,
     /// nothing enters it, so a disabled log costs nothing but the level checks.
     span: tracing::Span,
+    /// The "disconnected" event was logged (a close is finished more than once).
+    closed_logged: bool,
 }
 
 impl<H: QpHost> Conn<H> {
@@ -519,6 +521,7 @@ impl<H: QpHost> Conn<H> {
             capture: None,
             capture_to: None,
             span,
+            closed_logged: false,
         };
         match (capture, active) {
             (Some(c), true) => conn.capture_to = Some(c.clone()),
@@ -1316,7 +1319,9 @@ impl<H: QpHost> Conn<H> {
                 }
             }
         }
-        tracing::info!(parent: &self.span, "disconnected");
+        if !std::mem::replace(&mut self.closed_logged, true) {
+            tracing::info!(parent: &self.span, "disconnected");
+        }
         if let Some(cb) = self.on_disconnect.take() {
             run_or_defer(move || cb(Status::SUCCESS));
         }
@@ -2348,7 +2353,9 @@ impl<H: QpHost> Reactor<H> {
         let timeout = self.inner.config.disconnect_timeout;
         let mut c = cell.lock();
         c.take_posts();
-        tracing::info!(parent: &c.span, "disconnect requested");
+        if !c.phase.is_closing() {
+            tracing::info!(parent: &c.span, "disconnect requested");
+        }
         c.shared.set_state(ConnState::Closed);
         c.has_handle = false;
         if let Some(cb) = on_done {
