@@ -228,6 +228,7 @@ impl ProviderArgs {
         EngineConfig {
             progress_threads: usize::from(self.progress_threads),
             publish_counters: !self.no_publish_counters,
+            capture: crate::obs::capture(),
             ..EngineConfig::default()
         }
     }

@@ -46,6 +46,7 @@ pub mod error;
 pub mod info;
 pub mod meter;
 pub mod nd;
+pub mod obs;
 pub mod perf;
 pub mod perftest_cm;
 pub mod persona;

@@ -23,6 +23,8 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     mpa: LegacyMpaFlags,
+    #[command(flatten)]
+    obs: netdirect_cli::obs::ObsArgs,
 }
 
 /// A command's own flags plus the MPA flags (for the commands that connect).
@@ -146,16 +148,22 @@ fn nd_persona(test: Test, a: &WithMpa<nd::NdArgs>, set: &dyn Fn(&MpaFlags)) -> R
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = netdirect_cli::obs::init(&cli.obs) {
+        eprintln!("nd: error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = run(cli);
     // `--counters` (a flag of the commands that connect) was recorded by `run`.
     if conn::provider_args().counters {
         eprint!("{}", stat::run_deltas());
     }
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nd: error: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    netdirect_cli::obs::finish();
+    code
 }

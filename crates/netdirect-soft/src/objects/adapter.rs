@@ -98,7 +98,16 @@ impl SoftProvider {
         )));
         let mut engine_config = self.engine.clone();
         engine_config.thread_name = format!("nd-soft {}", params.address);
-        let engine = Engine::new(engine_config)?;
+        let id = AdapterId::next();
+        let span = tracing::info_span!(
+            "adapter",
+            id = id.0,
+            address = %params.address,
+            progress_threads = engine_config.progress_threads.max(1),
+            capture = engine_config.capture.is_some(),
+        );
+        let engine = Engine::with_span(engine_config, span.clone())?;
+        tracing::info!(parent: &span, version = ?version, "adapter opened");
         let publisher = if self.engine.publish_counters {
             Publisher::start(params.address.to_string(), engine.counter_source())
         } else {
@@ -110,7 +119,7 @@ impl SoftProvider {
         };
         Ok(SoftAdapter {
             shared: Arc::new(AdapterShared {
-                id: AdapterId::next(),
+                id,
                 version,
                 info,
                 address: params.address,

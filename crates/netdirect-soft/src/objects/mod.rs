@@ -47,7 +47,7 @@ pub mod srq;
 /// An adapter's identity, unique in the process (never reused), carried by every object of
 /// the adapter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct AdapterId(u64);
+pub(crate) struct AdapterId(pub(crate) u64);
 
 impl AdapterId {
     /// A new identity.

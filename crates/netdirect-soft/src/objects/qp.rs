@@ -627,6 +627,20 @@ pub struct SoftReceiver {
 
 impl QpReceiver for SoftReceiver {
     fn receive(&mut self, request_context: u64, sges: &[Sge]) -> Result<(), Status> {
+        let r = self.post_receive(request_context, sges);
+        if let Err(status) = &r {
+            tracing::debug!(status = %status, request_context, "receive refused");
+        }
+        r
+    }
+
+    fn flush(&self) {
+        self.core.flush();
+    }
+}
+
+impl SoftReceiver {
+    fn post_receive(&mut self, request_context: u64, sges: &[Sge]) -> Result<(), Status> {
         let core = &self.core;
         if core.srq.is_some() {
             // §10.14: receives of an SRQ-attached QP go through the SRQ.
@@ -662,10 +676,6 @@ impl QpReceiver for SoftReceiver {
         }
         rq.entries.push_back(entry);
         Ok(())
-    }
-
-    fn flush(&self) {
-        self.core.flush();
     }
 }
 
@@ -756,7 +766,8 @@ impl SoftInitiator {
     /// every deferred request of the QP over.
     fn rung(&mut self, call: impl FnOnce(&mut Self) -> Result<(), Status>) -> Result<(), Status> {
         let r = call(self);
-        if r.is_err() {
+        if let Err(status) = &r {
+            tracing::debug!(status = %status, "request refused");
             if let Some(conn) = self.core.conn.get() {
                 conn.ring();
             }

@@ -335,6 +335,10 @@ pub struct EngineConfig {
     /// adapter closes (see [`crate::counters`]). Off by default; the environment variable
     /// `NETDIRECT_PUBLISH_COUNTERS=1` turns it on for a whole process.
     pub publish_counters: bool,
+    /// Capture every connection's bytes, both directions, into this pcap file (see
+    /// [`crate::capture`]; `nd --pcap FILE`). `None` (the default): the data path pays one
+    /// branch per read and write.
+    pub capture: Option<std::sync::Arc<crate::capture::Capture>>,
 }
 
 impl Default for EngineConfig {
@@ -355,6 +359,7 @@ impl Default for EngineConfig {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1),
             publish_counters: std::env::var("NETDIRECT_PUBLISH_COUNTERS").is_ok_and(|v| v == "1"),
+            capture: None,
         }
     }
 }
@@ -528,6 +533,8 @@ pub(crate) struct Inner<H: QpHost> {
     /// Connections placed on this reactor and not yet removed (for placement).
     load: AtomicUsize,
     config: EngineConfig,
+    /// The adapter's `tracing` span, parent of every connection's.
+    span: tracing::Span,
 }
 
 impl<H: QpHost> Inner<H> {
@@ -657,6 +664,13 @@ fn cap_limits(l: ReadLimits) -> ReadLimits {
 impl<H: QpHost> Engine<H> {
     /// Starts the progress threads ([`EngineConfig::progress_threads`]).
     pub fn new(config: EngineConfig) -> Result<Engine<H>, Status> {
+        let span = tracing::info_span!("engine", name = %config.thread_name);
+        Self::with_span(config, span)
+    }
+
+    /// [`Engine::new`] with the `tracing` span its connections' spans and events go under (an
+    /// adapter's).
+    pub fn with_span(config: EngineConfig, span: tracing::Span) -> Result<Engine<H>, Status> {
         let epoch = Instant::now();
         let next_id = Arc::new(AtomicU64::new(1));
         let mut reactors = Vec::new();
@@ -683,6 +697,7 @@ impl<H: QpHost> Engine<H> {
                 next_id: next_id.clone(),
                 load: AtomicUsize::new(0),
                 config: config.clone(),
+                span: span.clone(),
             }));
             polls.push(poll);
         }
@@ -770,6 +785,21 @@ impl<H: QpHost> Engine<H> {
         host: H,
         on_done: impl FnOnce(Result<Negotiated, ConnectError>) + Send + 'static,
     ) -> Result<Connection<H>, Status> {
+        let remote = params.remote;
+        let r = self.connect_now(params, host, on_done);
+        if let Err(status) = &r {
+            let span = &self.pool.first().span;
+            tracing::info!(parent: span, %remote, status = %status, "connect failed inline");
+        }
+        r
+    }
+
+    fn connect_now(
+        &self,
+        params: ConnectParams,
+        host: H,
+        on_done: impl FnOnce(Result<Negotiated, ConnectError>) + Send + 'static,
+    ) -> Result<Connection<H>, Status> {
         let ConnectParams {
             local,
             remote,
@@ -824,7 +854,7 @@ impl<H: QpHost> Engine<H> {
             explicit_port,
             on_connect: None,
         };
-        let conn = reactor::Conn::new(shared, sock, phase);
+        let conn = reactor::Conn::new(shared, sock, phase, inner);
         let cell = ConnCell::new(inner.clone(), conn);
         inner.send(Cmd::Connect {
             cell: cell.clone(),

@@ -27,6 +27,7 @@ use super::{
     QpHost, StatusCallback,
 };
 use crate::callback::{Section, run_or_defer};
+use crate::capture::{Capture, ConnCapture};
 
 /// How long an engine being dropped keeps writing bytes already queued.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
@@ -206,6 +207,56 @@ fn terminate_fpdu(err: TermError, crc: bool, markers: bool) -> Vec<u8> {
     match writer.append(0, &head, &[], &mut Vec::new(), &mut out) {
         Ok(_) => out,
         Err(_) => Vec::new(),
+    }
+}
+
+/// Hands a completion to the host; an error status is logged first (what the consumer sees).
+fn completed<H: QpHost>(span: &tracing::Span, host: &mut H, c: WorkCompletion) {
+    if c.status != Status::SUCCESS {
+        tracing::debug!(
+            parent: span,
+            wr = c.wr,
+            kind = ?c.kind,
+            status = %c.status,
+            provider_error = %netdirect_proto::ProviderError(c.provider_error),
+            "error completion"
+        );
+    }
+    host.completed(c);
+}
+
+/// Logs a stream event; a Terminate in words (layer, type and code decoded).
+fn event(span: &tracing::Span, e: Event) {
+    match e {
+        Event::TerminateSent(t) | Event::TerminateReceived(t) => {
+            let sent = matches!(e, Event::TerminateSent(_));
+            tracing::warn!(
+                parent: span,
+                direction = if sent { "sent" } else { "received" },
+                layer = t.layer,
+                error_type = t.error_type,
+                error_code = t.error_code,
+                terminate = %netdirect_proto::ProviderError(t.provider_error(sent)),
+                "Terminate"
+            );
+        }
+        Event::PeerClosed => tracing::debug!(parent: span, "stream saw the peer's close"),
+    }
+}
+
+/// Hands the first `n` octets of `iov` to `f`, slice by slice (capture only).
+fn capture_iov<S: std::ops::Deref<Target = [u8]>>(
+    iov: &[S],
+    mut n: usize,
+    mut f: impl FnMut(&[u8]),
+) {
+    for s in iov {
+        if n == 0 {
+            break;
+        }
+        let k = n.min(s.len());
+        f(&s[..k]);
+        n -= k;
     }
 }
 
@@ -424,17 +475,46 @@ pub(crate) struct Conn<H: QpHost> {
     /// A consumer handle ([`super::Connection`] or [`Incoming`]) refers to this connection, so
     /// it outlives its socket until released (posts then complete `STATUS_CANCELLED`).
     has_handle: bool,
+    /// Capturing this connection's bytes ([`EngineConfig::capture`]); the active side opens
+    /// it when TCP connects (`capture_to` until then).
+    capture: Option<Box<ConnCapture>>,
+    capture_to: Option<Arc<Capture>>,
+    /// The connection's `tracing` span (child of its adapter's): events name it as parent,
+    /// nothing enters it, so a disabled log costs nothing but the level checks.
+    span: tracing::Span,
+    /// The "disconnected" event was logged (a close is finished more than once).
+    closed_logged: bool,
 }
 
 impl<H: QpHost> Conn<H> {
-    pub(crate) fn new(shared: Arc<ConnShared>, sock: TcpStream, mut phase: Phase<H>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<ConnShared>,
+        sock: TcpStream,
+        mut phase: Phase<H>,
+        inner: &Inner<H>,
+    ) -> Self {
+        let capture = inner.config.capture.as_ref();
+        let active = matches!(phase, Phase::TcpConnecting { .. });
+        let span = tracing::info_span!(
+            parent: &inner.span,
+            "conn",
+            id = shared.id,
+            local = %shared.local,
+            peer = %shared.peer,
+            role = if active { "active" } else { "passive" },
+            mpa_rev = tracing::field::Empty,
+            crc = tracing::field::Empty,
+            markers = tracing::field::Empty,
+            ird = tracing::field::Empty,
+            ord = tracing::field::Empty,
+        );
         let emss = SockRef::from(&sock).mss().unwrap_or(1460) as usize;
         // The active side's Request waits in the out buffer until TCP connects.
         let mut out = Vec::new();
         if let Some(hs) = phase.hs_mut() {
             hs.poll_transmit(&mut out);
         }
-        Conn {
+        let mut conn = Conn {
             shared,
             sock,
             phase,
@@ -453,7 +533,21 @@ impl<H: QpHost> Conn<H> {
             timer_at: None,
             on_disconnect: None,
             has_handle: false,
+            capture: None,
+            capture_to: None,
+            span,
+            closed_logged: false,
+        };
+        match (capture, active) {
+            (Some(c), true) => conn.capture_to = Some(c.clone()),
+            (Some(c), false) => {
+                conn.capture = c
+                    .open(conn.shared.local, conn.shared.peer, false)
+                    .map(Box::new)
+            }
+            (None, _) => {}
         }
+        conn
     }
 
     /// Moves the handshake's output (a Request or a Reply) to the out buffer, in order.
@@ -474,6 +568,7 @@ impl<H: QpHost> Conn<H> {
         if let Some(cb) = cb {
             // Once per attempt: the failure the consumer is told of.
             self.shared.counters.add(Counter::ConnectFailure, 1);
+            tracing::info!(parent: &self.span, status = %status, private_data = private_data.len(), "connect failed");
             run_or_defer(move || {
                 cb(Err(ConnectError {
                     status,
@@ -486,6 +581,7 @@ impl<H: QpHost> Conn<H> {
     fn fail_accept(&mut self, status: Status) {
         if let Phase::Accepting { on_accept, .. } = &mut self.phase {
             if let Some(cb) = on_accept.take() {
+                tracing::info!(parent: &self.span, status = %status, "accept failed");
                 run_or_defer(move || cb(status));
             }
         }
@@ -543,6 +639,7 @@ impl<H: QpHost> Conn<H> {
         if self.phase.is_closing() {
             return;
         }
+        tracing::debug!(parent: &self.span, disconnecting, "closing");
         self.fail_pending();
         let rdma = self.phase.take_rdma();
         self.phase = Phase::Closing {
@@ -589,6 +686,12 @@ impl<H: QpHost> Conn<H> {
             }
         }
         self.emss = SockRef::from(&self.sock).mss().unwrap_or(1460) as usize;
+        tracing::debug!(parent: &self.span, mss = self.emss, "TCP connected");
+        if let Some(c) = self.capture_to.take() {
+            self.capture = c
+                .open(self.shared.local, self.shared.peer, true)
+                .map(Box::new);
+        }
         let Phase::TcpConnecting { hs, on_connect, .. } =
             std::mem::replace(&mut self.phase, Phase::PLACEHOLDER)
         else {
@@ -616,6 +719,16 @@ impl<H: QpHost> Conn<H> {
         while let Some(ev) = self.phase.hs_mut().and_then(Handshake::poll_event) {
             match ev {
                 HsEvent::Request(req) => {
+                    tracing::info!(
+                        parent: &self.span,
+                        mpa_rev = req.revision,
+                        crc = req.crc,
+                        markers = req.markers,
+                        ird = req.limits.map(|l| l.ird),
+                        ord = req.limits.map(|l| l.ord),
+                        private_data = req.private_data.len(),
+                        "MPA request received"
+                    );
                     if let Phase::Handshake { hs, early, .. } =
                         std::mem::replace(&mut self.phase, Phase::PLACEHOLDER)
                     {
@@ -630,6 +743,23 @@ impl<H: QpHost> Conn<H> {
                 }
                 HsEvent::Established(neg) => {
                     self.hs_output();
+                    self.span.record("mpa_rev", neg.revision);
+                    self.span.record("crc", neg.crc);
+                    self.span
+                        .record("markers", neg.markers_tx || neg.markers_rx);
+                    self.span.record("ird", neg.limits.ird);
+                    self.span.record("ord", neg.limits.ord);
+                    tracing::info!(
+                        parent: &self.span,
+                        mpa_rev = neg.revision,
+                        crc = neg.crc,
+                        markers_tx = neg.markers_tx,
+                        markers_rx = neg.markers_rx,
+                        ird = neg.limits.ird,
+                        ord = neg.limits.ord,
+                        rtr = ?neg.rtr,
+                        "MPA established"
+                    );
                     let (on_connect, early) =
                         match std::mem::replace(&mut self.phase, Phase::PLACEHOLDER) {
                             Phase::Handshake {
@@ -680,10 +810,12 @@ impl<H: QpHost> Conn<H> {
                 }
                 HsEvent::Rejected { private_data } => {
                     self.shared.counters.add(Counter::MpaRejectsReceived, 1);
+                    tracing::info!(parent: &self.span, private_data = private_data.len(), "peer rejected the connection");
                     self.fail_connect(Status::CONNECTION_REFUSED, private_data);
                     self.begin_close(now, cfg.disconnect_timeout, false);
                 }
                 HsEvent::Failed(e) => {
+                    tracing::warn!(parent: &self.span, error = %e, terminate = ?e.term_error(), "MPA handshake failed");
                     let initiator = self.phase.hs_mut().map(|h| h.role())
                         == Some(netdirect_proto::Role::Initiator);
                     if initiator {
@@ -760,6 +892,7 @@ impl<H: QpHost> Conn<H> {
 
     /// Delivers the stream's completions and events to the host.
     fn drain(&mut self, now: Instant, cfg: &EngineConfig) {
+        let span = &self.span;
         let (Some(rdma), Some(host)) = (self.phase.rdma_mut(), self.host.as_mut()) else {
             return;
         };
@@ -770,7 +903,7 @@ impl<H: QpHost> Conn<H> {
         }
         while let Some(c) = stream.poll_completion() {
             count_completion(&self.shared, &c);
-            host.completed(c);
+            completed(span, host, c);
         }
         let mut close = false;
         let mut terminate_sent = false;
@@ -779,6 +912,7 @@ impl<H: QpHost> Conn<H> {
                 self.shared.set_state(ConnState::PeerClosed);
             }
             host.event(e);
+            event(span, e);
             match e {
                 Event::TerminateSent(_) => {
                     terminate_sent = true;
@@ -790,6 +924,7 @@ impl<H: QpHost> Conn<H> {
         }
         if !rdma.stream.is_active() && !rdma.flushed {
             rdma.flushed = true;
+            tracing::info!(parent: span, "flushed");
             host.flushed();
         }
         if close {
@@ -817,6 +952,7 @@ impl<H: QpHost> Conn<H> {
 
     /// The peer closed (`reset`: or the connection broke).
     fn on_peer_gone(&mut self, reset: bool, now: Instant, cfg: &EngineConfig) {
+        tracing::info!(parent: &self.span, reset, "peer closed TCP");
         self.eof = true;
         if reset {
             self.io_dead = true;
@@ -873,13 +1009,25 @@ impl<H: QpHost> Conn<H> {
             Phase::Connected { rdma, .. } => {
                 let sock = &self.sock;
                 let stream = &mut rdma.stream;
-                let read = match Self::read_direct(sock, stream, self.host.as_mut()) {
+                let capture = &mut self.capture;
+                let read = match Self::read_direct(
+                    sock,
+                    stream,
+                    self.host.as_mut(),
+                    capture.as_deref_mut(),
+                ) {
                     Some(read) => read,
                     None => {
                         let n = stream
                             .read_hint()
                             .map_or(rbuf.len(), |h| h.clamp(1, rbuf.len()));
-                        stream.fill_input_with(n, |buf| (&*sock).read(buf))
+                        stream.fill_input_with(n, |buf| {
+                            let read = (&*sock).read(buf);
+                            if let (Some(c), Ok(k)) = (capture.as_deref_mut(), &read) {
+                                c.received(&buf[..*k]);
+                            }
+                            read
+                        })
                     }
                 };
                 (true, read)
@@ -888,6 +1036,9 @@ impl<H: QpHost> Conn<H> {
         };
         let n = match read {
             Ok(0) => {
+                if let Some(c) = self.capture.as_mut() {
+                    c.fin(false);
+                }
                 self.on_peer_gone(false, now, cfg);
                 return Some(0);
             }
@@ -912,6 +1063,9 @@ impl<H: QpHost> Conn<H> {
             return Some(n);
         }
         let data = &rbuf[..n];
+        if let Some(c) = self.capture.as_mut() {
+            c.received(data);
+        }
         match &mut self.phase {
             Phase::Handshake { hs, early, .. } => {
                 let used = hs.handle_input(data);
@@ -942,6 +1096,7 @@ impl<H: QpHost> Conn<H> {
         sock: &TcpStream,
         stream: &mut Stream<H::Lease>,
         host: Option<&mut H>,
+        capture: Option<&mut ConnCapture>,
     ) -> Option<io::Result<usize>> {
         let target = stream.direct_target()?;
         host?.with_dest_mut(&target.dest, target.len, |pieces| {
@@ -954,7 +1109,11 @@ impl<H: QpHost> Conn<H> {
                 if then > 0 {
                     iov.push(IoSliceMut::new(stream.prefetch(then)));
                 }
-                (&*sock).read_vectored(&mut iov)
+                let read = (&*sock).read_vectored(&mut iov);
+                if let (Some(c), Ok(n)) = (capture, &read) {
+                    capture_iov(&iov, *n, |b| c.received(b));
+                }
+                read
             };
             let n = *read.as_ref().unwrap_or(&0);
             // The octets landed in order through the pieces; the stream counts them and adds
@@ -994,7 +1153,12 @@ impl<H: QpHost> Conn<H> {
             let buf = [IoSlice::new(&self.out[self.out_pos..])];
             match send(&self.sock, &buf, false) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
+                Ok(n) => {
+                    if let Some(c) = self.capture.as_mut() {
+                        c.sent(&self.out[self.out_pos..self.out_pos + n]);
+                    }
+                    self.out_pos += n
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.writable = false;
                     return Ok(false);
@@ -1128,6 +1292,7 @@ impl<H: QpHost> Conn<H> {
         let sock = &self.sock;
         let pending = &self.out[self.out_pos..];
         let spare = &mut self.spare;
+        let capture = &mut self.capture;
         let mut blocked = false;
         let res: io::Result<()> = host.with_payload(payload, |spans| {
             // The stream sized the frame; a refusal would be an engine bug.
@@ -1151,6 +1316,9 @@ impl<H: QpHost> Conn<H> {
                     Err(e) => return Err(e),
                 }
             };
+            if let Some(c) = capture.as_deref_mut() {
+                capture_iov(&iov, written, |b| c.sent(b));
+            }
             // Keep the rest.
             spare.clear();
             let mut skip = written;
@@ -1177,21 +1345,27 @@ impl<H: QpHost> Conn<H> {
 
     /// Flushes the stream for a disconnect or teardown, and reports the disconnect.
     fn finish_close(&mut self) {
+        let span = &self.span;
         if let Some(rdma) = self.phase.rdma_mut() {
             rdma.stream.flush();
             if let Some(host) = self.host.as_mut() {
                 while let Some(c) = rdma.stream.poll_completion() {
                     count_completion(&self.shared, &c);
-                    host.completed(c);
+                    completed(span, host, c);
                 }
                 while let Some(e) = rdma.stream.poll_event() {
                     host.event(e);
+                    event(span, e);
                 }
                 if !rdma.flushed {
                     rdma.flushed = true;
+                    tracing::info!(parent: span, "flushed");
                     host.flushed();
                 }
             }
+        }
+        if !std::mem::replace(&mut self.closed_logged, true) {
+            tracing::info!(parent: &self.span, "disconnected");
         }
         if let Some(cb) = self.on_disconnect.take() {
             run_or_defer(move || cb(Status::SUCCESS));
@@ -1214,6 +1388,9 @@ impl<H: QpHost> Conn<H> {
             return;
         }
         let _ = self.sock.shutdown(Shutdown::Write);
+        if let Some(c) = self.capture.as_mut() {
+            c.fin(true);
+        }
         self.finish_close();
         if self.eof || self.io_dead {
             self.kill();
@@ -1273,7 +1450,7 @@ impl<H: QpHost> Conn<H> {
             let mut c = cancelled(p.wr, &p.request);
             c.provider_error = ended_by;
             count_completion(&self.shared, &c);
-            host.completed(c);
+            completed(&self.span, host, c);
         }
     }
 
@@ -2118,6 +2295,9 @@ impl<H: QpHost> Reactor<H> {
         };
         let mut c = cell.lock();
         c.has_handle = false;
+        if matches!(c.phase, Phase::Decision { .. }) {
+            tracing::info!(parent: &c.span, private_data = private_data.len(), "connection rejected");
+        }
         if let Phase::Decision { hs, .. } = &mut c.phase {
             if hs.reject(private_data).is_ok() {
                 c.shared.counters.add(Counter::MpaRejectsSent, 1);
@@ -2139,6 +2319,7 @@ impl<H: QpHost> Reactor<H> {
         match c.phase {
             Phase::Replied { aborted: false, .. } => {}
             Phase::Replied { aborted: true, .. } => {
+                tracing::info!(parent: &c.span, status = %Status::CONNECTION_ABORTED, "complete-connect failed: the peer left");
                 c.shared.set_state(ConnState::Closed);
                 c.begin_close(now, cfg.disconnect_timeout, false);
                 run_or_defer(move || on_done(Status::CONNECTION_ABORTED));
@@ -2147,6 +2328,7 @@ impl<H: QpHost> Reactor<H> {
                 return;
             }
             _ => {
+                tracing::info!(parent: &c.span, status = %Status::CONNECTION_INVALID, "complete-connect failed");
                 run_or_defer(move || on_done(Status::CONNECTION_INVALID));
                 return;
             }
@@ -2164,6 +2346,7 @@ impl<H: QpHost> Reactor<H> {
         c.deadline = hold_until.or(c.deadline);
         c.phase = Phase::Connected { rdma, hold_until };
         c.shared.set_state(ConnState::Connected);
+        tracing::info!(parent: &c.span, "connection complete");
         run_or_defer(move || on_done(Status::SUCCESS));
         if !early.is_empty() {
             c.feed(&early);
@@ -2206,6 +2389,7 @@ impl<H: QpHost> Reactor<H> {
         };
         let mut c = cell.lock();
         c.take_posts();
+        tracing::info!(parent: &c.span, "flush requested");
         if let Some(r) = c.phase.rdma_mut() {
             r.stream.flush();
         }
@@ -2224,6 +2408,9 @@ impl<H: QpHost> Reactor<H> {
         let timeout = self.inner.config.disconnect_timeout;
         let mut c = cell.lock();
         c.take_posts();
+        if !c.phase.is_closing() {
+            tracing::info!(parent: &c.span, "disconnect requested");
+        }
         c.shared.set_state(ConnState::Closed);
         c.has_handle = false;
         if let Some(cb) = on_done {
@@ -2321,7 +2508,7 @@ impl<H: QpHost> Reactor<H> {
                 on_connect: None,
                 early: Vec::new(),
             };
-            let mut c = Conn::new(shared, sock, phase);
+            let mut c = Conn::new(shared, sock, phase, &target);
             c.listener = Some(id);
             c.writable = true;
             c.deadline = deadline;
@@ -2432,6 +2619,8 @@ impl<H: QpHost> Reactor<H> {
         if !c.phase.is_zombie() {
             let _ = self.poll.registry().deregister(&mut c.sock);
             let _ = c.sock.shutdown(Shutdown::Both);
+            // The capture shows both sides' FINs now.
+            c.capture = None;
             c.finish_close();
             c.fail_accept(Status::CONNECTION_ABORTED);
             c.fail_connect(Status::CONNECTION_ABORTED, Vec::new());
