@@ -2,7 +2,8 @@
 //! read-bw and send-bw with `--mpa-crc` over 127.0.0.1 and ::1, both the server's and the
 //! client's capture must decode without a malformed frame or an expert error, every FPDU's CRC
 //! must be good, tshark must see as many FPDUs as the capture writer counted, and as many
-//! data FPDUs of the run's size as the run's iterations. Only loopback is ever contacted.
+//! data FPDUs of the run's size as the run's iterations; the capture's FPDUs each way equal the
+//! counters' `RDMAOutFrames`/`RDMAInFrames` (`--counters`). Only loopback is ever contacted.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -108,6 +109,80 @@ fn written_fpdus(stderr: &str) -> u64 {
     total
 }
 
+/// The capture writer's FPDUs (sent, received) and the counters' (`RDMAOutFrames`,
+/// `RDMAInFrames`, summed over the adapters `--counters` printed) from nd's stderr.
+fn frames_written_and_counted(stderr: &str) -> ((u64, u64), (u64, u64)) {
+    let mut written = (0, 0);
+    for line in stderr.lines().filter(|l| l.contains("pcap connection")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = |w: &str| {
+            let i = words.iter().position(|x| *x == w).expect(line);
+            words[i + 1].parse::<u64>().expect(line)
+        };
+        written.0 += at("sent");
+        written.1 += at("received");
+    }
+    let counted = |name: &str| -> u64 {
+        stderr
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse::<u64>().ok()))?
+            })
+            .sum()
+    };
+    (written, (counted("RDMAOutFrames"), counted("RDMAInFrames")))
+}
+
+/// FPDUs that reached us after our FIN (frames from the peer's port after the first FIN from
+/// ours; nd's summary line is `pcap connection LOCAL -> PEER: ...`).
+fn fpdus_after_our_fin(pcap: &Path, stderr: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("pcap connection"))
+        .expect("a capture summary");
+    let local = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.rsplit(':').next())
+        .expect(line)
+        .to_string();
+    let out = tshark(
+        pcap,
+        &[
+            "-T",
+            "fields",
+            "-E",
+            "occurrence=a",
+            "-E",
+            "aggregator=;",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "tcp.flags.fin",
+            "-e",
+            "iwarp_mpa.ulpdulength",
+        ],
+    );
+    let mut closed = false;
+    let mut late = 0;
+    for row in out.lines() {
+        let cols: Vec<&str> = row.split('\t').collect();
+        let (port, fin, lens) = (
+            cols[0],
+            cols.get(1).copied().unwrap_or(""),
+            cols.get(2).copied().unwrap_or(""),
+        );
+        let fin = matches!(fin, "1" | "True" | "true");
+        if port == local {
+            closed |= fin;
+        } else if closed && !lens.is_empty() {
+            late += lens.split(';').count() as u64;
+        }
+    }
+    late
+}
+
 struct Temp(PathBuf);
 
 impl Drop for Temp {
@@ -129,6 +204,20 @@ const UNTAGGED: u64 = 18;
 
 fn check(pcap: &Path, stderr: &str, opcode: u64, ulpdu: u64, iterations: usize) {
     let f = fpdus(pcap);
+    let (mut written, counted) = frames_written_and_counted(stderr);
+    // The counters count what the connection took in; the capture also shows what the peer sent
+    // after our FIN (its last control message, which nobody reads any more).
+    written.1 -= fpdus_after_our_fin(pcap, stderr);
+    assert!(
+        stderr.contains("RDMAOutFrames"),
+        "--counters printed: {stderr}"
+    );
+    assert_eq!(
+        written,
+        counted,
+        "{}: the capture's FPDUs (sent, received) vs the counters' frames (out, in)",
+        pcap.display()
+    );
     assert_eq!(
         f.len() as u64,
         written_fpdus(stderr),
@@ -197,6 +286,7 @@ fn run(persona: &str, host: &str, opcode: u64, ulpdu_header: u64) {
         "-n",
         "40",
         "--mpa-crc",
+        "--counters",
     ];
     let mut sargs = vec![persona];
     sargs.extend_from_slice(&common);
