@@ -50,6 +50,7 @@ pub mod perf;
 pub mod perftest_cm;
 pub mod persona;
 pub mod proto;
+pub mod provider;
 pub mod report;
 pub mod rping;
 pub mod scale;
