@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 use netdirect::{OpenParameters, Provider};
 use netdirect_types::{AdapterFlags, AdapterInfo, FRMR_PAGE_COUNT_MIN, Status, Version};
 
+pub mod completions;
 pub mod ndk;
+mod support;
 
 /// Why a case did not run: the capability the adapter lacks, in words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +88,11 @@ cases!(
     ndk::posting_limits_have_their_statuses,
     ndk::shared_endpoint_connects_twice_from_one_port,
     ndk::read_local_invalidate_and_cq_overflow,
+    completions::silent_read_local_invalidate_invalidates_the_sink,
+    completions::regular_sink_read_local_invalidate_fails_and_errors_the_qp,
+    completions::silent_regular_sink_read_local_invalidate_still_completes,
+    completions::write_named_by_the_peers_terminate_gets_its_status,
+    completions::cq_overflow_is_fatal_to_its_queue_pairs,
 );
 
 /// The case called `name`.

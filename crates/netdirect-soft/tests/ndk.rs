@@ -57,6 +57,11 @@ both_families!(
     posting_limits_have_their_statuses,
     shared_endpoint_connects_twice_from_one_port,
     read_local_invalidate_and_cq_overflow,
+    silent_read_local_invalidate_invalidates_the_sink,
+    regular_sink_read_local_invalidate_fails_and_errors_the_qp,
+    silent_regular_sink_read_local_invalidate_still_completes,
+    write_named_by_the_peers_terminate_gets_its_status,
+    cq_overflow_is_fatal_to_its_queue_pairs,
 );
 
 #[test]
@@ -194,9 +199,43 @@ fn cases_skip_by_declared_capability_with_the_reason() {
     assert!(skipped("memory_windows_over_the_wire").contains("MaxWindowSize 0"));
     assert!(skipped("srq_feeds_two_qps_and_notifies_below_threshold").contains("MaxSrqDepth 0"));
     assert!(skipped("read_local_invalidate_and_cq_overflow").contains("fast register"));
+    assert!(skipped("silent_read_local_invalidate_invalidates_the_sink").contains("fast register"));
+    for name in [
+        "regular_sink_read_local_invalidate_fails_and_errors_the_qp",
+        "silent_regular_sink_read_local_invalidate_still_completes",
+    ] {
+        assert_eq!(
+            skipped(name),
+            "the adapter does not declare NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED"
+        );
+    }
     // The rest still run, and pass.
     let passed = v.iter().filter(|(_, v)| *v == Verdict::Passed).count();
-    assert_eq!(passed, CASES.len() - 5, "{v:?}");
+    assert_eq!(passed, CASES.len() - 8, "{v:?}");
+
+    // Not iWARP, read sinks not required: the Terminate case skips, the iWARP provider codes
+    // and the read-sink refusals are not asserted, everything else passes.
+    let v = verdicts(
+        |i| {
+            i.rdma_technology = netdirect_types::RdmaTechnology::RoCEv2;
+            i.adapter_flags
+                .insert(AdapterFlags::RDMA_READ_SINK_NOT_REQUIRED);
+        },
+        ip,
+    );
+    for (name, verdict) in &v {
+        if *name == "write_named_by_the_peers_terminate_gets_its_status" {
+            assert_eq!(
+                *verdict,
+                Verdict::Skipped(
+                    "not an iWARP adapter (RdmaTechnology NdkRoCEv2): no Terminate message"
+                        .to_string()
+                )
+            );
+        } else {
+            assert_eq!(*verdict, Verdict::Passed, "{name}");
+        }
+    }
 
     // Without loopback connections only the case that never connects runs.
     let v = verdicts(
