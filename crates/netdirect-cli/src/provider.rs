@@ -4,8 +4,8 @@
 //! * `soft` — netdirect's software iWARP RNIC (`netdirect-soft`), with this process's MPA and
 //!   engine flags ([`crate::conn::mpa_args`], [`crate::conn::provider_args`]).
 //! * `verbs` — rdma-core's devices (`netdirect-verbs`). This build does not link it: opening it
-//!   fails with `STATUS_NOT_SUPPORTED` and says so. [`open_verbs`] is the hook where it plugs
-//!   in.
+//!   fails with `STATUS_NOT_SUPPORTED` and says so; the private `open_verbs` below is the hook
+//!   where it plugs in.
 
 use clap::ValueEnum;
 use netdirect::Provider;

@@ -196,7 +196,8 @@ fn failed_read_local_invalidate(p: &dyn Provider, ip: IpAddr, flags: OpFlags) ->
     Ok(())
 }
 
-/// [`failed_read_local_invalidate`], signaled.
+/// A read with local invalidate into a sink whose token cannot be invalidated (a regular MR)
+/// fails `STATUS_INVALID_DEVICE_REQUEST`; the QP is in error afterwards (§6.1, §10.3).
 pub fn regular_sink_read_local_invalidate_fails_and_errors_the_qp(
     p: &dyn Provider,
     ip: IpAddr,
@@ -204,7 +205,8 @@ pub fn regular_sink_read_local_invalidate_fails_and_errors_the_qp(
     failed_read_local_invalidate(p, ip, OpFlags::empty())
 }
 
-/// [`failed_read_local_invalidate`] with silent success asked: it completes all the same.
+/// The failing read of [`regular_sink_read_local_invalidate_fails_and_errors_the_qp`] with
+/// silent success asked: it completes all the same (§6.1).
 pub fn silent_regular_sink_read_local_invalidate_still_completes(
     p: &dyn Provider,
     ip: IpAddr,

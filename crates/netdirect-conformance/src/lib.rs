@@ -11,7 +11,7 @@
 //! | Needs | Declared by | Cases |
 //! |---|---|---|
 //! | connections from the address to itself | `NDK_ADAPTER_FLAG_LOOPBACK_CONNECTIONS_SUPPORTED` | every case that connects |
-//! | fast register (and LAMs, which only fast register consumes) | `FRMRPageCount` ≥ [`FRMR_PAGE_COUNT_MIN`](netdirect_types::FRMR_PAGE_COUNT_MIN) (a provider without it reports 0) | the fast-register cases |
+//! | fast register (and LAMs, which only fast register consumes) | `FRMRPageCount` ≥ [`netdirect_types::FRMR_PAGE_COUNT_MIN`] (a provider without it reports 0) | the fast-register cases |
 //! | memory windows | `MaxWindowSize` ≠ 0 | [`ndk::memory_windows_over_the_wire`] |
 //! | read with local invalidate | `NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED` | [`ndk::read_local_invalidate_and_cq_overflow`] |
 //! | shared receive queues | `MaxSrqDepth` ≠ 0 | [`ndk::srq_feeds_two_qps_and_notifies_below_threshold`] |
