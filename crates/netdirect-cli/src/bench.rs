@@ -492,7 +492,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let v = BenchReport {
             tool: "nd bench",
             version: env!("CARGO_PKG_VERSION"),
-            provider: "soft",
+            provider: crate::conn::provider_args().provider.as_str(),
             cpus,
             quick: a.quick,
             cell_ms: cell.as_millis() as u64,

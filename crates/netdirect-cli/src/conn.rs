@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use netdirect::{Adapter, Buffer, Cq, Mr, OpenParameters, Pd, Provider, Qp, QpConfig};
-use netdirect_soft::SoftProvider;
+use netdirect::{Adapter, Buffer, Cq, Mr, OpenParameters, Pd, Qp, QpConfig};
 use netdirect_soft::transport::EngineConfig;
 use netdirect_types::{
     AdapterInfo, MrFlags, OpFlags, OperationType, RemoteToken, Sge, Status, Version,
@@ -18,6 +17,7 @@ use netdirect_types::{
 use crate::endpoint::{Endpoint, REMOTE_ACCESS, Shape};
 use crate::error::{Context, Error, Result, wait};
 use crate::proto::{CTRL_LEN, Ctrl, Kind};
+pub use crate::provider::ProviderName;
 
 /// Queue sizes of a QP whose two queues share one polled CQ (no notification callback).
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +95,15 @@ pub struct MpaFlags {
     /// (it rejects the connection).
     #[arg(long = "mpa-markers")]
     pub markers: bool,
+    /// The provider to run over: `soft` (netdirect's software iWARP RNIC over TCP) or `verbs`
+    /// (RDMA devices through rdma-core) [default: soft].
+    #[arg(
+        long = "provider",
+        value_enum,
+        value_name = "NAME",
+        help_heading = "Provider options"
+    )]
+    pub provider: Option<ProviderName>,
     /// Progress threads per adapter (the soft provider's reactors; connections are spread over
     /// them when made) [default: 1]. One is enough when the consumer polls (progress then runs
     /// on its thread); more spread the progress nobody polls for (targets of reads and writes)
@@ -114,6 +123,7 @@ impl MpaFlags {
     /// The engine settings these flags ask for.
     pub fn provider(&self) -> ProviderArgs {
         ProviderArgs {
+            provider: self.provider.unwrap_or_default(),
             progress_threads: self.progress_threads.unwrap_or(1),
             counters: self.counters,
             no_publish_counters: self.no_publish_counters,
@@ -204,6 +214,8 @@ pub fn mpa_args() -> MpaArgs {
 /// The soft provider's engine settings of a command that connects ([`MpaFlags::provider`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ProviderArgs {
+    /// The provider every [`Side::open`] opens adapters of.
+    pub provider: ProviderName,
     /// Progress threads per adapter.
     pub progress_threads: u16,
     /// Print the run's counter deltas on stderr at the end.
@@ -215,6 +227,7 @@ pub struct ProviderArgs {
 impl Default for ProviderArgs {
     fn default() -> Self {
         ProviderArgs {
+            provider: ProviderName::Soft,
             progress_threads: 1,
             counters: false,
             no_publish_counters: false,
@@ -260,16 +273,19 @@ pub struct Side {
 }
 
 impl Side {
-    /// Opens a soft adapter on `address`.
+    /// Opens an adapter of the provider `--provider` chose on `address`.
     pub fn open(address: IpAddr, timeout: Duration) -> Result<Side> {
-        let mpa = MPA.get().copied().unwrap_or_default();
-        let adapter = SoftProvider::with_engine_config(provider_args().engine_config())
-            .with_mpa(mpa.config())
+        Side::open_with(provider_args().provider, address, timeout)
+    }
+
+    /// Opens an adapter of provider `name` on `address`.
+    pub fn open_with(name: ProviderName, address: IpAddr, timeout: Duration) -> Result<Side> {
+        let adapter = crate::provider::open(name)?
             .open_adapter(OpenParameters {
                 address,
                 version: Version::V1_2,
             })
-            .context(|| format!("cannot open an adapter on {address}"))?;
+            .context(|| format!("cannot open an adapter on {address} (provider {name})"))?;
         crate::stat::track(&*adapter, &address.to_string());
         let pd = wait(
             adapter.create_pd(),

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::conn::Side;
 use crate::error::{Error, Result};
+use crate::provider::{self, ProviderName};
 
 /// `nd info` flags.
 #[derive(Args, Debug, Clone)]
@@ -26,6 +27,10 @@ pub struct InfoArgs {
     /// Print JSON (one document: `{"adapters": [...]}`, numbers as numbers).
     #[arg(long)]
     json: bool,
+    /// Only this provider's adapters: `soft` or `verbs` (default: every provider available
+    /// in this build; one that is not fails the command with the reason).
+    #[arg(long = "provider", value_enum, value_name = "NAME")]
+    provider: Option<ProviderName>,
 }
 
 /// One adapter as `nd info` reports it: `NDK_ADAPTER_INFO` with ndadapterinfo's names.
@@ -33,7 +38,7 @@ pub struct InfoArgs {
 #[serde(rename_all = "PascalCase")]
 struct AdapterReport {
     name: String,
-    provider: &'static str,
+    provider: ProviderName,
     address: IpAddr,
     info_version: String,
     vendor_id: u32,
@@ -62,10 +67,15 @@ struct AdapterReport {
 }
 
 impl AdapterReport {
-    fn new(name: String, address: IpAddr, i: &AdapterInfo) -> AdapterReport {
+    fn new(
+        name: String,
+        provider: ProviderName,
+        address: IpAddr,
+        i: &AdapterInfo,
+    ) -> AdapterReport {
         AdapterReport {
             name,
-            provider: "soft",
+            provider,
             address,
             info_version: i.version.to_string(),
             vendor_id: i.vendor_id,
@@ -142,9 +152,10 @@ fn fields(i: &AdapterInfo) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The name `nd info` gives the `n`th adapter it lists (`soft0`, `soft1`, …).
-fn adapter_name(n: usize) -> String {
-    format!("soft{n}")
+/// The name `nd info` gives a provider's adapter on the `n`th local address (`soft0`,
+/// `soft1`, …, `verbs0`, …).
+fn adapter_name(provider: ProviderName, n: usize) -> String {
+    format!("{provider}{n}")
 }
 
 /// The address of the adapter `device` names: `soft<N>` as `nd info` lists them, or an address.
@@ -152,7 +163,12 @@ pub fn adapter_address(device: &str) -> Result<IpAddr> {
     if let Some(ip) = crate::conn::local_addresses()
         .into_iter()
         .enumerate()
-        .find_map(|(n, ip)| (adapter_name(n) == device).then_some(ip))
+        .find_map(|(n, ip)| {
+            ProviderName::ALL
+                .iter()
+                .any(|p| adapter_name(*p, n) == device)
+                .then_some(ip)
+        })
     {
         return Ok(ip);
     }
@@ -175,19 +191,34 @@ pub fn run(a: &InfoArgs) -> Result<()> {
     } else {
         crate::conn::local_addresses()
     };
+    // An explicit provider must be available; without one, every provider this build has.
+    let providers: Vec<ProviderName> = match a.provider {
+        Some(p) => {
+            provider::open(p)?;
+            vec![p]
+        }
+        None => ProviderName::ALL
+            .into_iter()
+            .filter(|p| provider::open(*p).is_ok())
+            .collect(),
+    };
     // Names follow the listing order, so `-d soft1` names what `nd info` showed as soft1.
-    let named: Vec<(String, IpAddr)> = addrs
-        .into_iter()
-        .enumerate()
-        .map(|(n, ip)| (adapter_name(n), ip))
+    let named: Vec<(String, ProviderName, IpAddr)> = providers
+        .iter()
+        .flat_map(|p| {
+            addrs
+                .iter()
+                .enumerate()
+                .map(|(n, ip)| (adapter_name(*p, n), *p, *ip))
+        })
         .collect();
-    let chosen: Vec<(String, IpAddr)> = match a.device.as_deref() {
+    let chosen: Vec<(String, ProviderName, IpAddr)> = match a.device.as_deref() {
         None => named,
         Some(d) => {
             let by_addr = crate::parse_ip(d).ok();
             let hit: Vec<_> = named
                 .into_iter()
-                .filter(|(name, ip)| name == d || Some(*ip) == by_addr)
+                .filter(|(name, _, ip)| name == d || Some(*ip) == by_addr)
                 .collect();
             if hit.is_empty() {
                 return Err(Error::status(
@@ -199,9 +230,9 @@ pub fn run(a: &InfoArgs) -> Result<()> {
         }
     };
     let mut out = Vec::new();
-    for (name, ip) in chosen {
-        match Side::open(ip, Duration::from_secs(10)) {
-            Ok(side) => out.push((AdapterReport::new(name, ip, &side.info), side.info)),
+    for (name, p, ip) in chosen {
+        match Side::open_with(p, ip, Duration::from_secs(10)) {
+            Ok(side) => out.push((AdapterReport::new(name, p, ip, &side.info), side.info)),
             // Without explicit addresses, an address that cannot be opened is skipped.
             Err(_) if !explicit && a.device.is_none() => {}
             Err(e) => return Err(e),
@@ -217,7 +248,7 @@ pub fn run(a: &InfoArgs) -> Result<()> {
             if n > 0 {
                 outln!();
             }
-            outln!("{}: provider soft, address {}", r.name, r.address);
+            outln!("{}: provider {}, address {}", r.name, r.provider, r.address);
             for (k, v) in fields(i) {
                 outln!("    {k:<24}: {v}");
             }

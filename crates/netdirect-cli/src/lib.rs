@@ -28,7 +28,11 @@
 //! result table has a `--json` form (one JSON document on stdout, built from `Serialize` types
 //! in [`report`] and the commands' modules) and the personas a `--json-lines` form (JSON Lines:
 //! `listening`, a `row` per size, the `report`); the MPA flags (`--mpa-rev`, `--mpa-crc`,
-//! `--mpa-p2p`, `--mpa-markers`) go with the commands that connect. Under every persona is one
+//! `--mpa-p2p`, `--mpa-markers`) go with the commands that connect, as does `--provider
+//! soft|verbs` (default `soft`; [`provider::open`] is the one place a name becomes a provider,
+//! and a provider this build lacks fails the command before it listens or connects, with
+//! `STATUS_NOT_SUPPORTED` and the reason). `ndk-conformance --provider soft|verbs` runs the
+//! provider-independent NDK suite (`netdirect-conformance`) against one. Under every persona is one
 //! [`endpoint::Endpoint`] (CQ, QP, buffers, post/poll/wait with one error text) and the
 //! measurement loops of [`meter`]. Every error is a sentence plus the NTSTATUS behind it
 //! (`nd: error: cannot connect to 127.0.0.1:54324: the connection was refused (is a server
@@ -51,6 +55,7 @@ pub mod perf;
 pub mod perftest_cm;
 pub mod persona;
 pub mod proto;
+pub mod provider;
 pub mod report;
 pub mod rping;
 pub mod scale;

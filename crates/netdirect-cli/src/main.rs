@@ -10,7 +10,7 @@ use netdirect_cli::perf::Test;
 use netdirect_cli::persona::{
     self, ReadBwArgs, ReadLatArgs, SendBwArgs, SendLatArgs, WriteBwArgs, WriteLatArgs,
 };
-use netdirect_cli::{bench, dma, info, nd, rping, scale, stat};
+use netdirect_cli::{bench, dma, info, nd, provider, rping, scale, stat};
 
 #[derive(Parser)]
 #[command(
@@ -102,17 +102,20 @@ enum Command {
 
 fn run(cli: Cli) -> Result<()> {
     let before = cli.mpa;
-    let set = |m: &MpaFlags| {
+    // Records the connection flags, and refuses a provider that is not available before the
+    // command listens or connects (a server would otherwise wait for a client first).
+    let set = |m: &MpaFlags| -> Result<()> {
         conn::set_mpa(m.resolve(&before));
         conn::set_provider(m.provider());
+        provider::open(m.provider().provider).map(drop)
     };
     let perftest = |a: persona::PerfArgs| {
-        set(&a.mpa);
+        set(&a.mpa)?;
         persona::run(&a)
     };
     match cli.command {
         Command::Bench(a) => {
-            set(&a.mpa);
+            set(&a.mpa)?;
             bench::run(&a.args)
         }
         Command::Info(a) => info::run(&a),
@@ -129,20 +132,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Wping(a) => nd_persona(Test::WriteBw, &a, &set),
         Command::Wpingpong(a) => nd_persona(Test::WriteLat, &a, &set),
         Command::RpingCompat(a) => {
-            set(&a.mpa);
+            set(&a.mpa)?;
             rping::run(&a.args)
         }
         Command::Dma(a) => dma::run(&a),
         Command::Scale(a) => {
-            set(&a.mpa);
+            set(&a.mpa)?;
             scale::run(&a.args)
         }
         Command::Stat(a) => stat::run(&a),
     }
 }
 
-fn nd_persona(test: Test, a: &WithMpa<nd::NdArgs>, set: &dyn Fn(&MpaFlags)) -> Result<()> {
-    set(&a.mpa);
+fn nd_persona(
+    test: Test,
+    a: &WithMpa<nd::NdArgs>,
+    set: &dyn Fn(&MpaFlags) -> Result<()>,
+) -> Result<()> {
+    set(&a.mpa)?;
     nd::run(test, &a.args)
 }
 

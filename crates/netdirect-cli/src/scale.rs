@@ -309,7 +309,9 @@ impl Server {
         if mpa.markers {
             flags.push("--mpa-markers".into());
         }
-        // And runs as many progress threads.
+        // And runs over the same provider, with as many progress threads.
+        flags.push("--provider".into());
+        flags.push(crate::conn::provider_args().provider.to_string());
         flags.push("--progress-threads".into());
         flags.push(crate::conn::provider_args().progress_threads.to_string());
         let mut child = Command::new(exe)

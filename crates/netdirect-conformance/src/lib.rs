@@ -1,0 +1,279 @@
+//! The provider-independent NDK conformance suite: the object-level tests of the NDK model
+//! (connection setup, send/receive, RDMA write and read, fast registration, memory windows,
+//! CQ arming, SRQ thresholds, posting limits, shared endpoints), written against the
+//! [`netdirect`] traits only, so any [`Provider`] can run them.
+//!
+//! Each case is a function taking the provider and the local address to use
+//! (`fn(&dyn Provider, IpAddr) -> Outcome`). Connections go from that address to itself. A case
+//! the adapter cannot run skips **by capability**, as its `NDK_ADAPTER_INFO` declares it, never
+//! by provider name:
+//!
+//! | Needs | Declared by | Cases |
+//! |---|---|---|
+//! | connections from the address to itself | `NDK_ADAPTER_FLAG_LOOPBACK_CONNECTIONS_SUPPORTED` | every case that connects |
+//! | fast register (and LAMs, which only fast register consumes) | `FRMRPageCount` ≥ [`netdirect_types::FRMR_PAGE_COUNT_MIN`] (a provider without it reports 0) | the fast-register cases |
+//! | memory windows | `MaxWindowSize` ≠ 0 | [`ndk::memory_windows_over_the_wire`] |
+//! | read with local invalidate | `NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED` | [`ndk::read_local_invalidate_and_cq_overflow`] |
+//! | shared receive queues | `MaxSrqDepth` ≠ 0 | [`ndk::srq_feeds_two_qps_and_notifies_below_threshold`] |
+//! | shared endpoints | `NdkCreateSharedEndpoint` answering anything but `STATUS_NOT_SUPPORTED` | [`ndk::shared_endpoint_connects_twice_from_one_port`] |
+//!
+//! Assertions that depend on a declared behaviour follow the declaration instead of skipping:
+//! the read-sink refusals only when the adapter lacks
+//! `NDK_ADAPTER_FLAG_RDMA_READ_SINK_NOT_REQUIRED`, the Terminate's provider code only on an
+//! iWARP adapter.
+//!
+//! A case fails by panicking (the assertions of a test); [`run`] catches that and reports it,
+//! so one failure does not stop the rest. The soft provider's tests call every case directly
+//! (`cargo test -p netdirect-soft --test ndk`), and `ndk-conformance --provider soft|verbs`
+//! (in `netdirect-cli`) runs them against a chosen provider.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use netdirect::{OpenParameters, Provider};
+use netdirect_types::{AdapterFlags, AdapterInfo, FRMR_PAGE_COUNT_MIN, Status, Version};
+
+pub mod completions;
+pub mod ndk;
+mod support;
+
+/// Why a case did not run: the capability the adapter lacks, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip(pub String);
+
+impl fmt::Display for Skip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a case returns when it did not panic: it ran (`Ok`) or it skipped.
+pub type Outcome = Result<(), Skip>;
+
+/// One case of the suite.
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// The case's name (its function's).
+    pub name: &'static str,
+    /// The case.
+    pub run: fn(&dyn Provider, IpAddr) -> Outcome,
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+macro_rules! cases {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        /// Every case of the suite, in the order [`run`] runs them.
+        pub const CASES: &[Case] = &[$(Case { name: stringify!($name), run: $module::$name }),*];
+    };
+}
+
+cases!(
+    ndk::data_path,
+    ndk::initiator_requests_need_a_connection,
+    ndk::connect_refused_and_rejected,
+    ndk::fast_register_over_the_wire,
+    ndk::memory_windows_over_the_wire,
+    ndk::write_to_invalid_token_terminates_and_cancels,
+    ndk::cq_arming_solicited_and_any,
+    ndk::srq_feeds_two_qps_and_notifies_below_threshold,
+    ndk::disconnect_event_without_flush_then_disconnect_flushes,
+    ndk::fast_register_seed_rules_each_with_its_status,
+    ndk::posting_limits_have_their_statuses,
+    ndk::shared_endpoint_connects_twice_from_one_port,
+    ndk::read_local_invalidate_and_cq_overflow,
+    completions::silent_read_local_invalidate_invalidates_the_sink,
+    completions::regular_sink_read_local_invalidate_fails_and_errors_the_qp,
+    completions::silent_regular_sink_read_local_invalidate_still_completes,
+    completions::write_named_by_the_peers_terminate_gets_its_status,
+    completions::cq_overflow_is_fatal_to_its_queue_pairs,
+);
+
+/// The case called `name`.
+pub fn case(name: &str) -> Option<&'static Case> {
+    CASES.iter().find(|c| c.name == name)
+}
+
+/// The result of one case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every assertion held.
+    Passed,
+    /// Not run: the adapter lacks a capability the case needs.
+    Skipped(String),
+    /// An assertion failed (its message) or the case panicked.
+    Failed(String),
+}
+
+/// One line of a run's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The case.
+    pub name: &'static str,
+    /// The local address it ran on.
+    pub address: IpAddr,
+    /// What happened.
+    pub verdict: Verdict,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        match &self.verdict {
+            Verdict::Passed => write!(f, "passed  {} on {} ({secs:.2} s)", self.name, self.address),
+            Verdict::Skipped(why) => {
+                write!(f, "skipped {} on {}: {why}", self.name, self.address)
+            }
+            Verdict::Failed(why) => write!(
+                f,
+                "FAILED  {} on {} ({secs:.2} s): {why}",
+                self.name, self.address
+            ),
+        }
+    }
+}
+
+/// Runs one case, turning a panic into [`Verdict::Failed`] with its message.
+pub fn run_case(case: &Case, provider: &dyn Provider, address: IpAddr) -> Report {
+    let start = Instant::now();
+    let verdict = match catch_unwind(AssertUnwindSafe(|| (case.run)(provider, address))) {
+        Ok(Ok(())) => Verdict::Passed,
+        Ok(Err(skip)) => Verdict::Skipped(skip.0),
+        Err(payload) => Verdict::Failed(
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".to_string()),
+        ),
+    };
+    Report {
+        name: case.name,
+        address,
+        verdict,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Runs the cases whose names contain `filter` (all of them for `""`), one after the other,
+/// calling `each` with every report as it is made; returns them all.
+pub fn run(
+    provider: &dyn Provider,
+    address: IpAddr,
+    filter: &str,
+    mut each: impl FnMut(&Report),
+) -> Vec<Report> {
+    CASES
+        .iter()
+        .filter(|c| c.name.contains(filter))
+        .map(|c| {
+            let r = run_case(c, provider, address);
+            each(&r);
+            r
+        })
+        .collect()
+}
+
+/// Runs `name` and panics unless it passed: what a provider's own `#[test]` calls for a case
+/// its adapters must support (a skip there is a lost test, so it fails too).
+pub fn must_pass(name: &str, provider: &dyn Provider, address: IpAddr) {
+    let case = case(name).unwrap_or_else(|| panic!("no case {name} in the suite"));
+    match (case.run)(provider, address) {
+        Ok(()) => {}
+        Err(skip) => panic!("{name} skipped on {address}: {skip}"),
+    }
+}
+
+/// The adapter's `NDK_ADAPTER_INFO` on `address` (a case that cannot open one fails).
+pub fn adapter_info(provider: &dyn Provider, address: IpAddr) -> AdapterInfo {
+    let adapter = provider
+        .open_adapter(OpenParameters {
+            address,
+            version: Version::V1_2,
+        })
+        .unwrap_or_else(|s| panic!("cannot open an adapter on {address}: {s}"));
+    let info = adapter.query_info();
+    adapter.close();
+    info
+}
+
+fn require_flag(
+    provider: &dyn Provider,
+    address: IpAddr,
+    flag: AdapterFlags,
+    name: &str,
+) -> Outcome {
+    if adapter_info(provider, address).adapter_flags.contains(flag) {
+        Ok(())
+    } else {
+        Err(Skip(format!("the adapter does not declare {name}")))
+    }
+}
+
+/// Skips unless connections from `address` to itself work.
+pub fn require_loopback(provider: &dyn Provider, address: IpAddr) -> Outcome {
+    require_flag(
+        provider,
+        address,
+        AdapterFlags::LOOPBACK_CONNECTIONS_SUPPORTED,
+        "NDK_ADAPTER_FLAG_LOOPBACK_CONNECTIONS_SUPPORTED",
+    )
+}
+
+/// Skips unless the adapter fast-registers (`FRMRPageCount` at least the spec's minimum).
+pub fn require_fast_register(provider: &dyn Provider, address: IpAddr) -> Outcome {
+    let n = adapter_info(provider, address).frmr_page_count;
+    if n >= FRMR_PAGE_COUNT_MIN {
+        Ok(())
+    } else {
+        Err(Skip(format!(
+            "no fast register (FRMRPageCount {n}, below the minimum {FRMR_PAGE_COUNT_MIN})"
+        )))
+    }
+}
+
+/// Skips unless the adapter has memory windows (`MaxWindowSize` ≠ 0).
+pub fn require_memory_windows(provider: &dyn Provider, address: IpAddr) -> Outcome {
+    if adapter_info(provider, address).max_window_size != 0 {
+        Ok(())
+    } else {
+        Err(Skip("no memory windows (MaxWindowSize 0)".to_string()))
+    }
+}
+
+/// Skips unless the adapter honours `NDK_OP_FLAG_RDMA_READ_LOCAL_INVALIDATE`.
+pub fn require_read_local_invalidate(provider: &dyn Provider, address: IpAddr) -> Outcome {
+    require_flag(
+        provider,
+        address,
+        AdapterFlags::RDMA_READ_LOCAL_INVALIDATE_SUPPORTED,
+        "NDK_ADAPTER_FLAG_RDMA_READ_LOCAL_INVALIDATE_SUPPORTED",
+    )
+}
+
+/// Skips unless the adapter has shared receive queues (`MaxSrqDepth` ≠ 0).
+pub fn require_srq(provider: &dyn Provider, address: IpAddr) -> Outcome {
+    if adapter_info(provider, address).supports_srq() {
+        Ok(())
+    } else {
+        Err(Skip("no shared receive queues (MaxSrqDepth 0)".to_string()))
+    }
+}
+
+/// Turns a `STATUS_NOT_SUPPORTED` answer to `what` into a skip; other results pass through.
+pub fn supported<T>(result: Result<T, Status>, what: &str) -> Result<Result<T, Status>, Skip> {
+    match result {
+        Err(Status::NOT_SUPPORTED) => Err(Skip(format!(
+            "the provider answers {what} with STATUS_NOT_SUPPORTED"
+        ))),
+        other => Ok(other),
+    }
+}
