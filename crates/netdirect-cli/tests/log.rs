@@ -10,8 +10,13 @@ mod common;
 use common::{ND, free_port};
 
 /// Starts `nd` with `args` and `RUST_LOG` as `rust_log` says (unset: `None`), waits for its
-/// "listening" banner.
-fn server(args: &[&str], rust_log: Option<&str>) -> Child {
+/// "listening" banner (a `--json` server says where it listens on stderr, so that stdout holds
+/// only the report); returns the child and the lines of stderr read so far plus a thread that
+/// collects the rest.
+fn server(
+    args: &[&str],
+    rust_log: Option<&str>,
+) -> (Child, String, std::thread::JoinHandle<String>) {
     let mut cmd = Command::new(ND);
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     match rust_log {
@@ -19,15 +24,26 @@ fn server(args: &[&str], rust_log: Option<&str>) -> Child {
         None => cmd.env_remove("RUST_LOG"),
     };
     let mut child = cmd.spawn().expect("spawn nd server");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
     let mut line = String::new();
     while !line.contains("listening") {
         line.clear();
-        assert!(stdout.read_line(&mut line).unwrap() > 0, "server banner");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server banner: {seen}"
+        );
+        seen.push_str(&line);
     }
     // The rest of stdout (the server's report) drains in the background.
+    let mut stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-    child
+    let rest = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    (child, seen, rest)
 }
 
 /// Runs a write-bw server and client with `pre` before the command and `RUST_LOG` as
@@ -41,7 +57,7 @@ fn run(pre: &[&str], rust_log: Option<&str>, host: &str) -> (String, String, Str
     let mut cargs: Vec<&str> = pre.to_vec();
     cargs.extend_from_slice(&["write-bw", host]);
     cargs.extend_from_slice(&tail);
-    let mut srv = server(&sargs, rust_log);
+    let (mut srv, mut serr, rest) = server(&sargs, rust_log);
     let mut client = Command::new(ND);
     client.args(&cargs);
     match rust_log {
@@ -55,8 +71,7 @@ fn run(pre: &[&str], rust_log: Option<&str>, host: &str) -> (String, String, Str
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(srv.wait().unwrap().success());
-    let mut serr = String::new();
-    std::io::Read::read_to_string(&mut srv.stderr.take().unwrap(), &mut serr).unwrap();
+    serr.push_str(&rest.join().expect("stderr reader"));
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
