@@ -129,7 +129,8 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
     let connecting = conn_a.connect(&*qp_a, SocketAddr::new(addr, 0), here, 4, 4, b"hello from A");
     let conn_b = rx.recv_timeout(T).map_err(|_| "no connect event".to_string())?;
     let data = conn_b.connection_data().map_err(st("connection_data b"))?;
-    if data.private_data != b"hello from A" {
+    // IB and RoCE pad private data with zeros to the CM message's size.
+    if !data.private_data.starts_with(b"hello from A") {
         return Err(format!("B saw private data {:?}", data.private_data));
     }
     let (dtx, drx) = mpsc::channel::<()>();
@@ -204,24 +205,40 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
     // Disconnect from A: B's disconnect event runs.
     conn_a.disconnect().wait_timeout(T).map_err(|e| format!("disconnect: {e}"))?;
     drx.recv_timeout(T).map_err(|_| "B's disconnect event did not run".to_string())?;
-    // After a disconnect, a posted receive is flushed.
-    qp_b.receiver().receive(5, &[sge(&buf_b, 0, 16, lb)]).ok();
+    // The peer's disconnect leaves B's QP alone (NDK); B's flush cancels a posted receive.
+    qp_b.receiver()
+        .receive(5, &[sge(&buf_b, 0, 16, lb)])
+        .map_err(st("post receive after disconnect"))?;
+    qp_b.flush();
     let mut out = [Completion::EMPTY; 1];
     let start = Instant::now();
-    let mut flushed = None;
-    while start.elapsed() < Duration::from_secs(3) {
-        if cq_b.get_results_ex(&mut out) == 1 {
-            flushed = Some(out[0]);
-            break;
-        }
+    while cq_b.get_results_ex(&mut out) == 0 && start.elapsed() < T {
         std::thread::yield_now();
     }
+    let f = out[0];
+    if (f.status, f.op_type, f.request_context) != (Status::CANCELLED, OperationType::Receive, 5) {
+        return Err(format!("flushed receive {f:?}"));
+    }
+    // A reject with private data: the connect fails CONNECTION_REFUSED with it.
+    let qp_c = pd.create_qp(qp_config(&*cq_a, 0xC)).wait().map_err(st("create_qp c"))?;
+    let conn_c = adapter.create_connector().wait().map_err(st("create_connector"))?;
+    let refused = conn_c.connect(&*qp_c, SocketAddr::new(addr, 0), here, 1, 1, b"again");
+    let conn_d = rx.recv_timeout(T).map_err(|_| "no second connect event".to_string())?;
+    conn_d.reject(b"no thanks").map_err(st("reject"))?;
+    match refused.wait_timeout(T) {
+        Err(netdirect::WaitError::Failed(Status::CONNECTION_REFUSED)) => {}
+        other => return Err(format!("rejected connect: {other:?}")),
+    }
+    let data = conn_c.connection_data().map_err(st("connection_data c"))?;
+    if !data.private_data.starts_with(b"no thanks") {
+        return Err(format!("reject private data {:?}", data.private_data));
+    }
+    drop((conn_c, conn_d, qp_c));
     drop((conn_a, conn_b, listener));
     drop((qp_a, qp_b, mr_a, mr_b, cq_a, cq_b, pd));
     Ok(format!(
-        "write, send/receive, read (data checked), notification, disconnect over {} ({:?}) at {here}; flushed receive: {:?}",
+        "write, send/receive, read (data checked), notification, disconnect, flush, reject with private data over {} ({:?}) at {here}",
         adapter.device_name(),
         info.rdma_technology,
-        flushed.map(|c| (c.status, c.op_type, c.request_context))
     ))
 }

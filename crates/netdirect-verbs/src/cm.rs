@@ -599,6 +599,8 @@ fn on_event(conn: &Arc<ConnShared>, ev: CmEvent) {
                 done.complete(Ok(()));
                 return;
             }
+            // The peer's disconnect: answer it (IB waits for our DREP), leave the QP as is.
+            let _ = lib.disconnect_reply(id);
             let cb = s.on_disconnect.take();
             drop(s);
             match cb {

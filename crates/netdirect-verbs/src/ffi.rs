@@ -906,6 +906,20 @@ impl Lib {
         if rc == 0 { 0 } else { errno() }
     }
 
+    /// Answers the peer's disconnect (on IB/RoCE the DREP the peer waits for) without
+    /// flushing our QP: the NDK leaves that to the consumer's own disconnect or close, while
+    /// `rdma_disconnect` would move an attached QP to ERR first.
+    pub(crate) fn disconnect_reply(&self, id: IdH) -> c_int {
+        // SAFETY: live id; the QP pointer is put back as it was.
+        unsafe {
+            let qp = (*id.0).qp;
+            (*id.0).qp = ptr::null_mut();
+            let rc = (self.f.rdma_disconnect)(id.0);
+            (*id.0).qp = qp;
+            rc
+        }
+    }
+
     pub(crate) fn id_addresses(&self, id: IdH) -> (Option<SocketAddr>, Option<SocketAddr>) {
         // SAFETY: live id; the two `sockaddr_storage`s are plain data.
         let (s, d) = unsafe { ((*id.0).src_addr, (*id.0).dst_addr) };

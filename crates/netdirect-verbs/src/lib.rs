@@ -81,7 +81,10 @@
 //! | `NdkCqNotificationCallback` | the completion channel's event (`ibv_get_cq_event`, `ibv_ack_cq_events`) |
 //! | `NdkConnectEventCallback` / `NdkDisconnectEventCallback(Ex)` | `RDMA_CM_EVENT_CONNECT_REQUEST` / `RDMA_CM_EVENT_DISCONNECTED` |
 //!
-//! NDK rules the hardware enforces differently: a Send with no receive posted at the peer is
+//! NDK rules the hardware enforces differently: on IB and RoCE the peer's private data arrives
+//! padded with zeros to the CM message's fixed size (56 octets on connect, 196 on accept; seen
+//! on rxe), so `NdkGetConnectionData` reports that size, not the length the peer sent (iWARP
+//! keeps the length); a Send with no receive posted at the peer is
 //! retried (RNR, `rnr_retry_count` 7: forever) on InfiniBand and RoCE instead of terminating the
 //! connection as iWARP does; an RDMA read sink needs remote-write access on iWARP (the read
 //! response is a tagged write), so `MrFlags::RDMA_READ_SINK` registers with
