@@ -81,7 +81,10 @@
 //! | `NdkCqNotificationCallback` | the completion channel's event (`ibv_get_cq_event`, `ibv_ack_cq_events`) |
 //! | `NdkConnectEventCallback` / `NdkDisconnectEventCallback(Ex)` | `RDMA_CM_EVENT_CONNECT_REQUEST` / `RDMA_CM_EVENT_DISCONNECTED` |
 //!
-//! NDK rules the hardware enforces differently: on IB and RoCE the peer's private data arrives
+//! NDK rules the hardware enforces differently: the NDK's "a peer's disconnect does not flush
+//! the QP" holds on IB and RoCE (the provider answers the DREQ without touching the QP), but an
+//! iWARP RNIC moves the QP to error itself when the connection closes (seen on siw: receives
+//! posted afterwards are never completed, earlier ones complete `STATUS_CANCELLED`); on IB and RoCE the peer's private data arrives
 //! padded with zeros to the CM message's fixed size (56 octets on connect, 196 on accept; seen
 //! on rxe), so `NdkGetConnectionData` reports that size, not the length the peer sent (iWARP
 //! keeps the length); a Send with no receive posted at the peer is
