@@ -12,7 +12,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use netdirect::{Adapter, Buffer, Connector, Cq, OpenParameters, QpConfig};
-use netdirect_types::{Completion, CqNotifyType, MrFlags, OpFlags, OperationType, Sge, Status, Version};
+use netdirect_types::{
+    Completion, CqNotifyType, MrFlags, OpFlags, OperationType, Sge, Status, Version,
+};
 use netdirect_verbs::VerbsProvider;
 
 const LEN: usize = 1 << 16;
@@ -54,7 +56,9 @@ fn poll(cq: &mut dyn Cq, what: &str) -> Result<Completion, String> {
 }
 
 fn pattern(seed: u8, n: usize) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 fn check(buf: &Buffer, at: usize, want: &[u8], what: &str) -> Result<(), String> {
@@ -76,7 +80,10 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
         })
         .map_err(|e| e.to_string())?;
     let info = adapter.query_info();
-    println!("devices {devices:?}; adapter {} on {addr}: {info:?}", adapter.device_name());
+    println!(
+        "devices {devices:?}; adapter {} on {addr}: {info:?}",
+        adapter.device_name()
+    );
 
     let pd = adapter.create_pd().wait().map_err(st("create_pd"))?;
     let notified = Arc::new(AtomicU32::new(0));
@@ -86,32 +93,48 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
         .wait()
         .map_err(st("create_cq a"))?;
     let mut cq_b = adapter
-        .create_cq(64, Arc::new(move |_| { n2.fetch_add(1, Ordering::SeqCst); }), None)
+        .create_cq(
+            64,
+            Arc::new(move |_| {
+                n2.fetch_add(1, Ordering::SeqCst);
+            }),
+            None,
+        )
         .wait()
         .map_err(st("create_cq b"))?;
     fn qp_config(cq: &dyn Cq, context: u64) -> QpConfig<'_> {
         QpConfig {
-        receive_cq: cq,
-        initiator_cq: cq,
-        context,
-        receive_queue_depth: 16,
-        initiator_queue_depth: 16,
-        max_receive_sge: 1,
-        max_initiator_sge: 1,
-        inline_data_size: 0,
+            receive_cq: cq,
+            initiator_cq: cq,
+            context,
+            receive_queue_depth: 16,
+            initiator_queue_depth: 16,
+            max_receive_sge: 1,
+            max_initiator_sge: 1,
+            inline_data_size: 0,
         }
     }
-    let mut qp_a = pd.create_qp(qp_config(&*cq_a, 0xA)).wait().map_err(st("create_qp a"))?;
-    let mut qp_b = pd.create_qp(qp_config(&*cq_b, 0xB)).wait().map_err(st("create_qp b"))?;
+    let mut qp_a = pd
+        .create_qp(qp_config(&*cq_a, 0xA))
+        .wait()
+        .map_err(st("create_qp a"))?;
+    let mut qp_b = pd
+        .create_qp(qp_config(&*cq_b, 0xB))
+        .wait()
+        .map_err(st("create_qp b"))?;
     let (buf_a, buf_b) = (Buffer::new(LEN), Buffer::new(LEN));
     let flags = MrFlags::ALLOW_LOCAL_WRITE
         | MrFlags::ALLOW_REMOTE_READ
         | MrFlags::ALLOW_REMOTE_WRITE
         | MrFlags::RDMA_READ_SINK;
     let mr_a = pd.create_mr(false).wait().map_err(st("create_mr"))?;
-    mr_a.register(&buf_a, 0, LEN, flags).wait().map_err(st("register a"))?;
+    mr_a.register(&buf_a, 0, LEN, flags)
+        .wait()
+        .map_err(st("register a"))?;
     let mr_b = pd.create_mr(false).wait().map_err(st("create_mr"))?;
-    mr_b.register(&buf_b, 0, LEN, flags).wait().map_err(st("register b"))?;
+    mr_b.register(&buf_b, 0, LEN, flags)
+        .wait()
+        .map_err(st("register b"))?;
     let (la, lb, rb) = (mr_a.local_token(), mr_b.local_token(), mr_b.remote_token());
 
     // Connect A -> B through a listener, private data both ways.
@@ -125,9 +148,21 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
         .map_err(st("create_listener"))?;
     let here = SocketAddr::new(addr, port);
     listener.listen(here).wait().map_err(st("listen"))?;
-    let conn_a = adapter.create_connector().wait().map_err(st("create_connector"))?;
-    let connecting = conn_a.connect(&*qp_a, SocketAddr::new(addr, 0), here, 4, 4, b"hello from A");
-    let conn_b = rx.recv_timeout(T).map_err(|_| "no connect event".to_string())?;
+    let conn_a = adapter
+        .create_connector()
+        .wait()
+        .map_err(st("create_connector"))?;
+    let connecting = conn_a.connect(
+        &*qp_a,
+        SocketAddr::new(addr, 0),
+        here,
+        4,
+        4,
+        b"hello from A",
+    );
+    let conn_b = rx
+        .recv_timeout(T)
+        .map_err(|_| "no connect event".to_string())?;
     let data = conn_b.connection_data().map_err(st("connection_data b"))?;
     // IB and RoCE pad private data with zeros to the CM message's size.
     if !data.private_data.starts_with(b"hello from A") {
@@ -143,22 +178,40 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
             let _ = dtx.send(());
         })),
     );
-    connecting.wait_timeout(T).map_err(|e| format!("connect: {e}"))?;
+    connecting
+        .wait_timeout(T)
+        .map_err(|e| format!("connect: {e}"))?;
     let data = conn_a.connection_data().map_err(st("connection_data a"))?;
     if !data.private_data.starts_with(b"hello from B") {
         return Err(format!("A saw private data {:?}", data.private_data));
     }
-    conn_a.complete_connect(None).wait().map_err(st("complete_connect"))?;
-    accepting.wait_timeout(T).map_err(|e| format!("accept: {e}"))?;
+    conn_a
+        .complete_connect(None)
+        .wait()
+        .map_err(st("complete_connect"))?;
+    accepting
+        .wait_timeout(T)
+        .map_err(|e| format!("accept: {e}"))?;
     let (local, peer) = (conn_a.local_address(), conn_a.peer_address());
-    println!("connected {local:?} -> {peer:?}, A's limits {}/{}", data.inbound_read_limit, data.outbound_read_limit);
+    println!(
+        "connected {local:?} -> {peer:?}, A's limits {}/{}",
+        data.inbound_read_limit, data.outbound_read_limit
+    );
 
     // RDMA write A -> B.
     let w = pattern(1, 4096);
     buf_a.write_at(0, &w).map_err(|e| e.to_string())?;
-    let sge = |buf: &Buffer, at: usize, len: usize, token| Sge::new(buf.address() + at as u64, len as u32, token);
+    let sge = |buf: &Buffer, at: usize, len: usize, token| {
+        Sge::new(buf.address() + at as u64, len as u32, token)
+    };
     qp_a.initiator()
-        .write(1, &[sge(&buf_a, 0, 4096, la)], buf_b.address() + 1024, rb, OpFlags::empty())
+        .write(
+            1,
+            &[sge(&buf_a, 0, 4096, la)],
+            buf_b.address() + 1024,
+            rb,
+            OpFlags::empty(),
+        )
         .map_err(st("post write"))?;
     let c = poll(&mut *cq_a, "write")?;
     if c.op_type != OperationType::Write || c.request_context != 1 || c.qp_context != 0xA {
@@ -178,7 +231,11 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
         .map_err(st("post send"))?;
     poll(&mut *cq_a, "send")?;
     let r = poll(&mut *cq_b, "receive")?;
-    if r.op_type != OperationType::Receive || r.bytes_transferred != 1000 || r.request_context != 2 || r.qp_context != 0xB {
+    if r.op_type != OperationType::Receive
+        || r.bytes_transferred != 1000
+        || r.request_context != 2
+        || r.qp_context != 0xB
+    {
         return Err(format!("receive completion {r:?}"));
     }
     check(&buf_b, 1024, &w, "write")?;
@@ -187,7 +244,13 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
     let rd = pattern(3, 4096);
     buf_b.write_at(16384, &rd).map_err(|e| e.to_string())?;
     qp_a.initiator()
-        .read(4, &[sge(&buf_a, 16384, 4096, la)], buf_b.address() + 16384, rb, OpFlags::empty())
+        .read(
+            4,
+            &[sge(&buf_a, 16384, 4096, la)],
+            buf_b.address() + 16384,
+            rb,
+            OpFlags::empty(),
+        )
         .map_err(st("post read"))?;
     let c = poll(&mut *cq_a, "read")?;
     if c.op_type != OperationType::Read || c.request_context != 4 {
@@ -206,8 +269,12 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
         .receive(5, &[sge(&buf_b, 0, 16, lb)])
         .map_err(st("post receive before disconnect"))?;
     // Disconnect from A: B's disconnect event runs.
-    conn_a.disconnect().wait_timeout(T).map_err(|e| format!("disconnect: {e}"))?;
-    drx.recv_timeout(T).map_err(|_| "B's disconnect event did not run".to_string())?;
+    conn_a
+        .disconnect()
+        .wait_timeout(T)
+        .map_err(|e| format!("disconnect: {e}"))?;
+    drx.recv_timeout(T)
+        .map_err(|_| "B's disconnect event did not run".to_string())?;
     // A receive posted before the disconnect is cancelled by B's flush (on iWARP the RNIC
     // already flushed it when the connection closed).
     qp_b.flush();
@@ -221,10 +288,18 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
         return Err(format!("flushed receive {f:?}"));
     }
     // A reject with private data: the connect fails CONNECTION_REFUSED with it.
-    let qp_c = pd.create_qp(qp_config(&*cq_a, 0xC)).wait().map_err(st("create_qp c"))?;
-    let conn_c = adapter.create_connector().wait().map_err(st("create_connector"))?;
+    let qp_c = pd
+        .create_qp(qp_config(&*cq_a, 0xC))
+        .wait()
+        .map_err(st("create_qp c"))?;
+    let conn_c = adapter
+        .create_connector()
+        .wait()
+        .map_err(st("create_connector"))?;
     let refused = conn_c.connect(&*qp_c, SocketAddr::new(addr, 0), here, 1, 1, b"again");
-    let conn_d = rx.recv_timeout(T).map_err(|_| "no second connect event".to_string())?;
+    let conn_d = rx
+        .recv_timeout(T)
+        .map_err(|_| "no second connect event".to_string())?;
     conn_d.reject(b"no thanks").map_err(st("reject"))?;
     match refused.wait_timeout(T) {
         Err(netdirect::WaitError::Failed(Status::CONNECTION_REFUSED)) => {}

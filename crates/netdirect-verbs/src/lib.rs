@@ -50,7 +50,7 @@
 //! | `NdkCreateCq` / `NdkCloseCq` | `ibv_create_cq` on the adapter's completion channel / `ibv_destroy_cq` |
 //! | `NdkResizeCq` | `ibv_resize_cq` (`STATUS_NOT_SUPPORTED` where the device refuses; `CQ_RESIZE_SUPPORTED` not advertised) |
 //! | `NdkArmCq` | `ibv_req_notify_cq` (`solicited_only` for `NDK_CQ_NOTIFY_SOLICITED`); `NDK_CQ_NOTIFY_ERRORS` arms nothing (CQ errors are async events, not yet delivered) |
-//! | `NdkGetCqResults(Ex)` | `ibv_poll_cq` (through `ops.poll_cq`) |
+//! | `NdkGetCqResults`, `NdkGetCqResultsEx` | `ibv_poll_cq` (through `ops.poll_cq`) |
 //! | `NdkControlCqInterruptModeration` | not supported: user verbs have no standard moderation call (`ibv_modify_cq` is device-specific) |
 //! | `NdkCreatePd` / `NdkClosePd` | `ibv_alloc_pd` / `ibv_dealloc_pd` |
 //! | `NdkCreateMr` / `NdkCloseMr` | an empty region (user verbs register in one call) |
@@ -69,17 +69,19 @@
 //! | `NdkReceive` | `ops.post_recv` |
 //! | `NdkCreateConnector` / `NdkCloseConnector` | `rdma_create_id` (`RDMA_PS_TCP`) on connect / `rdma_disconnect`, `rdma_destroy_id` |
 //! | `NdkConnect` | `rdma_resolve_addr`, `rdma_resolve_route`, the QP attached to the id and brought to INIT (`rdma_init_qp_attr`), `rdma_connect` (IRD/ORD as `responder_resources`/`initiator_depth`, private data); completes on `RDMA_CM_EVENT_ESTABLISHED` |
-//! | `NdkCompleteConnect(Ex)` | nothing on the wire: librdmacm already sent the RTU (IB/RoCE) or the MPA exchange finished (iWARP); installs the disconnect callback |
-//! | `NdkAccept(Ex)` | `rdma_accept`; completes on `RDMA_CM_EVENT_ESTABLISHED` |
+//! | `NdkCompleteConnect`, `NdkCompleteConnectEx` | nothing on the wire: librdmacm already sent the RTU (IB/RoCE) or the MPA exchange finished (iWARP); installs the disconnect callback |
+//! | `NdkAccept`, `NdkAcceptEx` | `rdma_accept`; completes on `RDMA_CM_EVENT_ESTABLISHED` |
 //! | `NdkReject` | `rdma_reject` with private data (the peer's connect fails `STATUS_CONNECTION_REFUSED`) |
 //! | `NdkGetConnectionData` | the peer's private data and `responder_resources`/`initiator_depth` from its CM event |
 //! | `NdkGetLocalAddress` / `NdkGetPeerAddress` | the CM id's `route.addr` |
 //! | `NdkDisconnect` | `rdma_disconnect`; the peer's `RDMA_CM_EVENT_DISCONNECTED` runs its disconnect callback |
-//! | `NdkConnectWithSharedEndpoint`, `NdkCreateSharedEndpoint` | not supported yet: rdma-cm binds one id per connection |
+//! | `NdkConnectWithSharedEndpoint`, `NdkCreateSharedEndpoint`, `NdkCloseSharedEndpoint` | not supported yet: rdma-cm binds one id per connection |
 //! | `NdkCreateListener` / `NdkListen` / `NdkCloseListener` | `rdma_create_id`, `rdma_bind_addr`, `rdma_listen` / `rdma_destroy_id` |
 //! | `NdkControlConnectEvents` | paused: incoming requests are rejected (`rdma_reject`) |
+//! | `NdkCreateCompletion`, `NdkRequestCompletion`, `NdkCloseCompletion` | [`netdirect::Request`]: creates, registration and closes complete inline; connect, accept and disconnect complete from the CM thread |
+//! | `NdkSrqNotificationCallback` | not supported yet: the SRQ limit is an async event (`IBV_EVENT_SRQ_LIMIT_REACHED`) the adapter does not read yet, so a non-zero notify threshold is refused (`STATUS_NOT_SUPPORTED`) |
 //! | `NdkCqNotificationCallback` | the completion channel's event (`ibv_get_cq_event`, `ibv_ack_cq_events`) |
-//! | `NdkConnectEventCallback` / `NdkDisconnectEventCallback(Ex)` | `RDMA_CM_EVENT_CONNECT_REQUEST` / `RDMA_CM_EVENT_DISCONNECTED` |
+//! | `NdkConnectEventCallback` / `NdkDisconnectEventCallback`, `NdkDisconnectEventCallbackEx` | `RDMA_CM_EVENT_CONNECT_REQUEST` / `RDMA_CM_EVENT_DISCONNECTED` |
 //!
 //! NDK rules the hardware enforces differently: the NDK's "a peer's disconnect does not flush
 //! the QP" holds on IB and RoCE (the provider answers the DREQ without touching the QP), but an
@@ -343,6 +345,30 @@ mod tests {
             }
             Ok(devices) => eprintln!("this machine has RDMA devices: {devices:?}"),
         }
+    }
+
+    /// Every NDK entry point and callback netdirect maps has a row in the crate docs' table.
+    #[test]
+    fn every_ndk_entry_point_has_a_row() {
+        let rows: Vec<&str> = include_str!("lib.rs")
+            .lines()
+            .filter_map(|l| l.strip_prefix("//! | "))
+            .map(|l| l.split(" | ").next().unwrap_or(""))
+            .collect();
+        let mut missing = Vec::new();
+        for (ndk, _) in netdirect::NDK_ENTRY_POINTS {
+            let name = ndk.split(' ').next().unwrap_or(ndk);
+            let found = rows
+                .iter()
+                .any(|cell| cell.split(['`', ',', '/', ' ']).any(|w| w == name));
+            if !found {
+                missing.push(*ndk);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "no row in the verbs mapping table: {missing:?}"
+        );
     }
 
     #[test]
