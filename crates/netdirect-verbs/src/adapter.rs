@@ -1,23 +1,4 @@
 //! The adapter: one RDMA device port serving one local address, its CM and CQ threads.
-//!
-//! `NdkQueryAdapterInfo` from `ibv_query_device` and `ibv_query_port`:
-//!
-//! | field | from |
-//! |---|---|
-//! | `vendor_id`, `device_id` | `vendor_id`, `vendor_part_id` |
-//! | `max_registration_size` | `max_mr_size` |
-//! | `max_window_size` | 0 (memory windows not supported yet) |
-//! | `frmr_page_count` | 16, the legal minimum (fast registration is not supported) |
-//! | `max_initiator_request_sge`, `max_receive_request_sge` | `max_sge` |
-//! | `max_read_request_sge` | `max_sge_rd` (`max_sge` when 0: iWARP devices report 0) |
-//! | `max_transfer_length` | the port's `max_msg_sz` |
-//! | `max_inline_data_size` | what a scratch QP asking for 256 got back |
-//! | `max_inbound_read_limit` / `max_outbound_read_limit` | `max_qp_rd_atom` / `max_qp_init_rd_atom` |
-//! | queue depths / `max_cq_depth` | `max_qp_wr` / `max_cqe` |
-//! | `max_srq_depth` | `max_srq_wr` (0 when `max_srq` is 0) |
-//! | `max_caller_data` / `max_callee_data` | iWARP 252/252 (MPA's 256 less IRD/ORD); IB and RoCE 56/196 (CM REQ/REP less rdma-cm's header) |
-//! | `adapter_flags` | `LOOPBACK_CONNECTIONS_SUPPORTED`; `RDMA_READ_SINK_NOT_REQUIRED` on IB/RoCE |
-//! | `rdma_technology` | [`crate::technology`] |
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -73,6 +54,25 @@ impl Drop for AdapterInner {
 }
 
 /// An open verbs adapter.
+///
+/// `NdkQueryAdapterInfo` from `ibv_query_device` and `ibv_query_port`:
+///
+/// | field | from |
+/// |---|---|
+/// | `vendor_id`, `device_id` | `vendor_id`, `vendor_part_id` |
+/// | `max_registration_size` | `max_mr_size` |
+/// | `max_window_size` | 0 (memory windows not supported yet) |
+/// | `frmr_page_count` | 16, the legal minimum (fast registration is not supported) |
+/// | `max_initiator_request_sge`, `max_receive_request_sge` | `max_sge` |
+/// | `max_read_request_sge` | `max_sge_rd` (`max_sge` when 0: iWARP devices report 0) |
+/// | `max_transfer_length` | the port's `max_msg_sz` |
+/// | `max_inline_data_size` | what a scratch QP asking for 256 got back |
+/// | `max_inbound_read_limit` / `max_outbound_read_limit` | `max_qp_rd_atom` / `max_qp_init_rd_atom` |
+/// | queue depths / `max_cq_depth` | `max_qp_wr` / `max_cqe` |
+/// | `max_srq_depth` | `max_srq_wr` (0 when `max_srq` is 0) |
+/// | `max_caller_data` / `max_callee_data` | iWARP 252/252 (MPA's 256 less IRD/ORD); IB and RoCE 56/196 (CM REQ/REP less rdma-cm's header) |
+/// | `adapter_flags` | `LOOPBACK_CONNECTIONS_SUPPORTED`; `RDMA_READ_SINK_NOT_REQUIRED` on IB/RoCE |
+/// | `rdma_technology` | iWARP from the device's transport, else InfiniBand or RoCEv2 from the port's link layer |
 pub struct VerbsAdapter {
     inner: Arc<AdapterInner>,
     threads: Vec<JoinHandle<()>>,

@@ -46,7 +46,7 @@
 //! | `OpenNDKAdapterHandler` | `rdma_bind_addr` of a scratch CM id to find the device and port serving the address; `ibv_query_device`, `ibv_query_port` |
 //! | `CloseNDKAdapterHandler` | stops the CM and CQ threads; `rdma_destroy_event_channel`, `ibv_destroy_comp_channel` when the last child goes |
 //! | `NdkQueryExtension` | not supported (`STATUS_NOT_SUPPORTED`): the counters extension is the soft provider's |
-//! | `NdkQueryAdapterInfo` | from `ibv_query_device` / `ibv_query_port` (see [`adapter`]); inline size probed with a scratch QP |
+//! | `NdkQueryAdapterInfo` | from `ibv_query_device` / `ibv_query_port` (see [`VerbsAdapter`]); inline size probed with a scratch QP |
 //! | `NdkCreateCq` / `NdkCloseCq` | `ibv_create_cq` on the adapter's completion channel / `ibv_destroy_cq` |
 //! | `NdkResizeCq` | `ibv_resize_cq` (`STATUS_NOT_SUPPORTED` where the device refuses; `CQ_RESIZE_SUPPORTED` not advertised) |
 //! | `NdkArmCq` | `ibv_req_notify_cq` (`solicited_only` for `NDK_CQ_NOTIFY_SOLICITED`); `NDK_CQ_NOTIFY_ERRORS` arms nothing (CQ errors are async events, not yet delivered) |
