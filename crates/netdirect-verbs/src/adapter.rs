@@ -2,9 +2,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
 
 use netdirect::{
     Adapter, Affinity, Buffer, ConnectEvent, Connector, Cq, CqNotification, Lam, Listener, Object,
@@ -31,7 +30,6 @@ pub(crate) struct AdapterInner {
     pub(crate) info: AdapterInfo,
     pub(crate) comp_channel: ChanH,
     pub(crate) event_channel: EvChH,
-    pub(crate) stop: AtomicBool,
     next_key: AtomicU64,
     pub(crate) cqs: Mutex<HashMap<u64, Weak<CqShared>>>,
     pub(crate) qps: RwLock<HashMap<u32, Weak<QpShared>>>,
@@ -75,7 +73,6 @@ impl Drop for AdapterInner {
 /// | `rdma_technology` | iWARP from the device's transport, else InfiniBand or RoCEv2 from the port's link layer |
 pub struct VerbsAdapter {
     inner: Arc<AdapterInner>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for VerbsAdapter {
@@ -141,16 +138,17 @@ pub(crate) fn open(lib: &Arc<Lib>, params: OpenParameters) -> Result<VerbsAdapte
         info,
         comp_channel,
         event_channel,
-        stop: AtomicBool::new(false),
         next_key: AtomicU64::new(1),
         cqs: Mutex::new(HashMap::new()),
         qps: RwLock::new(HashMap::new()),
         conns: Mutex::new(HashMap::new()),
         listeners: Mutex::new(HashMap::new()),
     });
-    let cm_inner = inner.clone();
-    let cq_inner = inner.clone();
-    let threads = vec![
+    // The threads hold the adapter weakly: they run until the adapter and every object under
+    // it are gone (a connector outliving its adapter handle still gets its events).
+    let cm_inner = Arc::downgrade(&inner);
+    let cq_inner = Arc::downgrade(&inner);
+    let _threads = [
         std::thread::Builder::new()
             .name("verbs-cm".into())
             .spawn(move || cm::run(cm_inner))
@@ -160,7 +158,7 @@ pub(crate) fn open(lib: &Arc<Lib>, params: OpenParameters) -> Result<VerbsAdapte
             .spawn(move || crate::cq::run(cq_inner))
             .map_err(|_| VerbsError::Status(Status::INSUFFICIENT_RESOURCES))?,
     ];
-    Ok(VerbsAdapter { inner, threads })
+    Ok(VerbsAdapter { inner })
 }
 
 fn clamp(v: i32) -> u32 {
@@ -213,15 +211,6 @@ fn query_info(lib: &Lib, ctx: Ctx, port: u8, version: Version) -> Result<Adapter
         adapter_flags: flags,
         rdma_technology: tech,
     })
-}
-
-impl Drop for VerbsAdapter {
-    fn drop(&mut self) {
-        self.inner.stop.store(true, Ordering::SeqCst);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
 }
 
 impl Object for VerbsAdapter {

@@ -484,12 +484,24 @@ fn event_status(ev: &CmEvent) -> Status {
 }
 
 /// The CM thread: one event at a time, copied out and acknowledged before it is handled.
-pub(crate) fn run(adapter: Arc<AdapterInner>) {
-    let fd = adapter.lib.event_channel_fd(adapter.event_channel);
-    while !adapter.stop.load(Ordering::SeqCst) {
+pub(crate) fn run(weak: Weak<AdapterInner>) {
+    let Some(fd) = weak
+        .upgrade()
+        .map(|a| a.lib.event_channel_fd(a.event_channel))
+    else {
+        return;
+    };
+    loop {
+        // Closed with the adapter's last reference: POLLNVAL, and the upgrade below fails.
         if !readable(fd, 100) {
+            if weak.strong_count() == 0 {
+                return;
+            }
             continue;
         }
+        let Some(adapter) = weak.upgrade() else {
+            return;
+        };
         let Some(ev) = adapter.lib.take_cm_event(adapter.event_channel) else {
             continue;
         };

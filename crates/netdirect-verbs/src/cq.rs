@@ -5,8 +5,7 @@
 //! after the arm: a consumer that arms and then finds the CQ non-empty must poll (the NDK's
 //! rule that an arm on a non-empty CQ fires at once is the consumer's poll-after-arm here).
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use netdirect::{Cq, CqNotification, Object, Request};
 use netdirect_types::{BasicCompletion, Completion, CqNotifyType, ObjectType, Status};
@@ -153,12 +152,24 @@ impl Cq for VerbsCq {
 }
 
 /// The CQ thread: takes completion-channel events and runs the CQs' notifications.
-pub(crate) fn run(adapter: Arc<AdapterInner>) {
-    let fd = adapter.lib.comp_channel_fd(adapter.comp_channel);
-    while !adapter.stop.load(Ordering::SeqCst) {
+pub(crate) fn run(weak: Weak<AdapterInner>) {
+    let Some(fd) = weak
+        .upgrade()
+        .map(|a| a.lib.comp_channel_fd(a.comp_channel))
+    else {
+        return;
+    };
+    loop {
+        // Closed with the adapter's last reference: POLLNVAL, and the upgrade below fails.
         if !readable(fd, 100) {
+            if weak.strong_count() == 0 {
+                return;
+            }
             continue;
         }
+        let Some(adapter) = weak.upgrade() else {
+            return;
+        };
         let Some(key) = adapter.lib.take_cq_event(adapter.comp_channel) else {
             continue;
         };

@@ -36,8 +36,9 @@
 //! Each adapter runs two threads: the CM thread (librdmacm's event channel: address and route
 //! resolution, connect requests, establishment, rejects, disconnects; connect events and
 //! disconnect callbacks run on it) and the CQ thread (the adapter's completion channel; CQ
-//! notifications run on it, never two of one CQ at once). Both stop when the adapter is
-//! dropped or closed.
+//! notifications run on it, never two of one CQ at once). Both hold the adapter weakly and stop
+//! when the adapter and every object under it are gone: an adapter's close does not wait for
+//! its children (the NDK's blocking close is not kept), but their events still arrive.
 //!
 //! # NDK entry points over verbs
 //!
