@@ -252,7 +252,12 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
             OpFlags::empty(),
         )
         .map_err(st("post read"))?;
-    let c = poll(&mut *cq_a, "read")?;
+    // The read's completion through Cq::wait (arm, sleep on the completion channel).
+    let mut one = [Completion::EMPTY; 1];
+    if cq_a.wait(&mut one, Duration::ZERO, T) != 1 || one[0].status != Status::SUCCESS {
+        return Err(format!("read: Cq::wait gave {:?}", one[0]));
+    }
+    let c = one[0];
     if c.op_type != OperationType::Read || c.request_context != 4 {
         return Err(format!("read completion {c:?}"));
     }
@@ -313,7 +318,7 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
     drop((conn_a, conn_b, listener));
     drop((qp_a, qp_b, mr_a, mr_b, cq_a, cq_b, pd));
     Ok(format!(
-        "write, send/receive, read (data checked), notification, disconnect, flush, reject with private data over {} ({:?}) at {here}",
+        "write, send/receive, read (data checked), notification, Cq::wait, disconnect, flush, reject with private data over {} ({:?}) at {here}",
         adapter.device_name(),
         info.rdma_technology,
     ))

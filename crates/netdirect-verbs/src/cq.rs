@@ -6,6 +6,9 @@
 //! rule that an arm on a non-empty CQ fires at once is the consumer's poll-after-arm here).
 
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
 
 use netdirect::{Cq, CqNotification, Object, Request};
 use netdirect_types::{BasicCompletion, Completion, CqNotifyType, ObjectType, Status};
@@ -19,6 +22,9 @@ pub(crate) struct CqShared {
     pub(crate) cq: CqH,
     key: u64,
     notification: CqNotification,
+    /// Notifications seen, for [`Cq::wait`] to sleep on.
+    events: Mutex<u64>,
+    fired: Condvar,
 }
 
 impl Drop for CqShared {
@@ -53,6 +59,8 @@ impl VerbsCq {
             cq,
             key,
             notification,
+            events: Mutex::new(0),
+            fired: Condvar::new(),
         });
         adapter.cqs.lock().insert(key, Arc::downgrade(&shared));
         Ok(VerbsCq {
@@ -142,6 +150,38 @@ impl Cq for VerbsCq {
         n
     }
 
+    /// Polls for `spin`, then arms for any completion and sleeps until the CQ thread sees the
+    /// notification (which also runs the consumer's callback) or `timeout` passes.
+    fn wait(&mut self, out: &mut [Completion], spin: Duration, timeout: Duration) -> usize {
+        let start = Instant::now();
+        loop {
+            let n = self.get_results_ex(out);
+            if n > 0 || out.is_empty() {
+                return n;
+            }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                return 0;
+            }
+            if waited < spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            let seen = *self.shared.events.lock();
+            self.arm(CqNotifyType::Any);
+            // A completion that came between the poll and the arm fires nothing: poll again.
+            let n = self.get_results_ex(out);
+            if n > 0 {
+                return n;
+            }
+            let mut events = self.shared.events.lock();
+            if *events == seen {
+                let left = timeout.saturating_sub(start.elapsed());
+                let _ = self.shared.fired.wait_for(&mut events, left);
+            }
+        }
+    }
+
     fn control_interrupt_moderation(&mut self, _interval: u32, _count: u32) -> Result<(), Status> {
         Err(Status::NOT_SUPPORTED)
     }
@@ -175,6 +215,8 @@ pub(crate) fn run(weak: Weak<AdapterInner>) {
         };
         let cq = adapter.cqs.lock().get(&key).and_then(|w| w.upgrade());
         if let Some(cq) = cq {
+            *cq.events.lock() += 1;
+            cq.fired.notify_all();
             (cq.notification)(Status::SUCCESS);
         }
     }
