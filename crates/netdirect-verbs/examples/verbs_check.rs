@@ -315,10 +315,91 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
         return Err(format!("reject private data {:?}", data.private_data));
     }
     drop((conn_c, conn_d, qp_c));
+    // An SRQ with a notify threshold: F sends to E, whose receives come from the SRQ.
+    let srq_hits = Arc::new(AtomicU32::new(0));
+    let h = srq_hits.clone();
+    let mut srq = pd
+        .create_srq(netdirect::SrqConfig {
+            depth: 16,
+            max_receive_sge: 1,
+            notify_threshold: 4,
+            notification: Some(Arc::new(move |s| {
+                if s == Status::SUCCESS {
+                    h.fetch_add(1, Ordering::SeqCst);
+                }
+            })),
+            affinity: None,
+        })
+        .wait()
+        .map_err(st("create_srq"))?;
+    for i in 0..4u64 {
+        srq.receive(100 + i, &[sge(&buf_b, 32768 + 1024 * i as usize, 1024, lb)])
+            .map_err(st("srq receive"))?;
+    }
+    let qp_e = pd
+        .create_qp_with_srq(netdirect::QpWithSrqConfig {
+            receive_cq: &*cq_b,
+            initiator_cq: &*cq_b,
+            srq: &*srq,
+            context: 0xE,
+            initiator_queue_depth: 4,
+            max_initiator_sge: 1,
+            inline_data_size: 0,
+        })
+        .wait()
+        .map_err(st("create_qp_with_srq"))?;
+    let mut qp_f = pd
+        .create_qp(qp_config(&*cq_a, 0xF))
+        .wait()
+        .map_err(st("create_qp f"))?;
+    let conn_f = adapter
+        .create_connector()
+        .wait()
+        .map_err(st("create_connector"))?;
+    let connecting = conn_f.connect(&*qp_f, SocketAddr::new(addr, 0), here, 1, 1, b"srq");
+    let conn_e = rx
+        .recv_timeout(T)
+        .map_err(|_| "no third connect event".to_string())?;
+    let accepting = conn_e.accept(&*qp_e, 1, 1, b"", None);
+    connecting
+        .wait_timeout(T)
+        .map_err(|e| format!("connect f: {e}"))?;
+    conn_f
+        .complete_connect(None)
+        .wait()
+        .map_err(st("complete_connect f"))?;
+    accepting
+        .wait_timeout(T)
+        .map_err(|e| format!("accept e: {e}"))?;
+    let m = pattern(9, 700);
+    buf_a.write_at(24576, &m).map_err(|e| e.to_string())?;
+    qp_f.initiator()
+        .send(6, &[sge(&buf_a, 24576, 700, la)], OpFlags::empty())
+        .map_err(st("post send f"))?;
+    poll(&mut *cq_a, "send f")?;
+    let r = poll(&mut *cq_b, "srq receive")?;
+    if (
+        r.op_type,
+        r.request_context,
+        r.qp_context,
+        r.bytes_transferred,
+    ) != (OperationType::Receive, 100, 0xE, 700)
+    {
+        return Err(format!("srq receive completion {r:?}"));
+    }
+    check(&buf_b, 32768, &m, "srq send")?;
+    let start = Instant::now();
+    while srq_hits.load(Ordering::SeqCst) == 0 && start.elapsed() < T {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if srq_hits.load(Ordering::SeqCst) == 0 {
+        return Err("SRQ notification (limit 4, 3 left) did not fire".into());
+    }
+    drop((conn_f, conn_e, qp_e, qp_f, srq));
     drop((conn_a, conn_b, listener));
     drop((qp_a, qp_b, mr_a, mr_b, cq_a, cq_b, pd));
     Ok(format!(
-        "write, send/receive, read (data checked), notification, Cq::wait, disconnect, flush, reject with private data over {} ({:?}) at {here}",
+        "write, send/receive, read (data checked), notification, Cq::wait, disconnect, flush, reject with private data, SRQ receive and limit notification over {} ({:?}) at {here}",
         adapter.device_name(),
         info.rdma_technology,
     ))

@@ -46,6 +46,7 @@ impl AdapterInner {
 impl Drop for AdapterInner {
     fn drop(&mut self) {
         // Every child holds the adapter, so its CQs and CM ids are gone by now.
+        crate::events::adapter_closed(self.ctx);
         self.lib.destroy_comp_channel(self.comp_channel);
         self.lib.destroy_event_channel(self.event_channel);
     }
@@ -144,6 +145,7 @@ pub(crate) fn open(lib: &Arc<Lib>, params: OpenParameters) -> Result<VerbsAdapte
         conns: Mutex::new(HashMap::new()),
         listeners: Mutex::new(HashMap::new()),
     });
+    crate::events::adapter_opened(lib, ctx);
     // The threads hold the adapter weakly: they run until the adapter and every object under
     // it are gone (a connector outliving its adapter handle still gets its events).
     let cm_inner = Arc::downgrade(&inner);

@@ -25,11 +25,22 @@ pub(crate) struct CqShared {
     /// Notifications seen, for [`Cq::wait`] to sleep on.
     events: Mutex<u64>,
     fired: Condvar,
+    /// Held while the consumer's notification runs: the CQ thread and the async-event thread
+    /// never run two of one CQ at once.
+    notifying: Mutex<()>,
+}
+
+impl CqShared {
+    pub(crate) fn notify(&self, status: Status) {
+        let _one = self.notifying.lock();
+        (self.notification)(status);
+    }
 }
 
 impl Drop for CqShared {
     fn drop(&mut self) {
         self.adapter.cqs.lock().remove(&self.key);
+        crate::events::unregister_cq(self);
         self.adapter.lib.destroy_cq(self.cq);
     }
 }
@@ -61,7 +72,9 @@ impl VerbsCq {
             notification,
             events: Mutex::new(0),
             fired: Condvar::new(),
+            notifying: Mutex::new(()),
         });
+        crate::events::register_cq(&shared);
         adapter.cqs.lock().insert(key, Arc::downgrade(&shared));
         Ok(VerbsCq {
             shared,
@@ -99,7 +112,7 @@ impl Cq for VerbsCq {
         let solicited = match notify {
             CqNotifyType::Any => false,
             CqNotifyType::Solicited => true,
-            // CQ errors come as async events (not delivered yet): nothing to arm.
+            // CQ errors come as async events, delivered whether armed or not.
             _ => return,
         };
         let _ = self
@@ -217,7 +230,7 @@ pub(crate) fn run(weak: Weak<AdapterInner>) {
         if let Some(cq) = cq {
             *cq.events.lock() += 1;
             cq.fired.notify_all();
-            (cq.notification)(Status::SUCCESS);
+            cq.notify(Status::SUCCESS);
         }
     }
 }

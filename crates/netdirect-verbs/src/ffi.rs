@@ -297,6 +297,19 @@ pub(crate) struct ibv_qp_attr {
     _rest: [u8; 252],
 }
 
+/// `struct ibv_async_event`: the element (a CQ, QP, SRQ or WQ pointer, or a port number) and
+/// the event type.
+#[repr(C)]
+pub(crate) struct ibv_async_event {
+    pub element: *mut c_void,
+    pub event_type: c_int,
+}
+
+pub(crate) const IBV_EVENT_CQ_ERR: c_int = 0;
+pub(crate) const IBV_EVENT_DEVICE_FATAL: c_int = 8;
+pub(crate) const IBV_EVENT_SRQ_ERR: c_int = 14;
+pub(crate) const IBV_EVENT_SRQ_LIMIT_REACHED: c_int = 15;
+
 // Constants (verbs.h).
 pub(crate) const IBV_TRANSPORT_IB: c_int = 0;
 pub(crate) const IBV_TRANSPORT_IWARP: c_int = 1;
@@ -454,6 +467,8 @@ symbols!(Fns {
     verbs ibv_create_srq: fn(*mut ibv_pd, *mut ibv_srq_init_attr) -> *mut ibv_srq;
     verbs ibv_modify_srq: fn(*mut ibv_srq, *mut ibv_srq_attr, c_int) -> c_int;
     verbs ibv_destroy_srq: fn(*mut ibv_srq) -> c_int;
+    verbs ibv_get_async_event: fn(*mut ibv_context, *mut ibv_async_event) -> c_int;
+    verbs ibv_ack_async_event: fn(*mut ibv_async_event) -> ();
     cm rdma_get_devices: fn(*mut c_int) -> *mut *mut ibv_context;
     cm rdma_free_devices: fn(*mut *mut ibv_context) -> ();
     cm rdma_create_event_channel: fn() -> *mut rdma_event_channel;
@@ -639,6 +654,28 @@ impl Lib {
         // SAFETY: the event's CQ is live until its events are acknowledged (destroy waits).
         unsafe { (self.f.ibv_ack_cq_events)(cq, 1) };
         Some(key as usize as u64)
+    }
+
+    pub(crate) fn async_fd(&self, ctx: Ctx) -> c_int {
+        // SAFETY: live context.
+        unsafe { (*ctx.0).async_fd }
+    }
+
+    /// One async event (the context's async fd must be readable, or the call blocks): its type
+    /// and element pointer (as an address: CQ, QP or SRQ), acknowledged.
+    pub(crate) fn take_async_event(&self, ctx: Ctx) -> Option<(c_int, usize)> {
+        let mut ev = ibv_async_event {
+            element: ptr::null_mut(),
+            event_type: -1,
+        };
+        // SAFETY: live context; out-pointer valid.
+        if unsafe { (self.f.ibv_get_async_event)(ctx.0, &mut ev) } != 0 {
+            return None;
+        }
+        let out = (ev.event_type, ev.element as usize);
+        // SAFETY: acknowledged once (the element's destroy waits for it).
+        unsafe { (self.f.ibv_ack_async_event)(&mut ev) };
+        Some(out)
     }
 
     pub(crate) fn req_notify_cq(&self, cq: CqH, solicited_only: bool) -> c_int {
@@ -1142,6 +1179,8 @@ mod tests {
         assert_eq!(offset_of!(ibv_qp_init_attr, qp_type), 52);
         assert_eq!(size_of::<ibv_srq_init_attr>(), 24);
         assert!(size_of::<ibv_qp_attr>() >= 144);
+        assert_eq!(size_of::<ibv_async_event>(), 16);
+        assert_eq!(offset_of!(ibv_async_event, event_type), 8);
         assert_eq!(offset_of!(rdma_cm_id, qp), 24);
         assert_eq!(offset_of!(rdma_cm_id, src_addr), 32);
         assert_eq!(offset_of!(rdma_cm_id, dst_addr), 160);

@@ -50,7 +50,7 @@
 //! | `NdkQueryAdapterInfo` | from `ibv_query_device` / `ibv_query_port` (see [`VerbsAdapter`]); inline size probed with a scratch QP |
 //! | `NdkCreateCq` / `NdkCloseCq` | `ibv_create_cq` on the adapter's completion channel / `ibv_destroy_cq` |
 //! | `NdkResizeCq` | `ibv_resize_cq` (`STATUS_NOT_SUPPORTED` where the device refuses; `CQ_RESIZE_SUPPORTED` not advertised) |
-//! | `NdkArmCq` | `ibv_req_notify_cq` (`solicited_only` for `NDK_CQ_NOTIFY_SOLICITED`); `NDK_CQ_NOTIFY_ERRORS` arms nothing (CQ errors are async events, not yet delivered) |
+//! | `NdkArmCq` | `ibv_req_notify_cq` (`solicited_only` for `NDK_CQ_NOTIFY_SOLICITED`); `NDK_CQ_NOTIFY_ERRORS` arms nothing: CQ errors are async events, always delivered (`IBV_EVENT_CQ_ERR` → `STATUS_BUFFER_OVERFLOW`, `IBV_EVENT_DEVICE_FATAL` → `STATUS_INTERNAL_ERROR`) |
 //! | `NdkGetCqResults`, `NdkGetCqResultsEx` | `ibv_poll_cq` (through `ops.poll_cq`) |
 //! | `NdkControlCqInterruptModeration` | not supported: user verbs have no standard moderation call (`ibv_modify_cq` is device-specific) |
 //! | `NdkCreatePd` / `NdkClosePd` | `ibv_alloc_pd` / `ibv_dealloc_pd` |
@@ -62,7 +62,7 @@
 //! | `NdkGetPrivilegedMemoryRegionToken` | token 0, which no SGE may use: there is no privileged lkey in user verbs (`reserved_lkey` is kernel-only) |
 //! | `NdkCreateMw`, `NdkBind`, `NdkGetRemoteTokenFromMw`, `NdkCloseMw` | not supported yet (`ibv_alloc_mw`/`ibv_bind_mw` exist where `IBV_DEVICE_MEM_WINDOW` is set; siw and rxe differ) |
 //! | `NdkInvalidate` | not supported (needs MWs or fast-registered MRs) |
-//! | `NdkCreateSrq` / `NdkModifySrq` / `NdkSrqReceive` / `NdkCloseSrq` | `ibv_create_srq` / `ibv_modify_srq` (`max_wr`, `srq_limit`) / `ops.post_srq_recv` / `ibv_destroy_srq`; the limit event is an async event, not yet delivered as an SRQ notification |
+//! | `NdkCreateSrq` / `NdkModifySrq` / `NdkSrqReceive` / `NdkCloseSrq` | `ibv_create_srq` / `ibv_modify_srq` (`max_wr`, `srq_limit`) / `ops.post_srq_recv` / `ibv_destroy_srq`; the notify threshold is `srq_limit` (armed by create and by `modify`) |
 //! | `NdkCreateQp` / `NdkCreateQpWithSrq` / `NdkCloseQp` | `ibv_create_qp` (RC, `sq_sig_all = 0`) / `ibv_destroy_qp` |
 //! | `NdkFlush` | `ibv_modify_qp` to ERR: everything outstanding completes `IBV_WC_WR_FLUSH_ERR` → `STATUS_CANCELLED` |
 //! | `NdkSend` / `NdkSendAndInvalidate` | `IBV_WR_SEND` / `IBV_WR_SEND_WITH_INV` through `ops.post_send` |
@@ -80,7 +80,7 @@
 //! | `NdkCreateListener` / `NdkListen` / `NdkCloseListener` | `rdma_create_id`, `rdma_bind_addr`, `rdma_listen` / `rdma_destroy_id` |
 //! | `NdkControlConnectEvents` | paused: incoming requests are rejected (`rdma_reject`) |
 //! | `NdkCreateCompletion`, `NdkRequestCompletion`, `NdkCloseCompletion` | [`netdirect::Request`]: creates, registration and closes complete inline; connect, accept and disconnect complete from the CM thread |
-//! | `NdkSrqNotificationCallback` | not supported yet: the SRQ limit is an async event (`IBV_EVENT_SRQ_LIMIT_REACHED`) the adapter does not read yet, so a non-zero notify threshold is refused (`STATUS_NOT_SUPPORTED`) |
+//! | `NdkSrqNotificationCallback` | async events (`ibv_get_async_event`): `IBV_EVENT_SRQ_LIMIT_REACHED` → `STATUS_SUCCESS`, `IBV_EVENT_SRQ_ERR` → `STATUS_INTERNAL_ERROR` |
 //! | `NdkCqNotificationCallback` | the completion channel's event (`ibv_get_cq_event`, `ibv_ack_cq_events`) |
 //! | `NdkConnectEventCallback` / `NdkDisconnectEventCallback`, `NdkDisconnectEventCallbackEx` | `RDMA_CM_EVENT_CONNECT_REQUEST` / `RDMA_CM_EVENT_DISCONNECTED` |
 //!
@@ -101,6 +101,7 @@
 mod adapter;
 mod cm;
 mod cq;
+mod events;
 mod ffi;
 mod mr;
 mod pd;

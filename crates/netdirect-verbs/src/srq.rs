@@ -1,13 +1,14 @@
 //! The shared receive queue: `ibv_srq`.
 //!
-//! The SRQ limit event (`IBV_EVENT_SRQ_LIMIT_REACHED`) is an async event; delivering it as the
-//! NDK SRQ notification is not done yet, so a non-zero `notify_threshold` is refused with
-//! `STATUS_NOT_SUPPORTED` rather than accepted and never honoured.
+//! The notify threshold is verbs' SRQ limit (`ibv_modify_srq` with `IBV_SRQ_LIMIT`), armed at
+//! create and by each `modify` with a non-zero threshold; `IBV_EVENT_SRQ_LIMIT_REACHED` (an
+//! async event, one per arm as in the NDK) runs the notification with `STATUS_SUCCESS`,
+//! `IBV_EVENT_SRQ_ERR` with `STATUS_INTERNAL_ERROR`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use netdirect::{Object, Request, Srq, SrqConfig};
+use netdirect::{Object, Request, Srq, SrqConfig, SrqNotification};
 use netdirect_types::{ObjectType, Sge, Status};
 use parking_lot::Mutex;
 
@@ -24,10 +25,35 @@ pub(crate) struct SrqShared {
     /// Posted receives by work-request id (an SRQ's receives may complete out of order across
     /// its QPs).
     pending: Mutex<(u64, HashMap<u64, u64>)>,
+    notification: Option<SrqNotification>,
+    notifying: Mutex<()>,
     _pd: Arc<PdShared>,
 }
 
 impl SrqShared {
+    pub(crate) fn notify(&self, status: Status) {
+        let _one = self.notifying.lock();
+        if let Some(n) = &self.notification {
+            n(status);
+        }
+    }
+
+    fn arm(&self, threshold: u32) -> Result<(), Status> {
+        let mut attr = ibv_srq_attr {
+            max_wr: 0,
+            max_sge: 0,
+            srq_limit: threshold,
+        };
+        match self
+            .adapter
+            .lib
+            .modify_srq(self.srq, &mut attr, ffi::IBV_SRQ_LIMIT)
+        {
+            0 => Ok(()),
+            e => Err(errno_status(e)),
+        }
+    }
+
     pub(crate) fn retire(&self, wr_id: u64) -> Option<u64> {
         self.pending.lock().1.remove(&wr_id)
     }
@@ -35,6 +61,7 @@ impl SrqShared {
 
 impl Drop for SrqShared {
     fn drop(&mut self) {
+        crate::events::unregister_srq(self);
         self.adapter.lib.destroy_srq(self.srq);
     }
 }
@@ -50,8 +77,8 @@ impl VerbsSrq {
         if info.max_srq_depth == 0 {
             return Err(Status::NOT_SUPPORTED);
         }
-        if config.notify_threshold != 0 {
-            return Err(Status::NOT_SUPPORTED);
+        if config.notify_threshold > config.depth {
+            return Err(Status::INVALID_PARAMETER);
         }
         if config.depth == 0
             || config.depth > info.max_srq_depth
@@ -72,15 +99,20 @@ impl VerbsSrq {
             .lib
             .create_srq(pd.pd, &mut attr)
             .map_err(errno_status)?;
-        Ok(VerbsSrq {
-            shared: Arc::new(SrqShared {
-                adapter: pd.adapter.clone(),
-                srq,
-                max_sge: config.max_receive_sge.max(1),
-                pending: Mutex::new((0, HashMap::new())),
-                _pd: pd.clone(),
-            }),
-        })
+        let shared = Arc::new(SrqShared {
+            adapter: pd.adapter.clone(),
+            srq,
+            max_sge: config.max_receive_sge.max(1),
+            pending: Mutex::new((0, HashMap::new())),
+            notification: config.notification,
+            notifying: Mutex::new(()),
+            _pd: pd.clone(),
+        });
+        crate::events::register_srq(&shared);
+        if config.notify_threshold != 0 {
+            shared.arm(config.notify_threshold)?;
+        }
+        Ok(VerbsSrq { shared })
     }
 }
 
@@ -96,7 +128,9 @@ impl Object for VerbsSrq {
 impl Srq for VerbsSrq {
     fn modify(&self, depth: u32, notify_threshold: u32) -> Request<()> {
         if notify_threshold != 0 {
-            return Request::failed(Status::NOT_SUPPORTED);
+            if let Err(s) = self.shared.arm(notify_threshold) {
+                return Request::failed(s);
+            }
         }
         if depth == 0 {
             return Request::ok(());
