@@ -148,6 +148,7 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
         .map_err(st("create_listener"))?;
     let here = SocketAddr::new(addr, port);
     listener.listen(here).wait().map_err(st("listen"))?;
+    // A asks IRD 4, ORD 2; B accepts with 4 and 4: A ends with 4/2, B with 2/4.
     let conn_a = adapter
         .create_connector()
         .wait()
@@ -157,7 +158,7 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
         SocketAddr::new(addr, 0),
         here,
         4,
-        4,
+        2,
         b"hello from A",
     );
     let conn_b = rx
@@ -192,6 +193,16 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
     accepting
         .wait_timeout(T)
         .map_err(|e| format!("accept: {e}"))?;
+    let data_b = conn_b.connection_data().map_err(st("connection_data b"))?;
+    let limits = (
+        (data.inbound_read_limit, data.outbound_read_limit),
+        (data_b.inbound_read_limit, data_b.outbound_read_limit),
+    );
+    if limits != ((4, 2), (2, 4)) {
+        return Err(format!(
+            "read limits (A, B) {limits:?}, expected ((4, 2), (2, 4))"
+        ));
+    }
     let (local, peer) = (conn_a.local_address(), conn_a.peer_address());
     println!(
         "connected {local:?} -> {peer:?}, A's limits {}/{}",
@@ -399,7 +410,7 @@ fn run(addr: IpAddr, port: u16) -> Result<String, String> {
     drop((conn_a, conn_b, listener));
     drop((qp_a, qp_b, mr_a, mr_b, cq_a, cq_b, pd));
     Ok(format!(
-        "write, send/receive, read (data checked), notification, Cq::wait, disconnect, flush, reject with private data, SRQ receive and limit notification over {} ({:?}) at {here}",
+        "write, send/receive, read (data checked), IRD/ORD, notification, Cq::wait, disconnect, flush, reject with private data, SRQ receive and limit notification over {} ({:?}) at {here}",
         adapter.device_name(),
         info.rdma_technology,
     ))

@@ -16,7 +16,7 @@ use netdirect::{
     Completer, ConnectEvent, ConnectionData, Connector, DisconnectEvent, DisconnectEventEx,
     Listener, Object, Qp, Request, SharedEndpoint,
 };
-use netdirect_types::{ObjectType, Status};
+use netdirect_types::{ObjectType, RdmaTechnology, Status};
 use parking_lot::Mutex;
 
 use crate::adapter::{AdapterInner, readable, same_adapter};
@@ -126,10 +126,13 @@ impl VerbsConnector {
         if rc != 0 {
             return Request::failed(errno_status(rc));
         }
-        // Effective limits: ours capped by the peer's (its ORD bounds our IRD and so on).
-        let peer = (s.data.inbound_read_limit, s.data.outbound_read_limit);
-        let ird = ird.min(peer.1);
-        let ord = ord.min(peer.0);
+        // Before the accept, the connection data holds the request's bounds as rdma-cm gives
+        // them (from our side: the caller's ORD as our inbound limit, its IRD as our outbound).
+        let (ird, ord) = effective_limits(
+            (ird, ord),
+            s.data.inbound_read_limit,
+            s.data.outbound_read_limit,
+        );
         let mut p = conn_param(ird, ord, private_data);
         let rc = a.lib.accept(id, &mut p);
         if rc != 0 {
@@ -155,6 +158,18 @@ impl VerbsConnector {
         s.on_disconnect = Some(on_disconnect);
         Request::ok(())
     }
+}
+
+/// Our effective IRD and ORD. rdma-cm reports a peer's `responder_resources` and
+/// `initiator_depth` from the receiver's side (the kernel swaps the peer's IRD and ORD, seen on
+/// rxe and siw): `responder_resources` bounds our IRD (the peer's ORD), `initiator_depth` our
+/// ORD (the peer's IRD).
+fn effective_limits(
+    (ird, ord): (u32, u32),
+    responder_resources: u32,
+    initiator_depth: u32,
+) -> (u32, u32) {
+    (ird.min(responder_resources), ord.min(initiator_depth))
 }
 
 fn conn_param(ird: u32, ord: u32, data: &[u8]) -> rdma_conn_param {
@@ -543,9 +558,9 @@ fn incoming(adapter: &Arc<AdapterInner>, ev: CmEvent) {
         state: Mutex::new(ConnState {
             id: Some(ev.id),
             data: ConnectionData {
-                // The caller's IRD bounds our ORD, its ORD our IRD.
-                inbound_read_limit: u32::from(ev.initiator_depth),
-                outbound_read_limit: u32::from(ev.responder_resources),
+                // From our side already (see `effective_limits`).
+                inbound_read_limit: u32::from(ev.responder_resources),
+                outbound_read_limit: u32::from(ev.initiator_depth),
                 private_data: ev.private_data,
             },
             ..ConnState::default()
@@ -590,11 +605,19 @@ fn on_event(conn: &Arc<ConnShared>, ev: CmEvent) {
         ffi::RDMA_CM_EVENT_ESTABLISHED => {
             s.established = true;
             if let Some(done) = s.connect_done.take() {
-                // The peer's IRD (responder resources) bounds our ORD, its ORD our IRD.
-                let (ird, ord) = s.asked;
+                let (rr, id) = (
+                    u32::from(ev.responder_resources),
+                    u32::from(ev.initiator_depth),
+                );
+                // On iWARP the established event's pair comes the other way round: the
+                // driver reports our side's bounds (siw: `cep->ird = rep_ord`) and the
+                // kernel's iWARP CM maps `ird` to `initiator_depth` (seen on siw).
+                let iwarp = conn.adapter.info.rdma_technology == RdmaTechnology::IWarp;
+                let (rr, id) = if iwarp { (id, rr) } else { (rr, id) };
+                let (ird, ord) = effective_limits(s.asked, rr, id);
                 s.data = ConnectionData {
-                    inbound_read_limit: ird.min(u32::from(ev.initiator_depth)),
-                    outbound_read_limit: ord.min(u32::from(ev.responder_resources)),
+                    inbound_read_limit: ird,
+                    outbound_read_limit: ord,
                     private_data: ev.private_data,
                 };
                 drop(s);
@@ -633,5 +656,18 @@ fn on_event(conn: &Arc<ConnShared>, ev: CmEvent) {
                 done.complete(Err(status));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_limits_from_our_side() {
+        // We ask IRD 4, ORD 2; the peer sends at most 1 read (our responder resources) and
+        // serves 8 (our initiator depth).
+        assert_eq!(effective_limits((4, 2), 1, 8), (1, 2));
+        assert_eq!(effective_limits((4, 16), 16, 8), (4, 8));
     }
 }
