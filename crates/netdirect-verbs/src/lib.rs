@@ -31,6 +31,16 @@
 //! `ibv_context.ops`; the FFI does the same, which is why `ibv_context_ops`'s layout must be
 //! exact.
 //!
+//! # Where it is tested
+//!
+//! Unit tests here (struct layouts, the missing-library and no-device statuses, the mapping
+//! table's completeness) run anywhere. `examples/verbs_check.rs` runs in the interop VM
+//! (`tests/interop/siw.sh`, stage `verbs`) on siw (iWARP) and rxe (RoCEv2), IPv4 and IPv6:
+//! listener and connector on one adapter with private data, RDMA write, send/receive and RDMA
+//! read with the data compared, effective IRD/ORD on both ends, a CQ notification,
+//! `Cq::wait`, a disconnect event, a flush, a reject with private data, and an SRQ with its
+//! limit notification.
+//!
 //! # Threads
 //!
 //! Each adapter runs two threads: the CM thread (librdmacm's event channel: address and route
