@@ -31,8 +31,8 @@ SIZES=(64 4000 65534)
 CAPTURE_SIZE=4000
 WORK="$(mktemp -d /tmp/siw-interop.XXXXXX)"
 
-# SIW_CASES: which stages run (default all): rping mpa bad perftest netem.
-SIW_CASES="${SIW_CASES:-rping mpa bad perftest netem}"
+# SIW_CASES: which stages run (default all): rping mpa bad perftest netem verbs.
+SIW_CASES="${SIW_CASES:-rping mpa bad perftest netem verbs}"
 want() { [[ " $SIW_CASES " == *" $1 "* ]]; }
 
 passed=0
@@ -71,7 +71,8 @@ BUILD_PID=
 if [ -z "${ND:-}" ]; then
   say "building nd and the netns test (release), in the background"
   (cd "$ROOT" && cargo build --release -q -p netdirect-cli \
-    && cargo test --release -q -p netdirect-soft --test netns --no-run) >"$WORK/build.log" 2>&1 &
+    && cargo test --release -q -p netdirect-soft --test netns --no-run \
+    && cargo build --release -q -p netdirect-verbs --example verbs_check) >"$WORK/build.log" 2>&1 &
   BUILD_PID=$!
   ND="${CARGO_TARGET_DIR:-$ROOT/target}/release/nd"
 fi
@@ -461,6 +462,38 @@ if [ "$GUEST_BROKEN" = 0 ] && want netem; then
     fi
   else
     fail "netns in the guest: could not build or push the test binary"
+  fi
+fi
+
+# ------------------------------------------------------------------ the verbs provider
+# netdirect-verbs' verbs_check in the guest: one adapter, listener + connector, write,
+# send/receive, read (data checked), CQ notification, disconnect, flush, reject with private
+# data; on siw (iWARP) and rxe (RoCEv2), IPv4 and IPv6.
+GUEST_IP6="${GUEST_IP6:-fd5a:5157:7369:77::15}"
+if [ "$GUEST_BROKEN" = 0 ] && want verbs; then
+  say "verbs provider in the guest (siw, rxe)"
+  VC="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/verbs_check"
+  if [ -x "$VC" ] || (cd "$ROOT" && cargo build --release -q -p netdirect-verbs --example verbs_check) >>"$WORK/build.log" 2>&1; then
+    strip -o "$WORK/verbs_check" "$VC" && "$VM" push "$WORK/verbs_check" /root/verbs_check >/dev/null 2>&1
+    port=7300
+    for dev in siw rxe; do
+      if [ "$dev" = rxe ]; then
+        gexec 'rdma link delete siw0; rdma link add rxe0 type rxe netdev eth0' >"$WORK/verbs-rxe-up.log" 2>&1 \
+          || { fail "verbs: could not swap siw0 for rxe0 (see $WORK/verbs-rxe-up.log)"; break; }
+      fi
+      for ip in "$GUEST_IP" "$GUEST_IP6"; do
+        port=$((port + 1))
+        if gexec "timeout 120 /root/verbs_check $ip $port" >"$WORK/verbs-$dev-$port.out" 2>&1; then
+          pass "verbs on $dev $ip: $(grep -o 'PASS .*' "$WORK/verbs-$dev-$port.out" | cut -c6-)"
+        else
+          fail "verbs on $dev $ip: $(grep -o 'FAIL .*' "$WORK/verbs-$dev-$port.out" || echo "no verdict, see $WORK/verbs-$dev-$port.out")"
+        fi
+      done
+      dmesg_clean "verbs-$dev" || fail "verbs on $dev: the guest kernel logged WARNING/BUG/Oops/stall (see $WORK/dmesg-verbs-$dev.txt)"
+    done
+    gexec 'rdma link delete rxe0 2>/dev/null; rdma link show | grep -q siw0 || rdma link add siw0 type siw netdev eth0' >/dev/null 2>&1 || true
+  else
+    fail "verbs: could not build verbs_check (see $WORK/build.log)"
   fi
 fi
 

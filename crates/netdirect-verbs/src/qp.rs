@@ -1,0 +1,665 @@
+//! The queue pair: an RC `ibv_qp`, attached to a CM id when it connects.
+//!
+//! Work-request ids are sequence numbers into a per-queue ring of (request context, operation
+//! type): verbs leaves the opcode of a failed completion undefined, while NDK completions carry
+//! their type whatever their status. A signaled send completion also retires the unsignaled
+//! (`SILENT_SUCCESS`) requests before it, as verbs defines.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use netdirect::{
+    InvalidateTarget, Mr, Mw, Object, Qp, QpConfig, QpInitiator, QpReceiver, QpWithSrqConfig,
+    Request,
+};
+use netdirect_types::{
+    Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RemoteToken, Sge, Status,
+};
+use parking_lot::Mutex;
+
+use crate::adapter::{AdapterInner, same_adapter};
+use crate::cq::{CqShared, VerbsCq};
+use crate::ffi::{
+    self, Ctx, Lib, QpH, ibv_qp_cap, ibv_qp_init_attr, ibv_recv_wr, ibv_send_wr, ibv_sge, ibv_wc,
+};
+use crate::pd::PdShared;
+use crate::srq::{SrqShared, VerbsSrq};
+
+const MAX_SGE: usize = 32;
+
+/// Receive-queue work-request ids have this bit; SRQ ones [`SRQ_BIT`].
+const RECV_BIT: u64 = 1 << 63;
+/// SRQ work-request ids have this bit.
+pub(crate) const SRQ_BIT: u64 = 1 << 62;
+
+#[derive(Default)]
+struct Ring {
+    next: u64,
+    pending: VecDeque<(u64, u64, OperationType)>,
+}
+
+impl Ring {
+    fn starting_at(next: u64) -> Ring {
+        Ring {
+            next,
+            pending: VecDeque::new(),
+        }
+    }
+
+    fn push(&mut self, context: u64, op: OperationType) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        self.pending.push_back((seq, context, op));
+        seq
+    }
+
+    fn unpush(&mut self) {
+        self.pending.pop_back();
+        self.next -= 1;
+    }
+
+    /// Retires every entry up to `seq` and returns that one.
+    fn retire(&mut self, seq: u64) -> Option<(u64, OperationType)> {
+        while let Some((s, c, op)) = self.pending.pop_front() {
+            if s == seq {
+                return Some((c, op));
+            }
+            if s > seq {
+                self.pending.push_front((s, c, op));
+                return None;
+            }
+        }
+        None
+    }
+}
+
+pub(crate) struct QpShared {
+    pub(crate) adapter: Arc<AdapterInner>,
+    pub(crate) qp: QpH,
+    qp_num: u32,
+    context: u64,
+    send: Mutex<Ring>,
+    recv: Mutex<Ring>,
+    inline: u32,
+    max_initiator_sge: u32,
+    max_receive_sge: u32,
+    _cqs: (Arc<CqShared>, Arc<CqShared>),
+    _srq: Option<Arc<SrqShared>>,
+    _pd: Arc<PdShared>,
+}
+
+impl Drop for QpShared {
+    fn drop(&mut self) {
+        self.adapter.qps.write().remove(&self.qp_num);
+        self.adapter.lib.destroy_qp(self.qp);
+    }
+}
+
+/// NDK status of a work completion's verbs status.
+pub(crate) fn wc_status(s: i32) -> Status {
+    match s {
+        ffi::IBV_WC_SUCCESS => Status::SUCCESS,
+        ffi::IBV_WC_WR_FLUSH_ERR => Status::CANCELLED,
+        ffi::IBV_WC_LOC_LEN_ERR => Status::INVALID_BUFFER_SIZE,
+        ffi::IBV_WC_LOC_PROT_ERR | ffi::IBV_WC_LOC_ACCESS_ERR | ffi::IBV_WC_REM_ACCESS_ERR => {
+            Status::ACCESS_VIOLATION
+        }
+        ffi::IBV_WC_REM_INV_REQ_ERR | ffi::IBV_WC_LOC_QP_OP_ERR => Status::INVALID_PARAMETER,
+        ffi::IBV_WC_RETRY_EXC_ERR | ffi::IBV_WC_RNR_RETRY_EXC_ERR => Status::IO_TIMEOUT,
+        ffi::IBV_WC_REM_OP_ERR => Status::CONNECTION_ABORTED,
+        _ => Status::DATA_ERROR,
+    }
+}
+
+impl QpShared {
+    /// The NDK completion of one of this QP's work completions.
+    pub(crate) fn completion(&self, wc: &ibv_wc) -> Completion {
+        // The id says the queue (a failed completion's opcode is undefined in verbs).
+        let found = if wc.wr_id & SRQ_BIT != 0 {
+            self._srq
+                .as_ref()
+                .and_then(|s| s.retire(wc.wr_id))
+                .map(|c| (c, OperationType::Receive))
+        } else if wc.wr_id & RECV_BIT != 0 {
+            self.recv.lock().retire(wc.wr_id)
+        } else {
+            self.send.lock().retire(wc.wr_id)
+        };
+        let (request_context, mut op) = found.unwrap_or((wc.wr_id, OperationType::Send));
+        let mut type_specific = 0;
+        if op == OperationType::Receive && wc.wc_flags & ffi::IBV_WC_WITH_INV != 0 {
+            op = OperationType::ReceiveAndInvalidate;
+            type_specific = u64::from(wc.imm_or_inv);
+        }
+        let status = wc_status(wc.status);
+        Completion {
+            status,
+            bytes_transferred: if op.is_receive() { wc.byte_len } else { 0 },
+            qp_context: self.context,
+            request_context,
+            op_type: op,
+            provider_error_code: if status == Status::SUCCESS {
+                0
+            } else {
+                // The verbs status (≥ 1), or the device's own code.
+                if wc.vendor_err != 0 {
+                    wc.vendor_err
+                } else {
+                    wc.status as u32
+                }
+            },
+            type_specific,
+        }
+    }
+}
+
+/// The inline size a device grants: a scratch RC QP asking for 256 octets.
+pub(crate) fn probe_inline(lib: &Lib, ctx: Ctx) -> u32 {
+    let Some(pd) = lib.alloc_pd(ctx) else {
+        return 0;
+    };
+    let Some(ch) = lib.create_comp_channel(ctx) else {
+        lib.dealloc_pd(pd);
+        return 0;
+    };
+    let mut inline = 0;
+    if let Some(cq) = lib.create_cq(ctx, 4, 0, ch) {
+        for ask in [256u32, 128, 64, 32, 0] {
+            let mut attr = init_attr(
+                cq.0,
+                cq.0,
+                None,
+                ibv_qp_cap {
+                    max_send_wr: 1,
+                    max_recv_wr: 1,
+                    max_send_sge: 1,
+                    max_recv_sge: 1,
+                    max_inline_data: ask,
+                },
+            );
+            if let Ok(qp) = lib.create_qp(pd, &mut attr) {
+                inline = attr.cap.max_inline_data;
+                lib.destroy_qp(qp);
+                break;
+            }
+        }
+        lib.destroy_cq(cq);
+    }
+    lib.destroy_comp_channel(ch);
+    lib.dealloc_pd(pd);
+    inline
+}
+
+fn init_attr(
+    send_cq: *mut ffi::ibv_cq,
+    recv_cq: *mut ffi::ibv_cq,
+    srq: Option<*mut ffi::ibv_srq>,
+    cap: ibv_qp_cap,
+) -> ibv_qp_init_attr {
+    ibv_qp_init_attr {
+        qp_context: std::ptr::null_mut(),
+        send_cq,
+        recv_cq,
+        srq: srq.unwrap_or(std::ptr::null_mut()),
+        cap,
+        qp_type: ffi::IBV_QPT_RC,
+        sq_sig_all: 0,
+    }
+}
+
+fn our_cq<'a>(pd: &PdShared, cq: &'a dyn netdirect::Cq) -> Result<&'a VerbsCq, Status> {
+    let cq = cq
+        .as_any()
+        .downcast_ref::<VerbsCq>()
+        .ok_or(Status::INVALID_PARAMETER)?;
+    same_adapter(&pd.adapter, &cq.shared.adapter)?;
+    Ok(cq)
+}
+
+/// A verbs QP: its two queues.
+pub(crate) struct VerbsQp {
+    pub(crate) shared: Arc<QpShared>,
+    initiator: VerbsInitiator,
+    receiver: VerbsReceiver,
+}
+
+impl VerbsQp {
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        pd: &Arc<PdShared>,
+        receive_cq: &dyn netdirect::Cq,
+        initiator_cq: &dyn netdirect::Cq,
+        srq: Option<Arc<SrqShared>>,
+        context: u64,
+        cap: ibv_qp_cap,
+    ) -> Result<VerbsQp, Status> {
+        let info = &pd.adapter.info;
+        if cap.max_send_wr == 0
+            || cap.max_send_wr > info.max_initiator_queue_depth
+            || cap.max_recv_wr > info.max_receive_queue_depth
+            || cap.max_send_sge > info.max_initiator_request_sge
+            || cap.max_recv_sge > info.max_receive_request_sge
+            || cap.max_inline_data > info.max_inline_data_size
+        {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let rcq = our_cq(pd, receive_cq)?.shared.clone();
+        let icq = our_cq(pd, initiator_cq)?.shared.clone();
+        let mut attr = init_attr(icq.cq.0, rcq.cq.0, srq.as_ref().map(|s| s.srq.0), cap);
+        let lib = &pd.adapter.lib;
+        let qp = lib
+            .create_qp(pd.pd, &mut attr)
+            .map_err(crate::errno_status)?;
+        let qp_num = lib.qp_num(qp);
+        let shared = Arc::new(QpShared {
+            adapter: pd.adapter.clone(),
+            qp,
+            qp_num,
+            context,
+            send: Mutex::new(Ring::default()),
+            recv: Mutex::new(Ring::starting_at(RECV_BIT)),
+            inline: cap.max_inline_data,
+            max_initiator_sge: cap.max_send_sge.max(1),
+            max_receive_sge: cap.max_recv_sge.max(1),
+            _cqs: (icq, rcq),
+            _srq: srq,
+            _pd: pd.clone(),
+        });
+        pd.adapter
+            .qps
+            .write()
+            .insert(qp_num, Arc::downgrade(&shared));
+        Ok(VerbsQp {
+            initiator: VerbsInitiator(shared.clone()),
+            receiver: VerbsReceiver(shared.clone()),
+            shared,
+        })
+    }
+
+    pub(crate) fn create(pd: &Arc<PdShared>, c: QpConfig<'_>) -> Result<VerbsQp, Status> {
+        Self::build(
+            pd,
+            c.receive_cq,
+            c.initiator_cq,
+            None,
+            c.context,
+            ibv_qp_cap {
+                max_send_wr: c.initiator_queue_depth,
+                max_recv_wr: c.receive_queue_depth,
+                max_send_sge: c.max_initiator_sge,
+                max_recv_sge: c.max_receive_sge,
+                max_inline_data: c.inline_data_size,
+            },
+        )
+    }
+
+    pub(crate) fn create_with_srq(
+        pd: &Arc<PdShared>,
+        c: QpWithSrqConfig<'_>,
+    ) -> Result<VerbsQp, Status> {
+        let srq = c
+            .srq
+            .as_any()
+            .downcast_ref::<VerbsSrq>()
+            .ok_or(Status::INVALID_PARAMETER)?;
+        same_adapter(&pd.adapter, &srq.shared.adapter)?;
+        Self::build(
+            pd,
+            c.receive_cq,
+            c.initiator_cq,
+            Some(srq.shared.clone()),
+            c.context,
+            ibv_qp_cap {
+                max_send_wr: c.initiator_queue_depth,
+                max_recv_wr: 0,
+                max_send_sge: c.max_initiator_sge,
+                max_recv_sge: 0,
+                max_inline_data: c.inline_data_size,
+            },
+        )
+    }
+}
+
+fn flush(shared: &QpShared) {
+    let _ = shared
+        .adapter
+        .lib
+        .modify_qp_state(shared.qp, ffi::IBV_QPS_ERR);
+}
+
+impl Object for VerbsQp {
+    fn object_type(&self) -> ObjectType {
+        ObjectType::Qp
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+impl Qp for VerbsQp {
+    fn split(&mut self) -> (&mut dyn QpInitiator, &mut dyn QpReceiver) {
+        (&mut self.initiator, &mut self.receiver)
+    }
+
+    fn into_split(self: Box<Self>) -> (Box<dyn QpInitiator>, Box<dyn QpReceiver>) {
+        (Box::new(self.initiator), Box::new(self.receiver))
+    }
+
+    fn flush(&self) {
+        flush(&self.shared);
+    }
+
+    fn close(self: Box<Self>) -> Request<()> {
+        Request::ok(())
+    }
+}
+
+/// SGEs to verbs SGEs, checked against the queue's limit.
+pub(crate) fn to_sges(
+    sges: &[Sge],
+    max: u32,
+    out: &mut [ibv_sge; MAX_SGE],
+) -> Result<usize, Status> {
+    if sges.len() > max as usize || sges.len() > MAX_SGE {
+        return Err(Status::INVALID_PARAMETER);
+    }
+    for (o, s) in out.iter_mut().zip(sges) {
+        *o = ibv_sge {
+            addr: s.address,
+            length: s.length,
+            lkey: s.token.0,
+        };
+    }
+    Ok(sges.len())
+}
+
+pub(crate) struct VerbsInitiator(Arc<QpShared>);
+pub(crate) struct VerbsReceiver(Arc<QpShared>);
+
+impl VerbsInitiator {
+    #[allow(clippy::too_many_arguments)]
+    fn post(
+        &mut self,
+        context: u64,
+        op: OperationType,
+        opcode: i32,
+        sges: &mut [ibv_sge],
+        flags: OpFlags,
+        remote: (u64, u32),
+        invalidate: u32,
+    ) -> Result<(), Status> {
+        let q = &self.0;
+        let mut send_flags = 0;
+        if !flags.contains(OpFlags::SILENT_SUCCESS) {
+            send_flags |= ffi::IBV_SEND_SIGNALED;
+        }
+        if flags.contains(OpFlags::READ_FENCE) {
+            send_flags |= ffi::IBV_SEND_FENCE;
+        }
+        if flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT) {
+            send_flags |= ffi::IBV_SEND_SOLICITED;
+        }
+        if flags.contains(OpFlags::INLINE) {
+            let total: u64 = sges.iter().map(|s| u64::from(s.length)).sum();
+            if total > u64::from(q.inline) {
+                return Err(Status::INVALID_PARAMETER);
+            }
+            send_flags |= ffi::IBV_SEND_INLINE;
+        }
+        let mut wr = ibv_send_wr::zeroed();
+        wr.sg_list = sges.as_mut_ptr();
+        wr.num_sge = sges.len() as i32;
+        wr.opcode = opcode;
+        wr.send_flags = send_flags;
+        wr.imm_or_inv = invalidate;
+        wr.remote_addr = remote.0;
+        wr.rkey = remote.1;
+        let mut ring = q.send.lock();
+        wr.wr_id = ring.push(context, op);
+        match q.adapter.lib.post_send(q.qp, &mut wr) {
+            0 => Ok(()),
+            e => {
+                ring.unpush();
+                Err(post_status(e))
+            }
+        }
+    }
+
+    fn inline_sges(data: &[&[u8]], out: &mut [ibv_sge; MAX_SGE]) -> Result<usize, Status> {
+        if data.len() > MAX_SGE {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        for (o, d) in out.iter_mut().zip(data) {
+            *o = ibv_sge {
+                addr: d.as_ptr() as usize as u64,
+                length: u32::try_from(d.len()).map_err(|_| Status::INVALID_PARAMETER)?,
+                lkey: 0,
+            };
+        }
+        Ok(data.len())
+    }
+}
+
+fn post_status(e: i32) -> Status {
+    match e {
+        libc::ENOMEM => Status::INSUFFICIENT_RESOURCES,
+        libc::EINVAL => Status::INVALID_PARAMETER,
+        _ => Status::CONNECTION_INVALID,
+    }
+}
+
+impl QpInitiator for VerbsInitiator {
+    fn send(&mut self, request_context: u64, sges: &[Sge], flags: OpFlags) -> Result<(), Status> {
+        let mut v = [ibv_sge::default(); MAX_SGE];
+        let n = to_sges(sges, self.0.max_initiator_sge, &mut v)?;
+        self.post(
+            request_context,
+            OperationType::Send,
+            ffi::IBV_WR_SEND,
+            &mut v[..n],
+            flags,
+            (0, 0),
+            0,
+        )
+    }
+
+    fn send_inline(
+        &mut self,
+        request_context: u64,
+        data: &[&[u8]],
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        let mut v = [ibv_sge::default(); MAX_SGE];
+        let n = Self::inline_sges(data, &mut v)?;
+        self.post(
+            request_context,
+            OperationType::Send,
+            ffi::IBV_WR_SEND,
+            &mut v[..n],
+            flags | OpFlags::INLINE,
+            (0, 0),
+            0,
+        )
+    }
+
+    fn send_and_invalidate(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        flags: OpFlags,
+        remote_token: RemoteToken,
+    ) -> Result<(), Status> {
+        let mut v = [ibv_sge::default(); MAX_SGE];
+        let n = to_sges(sges, self.0.max_initiator_sge, &mut v)?;
+        self.post(
+            request_context,
+            OperationType::Send,
+            ffi::IBV_WR_SEND_WITH_INV,
+            &mut v[..n],
+            flags,
+            (0, 0),
+            remote_token.0,
+        )
+    }
+
+    fn read(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        let mut v = [ibv_sge::default(); MAX_SGE];
+        let max = self
+            .0
+            .max_initiator_sge
+            .min(self.0.adapter.info.max_read_request_sge);
+        let n = to_sges(sges, max, &mut v)?;
+        self.post(
+            request_context,
+            OperationType::Read,
+            ffi::IBV_WR_RDMA_READ,
+            &mut v[..n],
+            flags - OpFlags::INLINE,
+            (remote_address, remote_token.0),
+            0,
+        )
+    }
+
+    fn write(
+        &mut self,
+        request_context: u64,
+        sges: &[Sge],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        let mut v = [ibv_sge::default(); MAX_SGE];
+        let n = to_sges(sges, self.0.max_initiator_sge, &mut v)?;
+        self.post(
+            request_context,
+            OperationType::Write,
+            ffi::IBV_WR_RDMA_WRITE,
+            &mut v[..n],
+            flags,
+            (remote_address, remote_token.0),
+            0,
+        )
+    }
+
+    fn write_inline(
+        &mut self,
+        request_context: u64,
+        data: &[&[u8]],
+        remote_address: u64,
+        remote_token: RemoteToken,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        let mut v = [ibv_sge::default(); MAX_SGE];
+        let n = Self::inline_sges(data, &mut v)?;
+        self.post(
+            request_context,
+            OperationType::Write,
+            ffi::IBV_WR_RDMA_WRITE,
+            &mut v[..n],
+            flags | OpFlags::INLINE,
+            (remote_address, remote_token.0),
+            0,
+        )
+    }
+
+    fn bind(
+        &mut self,
+        _: u64,
+        _: &dyn Mr,
+        _: &dyn Mw,
+        _: u64,
+        _: u64,
+        _: OpFlags,
+    ) -> Result<(), Status> {
+        Err(Status::NOT_SUPPORTED)
+    }
+
+    fn fast_register(
+        &mut self,
+        _: u64,
+        _: &dyn Mr,
+        _: &[LogicalAddress],
+        _: u32,
+        _: u64,
+        _: u64,
+        _: OpFlags,
+    ) -> Result<(), Status> {
+        Err(Status::NOT_SUPPORTED)
+    }
+
+    fn invalidate(&mut self, _: u64, _: InvalidateTarget<'_>, _: OpFlags) -> Result<(), Status> {
+        Err(Status::NOT_SUPPORTED)
+    }
+
+    fn flush(&self) {
+        flush(&self.0);
+    }
+}
+
+impl QpReceiver for VerbsReceiver {
+    fn receive(&mut self, request_context: u64, sges: &[Sge]) -> Result<(), Status> {
+        let q = &self.0;
+        if q._srq.is_some() {
+            return Err(Status::INVALID_DEVICE_REQUEST);
+        }
+        let mut v = [ibv_sge::default(); MAX_SGE];
+        let n = to_sges(sges, q.max_receive_sge, &mut v)?;
+        let mut wr = ibv_recv_wr {
+            wr_id: 0,
+            next: std::ptr::null_mut(),
+            sg_list: v.as_mut_ptr(),
+            num_sge: n as i32,
+        };
+        let mut ring = q.recv.lock();
+        wr.wr_id = ring.push(request_context, OperationType::Receive);
+        match q.adapter.lib.post_recv(q.qp, &mut wr) {
+            0 => Ok(()),
+            e => {
+                ring.unpush();
+                Err(post_status(e))
+            }
+        }
+    }
+
+    fn flush(&self) {
+        flush(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_retires_silent_requests_before_a_signaled_one() {
+        let mut r = Ring::default();
+        let a = r.push(10, OperationType::Write);
+        let b = r.push(11, OperationType::Write);
+        let c = r.push(12, OperationType::Send);
+        assert_eq!((a, b, c), (0, 1, 2));
+        assert_eq!(r.retire(c), Some((12, OperationType::Send)));
+        assert!(r.pending.is_empty());
+        let d = r.push(13, OperationType::Read);
+        r.unpush();
+        assert_eq!(r.push(14, OperationType::Read), d);
+        assert_eq!(r.retire(99), None);
+    }
+
+    #[test]
+    fn wc_statuses() {
+        assert_eq!(wc_status(ffi::IBV_WC_SUCCESS), Status::SUCCESS);
+        assert_eq!(wc_status(ffi::IBV_WC_WR_FLUSH_ERR), Status::CANCELLED);
+        assert_eq!(
+            wc_status(ffi::IBV_WC_REM_ACCESS_ERR),
+            Status::ACCESS_VIOLATION
+        );
+        assert_eq!(wc_status(ffi::IBV_WC_RNR_RETRY_EXC_ERR), Status::IO_TIMEOUT);
+    }
+}
