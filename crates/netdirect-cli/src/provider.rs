@@ -3,14 +3,14 @@
 //!
 //! * `soft` — netdirect's software iWARP RNIC (`netdirect-soft`), with this process's MPA and
 //!   engine flags ([`crate::conn::mpa_args`], [`crate::conn::provider_args`]).
-//! * `verbs` — rdma-core's devices (`netdirect-verbs`). This build does not link it: opening it
-//!   fails with `STATUS_NOT_SUPPORTED` and says so; the private `open_verbs` below is the hook
-//!   where it plugs in.
+//! * `verbs` — rdma-core's devices (`netdirect-verbs`: libibverbs and librdmacm loaded at run
+//!   time). Without rdma-core it is refused with `STATUS_NOT_SUPPORTED` naming the missing
+//!   library; with rdma-core but no RDMA device, with `STATUS_INVALID_ADDRESS` ("no RDMA device
+//!   exists"), before anything listens or connects.
 
 use clap::ValueEnum;
 use netdirect::Provider;
 use netdirect_soft::SoftProvider;
-use netdirect_types::Status;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -59,25 +59,44 @@ fn open_soft() -> SoftProvider {
         .with_mpa(crate::conn::mpa_args().config())
 }
 
-/// The verbs provider. This is the hook for `netdirect_verbs::VerbsProvider`: once that crate
-/// is a dependency, return it here (its own open reports a missing libibverbs/librdmacm).
+/// The verbs provider, refused up front (with the reason) when rdma-core or any RDMA device is
+/// missing here.
 fn open_verbs() -> Result<Box<dyn Provider>> {
-    Err(Error::status(
-        "the verbs provider is not available: this build of nd does not include netdirect-verbs \
-         (rdma-core devices cannot be opened); use --provider soft",
-        Status::NOT_SUPPORTED,
-    ))
+    let unavailable = |e: netdirect_verbs::VerbsError| {
+        Error::status(
+            format!(
+                "the verbs provider is not available: {}",
+                e.to_string().trim_start_matches("verbs provider: ")
+            ),
+            e.status(),
+        )
+    };
+    let p = netdirect_verbs::VerbsProvider::new().map_err(unavailable)?;
+    p.devices().map_err(unavailable)?;
+    Ok(Box::new(p))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netdirect_types::Status;
 
     #[test]
-    fn soft_opens_and_verbs_says_why_not() {
+    fn soft_opens_and_verbs_opens_or_says_why_not() {
         assert_eq!(open(ProviderName::Soft).unwrap().name(), "soft");
-        let e = open(ProviderName::Verbs).err().unwrap();
-        assert_eq!(e.status, Some(Status::NOT_SUPPORTED));
-        assert!(e.message.contains("netdirect-verbs"), "{e}");
+        match open(ProviderName::Verbs) {
+            Ok(p) => assert_eq!(p.name(), "verbs"),
+            Err(e) => {
+                assert!(
+                    e.status == Some(Status::NOT_SUPPORTED)
+                        || e.status == Some(Status::INVALID_ADDRESS),
+                    "{e}"
+                );
+                assert!(
+                    e.message.contains("the verbs provider is not available"),
+                    "{e}"
+                );
+            }
+        }
     }
 }
