@@ -334,7 +334,7 @@ pub fn cq_overflow_is_fatal_to_its_queue_pairs(p: &dyn Provider, ip: IpAddr) -> 
             initiator_queue_depth: 8,
             max_receive_sge: 1,
             max_initiator_sge: 1,
-            inline_data_size: 64,
+            inline_data_size: crate::inline_within(&*server_adapter, 64),
         })
         .wait()
         .unwrap()

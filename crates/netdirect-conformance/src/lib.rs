@@ -192,6 +192,13 @@ pub fn must_pass(name: &str, provider: &dyn Provider, address: IpAddr) {
     }
 }
 
+/// `want` octets of inline data, or the adapter's `MaxInlineDataSize` if that is less (a QP
+/// asking for more is refused `STATUS_INVALID_PARAMETER`, as the NDK requires; siw allows 80).
+/// The suite's inline sends carry at most 11 octets.
+pub fn inline_within(adapter: &dyn netdirect::Adapter, want: u32) -> u32 {
+    want.min(adapter.query_info().max_inline_data_size)
+}
+
 /// The adapter's `NDK_ADAPTER_INFO` on `address` (a case that cannot open one fails).
 pub fn adapter_info(provider: &dyn Provider, address: IpAddr) -> AdapterInfo {
     let adapter = provider

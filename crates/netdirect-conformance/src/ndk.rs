@@ -59,7 +59,7 @@ impl Side {
                 initiator_queue_depth: 64,
                 max_receive_sge: 4,
                 max_initiator_sge: 4,
-                inline_data_size: 256,
+                inline_data_size: crate::inline_within(&*adapter, 256),
             })
             .wait()
             .unwrap();
@@ -665,7 +665,7 @@ fn side_with_notifications(
             initiator_queue_depth: 4,
             max_receive_sge: 1,
             max_initiator_sge: 1,
-            inline_data_size: 64,
+            inline_data_size: crate::inline_within(&*adapter, 64),
         })
         .wait()
         .unwrap();
@@ -772,7 +772,7 @@ pub fn srq_feeds_two_qps_and_notifies_below_threshold(p: &dyn Provider, ip: IpAd
                 context: 0x100 + ctx,
                 initiator_queue_depth: 4,
                 max_initiator_sge: 1,
-                inline_data_size: 64,
+                inline_data_size: crate::inline_within(&*server_adapter, 64),
             })
             .wait()
             .unwrap()
@@ -1090,7 +1090,7 @@ pub fn shared_endpoint_connects_twice_from_one_port(p: &dyn Provider, ip: IpAddr
             initiator_queue_depth: 4,
             max_receive_sge: 1,
             max_initiator_sge: 1,
-            inline_data_size: 64,
+            inline_data_size: crate::inline_within(&*client.adapter, 64),
         })
         .wait()
         .unwrap();

@@ -48,7 +48,7 @@ impl Endpoint {
                 initiator_queue_depth: depth,
                 max_receive_sge: 4,
                 max_initiator_sge: 4,
-                inline_data_size: 256,
+                inline_data_size: crate::inline_within(adapter, 256),
             })
             .wait()
             .expect("create QP");
