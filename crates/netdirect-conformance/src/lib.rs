@@ -37,7 +37,7 @@ use netdirect_types::{AdapterFlags, AdapterInfo, FRMR_PAGE_COUNT_MIN, Status, Ve
 
 pub mod completions;
 pub mod ndk;
-mod support;
+pub mod support;
 
 /// Why a case did not run: the capability the adapter lacks, in words.
 #[derive(Debug, Clone, PartialEq, Eq)]

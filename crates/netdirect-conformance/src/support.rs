@@ -1,8 +1,8 @@
 //! Helpers of the cases: opening an adapter, one queue pair with its PD and CQ, waiting for
 //! completions with a deadline, and connecting two queue pairs through a listener and a
-//! connector (the soft provider's test helpers, over any provider).
+//! connector, over any provider (the soft provider's integration tests use them too).
 //!
-//! Every wait here has a deadline: a provider bug must fail a case, never hang it.
+//! Every wait here has a deadline: a provider bug must fail a case or a test, never hang it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{self, Receiver};
@@ -16,7 +16,7 @@ use netdirect::{
 use netdirect_types::{Completion, MrFlags, Sge, Version};
 
 /// Opens an adapter of `p` on `ip`.
-pub(crate) fn open(p: &dyn Provider, ip: IpAddr) -> Box<dyn Adapter> {
+pub fn open(p: &dyn Provider, ip: IpAddr) -> Box<dyn Adapter> {
     p.open_adapter(OpenParameters {
         address: ip,
         version: Version::V2_1,
@@ -25,15 +25,18 @@ pub(crate) fn open(p: &dyn Provider, ip: IpAddr) -> Box<dyn Adapter> {
 }
 
 /// One queue pair with its own protection domain and one CQ for both of its queues.
-pub(crate) struct Endpoint {
-    pub(crate) pd: Box<dyn Pd>,
-    pub(crate) cq: Box<dyn Cq>,
-    pub(crate) qp: Box<dyn Qp>,
+pub struct Endpoint {
+    /// Its protection domain.
+    pub pd: Box<dyn Pd>,
+    /// The CQ of both queues.
+    pub cq: Box<dyn Cq>,
+    /// The queue pair.
+    pub qp: Box<dyn Qp>,
 }
 
 impl Endpoint {
     /// A QP of `adapter` with queues of `depth` entries and context `context`.
-    pub(crate) fn new(adapter: &dyn Adapter, context: u64, depth: u32) -> Endpoint {
+    pub fn new(adapter: &dyn Adapter, context: u64, depth: u32) -> Endpoint {
         let pd = adapter.create_pd().wait().expect("create PD");
         let cq = adapter
             .create_cq(4 * depth, Arc::new(|_| {}), None)
@@ -56,7 +59,7 @@ impl Endpoint {
     }
 
     /// Registers `len` octets of `buffer` from `offset` with `flags`.
-    pub(crate) fn register(
+    pub fn register(
         &self,
         buffer: &Buffer,
         offset: usize,
@@ -71,7 +74,7 @@ impl Endpoint {
     }
 
     /// Waits up to `timeout` for `n` completions; fails the test with what arrived otherwise.
-    pub(crate) fn completions_within(&mut self, n: usize, timeout: Duration) -> Vec<Completion> {
+    pub fn completions_within(&mut self, n: usize, timeout: Duration) -> Vec<Completion> {
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
         let mut buf = [Completion::EMPTY; 16];
@@ -90,12 +93,12 @@ impl Endpoint {
     }
 
     /// [`Endpoint::completions_within`] with the default 5 s.
-    pub(crate) fn completions(&mut self, n: usize) -> Vec<Completion> {
+    pub fn completions(&mut self, n: usize) -> Vec<Completion> {
         self.completions_within(n, WAIT)
     }
 
     /// Whatever completions arrive within `quiet`.
-    pub(crate) fn drain(&mut self, quiet: Duration) -> Vec<Completion> {
+    pub fn drain(&mut self, quiet: Duration) -> Vec<Completion> {
         let deadline = Instant::now() + quiet;
         let mut out = Vec::new();
         let mut buf = [Completion::EMPTY; 16];
@@ -111,10 +114,10 @@ impl Endpoint {
 }
 
 /// The default deadline of a blocking wait.
-pub(crate) const WAIT: Duration = Duration::from_secs(5);
+pub const WAIT: Duration = Duration::from_secs(5);
 
 /// An SGE over `len` octets of `buffer` from `offset`, with `mr`'s local token.
-pub(crate) fn sge(buffer: &Buffer, mr: &dyn Mr, offset: usize, len: usize) -> Sge {
+pub fn sge(buffer: &Buffer, mr: &dyn Mr, offset: usize, len: usize) -> Sge {
     Sge::new(
         buffer.address() + offset as u64,
         u32::try_from(len).expect("SGE length fits u32"),
@@ -123,17 +126,18 @@ pub(crate) fn sge(buffer: &Buffer, mr: &dyn Mr, offset: usize, len: usize) -> Sg
 }
 
 /// A listener of an adapter and the connectors its connect event delivered.
-pub(crate) struct Listening {
-    // Held: dropping it stops listening.
-    #[allow(dead_code)]
-    pub(crate) listener: Box<dyn Listener>,
-    pub(crate) incoming: Receiver<Box<dyn Connector>>,
-    pub(crate) address: SocketAddr,
+pub struct Listening {
+    /// The listener (held: dropping it stops listening).
+    pub listener: Box<dyn Listener>,
+    /// The connectors its connect event delivered.
+    pub incoming: Receiver<Box<dyn Connector>>,
+    /// Where it listens.
+    pub address: SocketAddr,
 }
 
 impl Listening {
     /// Listens on `ip`, ephemeral port.
-    pub(crate) fn new(adapter: &dyn Adapter, ip: IpAddr) -> Listening {
+    pub fn new(adapter: &dyn Adapter, ip: IpAddr) -> Listening {
         let (tx, incoming) = mpsc::channel::<Box<dyn Connector>>();
         let tx = Mutex::new(tx);
         let listener = adapter
@@ -155,7 +159,7 @@ impl Listening {
     }
 
     /// The next connect event, within `timeout`.
-    pub(crate) fn next(&self, timeout: Duration) -> Box<dyn Connector> {
+    pub fn next(&self, timeout: Duration) -> Box<dyn Connector> {
         self.incoming
             .recv_timeout(timeout)
             .expect("a connect event in time")
@@ -163,7 +167,7 @@ impl Listening {
 }
 
 /// A disconnect callback and the channel it reports on.
-pub(crate) fn disconnect_event() -> (DisconnectEvent, Receiver<()>) {
+pub fn disconnect_event() -> (DisconnectEvent, Receiver<()>) {
     let (tx, rx) = mpsc::channel();
     (
         Box::new(move || {
@@ -174,17 +178,20 @@ pub(crate) fn disconnect_event() -> (DisconnectEvent, Receiver<()>) {
 }
 
 /// A connected pair of connectors: `passive` from the listener, `active` from the client.
-// The connectors are held: dropping one disconnects.
-#[allow(dead_code)]
-pub(crate) struct Connected {
-    pub(crate) passive: Box<dyn Connector>,
-    pub(crate) active: Box<dyn Connector>,
-    pub(crate) passive_disconnected: Receiver<()>,
-    pub(crate) active_disconnected: Receiver<()>,
+/// The connectors are held: dropping one disconnects.
+pub struct Connected {
+    /// The listener's connector.
+    pub passive: Box<dyn Connector>,
+    /// The client's connector.
+    pub active: Box<dyn Connector>,
+    /// Fires when the passive side sees the peer disconnect.
+    pub passive_disconnected: Receiver<()>,
+    /// Fires when the active side sees the peer disconnect.
+    pub active_disconnected: Receiver<()>,
 }
 
 /// Connects `client_qp` of `client` to `server_qp` through `listening`, with read limits 4/4.
-pub(crate) fn connect(
+pub fn connect(
     client: &dyn Adapter,
     client_qp: &dyn Qp,
     listening: &Listening,
@@ -196,7 +203,7 @@ pub(crate) fn connect(
 }
 
 /// [`connect`] from an explicit local address.
-pub(crate) fn connect_from(
+pub fn connect_from(
     client: &dyn Adapter,
     client_qp: &dyn Qp,
     local: SocketAddr,
