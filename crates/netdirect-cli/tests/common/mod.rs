@@ -5,13 +5,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A port free on both 127.0.0.1 and ::1 right now.
+/// A port free on both 127.0.0.1 and ::1 right now, below the kernel's ephemeral range (32768
+/// and up) and the NDK's (49152 and up): an outgoing connection of a test running in parallel
+/// cannot take it as its source port before the server binds it. Each call of a test binary
+/// gets another one.
 #[allow(dead_code)]
 pub(crate) fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % 6000 * 2;
     loop {
-        let v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = v4.local_addr().unwrap().port();
-        if std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port)).is_ok() {
+        let port = (20000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 12000) as u16;
+        let v4 = std::net::TcpListener::bind(("127.0.0.1", port));
+        if v4.is_ok() && std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port)).is_ok()
+        {
             return port;
         }
     }
