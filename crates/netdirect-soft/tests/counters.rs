@@ -173,9 +173,17 @@ fn expected(
 /// Everything but the timing-dependent counters, which it checks by bounds.
 fn check(got: &Counters, want: &Counters, posts: u64) {
     assert!(got.get(Counter::InlineTransmits) <= posts, "{got:?}");
+    // Every FPDU came in through some read, and only reads can find nothing.
+    assert!(
+        got.get(Counter::SocketReads) > 0
+            && got.get(Counter::EmptyReads) < got.get(Counter::SocketReads),
+        "{got:?}"
+    );
     let mut got = got.clone();
     got.set(Counter::InlineTransmits, 0);
     got.set(Counter::ProgressWakeups, 0);
+    got.set(Counter::SocketReads, 0);
+    got.set(Counter::EmptyReads, 0);
     assert_eq!(&got, want);
 }
 

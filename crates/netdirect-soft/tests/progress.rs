@@ -53,6 +53,16 @@ fn wakeups(adapter: &dyn Adapter) -> u64 {
         .progress_wakeups()
 }
 
+/// Socket reads of an adapter's connections that found nothing.
+fn empty_reads(adapter: &dyn Adapter) -> u64 {
+    adapter
+        .as_any()
+        .downcast_ref::<SoftAdapter>()
+        .expect("a soft adapter")
+        .counters()
+        .get(netdirect::counters::Counter::EmptyReads)
+}
+
 /// Adapter, PD, a receive CQ and an initiator CQ (the same one unless `two_cqs`), a QP.
 struct Side {
     adapter: Box<dyn Adapter>,
@@ -166,7 +176,7 @@ const IPS: [&str; 2] = ["127.0.0.1", "::1"];
 /// messages move on the consumers' threads: the progress threads of both adapters together
 /// wake far less than once per message. Without it every message goes through them (about
 /// two wakeups per message, which the assertion below would refuse).
-fn ping_pong(ip: IpAddr, inline: bool, rounds: usize) -> (u64, u64, Duration) {
+fn ping_pong(ip: IpAddr, inline: bool, rounds: usize) -> (u64, u64, Duration, u64) {
     let mut server = Side::new(ip, inline, None);
     let mut client = Side::new(ip, inline, None);
     let (_incoming, _connector) = connect(&server, &client, ip);
@@ -181,6 +191,7 @@ fn ping_pong(ip: IpAddr, inline: bool, rounds: usize) -> (u64, u64, Duration) {
         client.qp.receiver().receive(i as u64, &[c]).unwrap();
     }
     let before = wakeups(&*server.adapter) + wakeups(&*client.adapter);
+    let empty_before = empty_reads(&*server.adapter) + empty_reads(&*client.adapter);
     let start = Instant::now();
     let echo = std::thread::spawn(move || {
         for _ in 0..rounds {
@@ -220,17 +231,25 @@ fn ping_pong(ip: IpAddr, inline: bool, rounds: usize) -> (u64, u64, Duration) {
     }
     let server = echo.join().unwrap();
     let woke = wakeups(&*server.adapter) + wakeups(&*client.adapter) - before;
-    (woke, rounds as u64 * 2, start.elapsed())
+    let empty = empty_reads(&*server.adapter) + empty_reads(&*client.adapter) - empty_before;
+    (woke, rounds as u64 * 2, start.elapsed(), empty)
 }
 
 #[test]
 fn polling_ping_pong_does_not_wake_the_progress_thread_per_message() {
     for ip in IPS {
         let ip: IpAddr = ip.parse().unwrap();
-        let (woke, messages, took) = ping_pong(ip, true, 1000);
+        let (woke, messages, took, empty) = ping_pong(ip, true, 1000);
         println!(
-            "{ip} inline: {woke} progress-thread wakeups for {messages} messages in {took:?} ({:.3} per message)",
+            "{ip} inline: {woke} progress-thread wakeups and {empty} empty reads for {messages} messages in {took:?} ({:.3} wakeups per message)",
             woke as f64 / messages as f64
+        );
+        // A read that did not fill its buffer drained the socket: a polling consumer asks the
+        // kernel before reading again instead of reading into would-block (which cost one
+        // system call per message, and the socket lock the kernel's delivery wants).
+        assert!(
+            empty * 10 < messages,
+            "{empty} reads found nothing for {messages} messages with inline progress"
         );
         // Progress-thread-only: about 2 per message. Inline: connection management and the
         // lease checks (once per `poll_lease` while a consumer polls, however many messages
@@ -239,7 +258,7 @@ fn polling_ping_pong_does_not_wake_the_progress_thread_per_message() {
             woke * 4 < messages,
             "{woke} wakeups for {messages} messages in {took:?} with inline progress"
         );
-        let (woke, messages, took) = ping_pong(ip, false, 200);
+        let (woke, messages, took, _) = ping_pong(ip, false, 200);
         println!(
             "{ip} progress thread only: {woke} wakeups for {messages} messages in {took:?} ({:.3} per message)",
             woke as f64 / messages as f64

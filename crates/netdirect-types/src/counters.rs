@@ -88,6 +88,8 @@ counters! {
     PlacedBufferedOctets = "PlacedBufferedOctets", "placed_buffered_octets", Counter, "Inbound payload octets placed from the input buffer (one copy).";
     ProgressWakeups = "ProgressWakeups", "progress_wakeups", Counter, "Times a progress thread woke up.";
     InlineTransmits = "InlineTransmits", "inline_transmits", Counter, "Posts sent from the posting thread (no progress-thread hop).";
+    SocketReads = "SocketReads", "socket_reads", Counter, "Reads from the connections' TCP sockets (system calls).";
+    EmptyReads = "EmptyReads", "empty_reads", Counter, "Socket reads that found nothing (would block): a cost of busy polling.";
 }
 
 /// RDMAP opcodes counted per opcode (RFC 5040 and RFC 7306: 0x0 to 0xB).

@@ -1002,9 +1002,20 @@ impl<H: QpHost> Conn<H> {
     }
 
     /// Reads once into `rbuf`; returns the octets read (0 on would-block, EOF or error).
-    fn receive(&mut self, rbuf: &mut [u8], now: Instant, cfg: &EngineConfig) -> Option<usize> {
+    /// `short_read_drains`: a read that did not fill what it offered ends reading (see
+    /// [`Conn::drive`]).
+    fn receive(
+        &mut self,
+        rbuf: &mut [u8],
+        short_read_drains: bool,
+        now: Instant,
+        cfg: &EngineConfig,
+    ) -> Option<usize> {
         // Established: read straight into the stream's input buffer (one copy fewer), or,
         // for the payload of a large FPDU whose header is in, straight into its destination.
+        // `asked`: the room the read offered. TCP fills it unless its receive queue held less:
+        // a short read means the socket was drained (though an EOF may wait behind it).
+        let mut asked = rbuf.len();
         let (direct, read) = match &mut self.phase {
             Phase::Connected { rdma, .. } => {
                 let sock = &self.sock;
@@ -1015,6 +1026,7 @@ impl<H: QpHost> Conn<H> {
                     stream,
                     self.host.as_mut(),
                     capture.as_deref_mut(),
+                    &mut asked,
                 ) {
                     Some(read) => read,
                     None => {
@@ -1022,6 +1034,7 @@ impl<H: QpHost> Conn<H> {
                             .read_hint()
                             .map_or(rbuf.len(), |h| h.clamp(1, rbuf.len()));
                         stream.fill_input_with(n, |buf| {
+                            asked = buf.len();
                             let read = (&*sock).read(buf);
                             if let (Some(c), Ok(k)) = (capture.as_deref_mut(), &read) {
                                 c.received(&buf[..*k]);
@@ -1034,6 +1047,11 @@ impl<H: QpHost> Conn<H> {
             }
             _ => (false, (&self.sock).read(rbuf)),
         };
+        let counters = &self.shared.counters;
+        counters.bump(Counter::SocketReads, 1);
+        if matches!(&read, Err(e) if e.kind() == ErrorKind::WouldBlock) {
+            counters.bump(Counter::EmptyReads, 1);
+        }
         let n = match read {
             Ok(0) => {
                 if let Some(c) = self.capture.as_mut() {
@@ -1043,7 +1061,10 @@ impl<H: QpHost> Conn<H> {
                 return Some(0);
             }
             Ok(n) => {
-                self.rx_hot = true;
+                self.rx_hot = n >= asked;
+                if short_read_drains && !self.rx_hot {
+                    self.readable = false;
+                }
                 n
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -1097,6 +1118,7 @@ impl<H: QpHost> Conn<H> {
         stream: &mut Stream<H::Lease>,
         host: Option<&mut H>,
         capture: Option<&mut ConnCapture>,
+        asked: &mut usize,
     ) -> Option<io::Result<usize>> {
         let target = stream.direct_target()?;
         host?.with_dest_mut(&target.dest, target.len, |pieces| {
@@ -1109,6 +1131,7 @@ impl<H: QpHost> Conn<H> {
                 if then > 0 {
                     iov.push(IoSliceMut::new(stream.prefetch(then)));
                 }
+                *asked = iov.iter().map(|v| v.len()).sum();
                 let read = (&*sock).read_vectored(&mut iov);
                 if let (Some(c), Ok(n)) = (capture, &read) {
                     capture_iov(&iov, *n, |b| c.received(b));
@@ -1484,7 +1507,7 @@ impl<H: QpHost> Conn<H> {
         // data it waits for, and find it one pass later).
         self.readable = self.rx_hot || readable_now(&self.sock);
         let mut scratch = [0u8; 2048];
-        let again = self.drive(&mut scratch, now, cfg);
+        let again = self.drive(&mut scratch, true, now, cfg);
         again || self.needs_reactor()
     }
 
@@ -1509,7 +1532,19 @@ impl<H: QpHost> Conn<H> {
 
     /// Drives the connection as far as the socket allows; returns whether it should get another
     /// turn without waiting for readiness (read budget used up).
-    fn drive(&mut self, rbuf: &mut [u8], now: Instant, cfg: &EngineConfig) -> bool {
+    ///
+    /// `short_read_drains` (a consumer's pass): a short read ends reading, since the next pass
+    /// asks the kernel before it reads, and the kernel reports data or an EOF that came in
+    /// meanwhile; that saves a would-block read per message (a syscall, and the socket lock
+    /// the kernel's delivery wants). The progress thread reads on until would-block: its
+    /// readiness is edge-triggered, and a FIN queued behind the data raised its edge already.
+    fn drive(
+        &mut self,
+        rbuf: &mut [u8],
+        short_read_drains: bool,
+        now: Instant,
+        cfg: &EngineConfig,
+    ) -> bool {
         let mut budget = cfg.read_budget;
         loop {
             let mut progress = false;
@@ -1534,7 +1569,7 @@ impl<H: QpHost> Conn<H> {
                 if budget == 0 {
                     return true;
                 }
-                if let Some(n) = self.receive(rbuf, now, cfg) {
+                if let Some(n) = self.receive(rbuf, short_read_drains, now, cfg) {
                     budget = budget.saturating_sub(n.max(1));
                     progress = true;
                 }
@@ -2535,7 +2570,7 @@ impl<H: QpHost> Reactor<H> {
                 };
                 let mut c = cell.lock();
                 c.take_posts();
-                if c.drive(&mut self.rbuf, now, &self.inner.config) {
+                if c.drive(&mut self.rbuf, false, now, &self.inner.config) {
                     again.push(id);
                 }
                 let follow = self.after_drive(id, &mut c);
