@@ -266,6 +266,87 @@ fn polling_ping_pong_does_not_wake_the_progress_thread_per_message() {
     }
 }
 
+/// Socket reads of an adapter's connections.
+fn socket_reads(adapter: &dyn Adapter) -> u64 {
+    adapter
+        .as_any()
+        .downcast_ref::<SoftAdapter>()
+        .expect("a soft adapter")
+        .counters()
+        .get(netdirect::counters::Counter::SocketReads)
+}
+
+/// A stream of 4 KiB writes, then a send, to a target that busy-polls its CQ for that send:
+/// the target's passes read as much as the stream's read window says, like the progress
+/// thread, so a message costs about one read (a pass that read at most 2 KiB at a time took
+/// three per message).
+fn polled_stream_of_writes(ip: IpAddr) -> (u64, u64) {
+    const SIZE: usize = 4096;
+    const MESSAGES: usize = 2000;
+    let mut server = Side::new(ip, true, None);
+    let mut client = Side::new(ip, true, None);
+    let (_incoming, _connector) = connect(&server, &client, ip);
+    let tbuf = Buffer::new(SIZE * 16);
+    let tmr = server.register(
+        &tbuf,
+        MrFlags::ALLOW_LOCAL_WRITE | MrFlags::ALLOW_REMOTE_WRITE,
+    );
+    let token = tmr.remote_token();
+    let s = sge(&tbuf, &*tmr, 0, 64);
+    server.qp.receiver().receive(1, &[s]).unwrap();
+    let src = Buffer::new(SIZE);
+    let smr = client.register(&src, MrFlags::empty());
+    let before = socket_reads(&*server.adapter);
+    let target = std::thread::spawn(move || {
+        // The send comes after every write: polling for it runs the passes that read them.
+        let r = poll(&mut *server.rcq, 1)[0];
+        assert_eq!(r.bytes_transferred, 8);
+        server
+    });
+    let icq = &mut **client.icq.as_mut().unwrap();
+    let mut outstanding = 0;
+    for i in 0..MESSAGES {
+        if outstanding == 32 {
+            poll(icq, 1);
+            outstanding -= 1;
+        }
+        let to = tbuf.address() + (SIZE * (i % 16)) as u64;
+        client
+            .qp
+            .initiator()
+            .write(
+                i as u64,
+                &[sge(&src, &*smr, 0, SIZE as u32)],
+                to,
+                token,
+                OpFlags::empty(),
+            )
+            .unwrap();
+        outstanding += 1;
+    }
+    client
+        .qp
+        .initiator()
+        .send_inline(0, &[&[0x5A; 8]], OpFlags::empty())
+        .unwrap();
+    poll(icq, outstanding + 1);
+    let server = target.join().unwrap();
+    (socket_reads(&*server.adapter) - before, MESSAGES as u64)
+}
+
+#[test]
+fn a_polling_receiver_reads_a_message_in_about_one_read() {
+    for ip in IPS {
+        let ip: IpAddr = ip.parse().unwrap();
+        let (reads, messages) = polled_stream_of_writes(ip);
+        println!("{ip}: {reads} socket reads for {messages} writes of 4 KiB");
+        assert!(
+            reads < 2 * messages,
+            "{reads} socket reads for {messages} writes of 4 KiB on the polling target"
+        );
+    }
+}
+
 /// Octets moved each way by the never-polling-target test: `ND_RTC_BYTES`, else 1 GiB in a
 /// release build and 32 MiB in a debug build.
 fn target_bytes() -> usize {

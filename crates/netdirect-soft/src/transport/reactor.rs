@@ -1030,9 +1030,10 @@ impl<H: QpHost> Conn<H> {
                 ) {
                     Some(read) => read,
                     None => {
-                        let n = stream
-                            .read_hint()
-                            .map_or(rbuf.len(), |h| h.clamp(1, rbuf.len()));
+                        // Into the stream's own buffer: as much as its read window says,
+                        // on whichever thread reads (a consumer's pass has a small `rbuf`).
+                        let cap = cfg.read_buffer.max(4096);
+                        let n = stream.read_hint().map_or(cap, |h| h.clamp(1, cap));
                         stream.fill_input_with(n, |buf| {
                             asked = buf.len();
                             let read = (&*sock).read(buf);
@@ -1506,7 +1507,9 @@ impl<H: QpHost> Conn<H> {
         // busy-polling consumer would otherwise contend with the kernel delivering the very
         // data it waits for, and find it one pass later).
         self.readable = self.rx_hot || readable_now(&self.sock);
-        let mut scratch = [0u8; 2048];
+        // Established reads go into the stream's buffer; this takes only what a closing
+        // connection discards.
+        let mut scratch = [0u8; 512];
         let again = self.drive(&mut scratch, true, now, cfg);
         again || self.needs_reactor()
     }
