@@ -405,7 +405,7 @@ impl Data {
                     receive: slots,
                     initiator: tx,
                     initiator_sge: 1,
-                    inline: opts.inline.max(8),
+                    inline: opts.fit(&side.info).inline.max(8),
                     spare: 8,
                 },
                 data_len: 2 * s + 64,
