@@ -465,7 +465,7 @@ impl DeviceJson {
                 .map(|(k, v)| {
                     let n = v.parse::<u64>().map_or_else(
                         |_| serde_json::Value::String(v.clone()),
-                        |n| serde_json::Value::from(n),
+                        serde_json::Value::from,
                     );
                     (k.to_string(), n)
                 })

@@ -1171,6 +1171,8 @@ pub struct ServeSummary {
     pub rows: Vec<Row>,
     /// `-b`: per row, the server's sending (TX) and the client's (RX).
     pub directions: Vec<[BwRow; 2]>,
+    /// The inline size the run used (`-I`, or its default within the adapter's limit).
+    pub inline: u32,
 }
 
 type Incoming = (usize, Box<dyn Connector>);
@@ -1345,6 +1347,7 @@ pub fn serve(
     }
     let _ = side_idx;
     let peer = conns[0].peer;
+    let inline = conns[0].layout.data_inline;
     let mut phases = 0;
     let mut verified = true;
     let mut rows = Vec::new();
@@ -1397,6 +1400,7 @@ pub fn serve(
     }
     drop(sides);
     Ok(ServeSummary {
+        inline,
         peer,
         phases,
         verified,

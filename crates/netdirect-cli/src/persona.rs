@@ -698,7 +698,11 @@ fn serve(a: &PerfArgs, opts: &Opts) -> Result<()> {
         .flat_map(|(k, r)| report::rows_of(r, summary.directions.get(k), opts.report_both, gbits))
         .collect();
     if mode == JsonMode::Text {
-        outln!("{}", report::header(opts, provider_name()));
+        let used = Opts {
+            inline: summary.inline,
+            ..opts.clone()
+        };
+        outln!("{}", report::header(&used, provider_name()));
         if !results.is_empty() {
             // -b: the server measured too.
             outln!("{}", report::columns(test, gbits));
