@@ -394,8 +394,8 @@ fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
 impl Opts {
     /// These options on an adapter with `info`'s limits: a default inline size (perftest's 220
     /// for latency tests) above the adapter's MaxInlineDataSize becomes that limit (siw allows
-    /// 64), as perftest lowers its default to the device's; an explicit `-I` is kept, and
-    /// [`check_limits`] refuses it.
+    /// 64); an explicit `-I` is kept, and the run refuses it (`STATUS_INVALID_PARAMETER`,
+    /// naming the limit).
     pub fn fit(&self, info: &AdapterInfo) -> Opts {
         let mut o = self.clone();
         if !o.inline_explicit {
