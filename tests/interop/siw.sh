@@ -14,8 +14,9 @@
 # Ends with "N passed, M failed"; exit status 1 if anything failed.
 #
 # Environment: SIW_VM (the harness script), ND (a built nd; default: cargo build --release),
-# KEEP_VM=1 (leave the VM running), the harness's port variables (FWD_PORT, HOST_SVC_PORT,
-# GUEST_IP, GUEST_RDMA_PORT, GUESTFWD_IP, GUESTFWD_PORT).
+# KEEP_VM=1 (leave the VM running), SIW_CASES (stages), and the harness's variables, passed on
+# to it (SIW_VM_DIR, SSH_PORT, FWD_PORT, HOST_SVC_PORT, GUEST_IP, GUEST_RDMA_PORT, GUESTFWD_IP,
+# GUESTFWD_PORT, GUEST_IP6): a second VM runs with its own cache directory and ports.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -31,8 +32,12 @@ SIZES=(64 4000 65534)
 CAPTURE_SIZE=4000
 WORK="$(mktemp -d /tmp/siw-interop.XXXXXX)"
 
-# SIW_CASES: which stages run (default all): rping mpa bad perftest netem verbs.
-SIW_CASES="${SIW_CASES:-rping mpa bad perftest netem verbs}"
+# The harness (siw-vm.sh) reads the same variables: a second VM (SIW_VM_DIR, SSH_PORT and the
+# forwards' ports) is used by setting them for this script.
+export SIW_VM_DIR SSH_PORT FWD_PORT HOST_SVC_PORT GUEST_IP GUEST_RDMA_PORT GUESTFWD_IP GUESTFWD_PORT GUEST_IP6
+
+# SIW_CASES: which stages run (default all): rping mpa bad perftest netem verbs verbs-nd.
+SIW_CASES="${SIW_CASES:-rping mpa bad perftest netem verbs verbs-nd}"
 want() { [[ " $SIW_CASES " == *" $1 "* ]]; }
 
 passed=0
@@ -495,6 +500,16 @@ if [ "$GUEST_BROKEN" = 0 ] && want verbs; then
   else
     fail "verbs: could not build verbs_check (see $WORK/build.log)"
   fi
+fi
+
+# ------------------------------------------------------------------ nd over the verbs provider
+# `nd … --provider verbs` in the guest on siw against nd (soft) here, both roles, and against
+# perftest -R in the guest; the nd-vs-ib_write_bw figures (see cases/verbs-nd.sh).
+if [ "$GUEST_BROKEN" = 0 ] && want verbs-nd; then
+  say "nd over the verbs provider in the guest (siw)"
+  # shellcheck source=cases/verbs-nd.sh
+  . "$ROOT/tests/interop/cases/verbs-nd.sh"
+  run_verbs_nd_cases
 fi
 
 summary

@@ -114,6 +114,7 @@ fn base_opts(test: Test, sizes: Vec<usize>, stop: Stop, ip: IpAddr) -> Opts {
         tx_depth: if test.is_bw() { 128 } else { 1 },
         rx_depth: 512,
         inline: 0,
+        inline_explicit: false,
         outs: 16,
         timeout: TIMEOUT,
         bind: Some(ip),

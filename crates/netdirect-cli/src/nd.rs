@@ -251,6 +251,7 @@ fn opts_of(test: Test, a: &NdArgs) -> Result<Opts> {
     } else {
         220
     });
+    o.inline_explicit = a.inline.is_some();
     o.timeout = Duration::from_secs_f64(a.timeout);
     // Reads take the adapter's MaxReadRequestSge (1), as ndrping's min(nSge, MaxReadSge).
     o.sge = if matches!(test, Test::ReadBw | Test::ReadLat) {

@@ -161,6 +161,9 @@ pub struct Opts {
     pub rx_depth: usize,
     /// Inline threshold (`-I`).
     pub inline: u32,
+    /// `-I` was given: an adapter whose MaxInlineDataSize is smaller refuses the run, where
+    /// the default is lowered to the adapter's limit ([`Opts::fit`]).
+    pub inline_explicit: bool,
     /// Outstanding reads (`-o`).
     pub outs: u32,
     /// Longest wait for anything.
@@ -210,6 +213,7 @@ impl Opts {
             tx_depth: if bw { 128 } else { 1 },
             rx_depth: 512,
             inline: if bw { 0 } else { 220 },
+            inline_explicit: false,
             outs: 16,
             timeout: Duration::from_secs(60),
             bind: None,
@@ -387,6 +391,20 @@ fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
     }
 }
 
+impl Opts {
+    /// These options on an adapter with `info`'s limits: a default inline size (perftest's 220
+    /// for latency tests) above the adapter's MaxInlineDataSize becomes that limit (siw allows
+    /// 64); an explicit `-I` is kept, and the run refuses it (`STATUS_INVALID_PARAMETER`,
+    /// naming the limit).
+    pub fn fit(&self, info: &AdapterInfo) -> Opts {
+        let mut o = self.clone();
+        if !o.inline_explicit {
+            o.inline = o.inline.min(info.max_inline_data_size);
+        }
+        o
+    }
+}
+
 /// Checks the run's sizes and inline size against the adapter's limits.
 fn check_limits(opts: &Opts, info: &AdapterInfo) -> Result<()> {
     let max = opts.max_size();
@@ -483,6 +501,8 @@ pub fn client_with(
         ));
     }
     let side = Side::open(local_ip, opts.timeout)?;
+    let fitted = opts.fit(&side.info);
+    let opts = &fitted;
     check_limits(opts, &side.info)?;
     let max_size = opts.max_size();
     // Both sides of a -b Send test take Sends: the client keeps the server's receive ring.
@@ -506,8 +526,9 @@ pub fn client_with(
             &*conn.qp,
             SocketAddr::new(local_ip, 0),
             server,
-            lay.read_limit,
-            lay.read_limit,
+            // IRD/ORD within the adapter's limits (a verbs device may allow fewer than -o).
+            lay.read_limit.min(side.info.max_inbound_read_limit),
+            lay.read_limit.min(side.info.max_outbound_read_limit),
             &hello.encode(),
         );
         if let Err(mut e) = wait(
@@ -1150,6 +1171,8 @@ pub struct ServeSummary {
     pub rows: Vec<Row>,
     /// `-b`: per row, the server's sending (TX) and the client's (RX).
     pub directions: Vec<[BwRow; 2]>,
+    /// The inline size the run used (`-I`, or its default within the adapter's limit).
+    pub inline: u32,
 }
 
 type Incoming = (usize, Box<dyn Connector>);
@@ -1188,7 +1211,7 @@ pub(crate) fn listen(opts: &Opts) -> Result<Listening> {
             Err(_) if !explicit => continue,
             Err(e) => return Err(e),
         };
-        check_limits(opts, &side.info)?;
+        check_limits(&opts.fit(&side.info), &side.info)?;
         let tx = Mutex::new(tx.clone());
         let listener = wait(
             side.adapter
@@ -1309,7 +1332,7 @@ pub fn serve(
                 Status::INVALID_BUFFER_SIZE,
             ));
         }
-        let lay = layout(opts, max_size, true);
+        let lay = layout(&opts.fit(&side.info), max_size, true);
         // One client that connects and then says nothing (or dies) must not take the server
         // out before the run started: drop it and wait for the next.
         match accept_client(opts, side, lay, c, data.inbound_read_limit) {
@@ -1324,6 +1347,7 @@ pub fn serve(
     }
     let _ = side_idx;
     let peer = conns[0].peer;
+    let inline = conns[0].layout.data_inline;
     let mut phases = 0;
     let mut verified = true;
     let mut rows = Vec::new();
@@ -1376,6 +1400,7 @@ pub fn serve(
     }
     drop(sides);
     Ok(ServeSummary {
+        inline,
         peer,
         phases,
         verified,
@@ -1572,4 +1597,65 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
         ));
     }
     Ok(all_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netdirect_types::{AdapterFlags, FRMR_PAGE_COUNT_MIN, RdmaTechnology, Version};
+
+    /// siw's limits as the verbs provider reports them (MaxInlineDataSize 64, one read SGE).
+    fn siw_info() -> AdapterInfo {
+        AdapterInfo {
+            version: Version::V1_2,
+            vendor_id: 0x626d74,
+            device_id: 1,
+            max_registration_size: u64::MAX,
+            max_window_size: 0,
+            frmr_page_count: FRMR_PAGE_COUNT_MIN,
+            max_initiator_request_sge: 6,
+            max_receive_request_sge: 6,
+            max_read_request_sge: 1,
+            max_transfer_length: u32::MAX,
+            max_inline_data_size: 64,
+            max_inbound_read_limit: 128,
+            max_outbound_read_limit: 128,
+            max_receive_queue_depth: 32768,
+            max_initiator_queue_depth: 32768,
+            max_srq_depth: 327680,
+            max_cq_depth: 3276800,
+            large_request_threshold: 8192,
+            max_caller_data: 252,
+            max_callee_data: 252,
+            adapter_flags: AdapterFlags::LOOPBACK_CONNECTIONS_SUPPORTED,
+            rdma_technology: RdmaTechnology::IWarp,
+        }
+    }
+
+    /// A latency test's default inline size (perftest's 220) is lowered to an adapter's
+    /// smaller MaxInlineDataSize (siw: 64), so `nd write-lat --provider verbs` runs on siw; an
+    /// explicit `-I` above the limit is still refused with the limit named.
+    #[test]
+    fn default_inline_fits_the_adapter_and_explicit_inline_is_checked() {
+        let info = siw_info();
+        for test in [Test::WriteLat, Test::SendLat] {
+            let o = Opts::new(test);
+            assert_eq!(o.inline, 220);
+            let fitted = o.fit(&info);
+            assert_eq!(fitted.inline, 64);
+            check_limits(&fitted, &info).expect("the default fits");
+            let lay = layout(&fitted, 2, false);
+            assert_eq!((lay.inline, lay.data_inline), (64, 64));
+        }
+        let bw = Opts::new(Test::WriteBw).fit(&info);
+        assert_eq!(bw.inline, 0);
+        let mut explicit = Opts::new(Test::WriteLat);
+        explicit.inline = 100;
+        explicit.inline_explicit = true;
+        let kept = explicit.fit(&info);
+        assert_eq!(kept.inline, 100);
+        let e = check_limits(&kept, &info).expect_err("over the limit");
+        assert_eq!(e.status, Some(Status::INVALID_PARAMETER));
+        assert!(e.message.contains("MaxInlineDataSize 64"), "{e}");
+    }
 }

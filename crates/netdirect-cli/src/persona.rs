@@ -563,6 +563,7 @@ impl PerfArgs {
                 .map_or(512, |s| s.rx_depth)
                 .max(conn::MIN_RX),
             inline: a.inline.unwrap_or(if bw { 0 } else { 220 }),
+            inline_explicit: a.inline.is_some(),
             outs: self.read.as_ref().map_or(16, |r| r.outs).max(1),
             timeout: Duration::from_secs_f64(a.timeout),
             bind: match (&a.bind, &a.device) {
@@ -591,6 +592,11 @@ impl PerfArgs {
             report_both: self.bw.as_ref().is_some_and(|b| b.report_both),
         })
     }
+}
+
+/// The provider the run is over (`--provider`), as the header's Device.
+fn provider_name() -> &'static str {
+    crate::conn::provider_args().provider.as_str()
 }
 
 /// The header, saying how data was exchanged.
@@ -638,7 +644,7 @@ fn serve_cm(a: &PerfArgs, opts: &Opts) -> Result<()> {
     })?;
     let peer = run.peer.map_or("?".into(), |p| p.to_string());
     if mode == JsonMode::Text {
-        outln!("{}", header(opts, "soft", true));
+        outln!("{}", header(opts, provider_name(), true));
         outln!(" client: {peer}");
         if run.rows.is_empty() {
             outln!(
@@ -692,7 +698,11 @@ fn serve(a: &PerfArgs, opts: &Opts) -> Result<()> {
         .flat_map(|(k, r)| report::rows_of(r, summary.directions.get(k), opts.report_both, gbits))
         .collect();
     if mode == JsonMode::Text {
-        outln!("{}", report::header(opts, "soft"));
+        let used = Opts {
+            inline: summary.inline,
+            ..opts.clone()
+        };
+        outln!("{}", report::header(&used, provider_name()));
         if !results.is_empty() {
             // -b: the server measured too.
             outln!("{}", report::columns(test, gbits));
@@ -781,8 +791,8 @@ pub fn run(a: &PerfArgs) -> Result<()> {
             text += &report::one_figure(row, what, gbits);
         } else {
             if so_far.rows.is_empty() {
-                let device = format!("soft ({})", so_far.local.ip());
-                text += &header(&opts, &device, a.common.rdma_cm);
+                let device = format!("{} ({})", provider_name(), so_far.local.ip());
+                text += &header(&opts.fit(&so_far.info), &device, a.common.rdma_cm);
                 text += "\n";
                 text += &report::addresses(so_far);
                 text += "\n";
@@ -862,8 +872,8 @@ pub fn run(a: &PerfArgs) -> Result<()> {
             outln!(
                 "{}",
                 header(
-                    &opts,
-                    &format!("soft ({})", run.local.ip()),
+                    &opts.fit(&run.info),
+                    &format!("{} ({})", provider_name(), run.local.ip()),
                     a.common.rdma_cm
                 )
             );

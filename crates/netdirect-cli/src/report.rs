@@ -430,12 +430,12 @@ impl ClientReport {
             test_info: TestInfo {
                 test: opts.test.name(),
                 title: opts.test.title(),
-                device: "soft",
+                device: crate::conn::provider_args().provider.as_str(),
                 transport_type: "IW",
                 connection_type: "RC",
                 number_of_qps: opts.qps,
                 tx_depth: opts.tx_depth,
-                max_inline_data: opts.inline,
+                max_inline_data: opts.fit(&run.info).inline,
                 local_address: run.local.to_string(),
                 remote_address: run.remote.to_string(),
                 units: if opts.test.is_bw() {

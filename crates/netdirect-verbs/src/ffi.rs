@@ -450,6 +450,7 @@ symbols!(Fns {
     verbs ibv_get_device_name: fn(*mut ibv_device) -> *const c_char;
     verbs ibv_query_device: fn(*mut ibv_context, *mut ibv_device_attr) -> c_int;
     verbs ibv_query_port: fn(*mut ibv_context, u8, *mut ibv_port_attr) -> c_int;
+    verbs ibv_query_gid: fn(*mut ibv_context, u8, c_int, *mut [u8; 16]) -> c_int;
     verbs ibv_alloc_pd: fn(*mut ibv_context) -> *mut ibv_pd;
     verbs ibv_dealloc_pd: fn(*mut ibv_pd) -> c_int;
     verbs ibv_create_comp_channel: fn(*mut ibv_context) -> *mut ibv_comp_channel;
@@ -596,6 +597,14 @@ impl Lib {
         // SAFETY: live context; the out-buffer is larger than any version's struct.
         let rc = unsafe { (self.f.ibv_query_port)(ctx.0, port, &mut room.attr) };
         if rc == 0 { Ok(room.attr) } else { Err(rc) }
+    }
+
+    /// Entry `index` of a port's GID table (`union ibv_gid`: 16 octets).
+    pub(crate) fn query_gid(&self, ctx: Ctx, port: u8, index: c_int) -> Result<[u8; 16], c_int> {
+        let mut gid = [0u8; 16];
+        // SAFETY: live context; the out-pointer is a whole 16-octet `union ibv_gid`.
+        let rc = unsafe { (self.f.ibv_query_gid)(ctx.0, port, index, &mut gid) };
+        if rc == 0 { Ok(gid) } else { Err(rc) }
     }
 
     pub(crate) fn alloc_pd(&self, ctx: Ctx) -> Option<PdH> {

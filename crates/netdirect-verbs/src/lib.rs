@@ -111,6 +111,7 @@
 mod adapter;
 mod cm;
 mod cq;
+mod device;
 mod events;
 mod ffi;
 mod mr;
@@ -126,6 +127,7 @@ use netdirect::{Adapter, OpenParameters, Provider};
 use netdirect_types::{RdmaTechnology, Status};
 
 pub use adapter::VerbsAdapter;
+pub use device::{DeviceLimits, DeviceReport, PortReport};
 
 /// Why the verbs provider cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +253,13 @@ impl VerbsProvider {
                 iwarp: t == ffi::IBV_TRANSPORT_IWARP,
             })
             .collect())
+    }
+
+    /// Every RDMA device with its ports (state, link layer, GIDs), limits, and which of
+    /// `addresses` rdma-cm maps to each port (where an adapter can be opened);
+    /// [`VerbsError::NoDevice`] when there is none.
+    pub fn device_reports(&self, addresses: &[IpAddr]) -> Result<Vec<DeviceReport>, VerbsError> {
+        device::reports(&self.lib, addresses)
     }
 
     /// Opens an adapter on the device serving `params.address`, with the reason on failure.
