@@ -292,6 +292,7 @@ pub(crate) struct ibv_srq_init_attr {
 /// `struct ibv_qp_attr` is 144 bytes; we only fill it through `rdma_init_qp_attr` or set
 /// `qp_state` (offset 0), so it is opaque room here.
 #[repr(C, align(8))]
+#[derive(Clone, Copy)]
 pub(crate) struct ibv_qp_attr {
     pub qp_state: c_int,
     _rest: [u8; 252],
@@ -893,6 +894,28 @@ impl Lib {
 
     /// Attaches `qp` to `id` (so librdmacm moves it through RTR/RTS and to ERR on disconnect)
     /// and brings it to INIT with the id's attributes (what `rdma_create_qp` does).
+    /// The INIT attributes (`rdma_init_qp_attr`) of a QP on `id`'s device and port: bound
+    /// ids answer too (IB: port and P_Key index; iWARP: access flags 0).
+    pub(crate) fn init_qp_attr(&self, id: IdH) -> Result<(ibv_qp_attr, c_int), c_int> {
+        // SAFETY: all-zero is a valid attribute block.
+        let mut attr: ibv_qp_attr = unsafe { std::mem::zeroed() };
+        attr.qp_state = IBV_QPS_INIT;
+        let mut mask: c_int = 0;
+        // SAFETY: live id bound to a device; out-pointers valid.
+        let rc = unsafe { (self.f.rdma_init_qp_attr)(id.0, &mut attr, &mut mask) };
+        if rc != 0 {
+            return Err(errno());
+        }
+        Ok((attr, mask))
+    }
+
+    /// `ibv_modify_qp` with attributes from [`Lib::init_qp_attr`].
+    pub(crate) fn modify_qp(&self, qp: QpH, attr: &ibv_qp_attr, mask: c_int) -> c_int {
+        let mut attr = *attr;
+        // SAFETY: live QP; the attribute block is rdma-cm's, valid for `mask`.
+        unsafe { (self.f.ibv_modify_qp)(qp.0, &mut attr, mask) }
+    }
+
     pub(crate) fn attach_qp(&self, id: IdH, qp: QpH) -> c_int {
         // SAFETY: all-zero is a valid attribute block.
         let mut attr: ibv_qp_attr = unsafe { std::mem::zeroed() };

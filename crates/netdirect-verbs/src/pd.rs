@@ -1,12 +1,15 @@
 //! The protection domain: `ibv_pd`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use parking_lot::RwLock;
+
 use netdirect::{Mr, Mw, Object, Pd, Qp, QpConfig, QpWithSrqConfig, Request, Srq, SrqConfig};
-use netdirect_types::{LocalToken, ObjectType, Status};
+use netdirect_types::{LocalToken, MrFlags, ObjectType, Status};
 
 use crate::adapter::AdapterInner;
-use crate::ffi::PdH;
+use crate::ffi::{PdH, ibv_sge};
 use crate::mr::VerbsMr;
 use crate::qp::VerbsQp;
 use crate::srq::VerbsSrq;
@@ -14,6 +17,44 @@ use crate::srq::VerbsSrq;
 pub(crate) struct PdShared {
     pub(crate) adapter: Arc<AdapterInner>,
     pub(crate) pd: PdH,
+    /// The PD's registered regions by local token: posts check their SGEs here first, so a bad
+    /// token, range or right is refused inline with the NDK's `STATUS_ACCESS_VIOLATION`
+    /// (verbs would accept the post and fail its completion, or on siw leave the request queued).
+    regions: RwLock<HashMap<u32, Region>>,
+}
+
+/// A registered region as posts see it.
+#[derive(Clone, Copy)]
+pub(crate) struct Region {
+    pub(crate) address: u64,
+    pub(crate) length: u64,
+    pub(crate) flags: MrFlags,
+}
+
+impl PdShared {
+    pub(crate) fn add_region(&self, lkey: u32, region: Region) {
+        self.regions.write().insert(lkey, region);
+    }
+
+    pub(crate) fn remove_region(&self, lkey: u32) {
+        self.regions.write().remove(&lkey);
+    }
+
+    /// Each SGE lies in a region of this PD registered under its token (a zero-length SGE
+    /// too: its token must still be valid); with `sink`, each region is an RDMA read sink.
+    pub(crate) fn check_sges(&self, sges: &[ibv_sge], sink: bool) -> Result<(), Status> {
+        let regions = self.regions.read();
+        for s in sges {
+            let r = regions.get(&s.lkey).ok_or(Status::ACCESS_VIOLATION)?;
+            let end = s.addr.checked_add(u64::from(s.length));
+            let inside = s.addr >= r.address
+                && end.is_some_and(|e| e <= r.address + r.length);
+            if !inside || (sink && !r.flags.is_rdma_read_sink()) {
+                return Err(Status::ACCESS_VIOLATION);
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Drop for PdShared {
@@ -37,6 +78,7 @@ impl VerbsPd {
             shared: Arc::new(PdShared {
                 adapter: adapter.clone(),
                 pd,
+                regions: RwLock::new(HashMap::new()),
             }),
         })
     }

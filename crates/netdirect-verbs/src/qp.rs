@@ -4,16 +4,31 @@
 //! type): verbs leaves the opcode of a failed completion undefined, while NDK completions carry
 //! their type whatever their status. A signaled send completion also retires the unsignaled
 //! (`SILENT_SUCCESS`) requests before it, as verbs defines.
+//!
+//! The NDK's posting rules are checked here before verbs sees a request (verbs would accept
+//! some of these and fail them later, or, on siw, leave them queued on the QP), in the order of
+//! §10 row 1: flags not valid for the operation `STATUS_INVALID_PARAMETER`; a QP without a
+//! connection (not connected yet, or after a flush, a disconnect, an error completion, or its
+//! CQ's overflow) `STATUS_CONNECTION_INVALID`; too many SGEs `STATUS_DATA_OVERRUN`; inline
+//! bytes above the QP's inline size `STATUS_BUFFER_OVERFLOW`; a full queue (silent successes
+//! hold their slots until a later completion retires them) `STATUS_NO_MORE_ENTRIES`; an SGE
+//! outside a region of the QP's PD registered under its token, or a read sink without the
+//! sink right where the adapter requires it, `STATUS_ACCESS_VIOLATION`. Receives may be posted
+//! before the connection (the QP is brought to INIT at creation) and fail
+//! `STATUS_CONNECTION_INVALID` once the QP is in error: an iWARP device never completes a
+//! receive posted then, so none is accepted.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use netdirect::{
     InvalidateTarget, Mr, Mw, Object, Qp, QpConfig, QpInitiator, QpReceiver, QpWithSrqConfig,
     Request,
 };
 use netdirect_types::{
-    Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RemoteToken, Sge, Status,
+    AdapterFlags, Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RemoteToken,
+    Sge, Status,
 };
 use parking_lot::Mutex;
 
@@ -53,6 +68,11 @@ impl Ring {
         seq
     }
 
+    /// Requests posted and not yet retired by a completion the consumer took.
+    fn outstanding(&self) -> usize {
+        self.pending.len()
+    }
+
     fn unpush(&mut self) {
         self.pending.pop_back();
         self.next -= 1;
@@ -73,13 +93,22 @@ impl Ring {
     }
 }
 
+/// The QP's connection as posts see it.
+const UNCONNECTED: u8 = 0;
+const CONNECTED: u8 = 1;
+/// Flushed, disconnected (either end), or an error completion was taken: final.
+const IN_ERROR: u8 = 2;
+
 pub(crate) struct QpShared {
     pub(crate) adapter: Arc<AdapterInner>,
     pub(crate) qp: QpH,
     qp_num: u32,
     context: u64,
+    state: AtomicU8,
     send: Mutex<Ring>,
     recv: Mutex<Ring>,
+    send_depth: u32,
+    recv_depth: u32,
     inline: u32,
     max_initiator_sge: u32,
     max_receive_sge: u32,
@@ -112,6 +141,43 @@ pub(crate) fn wc_status(s: i32) -> Status {
 }
 
 impl QpShared {
+    /// The connection is established: initiator posts are allowed (once: a QP serves one
+    /// connection).
+    pub(crate) fn connected(&self) {
+        let _ = self.state.compare_exchange(
+            UNCONNECTED,
+            CONNECTED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// The QP is in error for the consumer: later posts fail inline.
+    pub(crate) fn set_error(&self) {
+        self.state.store(IN_ERROR, Ordering::Release);
+    }
+
+    /// Flushes the QP (`IBV_QPS_ERR`): everything outstanding completes cancelled.
+    pub(crate) fn flush(&self) {
+        self.set_error();
+        let _ = self.adapter.lib.modify_qp_state(self.qp, ffi::IBV_QPS_ERR);
+    }
+
+    /// `STATUS_CONNECTION_INVALID` unless the QP may take a request of this queue now.
+    fn usable(&self, initiator: bool) -> Result<(), Status> {
+        let state = self.state.load(Ordering::Acquire);
+        let ok = match state {
+            CONNECTED => true,
+            UNCONNECTED => !initiator,
+            _ => false,
+        };
+        // An overflowed CQ is fatal to every QP using it (§7.3, §10 row 5).
+        if !ok || self._cqs.0.in_error() || self._cqs.1.in_error() {
+            return Err(Status::CONNECTION_INVALID);
+        }
+        Ok(())
+    }
+
     /// The NDK completion of one of this QP's work completions.
     pub(crate) fn completion(&self, wc: &ibv_wc) -> Completion {
         // The id says the queue (a failed completion's opcode is undefined in verbs).
@@ -132,6 +198,10 @@ impl QpShared {
             type_specific = u64::from(wc.imm_or_inv);
         }
         let status = wc_status(wc.status);
+        if status != Status::SUCCESS {
+            // An error completion ends the connection (§10 row 3): later posts fail inline.
+            self.set_error();
+        }
         Completion {
             status,
             bytes_transferred: if op.is_receive() { wc.byte_len } else { 0 },
@@ -250,14 +320,25 @@ impl VerbsQp {
         let qp = lib
             .create_qp(pd.pd, &mut attr)
             .map_err(crate::errno_status)?;
+        // INIT now, so receives may be posted before the connection (IB devices refuse them in
+        // RESET); rdma-cm's INIT at connect or accept is an INIT to INIT then.
+        let (init, mask) = &pd.adapter.qp_init;
+        let rc = lib.modify_qp(qp, init, *mask);
+        if rc != 0 {
+            lib.destroy_qp(qp);
+            return Err(crate::errno_status(rc));
+        }
         let qp_num = lib.qp_num(qp);
         let shared = Arc::new(QpShared {
             adapter: pd.adapter.clone(),
             qp,
             qp_num,
             context,
+            state: AtomicU8::new(UNCONNECTED),
             send: Mutex::new(Ring::default()),
             recv: Mutex::new(Ring::starting_at(RECV_BIT)),
+            send_depth: cap.max_send_wr,
+            recv_depth: cap.max_recv_wr,
             inline: cap.max_inline_data,
             max_initiator_sge: cap.max_send_sge.max(1),
             max_receive_sge: cap.max_recv_sge.max(1),
@@ -321,10 +402,7 @@ impl VerbsQp {
 }
 
 fn flush(shared: &QpShared) {
-    let _ = shared
-        .adapter
-        .lib
-        .modify_qp_state(shared.qp, ffi::IBV_QPS_ERR);
+    shared.flush();
 }
 
 impl Object for VerbsQp {
@@ -354,14 +432,15 @@ impl Qp for VerbsQp {
     }
 }
 
-/// SGEs to verbs SGEs, checked against the queue's limit.
+/// SGEs to verbs SGEs, checked against the queue's limit (`STATUS_DATA_OVERRUN` above it, as
+/// §10 row 1).
 pub(crate) fn to_sges(
     sges: &[Sge],
     max: u32,
     out: &mut [ibv_sge; MAX_SGE],
 ) -> Result<usize, Status> {
     if sges.len() > max as usize || sges.len() > MAX_SGE {
-        return Err(Status::INVALID_PARAMETER);
+        return Err(Status::DATA_OVERRUN);
     }
     for (o, s) in out.iter_mut().zip(sges) {
         *o = ibv_sge {
@@ -377,6 +456,15 @@ pub(crate) struct VerbsInitiator(Arc<QpShared>);
 pub(crate) struct VerbsReceiver(Arc<QpShared>);
 
 impl VerbsInitiator {
+    /// The first two checks of every initiator post: flags valid for the operation, then a
+    /// connection.
+    fn admit(&self, flags: OpFlags, valid: OpFlags) -> Result<(), Status> {
+        if !valid.contains(flags) {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        self.0.usable(true)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn post(
         &mut self,
@@ -402,9 +490,22 @@ impl VerbsInitiator {
         if flags.contains(OpFlags::INLINE) {
             let total: u64 = sges.iter().map(|s| u64::from(s.length)).sum();
             if total > u64::from(q.inline) {
-                return Err(Status::INVALID_PARAMETER);
+                return Err(Status::BUFFER_OVERFLOW);
             }
             send_flags |= ffi::IBV_SEND_INLINE;
+        }
+        let mut ring = q.send.lock();
+        if ring.outstanding() >= q.send_depth as usize {
+            return Err(Status::NO_MORE_ENTRIES);
+        }
+        if !flags.contains(OpFlags::INLINE) {
+            let sink = opcode == ffi::IBV_WR_RDMA_READ
+                && !q
+                    .adapter
+                    .info
+                    .adapter_flags
+                    .contains(AdapterFlags::RDMA_READ_SINK_NOT_REQUIRED);
+            q._pd.check_sges(sges, sink)?;
         }
         let mut wr = ibv_send_wr::zeroed();
         wr.sg_list = sges.as_mut_ptr();
@@ -414,7 +515,6 @@ impl VerbsInitiator {
         wr.imm_or_inv = invalidate;
         wr.remote_addr = remote.0;
         wr.rkey = remote.1;
-        let mut ring = q.send.lock();
         wr.wr_id = ring.push(context, op);
         match q.adapter.lib.post_send(q.qp, &mut wr) {
             0 => Ok(()),
@@ -427,7 +527,7 @@ impl VerbsInitiator {
 
     fn inline_sges(data: &[&[u8]], out: &mut [ibv_sge; MAX_SGE]) -> Result<usize, Status> {
         if data.len() > MAX_SGE {
-            return Err(Status::INVALID_PARAMETER);
+            return Err(Status::DATA_OVERRUN);
         }
         for (o, d) in out.iter_mut().zip(data) {
             *o = ibv_sge {
@@ -440,8 +540,9 @@ impl VerbsInitiator {
     }
 }
 
+/// A post verbs refused after our checks (providers answer errno either sign: siw negative).
 fn post_status(e: i32) -> Status {
-    match e {
+    match e.abs() {
         libc::ENOMEM => Status::INSUFFICIENT_RESOURCES,
         libc::EINVAL => Status::INVALID_PARAMETER,
         _ => Status::CONNECTION_INVALID,
@@ -450,6 +551,7 @@ fn post_status(e: i32) -> Status {
 
 impl QpInitiator for VerbsInitiator {
     fn send(&mut self, request_context: u64, sges: &[Sge], flags: OpFlags) -> Result<(), Status> {
+        self.admit(flags, OpFlags::SEND_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = to_sges(sges, self.0.max_initiator_sge, &mut v)?;
         self.post(
@@ -469,6 +571,7 @@ impl QpInitiator for VerbsInitiator {
         data: &[&[u8]],
         flags: OpFlags,
     ) -> Result<(), Status> {
+        self.admit(flags, OpFlags::SEND_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = Self::inline_sges(data, &mut v)?;
         self.post(
@@ -489,6 +592,7 @@ impl QpInitiator for VerbsInitiator {
         flags: OpFlags,
         remote_token: RemoteToken,
     ) -> Result<(), Status> {
+        self.admit(flags, OpFlags::SEND_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = to_sges(sges, self.0.max_initiator_sge, &mut v)?;
         self.post(
@@ -510,6 +614,7 @@ impl QpInitiator for VerbsInitiator {
         remote_token: RemoteToken,
         flags: OpFlags,
     ) -> Result<(), Status> {
+        self.admit(flags, OpFlags::READ_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let max = self
             .0
@@ -535,6 +640,7 @@ impl QpInitiator for VerbsInitiator {
         remote_token: RemoteToken,
         flags: OpFlags,
     ) -> Result<(), Status> {
+        self.admit(flags, OpFlags::WRITE_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = to_sges(sges, self.0.max_initiator_sge, &mut v)?;
         self.post(
@@ -556,6 +662,7 @@ impl QpInitiator for VerbsInitiator {
         remote_token: RemoteToken,
         flags: OpFlags,
     ) -> Result<(), Status> {
+        self.admit(flags, OpFlags::WRITE_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = Self::inline_sges(data, &mut v)?;
         self.post(
@@ -609,15 +716,20 @@ impl QpReceiver for VerbsReceiver {
         if q._srq.is_some() {
             return Err(Status::INVALID_DEVICE_REQUEST);
         }
+        q.usable(false)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = to_sges(sges, q.max_receive_sge, &mut v)?;
+        let mut ring = q.recv.lock();
+        if ring.outstanding() >= q.recv_depth as usize {
+            return Err(Status::NO_MORE_ENTRIES);
+        }
+        q._pd.check_sges(&v[..n], false)?;
         let mut wr = ibv_recv_wr {
             wr_id: 0,
             next: std::ptr::null_mut(),
             sg_list: v.as_mut_ptr(),
             num_sge: n as i32,
         };
-        let mut ring = q.recv.lock();
         wr.wr_id = ring.push(request_context, OperationType::Receive);
         match q.adapter.lib.post_recv(q.qp, &mut wr) {
             0 => Ok(()),
