@@ -196,7 +196,7 @@ pub fn data_path(p: &dyn Provider, ip: IpAddr) -> Outcome {
             .qp
             .receiver()
             .receive(100 + k, &[sge(&srv_buf, &*srv_mr, k as usize * 4096, 4096)])
-            .unwrap();
+            .expect("receive before connecting");
     }
     let (_server_conn, _client_conn) = connect(&mut server, &mut client, ip, b"hello");
 
@@ -213,12 +213,12 @@ pub fn data_path(p: &dyn Provider, ip: IpAddr) -> Outcome {
         .qp
         .initiator()
         .send(1, &[sge(&cli_buf, &*cli_mr, 0, 100)], OpFlags::empty())
-        .unwrap();
+        .expect("send");
     client
         .qp
         .initiator()
         .send_inline(2, &[b"inline ", b"data"], OpFlags::SEND_AND_SOLICIT_EVENT)
-        .unwrap();
+        .expect("inline send");
     let remote = RemoteToken(srv_mr.remote_token().0);
     client
         .qp
@@ -230,7 +230,7 @@ pub fn data_path(p: &dyn Provider, ip: IpAddr) -> Outcome {
             remote,
             OpFlags::empty(),
         )
-        .unwrap();
+        .expect("write");
     // Read 256 KiB back from the server into the client's buffer at 1 MiB.
     client
         .qp
@@ -242,7 +242,7 @@ pub fn data_path(p: &dyn Provider, ip: IpAddr) -> Outcome {
             remote,
             OpFlags::READ_FENCE,
         )
-        .unwrap();
+        .expect("fenced read");
     let c = client.completions(4);
     let ctx: Vec<_> = c
         .iter()

@@ -246,7 +246,7 @@ impl Object for VerbsAdapter {
 }
 
 /// Linux siw's `vendor_id` ("bmt").
-const SIW_VENDOR_ID: u32 = 0x0062_6d74;
+pub(crate) const SIW_VENDOR_ID: u32 = 0x0062_6d74;
 
 /// What a device of this kind cannot do as the NDK says (the crate docs say why).
 pub(crate) fn deviations(info: &AdapterInfo) -> Deviations {

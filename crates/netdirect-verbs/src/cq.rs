@@ -62,16 +62,14 @@ impl CqShared {
     /// now; what the device holds (the completions before the overflow) moves to the buffer.
     pub(crate) fn fail(&self, status: Status) {
         if !self.failed.swap(true, Ordering::AcqRel) {
-            let mut wc = vec![ibv_wc::default(); 64];
-            let mut out = [Completion::EMPTY; 64];
-            loop {
-                let n = poll_device(self, &mut wc, &mut out);
-                if n == 0 {
-                    break;
-                }
-                self.buffer.lock().extend(out[..n].iter().copied());
-                self.buffered.store(true, Ordering::Release);
-            }
+            // The full CQ's entries, and no more: each one taken frees a slot a later
+            // completion could fill.
+            let size = self.adapter.lib.cq_size(self.cq).max(1);
+            let mut wc = vec![ibv_wc::default(); size];
+            let mut out = vec![Completion::EMPTY; size];
+            let n = poll_device(self, &mut wc, &mut out);
+            self.buffer.lock().extend(out[..n].iter().copied());
+            self.buffered.store(true, Ordering::Release);
         }
         self.notify(status);
     }

@@ -298,6 +298,24 @@ pub(crate) struct ibv_qp_attr {
     _rest: [u8; 252],
 }
 
+/// `qp_access_flags` (offset 32) and its mask bit.
+const QP_ACCESS_FLAGS_OFFSET: usize = 32;
+pub(crate) const IBV_QP_ACCESS_FLAGS: c_int = 1 << 3;
+
+impl ibv_qp_attr {
+    /// Grants the peer RDMA read and write on the QP (the regions' own rights still apply).
+    /// rdma-cm gives an iWARP QP no access before its connection exists (an active id has no
+    /// iWARP CM id until `rdma_connect`), and siw then refuses the QP's own RDMA reads.
+    pub(crate) fn allow_remote_access(&mut self, mask: &mut c_int) {
+        let flags = (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ)
+            as u32;
+        let at = QP_ACCESS_FLAGS_OFFSET - std::mem::size_of::<c_int>();
+        let old = u32::from_ne_bytes(self._rest[at..at + 4].try_into().unwrap_or([0; 4]));
+        self._rest[at..at + 4].copy_from_slice(&(old | flags).to_ne_bytes());
+        *mask |= IBV_QP_ACCESS_FLAGS;
+    }
+}
+
 /// `struct ibv_async_event`: the element (a CQ, QP, SRQ or WQ pointer, or a port number) and
 /// the event type.
 #[repr(C)]
@@ -632,6 +650,12 @@ impl Lib {
         (!p.is_null()).then_some(CqH(p))
     }
 
+    /// The entries the device's CQ holds (`cq->cqe`, at least what was asked).
+    pub(crate) fn cq_size(&self, cq: CqH) -> usize {
+        // SAFETY: live CQ; `cqe` is the provider's, set at create and resize.
+        unsafe { (*cq.0).cqe.max(0) as usize }
+    }
+
     pub(crate) fn resize_cq(&self, cq: CqH, cqe: c_int) -> c_int {
         // SAFETY: live CQ.
         unsafe { (self.f.ibv_resize_cq)(cq.0, cqe) }
@@ -906,6 +930,7 @@ impl Lib {
         if rc != 0 {
             return Err(errno());
         }
+        attr.allow_remote_access(&mut mask);
         Ok((attr, mask))
     }
 
@@ -927,6 +952,7 @@ impl Lib {
             if rc != 0 {
                 return errno();
             }
+            attr.allow_remote_access(&mut mask);
             let rc = (self.f.ibv_modify_qp)(qp.0, &mut attr, mask);
             if rc != 0 {
                 return rc;

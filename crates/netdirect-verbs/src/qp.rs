@@ -481,7 +481,13 @@ impl VerbsInitiator {
         if !flags.contains(OpFlags::SILENT_SUCCESS) {
             send_flags |= ffi::IBV_SEND_SIGNALED;
         }
-        if flags.contains(OpFlags::READ_FENCE) {
+        // siw refuses a fenced RDMA read ("cannot fence read": its doorbell fails EINVAL and
+        // leaves the request in the mapped queue): the fence is left off a read there. siw
+        // issues reads in posting order and answers them in order, so only a read waiting for
+        // an earlier read's data to land locally loses its ordering (§10 row 40).
+        let fence_refused = opcode == ffi::IBV_WR_RDMA_READ
+            && q.adapter.info.vendor_id == crate::adapter::SIW_VENDOR_ID;
+        if flags.contains(OpFlags::READ_FENCE) && !fence_refused {
             send_flags |= ffi::IBV_SEND_FENCE;
         }
         if flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT) {
@@ -540,9 +546,15 @@ impl VerbsInitiator {
     }
 }
 
-/// A post verbs refused after our checks (providers answer errno either sign: siw negative).
+/// A post verbs refused after our checks. Providers answer an errno of either sign, and siw
+/// `-1` when its doorbell (a `write` to the kernel) failed, with the reason in `errno`.
 fn post_status(e: i32) -> Status {
-    match e.abs() {
+    let e = if e == -1 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    } else {
+        e.abs()
+    };
+    match e {
         libc::ENOMEM => Status::INSUFFICIENT_RESOURCES,
         libc::EINVAL => Status::INVALID_PARAMETER,
         _ => Status::CONNECTION_INVALID,
