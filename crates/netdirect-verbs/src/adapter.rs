@@ -310,3 +310,49 @@ pub(crate) fn same_adapter(a: &AdapterInner, b: &AdapterInner) -> Result<(), Sta
 }
 
 pub(crate) use ffi::readable;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(vendor_id: u32, rdma_technology: RdmaTechnology) -> AdapterInfo {
+        AdapterInfo {
+            version: Version::V2_1,
+            vendor_id,
+            device_id: 0,
+            max_registration_size: 0,
+            max_window_size: 0,
+            frmr_page_count: 0,
+            max_initiator_request_sge: 0,
+            max_receive_request_sge: 0,
+            max_read_request_sge: 0,
+            max_transfer_length: 0,
+            max_inline_data_size: 0,
+            max_inbound_read_limit: 0,
+            max_outbound_read_limit: 0,
+            max_receive_queue_depth: 0,
+            max_initiator_queue_depth: 0,
+            max_srq_depth: 0,
+            max_cq_depth: 0,
+            large_request_threshold: 0,
+            max_caller_data: 0,
+            max_callee_data: 0,
+            adapter_flags: AdapterFlags::empty(),
+            rdma_technology,
+        }
+    }
+
+    /// What each kind of device declares it cannot keep (the suite skips or adapts by these).
+    #[test]
+    fn deviations_by_device() {
+        let siw = deviations(&info(SIW_VENDOR_ID, RdmaTechnology::IWarp));
+        assert!(siw.no_solicited_notifications && siw.peer_disconnect_flushes);
+        let iwarp = deviations(&info(0x1425, RdmaTechnology::IWarp));
+        assert!(!iwarp.no_solicited_notifications && iwarp.peer_disconnect_flushes);
+        let rxe = deviations(&info(0x00ff_ffff, RdmaTechnology::RoCEv2));
+        assert!(!rxe.no_solicited_notifications && !rxe.peer_disconnect_flushes);
+        for d in [siw, iwarp, rxe] {
+            assert!(d.no_terminate_detail && d.cq_overflow_beyond_depth);
+        }
+    }
+}

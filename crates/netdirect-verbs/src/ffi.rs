@@ -307,8 +307,8 @@ impl ibv_qp_attr {
     /// rdma-cm gives an iWARP QP no access before its connection exists (an active id has no
     /// iWARP CM id until `rdma_connect`), and siw then refuses the QP's own RDMA reads.
     pub(crate) fn allow_remote_access(&mut self, mask: &mut c_int) {
-        let flags = (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ)
-            as u32;
+        let flags =
+            (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ) as u32;
         let at = QP_ACCESS_FLAGS_OFFSET - std::mem::size_of::<c_int>();
         let old = u32::from_ne_bytes(self._rest[at..at + 4].try_into().unwrap_or([0; 4]));
         self._rest[at..at + 4].copy_from_slice(&(old | flags).to_ne_bytes());

@@ -37,7 +37,7 @@ impl VerbsMr {
             return Err(Status::INVALID_DEVICE_STATE);
         };
         // The token dies for posts before the device forgets it.
-        self.pd.remove_region(r.lkey);
+        self.pd.regions.remove(r.lkey);
         match self.pd.adapter.lib.dereg_mr(r.mr) {
             0 => Ok(()),
             e => Err(errno_status(e)),
@@ -98,7 +98,7 @@ impl Mr for VerbsMr {
         match lib.reg_mr(self.pd.pd, addr, length, a) {
             Ok(mr) => {
                 let (lkey, rkey) = lib.mr_keys(mr);
-                self.pd.add_region(
+                self.pd.regions.add(
                     lkey,
                     Region {
                         address: addr,

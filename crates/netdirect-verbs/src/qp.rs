@@ -27,8 +27,8 @@ use netdirect::{
     Request,
 };
 use netdirect_types::{
-    AdapterFlags, Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RemoteToken,
-    Sge, Status,
+    AdapterFlags, Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RemoteToken, Sge,
+    Status,
 };
 use parking_lot::Mutex;
 
@@ -774,6 +774,31 @@ mod tests {
         r.unpush();
         assert_eq!(r.push(14, OperationType::Read), d);
         assert_eq!(r.retire(99), None);
+    }
+
+    /// siw's library answers `-1` when its doorbell failed, with the kernel's reason in errno;
+    /// others answer an errno of either sign.
+    #[test]
+    fn post_status_reads_siws_errno() {
+        assert_eq!(post_status(libc::EINVAL), Status::INVALID_PARAMETER);
+        assert_eq!(post_status(-libc::ENOMEM), Status::INSUFFICIENT_RESOURCES);
+        // readlink of a directory fails EINVAL: errno is what a failed doorbell leaves.
+        assert!(std::fs::read_link("/").is_err());
+        assert_eq!(post_status(-1), Status::INVALID_PARAMETER);
+    }
+
+    #[test]
+    fn ring_counts_outstanding_requests_until_retired() {
+        let mut r = Ring::default();
+        let a = r.push(1, OperationType::Send);
+        r.push(2, OperationType::Send);
+        let c = r.push(3, OperationType::Send);
+        assert_eq!(r.outstanding(), 3);
+        assert_eq!(r.retire(a), Some((1, OperationType::Send)));
+        assert_eq!(r.outstanding(), 2);
+        // A signaled completion retires the silent ones before it.
+        assert_eq!(r.retire(c), Some((3, OperationType::Send)));
+        assert_eq!(r.outstanding(), 0);
     }
 
     #[test]
