@@ -45,12 +45,41 @@ pub(crate) struct CqShared {
     armed: AtomicBool,
     /// Overflowed (or failed): nothing more is polled from the device.
     failed: AtomicBool,
+    /// QPs in error whose outstanding requests this CQ completes cancelled once the device
+    /// has none left (iWARP, see `QpShared::set_error`), by QP number.
+    orphans: Mutex<Vec<u32>>,
+    has_orphans: AtomicBool,
 }
 
 impl CqShared {
     pub(crate) fn notify(&self, status: Status) {
         let _one = self.notifying.lock();
         (self.notification)(status);
+    }
+
+    /// A QP of this CQ went into error (iWARP).
+    pub(crate) fn adopt(&self, qp_num: u32) {
+        self.orphans.lock().push(qp_num);
+        self.has_orphans.store(true, Ordering::Release);
+    }
+
+    /// Cancelled completions for the outstanding requests of QPs in error (after the device
+    /// had nothing more to say): how many went into `out`.
+    fn cancel_orphans(&self, out: &mut [Completion]) -> usize {
+        let mut orphans = self.orphans.lock();
+        let qps = self.adapter.qps.read();
+        let mut n = 0;
+        orphans.retain(|num| {
+            let Some(qp) = qps.get(num).and_then(|w| w.upgrade()) else {
+                return false;
+            };
+            let (k, empty) = qp.cancel_outstanding(self, &mut out[n..]);
+            n += k;
+            !empty
+        });
+        self.has_orphans
+            .store(!orphans.is_empty(), Ordering::Release);
+        n
     }
 
     /// The CQ overflowed or failed.
@@ -98,9 +127,10 @@ fn poll_device(shared: &CqShared, wc: &mut [ibv_wc], out: &mut [Completion]) -> 
     let mut n = 0;
     for wc in &wc[..got as usize] {
         let qp = qps.get(&wc.qp_num).and_then(|w| w.upgrade());
-        out[n] = match qp {
-            Some(qp) => qp.completion(wc),
-            // The QP is gone: its completions have nobody to go to.
+        out[n] = match qp.and_then(|qp| qp.completion(wc)) {
+            Some(c) => c,
+            // The QP is gone (its completions have nobody to go to), or the request was
+            // completed cancelled already.
             None => continue,
         };
         n += 1;
@@ -148,6 +178,8 @@ impl VerbsCq {
             buffered: AtomicBool::new(false),
             armed: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
+            has_orphans: AtomicBool::new(false),
         });
         crate::events::register_cq(&shared);
         adapter.cqs.lock().insert(key, Arc::downgrade(&shared));
@@ -257,7 +289,12 @@ impl Cq for VerbsCq {
             // Nothing after the overflow.
             return n;
         }
-        n + poll_device(&self.shared, &mut self.wc, &mut out[n..])
+        n += poll_device(&self.shared, &mut self.wc, &mut out[n..]);
+        if n < out.len() && self.shared.has_orphans.load(Ordering::Acquire) {
+            // The device has no more: what it will never complete is cancelled now.
+            n += self.shared.cancel_orphans(&mut out[n..]);
+        }
+        n
     }
 
     /// Polls for `spin`, then arms verbs for any completion and sleeps until the CQ thread

@@ -27,8 +27,8 @@ use netdirect::{
     Request,
 };
 use netdirect_types::{
-    AdapterFlags, Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RemoteToken, Sge,
-    Status,
+    AdapterFlags, Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RdmaTechnology,
+    RemoteToken, Sge, Status,
 };
 use parking_lot::Mutex;
 
@@ -66,6 +66,11 @@ impl Ring {
         self.next += 1;
         self.pending.push_back((seq, context, op));
         seq
+    }
+
+    /// The oldest outstanding request, retired.
+    fn take_front(&mut self) -> Option<(u64, OperationType)> {
+        self.pending.pop_front().map(|(_, c, op)| (c, op))
     }
 
     /// Requests posted and not yet retired by a completion the consumer took.
@@ -153,8 +158,55 @@ impl QpShared {
     }
 
     /// The QP is in error for the consumer: later posts fail inline.
+    ///
+    /// An iWARP device moves the QP to error on its own (a Terminate, the connection closing)
+    /// and flushes what it holds then; a request posted before we knew (siw takes it into the
+    /// mapped queue and its doorbell answers success) is never completed. So on iWARP the QP's
+    /// CQs complete whatever is still outstanding `STATUS_CANCELLED` once the device has no
+    /// more (see [`QpShared::cancel_outstanding`]); a device completion that comes after is
+    /// dropped (its request is no longer outstanding).
     pub(crate) fn set_error(&self) {
-        self.state.store(IN_ERROR, Ordering::Release);
+        let was = self.state.swap(IN_ERROR, Ordering::AcqRel);
+        if was != IN_ERROR && self.adapter.info.rdma_technology == RdmaTechnology::IWarp {
+            self._cqs.0.adopt(self.qp_num);
+            if !Arc::ptr_eq(&self._cqs.0, &self._cqs.1) {
+                self._cqs.1.adopt(self.qp_num);
+            }
+        }
+    }
+
+    /// Completes `STATUS_CANCELLED`, in posting order, what is outstanding on the queues that
+    /// complete to `cq` (into `out`): how many, and whether nothing is left there.
+    pub(crate) fn cancel_outstanding(
+        &self,
+        cq: &CqShared,
+        out: &mut [Completion],
+    ) -> (usize, bool) {
+        let mut n = 0;
+        let mut empty = true;
+        for (ring, on) in [(&self.send, &self._cqs.0), (&self.recv, &self._cqs.1)] {
+            if !std::ptr::eq(&**on, cq) {
+                continue;
+            }
+            let mut ring = ring.lock();
+            while n < out.len() {
+                let Some((context, op)) = ring.take_front() else {
+                    break;
+                };
+                out[n] = Completion {
+                    status: Status::CANCELLED,
+                    bytes_transferred: 0,
+                    qp_context: self.context,
+                    request_context: context,
+                    op_type: op,
+                    provider_error_code: 0,
+                    type_specific: 0,
+                };
+                n += 1;
+            }
+            empty &= ring.outstanding() == 0;
+        }
+        (n, empty)
     }
 
     /// Flushes the QP (`IBV_QPS_ERR`): everything outstanding completes cancelled.
@@ -179,7 +231,7 @@ impl QpShared {
     }
 
     /// The NDK completion of one of this QP's work completions.
-    pub(crate) fn completion(&self, wc: &ibv_wc) -> Completion {
+    pub(crate) fn completion(&self, wc: &ibv_wc) -> Option<Completion> {
         // The id says the queue (a failed completion's opcode is undefined in verbs).
         let found = if wc.wr_id & SRQ_BIT != 0 {
             self._srq
@@ -191,7 +243,8 @@ impl QpShared {
         } else {
             self.send.lock().retire(wc.wr_id)
         };
-        let (request_context, mut op) = found.unwrap_or((wc.wr_id, OperationType::Send));
+        // Not outstanding: already completed cancelled by the provider (see `set_error`).
+        let (request_context, mut op) = found?;
         let mut type_specific = 0;
         if op == OperationType::Receive && wc.wc_flags & ffi::IBV_WC_WITH_INV != 0 {
             op = OperationType::ReceiveAndInvalidate;
@@ -202,7 +255,7 @@ impl QpShared {
             // An error completion ends the connection (§10 row 3): later posts fail inline.
             self.set_error();
         }
-        Completion {
+        Some(Completion {
             status,
             bytes_transferred: if op.is_receive() { wc.byte_len } else { 0 },
             qp_context: self.context,
@@ -219,7 +272,7 @@ impl QpShared {
                 }
             },
             type_specific,
-        }
+        })
     }
 }
 
