@@ -25,7 +25,7 @@
 //! |---|---|
 //! | `no_solicited_notifications` | [`ndk::cq_arming_solicited_and_any`] skips ([`ndk::cq_arm_on_a_non_empty_cq_fires_at_once`] still runs) |
 //! | `peer_disconnect_flushes` | [`ndk::disconnect_event_without_flush_then_disconnect_flushes`] skips |
-//! | `no_terminate_detail` | [`completions::write_named_by_the_peers_terminate_gets_its_status`] skips; [`ndk::write_to_invalid_token_terminates_and_cancels`] leaves out the Terminate's code |
+//! | `no_terminate_detail` | [`completions::write_named_by_the_peers_terminate_gets_its_status`] skips; [`ndk::write_to_invalid_token_terminates_and_cancels`] leaves out the Terminate's code and lets the write fail `STATUS_CONNECTION_ABORTED` when the Terminate caught it being sent |
 //! | `cq_overflow_beyond_depth` | [`completions::cq_overflow_is_fatal_to_its_queue_pairs`] posts until the device's CQ overflows and accepts at least the depth's entries before it |
 //!
 //! Assertions that depend on a declared behaviour follow the declaration instead of skipping:

@@ -138,7 +138,10 @@ pub(crate) fn wc_status(s: i32) -> Status {
         ffi::IBV_WC_LOC_PROT_ERR | ffi::IBV_WC_LOC_ACCESS_ERR | ffi::IBV_WC_REM_ACCESS_ERR => {
             Status::ACCESS_VIOLATION
         }
-        ffi::IBV_WC_REM_INV_REQ_ERR | ffi::IBV_WC_LOC_QP_OP_ERR => Status::INVALID_PARAMETER,
+        ffi::IBV_WC_REM_INV_REQ_ERR => Status::INVALID_PARAMETER,
+        // Our checks leave no malformed request: what siw reports for a request still being
+        // sent when the connection failed (a peer's Terminate).
+        ffi::IBV_WC_LOC_QP_OP_ERR => Status::CONNECTION_ABORTED,
         ffi::IBV_WC_RETRY_EXC_ERR | ffi::IBV_WC_RNR_RETRY_EXC_ERR => Status::IO_TIMEOUT,
         ffi::IBV_WC_REM_OP_ERR => Status::CONNECTION_ABORTED,
         _ => Status::DATA_ERROR,
@@ -863,5 +866,9 @@ mod tests {
             Status::ACCESS_VIOLATION
         );
         assert_eq!(wc_status(ffi::IBV_WC_RNR_RETRY_EXC_ERR), Status::IO_TIMEOUT);
+        assert_eq!(
+            wc_status(ffi::IBV_WC_LOC_QP_OP_ERR),
+            Status::CONNECTION_ABORTED
+        );
     }
 }

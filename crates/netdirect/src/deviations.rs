@@ -36,7 +36,9 @@ pub struct Deviations {
     /// be told from a peer's Terminate there, so the provider cannot hold the flush back.
     pub peer_disconnect_flushes: bool,
     /// Completions carry no Terminate detail: `ProviderErrorCode` is not the Terminate's
-    /// code, and a request the peer's Terminate names is cancelled like the rest (§10 row 2).
+    /// code, and a request the peer's Terminate names does not get the Terminate's status
+    /// (§10 row 2): it is cancelled like the rest, or, caught while being sent, fails
+    /// `STATUS_CONNECTION_ABORTED`.
     pub no_terminate_detail: bool,
     /// A CQ may hold more entries than its depth (the device rounds the size up), so an
     /// overflow (§7.3) is seen only once the device's CQ is full.
