@@ -36,8 +36,8 @@ WORK="$(mktemp -d /tmp/siw-interop.XXXXXX)"
 # forwards' ports) is used by setting them for this script.
 export SIW_VM_DIR SSH_PORT FWD_PORT HOST_SVC_PORT GUEST_IP GUEST_RDMA_PORT GUESTFWD_IP GUESTFWD_PORT GUEST_IP6
 
-# SIW_CASES: which stages run (default all): rping mpa bad perftest netem verbs verbs-nd.
-SIW_CASES="${SIW_CASES:-rping mpa bad perftest netem verbs verbs-nd}"
+# SIW_CASES: which stages run (default all): rping mpa bad perftest netem verbs verbs-suite verbs-nd.
+SIW_CASES="${SIW_CASES:-rping mpa bad perftest netem verbs verbs-suite verbs-nd}"
 want() { [[ " $SIW_CASES " == *" $1 "* ]]; }
 
 passed=0
@@ -77,7 +77,8 @@ if [ -z "${ND:-}" ]; then
   say "building nd and the netns test (release), in the background"
   (cd "$ROOT" && cargo build --release -q -p netdirect-cli \
     && cargo test --release -q -p netdirect-soft --test netns --no-run \
-    && cargo build --release -q -p netdirect-verbs --example verbs_check) >"$WORK/build.log" 2>&1 &
+    && cargo build --release -q -p netdirect-verbs --example verbs_check \
+    && cargo build --release -q -p netdirect-cli --bin ndk-conformance) >"$WORK/build.log" 2>&1 &
   BUILD_PID=$!
   ND="${CARGO_TARGET_DIR:-$ROOT/target}/release/nd"
 fi
@@ -499,6 +500,45 @@ if [ "$GUEST_BROKEN" = 0 ] && want verbs; then
     gexec 'rdma link delete rxe0 2>/dev/null; rdma link show | grep -q siw0 || rdma link add siw0 type siw netdev eth0' >/dev/null 2>&1 || true
   else
     fail "verbs: could not build verbs_check (see $WORK/build.log)"
+  fi
+fi
+
+# ------------------------------------------------------------------ the NDK suite over verbs
+# The provider-independent NDK suite (ndk-conformance --provider verbs) in the guest, on siw
+# (iWARP) and rxe (RoCEv2), IPv4 and IPv6: any FAILED case fails the stage; every skip names
+# the capability or declared deviation it skipped by (kept in the log, counted in the line).
+if [ "$GUEST_BROKEN" = 0 ] && want verbs-suite; then
+  say "NDK conformance suite over the verbs provider in the guest (siw, rxe)"
+  t0=$SECONDS
+  NC="${CARGO_TARGET_DIR:-$ROOT/target}/release/ndk-conformance"
+  if [ -x "$NC" ] || (cd "$ROOT" && cargo build --release -q -p netdirect-cli --bin ndk-conformance) >>"$WORK/build.log" 2>&1; then
+    strip -o "$WORK/ndk-conformance" "$NC" && "$VM" push "$WORK/ndk-conformance" /root/ndk-conformance >/dev/null 2>&1
+    for dev in siw rxe; do
+      if [ "$dev" = rxe ]; then
+        gexec 'rdma link delete siw0 2>/dev/null; rdma link show | grep -q rxe0 || rdma link add rxe0 type rxe netdev eth0' \
+          >"$WORK/verbs-suite-rxe-up.log" 2>&1 \
+          || { fail "verbs-suite: could not swap siw0 for rxe0 (see $WORK/verbs-suite-rxe-up.log)"; break; }
+      else
+        gexec 'rdma link delete rxe0 2>/dev/null; rdma link show | grep -q siw0 || rdma link add siw0 type siw netdev eth0' \
+          >"$WORK/verbs-suite-siw-up.log" 2>&1 || true
+      fi
+      for ip in "$GUEST_IP" "$GUEST_IP6"; do
+        out="$WORK/verbs-suite-$dev-${ip//:/_}.out"
+        gexec "timeout 300 /root/ndk-conformance --provider verbs -a $ip" >"$out" 2>&1 || true
+        line="$(grep '^ndk-conformance: provider verbs:' "$out" || true)"
+        if [ -n "$line" ] && ! grep -q '^FAILED' "$out" && [[ "$line" == *", 0 failed" ]]; then
+          pass "verbs-suite on $dev $ip: ${line#ndk-conformance: provider verbs: }"
+          grep '^skipped' "$out" | sed 's/^/    /' >&2 || true
+        else
+          fail "verbs-suite on $dev $ip: ${line:-no summary} $(grep '^FAILED' "$out" | head -3 | tr '\n' ' ')(see $out)"
+        fi
+      done
+      dmesg_clean "verbs-suite-$dev" || fail "verbs-suite on $dev: the guest kernel logged WARNING/BUG/Oops/stall (see $WORK/dmesg-verbs-suite-$dev.txt)"
+    done
+    gexec 'rdma link delete rxe0 2>/dev/null; rdma link show | grep -q siw0 || rdma link add siw0 type siw netdev eth0' >/dev/null 2>&1 || true
+    say "verbs-suite took $((SECONDS - t0)) s"
+  else
+    fail "verbs-suite: could not build ndk-conformance (see $WORK/build.log)"
   fi
 fi
 

@@ -17,10 +17,24 @@
 //! | shared receive queues | `MaxSrqDepth` ≠ 0 | [`ndk::srq_feeds_two_qps_and_notifies_below_threshold`] |
 //! | shared endpoints | `NdkCreateSharedEndpoint` answering anything but `STATUS_NOT_SUPPORTED` | [`ndk::shared_endpoint_connects_twice_from_one_port`] |
 //!
+//! Rules the adapter declares it cannot keep on its device (netdirect's deviations extension,
+//! [`netdirect::deviations`], asked through `NdkQueryExtension`; a provider that answers
+//! `STATUS_NOT_SUPPORTED` keeps them all) skip or adapt the cases that pin them:
+//!
+//! | Declared deviation | Cases |
+//! |---|---|
+//! | `no_solicited_notifications` | [`ndk::cq_arming_solicited_and_any`] skips ([`ndk::cq_arm_on_a_non_empty_cq_fires_at_once`] still runs) |
+//! | `peer_disconnect_flushes` | [`ndk::disconnect_event_without_flush_then_disconnect_flushes`] skips |
+//! | `no_terminate_detail` | [`completions::write_named_by_the_peers_terminate_gets_its_status`] skips; [`ndk::write_to_invalid_token_terminates_and_cancels`] leaves out the Terminate's code and lets the write fail `STATUS_CONNECTION_ABORTED` when the Terminate caught it being sent |
+//! | `cq_overflow_beyond_depth` | [`completions::cq_overflow_is_fatal_to_its_queue_pairs`] posts until the device's CQ overflows and accepts at least the depth's entries before it |
+//!
 //! Assertions that depend on a declared behaviour follow the declaration instead of skipping:
 //! the read-sink refusals only when the adapter lacks
 //! `NDK_ADAPTER_FLAG_RDMA_READ_SINK_NOT_REQUIRED`, the Terminate's provider code only on an
-//! iWARP adapter.
+//! iWARP adapter; on InfiniBand and RoCE (`RdmaTechnology`) a write to a bad token fails itself
+//! (the responder's NAK names it) where iWARP completes it and reports the Terminate, and the
+//! peer's private data may come padded with zeros to the CM message's fixed size (the NDK
+//! allows a longer RDS than was sent, §7.6; IB's CM carries no length).
 //!
 //! A case fails by panicking (the assertions of a test); [`run`] catches that and reports it,
 //! so one failure does not stop the rest. The soft provider's tests call every case directly
@@ -33,7 +47,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use netdirect::{OpenParameters, Provider};
-use netdirect_types::{AdapterFlags, AdapterInfo, FRMR_PAGE_COUNT_MIN, Status, Version};
+use netdirect_types::{
+    AdapterFlags, AdapterInfo, FRMR_PAGE_COUNT_MIN, RdmaTechnology, Status, Version,
+};
 
 pub mod completions;
 pub mod ndk;
@@ -82,6 +98,7 @@ cases!(
     ndk::memory_windows_over_the_wire,
     ndk::write_to_invalid_token_terminates_and_cancels,
     ndk::cq_arming_solicited_and_any,
+    ndk::cq_arm_on_a_non_empty_cq_fires_at_once,
     ndk::srq_feeds_two_qps_and_notifies_below_threshold,
     ndk::disconnect_event_without_flush_then_disconnect_flushes,
     ndk::fast_register_seed_rules_each_with_its_status,
@@ -222,6 +239,45 @@ fn require_flag(
         Ok(())
     } else {
         Err(Skip(format!("the adapter does not declare {name}")))
+    }
+}
+
+/// The adapter's declared deviations from NDK rules ([`netdirect::deviations`]).
+pub fn deviations(provider: &dyn Provider, address: IpAddr) -> netdirect::deviations::Deviations {
+    let adapter = provider
+        .open_adapter(OpenParameters {
+            address,
+            version: Version::V1_2,
+        })
+        .unwrap_or_else(|s| panic!("cannot open an adapter on {address}: {s}"));
+    let d = netdirect::deviations::deviations(&*adapter);
+    adapter.close();
+    d
+}
+
+/// Skips when the adapter declares it cannot keep a rule (`what` names it, `why` says which).
+pub fn require_kept(deviates: bool, what: &str) -> Outcome {
+    if deviates {
+        Err(Skip(format!("the adapter declares the deviation {what}")))
+    } else {
+        Ok(())
+    }
+}
+
+/// The peer's private data as `NdkGetConnectionData` reports it: exactly what was sent, or on
+/// InfiniBand and RoCE (whose CM messages have a fixed-size private data field and no length)
+/// what was sent followed by zeros.
+pub fn assert_private_data(technology: RdmaTechnology, got: &[u8], sent: &[u8]) {
+    match technology {
+        RdmaTechnology::InfiniBand | RdmaTechnology::RoCE | RdmaTechnology::RoCEv2 => {
+            assert!(
+                got.len() >= sent.len()
+                    && got[..sent.len()] == *sent
+                    && got[sent.len()..].iter().all(|&b| b == 0),
+                "private data {got:?}, sent {sent:?}"
+            );
+        }
+        _ => assert_eq!(got, sent, "private data"),
     }
 }
 

@@ -7,6 +7,7 @@
 use std::any::Any;
 use std::net::{IpAddr, SocketAddr};
 
+use netdirect::deviations::{DEVIATIONS_GUID, Deviations};
 use netdirect::{
     Adapter, Affinity, Buffer, Connector, Cq, CqNotification, Lam, Listener, Object,
     OpenParameters, Pd, Provider, Request, SharedEndpoint,
@@ -51,6 +52,7 @@ both_families!(
     memory_windows_over_the_wire,
     write_to_invalid_token_terminates_and_cancels,
     cq_arming_solicited_and_any,
+    cq_arm_on_a_non_empty_cq_fires_at_once,
     srq_feeds_two_qps_and_notifies_below_threshold,
     disconnect_event_without_flush_then_disconnect_flushes,
     fast_register_seed_rules_each_with_its_status,
@@ -83,15 +85,18 @@ fn data_path_with_netdma_placement() {
     must_pass("data_path", &provider, "127.0.0.1".parse().unwrap());
 }
 
-/// A soft adapter that declares less than it has: `edit` rewrites its `NDK_ADAPTER_INFO`.
+/// A soft adapter that declares less than it has: `edit` rewrites its `NDK_ADAPTER_INFO`,
+/// and it answers netdirect's deviations extension with `deviations`.
 struct Declares {
     inner: SoftProvider,
     edit: fn(&mut AdapterInfo),
+    deviations: Deviations,
 }
 
 struct DeclaringAdapter {
     inner: Box<dyn Adapter>,
     edit: fn(&mut AdapterInfo),
+    deviations: Deviations,
 }
 
 impl Provider for Declares {
@@ -103,6 +108,7 @@ impl Provider for Declares {
         Ok(Box::new(DeclaringAdapter {
             inner: self.inner.open_adapter(params)?,
             edit: self.edit,
+            deviations: self.deviations,
         }))
     }
 }
@@ -114,6 +120,19 @@ impl Object for DeclaringAdapter {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn query_extension(
+        &self,
+        id: &netdirect::Guid,
+        version: netdirect_types::Version,
+    ) -> Result<netdirect::Extension, Status> {
+        if *id == DEVIATIONS_GUID && self.deviations != Deviations::NONE {
+            return Ok(netdirect::Extension {
+                dispatch: std::sync::Arc::new(self.deviations),
+            });
+        }
+        self.inner.query_extension(id, version)
     }
 }
 
@@ -166,9 +185,18 @@ impl Adapter for DeclaringAdapter {
 }
 
 fn verdicts(edit: fn(&mut AdapterInfo), ip: IpAddr) -> Vec<(&'static str, Verdict)> {
+    declared(edit, Deviations::NONE, ip)
+}
+
+fn declared(
+    edit: fn(&mut AdapterInfo),
+    deviations: Deviations,
+    ip: IpAddr,
+) -> Vec<(&'static str, Verdict)> {
     let provider = Declares {
         inner: SoftProvider::new(),
         edit,
+        deviations,
     };
     netdirect_conformance::run(&provider, ip, "", |_| {})
         .into_iter()
@@ -258,6 +286,54 @@ fn cases_skip_by_declared_capability_with_the_reason() {
                 "{name}"
             );
         }
+    }
+}
+
+/// Rules an adapter declares it cannot keep (netdirect's deviations extension) skip the case
+/// that pins each, with the deviation in the reason, or adapt it; the soft provider declares
+/// none (every case above runs in full).
+#[test]
+fn cases_skip_or_adapt_by_declared_deviation() {
+    for ip in ["127.0.0.1", "::1"] {
+        let ip: IpAddr = ip.parse().unwrap();
+        let all = Deviations {
+            no_solicited_notifications: true,
+            peer_disconnect_flushes: true,
+            no_terminate_detail: true,
+            cq_overflow_beyond_depth: true,
+        };
+        let v = declared(|_| {}, all, ip);
+        let expect = [
+            ("cq_arming_solicited_and_any", "no_solicited_notifications"),
+            (
+                "disconnect_event_without_flush_then_disconnect_flushes",
+                "peer_disconnect_flushes",
+            ),
+            (
+                "write_named_by_the_peers_terminate_gets_its_status",
+                "no_terminate_detail",
+            ),
+        ];
+        for (name, verdict) in &v {
+            match expect.iter().find(|(n, _)| n == name) {
+                Some((_, deviation)) => match verdict {
+                    Verdict::Skipped(why) => assert!(
+                        why.starts_with(&format!("the adapter declares the deviation {deviation}")),
+                        "{name}: {why}"
+                    ),
+                    other => panic!("{name} on {ip}: {other:?}"),
+                },
+                // The overflow case adapts, the invalid-token case leaves out the code.
+                None => assert_eq!(*verdict, Verdict::Passed, "{name} on {ip}"),
+            }
+        }
+        assert_eq!(
+            netdirect::deviations::deviations(&*netdirect_conformance::support::open(
+                &SoftProvider::new(),
+                ip
+            )),
+            Deviations::NONE
+        );
     }
 }
 

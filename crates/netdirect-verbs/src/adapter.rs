@@ -5,9 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use netdirect::deviations::{DEVIATIONS_GUID, Deviations};
 use netdirect::{
-    Adapter, Affinity, Buffer, ConnectEvent, Connector, Cq, CqNotification, Lam, Listener, Object,
-    OpenParameters, Pd, Request, SharedEndpoint,
+    Adapter, Affinity, Buffer, ConnectEvent, Connector, Cq, CqNotification, Extension, Guid, Lam,
+    Listener, Object, OpenParameters, Pd, Request, SharedEndpoint,
 };
 use netdirect_types::{AdapterFlags, AdapterInfo, ObjectType, RdmaTechnology, Status, Version};
 use parking_lot::{Mutex, RwLock};
@@ -28,6 +29,10 @@ pub(crate) struct AdapterInner {
     pub(crate) id: u64,
     pub(crate) address: IpAddr,
     pub(crate) info: AdapterInfo,
+    /// The attributes that bring a new QP to INIT on this device and port (`rdma_init_qp_attr`
+    /// of the scratch id), so receives can be posted before it connects (IB devices refuse
+    /// them in RESET).
+    pub(crate) qp_init: (ffi::ibv_qp_attr, i32),
     pub(crate) comp_channel: ChanH,
     pub(crate) event_channel: EvChH,
     next_key: AtomicU64,
@@ -61,7 +66,7 @@ impl Drop for AdapterInner {
 /// | `vendor_id`, `device_id` | `vendor_id`, `vendor_part_id` |
 /// | `max_registration_size` | `max_mr_size` |
 /// | `max_window_size` | 0 (memory windows not supported yet) |
-/// | `frmr_page_count` | 16, the legal minimum (fast registration is not supported) |
+/// | `frmr_page_count` | 0: fast registration is not supported (the suite skips its cases by this) |
 /// | `max_initiator_request_sge`, `max_receive_request_sge` | `max_sge` |
 /// | `max_read_request_sge` | `max_sge_rd` (`max_sge` when 0: iWARP devices report 0) |
 /// | `max_transfer_length` | the port's `max_msg_sz` |
@@ -111,11 +116,16 @@ pub(crate) fn open(lib: &Arc<Lib>, params: OpenParameters) -> Result<VerbsAdapte
     let found = (|| {
         let id = lib.create_id(event_channel).ok()?;
         let rc = lib.bind_addr(id, SocketAddr::new(params.address, 0));
-        let dev = if rc == 0 { lib.id_device(id) } else { None };
+        let dev = if rc == 0 {
+            lib.id_device(id)
+                .and_then(|d| lib.init_qp_attr(id).ok().map(|a| (d, a)))
+        } else {
+            None
+        };
         lib.destroy_id(id);
         dev
     })();
-    let Some((ctx, port)) = found else {
+    let Some(((ctx, port), qp_init)) = found else {
         lib.destroy_event_channel(event_channel);
         return Err(VerbsError::NoDeviceForAddress(params.address));
     };
@@ -137,6 +147,7 @@ pub(crate) fn open(lib: &Arc<Lib>, params: OpenParameters) -> Result<VerbsAdapte
         id: NEXT_ADAPTER.fetch_add(1, Ordering::Relaxed),
         address: params.address,
         info,
+        qp_init,
         comp_channel,
         event_channel,
         next_key: AtomicU64::new(1),
@@ -187,7 +198,8 @@ fn query_info(lib: &Lib, ctx: Ctx, port: u8, version: Version) -> Result<Adapter
         device_id: dev.vendor_part_id,
         max_registration_size: dev.max_mr_size,
         max_window_size: 0,
-        frmr_page_count: netdirect_types::FRMR_PAGE_COUNT_MIN,
+        // No fast register (kernel verbs only): 0, below the spec's minimum, says so (§10 row 39).
+        frmr_page_count: 0,
         max_initiator_request_sge: max_sge,
         max_receive_request_sge: max_sge,
         max_read_request_sge: if dev.max_sge_rd > 0 {
@@ -221,6 +233,31 @@ impl Object for VerbsAdapter {
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+    /// [`netdirect::deviations`]: the NDK rules this device cannot keep under user verbs.
+    fn query_extension(&self, id: &Guid, _version: Version) -> Result<Extension, Status> {
+        if *id != DEVIATIONS_GUID {
+            return Err(Status::NOT_SUPPORTED);
+        }
+        Ok(Extension {
+            dispatch: Arc::new(deviations(&self.inner.info)),
+        })
+    }
+}
+
+/// Linux siw's `vendor_id` ("bmt").
+pub(crate) const SIW_VENDOR_ID: u32 = 0x0062_6d74;
+
+/// What a device of this kind cannot do as the NDK says (the crate docs say why).
+pub(crate) fn deviations(info: &AdapterInfo) -> Deviations {
+    let iwarp = info.rdma_technology == RdmaTechnology::IWarp;
+    Deviations {
+        // siw notifies a SOLICITED arm for send completions only (`siw_rqe_complete` passes
+        // "signalled"), and a work completion does not say whether a receive was solicited.
+        no_solicited_notifications: info.vendor_id == SIW_VENDOR_ID,
+        peer_disconnect_flushes: iwarp,
+        no_terminate_detail: true,
+        cq_overflow_beyond_depth: true,
     }
 }
 
@@ -273,3 +310,49 @@ pub(crate) fn same_adapter(a: &AdapterInner, b: &AdapterInner) -> Result<(), Sta
 }
 
 pub(crate) use ffi::readable;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(vendor_id: u32, rdma_technology: RdmaTechnology) -> AdapterInfo {
+        AdapterInfo {
+            version: Version::V2_1,
+            vendor_id,
+            device_id: 0,
+            max_registration_size: 0,
+            max_window_size: 0,
+            frmr_page_count: 0,
+            max_initiator_request_sge: 0,
+            max_receive_request_sge: 0,
+            max_read_request_sge: 0,
+            max_transfer_length: 0,
+            max_inline_data_size: 0,
+            max_inbound_read_limit: 0,
+            max_outbound_read_limit: 0,
+            max_receive_queue_depth: 0,
+            max_initiator_queue_depth: 0,
+            max_srq_depth: 0,
+            max_cq_depth: 0,
+            large_request_threshold: 0,
+            max_caller_data: 0,
+            max_callee_data: 0,
+            adapter_flags: AdapterFlags::empty(),
+            rdma_technology,
+        }
+    }
+
+    /// What each kind of device declares it cannot keep (the suite skips or adapts by these).
+    #[test]
+    fn deviations_by_device() {
+        let siw = deviations(&info(SIW_VENDOR_ID, RdmaTechnology::IWarp));
+        assert!(siw.no_solicited_notifications && siw.peer_disconnect_flushes);
+        let iwarp = deviations(&info(0x1425, RdmaTechnology::IWarp));
+        assert!(!iwarp.no_solicited_notifications && iwarp.peer_disconnect_flushes);
+        let rxe = deviations(&info(0x00ff_ffff, RdmaTechnology::RoCEv2));
+        assert!(!rxe.no_solicited_notifications && !rxe.peer_disconnect_flushes);
+        for d in [siw, iwarp, rxe] {
+            assert!(d.no_terminate_detail && d.cq_overflow_beyond_depth);
+        }
+    }
+}

@@ -57,13 +57,17 @@ pub(crate) struct ConnShared {
 
 impl ConnShared {
     fn release(&self) {
-        let (id, established, disconnected) = {
+        let (id, established, disconnected, qp) = {
             let mut s = self.state.lock();
-            (s.id.take(), s.established, s.disconnected)
+            (s.id.take(), s.established, s.disconnected, s.qp.clone())
         };
         if let Some(id) = id {
             if established && !disconnected {
                 let _ = self.adapter.lib.disconnect(id);
+            }
+            // A close disconnects, and a disconnect flushes (§7.7).
+            if let (true, Some(qp)) = (established, qp) {
+                qp.flush();
             }
             self.adapter.conns.lock().remove(&(id.0 as usize));
             self.adapter.lib.destroy_id(id);
@@ -109,10 +113,10 @@ impl VerbsConnector {
             Err(s) => return Request::failed(s),
         };
         let a = &self.shared.adapter;
-        if private_data.len() > a.info.max_callee_data as usize
-            || ird > a.info.max_inbound_read_limit
-            || ord > a.info.max_outbound_read_limit
-        {
+        if private_data.len() > a.info.max_callee_data as usize {
+            return Request::failed(Status::INVALID_BUFFER_SIZE);
+        }
+        if ird > a.info.max_inbound_read_limit || ord > a.info.max_outbound_read_limit {
             return Request::failed(Status::INVALID_PARAMETER);
         }
         let mut s = self.shared.state.lock();
@@ -220,8 +224,10 @@ impl Connector for VerbsConnector {
             Err(s) => return Request::failed(s),
         };
         let a = &self.shared.adapter;
-        if private_data.len() > a.info.max_caller_data as usize
-            || inbound_read_limit > a.info.max_inbound_read_limit
+        if private_data.len() > a.info.max_caller_data as usize {
+            return Request::failed(Status::INVALID_BUFFER_SIZE);
+        }
+        if inbound_read_limit > a.info.max_inbound_read_limit
             || outbound_read_limit > a.info.max_outbound_read_limit
             || local.is_ipv4() != remote.is_ipv4()
         {
@@ -310,7 +316,7 @@ impl Connector for VerbsConnector {
     fn reject(&self, private_data: &[u8]) -> Result<(), Status> {
         let a = &self.shared.adapter;
         if private_data.len() > a.info.max_callee_data as usize {
-            return Err(Status::INVALID_PARAMETER);
+            return Err(Status::INVALID_BUFFER_SIZE);
         }
         let s = self.shared.state.lock();
         let id = s.id.ok_or(Status::INVALID_DEVICE_STATE)?;
@@ -359,11 +365,20 @@ impl Connector for VerbsConnector {
             return Request::failed(Status::INVALID_DEVICE_STATE);
         };
         if !s.established || s.disconnected {
+            // The peer disconnected first: ours is the flush the NDK's disconnect does (§7.7).
+            if let Some(qp) = &s.qp {
+                qp.flush();
+            }
             return Request::ok(());
         }
         let (req, done) = Request::pending();
         s.disconnect_done = Some(done);
         let rc = self.shared.adapter.lib.disconnect(id);
+        // After the disconnect request went (a graceful close on iWARP), everything still
+        // outstanding completes cancelled.
+        if let Some(qp) = &s.qp {
+            qp.flush();
+        }
         if rc != 0 {
             if let Some(done) = s.disconnect_done.take() {
                 done.complete(Ok(()));
@@ -443,11 +458,22 @@ impl Listener for VerbsListener {
         } else {
             address
         };
+        // The adapter listens on its own address only (rdma-cm would bind a loopback address
+        // to any device).
+        if address.ip() != a.address {
+            a.lib.destroy_id(id);
+            return Request::failed(Status::INVALID_ADDRESS);
+        }
         let rc = a.lib.bind_addr(id, address);
         let rc = if rc == 0 { a.lib.listen(id, 64) } else { rc };
         if rc != 0 {
             a.lib.destroy_id(id);
-            return Request::failed(errno_status(rc));
+            // A port someone listens on is the NDK's sharing violation (§10 row 18).
+            return Request::failed(if rc.abs() == libc::EADDRINUSE {
+                Status::SHARING_VIOLATION
+            } else {
+                errno_status(rc)
+            });
         }
         a.listeners
             .lock()
@@ -604,6 +630,9 @@ fn on_event(conn: &Arc<ConnShared>, ev: CmEvent) {
         }
         ffi::RDMA_CM_EVENT_ESTABLISHED => {
             s.established = true;
+            if let Some(qp) = &s.qp {
+                qp.connected();
+            }
             if let Some(done) = s.connect_done.take() {
                 let (rr, id) = (
                     u32::from(ev.responder_resources),
@@ -629,6 +658,11 @@ fn on_event(conn: &Arc<ConnShared>, ev: CmEvent) {
         }
         ffi::RDMA_CM_EVENT_DISCONNECTED => {
             s.disconnected = true;
+            // The connection is gone: later posts fail inline (§7.7); the QP is not flushed
+            // here (on iWARP the device flushes it itself, see the crate docs).
+            if let Some(qp) = &s.qp {
+                qp.set_error();
+            }
             if let Some(done) = s.disconnect_done.take() {
                 drop(s);
                 done.complete(Ok(()));

@@ -1,10 +1,19 @@
 //! The completion queue: `ibv_cq` on the adapter's completion channel.
 //!
 //! Arming is `ibv_req_notify_cq`; the CQ thread takes the channel's events and runs the
-//! consumer's notification with `STATUS_SUCCESS`. Verbs fires on a completion that arrives
-//! after the arm: a consumer that arms and then finds the CQ non-empty must poll (the NDK's
-//! rule that an arm on a non-empty CQ fires at once is the consumer's poll-after-arm here).
+//! consumer's notification with `STATUS_SUCCESS`, once per arm. Verbs fires only for a
+//! completion that arrives after the arm, the NDK also for one already there (§7.4): the arm
+//! polls one completion ahead into the CQ's own buffer (which `get_results` hands out first,
+//! so the order is kept) and, when there is one of the armed kind, fires at once. For a
+//! SOLICITED arm only an error completion is known to be of its kind: a work completion does
+//! not say whether the peer's send was solicited.
+//!
+//! An overflow (`IBV_EVENT_CQ_ERR`) is fatal to the CQ and its QPs (§7.3, §10 row 5): from the
+//! event on, their posts fail `STATUS_CONNECTION_INVALID`; the completions queued before it
+//! are moved into the buffer and stay readable, and nothing after them is delivered.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -28,6 +37,18 @@ pub(crate) struct CqShared {
     /// Held while the consumer's notification runs: the CQ thread and the async-event thread
     /// never run two of one CQ at once.
     notifying: Mutex<()>,
+    /// Completions polled ahead (by an arm, or at an overflow), handed out before the device's.
+    buffer: Mutex<VecDeque<Completion>>,
+    /// The buffer is not empty (read without its lock on the polling path).
+    buffered: AtomicBool,
+    /// An arm is pending: the next notification of the CQ's own (not an error) is due.
+    armed: AtomicBool,
+    /// Overflowed (or failed): nothing more is polled from the device.
+    failed: AtomicBool,
+    /// QPs in error whose outstanding requests this CQ completes cancelled once the device
+    /// has none left (iWARP, see `QpShared::set_error`), by QP number.
+    orphans: Mutex<Vec<u32>>,
+    has_orphans: AtomicBool,
 }
 
 impl CqShared {
@@ -35,6 +56,86 @@ impl CqShared {
         let _one = self.notifying.lock();
         (self.notification)(status);
     }
+
+    /// A QP of this CQ went into error (iWARP).
+    pub(crate) fn adopt(&self, qp_num: u32) {
+        self.orphans.lock().push(qp_num);
+        self.has_orphans.store(true, Ordering::Release);
+    }
+
+    /// Cancelled completions for the outstanding requests of QPs in error (after the device
+    /// had nothing more to say): how many went into `out`.
+    fn cancel_orphans(&self, out: &mut [Completion]) -> usize {
+        let mut orphans = self.orphans.lock();
+        let qps = self.adapter.qps.read();
+        let mut n = 0;
+        orphans.retain(|num| {
+            let Some(qp) = qps.get(num).and_then(|w| w.upgrade()) else {
+                return false;
+            };
+            let (k, empty) = qp.cancel_outstanding(self, &mut out[n..]);
+            n += k;
+            !empty
+        });
+        self.has_orphans
+            .store(!orphans.is_empty(), Ordering::Release);
+        n
+    }
+
+    /// The CQ overflowed or failed.
+    pub(crate) fn in_error(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// `IBV_EVENT_CQ_ERR` / `IBV_EVENT_DEVICE_FATAL`: the CQ and its QPs are unusable from
+    /// now; what the device holds (the completions before the overflow) moves to the buffer.
+    pub(crate) fn fail(&self, status: Status) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            // The full CQ's entries, and no more: each one taken frees a slot a later
+            // completion could fill.
+            let size = self.adapter.lib.cq_size(self.cq).max(1);
+            let mut wc = vec![ibv_wc::default(); size];
+            let mut out = vec![Completion::EMPTY; size];
+            let n = poll_device(self, &mut wc, &mut out);
+            self.buffer.lock().extend(out[..n].iter().copied());
+            self.buffered.store(true, Ordering::Release);
+        }
+        self.notify(status);
+    }
+
+    /// Runs the consumer's notification for a pending arm, once.
+    fn fire(&self) {
+        *self.events.lock() += 1;
+        self.fired.notify_all();
+        if self.armed.swap(false, Ordering::AcqRel) {
+            self.notify(Status::SUCCESS);
+        }
+    }
+}
+
+/// Polls the device into `out` (as NDK completions; a gone QP's are dropped): how many.
+fn poll_device(shared: &CqShared, wc: &mut [ibv_wc], out: &mut [Completion]) -> usize {
+    let want = out.len().min(wc.len());
+    if want == 0 {
+        return 0;
+    }
+    let got = shared.adapter.lib.poll_cq(shared.cq, &mut wc[..want]);
+    if got <= 0 {
+        return 0;
+    }
+    let qps = shared.adapter.qps.read();
+    let mut n = 0;
+    for wc in &wc[..got as usize] {
+        let qp = qps.get(&wc.qp_num).and_then(|w| w.upgrade());
+        out[n] = match qp.and_then(|qp| qp.completion(wc)) {
+            Some(c) => c,
+            // The QP is gone (its completions have nobody to go to), or the request was
+            // completed cancelled already.
+            None => continue,
+        };
+        n += 1;
+    }
+    n
 }
 
 impl Drop for CqShared {
@@ -73,6 +174,12 @@ impl VerbsCq {
             events: Mutex::new(0),
             fired: Condvar::new(),
             notifying: Mutex::new(()),
+            buffer: Mutex::new(VecDeque::new()),
+            buffered: AtomicBool::new(false),
+            armed: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
+            has_orphans: AtomicBool::new(false),
         });
         crate::events::register_cq(&shared);
         adapter.cqs.lock().insert(key, Arc::downgrade(&shared));
@@ -115,11 +222,37 @@ impl Cq for VerbsCq {
             // CQ errors come as async events, delivered whether armed or not.
             _ => return,
         };
-        let _ = self
-            .shared
-            .adapter
-            .lib
-            .req_notify_cq(self.shared.cq, solicited);
+        let shared = self.shared.clone();
+        if shared.in_error() {
+            return;
+        }
+        // A second arm before the first fired merges to the wider kind (§7.4): ANY wins, and
+        // verbs' own arm is widened by arming again.
+        shared.armed.store(true, Ordering::Release);
+        let _ = shared.adapter.lib.req_notify_cq(shared.cq, solicited);
+        // The NDK fires at once for an entry already there; verbs only for later ones. Poll one
+        // ahead (after the arm: one arriving in between fires verbs' arm, and `fire` runs once).
+        if !shared.buffered.load(Ordering::Acquire) {
+            let mut one = [Completion::EMPTY; 1];
+            if poll_device(&shared, &mut self.wc, &mut one) == 1 {
+                shared.buffer.lock().push_back(one[0]);
+                shared.buffered.store(true, Ordering::Release);
+            }
+        }
+        let due = {
+            let buffer = shared.buffer.lock();
+            if solicited {
+                buffer.iter().any(|c| c.status != Status::SUCCESS)
+            } else {
+                !buffer.is_empty()
+            }
+        };
+        if due {
+            // Not on the consumer's thread: it may hold the CQ (the callback polls it).
+            let _ = std::thread::Builder::new()
+                .name("verbs-cq-arm".into())
+                .spawn(move || shared.fire());
+        }
     }
 
     fn get_results(&mut self, out: &mut [BasicCompletion]) -> usize {
@@ -140,31 +273,33 @@ impl Cq for VerbsCq {
     }
 
     fn get_results_ex(&mut self, out: &mut [Completion]) -> usize {
-        let want = out.len().min(self.wc.len());
-        if want == 0 {
-            return 0;
-        }
-        let lib = &self.shared.adapter.lib;
-        let got = lib.poll_cq(self.shared.cq, &mut self.wc[..want]);
-        if got <= 0 {
-            return 0;
-        }
-        let qps = self.shared.adapter.qps.read();
         let mut n = 0;
-        for wc in &self.wc[..got as usize] {
-            let qp = qps.get(&wc.qp_num).and_then(|w| w.upgrade());
-            out[n] = match qp {
-                Some(qp) => qp.completion(wc),
-                // The QP is gone: its completions have nobody to go to.
-                None => continue,
-            };
-            n += 1;
+        if self.shared.buffered.load(Ordering::Acquire) {
+            let mut buffer = self.shared.buffer.lock();
+            while n < out.len() {
+                let Some(c) = buffer.pop_front() else { break };
+                out[n] = c;
+                n += 1;
+            }
+            if buffer.is_empty() {
+                self.shared.buffered.store(false, Ordering::Release);
+            }
+        }
+        if self.shared.in_error() {
+            // Nothing after the overflow.
+            return n;
+        }
+        n += poll_device(&self.shared, &mut self.wc, &mut out[n..]);
+        if n < out.len() && self.shared.has_orphans.load(Ordering::Acquire) {
+            // The device has no more: what it will never complete is cancelled now.
+            n += self.shared.cancel_orphans(&mut out[n..]);
         }
         n
     }
 
-    /// Polls for `spin`, then arms for any completion and sleeps until the CQ thread sees the
-    /// notification (which also runs the consumer's callback) or `timeout` passes.
+    /// Polls for `spin`, then arms verbs for any completion and sleeps until the CQ thread
+    /// sees the event (which runs the consumer's callback only if the consumer armed) or
+    /// `timeout` passes.
     fn wait(&mut self, out: &mut [Completion], spin: Duration, timeout: Duration) -> usize {
         let start = Instant::now();
         loop {
@@ -181,7 +316,8 @@ impl Cq for VerbsCq {
                 continue;
             }
             let seen = *self.shared.events.lock();
-            self.arm(CqNotifyType::Any);
+            // Verbs' arm only: the consumer's notification runs only for its own arms.
+            let _ = self.shared.adapter.lib.req_notify_cq(self.shared.cq, false);
             // A completion that came between the poll and the arm fires nothing: poll again.
             let n = self.get_results_ex(out);
             if n > 0 {
@@ -228,9 +364,7 @@ pub(crate) fn run(weak: Weak<AdapterInner>) {
         };
         let cq = adapter.cqs.lock().get(&key).and_then(|w| w.upgrade());
         if let Some(cq) = cq {
-            *cq.events.lock() += 1;
-            cq.fired.notify_all();
-            cq.notify(Status::SUCCESS);
+            cq.fire();
         }
     }
 }

@@ -96,7 +96,7 @@ fn run(lib: Arc<Lib>, ctx: Ctx) {
                     .get(&element)
                     .and_then(|(_, w)| w.upgrade());
                 if let Some(cq) = cq {
-                    cq.notify(Status::BUFFER_OVERFLOW);
+                    cq.fail(Status::BUFFER_OVERFLOW);
                 }
             }
             ffi::IBV_EVENT_SRQ_LIMIT_REACHED | ffi::IBV_EVENT_SRQ_ERR => {
@@ -118,7 +118,7 @@ fn run(lib: Arc<Lib>, ctx: Ctx) {
                     .filter_map(|(_, w)| w.upgrade())
                     .collect();
                 for cq in cqs {
-                    cq.notify(Status::INTERNAL_ERROR);
+                    cq.fail(Status::INTERNAL_ERROR);
                 }
             }
             _ => {}

@@ -292,9 +292,28 @@ pub(crate) struct ibv_srq_init_attr {
 /// `struct ibv_qp_attr` is 144 bytes; we only fill it through `rdma_init_qp_attr` or set
 /// `qp_state` (offset 0), so it is opaque room here.
 #[repr(C, align(8))]
+#[derive(Clone, Copy)]
 pub(crate) struct ibv_qp_attr {
     pub qp_state: c_int,
     _rest: [u8; 252],
+}
+
+/// `qp_access_flags` (offset 32) and its mask bit.
+const QP_ACCESS_FLAGS_OFFSET: usize = 32;
+pub(crate) const IBV_QP_ACCESS_FLAGS: c_int = 1 << 3;
+
+impl ibv_qp_attr {
+    /// Grants the peer RDMA read and write on the QP (the regions' own rights still apply).
+    /// rdma-cm gives an iWARP QP no access before its connection exists (an active id has no
+    /// iWARP CM id until `rdma_connect`), and siw then refuses the QP's own RDMA reads.
+    pub(crate) fn allow_remote_access(&mut self, mask: &mut c_int) {
+        let flags =
+            (IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ) as u32;
+        let at = QP_ACCESS_FLAGS_OFFSET - std::mem::size_of::<c_int>();
+        let old = u32::from_ne_bytes(self._rest[at..at + 4].try_into().unwrap_or([0; 4]));
+        self._rest[at..at + 4].copy_from_slice(&(old | flags).to_ne_bytes());
+        *mask |= IBV_QP_ACCESS_FLAGS;
+    }
 }
 
 /// `struct ibv_async_event`: the element (a CQ, QP, SRQ or WQ pointer, or a port number) and
@@ -640,6 +659,12 @@ impl Lib {
         (!p.is_null()).then_some(CqH(p))
     }
 
+    /// The entries the device's CQ holds (`cq->cqe`, at least what was asked).
+    pub(crate) fn cq_size(&self, cq: CqH) -> usize {
+        // SAFETY: live CQ; `cqe` is the provider's, set at create and resize.
+        unsafe { (*cq.0).cqe.max(0) as usize }
+    }
+
     pub(crate) fn resize_cq(&self, cq: CqH, cqe: c_int) -> c_int {
         // SAFETY: live CQ.
         unsafe { (self.f.ibv_resize_cq)(cq.0, cqe) }
@@ -902,6 +927,29 @@ impl Lib {
 
     /// Attaches `qp` to `id` (so librdmacm moves it through RTR/RTS and to ERR on disconnect)
     /// and brings it to INIT with the id's attributes (what `rdma_create_qp` does).
+    /// The INIT attributes (`rdma_init_qp_attr`) of a QP on `id`'s device and port: bound
+    /// ids answer too (IB: port and P_Key index; iWARP: access flags 0).
+    pub(crate) fn init_qp_attr(&self, id: IdH) -> Result<(ibv_qp_attr, c_int), c_int> {
+        // SAFETY: all-zero is a valid attribute block.
+        let mut attr: ibv_qp_attr = unsafe { std::mem::zeroed() };
+        attr.qp_state = IBV_QPS_INIT;
+        let mut mask: c_int = 0;
+        // SAFETY: live id bound to a device; out-pointers valid.
+        let rc = unsafe { (self.f.rdma_init_qp_attr)(id.0, &mut attr, &mut mask) };
+        if rc != 0 {
+            return Err(errno());
+        }
+        attr.allow_remote_access(&mut mask);
+        Ok((attr, mask))
+    }
+
+    /// `ibv_modify_qp` with attributes from [`Lib::init_qp_attr`].
+    pub(crate) fn modify_qp(&self, qp: QpH, attr: &ibv_qp_attr, mask: c_int) -> c_int {
+        let mut attr = *attr;
+        // SAFETY: live QP; the attribute block is rdma-cm's, valid for `mask`.
+        unsafe { (self.f.ibv_modify_qp)(qp.0, &mut attr, mask) }
+    }
+
     pub(crate) fn attach_qp(&self, id: IdH, qp: QpH) -> c_int {
         // SAFETY: all-zero is a valid attribute block.
         let mut attr: ibv_qp_attr = unsafe { std::mem::zeroed() };
@@ -913,6 +961,7 @@ impl Lib {
             if rc != 0 {
                 return errno();
             }
+            attr.allow_remote_access(&mut mask);
             let rc = (self.f.ibv_modify_qp)(qp.0, &mut attr, mask);
             if rc != 0 {
                 return rc;

@@ -60,24 +60,24 @@
 //! | `NdkQueryAdapterInfo` | from `ibv_query_device` / `ibv_query_port` (see [`VerbsAdapter`]); inline size probed with a scratch QP |
 //! | `NdkCreateCq` / `NdkCloseCq` | `ibv_create_cq` on the adapter's completion channel / `ibv_destroy_cq` |
 //! | `NdkResizeCq` | `ibv_resize_cq` (`STATUS_NOT_SUPPORTED` where the device refuses; `CQ_RESIZE_SUPPORTED` not advertised) |
-//! | `NdkArmCq` | `ibv_req_notify_cq` (`solicited_only` for `NDK_CQ_NOTIFY_SOLICITED`); `NDK_CQ_NOTIFY_ERRORS` arms nothing: CQ errors are async events, always delivered (`IBV_EVENT_CQ_ERR` → `STATUS_BUFFER_OVERFLOW`, `IBV_EVENT_DEVICE_FATAL` → `STATUS_INTERNAL_ERROR`) |
-//! | `NdkGetCqResults`, `NdkGetCqResultsEx` | `ibv_poll_cq` (through `ops.poll_cq`) |
+//! | `NdkArmCq` | `ibv_req_notify_cq` (`solicited_only` for `NDK_CQ_NOTIFY_SOLICITED`), then one completion polled ahead into the CQ's buffer: one of the armed kind there fires at once (§7.4), once per arm; `NDK_CQ_NOTIFY_ERRORS` arms nothing: CQ errors are async events, always delivered (`IBV_EVENT_CQ_ERR` → `STATUS_BUFFER_OVERFLOW`, `IBV_EVENT_DEVICE_FATAL` → `STATUS_INTERNAL_ERROR`), and fail the CQ and its QPs' posts |
+//! | `NdkGetCqResults`, `NdkGetCqResultsEx` | the CQ's buffer first, then `ibv_poll_cq` (through `ops.poll_cq`; nothing after an overflow); an error completion puts its QP in error for posts |
 //! | `NdkControlCqInterruptModeration` | not supported: user verbs have no standard moderation call (`ibv_modify_cq` is device-specific) |
 //! | `NdkCreatePd` / `NdkClosePd` | `ibv_alloc_pd` / `ibv_dealloc_pd` |
 //! | `NdkCreateMr` / `NdkCloseMr` | an empty region (user verbs register in one call) |
 //! | `NdkRegisterMr` / `NdkDeregisterMr` | `ibv_reg_mr` / `ibv_dereg_mr` |
 //! | `NdkGetLocalTokenFromMr` / `NdkGetRemoteTokenFromMr` | `lkey` / `rkey` |
-//! | `NdkInitializeFastRegisterMr`, `NdkFastRegister` | not supported: fast registration takes adapter page lists (LAMs), a kernel-verbs concept |
+//! | `NdkInitializeFastRegisterMr`, `NdkFastRegister` | not supported: fast registration takes adapter page lists (LAMs), a kernel-verbs concept; `FRMRPageCount` 0 says so |
 //! | `NdkBuildLAM` / `NdkReleaseLAM` | not supported: user space has no adapter logical addresses |
 //! | `NdkGetPrivilegedMemoryRegionToken` | token 0, which no SGE may use: there is no privileged lkey in user verbs (`reserved_lkey` is kernel-only) |
 //! | `NdkCreateMw`, `NdkBind`, `NdkGetRemoteTokenFromMw`, `NdkCloseMw` | not supported yet (`ibv_alloc_mw`/`ibv_bind_mw` exist where `IBV_DEVICE_MEM_WINDOW` is set; siw and rxe differ) |
 //! | `NdkInvalidate` | not supported (needs MWs or fast-registered MRs) |
 //! | `NdkCreateSrq` / `NdkModifySrq` / `NdkSrqReceive` / `NdkCloseSrq` | `ibv_create_srq` / `ibv_modify_srq` (`max_wr`, `srq_limit`) / `ops.post_srq_recv` / `ibv_destroy_srq`; the notify threshold is `srq_limit` (armed by create and by `modify`) |
-//! | `NdkCreateQp` / `NdkCreateQpWithSrq` / `NdkCloseQp` | `ibv_create_qp` (RC, `sq_sig_all = 0`) / `ibv_destroy_qp` |
-//! | `NdkFlush` | `ibv_modify_qp` to ERR: everything outstanding completes `IBV_WC_WR_FLUSH_ERR` → `STATUS_CANCELLED` |
-//! | `NdkSend` / `NdkSendAndInvalidate` | `IBV_WR_SEND` / `IBV_WR_SEND_WITH_INV` through `ops.post_send` |
-//! | `NdkRead` / `NdkWrite` | `IBV_WR_RDMA_READ` / `IBV_WR_RDMA_WRITE` |
-//! | `NdkReceive` | `ops.post_recv` |
+//! | `NdkCreateQp` / `NdkCreateQpWithSrq` / `NdkCloseQp` | `ibv_create_qp` (RC, `sq_sig_all = 0`), then INIT with `rdma_init_qp_attr`'s attributes for the adapter's address and remote access granted (receives may precede the connection) / `ibv_destroy_qp` |
+//! | `NdkFlush` | `ibv_modify_qp` to ERR: everything outstanding completes `IBV_WC_WR_FLUSH_ERR` → `STATUS_CANCELLED` in posting order per queue; later posts fail `STATUS_CONNECTION_INVALID` |
+//! | `NdkSend` / `NdkSendAndInvalidate` | `IBV_WR_SEND` / `IBV_WR_SEND_WITH_INV` through `ops.post_send`, after the NDK's inline checks (`qp.rs`: flags, connection, SGE count, inline bytes, queue depth, tokens) |
+//! | `NdkRead` / `NdkWrite` | `IBV_WR_RDMA_READ` / `IBV_WR_RDMA_WRITE`, same checks (a read's sink needs the sink right on iWARP); `NDK_OP_FLAG_READ_FENCE` is `IBV_SEND_FENCE`, left off reads on siw, which refuses fenced reads |
+//! | `NdkReceive` | `ops.post_recv`, after the checks (`STATUS_CONNECTION_INVALID` once the QP is in error) |
 //! | `NdkCreateConnector` / `NdkCloseConnector` | `rdma_create_id` (`RDMA_PS_TCP`) on connect / `rdma_disconnect`, `rdma_destroy_id` |
 //! | `NdkConnect` | `rdma_resolve_addr`, `rdma_resolve_route`, the QP attached to the id and brought to INIT (`rdma_init_qp_attr`), `rdma_connect` (IRD/ORD as `responder_resources`/`initiator_depth`, private data); completes on `RDMA_CM_EVENT_ESTABLISHED` |
 //! | `NdkCompleteConnect`, `NdkCompleteConnectEx` | nothing on the wire: librdmacm already sent the RTU (IB/RoCE) or the MPA exchange finished (iWARP); installs the disconnect callback |
@@ -85,7 +85,7 @@
 //! | `NdkReject` | `rdma_reject` with private data (the peer's connect fails `STATUS_CONNECTION_REFUSED`) |
 //! | `NdkGetConnectionData` | the peer's private data and `responder_resources`/`initiator_depth` from its CM event |
 //! | `NdkGetLocalAddress` / `NdkGetPeerAddress` | the CM id's `route.addr` |
-//! | `NdkDisconnect` | `rdma_disconnect`; the peer's `RDMA_CM_EVENT_DISCONNECTED` runs its disconnect callback |
+//! | `NdkDisconnect` | `rdma_disconnect`, then the QP is flushed (§7.7); the peer's `RDMA_CM_EVENT_DISCONNECTED` runs its disconnect callback and puts its QP in error for posts |
 //! | `NdkConnectWithSharedEndpoint`, `NdkCreateSharedEndpoint`, `NdkCloseSharedEndpoint` | not supported yet: rdma-cm binds one id per connection |
 //! | `NdkCreateListener` / `NdkListen` / `NdkCloseListener` | `rdma_create_id`, `rdma_bind_addr`, `rdma_listen` / `rdma_destroy_id` |
 //! | `NdkControlConnectEvents` | paused: incoming requests are rejected (`rdma_reject`) |
@@ -93,6 +93,16 @@
 //! | `NdkSrqNotificationCallback` | async events (`ibv_get_async_event`): `IBV_EVENT_SRQ_LIMIT_REACHED` → `STATUS_SUCCESS`, `IBV_EVENT_SRQ_ERR` → `STATUS_INTERNAL_ERROR` |
 //! | `NdkCqNotificationCallback` | the completion channel's event (`ibv_get_cq_event`, `ibv_ack_cq_events`) |
 //! | `NdkConnectEventCallback` / `NdkDisconnectEventCallback`, `NdkDisconnectEventCallbackEx` | `RDMA_CM_EVENT_CONNECT_REQUEST` / `RDMA_CM_EVENT_DISCONNECTED` |
+//!
+//! Rules a device cannot keep are declared, not hidden: the adapter answers netdirect's
+//! deviations extension ([`netdirect::deviations`], through `NdkQueryExtension`) with
+//! `no_solicited_notifications` on siw (it notifies a SOLICITED arm for send completions only,
+//! and a work completion does not say whether a receive was solicited, so the provider cannot
+//! emulate it), `peer_disconnect_flushes` on iWARP (below; a graceful close and a peer's
+//! Terminate look alike through verbs, so the flush cannot be held back),
+//! `no_terminate_detail` everywhere (verbs never shows the Terminate), and
+//! `cq_overflow_beyond_depth` everywhere (devices round CQ sizes up). The conformance suite
+//! skips or adapts by these.
 //!
 //! NDK rules the hardware enforces differently: the NDK's "a peer's disconnect does not flush
 //! the QP" holds on IB and RoCE (the provider answers the DREQ without touching the QP), but an

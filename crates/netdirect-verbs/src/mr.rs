@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use crate::errno_status;
 use crate::ffi::{IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_REMOTE_READ, IBV_ACCESS_REMOTE_WRITE, MrH};
-use crate::pd::PdShared;
+use crate::pd::{PdShared, Region};
 
 struct Registration {
     mr: MrH,
@@ -33,12 +33,14 @@ impl VerbsMr {
     }
 
     fn release(&self) -> Result<(), Status> {
-        match self.reg.lock().take() {
-            Some(r) => match self.pd.adapter.lib.dereg_mr(r.mr) {
-                0 => Ok(()),
-                e => Err(errno_status(e)),
-            },
-            None => Err(Status::INVALID_DEVICE_STATE),
+        let Some(r) = self.reg.lock().take() else {
+            return Err(Status::INVALID_DEVICE_STATE);
+        };
+        // The token dies for posts before the device forgets it.
+        self.pd.regions.remove(r.lkey);
+        match self.pd.adapter.lib.dereg_mr(r.mr) {
+            0 => Ok(()),
+            e => Err(errno_status(e)),
         }
     }
 }
@@ -96,6 +98,14 @@ impl Mr for VerbsMr {
         match lib.reg_mr(self.pd.pd, addr, length, a) {
             Ok(mr) => {
                 let (lkey, rkey) = lib.mr_keys(mr);
+                self.pd.regions.add(
+                    lkey,
+                    Region {
+                        address: addr,
+                        length: length as u64,
+                        flags,
+                    },
+                );
                 *reg = Some(Registration {
                     mr,
                     lkey,

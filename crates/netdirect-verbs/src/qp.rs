@@ -4,16 +4,31 @@
 //! type): verbs leaves the opcode of a failed completion undefined, while NDK completions carry
 //! their type whatever their status. A signaled send completion also retires the unsignaled
 //! (`SILENT_SUCCESS`) requests before it, as verbs defines.
+//!
+//! The NDK's posting rules are checked here before verbs sees a request (verbs would accept
+//! some of these and fail them later, or, on siw, leave them queued on the QP), in the order of
+//! §10 row 1: flags not valid for the operation `STATUS_INVALID_PARAMETER`; a QP without a
+//! connection (not connected yet, or after a flush, a disconnect, an error completion, or its
+//! CQ's overflow) `STATUS_CONNECTION_INVALID`; too many SGEs `STATUS_DATA_OVERRUN`; inline
+//! bytes above the QP's inline size `STATUS_BUFFER_OVERFLOW`; a full queue (silent successes
+//! hold their slots until a later completion retires them) `STATUS_NO_MORE_ENTRIES`; an SGE
+//! outside a region of the QP's PD registered under its token, or a read sink without the
+//! sink right where the adapter requires it, `STATUS_ACCESS_VIOLATION`. Receives may be posted
+//! before the connection (the QP is brought to INIT at creation) and fail
+//! `STATUS_CONNECTION_INVALID` once the QP is in error: an iWARP device never completes a
+//! receive posted then, so none is accepted.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use netdirect::{
     InvalidateTarget, Mr, Mw, Object, Qp, QpConfig, QpInitiator, QpReceiver, QpWithSrqConfig,
     Request,
 };
 use netdirect_types::{
-    Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RemoteToken, Sge, Status,
+    AdapterFlags, Completion, LogicalAddress, ObjectType, OpFlags, OperationType, RdmaTechnology,
+    RemoteToken, Sge, Status,
 };
 use parking_lot::Mutex;
 
@@ -53,6 +68,16 @@ impl Ring {
         seq
     }
 
+    /// The oldest outstanding request, retired.
+    fn take_front(&mut self) -> Option<(u64, OperationType)> {
+        self.pending.pop_front().map(|(_, c, op)| (c, op))
+    }
+
+    /// Requests posted and not yet retired by a completion the consumer took.
+    fn outstanding(&self) -> usize {
+        self.pending.len()
+    }
+
     fn unpush(&mut self) {
         self.pending.pop_back();
         self.next -= 1;
@@ -73,13 +98,22 @@ impl Ring {
     }
 }
 
+/// The QP's connection as posts see it.
+const UNCONNECTED: u8 = 0;
+const CONNECTED: u8 = 1;
+/// Flushed, disconnected (either end), or an error completion was taken: final.
+const IN_ERROR: u8 = 2;
+
 pub(crate) struct QpShared {
     pub(crate) adapter: Arc<AdapterInner>,
     pub(crate) qp: QpH,
     qp_num: u32,
     context: u64,
+    state: AtomicU8,
     send: Mutex<Ring>,
     recv: Mutex<Ring>,
+    send_depth: u32,
+    recv_depth: u32,
     inline: u32,
     max_initiator_sge: u32,
     max_receive_sge: u32,
@@ -104,7 +138,10 @@ pub(crate) fn wc_status(s: i32) -> Status {
         ffi::IBV_WC_LOC_PROT_ERR | ffi::IBV_WC_LOC_ACCESS_ERR | ffi::IBV_WC_REM_ACCESS_ERR => {
             Status::ACCESS_VIOLATION
         }
-        ffi::IBV_WC_REM_INV_REQ_ERR | ffi::IBV_WC_LOC_QP_OP_ERR => Status::INVALID_PARAMETER,
+        ffi::IBV_WC_REM_INV_REQ_ERR => Status::INVALID_PARAMETER,
+        // Our checks leave no malformed request: what siw reports for a request still being
+        // sent when the connection failed (a peer's Terminate).
+        ffi::IBV_WC_LOC_QP_OP_ERR => Status::CONNECTION_ABORTED,
         ffi::IBV_WC_RETRY_EXC_ERR | ffi::IBV_WC_RNR_RETRY_EXC_ERR => Status::IO_TIMEOUT,
         ffi::IBV_WC_REM_OP_ERR => Status::CONNECTION_ABORTED,
         _ => Status::DATA_ERROR,
@@ -112,8 +149,92 @@ pub(crate) fn wc_status(s: i32) -> Status {
 }
 
 impl QpShared {
+    /// The connection is established: initiator posts are allowed (once: a QP serves one
+    /// connection).
+    pub(crate) fn connected(&self) {
+        let _ = self.state.compare_exchange(
+            UNCONNECTED,
+            CONNECTED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// The QP is in error for the consumer: later posts fail inline.
+    ///
+    /// An iWARP device moves the QP to error on its own (a Terminate, the connection closing)
+    /// and flushes what it holds then; a request posted before we knew (siw takes it into the
+    /// mapped queue and its doorbell answers success) is never completed. So on iWARP the QP's
+    /// CQs complete whatever is still outstanding `STATUS_CANCELLED` once the device has no
+    /// more (see [`QpShared::cancel_outstanding`]); a device completion that comes after is
+    /// dropped (its request is no longer outstanding).
+    pub(crate) fn set_error(&self) {
+        let was = self.state.swap(IN_ERROR, Ordering::AcqRel);
+        if was != IN_ERROR && self.adapter.info.rdma_technology == RdmaTechnology::IWarp {
+            self._cqs.0.adopt(self.qp_num);
+            if !Arc::ptr_eq(&self._cqs.0, &self._cqs.1) {
+                self._cqs.1.adopt(self.qp_num);
+            }
+        }
+    }
+
+    /// Completes `STATUS_CANCELLED`, in posting order, what is outstanding on the queues that
+    /// complete to `cq` (into `out`): how many, and whether nothing is left there.
+    pub(crate) fn cancel_outstanding(
+        &self,
+        cq: &CqShared,
+        out: &mut [Completion],
+    ) -> (usize, bool) {
+        let mut n = 0;
+        let mut empty = true;
+        for (ring, on) in [(&self.send, &self._cqs.0), (&self.recv, &self._cqs.1)] {
+            if !std::ptr::eq(&**on, cq) {
+                continue;
+            }
+            let mut ring = ring.lock();
+            while n < out.len() {
+                let Some((context, op)) = ring.take_front() else {
+                    break;
+                };
+                out[n] = Completion {
+                    status: Status::CANCELLED,
+                    bytes_transferred: 0,
+                    qp_context: self.context,
+                    request_context: context,
+                    op_type: op,
+                    provider_error_code: 0,
+                    type_specific: 0,
+                };
+                n += 1;
+            }
+            empty &= ring.outstanding() == 0;
+        }
+        (n, empty)
+    }
+
+    /// Flushes the QP (`IBV_QPS_ERR`): everything outstanding completes cancelled.
+    pub(crate) fn flush(&self) {
+        self.set_error();
+        let _ = self.adapter.lib.modify_qp_state(self.qp, ffi::IBV_QPS_ERR);
+    }
+
+    /// `STATUS_CONNECTION_INVALID` unless the QP may take a request of this queue now.
+    fn usable(&self, initiator: bool) -> Result<(), Status> {
+        let state = self.state.load(Ordering::Acquire);
+        let ok = match state {
+            CONNECTED => true,
+            UNCONNECTED => !initiator,
+            _ => false,
+        };
+        // An overflowed CQ is fatal to every QP using it (§7.3, §10 row 5).
+        if !ok || self._cqs.0.in_error() || self._cqs.1.in_error() {
+            return Err(Status::CONNECTION_INVALID);
+        }
+        Ok(())
+    }
+
     /// The NDK completion of one of this QP's work completions.
-    pub(crate) fn completion(&self, wc: &ibv_wc) -> Completion {
+    pub(crate) fn completion(&self, wc: &ibv_wc) -> Option<Completion> {
         // The id says the queue (a failed completion's opcode is undefined in verbs).
         let found = if wc.wr_id & SRQ_BIT != 0 {
             self._srq
@@ -125,14 +246,19 @@ impl QpShared {
         } else {
             self.send.lock().retire(wc.wr_id)
         };
-        let (request_context, mut op) = found.unwrap_or((wc.wr_id, OperationType::Send));
+        // Not outstanding: already completed cancelled by the provider (see `set_error`).
+        let (request_context, mut op) = found?;
         let mut type_specific = 0;
         if op == OperationType::Receive && wc.wc_flags & ffi::IBV_WC_WITH_INV != 0 {
             op = OperationType::ReceiveAndInvalidate;
             type_specific = u64::from(wc.imm_or_inv);
         }
         let status = wc_status(wc.status);
-        Completion {
+        if status != Status::SUCCESS {
+            // An error completion ends the connection (§10 row 3): later posts fail inline.
+            self.set_error();
+        }
+        Some(Completion {
             status,
             bytes_transferred: if op.is_receive() { wc.byte_len } else { 0 },
             qp_context: self.context,
@@ -149,7 +275,7 @@ impl QpShared {
                 }
             },
             type_specific,
-        }
+        })
     }
 }
 
@@ -250,14 +376,25 @@ impl VerbsQp {
         let qp = lib
             .create_qp(pd.pd, &mut attr)
             .map_err(crate::errno_status)?;
+        // INIT now, so receives may be posted before the connection (IB devices refuse them in
+        // RESET); rdma-cm's INIT at connect or accept is an INIT to INIT then.
+        let (init, mask) = &pd.adapter.qp_init;
+        let rc = lib.modify_qp(qp, init, *mask);
+        if rc != 0 {
+            lib.destroy_qp(qp);
+            return Err(crate::errno_status(rc));
+        }
         let qp_num = lib.qp_num(qp);
         let shared = Arc::new(QpShared {
             adapter: pd.adapter.clone(),
             qp,
             qp_num,
             context,
+            state: AtomicU8::new(UNCONNECTED),
             send: Mutex::new(Ring::default()),
             recv: Mutex::new(Ring::starting_at(RECV_BIT)),
+            send_depth: cap.max_send_wr,
+            recv_depth: cap.max_recv_wr,
             inline: cap.max_inline_data,
             max_initiator_sge: cap.max_send_sge.max(1),
             max_receive_sge: cap.max_recv_sge.max(1),
@@ -321,10 +458,7 @@ impl VerbsQp {
 }
 
 fn flush(shared: &QpShared) {
-    let _ = shared
-        .adapter
-        .lib
-        .modify_qp_state(shared.qp, ffi::IBV_QPS_ERR);
+    shared.flush();
 }
 
 impl Object for VerbsQp {
@@ -354,14 +488,15 @@ impl Qp for VerbsQp {
     }
 }
 
-/// SGEs to verbs SGEs, checked against the queue's limit.
+/// SGEs to verbs SGEs, checked against the queue's limit (`STATUS_DATA_OVERRUN` above it, as
+/// §10 row 1).
 pub(crate) fn to_sges(
     sges: &[Sge],
     max: u32,
     out: &mut [ibv_sge; MAX_SGE],
 ) -> Result<usize, Status> {
     if sges.len() > max as usize || sges.len() > MAX_SGE {
-        return Err(Status::INVALID_PARAMETER);
+        return Err(Status::DATA_OVERRUN);
     }
     for (o, s) in out.iter_mut().zip(sges) {
         *o = ibv_sge {
@@ -377,6 +512,15 @@ pub(crate) struct VerbsInitiator(Arc<QpShared>);
 pub(crate) struct VerbsReceiver(Arc<QpShared>);
 
 impl VerbsInitiator {
+    /// The first two checks of every initiator post: flags valid for the operation, then a
+    /// connection.
+    fn admit(&self, flags: OpFlags, valid: OpFlags) -> Result<(), Status> {
+        if !valid.contains(flags) {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        self.0.usable(true)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn post(
         &mut self,
@@ -393,7 +537,13 @@ impl VerbsInitiator {
         if !flags.contains(OpFlags::SILENT_SUCCESS) {
             send_flags |= ffi::IBV_SEND_SIGNALED;
         }
-        if flags.contains(OpFlags::READ_FENCE) {
+        // siw refuses a fenced RDMA read ("cannot fence read": its doorbell fails EINVAL and
+        // leaves the request in the mapped queue): the fence is left off a read there. siw
+        // issues reads in posting order and answers them in order, so only a read waiting for
+        // an earlier read's data to land locally loses its ordering (§10 row 40).
+        let fence_refused = opcode == ffi::IBV_WR_RDMA_READ
+            && q.adapter.info.vendor_id == crate::adapter::SIW_VENDOR_ID;
+        if flags.contains(OpFlags::READ_FENCE) && !fence_refused {
             send_flags |= ffi::IBV_SEND_FENCE;
         }
         if flags.contains(OpFlags::SEND_AND_SOLICIT_EVENT) {
@@ -402,9 +552,22 @@ impl VerbsInitiator {
         if flags.contains(OpFlags::INLINE) {
             let total: u64 = sges.iter().map(|s| u64::from(s.length)).sum();
             if total > u64::from(q.inline) {
-                return Err(Status::INVALID_PARAMETER);
+                return Err(Status::BUFFER_OVERFLOW);
             }
             send_flags |= ffi::IBV_SEND_INLINE;
+        }
+        let mut ring = q.send.lock();
+        if ring.outstanding() >= q.send_depth as usize {
+            return Err(Status::NO_MORE_ENTRIES);
+        }
+        if !flags.contains(OpFlags::INLINE) {
+            let sink = opcode == ffi::IBV_WR_RDMA_READ
+                && !q
+                    .adapter
+                    .info
+                    .adapter_flags
+                    .contains(AdapterFlags::RDMA_READ_SINK_NOT_REQUIRED);
+            q._pd.check_sges(sges, sink)?;
         }
         let mut wr = ibv_send_wr::zeroed();
         wr.sg_list = sges.as_mut_ptr();
@@ -414,7 +577,6 @@ impl VerbsInitiator {
         wr.imm_or_inv = invalidate;
         wr.remote_addr = remote.0;
         wr.rkey = remote.1;
-        let mut ring = q.send.lock();
         wr.wr_id = ring.push(context, op);
         match q.adapter.lib.post_send(q.qp, &mut wr) {
             0 => Ok(()),
@@ -427,7 +589,7 @@ impl VerbsInitiator {
 
     fn inline_sges(data: &[&[u8]], out: &mut [ibv_sge; MAX_SGE]) -> Result<usize, Status> {
         if data.len() > MAX_SGE {
-            return Err(Status::INVALID_PARAMETER);
+            return Err(Status::DATA_OVERRUN);
         }
         for (o, d) in out.iter_mut().zip(data) {
             *o = ibv_sge {
@@ -440,7 +602,14 @@ impl VerbsInitiator {
     }
 }
 
+/// A post verbs refused after our checks. Providers answer an errno of either sign, and siw
+/// `-1` when its doorbell (a `write` to the kernel) failed, with the reason in `errno`.
 fn post_status(e: i32) -> Status {
+    let e = if e == -1 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    } else {
+        e.abs()
+    };
     match e {
         libc::ENOMEM => Status::INSUFFICIENT_RESOURCES,
         libc::EINVAL => Status::INVALID_PARAMETER,
@@ -450,6 +619,7 @@ fn post_status(e: i32) -> Status {
 
 impl QpInitiator for VerbsInitiator {
     fn send(&mut self, request_context: u64, sges: &[Sge], flags: OpFlags) -> Result<(), Status> {
+        self.admit(flags, OpFlags::SEND_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = to_sges(sges, self.0.max_initiator_sge, &mut v)?;
         self.post(
@@ -469,6 +639,7 @@ impl QpInitiator for VerbsInitiator {
         data: &[&[u8]],
         flags: OpFlags,
     ) -> Result<(), Status> {
+        self.admit(flags, OpFlags::SEND_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = Self::inline_sges(data, &mut v)?;
         self.post(
@@ -489,6 +660,7 @@ impl QpInitiator for VerbsInitiator {
         flags: OpFlags,
         remote_token: RemoteToken,
     ) -> Result<(), Status> {
+        self.admit(flags, OpFlags::SEND_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = to_sges(sges, self.0.max_initiator_sge, &mut v)?;
         self.post(
@@ -510,6 +682,7 @@ impl QpInitiator for VerbsInitiator {
         remote_token: RemoteToken,
         flags: OpFlags,
     ) -> Result<(), Status> {
+        self.admit(flags, OpFlags::READ_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let max = self
             .0
@@ -535,6 +708,7 @@ impl QpInitiator for VerbsInitiator {
         remote_token: RemoteToken,
         flags: OpFlags,
     ) -> Result<(), Status> {
+        self.admit(flags, OpFlags::WRITE_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = to_sges(sges, self.0.max_initiator_sge, &mut v)?;
         self.post(
@@ -556,6 +730,7 @@ impl QpInitiator for VerbsInitiator {
         remote_token: RemoteToken,
         flags: OpFlags,
     ) -> Result<(), Status> {
+        self.admit(flags, OpFlags::WRITE_VALID)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = Self::inline_sges(data, &mut v)?;
         self.post(
@@ -609,15 +784,20 @@ impl QpReceiver for VerbsReceiver {
         if q._srq.is_some() {
             return Err(Status::INVALID_DEVICE_REQUEST);
         }
+        q.usable(false)?;
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = to_sges(sges, q.max_receive_sge, &mut v)?;
+        let mut ring = q.recv.lock();
+        if ring.outstanding() >= q.recv_depth as usize {
+            return Err(Status::NO_MORE_ENTRIES);
+        }
+        q._pd.check_sges(&v[..n], false)?;
         let mut wr = ibv_recv_wr {
             wr_id: 0,
             next: std::ptr::null_mut(),
             sg_list: v.as_mut_ptr(),
             num_sge: n as i32,
         };
-        let mut ring = q.recv.lock();
         wr.wr_id = ring.push(request_context, OperationType::Receive);
         match q.adapter.lib.post_recv(q.qp, &mut wr) {
             0 => Ok(()),
@@ -652,6 +832,31 @@ mod tests {
         assert_eq!(r.retire(99), None);
     }
 
+    /// siw's library answers `-1` when its doorbell failed, with the kernel's reason in errno;
+    /// others answer an errno of either sign.
+    #[test]
+    fn post_status_reads_siws_errno() {
+        assert_eq!(post_status(libc::EINVAL), Status::INVALID_PARAMETER);
+        assert_eq!(post_status(-libc::ENOMEM), Status::INSUFFICIENT_RESOURCES);
+        // readlink of a directory fails EINVAL: errno is what a failed doorbell leaves.
+        assert!(std::fs::read_link("/").is_err());
+        assert_eq!(post_status(-1), Status::INVALID_PARAMETER);
+    }
+
+    #[test]
+    fn ring_counts_outstanding_requests_until_retired() {
+        let mut r = Ring::default();
+        let a = r.push(1, OperationType::Send);
+        r.push(2, OperationType::Send);
+        let c = r.push(3, OperationType::Send);
+        assert_eq!(r.outstanding(), 3);
+        assert_eq!(r.retire(a), Some((1, OperationType::Send)));
+        assert_eq!(r.outstanding(), 2);
+        // A signaled completion retires the silent ones before it.
+        assert_eq!(r.retire(c), Some((3, OperationType::Send)));
+        assert_eq!(r.outstanding(), 0);
+    }
+
     #[test]
     fn wc_statuses() {
         assert_eq!(wc_status(ffi::IBV_WC_SUCCESS), Status::SUCCESS);
@@ -661,5 +866,9 @@ mod tests {
             Status::ACCESS_VIOLATION
         );
         assert_eq!(wc_status(ffi::IBV_WC_RNR_RETRY_EXC_ERR), Status::IO_TIMEOUT);
+        assert_eq!(
+            wc_status(ffi::IBV_WC_LOC_QP_OP_ERR),
+            Status::CONNECTION_ABORTED
+        );
     }
 }

@@ -155,6 +155,7 @@ impl Srq for VerbsSrq {
         let s = &self.shared;
         let mut v = [ibv_sge::default(); 32];
         let n = to_sges(sges, s.max_sge, &mut v)?;
+        s._pd.check_sges(&v[..n], false)?;
         let mut pending = s.pending.lock();
         let wr_id = SRQ_BIT | pending.0;
         pending.0 += 1;

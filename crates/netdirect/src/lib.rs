@@ -48,9 +48,9 @@
 //! * **Addresses** are [`std::net::SocketAddr`] (IPv4 and IPv6) instead of `SOCKADDR` + length,
 //!   so `STATUS_BUFFER_TOO_SMALL` on address getters cannot happen.
 //! * **Providers** are chosen by name from a [`Registry`]; there is no default.
-//! * **Extensions** (`NdkQueryExtension`, [`Object::query_extension`]): netdirect defines one,
+//! * **Extensions** (`NdkQueryExtension`, [`Object::query_extension`]): netdirect defines two,
 //!   the counters ([`counters`]: `NDIS_NDK_PERFORMANCE_COUNTERS` and the iWARP detail, per
-//!   adapter and per QP).
+//!   adapter and per QP), and an adapter's [`deviations`] from NDK rules its device cannot keep.
 //!
 //! # NDK entry points and callbacks
 //!
@@ -70,6 +70,7 @@ pub mod connector;
 pub mod counters;
 pub mod cq;
 pub mod cq_waker;
+pub mod deviations;
 pub mod listener;
 pub mod memory;
 pub mod mr;
