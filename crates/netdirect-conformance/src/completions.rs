@@ -13,8 +13,8 @@ use netdirect_types::{Completion, MrFlags, OpFlags, OperationType, RdmaTechnolog
 
 use crate::support::{Connected, Endpoint, Listening, WAIT, connect, open, sge};
 use crate::{
-    Outcome, Skip, adapter_info, deviations, require_fast_register, require_kept,
-    require_loopback, require_read_local_invalidate,
+    Outcome, Skip, adapter_info, deviations, require_fast_register, require_kept, require_loopback,
+    require_read_local_invalidate,
 };
 
 /// Two adapters on `ip` and a connected QP on each (`server` from the listener).

@@ -116,9 +116,7 @@ impl VerbsConnector {
         if private_data.len() > a.info.max_callee_data as usize {
             return Request::failed(Status::INVALID_BUFFER_SIZE);
         }
-        if ird > a.info.max_inbound_read_limit
-            || ord > a.info.max_outbound_read_limit
-        {
+        if ird > a.info.max_inbound_read_limit || ord > a.info.max_outbound_read_limit {
             return Request::failed(Status::INVALID_PARAMETER);
         }
         let mut s = self.shared.state.lock();

@@ -11,6 +11,7 @@ use netdirect_types::{LocalToken, MrFlags, ObjectType, Status};
 use crate::adapter::AdapterInner;
 use crate::ffi::{PdH, ibv_sge};
 use crate::mr::VerbsMr;
+use crate::mw::VerbsMw;
 use crate::qp::VerbsQp;
 use crate::srq::VerbsSrq;
 
@@ -36,6 +37,10 @@ impl PdShared {
         self.regions.write().insert(lkey, region);
     }
 
+    pub(crate) fn region(&self, lkey: u32) -> Option<Region> {
+        self.regions.read().get(&lkey).copied()
+    }
+
     pub(crate) fn remove_region(&self, lkey: u32) {
         self.regions.write().remove(&lkey);
     }
@@ -47,8 +52,7 @@ impl PdShared {
         for s in sges {
             let r = regions.get(&s.lkey).ok_or(Status::ACCESS_VIOLATION)?;
             let end = s.addr.checked_add(u64::from(s.length));
-            let inside = s.addr >= r.address
-                && end.is_some_and(|e| e <= r.address + r.length);
+            let inside = s.addr >= r.address && end.is_some_and(|e| e <= r.address + r.length);
             if !inside || (sink && !r.flags.is_rdma_read_sink()) {
                 return Err(Status::ACCESS_VIOLATION);
             }
@@ -103,7 +107,7 @@ impl Pd for VerbsPd {
     }
 
     fn create_mw(&self) -> Request<Box<dyn Mw>> {
-        Request::failed(Status::NOT_SUPPORTED)
+        Request::ready(VerbsMw::create(&self.shared).map(|m| Box::new(m) as _))
     }
 
     fn create_srq(&self, config: SrqConfig) -> Request<Box<dyn Srq>> {
