@@ -815,6 +815,15 @@ impl Lib {
         unsafe { (*mw.0).rkey }
     }
 
+    /// Records a bound window's new rkey in its `ibv_mw`, as `ibv_bind_mw` does for type 1:
+    /// providers name the window by it in the next bind or invalidate (rxe checks it against
+    /// the kernel's key).
+    pub(crate) fn set_mw_rkey(&self, mw: MwH, rkey: u32) {
+        // SAFETY: live MW; the crate serialises its posts (`&mut` initiator), and nothing else
+        // writes this field.
+        unsafe { (*mw.0).rkey = rkey }
+    }
+
     pub(crate) fn mr_keys(&self, mr: MrH) -> (u32, u32) {
         // SAFETY: live MR.
         unsafe { ((*mr.0).lkey, (*mr.0).rkey) }

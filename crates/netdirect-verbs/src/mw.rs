@@ -52,6 +52,7 @@ impl VerbsMw {
 
     /// A bind with `rkey` was posted.
     pub(crate) fn bound(&self, rkey: u32) {
+        self.pd.adapter.lib.set_mw_rkey(self.mw, rkey);
         self.rkey.store(rkey, Ordering::Release);
     }
 
