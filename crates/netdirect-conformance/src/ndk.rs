@@ -577,7 +577,50 @@ pub fn memory_windows_over_the_wire(p: &dyn Provider, ip: IpAddr) -> Outcome {
         .initiator()
         .invalidate(14, InvalidateTarget::Mw(&*mw), OpFlags::empty())
         .unwrap();
-    assert_eq!(server.completions(1)[0].status, Status::SUCCESS);
+    let inv = server.completions(1)[0];
+    assert_eq!(
+        (inv.status, inv.op_type),
+        (Status::SUCCESS, OperationType::Invalidate)
+    );
+    // Invalidated, the window binds again (elsewhere in the MR) under a new token.
+    server
+        .qp
+        .initiator()
+        .bind(
+            15,
+            &*wmr,
+            &*mw,
+            wbuf.address(),
+            1024,
+            OpFlags::ALLOW_REMOTE_WRITE,
+        )
+        .unwrap();
+    let again = mw.remote_token();
+    assert_ne!(again, wtoken, "a new binding has a new token");
+    let bind = server.completions(1)[0];
+    assert_eq!(
+        (bind.status, bind.op_type),
+        (Status::SUCCESS, OperationType::Bind)
+    );
+    src.write_at(0, &[0xCD; 1024]).unwrap();
+    client
+        .qp
+        .initiator()
+        .write(
+            4,
+            &[sge(&src, &*src_mr, 0, 1024)],
+            wbuf.address(),
+            again,
+            OpFlags::empty(),
+        )
+        .unwrap();
+    assert_eq!(client.completions(1)[0].status, Status::SUCCESS);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while got != vec![0xCD; 1024] && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+        wbuf.read_at(0, &mut got).unwrap();
+    }
+    assert_eq!(got, vec![0xCD; 1024]);
     Ok(())
 }
 

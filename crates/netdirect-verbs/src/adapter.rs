@@ -65,7 +65,7 @@ impl Drop for AdapterInner {
 /// |---|---|
 /// | `vendor_id`, `device_id` | `vendor_id`, `vendor_part_id` |
 /// | `max_registration_size` | `max_mr_size` |
-/// | `max_window_size` | 0 (memory windows not supported yet) |
+/// | `max_window_size` | `max_mr_size` where the device binds type 2 windows (`IBV_DEVICE_MEM_WINDOW` with `…_TYPE_2A`/`2B`, `max_mw` > 0: rxe, most RoCE and InfiniBand RNICs), else 0 (siw) |
 /// | `frmr_page_count` | 0: fast registration is not supported (the suite skips its cases by this) |
 /// | `max_initiator_request_sge`, `max_receive_request_sge` | `max_sge` |
 /// | `max_read_request_sge` | `max_sge_rd` (`max_sge` when 0: iWARP devices report 0) |
@@ -174,6 +174,14 @@ pub(crate) fn open(lib: &Arc<Lib>, params: OpenParameters) -> Result<VerbsAdapte
     Ok(VerbsAdapter { inner })
 }
 
+/// Whether the device binds type 2 memory windows.
+fn mw_type2(dev: &ffi::ibv_device_attr) -> bool {
+    let f = dev.device_cap_flags;
+    f & ffi::IBV_DEVICE_MEM_WINDOW != 0
+        && f & (ffi::IBV_DEVICE_MEM_WINDOW_TYPE_2A | ffi::IBV_DEVICE_MEM_WINDOW_TYPE_2B) != 0
+        && dev.max_mw > 0
+}
+
 fn clamp(v: i32) -> u32 {
     v.max(0) as u32
 }
@@ -197,7 +205,9 @@ fn query_info(lib: &Lib, ctx: Ctx, port: u8, version: Version) -> Result<Adapter
         vendor_id: dev.vendor_id,
         device_id: dev.vendor_part_id,
         max_registration_size: dev.max_mr_size,
-        max_window_size: 0,
+        // Type 2 windows, bound by a work request as NdkBind is (type 1's `ibv_bind_mw` is a
+        // verb of its own, with no NDK counterpart).
+        max_window_size: if mw_type2(&dev) { dev.max_mr_size } else { 0 },
         // No fast register (kernel verbs only): 0, below the spec's minimum, says so (§10 row 39).
         frmr_page_count: 0,
         max_initiator_request_sge: max_sge,

@@ -32,7 +32,11 @@ pub(crate) struct ibv_device {
 
 #[repr(C)]
 pub(crate) struct ibv_context_ops {
-    _compat0: [*mut c_void; 11],
+    _compat0: [*mut c_void; 7],
+    pub alloc_mw: Option<unsafe extern "C" fn(*mut ibv_pd, c_int) -> *mut ibv_mw>,
+    _bind_mw: *mut c_void,
+    pub dealloc_mw: Option<unsafe extern "C" fn(*mut ibv_mw) -> c_int>,
+    _compat0b: [*mut c_void; 1],
     pub poll_cq: Option<unsafe extern "C" fn(*mut ibv_cq, c_int, *mut ibv_wc) -> c_int>,
     pub req_notify_cq: Option<unsafe extern "C" fn(*mut ibv_cq, c_int) -> c_int>,
     _compat1: [*mut c_void; 7],
@@ -243,7 +247,30 @@ pub(crate) struct ibv_send_wr {
     pub rkey: u32,
     _wr_rest: [u32; 5],
     _qp_type: u32,
-    _bind_mw: [u64; 6],
+    /// `bind_mw` (the `tso` member of the same union is smaller).
+    pub bind_mw: ibv_send_wr_bind_mw,
+}
+
+/// The `bind_mw` member of `struct ibv_send_wr` (48 bytes): the window, its new rkey, and
+/// `struct ibv_mw_bind_info`.
+#[repr(C)]
+pub(crate) struct ibv_send_wr_bind_mw {
+    pub mw: *mut ibv_mw,
+    pub rkey: u32,
+    pub mr: *mut ibv_mr,
+    pub addr: u64,
+    pub length: u64,
+    pub mw_access_flags: c_int,
+}
+
+/// `struct ibv_mw`.
+#[repr(C)]
+pub(crate) struct ibv_mw {
+    pub context: *mut ibv_context,
+    pub pd: *mut ibv_pd,
+    pub rkey: u32,
+    pub handle: u32,
+    pub mw_type: c_int,
 }
 
 #[repr(C)]
@@ -337,6 +364,14 @@ pub(crate) const IBV_LINK_LAYER_ETHERNET: u8 = 2;
 pub(crate) const IBV_DEVICE_RESIZE_MAX_WR: u32 = 1;
 pub(crate) const IBV_DEVICE_SRQ_RESIZE: u32 = 1 << 13;
 pub(crate) const IBV_DEVICE_MEM_WINDOW: u32 = 1 << 17;
+/// Type 2 windows (bound by a work request on a QP), with and without the QP association.
+pub(crate) const IBV_DEVICE_MEM_WINDOW_TYPE_2A: u32 = 1 << 23;
+pub(crate) const IBV_DEVICE_MEM_WINDOW_TYPE_2B: u32 = 1 << 24;
+pub(crate) const IBV_MW_TYPE_2: c_int = 2;
+/// An MR windows may be bound over.
+pub(crate) const IBV_ACCESS_MW_BIND: c_int = 16;
+pub(crate) const IBV_WR_LOCAL_INV: c_int = 7;
+pub(crate) const IBV_WR_BIND_MW: c_int = 8;
 pub(crate) const IBV_DEVICE_MEM_MGT_EXTENSIONS: u32 = 1 << 21;
 pub(crate) const IBV_QPT_RC: c_int = 2;
 pub(crate) const IBV_QPS_INIT: c_int = 1;
@@ -756,6 +791,48 @@ impl Lib {
         }
     }
 
+    /// `ibv_alloc_mw` (an inline function of the header: the context's `alloc_mw` op).
+    pub(crate) fn alloc_mw(&self, pd: PdH, mw_type: c_int) -> Result<MwH, c_int> {
+        // SAFETY: live PD and its live context.
+        unsafe {
+            let Some(f) = (*(*pd.0).context).ops.alloc_mw else {
+                return Err(libc::EOPNOTSUPP);
+            };
+            let p = f(pd.0, mw_type);
+            if p.is_null() {
+                Err(errno())
+            } else {
+                Ok(MwH(p))
+            }
+        }
+    }
+
+    /// `ibv_dealloc_mw` (inline in the header).
+    pub(crate) fn dealloc_mw(&self, mw: MwH) -> c_int {
+        // SAFETY: live MW, released once.
+        unsafe {
+            match (*(*mw.0).context).ops.dealloc_mw {
+                Some(f) => f(mw.0),
+                None => libc::EOPNOTSUPP,
+            }
+        }
+    }
+
+    /// The window's rkey as allocated (a bind gives it a new low byte).
+    pub(crate) fn mw_rkey(&self, mw: MwH) -> u32 {
+        // SAFETY: live MW.
+        unsafe { (*mw.0).rkey }
+    }
+
+    /// Records a bound window's new rkey in its `ibv_mw`, as `ibv_bind_mw` does for type 1:
+    /// providers name the window by it in the next bind or invalidate (rxe checks it against
+    /// the kernel's key).
+    pub(crate) fn set_mw_rkey(&self, mw: MwH, rkey: u32) {
+        // SAFETY: live MW; the crate serialises its posts (`&mut` initiator), and nothing else
+        // writes this field.
+        unsafe { (*mw.0).rkey = rkey }
+    }
+
     pub(crate) fn mr_keys(&self, mr: MrH) -> (u32, u32) {
         // SAFETY: live MR.
         unsafe { ((*mr.0).lkey, (*mr.0).rkey) }
@@ -1164,6 +1241,7 @@ handle! {
     ChanH(ibv_comp_channel);
     CqH(ibv_cq);
     MrH(ibv_mr);
+    MwH(ibv_mw);
     QpH(ibv_qp);
     SrqH(ibv_srq);
     EvChH(rdma_event_channel);
@@ -1230,7 +1308,15 @@ mod tests {
         assert_eq!(offset_of!(ibv_send_wr, remote_addr), 40);
         assert_eq!(offset_of!(ibv_send_wr, rkey), 48);
         assert_eq!(offset_of!(ibv_send_wr, _qp_type), 72);
-        assert_eq!(offset_of!(ibv_send_wr, _bind_mw), 80);
+        assert_eq!(offset_of!(ibv_send_wr, bind_mw), 80);
+        assert_eq!(size_of::<ibv_send_wr_bind_mw>(), 48);
+        assert_eq!(offset_of!(ibv_send_wr_bind_mw, mr), 16);
+        assert_eq!(offset_of!(ibv_send_wr_bind_mw, mw_access_flags), 40);
+        assert_eq!(offset_of!(ibv_mw, rkey), 16);
+        assert_eq!(offset_of!(ibv_mw, mw_type), 24);
+        assert_eq!(offset_of!(ibv_context_ops, alloc_mw), 7 * 8);
+        assert_eq!(offset_of!(ibv_context_ops, dealloc_mw), 9 * 8);
+        assert_eq!(offset_of!(ibv_context_ops, poll_cq), 11 * 8);
         assert_eq!(size_of::<ibv_recv_wr>(), 32);
         assert_eq!(size_of::<ibv_qp_init_attr>(), 64);
         assert_eq!(offset_of!(ibv_qp_init_attr, cap), 32);

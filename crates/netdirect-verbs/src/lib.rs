@@ -70,8 +70,10 @@
 //! | `NdkInitializeFastRegisterMr`, `NdkFastRegister` | not supported: fast registration takes adapter page lists (LAMs), a kernel-verbs concept; `FRMRPageCount` 0 says so |
 //! | `NdkBuildLAM` / `NdkReleaseLAM` | not supported: user space has no adapter logical addresses |
 //! | `NdkGetPrivilegedMemoryRegionToken` | token 0, which no SGE may use: there is no privileged lkey in user verbs (`reserved_lkey` is kernel-only) |
-//! | `NdkCreateMw`, `NdkBind`, `NdkGetRemoteTokenFromMw`, `NdkCloseMw` | not supported yet (`ibv_alloc_mw`/`ibv_bind_mw` exist where `IBV_DEVICE_MEM_WINDOW` is set; siw and rxe differ) |
-//! | `NdkInvalidate` | not supported (needs MWs or fast-registered MRs) |
+//! | `NdkCreateMw`, `NdkCloseMw` | `ibv_alloc_mw(IBV_MW_TYPE_2)` / `ibv_dealloc_mw`, where the device binds type 2 windows (`MaxWindowSize` ≠ 0: rxe, most RoCE and InfiniBand RNICs); else `STATUS_NOT_SUPPORTED` (siw has no windows). Every MR is then registered with `IBV_ACCESS_MW_BIND` |
+//! | `NdkBind` | `IBV_WR_BIND_MW` on the initiator queue with the window's next key (`ibv_inc_rkey`), checked first as the NDK does: range inside the MR (`STATUS_INVALID_PARAMETER`), remote write needs local write on the MR (`STATUS_ACCESS_VIOLATION`); completion `NdkOperationTypeBind` |
+//! | `NdkGetRemoteTokenFromMw` | the rkey of the latest bind posted (valid when `NdkBind` returns) |
+//! | `NdkInvalidate` | a window: `IBV_WR_LOCAL_INV` of its rkey (completion `NdkOperationTypeInvalidate`); an MR: `STATUS_NOT_SUPPORTED` (fast-registered MRs are kernel verbs only) |
 //! | `NdkCreateSrq` / `NdkModifySrq` / `NdkSrqReceive` / `NdkCloseSrq` | `ibv_create_srq` / `ibv_modify_srq` (`max_wr`, `srq_limit`) / `ops.post_srq_recv` / `ibv_destroy_srq`; the notify threshold is `srq_limit` (armed by create and by `modify`) |
 //! | `NdkCreateQp` / `NdkCreateQpWithSrq` / `NdkCloseQp` | `ibv_create_qp` (RC, `sq_sig_all = 0`), then INIT with `rdma_init_qp_attr`'s attributes for the adapter's address and remote access granted (receives may precede the connection) / `ibv_destroy_qp` |
 //! | `NdkFlush` | `ibv_modify_qp` to ERR: everything outstanding completes `IBV_WC_WR_FLUSH_ERR` → `STATUS_CANCELLED` in posting order per queue; later posts fail `STATUS_CONNECTION_INVALID` |
@@ -125,6 +127,7 @@ mod device;
 mod events;
 mod ffi;
 mod mr;
+mod mw;
 mod pd;
 mod qp;
 mod srq;

@@ -7,7 +7,10 @@ use netdirect_types::{LocalToken, MrFlags, ObjectType, RdmaTechnology, RemoteTok
 use parking_lot::Mutex;
 
 use crate::errno_status;
-use crate::ffi::{IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_REMOTE_READ, IBV_ACCESS_REMOTE_WRITE, MrH};
+use crate::ffi::{
+    IBV_ACCESS_LOCAL_WRITE, IBV_ACCESS_MW_BIND, IBV_ACCESS_REMOTE_READ, IBV_ACCESS_REMOTE_WRITE,
+    MrH,
+};
 use crate::pd::{PdShared, Region};
 
 struct Registration {
@@ -30,6 +33,19 @@ impl VerbsMr {
             pd: pd.clone(),
             reg: Mutex::new(None),
         }
+    }
+
+    /// What a window bound over this MR needs: the verbs MR, its range and the NDK flags it
+    /// was registered with; `None` while unregistered.
+    pub(crate) fn bind_target(&self) -> Option<(MrH, Region)> {
+        let reg = self.reg.lock();
+        let r = reg.as_ref()?;
+        let region = self.pd.regions.get(r.lkey)?;
+        Some((r.mr, region))
+    }
+
+    pub(crate) fn pd(&self) -> &Arc<PdShared> {
+        &self.pd
     }
 
     fn release(&self) -> Result<(), Status> {
@@ -94,7 +110,11 @@ impl Mr for VerbsMr {
         }
         let lib = &self.pd.adapter.lib;
         let addr = buffer.address() + offset as u64;
-        let a = access(flags, self.pd.adapter.info.rdma_technology);
+        let mut a = access(flags, self.pd.adapter.info.rdma_technology);
+        if self.pd.adapter.info.max_window_size != 0 {
+            // NdkBind needs no flag on the MR; verbs does.
+            a |= IBV_ACCESS_MW_BIND;
+        }
         match lib.reg_mr(self.pd.pd, addr, length, a) {
             Ok(mr) => {
                 let (lkey, rkey) = lib.mr_keys(mr);

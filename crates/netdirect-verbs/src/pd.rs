@@ -11,6 +11,7 @@ use netdirect_types::{LocalToken, MrFlags, ObjectType, Status};
 use crate::adapter::AdapterInner;
 use crate::ffi::{PdH, ibv_sge};
 use crate::mr::VerbsMr;
+use crate::mw::VerbsMw;
 use crate::qp::VerbsQp;
 use crate::srq::VerbsSrq;
 
@@ -38,6 +39,10 @@ pub(crate) struct Regions(RwLock<HashMap<u32, Region>>);
 impl Regions {
     pub(crate) fn add(&self, lkey: u32, region: Region) {
         self.0.write().insert(lkey, region);
+    }
+
+    pub(crate) fn get(&self, lkey: u32) -> Option<Region> {
+        self.0.read().get(&lkey).copied()
     }
 
     pub(crate) fn remove(&self, lkey: u32) {
@@ -106,7 +111,7 @@ impl Pd for VerbsPd {
     }
 
     fn create_mw(&self) -> Request<Box<dyn Mw>> {
-        Request::failed(Status::NOT_SUPPORTED)
+        Request::ready(VerbsMw::create(&self.shared).map(|m| Box::new(m) as _))
     }
 
     fn create_srq(&self, config: SrqConfig) -> Request<Box<dyn Srq>> {

@@ -37,6 +37,8 @@ use crate::cq::{CqShared, VerbsCq};
 use crate::ffi::{
     self, Ctx, Lib, QpH, ibv_qp_cap, ibv_qp_init_attr, ibv_recv_wr, ibv_send_wr, ibv_sge, ibv_wc,
 };
+use crate::mr::VerbsMr;
+use crate::mw::VerbsMw;
 use crate::pd::PdShared;
 use crate::srq::{SrqShared, VerbsSrq};
 
@@ -521,6 +523,35 @@ impl VerbsInitiator {
         self.0.usable(true)
     }
 
+    /// Posts a work request without SGEs (bind, invalidate) under the queue's depth.
+    fn post_wr(
+        &mut self,
+        context: u64,
+        op: OperationType,
+        mut wr: ibv_send_wr,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        let q = &self.0;
+        if !flags.contains(OpFlags::SILENT_SUCCESS) {
+            wr.send_flags |= ffi::IBV_SEND_SIGNALED;
+        }
+        if flags.contains(OpFlags::READ_FENCE) {
+            wr.send_flags |= ffi::IBV_SEND_FENCE;
+        }
+        let mut ring = q.send.lock();
+        if ring.outstanding() >= q.send_depth as usize {
+            return Err(Status::NO_MORE_ENTRIES);
+        }
+        wr.wr_id = ring.push(context, op);
+        match q.adapter.lib.post_send(q.qp, &mut wr) {
+            0 => Ok(()),
+            e => {
+                ring.unpush();
+                Err(post_status(e))
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn post(
         &mut self,
@@ -746,14 +777,59 @@ impl QpInitiator for VerbsInitiator {
 
     fn bind(
         &mut self,
-        _: u64,
-        _: &dyn Mr,
-        _: &dyn Mw,
-        _: u64,
-        _: u64,
-        _: OpFlags,
+        request_context: u64,
+        mr: &dyn Mr,
+        mw: &dyn Mw,
+        address: u64,
+        length: u64,
+        flags: OpFlags,
     ) -> Result<(), Status> {
-        Err(Status::NOT_SUPPORTED)
+        if self.0.adapter.info.max_window_size == 0 {
+            return Err(Status::NOT_SUPPORTED);
+        }
+        self.admit(flags, OpFlags::BIND_VALID)?;
+        let mr = mr
+            .as_any()
+            .downcast_ref::<VerbsMr>()
+            .ok_or(Status::INVALID_PARAMETER)?;
+        let mw = mw
+            .as_any()
+            .downcast_ref::<VerbsMw>()
+            .ok_or(Status::INVALID_PARAMETER)?;
+        same_adapter(&self.0.adapter, &mr.pd().adapter)?;
+        same_adapter(&self.0.adapter, &mw.pd.adapter)?;
+        let (mr_h, region) = mr.bind_target().ok_or(Status::INVALID_DEVICE_REQUEST)?;
+        // Inside the MR (§7.10), and remote write through the window needs local write on it.
+        let end = address.checked_add(length);
+        let inside = length > 0
+            && address >= region.address
+            && end.is_some_and(|e| e <= region.address + region.length);
+        if !inside {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        if flags.grants_remote_write() && !region.flags.grants_local_write() {
+            return Err(Status::ACCESS_VIOLATION);
+        }
+        let mut access = 0;
+        if flags.grants_remote_read() {
+            access |= ffi::IBV_ACCESS_REMOTE_READ;
+        }
+        if flags.grants_remote_write() {
+            access |= ffi::IBV_ACCESS_REMOTE_WRITE;
+        }
+        let rkey = mw.key_for_bind();
+        let mut wr = ibv_send_wr::zeroed();
+        wr.opcode = ffi::IBV_WR_BIND_MW;
+        wr.bind_mw.mw = mw.mw.0;
+        wr.bind_mw.rkey = rkey;
+        wr.bind_mw.mr = mr_h.0;
+        wr.bind_mw.addr = address;
+        wr.bind_mw.length = length;
+        wr.bind_mw.mw_access_flags = access;
+        self.post_wr(request_context, OperationType::Bind, wr, flags)?;
+        // The token is the new key from now on (valid once NdkBind returns, §3.9).
+        mw.bound(rkey);
+        Ok(())
     }
 
     fn fast_register(
@@ -769,8 +845,29 @@ impl QpInitiator for VerbsInitiator {
         Err(Status::NOT_SUPPORTED)
     }
 
-    fn invalidate(&mut self, _: u64, _: InvalidateTarget<'_>, _: OpFlags) -> Result<(), Status> {
-        Err(Status::NOT_SUPPORTED)
+    fn invalidate(
+        &mut self,
+        request_context: u64,
+        target: InvalidateTarget<'_>,
+        flags: OpFlags,
+    ) -> Result<(), Status> {
+        // Only windows: fast-registered MRs do not exist here (kernel verbs only).
+        let InvalidateTarget::Mw(mw) = target else {
+            return Err(Status::NOT_SUPPORTED);
+        };
+        if self.0.adapter.info.max_window_size == 0 {
+            return Err(Status::NOT_SUPPORTED);
+        }
+        self.admit(flags, OpFlags::INVALIDATE_VALID)?;
+        let mw = mw
+            .as_any()
+            .downcast_ref::<VerbsMw>()
+            .ok_or(Status::INVALID_PARAMETER)?;
+        same_adapter(&self.0.adapter, &mw.pd.adapter)?;
+        let mut wr = ibv_send_wr::zeroed();
+        wr.opcode = ffi::IBV_WR_LOCAL_INV;
+        wr.imm_or_inv = mw.rkey();
+        self.post_wr(request_context, OperationType::Invalidate, wr, flags)
     }
 
     fn flush(&self) {
