@@ -1,24 +1,29 @@
 #!/usr/bin/env python3
 """What counters cost: the same source built with and without netdirect's `counters` feature.
 
-Builds `nd` twice (`cargo build --release -p netdirect-cli`, then with `--no-default-features`:
-the provider's counter updates compile to nothing; tracing and the capture hooks are the same
-in both, tracing has no call site on the per-FPDU path and a capture costs only when on) and
-prints, for 8 B RDMA writes (message rate) and 1 MiB RDMA writes (bandwidth):
+Builds twice (default features, then `--no-default-features`: the provider's counter updates
+compile to nothing; tracing has no call site on the per-FPDU path and a capture costs only when
+on, so both are the same in the two builds) and prints, for 8 B RDMA writes (message rate) and
+1 MiB RDMA writes (bandwidth), on against off:
 
-* instructions per message / per MiB, counted by valgrind's callgrind (repeatable where wall
-  clock is not; hardware counters are not available in every VM). Server and client both run
-  under callgrind on loopback; a run of N2 messages minus a run of N1 cancels start-up and
-  connection setup. Each figure is the median of --count-reps such differences.
-* wall clock: `nd write-bw -D` with each binary in alternating rounds (server pinned to CPU 1,
-  client to CPU 0, as ../shared/bench/side-by-side.py does), medians.
+1. Instructions per message / per MiB of the data path alone: `netdirect-proto`'s example
+   `obs_cost` drives both ends of one connection in one thread as the soft provider's driver
+   does on loopback, with the driver's own counting. Single-threaded, so callgrind's count is
+   exact and the same every run. A run of N2 messages minus a run of N1 cancels start-up.
+   Nothing else (sockets, locks, CQs, the kernel) is in the denominator, so on/off here bounds
+   what counting can cost from above.
+2. Instructions per message / per MiB of `nd write-bw`, server and client both under
+   callgrind (user space only), N2 minus N1 messages, median of --count-reps. Polling an empty
+   CQ spins, so these vary by several percent from run to run; the share of counting is
+   computed as the exact difference of (1) over nd's median without counters.
+3. Wall clock: `nd write-bw -D` with each binary in alternating rounds (server pinned to CPU 1,
+   client to CPU 0, as ../shared/bench/side-by-side.py does), medians and ratio.
 
-Counter publication (`nd stat`'s file, a thread every 500 ms) is off in the instruction counts
-(its cost grows with valgrind's slowdown, not with the messages) and on, as nd has it, in the
-wall-clock rounds.
+Counter publication (`nd stat`'s file, a thread every 500 ms) is off in (2) (its cost grows
+with valgrind's slowdown, not with the messages) and on, as nd has it, in (3).
 
 Usage: bench/obs-cost.py [--rounds N] [--duration S] [--count-reps N] [--no-build]
-                         [--skip-wall] [--skip-count] [--json FILE]
+                         [--skip-nd-count] [--skip-wall] [--json FILE]
 Needs: cargo, valgrind, taskset.
 """
 import argparse, json, os, re, shutil, statistics, subprocess, sys, time
@@ -30,10 +35,24 @@ PORT = 23711
 
 def build():
     os.makedirs(OUT, exist_ok=True)
-    for name, extra in (("nd-on", []), ("nd-off", ["--no-default-features"])):
+    for v, extra in (("on", []), ("off", ["--no-default-features"])):
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "netdirect-cli", "--bin", "nd"]
                        + extra, cwd=ROOT, check=True)
-        shutil.copy2(os.path.join(ROOT, "target", "release", "nd"), os.path.join(OUT, name))
+        shutil.copy2(os.path.join(ROOT, "target", "release", "nd"), os.path.join(OUT, f"nd-{v}"))
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "netdirect-proto", "--example",
+                        "obs_cost"] + extra, cwd=ROOT, check=True)
+        shutil.copy2(os.path.join(ROOT, "target", "release", "examples", "obs_cost"),
+                     os.path.join(OUT, f"obs_cost-{v}"))
+
+
+def stream_run(exe, size, count):
+    """callgrind's total for one single-threaded obs_cost run (exact)."""
+    p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", exe,
+                        str(size), str(count)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"obs_cost failed: {p.stderr[-2000:]}")
+    return collected(p.stderr)
 
 
 def start_server(cmd):
@@ -95,66 +114,90 @@ def wall_run(nd, size, duration, port):
         d = json.loads(cli.stdout)
     except ValueError:
         return None
-    r = d["results"][0] if isinstance(d.get("results"), list) else d.get("results", d)
-    return float(r["msg_rate_mpps"]) if size == 8 else float(r["bw_avg_mib_s"])
+    r = d["results"][0]
+    return float(r["MsgRate"]) if size == 8 else float(r["BW_average"])
+
+
+def fmt(x, prec=3):
+    return "-" if x is None else f"{x:.{prec}f}"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7, help="wall-clock rounds per binary")
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per wall-clock run")
-    ap.add_argument("--count-reps", type=int, default=3, help="callgrind differences per figure")
-    ap.add_argument("--no-build", action="store_true", help="use target/obs-cost/nd-{on,off}")
+    ap.add_argument("--count-reps", type=int, default=3, help="nd callgrind differences per figure")
+    ap.add_argument("--no-build", action="store_true", help="use what target/obs-cost holds")
+    ap.add_argument("--skip-nd-count", action="store_true")
     ap.add_argument("--skip-wall", action="store_true")
-    ap.add_argument("--skip-count", action="store_true")
     ap.add_argument("--json")
     a = ap.parse_args()
+    for tool in ("valgrind", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing (apt-get install valgrind util-linux)")
     if not a.no_build:
         build()
-    nds = {v: os.path.join(OUT, f"nd-{v}") for v in ("on", "off")}
-    result = {"instructions": {}, "wall": {}}
+    variants = ("on", "off")
+    result = {"stream": {}, "nd": {}, "wall": {}}
     port = PORT
-    # (label, size, N1, N2, unit divisor): 8 B per message; 1 MiB per MiB (one message).
-    cases = [("8 B write, per message", 8, 20000, 60000),
-             ("1 MiB write, per MiB", 1 << 20, 40, 120)]
-    if not a.skip_count:
-        if not shutil.which("valgrind"):
-            sys.exit("valgrind is missing (apt-get install valgrind)")
-        print(f"{'instructions (callgrind)':28} {'counters on':>14} {'off':>14} {'on/off':>8}")
-        for label, size, n1, n2 in cases:
+    # (label, size, stream N1, N2, nd N1, N2): 8 B per message; 1 MiB per MiB (one message).
+    cases = [("8 B write / message", 8, 1000, 3000, 4000, 20000),
+             ("1 MiB write / MiB", 1 << 20, 10, 30, 40, 120)]
+    head = f"{'':26} {'counters on':>12} {'off':>12} {'on - off':>9} {'on/off':>8}"
+    print("instructions, data path alone (obs_cost, callgrind, exact)")
+    print(head)
+    for label, size, n1, n2, _, _ in cases:
+        row = {}
+        for v in variants:
+            exe = os.path.join(OUT, f"obs_cost-{v}")
+            row[v] = (stream_run(exe, size, n2) - stream_run(exe, size, n1)) / (n2 - n1)
+        row["diff"] = row["on"] - row["off"]
+        row["ratio"] = row["on"] / row["off"]
+        result["stream"][label] = row
+        print(f"{label:26} {row['on']:>12.1f} {row['off']:>12.1f} {row['diff']:>9.1f} "
+              f"{row['ratio']:>8.4f}", flush=True)
+    if not a.skip_nd_count:
+        print(f"instructions, nd write-bw server + client (callgrind, user space, median of "
+              f"{a.count_reps}; counting's share = on - off above / nd off)")
+        print(f"{'':26} {'counters on':>12} {'off':>12} {'on - off':>9} {'share':>8}   runs")
+        for label, size, _, _, n1, n2 in cases:
             row = {}
-            for v, nd in nds.items():
-                med, runs = per_message(nd, size, n1, n2, a.count_reps, port)
+            for v in variants:
+                med, runs = per_message(os.path.join(OUT, f"nd-{v}"), size, n1, n2,
+                                        a.count_reps, port)
                 port += 2 * a.count_reps
                 row[v] = {"median": med, "runs": runs}
-            ratio = row["on"]["median"] / row["off"]["median"]
-            row["ratio"] = ratio
-            result["instructions"][label] = row
-            print(f"{label:28} {row['on']['median']:>14.0f} {row['off']['median']:>14.0f} "
-                  f"{ratio:>8.4f}", flush=True)
+            diff = result["stream"][label]["diff"]
+            row["share"] = diff / row["off"]["median"]
+            result["nd"][label] = row
+            print(f"{label:26} {row['on']['median']:>12.0f} {row['off']['median']:>12.0f} "
+                  f"{diff:>9.1f} {100 * row['share']:>7.2f}%   "
+                  f"on {[round(x) for x in row['on']['runs']]} "
+                  f"off {[round(x) for x in row['off']['runs']]}", flush=True)
     if not a.skip_wall:
-        runs = {(label, v): [] for label, _, _, _ in cases for v in nds}
+        runs = {(label, v): [] for label, *_ in cases for v in variants}
         for r in range(a.rounds):
-            for label, size, _, _ in cases:
-                order = ("on", "off") if r % 2 == 0 else ("off", "on")
-                for v in order:
-                    runs[(label, v)].append(wall_run(nds[v], size, a.duration, port))
+            for label, size, *_ in cases:
+                for v in (variants if r % 2 == 0 else variants[::-1]):
+                    nd = os.path.join(OUT, f"nd-{v}")
+                    runs[(label, v)].append(wall_run(nd, size, a.duration, port))
                     port += 1
-        print(f"{'wall clock (median)':28} {'counters on':>14} {'off':>14} {'on/off':>8}   runs")
-        for label, size, _, _ in cases:
+        print(f"wall clock, nd write-bw -D {a.duration:g}, medians of {a.rounds} alternating rounds")
+        print(f"{'':26} {'counters on':>12} {'off':>12} {'on/off':>9}   runs")
+        for label, size, *_ in cases:
             unit = "Mpps" if size == 8 else "MiB/s"
             med = {}
-            for v in nds:
+            for v in variants:
                 xs = [x for x in runs[(label, v)] if x is not None]
                 med[v] = statistics.median(xs) if xs else None
             ratio = med["on"] / med["off"] if med["on"] and med["off"] else None
             result["wall"][label] = {"unit": unit, "on": med["on"], "off": med["off"],
                                      "ratio": ratio,
-                                     "runs": {v: runs[(label, v)] for v in nds}}
-            fmt = (lambda x: "-" if x is None else f"{x:.3f}")
-            print(f"{label + ' ' + unit:28} {fmt(med['on']):>14} {fmt(med['off']):>14} "
-                  f"{fmt(ratio):>8}   on {[fmt(x) for x in runs[(label, 'on')]]} "
-                  f"off {[fmt(x) for x in runs[(label, 'off')]]}")
+                                     "runs": {v: runs[(label, v)] for v in variants}}
+            name = ("8 B write " if size == 8 else "1 MiB write ") + unit
+            print(f"{name:26} {fmt(med['on']):>12} {fmt(med['off']):>12} {fmt(ratio, 4):>9}   "
+                  f"on {[fmt(x) for x in runs[(label, 'on')]]} "
+                  f"off {[fmt(x) for x in runs[(label, 'off')]]}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=1)

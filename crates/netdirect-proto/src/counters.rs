@@ -54,6 +54,7 @@ impl Default for Cells {
     }
 }
 
+#[inline(always)]
 fn bump_cell(cell: &AtomicU64, n: u64) {
     if !COUNTING {
         return;
@@ -63,11 +64,13 @@ fn bump_cell(cell: &AtomicU64, n: u64) {
 
 impl Cells {
     /// Adds `n` to `c`; one writer at a time (see the module docs).
+    #[inline]
     pub fn bump(&self, c: Counter, n: u64) {
         bump_cell(&self.values[c as usize], n);
     }
 
     /// Adds `n` to `c` from any thread.
+    #[inline]
     pub fn add(&self, c: Counter, n: u64) {
         if !COUNTING {
             return;
@@ -85,6 +88,7 @@ impl Cells {
     }
 
     /// Raises high-water mark `c` to `v`; one writer at a time.
+    #[inline]
     pub fn raise(&self, c: Counter, v: u64) {
         if !COUNTING {
             return;
@@ -96,6 +100,7 @@ impl Cells {
     }
 
     /// An FPDU of RDMAP opcode `op` with `octets` of payload was sent; one writer at a time.
+    #[inline]
     pub fn frame_out(&self, op: u8, octets: u64) {
         if !COUNTING {
             return;
@@ -108,6 +113,7 @@ impl Cells {
 
     /// An FPDU of RDMAP opcode `op` with `octets` of payload was received; one writer at a
     /// time.
+    #[inline]
     pub fn frame_in(&self, op: u8, octets: u64) {
         if !COUNTING {
             return;
