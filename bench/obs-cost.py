@@ -13,7 +13,8 @@ on, so both are the same in the two builds) and prints, for 8 B RDMA writes (mes
    Nothing else (sockets, locks, CQs, the kernel) is in the denominator, so on/off here bounds
    what counting can cost from above.
 2. Instructions per message / per MiB of `nd write-bw -e`, server and client each under
-   callgrind (user space only), N2 minus N1 messages, medians of --count-reps. Completions by
+   callgrind (user space only; `--fair-sched=yes`, or the server's set-up starves its progress
+   thread past the MPA timeout), N2 minus N1 messages, medians of --count-reps. Completions by
    notification (`-e`): a busy-polling client's spins would swamp the count. The client's
    figure repeats within a fraction of a percent; the server's varies with how its progress
    thread's wakeups batch the arrivals. Counting's share of nd is the exact difference of (1)
@@ -81,7 +82,7 @@ def collected(stderr):
 
 def count_run(nd, size, iters, port):
     """Instructions of (server, client) for one `write-bw -e -n iters -s size` run."""
-    vg = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    vg = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", "--fair-sched=yes"]
     # -e: completions by notification; a busy-polling client's spins would swamp the count.
     args = ["write-bw", "-e", "--no-publish-counters", "-p", str(port), "-s", str(size),
             "-n", str(iters)]
@@ -159,7 +160,7 @@ def main():
     port = PORT
     # (label, size, stream N1, N2, nd N1, N2): 8 B per message; 1 MiB per MiB (one message).
     cases = [("8 B write / message", 8, 1000, 3000, 4000, 20000),
-             ("1 MiB write / MiB", 1 << 20, 10, 30, 100, 500)]
+             ("1 MiB write / MiB", 1 << 20, 10, 30, 100, 300)]
     head = f"{'':26} {'counters on':>12} {'off':>12} {'on - off':>9} {'on/off':>8}"
     print("instructions, data path alone (obs_cost, callgrind, exact)")
     print(head)
@@ -175,9 +176,10 @@ def main():
               f"{row['ratio']:>8.4f}", flush=True)
     if not a.skip_nd_count:
         print(f"instructions, nd write-bw -e, server and client (callgrind, user space, medians of "
-              f"{a.count_reps}); counting's share = (on - off) above / (server + client, off)")
-        print(f"{'':26} {'server on':>10} {'off':>10} {'client on':>10} {'off':>10} {'share':>7}"
-              f"   runs (server, client)")
+              f"{a.count_reps}); on/off of server + client; share: (on - off) of the data path "
+              f"above / (server + client, off)")
+        print(f"{'':26} {'server on':>10} {'off':>10} {'client on':>10} {'off':>10} {'on/off':>7} "
+              f"{'share':>7}   runs (server, client)")
         for label, size, _, _, n1, n2 in cases:
             row = {}
             for v in variants:
@@ -186,12 +188,15 @@ def main():
                 port += 2 * a.count_reps
                 row[v] = {"server": med[0], "client": med[1], "runs": runs}
             diff = result["stream"][label]["diff"]
-            row["share"] = diff / (row["off"]["server"] + row["off"]["client"])
+            total = {v: row[v]["server"] + row[v]["client"] for v in variants}
+            row["ratio"] = total["on"] / total["off"]
+            row["share"] = diff / total["off"]
             result["nd"][label] = row
             runs = {v: [(round(s_), round(c_)) for s_, c_ in row[v]["runs"]] for v in variants}
             print(f"{label:26} {row['on']['server']:>10.0f} {row['off']['server']:>10.0f} "
                   f"{row['on']['client']:>10.0f} {row['off']['client']:>10.0f} "
-                  f"{100 * row['share']:>6.2f}%   on {runs['on']} off {runs['off']}", flush=True)
+                  f"{row['ratio']:>7.4f} {100 * row['share']:>6.2f}%   "
+                  f"on {runs['on']} off {runs['off']}", flush=True)
     if not a.skip_wall:
         runs = {(label, v): [] for label, *_ in cases for v in variants}
         for r in range(a.rounds):
