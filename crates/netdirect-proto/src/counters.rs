@@ -20,9 +20,9 @@
 //! [`Cells`], inlined; no locked instruction, no second look at the header); a placement one
 //! more; a Read Request a compare for the high-water mark; the driver one per post (inline
 //! transmits). Together, for one 8 B RDMA Write through both ends of a connection, 43
-//! instructions, 2.6 % of the data path's own instructions (exact, callgrind: the
-//! `obs_cost` example built with and without this feature) and 0.8 % of what `nd write-bw`
-//! executes per message in user space; for 1 MiB (17 FPDUs) 801 instructions, 2.0 % and 0.3 %.
+//! instructions: 2.6 % of the data path's own instructions (exact, callgrind: the `obs_cost`
+//! example built with and without this feature), 0.8 % of what `nd write-bw` executes per
+//! message in user space; for 1 MiB (17 FPDUs) 801 instructions, 1.95 % and about 0.5 %.
 //! `bench/obs-cost.py` measures it; the README's "Seeing what happens" has the table.
 //!
 //! The `counters` feature (default) is what counts. Without it ([`COUNTING`] is false) every
