@@ -15,10 +15,11 @@ on, so both are the same in the two builds) and prints, for 8 B RDMA writes (mes
 2. Instructions per message / per MiB of `nd write-bw -e`, server and client each under
    callgrind (user space only; `--fair-sched=yes`, or the server's set-up starves its progress
    thread past the MPA timeout), N2 minus N1 messages, medians of --count-reps. Completions by
-   notification (`-e`): a busy-polling client's spins would swamp the count. The client's
-   figure repeats within a fraction of a percent; the server's varies with how its progress
-   thread's wakeups batch the arrivals. Counting's share of nd is the exact difference of (1)
-   over nd's server + client without counters.
+   notification (`-e`): a busy-polling client's spins would swamp the count. At 8 B the
+   client's figure repeats within a fraction of a percent; the server's varies with how its
+   progress thread's wakeups batch the arrivals, and at 1 MiB both vary (the CQ wait spins
+   while a MiB moves). Counting's share of nd is the exact difference of (1) over nd's server
+   + client without counters.
 3. Wall clock: `nd write-bw -D` with each binary in alternating rounds (server pinned to CPU 1,
    client to CPU 0, as ../shared/bench/side-by-side.py does), medians and ratio.
 
