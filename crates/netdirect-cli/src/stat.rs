@@ -418,6 +418,13 @@ pub fn run_deltas() -> String {
     };
     let mut s = String::new();
     for (address, i, at_open) in run.iter() {
+        if !i.counting() {
+            let _ = writeln!(
+                s,
+                "counters of this run: none on {address} (built without the `counters` feature)"
+            );
+            continue;
+        }
         let delta = i.query().delta(at_open);
         let p = Published {
             pid: std::process::id(),

@@ -7,6 +7,12 @@
 //! the closed ones, so an adapter's counters never go down when a QP closes. Nothing here runs
 //! on the data path except the cells' adds.
 //!
+//! Built without the `counters` feature ([`COUNTING`] false), the cells count nothing: every
+//! counter of a QP and an adapter reads zero (progress-thread wakeups included, though
+//! [`crate::SoftAdapter::progress_wakeups`] still counts them), and the `NdkQueryExtension`
+//! interface says so (`CountersInterface::counting` is false). `bench/obs-cost.sh` builds
+//! `nd` both ways to measure what counting costs.
+//!
 //! Publication ([`crate::transport::EngineConfig::publish_counters`]): a thread per adapter
 //! writes [`netdirect::counters::Published`] every [`PUBLISH_PERIOD`] to
 //! `netdirect.<pid>.<n>.counters` in [`netdirect::counters::publish_dir`] (temporary file,
@@ -19,7 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use netdirect::counters::{Counters, Published};
-pub use netdirect_proto::counters::Cells;
+pub use netdirect_proto::counters::{COUNTING, Cells};
 use parking_lot::{Condvar, Mutex};
 
 /// How often a publishing adapter rewrites its file.

@@ -45,6 +45,7 @@ pub const COUNTERS_VERSION: Version = Version::new(1, 0);
 #[derive(Clone)]
 pub struct CountersInterface {
     query: Arc<dyn Fn() -> Counters + Send + Sync>,
+    counting: bool,
 }
 
 impl std::fmt::Debug for CountersInterface {
@@ -58,7 +59,21 @@ impl CountersInterface {
     pub fn new(query: impl Fn() -> Counters + Send + Sync + 'static) -> CountersInterface {
         CountersInterface {
             query: Arc::new(query),
+            counting: true,
         }
+    }
+
+    /// Says whether the provider counts (for providers: `false` for a build that compiled its
+    /// counters out, whose interface answers zeros).
+    pub fn with_counting(mut self, counting: bool) -> CountersInterface {
+        self.counting = counting;
+        self
+    }
+
+    /// Whether the provider counts; `false`: every counter reads zero by design (the soft
+    /// provider built without its `counters` feature), not for want of traffic.
+    pub fn counting(&self) -> bool {
+        self.counting
     }
 
     /// The counters now.

@@ -2,9 +2,9 @@
 //! responses for the peer's reads, and segmentation of each message into FPDUs.
 
 use netdirect_types::Status;
+use netdirect_wire::mpa;
 use netdirect_wire::rdmap::{self, Message, ReadRequest};
 use netdirect_wire::terminate::TermError;
-use netdirect_wire::{ddp, mpa};
 
 use super::{
     Action, Core, Payload, PostError, PostFlags, Request, Segmentation, State, Stream, TxFrame,
@@ -117,15 +117,9 @@ impl<L: Clone> Stream<L> {
 
     /// The next FPDU to send, if any.
     pub fn poll_transmit(&mut self) -> Option<TxFrame<L>> {
-        let frame = self.core.poll_transmit()?;
-        let ddp_header = frame.header.get(mpa::LENGTH_LEN..).unwrap_or_default();
-        if let Ok(p) = ddp::Packet::new_checked(ddp_header) {
-            let octets = frame.payload.as_ref().map_or(0, |p| u64::from(p.len()));
-            self.core
-                .counters
-                .frame_out(p.rsvd_ulp() & rdmap::OPCODE_MASK, octets);
-        }
-        Some(frame)
+        // Counted where the frame is built (`Core::header_frame`), from what the stream
+        // knows: reading the opcode back out of the header here cost more than the counting.
+        self.core.poll_transmit()
     }
 
     /// Whether [`Stream::poll_transmit`] has another frame ready now: the driver tells TCP
@@ -218,7 +212,21 @@ impl<L: Clone> Core<L> {
         true
     }
 
+    /// Builds the FPDU of `repr` and `payload` and counts it as sent: every frame it builds
+    /// goes out next (but see [`Core::parked_frame`]).
     pub(super) fn header_frame(
+        &mut self,
+        repr: &rdmap::Repr<'_>,
+        payload: Option<Payload<L>>,
+    ) -> TxFrame<L> {
+        let octets = payload.as_ref().map_or(0, |p| u64::from(p.len()));
+        self.counters.frame_out(repr.message.opcode() as u8, octets);
+        self.parked_frame(repr, payload)
+    }
+
+    /// Builds the FPDU of `repr` and `payload` without counting it: for a frame that waits
+    /// in `pending_frame` (a Read Request; counted when it is taken).
+    pub(super) fn parked_frame(
         &mut self,
         repr: &rdmap::Repr<'_>,
         payload: Option<Payload<L>>,
@@ -257,6 +265,7 @@ impl<L: Clone> Core<L> {
             self.start_next();
         }
         if let Some(frame) = self.pending_frame.take() {
+            self.counters.frame_out(rdmap::Opcode::ReadRequest as u8, 0);
             return Some(frame);
         }
         let msg = self.current.as_mut()?;
@@ -494,7 +503,7 @@ impl<L: Clone> Core<L> {
                     },
                     payload: &[],
                 };
-                let frame = self.header_frame(&repr, None);
+                let frame = self.parked_frame(&repr, None);
                 self.pending_frame = Some(frame);
             }
             Request::Local => unreachable!("local requests are handed out by schedule_local"),

@@ -254,7 +254,9 @@ fn adapter_extension(a: &SoftAdapter, id: &Guid, version: Version) -> Result<Ext
     if *id != COUNTERS_GUID || version.major != 1 {
         return Err(Status::NOT_SUPPORTED);
     }
-    Ok(CountersInterface::new(a.shared.engine.counter_source()).into_extension())
+    Ok(CountersInterface::new(a.shared.engine.counter_source())
+        .with_counting(crate::counters::COUNTING)
+        .into_extension())
 }
 
 impl Adapter for SoftAdapter {

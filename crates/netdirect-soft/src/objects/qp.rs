@@ -594,6 +594,7 @@ fn qp_extension(
     let core = Arc::downgrade(&qp.core);
     Ok(
         CountersInterface::new(move || core.upgrade().map(|c| c.counters()).unwrap_or_default())
+            .with_counting(crate::counters::COUNTING)
             .into_extension(),
     )
 }

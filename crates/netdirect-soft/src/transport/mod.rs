@@ -591,9 +591,13 @@ pub(crate) struct Pool<H: QpHost> {
     cursor: AtomicUsize,
 }
 
-/// An engine's counters: its connections' and its progress threads' wakeups.
+/// An engine's counters: its connections' and its progress threads' wakeups (zero, like every
+/// counter, in a build without the `counters` feature; [`Engine::wakeups`] still counts).
 fn counters_of(registry: &Registry, wakeups: &[Arc<AtomicU64>]) -> Counters {
     let mut c = registry.snapshot();
+    if !crate::counters::COUNTING {
+        return c;
+    }
     let sum = wakeups.iter().map(|w| w.load(Ordering::Relaxed)).sum();
     c.set(Counter::ProgressWakeups, sum);
     c
