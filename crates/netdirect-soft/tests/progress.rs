@@ -248,7 +248,7 @@ fn polling_ping_pong_does_not_wake_the_progress_thread_per_message() {
         // kernel before reading again instead of reading into would-block (which cost one
         // system call per message, and the socket lock the kernel's delivery wants).
         assert!(
-            empty * 10 < messages,
+            !netdirect_soft::counters::COUNTING || empty * 10 < messages,
             "{empty} reads found nothing for {messages} messages with inline progress"
         );
         // Progress-thread-only: about 2 per message. Inline: connection management and the
@@ -341,7 +341,7 @@ fn a_polling_receiver_reads_a_message_in_about_one_read() {
         let (reads, messages) = polled_stream_of_writes(ip);
         println!("{ip}: {reads} socket reads for {messages} writes of 4 KiB");
         assert!(
-            reads < 2 * messages,
+            !netdirect_soft::counters::COUNTING || (reads > 0 && reads < 2 * messages),
             "{reads} socket reads for {messages} writes of 4 KiB on the polling target"
         );
     }
