@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     inline_threshold: u64,
     /// Jobs ever enqueued (lets an idle worker notice new work without the lock).
     enqueued: AtomicU64,
+    /// Wake-ups sent to a sleeping worker.
+    worker_wakeups: AtomicU64,
     /// The execution right; held by whichever thread executes a job (one at a time: `busy`).
     token: Mutex<Option<ChannelToken>>,
     on_free: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -149,8 +151,13 @@ impl Shared {
         }
     }
 
-    fn notify_worker(&self, g: &Inner) {
+    /// Wakes the worker if it sleeps. The flag is cleared here, not only when the worker runs
+    /// again: a woken worker may wait a long time for a CPU on a busy machine, and every
+    /// Append in that time would otherwise pay another futex wake for nothing.
+    fn notify_worker(&self, g: &mut Inner) {
         if g.worker_waiting {
+            g.worker_waiting = false;
+            self.worker_wakeups.fetch_add(1, Ordering::Relaxed);
             self.worker_cv.notify_one();
         }
     }
@@ -368,7 +375,7 @@ impl Shared {
                 }
                 if inline {
                     if Self::runnable(&g) && !g.busy {
-                        self.notify_worker(&g);
+                        self.notify_worker(&mut g);
                     }
                     return;
                 }
@@ -539,6 +546,7 @@ impl SoftChannel {
             opts,
             inline_threshold: if inline { u64::MAX } else { inline_threshold },
             enqueued: AtomicU64::new(0),
+            worker_wakeups: AtomicU64::new(0),
             token: Mutex::new(Some(token)),
             on_free: Mutex::new(Some(on_free)),
         });
@@ -564,7 +572,7 @@ impl SoftChannel {
     /// After a submission: run it here (inline engine; or a small submission to an idle CPU
     /// engine channel), else make sure the worker is awake. From inside the executor (a
     /// callback that appends) the running executor loop picks the work up.
-    fn after_submit(&self, g: MutexGuard<'_, Inner>) {
+    fn after_submit(&self, mut g: MutexGuard<'_, Inner>) {
         let sh = &*self.shared;
         let reentrant = g.busy && g.exec_thread == Some(std::thread::current().id());
         let here = !reentrant
@@ -576,7 +584,7 @@ impl SoftChannel {
         if here {
             sh.run_locked(g, true, !self.inline);
         } else {
-            sh.notify_worker(&g);
+            sh.notify_worker(&mut g);
         }
     }
 }
@@ -835,5 +843,36 @@ impl Shared {
 impl Drop for SoftChannel {
     fn drop(&mut self) {
         self.free();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker that sleeps gets one wake-up however many submissions arrive before it runs
+    /// again (each extra one was a futex system call on the submitting thread).
+    #[test]
+    fn sleeping_worker_is_woken_once() {
+        let ch = SoftChannel::new(
+            ChannelToken::new(),
+            None,
+            ExecOptions::default(),
+            false,
+            0,
+            None,
+            Box::new(|| {}),
+        )
+        .unwrap();
+        let sh = &*ch.shared;
+        let mut g = sh.lock();
+        // As if the worker had just gone to sleep (it cannot run while we hold the lock).
+        g.worker_waiting = true;
+        let before = sh.worker_wakeups.load(Ordering::Relaxed);
+        for _ in 0..8 {
+            sh.notify_worker(&mut g);
+        }
+        assert_eq!(sh.worker_wakeups.load(Ordering::Relaxed) - before, 1);
+        drop(g);
     }
 }
