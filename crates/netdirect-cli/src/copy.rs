@@ -2,12 +2,12 @@
 //! `nd dma`, and `nd bench`'s NetDMA rows).
 //!
 //! Three views, each cell measured in alternating trials with its `memcpy` reference; the
-//! client keeps [`depth`] submissions in flight per channel (at least 4 MiB, 2 to 64):
+//! client keeps [`depth`] submissions in flight per channel (up to 64 MiB, 2 to 64):
 //! * **single**: one descriptor per Append;
 //! * **chains**: chains of 16/64/256 descriptors per Append;
 //! * **channels**: N channels, channel k allocated with the CPU mask {k} (the NetDMA way to ask
 //!   for a CPU), each with its own source and destination, against N `memcpy` threads pinned
-//!   to the same CPUs with their own buffers.
+//!   to the same CPUs, each copying between its channel's buffers.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -180,6 +180,7 @@ pub struct Bench {
     netdma: NetDma,
     engine: CpuEngine,
     inline_threshold: u64,
+    inline_max_descriptors: u32,
 }
 
 impl Bench {
@@ -188,21 +189,38 @@ impl Bench {
         let netdma = NetDma::new();
         let engine = CpuEngine::register(&netdma, EngineConfig::new(channels.max(1) as u32))
             .map_err(dma_err("cannot start the CPU engine"))?;
-        let inline_threshold = netdma
+        let (inline_threshold, inline_max_descriptors) = netdma
             .providers()
             .iter()
             .find(|p| p.id == engine.id())
-            .map_or(0, |p| p.characteristics.inline_threshold);
+            .map_or((0, 0), |p| {
+                (
+                    p.characteristics.inline_threshold,
+                    p.characteristics.inline_max_descriptors,
+                )
+            });
         Ok(Bench {
             netdma,
             engine,
             inline_threshold,
+            inline_max_descriptors,
         })
     }
 
     /// The provider's declared inline threshold.
     pub fn inline_threshold(&self) -> u64 {
         self.inline_threshold
+    }
+
+    /// The most data descriptors an inline submission may have (declared by the provider).
+    pub fn inline_max_descriptors(&self) -> u32 {
+        self.inline_max_descriptors
+    }
+
+    /// True if the provider runs a submission of `chain` copies of `size` octets inline.
+    fn runs_inline(&self, size: usize, chain: usize) -> bool {
+        (size * chain) as u64 <= self.inline_threshold
+            && chain as u64 <= u64::from(self.inline_max_descriptors)
     }
 
     fn id(&self) -> ProviderId {
@@ -263,7 +281,7 @@ impl Bench {
             chain,
             netdma_gb_s,
             memcpy_gb_s,
-            inline: (size * chain) as u64 <= self.inline_threshold,
+            inline: self.runs_inline(size, chain),
         })
     }
 

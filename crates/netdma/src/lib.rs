@@ -126,11 +126,17 @@
 //!   `DESTINATION_DCA_ENABLE` forbids them (data wanted in cache: the plan's temporal method).
 //! * **Inline execution** (an extension; Intel's DSA library keeps copies below 8 KiB on the
 //!   CPU for the same reason): a submission moving at most
-//!   [`ProviderCharacteristics::inline_threshold`] bytes to a CPU-engine channel with nothing
+//!   [`ProviderCharacteristics::inline_threshold`] bytes in at most
+//!   [`ProviderCharacteristics::inline_max_descriptors`] data descriptors (default
+//!   [`INLINE_MAX_DESCRIPTORS`] = 1: single copies; a chain's per-descriptor client work
+//!   overlaps its copies only on the worker) to a CPU-engine channel with nothing
 //!   queued or running executes inside Start/Append on the submitting thread (callbacks too).
-//!   The threshold is what the best copy method moves during one measured hand-off to a
-//!   sleeping thread and back, at most [`MAX_INLINE_THRESHOLD`]; 0 disables it
-//!   ([`EngineConfig::inline_threshold`]).
+//!   The threshold is the largest power of two that the best copy method, at that size's own
+//!   measured rate, copies within one measured hand-off to a sleeping thread and back, at most
+//!   [`MAX_INLINE_THRESHOLD`] (1 MiB); 0 disables it ([`EngineConfig::inline_threshold`]).
+//!   The hand-off is measured, so on a busy machine (where a wake-up waits for a CPU) more
+//!   runs inline: a streaming client of single descriptors then copies at `memcpy` speed on
+//!   its own thread instead of paying a wake-up per batch on two contended CPUs.
 //! * **PnP**: late clients get Registered/Arrival/ChannelArrival replayed; ChannelArrival is
 //!   also sent when a channel is freed. PowerDown blocks new work (`STATUS_DEVICE_NOT_READY`)
 //!   and drains; PowerUp re-starts idle channels with a NULL descriptor. Stop waits for running
@@ -188,7 +194,10 @@ pub use descriptor::{
     BufferSlot, Chain, ChainStyle, CompletionStatus, Descriptor, DescriptorAddress, Link, Pa,
     Submission, TransferStatus,
 };
-pub use engines::{CpuEngine, EngineConfig, InlineEngine, current_thread_cpus, pin_current_thread};
+pub use engines::{
+    CpuEngine, EngineConfig, INLINE_MAX_DESCRIPTORS, InlineEngine, current_thread_cpus,
+    pin_current_thread,
+};
 pub use flags::{ControlFlags, Extensions, OpType, ProviderFlags};
 pub use interface::{
     Channel, ClientCallback, ClientRegistration, NetDma, PnpNotification, PnpNotificationCode,

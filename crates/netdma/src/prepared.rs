@@ -358,6 +358,14 @@ impl PreparedChain {
             .sum()
     }
 
+    /// Descriptors that move or read data (not NULL transfers or context changes).
+    pub fn data_descriptors(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|o| !matches!(o.kind, Kind::Null | Kind::ContextChange))
+            .count()
+    }
+
     /// Number of descriptors, in execution order.
     pub fn len(&self) -> usize {
         self.ops.len()

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     /// Submissions of at most this many bytes run on the submitting thread when the channel
     /// is idle (CPU engine; the inline engine runs everything there).
     inline_threshold: u64,
+    /// ... and at most this many data descriptors.
+    inline_max_descriptors: u32,
     /// Jobs ever enqueued (lets an idle worker notice new work without the lock).
     enqueued: AtomicU64,
     /// Wake-ups sent to a sleeping worker.
@@ -246,7 +248,9 @@ impl Shared {
             first: DescriptorAddress::from_seq(first),
             last: DescriptorAddress::from_seq(g.next_seq - 1),
         };
-        let inline_ok = self.inline_threshold > 0 && chain.bytes() <= self.inline_threshold;
+        let inline_ok = self.inline_threshold > 0
+            && chain.bytes() <= self.inline_threshold
+            && chain.data_descriptors() <= self.inline_max_descriptors as usize;
         g.queue.push_back(Job {
             chain,
             first_seq: first,
@@ -515,6 +519,7 @@ impl SoftChannel {
         opts: ExecOptions,
         inline: bool,
         inline_threshold: u64,
+        inline_max_descriptors: u32,
         pin: Option<usize>,
         on_free: Box<dyn FnOnce() + Send>,
     ) -> std::io::Result<SoftChannel> {
@@ -545,6 +550,11 @@ impl SoftChannel {
             callback,
             opts,
             inline_threshold: if inline { u64::MAX } else { inline_threshold },
+            inline_max_descriptors: if inline {
+                u32::MAX
+            } else {
+                inline_max_descriptors
+            },
             enqueued: AtomicU64::new(0),
             worker_wakeups: AtomicU64::new(0),
             token: Mutex::new(Some(token)),
@@ -859,6 +869,7 @@ mod tests {
             None,
             ExecOptions::default(),
             false,
+            0,
             0,
             None,
             Box::new(|| {}),
