@@ -885,13 +885,11 @@ mod tests {
         for m in CopyMethod::ALL {
             p.copy(&mut t, 32, 0, 32, m).unwrap();
         }
-        drop(p);
         drop((la, lb));
         assert_eq!(b.to_vec().unwrap(), (32..64u8).collect::<Vec<_>>());
         let lw = Lease::acquire(&a, t.id(), true).unwrap();
         let same = CopyPair::new(&t, &lw, &lw).unwrap();
         same.copy(&mut t, 0, 8, 16, CopyMethod::Vector).unwrap();
-        drop(same);
         drop(lw);
         let v = a.to_vec().unwrap();
         assert_eq!(&v[8..24], &(0..16u8).collect::<Vec<_>>()[..]);

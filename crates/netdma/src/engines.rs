@@ -151,8 +151,7 @@ impl Provider for SoftProvider {
             setup.parameters.completion_callback,
             opts,
             self.inline,
-            self.inline_threshold,
-            self.inline_max_descriptors,
+            (self.inline_threshold, self.inline_max_descriptors),
             pin,
             on_free,
         );

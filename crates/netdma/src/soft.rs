@@ -511,15 +511,15 @@ pub(crate) struct SoftChannel {
 
 impl SoftChannel {
     /// Creates a channel. Threaded: a worker thread (pinned to `pin` if given) runs the queue,
-    /// and submissions of at most `inline_threshold` bytes to an idle channel run on the
-    /// submitting thread. Inline (`inline`): everything runs on the submitting thread.
+    /// and submissions of at most `inline_limit.0` bytes in at most `inline_limit.1` data
+    /// descriptors to an idle channel run on the submitting thread. Inline (`inline`):
+    /// everything runs on the submitting thread.
     pub(crate) fn new(
         token: ChannelToken,
         callback: Option<CompletionCallback>,
         opts: ExecOptions,
         inline: bool,
-        inline_threshold: u64,
-        inline_max_descriptors: u32,
+        (inline_threshold, inline_max_descriptors): (u64, u32),
         pin: Option<usize>,
         on_free: Box<dyn FnOnce() + Send>,
     ) -> std::io::Result<SoftChannel> {
@@ -869,8 +869,7 @@ mod tests {
             None,
             ExecOptions::default(),
             false,
-            0,
-            0,
+            (0, 0),
             None,
             Box::new(|| {}),
         )
