@@ -2,12 +2,12 @@
 //! `nd dma`, and `nd bench`'s NetDMA rows).
 //!
 //! Three views, each cell measured in alternating trials with its `memcpy` reference; the
-//! client keeps [`depth`] submissions in flight per channel (at least 4 MiB, 2 to 64):
+//! client keeps [`depth`] submissions in flight per channel (up to 64 MiB, 2 to 64):
 //! * **single**: one descriptor per Append;
 //! * **chains**: chains of 16/64/256 descriptors per Append;
 //! * **channels**: N channels, channel k allocated with the CPU mask {k} (the NetDMA way to ask
 //!   for a CPU), each with its own source and destination, against N `memcpy` threads pinned
-//!   to the same CPUs with their own buffers.
+//!   to the same CPUs, each copying between its channel's buffers.
 
 use std::collections::VecDeque;
 use std::hint::black_box;
@@ -38,31 +38,79 @@ pub fn depth(bytes_per_submission: usize) -> usize {
 /// Octets a streaming client keeps queued (see [`depth`]).
 pub const IN_FLIGHT: usize = 64 << 20;
 
+/// What a measured closure is asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// One step (copies the step's octets, or submits them).
+    Step,
+    /// End of a trial, inside its timing: an asynchronous engine waits until everything it
+    /// was given has been copied; a synchronous copier releases what it holds.
+    Finish,
+}
+
 /// Best GB/s (10^9 octets) of `a` and of `b` over `trials` alternating trials of at least
 /// `trial` each (and at least one step); each step of `a` copies `bytes_a` octets.
+///
+/// A trial is timed from its first step to the end of its `Finish`, so an engine's trial
+/// counts only copies done inside it: nothing is left in flight to run during the peer's
+/// trial (which would both slow the peer and credit the engine with work done off the
+/// clock), and each trial starts with an idle engine.
 fn measure_pair(
     trial: Duration,
     trials: u32,
-    (bytes_a, mut a): (u64, impl FnMut() -> Result<()>),
-    (bytes_b, mut b): (u64, impl FnMut() -> Result<()>),
+    (bytes_a, mut a): (u64, impl FnMut(Phase) -> Result<()>),
+    (bytes_b, mut b): (u64, impl FnMut(Phase) -> Result<()>),
 ) -> Result<(f64, f64)> {
-    fn one(bytes: u64, trial: Duration, step: &mut impl FnMut() -> Result<()>) -> Result<f64> {
+    fn one(bytes: u64, trial: Duration, f: &mut impl FnMut(Phase) -> Result<()>) -> Result<f64> {
         let t = Instant::now();
         let mut n = 0u64;
         while n == 0 || t.elapsed() < trial {
-            step()?;
+            f(Phase::Step)?;
             n += 1;
         }
+        f(Phase::Finish)?;
         Ok((n * bytes) as f64 / t.elapsed().as_secs_f64() / 1e9)
     }
-    a()?;
-    b()?;
+    // Warm-up: page faults, caches, the engine's first hand-off.
+    for f in [&mut a as &mut dyn FnMut(Phase) -> Result<()>, &mut b] {
+        f(Phase::Step)?;
+        f(Phase::Finish)?;
+    }
     let (mut best_a, mut best_b) = (0f64, 0f64);
     for _ in 0..trials {
         best_a = best_a.max(one(bytes_a, trial, &mut a)?);
         best_b = best_b.max(one(bytes_b, trial, &mut b)?);
     }
     Ok((best_a, best_b))
+}
+
+/// The `memcpy` peer of a cell: `k` copies per step from `src` to `dst` (the very buffers the
+/// engine copies between: same alignment, same cache state), borrowed for one trial.
+fn memcpy_steps<'a>(
+    src: &'a DmaBuffer,
+    dst: &'a DmaBuffer,
+    k: usize,
+) -> impl FnMut(Phase) -> Result<()> + 'a {
+    let mut held: Option<(netdma::ReadGuard<'a>, netdma::WriteGuard<'a>)> = None;
+    move |phase| {
+        if phase == Phase::Finish {
+            held = None;
+            return Ok(());
+        }
+        if held.is_none() {
+            held = Some((
+                src.read().map_err(dma_err("cannot read a buffer"))?,
+                dst.write().map_err(dma_err("cannot write a buffer"))?,
+            ));
+        }
+        if let Some((s, d)) = held.as_mut() {
+            for _ in 0..k {
+                d.copy_from_slice(black_box(&**s));
+                black_box(&mut **d);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One row of `nd bench`: size, NetDMA GB/s, memcpy GB/s.
@@ -132,6 +180,7 @@ pub struct Bench {
     netdma: NetDma,
     engine: CpuEngine,
     inline_threshold: u64,
+    inline_max_descriptors: u32,
 }
 
 impl Bench {
@@ -140,21 +189,38 @@ impl Bench {
         let netdma = NetDma::new();
         let engine = CpuEngine::register(&netdma, EngineConfig::new(channels.max(1) as u32))
             .map_err(dma_err("cannot start the CPU engine"))?;
-        let inline_threshold = netdma
+        let (inline_threshold, inline_max_descriptors) = netdma
             .providers()
             .iter()
             .find(|p| p.id == engine.id())
-            .map_or(0, |p| p.characteristics.inline_threshold);
+            .map_or((0, 0), |p| {
+                (
+                    p.characteristics.inline_threshold,
+                    p.characteristics.inline_max_descriptors,
+                )
+            });
         Ok(Bench {
             netdma,
             engine,
             inline_threshold,
+            inline_max_descriptors,
         })
     }
 
     /// The provider's declared inline threshold.
     pub fn inline_threshold(&self) -> u64 {
         self.inline_threshold
+    }
+
+    /// The most data descriptors an inline submission may have (declared by the provider).
+    pub fn inline_max_descriptors(&self) -> u32 {
+        self.inline_max_descriptors
+    }
+
+    /// True if the provider runs a submission of `chain` copies of `size` octets inline.
+    fn runs_inline(&self, size: usize, chain: usize) -> bool {
+        (size * chain) as u64 <= self.inline_threshold
+            && chain as u64 <= u64::from(self.inline_max_descriptors)
     }
 
     fn id(&self) -> ProviderId {
@@ -197,27 +263,16 @@ impl Bench {
         );
         let mut stream = Stream::new(&ch, &src, &dst, size, chain);
         let depth = depth(size * chain);
-        let (msrc, mdst) = (
-            DmaBuffer::from_slice(&vec![FILL; size]),
-            DmaBuffer::new(size),
-        );
-        let (netdma_gb_s, memcpy_gb_s) = {
-            let s = msrc.read().map_err(dma_err("cannot read a buffer"))?;
-            let mut d = mdst.write().map_err(dma_err("cannot write a buffer"))?;
-            let bytes = (chain * size) as u64;
-            measure_pair(
-                trial,
-                trials,
-                (bytes, || stream.step(depth)),
-                (bytes, || {
-                    for _ in 0..chain {
-                        d.copy_from_slice(black_box(&s));
-                        black_box(&mut *d);
-                    }
-                    Ok(())
-                }),
-            )?
-        };
+        let bytes = (chain * size) as u64;
+        let (netdma_gb_s, memcpy_gb_s) = measure_pair(
+            trial,
+            trials,
+            (bytes, |p| match p {
+                Phase::Step => stream.step(depth),
+                Phase::Finish => stream.drain(),
+            }),
+            (bytes, memcpy_steps(&src, &dst, chain)),
+        )?;
         stream.drain()?;
         drop(ch);
         verify(&dst)?;
@@ -226,7 +281,7 @@ impl Bench {
             chain,
             netdma_gb_s,
             memcpy_gb_s,
-            inline: (size * chain) as u64 <= self.inline_threshold,
+            inline: self.runs_inline(size, chain),
         })
     }
 
@@ -254,17 +309,20 @@ impl Bench {
             .iter()
             .map(|(ch, s, d)| Stream::new(ch, s, d, size, k))
             .collect();
-        let bufs: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
-            .map(|_| (vec![FILL; size], vec![0u8; size]))
-            .collect();
-        let mut bufs = bufs;
         let bytes = (n * k * size) as u64;
         let keep = depth(k * size);
         let mut threads_gb = 0f64;
+        let pairs: Vec<(&DmaBuffer, &DmaBuffer)> = chans.iter().map(|(_, s, d)| (s, d)).collect();
         let (netdma_gb_s, _) = measure_pair(
             trial,
             trials,
-            (bytes, || {
+            (bytes, |p| {
+                if p == Phase::Finish {
+                    for s in streams.iter_mut() {
+                        s.drain()?;
+                    }
+                    return Ok(());
+                }
                 for s in streams.iter_mut() {
                     s.submit()?;
                 }
@@ -273,8 +331,10 @@ impl Bench {
                 }
                 Ok(())
             }),
-            (bytes, || {
-                threads_gb = threads_gb.max(memcpy_threads(&mut bufs, k, trial, cpus));
+            (bytes, |p| {
+                if p == Phase::Step {
+                    threads_gb = threads_gb.max(memcpy_threads(&pairs, k, trial, cpus)?);
+                }
                 Ok(())
             }),
         )?;
@@ -297,41 +357,54 @@ impl Bench {
 }
 
 /// `bufs.len()` threads, thread i pinned to CPU i, each copying its source to its destination
-/// `k` times per step for at least `trial`; aggregate GB/s.
-fn memcpy_threads(bufs: &mut [(Vec<u8>, Vec<u8>)], k: usize, trial: Duration, cpus: usize) -> f64 {
+/// (channel i's own buffers) `k` times per step for at least `trial`; aggregate GB/s.
+fn memcpy_threads(
+    bufs: &[(&DmaBuffer, &DmaBuffer)],
+    k: usize,
+    trial: Duration,
+    cpus: usize,
+) -> Result<f64> {
     let n = bufs.len();
     let start = Barrier::new(n);
-    let results: Vec<(u64, f64)> = std::thread::scope(|sc| {
+    let results: Vec<Result<(u64, f64)>> = std::thread::scope(|sc| {
         let hs: Vec<_> = bufs
-            .iter_mut()
+            .iter()
             .enumerate()
-            .map(|(i, (s, d))| {
+            .map(|(i, &(s, d))| {
                 let start = &start;
                 sc.spawn(move || {
                     let _ = netdma::pin_current_thread(i % cpus);
+                    let held = s.read().and_then(|s| Ok((s, d.write()?)));
                     start.wait();
+                    let (s, mut d) = held.map_err(dma_err("cannot borrow a buffer"))?;
                     let t = Instant::now();
                     let mut bytes = 0u64;
                     while bytes == 0 || t.elapsed() < trial {
                         for _ in 0..k {
-                            d.copy_from_slice(black_box(s));
+                            d.copy_from_slice(black_box(&*s));
                             black_box(&mut *d);
                         }
                         bytes += (k * s.len()) as u64;
                     }
-                    (bytes, t.elapsed().as_secs_f64())
+                    Ok((bytes, t.elapsed().as_secs_f64()))
                 })
             })
             .collect();
-        hs.into_iter().filter_map(|h| h.join().ok()).collect()
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::msg("a memcpy thread panicked")))
+            })
+            .collect()
     });
+    let results = results.into_iter().collect::<Result<Vec<_>>>()?;
     let secs = results.iter().map(|r| r.1).fold(0f64, f64::max);
     let bytes: u64 = results.iter().map(|r| r.0).sum();
-    if secs > 0.0 {
+    Ok(if secs > 0.0 {
         bytes as f64 / secs / 1e9
     } else {
         0.0
-    }
+    })
 }
 
 /// A streaming client of one channel: appends chains of `k` copies and keeps one submission

@@ -8,8 +8,11 @@
 //!   allocated with the CPU mask {k}, chains of about 16 MiB, against N `memcpy` threads pinned
 //!   to the same CPUs.
 //!
-//! The client keeps at least 4 MiB (2 to 64 submissions) in flight per channel. Every engine
-//! figure is measured in trials that alternate with its `memcpy` reference; a
+//! The client keeps up to 64 MiB (2 to 64 submissions) in flight per channel. Every engine
+//! figure is measured in trials that alternate with its `memcpy` reference; an engine trial
+//! ends when everything submitted in it has been copied (nothing runs during the `memcpy`
+//! trial), and the `memcpy` reference copies between the engine's own buffers (same
+//! alignment, same cache state; N threads: between their channels' buffers). A
 //! cell is the best of `--trials` trials of `--trial-ms` each. Sizes are powers of two from
 //! 4 KiB to 64 MiB (`--min-size`/`--max-size`, or `--quick`: 4 KiB, 256 KiB, 4 MiB); a chain
 //! cell moving more than `--max-chain-bytes` per chain is skipped. GB = 10^9 octets copied.
@@ -79,6 +82,7 @@ struct Report {
     trials: u32,
     seconds: f64,
     inline_threshold: u64,
+    inline_max_descriptors: u32,
     single: Vec<ChainCell>,
     chains: Vec<ChainCell>,
     channels: Vec<ChannelCell>,
@@ -152,6 +156,7 @@ struct DmaSample {
 #[derive(Debug, serde::Serialize)]
 struct DmaProvider {
     inline_threshold: u64,
+    inline_max_descriptors: u32,
 }
 
 /// One single-descriptor or chain cell.
@@ -256,6 +261,7 @@ impl Report {
             },
             provider: DmaProvider {
                 inline_threshold: self.inline_threshold,
+                inline_max_descriptors: self.inline_max_descriptors,
             },
             single: self.single.iter().map(cell).collect(),
             chains: self.chains.iter().map(cell).collect(),
@@ -318,8 +324,9 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            " inline: submissions of at most {} octets to an idle channel run on the submitting thread (hand-off measured {:.1} us)",
+            " inline: submissions of at most {} octets in at most {} copies to an idle channel run on the submitting thread (hand-off measured {:.1} us)",
             self.inline_threshold,
+            self.inline_max_descriptors,
             cal.handoff_ns as f64 / 1e3
         );
         let _ = writeln!(
@@ -425,6 +432,7 @@ fn collect(
         trials,
         seconds: 0.0,
         inline_threshold: bench.inline_threshold(),
+        inline_max_descriptors: bench.inline_max_descriptors(),
         single: Vec::new(),
         chains: Vec::new(),
         channels: Vec::new(),
@@ -576,6 +584,14 @@ mod tests {
             v["provider"]["inline_threshold"],
             v["calibration"]["inline_threshold"]
         );
+        assert_eq!(
+            v["provider"]["inline_max_descriptors"],
+            netdma::INLINE_MAX_DESCRIPTORS
+        );
+        // A chain cell is marked inline only if the provider runs it inline.
+        for c in chains {
+            assert_eq!(c["inline"], false, "{c}");
+        }
         let table = r.table(&sizes, &[16, 64], &[1, 2]);
         for h in [
             "#bytes",

@@ -504,35 +504,116 @@ pub(crate) fn copy(
         unsafe { std::ptr::copy(s, d, len) };
         return Ok(());
     }
-    // In every arm the ranges are valid, in bounds and disjoint (checked above), and the
+    // SAFETY: the ranges are valid, in bounds and disjoint (checked above).
+    unsafe { copy_disjoint(s, d, len, method) };
+    Ok(())
+}
+
+/// A source and a destination lease checked once for a run of copies between them (the
+/// executor's fast path for chains of plain copies): [`CopyPair::copy`] then only checks the
+/// token's identity and the two ranges. It borrows both leases, so it cannot outlive them.
+pub(crate) struct CopyPair<'a> {
+    _leases: std::marker::PhantomData<&'a Lease>,
+    channel: u64,
+    src: *const u8,
+    src_len: u64,
+    dst: *mut u8,
+    dst_len: u64,
+    same: bool,
+}
+
+impl<'a> CopyPair<'a> {
+    /// Checks that both leases belong to `token`'s channel and `dst` is writable
+    /// (`STATUS_INVALID_PARAMETER` otherwise).
+    pub(crate) fn new(token: &ChannelToken, src: &'a Lease, dst: &'a Lease) -> Result<Self> {
+        check(token, src, false)?;
+        check(token, dst, true)?;
+        Ok(CopyPair {
+            _leases: std::marker::PhantomData,
+            channel: token.id,
+            src: src.buf.inner.ptr(),
+            src_len: src.buf.inner.len as u64,
+            dst: dst.buf.inner.ptr(),
+            dst_len: dst.buf.inner.len as u64,
+            same: src.buf.ptr_eq(&dst.buf),
+        })
+    }
+
+    /// [`copy`] between the pair's buffers, with the leases' checks already done.
+    #[inline]
+    pub(crate) fn copy(
+        &self,
+        token: &mut ChannelToken,
+        so: u64,
+        do_: u64,
+        len: u64,
+        method: CopyMethod,
+    ) -> Result<()> {
+        if token.id != self.channel {
+            return Err(Status::INVALID_PARAMETER);
+        }
+        let (Some(se), Some(de)) = (so.checked_add(len), do_.checked_add(len)) else {
+            return Err(Status::ACCESS_VIOLATION);
+        };
+        if se > self.src_len || de > self.dst_len {
+            return Err(Status::ACCESS_VIOLATION);
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let (so, do_, len) = (so as usize, do_ as usize, len as usize);
+        // SAFETY: both ranges were checked to lie inside their buffers, whose pointers stay
+        // valid while the leases the pair borrows are alive (they keep the buffers alive);
+        // those leases were checked to belong to this token's channel and the destination to
+        // be writable, so they exclude every conflicting access by clients and other
+        // channels, and `&mut token` excludes a concurrent kernel of this channel.
+        let (s, d) = unsafe { (self.src.add(so), self.dst.add(do_)) };
+        if self.same && so < do_ + len && do_ < so + len {
+            // SAFETY: as above; `ptr::copy` permits overlapping ranges.
+            unsafe { std::ptr::copy(s, d, len) };
+            return Ok(());
+        }
+        // SAFETY: ranges valid, in bounds and disjoint (above).
+        unsafe { copy_disjoint(s, d, len, method) };
+        Ok(())
+    }
+}
+
+/// Runs the copy kernel `method` (or `memcpy` where it is not available on this CPU).
+///
+/// # Safety
+/// `s` valid for `len` reads, `d` valid for `len` writes, the ranges do not overlap, and
+/// nothing else accesses them meanwhile.
+#[inline]
+unsafe fn copy_disjoint(s: *const u8, d: *mut u8, len: usize, method: CopyMethod) {
+    // In every arm the ranges are valid and disjoint (the caller's contract), and the
     // kernel's CPU feature is checked right in the arm's guard.
     match method {
         #[cfg(target_arch = "x86_64")]
         CopyMethod::NonTemporal if len >= 256 && nt_kind() == NtKind::Avx2 => {
-            // SAFETY: AVX2 detected (guard); ranges valid and disjoint (above).
+            // SAFETY: AVX2 detected (guard); ranges valid and disjoint (contract).
             unsafe { nt_copy_avx2(s, d, len) }
         }
         #[cfg(target_arch = "x86_64")]
         CopyMethod::NonTemporal if len >= 256 && nt_kind() == NtKind::Sse2 => {
-            // SAFETY: SSE2 is x86-64 baseline; ranges valid and disjoint (above).
+            // SAFETY: SSE2 is x86-64 baseline; ranges valid and disjoint (contract).
             unsafe { nt_copy_sse2(s, d, len) }
         }
         #[cfg(target_arch = "x86_64")]
         CopyMethod::RepMovsb => {
-            // SAFETY: `rep movsb` exists on every x86-64; ranges valid and disjoint (above).
+            // SAFETY: `rep movsb` exists on every x86-64; ranges valid and disjoint (contract).
             unsafe { rep_movsb(s, d, len) }
         }
         #[cfg(target_arch = "x86_64")]
         CopyMethod::Vector if len >= 64 && vector_available() => {
-            // SAFETY: AVX detected (guard); ranges valid and disjoint (above).
+            // SAFETY: AVX detected (guard); ranges valid and disjoint (contract).
             unsafe { vector_copy_avx(s, d, len) }
         }
         _ => {
-            // SAFETY: ranges valid, in bounds and disjoint (above).
+            // SAFETY: ranges valid and disjoint (contract).
             unsafe { std::ptr::copy_nonoverlapping(s, d, len) }
         }
     }
-    Ok(())
 }
 
 /// `rep movsb`: the microcoded string move (ERMS/FSRM make it competitive from a few hundred
@@ -773,6 +854,45 @@ mod tests {
         assert!(b.read().is_ok());
         assert!(b.write().is_err());
         drop(l1);
+    }
+
+    /// A pair checks its leases once (channel, writable destination), then every range
+    /// and the token on each copy; overlapping ranges in one buffer behave like `memmove`.
+    #[test]
+    fn copy_pair_checks_ranges_and_tokens() {
+        let mut t = ChannelToken::new();
+        let mut other = ChannelToken::new();
+        let a = DmaBuffer::from_slice(&(0..64u8).collect::<Vec<_>>());
+        let b = DmaBuffer::new(32);
+        let la = Lease::acquire(&a, t.id(), false).unwrap();
+        let lb = Lease::acquire(&b, t.id(), true).unwrap();
+        assert_eq!(
+            CopyPair::new(&t, &lb, &la).err(),
+            Some(Status::INVALID_PARAMETER),
+            "read-only destination"
+        );
+        let p = CopyPair::new(&t, &la, &lb).unwrap();
+        assert_eq!(
+            p.copy(&mut other, 0, 0, 8, CopyMethod::Memcpy),
+            Err(Status::INVALID_PARAMETER)
+        );
+        for (so, do_, len) in [(60, 0, 8), (0, 30, 8), (u64::MAX, 0, 2), (0, u64::MAX, 2)] {
+            assert_eq!(
+                p.copy(&mut t, so, do_, len, CopyMethod::Memcpy),
+                Err(Status::ACCESS_VIOLATION)
+            );
+        }
+        for m in CopyMethod::ALL {
+            p.copy(&mut t, 32, 0, 32, m).unwrap();
+        }
+        drop((la, lb));
+        assert_eq!(b.to_vec().unwrap(), (32..64u8).collect::<Vec<_>>());
+        let lw = Lease::acquire(&a, t.id(), true).unwrap();
+        let same = CopyPair::new(&t, &lw, &lw).unwrap();
+        same.copy(&mut t, 0, 8, 16, CopyMethod::Vector).unwrap();
+        drop(lw);
+        let v = a.to_vec().unwrap();
+        assert_eq!(&v[8..24], &(0..16u8).collect::<Vec<_>>()[..]);
     }
 
     #[test]

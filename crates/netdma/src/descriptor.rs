@@ -186,16 +186,58 @@ pub struct Chain {
     last_built: Option<usize>,
 }
 
+std::thread_local! {
+    /// Descriptor arrays of chains this thread submitted, kept for its next chains: a
+    /// 64-byte-aligned allocation costs the allocator several hundred instructions, as much as
+    /// validating a few descriptors.
+    static SPARE: std::cell::RefCell<Vec<Vec<Descriptor>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare arrays kept per thread, and the largest one kept (in descriptors).
+const SPARES: usize = 4;
+const SPARE_MAX: usize = 4096;
+
+/// An empty descriptor array with room for `n`, reusing a spare one if this thread has one.
+fn descriptor_vec(n: usize) -> Vec<Descriptor> {
+    let spare = SPARE
+        .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+        .ok()
+        .flatten();
+    match spare {
+        Some(mut v) => {
+            v.reserve(n);
+            v
+        }
+        None => Vec::with_capacity(n),
+    }
+}
+
+/// Keeps `v`'s allocation for this thread's next chain (see [`descriptor_vec`]).
+pub(crate) fn recycle_descriptors(mut v: Vec<Descriptor>) {
+    if v.capacity() == 0 || v.capacity() > SPARE_MAX {
+        return;
+    }
+    v.clear();
+    let _ = SPARE.try_with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            if s.len() < SPARES {
+                s.push(v);
+            }
+        }
+    });
+}
+
 impl Chain {
     /// An empty chain (NULL-terminated style).
     pub fn new() -> Chain {
-        Chain::default()
+        Chain::with_capacity(0)
     }
 
     /// An empty chain with room for `n` descriptors.
     pub fn with_capacity(n: usize) -> Chain {
         Chain {
-            descriptors: Vec::with_capacity(n),
+            descriptors: descriptor_vec(n),
             ..Chain::default()
         }
     }

@@ -126,11 +126,17 @@
 //!   `DESTINATION_DCA_ENABLE` forbids them (data wanted in cache: the plan's temporal method).
 //! * **Inline execution** (an extension; Intel's DSA library keeps copies below 8 KiB on the
 //!   CPU for the same reason): a submission moving at most
-//!   [`ProviderCharacteristics::inline_threshold`] bytes to a CPU-engine channel with nothing
+//!   [`ProviderCharacteristics::inline_threshold`] bytes in at most
+//!   [`ProviderCharacteristics::inline_max_descriptors`] data descriptors (default
+//!   [`INLINE_MAX_DESCRIPTORS`] = 1: single copies; a chain's per-descriptor client work
+//!   overlaps its copies only on the worker) to a CPU-engine channel with nothing
 //!   queued or running executes inside Start/Append on the submitting thread (callbacks too).
-//!   The threshold is what the best copy method moves during one measured hand-off to a
-//!   sleeping thread and back, at most [`MAX_INLINE_THRESHOLD`]; 0 disables it
-//!   ([`EngineConfig::inline_threshold`]).
+//!   The threshold is the largest power of two that the best copy method, at that size's own
+//!   measured rate, copies within one measured hand-off to a sleeping thread and back, at most
+//!   [`MAX_INLINE_THRESHOLD`] (1 MiB); 0 disables it ([`EngineConfig::inline_threshold`]).
+//!   The hand-off is measured, so on a busy machine (where a wake-up waits for a CPU) more
+//!   runs inline: a streaming client of single descriptors then copies at `memcpy` speed on
+//!   its own thread instead of paying a wake-up per batch on two contended CPUs.
 //! * **PnP**: late clients get Registered/Arrival/ChannelArrival replayed; ChannelArrival is
 //!   also sent when a channel is freed. PowerDown blocks new work (`STATUS_DEVICE_NOT_READY`)
 //!   and drains; PowerUp re-starts idle channels with a NULL descriptor. Stop waits for running
@@ -148,24 +154,36 @@
 //! validating and leasing it ~10–15 ns, executing it in a run of plain copies ~5–10 ns beyond
 //! the copy kernel (a hot 4 KiB `memcpy` takes 55–70 ns); a one-descriptor submission costs
 //! ~300–400 ns from build to retirement. Chained, the client's share runs in parallel with the
-//! worker's. Medians of three `nd dma --json` runs on that VM while four other builds ran
-//! (load about 5 on 2 CPUs; single figures vary by ±50 %), ratio to `memcpy`:
+//! worker's.
+//!
+//! Load-independent costs (callgrind, instructions per descriptor beyond the `memcpy` itself,
+//! client and engine together; the engine's share of a chained 4 KiB copy is ~45 of them):
+//!
+//! | case | before | now |
+//! |---|---|---|
+//! | chain of 64 × 4 KiB, worker | 492 | 429 |
+//! | single 64 KiB, inline | 3257 | 2608 |
+//! | single 128 KiB, worker | 4135 | 3385 |
+//!
+//! and 20 000 single 128 KiB copies on the worker made ~26 000 futex calls before, ~11 000–16 000
+//! now (one wake-up per sleep of the worker). `nd dma --json` ratios to `memcpy`, medians of three
+//! `--trials 5` runs alternating the two builds, on the 2-vCPU VM at load 11–14 (a single run
+//! ranges over 0.3–3×: two engine threads get two shares of a contended CPU, or none; only a
+//! quieter machine can confirm the ≥ 0.9 targets):
 //!
 //! | size | single | chain 64 | 2 channels / 2 memcpy threads |
 //! |---|---|---|---|
-//! | 4 KiB | 0.18 (inline) | 0.59 | 0.60 |
-//! | 16 KiB | 0.28 (inline) | 0.79 | 1.05 |
-//! | 64 KiB | 0.65 (inline) | 0.94 | 3.02 |
-//! | 256 KiB | 0.75 | 0.96 | 2.47 |
-//! | 1 MiB | 0.87 | 1.12 | 1.73 |
-//! | 4 MiB | 1.09 | 1.91 | 0.94 |
-//! | 16 MiB | 1.06 | 4.94 | 1.64 |
-//! | 64 MiB | 1.52 | 6.26 | 2.07 |
+//! | 4 KiB | 0.21 (inline) | 0.70 | 0.49 |
+//! | 64 KiB | 0.87 (inline) | 1.22 | 1.30 |
+//! | 128 KiB | 0.94 (inline) | 1.48 | 1.34 |
+//! | 1 MiB | 1.71 | 1.33 | 1.36 |
+//! | 4 MiB | 2.07 | 0.86 | 1.00 |
+//! | 16 MiB | 1.21 | 0.88 | 1.05 |
+//! | 64 MiB | 1.21 | 0.91 | 1.00 |
 //!
-//! From 8 MiB the engine's non-temporal stores beat glibc's temporal `memcpy` several times
-//! over on this (loaded) machine. With the machine quieter, chains of 64 reached 0.91 at 4 KiB
-//! and ≥ 0.9 from 128 KiB, and two channels 0.95 of two `memcpy` threads at 4 MiB (1.5× one
-//! channel).
+//! `nd dma` no longer lets an engine trial leave work in flight into the `memcpy` trial (the
+//! earlier 1.5–6× at large sizes were mostly that), and its `memcpy` copies the engine's own
+//! buffers.
 
 #![deny(unsafe_code)]
 
@@ -188,7 +206,10 @@ pub use descriptor::{
     BufferSlot, Chain, ChainStyle, CompletionStatus, Descriptor, DescriptorAddress, Link, Pa,
     Submission, TransferStatus,
 };
-pub use engines::{CpuEngine, EngineConfig, InlineEngine, current_thread_cpus, pin_current_thread};
+pub use engines::{
+    CpuEngine, EngineConfig, INLINE_MAX_DESCRIPTORS, InlineEngine, current_thread_cpus,
+    pin_current_thread,
+};
 pub use flags::{ControlFlags, Extensions, OpType, ProviderFlags};
 pub use interface::{
     Channel, ClientCallback, ClientRegistration, NetDma, PnpNotification, PnpNotificationCode,

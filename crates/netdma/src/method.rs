@@ -218,8 +218,9 @@ pub struct Calibration {
     /// The plan derived from [`Calibration::samples`].
     pub plan: CopyPlan,
     /// Copies of at most this many bytes are cheaper to run on the submitting thread than to
-    /// hand to a sleeping worker: the bytes the best method copies in one measured hand-off
-    /// (a wake-up of a blocked thread and back), at most 64 KiB.
+    /// hand to a sleeping worker: the largest power of two that the best method at that size
+    /// copies within one measured hand-off (a wake-up of a blocked thread and back), at most
+    /// [`MAX_INLINE_THRESHOLD`].
     pub inline_threshold: u64,
     /// Median hand-off round trip, nanoseconds.
     pub handoff_ns: u64,
@@ -229,9 +230,9 @@ pub struct Calibration {
     pub elapsed: Duration,
 }
 
-/// Largest inline threshold: beyond this the submitter would give up asynchrony worth more
-/// than a hand-off.
-pub const MAX_INLINE_THRESHOLD: u64 = 64 << 10;
+/// Largest inline threshold (1 MiB): the hand-off is measured once, so a copy much longer than
+/// any plausible hand-off stays asynchronous even if the machine was very busy at start-up.
+pub const MAX_INLINE_THRESHOLD: u64 = 1 << 20;
 
 impl Calibration {
     /// The calibration of this process (measured once, at first use; ~0.1–0.5 s).
@@ -315,7 +316,8 @@ impl Calibration {
             w
         };
         let mut steps = Vec::new();
-        let mut best_small_rate = 0f64;
+        // Best temporal rate per size (for the inline threshold).
+        let mut best_rates = Vec::new();
         for (i, &size) in small.iter().enumerate() {
             let min = if size <= l2 {
                 Duration::from_micros(300)
@@ -324,9 +326,7 @@ impl Calibration {
             };
             let s = rate(size, &temporal, min);
             let w = winner(&s);
-            if size == 4 << 10 {
-                best_small_rate = w.gb_s;
-            }
+            best_rates.push((size, w.gb_s));
             steps.push((if i == 0 { 0 } else { size }, w.method));
         }
         // Large sizes: best temporal vs non-temporal.
@@ -360,7 +360,7 @@ impl Calibration {
         }
         drop((ls, ld));
         let handoff_ns = handoff_round_trip_ns();
-        let inline_threshold = inline_threshold(best_small_rate, handoff_ns);
+        let inline_threshold = inline_threshold(&best_rates, handoff_ns);
         Calibration {
             cache,
             plan: CopyPlan::new(&steps),
@@ -383,15 +383,19 @@ impl Calibration {
     }
 }
 
-/// Bytes copied at `gb_s` during `handoff_ns`, rounded down to a power of two, at most
-/// [`MAX_INLINE_THRESHOLD`]; 0 when nothing was measured.
-pub(crate) fn inline_threshold(gb_s: f64, handoff_ns: u64) -> u64 {
-    let bytes = gb_s * handoff_ns as f64; // GB/s × ns = bytes
-    if bytes.is_nan() || bytes < 1.0 {
-        return 0;
-    }
-    let b = (bytes as u64).min(MAX_INLINE_THRESHOLD);
-    1u64 << (63 - b.leading_zeros())
+/// The largest size in `rates` (`(size, GB/s)`, ascending powers of two) that is copied within
+/// `handoff_ns` at its own rate, at most [`MAX_INLINE_THRESHOLD`]; 0 if none is (or nothing
+/// was measured).
+pub(crate) fn inline_threshold(rates: &[(u64, f64)], handoff_ns: u64) -> u64 {
+    rates
+        .iter()
+        .filter(|&&(size, gb_s)| {
+            // GB/s × ns = bytes
+            size <= MAX_INLINE_THRESHOLD && gb_s > 0.0 && size as f64 <= gb_s * handoff_ns as f64
+        })
+        .map(|r| r.0)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Median time for one thread to wake a blocked one through a mutex + condvar and be woken
@@ -544,8 +548,18 @@ mod tests {
         }
         assert!(c.inline_threshold <= MAX_INLINE_THRESHOLD);
         assert!(!c.samples.is_empty());
-        assert_eq!(inline_threshold(40.0, 1000), 32 << 10);
-        assert_eq!(inline_threshold(40.0, 1_000_000), MAX_INLINE_THRESHOLD);
-        assert_eq!(inline_threshold(0.0, 1000), 0);
+        // Each size at its own rate: 64 KiB at 20 GB/s takes 3.3 us, 128 KiB at 16 GB/s 8.2 us.
+        let rates = [
+            (4u64 << 10, 40.0),
+            (64 << 10, 20.0),
+            (128 << 10, 16.0),
+            (1 << 20, 12.0),
+            (2 << 20, 12.0),
+        ];
+        assert_eq!(inline_threshold(&rates, 5_000), 64 << 10);
+        assert_eq!(inline_threshold(&rates, 10_000), 128 << 10);
+        assert_eq!(inline_threshold(&rates, 1_000_000), MAX_INLINE_THRESHOLD);
+        assert_eq!(inline_threshold(&rates, 50), 0);
+        assert_eq!(inline_threshold(&[], 1_000_000), 0);
     }
 }

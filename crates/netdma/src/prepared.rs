@@ -344,6 +344,7 @@ impl PreparedChain {
                 m => Some(Lease::acquire(b, channel, m == 2)?),
             });
         }
+        crate::descriptor::recycle_descriptors(chain.descriptors);
         Ok(PreparedChain { ops, leases })
     }
 
@@ -355,6 +356,14 @@ impl PreparedChain {
             .filter(|o| !matches!(o.kind, Kind::Null | Kind::ContextChange))
             .map(|o| o.len)
             .sum()
+    }
+
+    /// Descriptors that move or read data (not NULL transfers or context changes).
+    pub fn data_descriptors(&self) -> usize {
+        self.ops
+            .iter()
+            .filter(|o| !matches!(o.kind, Kind::Null | Kind::ContextChange))
+            .count()
     }
 
     /// Number of descriptors, in execution order.
@@ -400,6 +409,8 @@ impl PreparedChain {
             .union(ControlFlags::DESTINATION_DCA_ENABLE)
             .union(ControlFlags::DESTINATION_NO_SNOOP);
         let mut memo = (u64::MAX, CopyMethod::Memcpy);
+        // Leases checked once per (source slot, destination slot), not per descriptor.
+        let mut pair: Option<(u64, copy::CopyPair<'_>)> = None;
         let mut done = 0;
         for op in &self.ops[from.min(self.ops.len())..] {
             let Kind::Copy { src, dst, ex: None } = op.kind else {
@@ -414,14 +425,21 @@ impl PreparedChain {
             if memo.0 != op.len {
                 memo = (op.len, opts.plan.method_for(op.len));
             }
-            let r = match (self.lease(src), self.lease(dst)) {
-                (Ok(sl), Ok(dl)) => {
-                    copy::copy(token, sl, src.offset(), dl, dst.offset(), op.len, memo.1)
+            let slots = (src.0 >> 48) << 16 | dst.0 >> 48;
+            if pair.as_ref().is_none_or(|p| p.0 != slots) {
+                let p = match (self.lease(src), self.lease(dst)) {
+                    (Ok(sl), Ok(dl)) => copy::CopyPair::new(token, sl, dl),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+                match p {
+                    Ok(p) => pair = Some((slots, p)),
+                    Err(e) => return (done, Err(e)),
                 }
-                (Err(e), _) | (_, Err(e)) => Err(e),
-            };
-            if let Err(e) = r {
-                return (done, Err(e));
+            }
+            if let Some((_, p)) = &pair {
+                if let Err(e) = p.copy(token, src.offset(), dst.offset(), op.len, memo.1) {
+                    return (done, Err(e));
+                }
             }
             done += 1;
         }

@@ -61,8 +61,13 @@ pub struct ProviderCharacteristics {
     /// because handing it to the engine would cost more than the copy (Intel's DSA library
     /// keeps copies below 8 KiB on the CPU for the same reason). Completion, status and
     /// callbacks are as usual, but on the caller's thread. 0: never; `u64::MAX`: always
-    /// (the inline reference engine).
+    /// (the inline reference engine). See also [`Self::inline_max_descriptors`].
     pub inline_threshold: u64,
+    /// Extension: the most data descriptors (NULL transfers not counted) a submission may
+    /// have to run inline. Each descriptor costs the client building, validation and leasing
+    /// on its own thread; handed to the engine, that overlaps the copies, inline it adds to
+    /// them. `u32::MAX`: no limit.
+    pub inline_max_descriptors: u32,
 }
 
 /// `NET_DMA_PROVIDER_ATTRIBUTES` (spec §3.5), given at `NetDmaProviderStart`.

@@ -78,8 +78,12 @@ pub(crate) struct Shared {
     /// Submissions of at most this many bytes run on the submitting thread when the channel
     /// is idle (CPU engine; the inline engine runs everything there).
     inline_threshold: u64,
+    /// ... and at most this many data descriptors.
+    inline_max_descriptors: u32,
     /// Jobs ever enqueued (lets an idle worker notice new work without the lock).
     enqueued: AtomicU64,
+    /// Wake-ups sent to a sleeping worker.
+    worker_wakeups: AtomicU64,
     /// The execution right; held by whichever thread executes a job (one at a time: `busy`).
     token: Mutex<Option<ChannelToken>>,
     on_free: Mutex<Option<Box<dyn FnOnce() + Send>>>,
@@ -149,8 +153,13 @@ impl Shared {
         }
     }
 
-    fn notify_worker(&self, g: &Inner) {
+    /// Wakes the worker if it sleeps. The flag is cleared here, not only when the worker runs
+    /// again: a woken worker may wait a long time for a CPU on a busy machine, and every
+    /// Append in that time would otherwise pay another futex wake for nothing.
+    fn notify_worker(&self, g: &mut Inner) {
         if g.worker_waiting {
+            g.worker_waiting = false;
+            self.worker_wakeups.fetch_add(1, Ordering::Relaxed);
             self.worker_cv.notify_one();
         }
     }
@@ -239,7 +248,9 @@ impl Shared {
             first: DescriptorAddress::from_seq(first),
             last: DescriptorAddress::from_seq(g.next_seq - 1),
         };
-        let inline_ok = self.inline_threshold > 0 && chain.bytes() <= self.inline_threshold;
+        let inline_ok = self.inline_threshold > 0
+            && chain.bytes() <= self.inline_threshold
+            && chain.data_descriptors() <= self.inline_max_descriptors as usize;
         g.queue.push_back(Job {
             chain,
             first_seq: first,
@@ -368,7 +379,7 @@ impl Shared {
                 }
                 if inline {
                     if Self::runnable(&g) && !g.busy {
-                        self.notify_worker(&g);
+                        self.notify_worker(&mut g);
                     }
                     return;
                 }
@@ -500,14 +511,15 @@ pub(crate) struct SoftChannel {
 
 impl SoftChannel {
     /// Creates a channel. Threaded: a worker thread (pinned to `pin` if given) runs the queue,
-    /// and submissions of at most `inline_threshold` bytes to an idle channel run on the
-    /// submitting thread. Inline (`inline`): everything runs on the submitting thread.
+    /// and submissions of at most `inline_limit.0` bytes in at most `inline_limit.1` data
+    /// descriptors to an idle channel run on the submitting thread. Inline (`inline`):
+    /// everything runs on the submitting thread.
     pub(crate) fn new(
         token: ChannelToken,
         callback: Option<CompletionCallback>,
         opts: ExecOptions,
         inline: bool,
-        inline_threshold: u64,
+        (inline_threshold, inline_max_descriptors): (u64, u32),
         pin: Option<usize>,
         on_free: Box<dyn FnOnce() + Send>,
     ) -> std::io::Result<SoftChannel> {
@@ -538,7 +550,13 @@ impl SoftChannel {
             callback,
             opts,
             inline_threshold: if inline { u64::MAX } else { inline_threshold },
+            inline_max_descriptors: if inline {
+                u32::MAX
+            } else {
+                inline_max_descriptors
+            },
             enqueued: AtomicU64::new(0),
+            worker_wakeups: AtomicU64::new(0),
             token: Mutex::new(Some(token)),
             on_free: Mutex::new(Some(on_free)),
         });
@@ -564,7 +582,7 @@ impl SoftChannel {
     /// After a submission: run it here (inline engine; or a small submission to an idle CPU
     /// engine channel), else make sure the worker is awake. From inside the executor (a
     /// callback that appends) the running executor loop picks the work up.
-    fn after_submit(&self, g: MutexGuard<'_, Inner>) {
+    fn after_submit(&self, mut g: MutexGuard<'_, Inner>) {
         let sh = &*self.shared;
         let reentrant = g.busy && g.exec_thread == Some(std::thread::current().id());
         let here = !reentrant
@@ -576,7 +594,7 @@ impl SoftChannel {
         if here {
             sh.run_locked(g, true, !self.inline);
         } else {
-            sh.notify_worker(&g);
+            sh.notify_worker(&mut g);
         }
     }
 }
@@ -835,5 +853,36 @@ impl Shared {
 impl Drop for SoftChannel {
     fn drop(&mut self) {
         self.free();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker that sleeps gets one wake-up however many submissions arrive before it runs
+    /// again (each extra one was a futex system call on the submitting thread).
+    #[test]
+    fn sleeping_worker_is_woken_once() {
+        let ch = SoftChannel::new(
+            ChannelToken::new(),
+            None,
+            ExecOptions::default(),
+            false,
+            (0, 0),
+            None,
+            Box::new(|| {}),
+        )
+        .unwrap();
+        let sh = &*ch.shared;
+        let mut g = sh.lock();
+        // As if the worker had just gone to sleep (it cannot run while we hold the lock).
+        g.worker_waiting = true;
+        let before = sh.worker_wakeups.load(Ordering::Relaxed);
+        for _ in 0..8 {
+            sh.notify_worker(&mut g);
+        }
+        assert_eq!(sh.worker_wakeups.load(Ordering::Relaxed) - before, 1);
+        drop(g);
     }
 }

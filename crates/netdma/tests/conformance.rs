@@ -272,9 +272,10 @@ fn cpu_two_channels_and_sharing() {
 }
 
 /// Small submissions to an idle channel run on the submitting thread, exactly up to the
-/// threshold the provider declares in its characteristics; larger ones (and any submission
-/// while the channel is busy) go to the worker. Without the threshold everything goes to
-/// the worker.
+/// threshold the provider declares in its characteristics and only with as many data
+/// descriptors as it declares (one by default; a NULL completion marker does not count);
+/// larger ones, chains (and any submission while the channel is busy) go to the worker.
+/// Without the threshold everything goes to the worker.
 #[test]
 fn cpu_small_copies_inline_as_declared() {
     for threshold in [8192u64, 0] {
@@ -284,6 +285,12 @@ fn cpu_small_copies_inline_as_declared() {
         assert_eq!(
             s.netdma.providers()[0].characteristics.inline_threshold,
             threshold
+        );
+        assert_eq!(
+            s.netdma.providers()[0]
+                .characteristics
+                .inline_max_descriptors,
+            INLINE_MAX_DESCRIPTORS
         );
         let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
         let t2 = threads.clone();
@@ -296,13 +303,27 @@ fn cpu_small_copies_inline_as_declared() {
         let src = DmaBuffer::from_slice(&[3u8; 16384]);
         let dst = DmaBuffer::new(16384);
         let me = std::thread::current().id();
-        for (len, want_here) in [
-            (8192u32, threshold >= 8192),
-            (8193, false),
-            (100, threshold > 0),
+        // (bytes per copy, copies, NULL marker at the end, expected inline)
+        for (len, copies, marker, want_here) in [
+            (8192u32, 1, false, threshold >= 8192),
+            (8193, 1, false, false),
+            (100, 1, false, threshold > 0),
+            (100, 1, true, threshold > 0),
+            (100, 2, false, false),
         ] {
             let mut c = Chain::new();
-            c.copy(&src, 0, &dst, 0, len, ControlFlags::INTERRUPT_ON_COMPLETION);
+            for k in 0..copies {
+                let last = k + 1 == copies && !marker;
+                let f = if last {
+                    ControlFlags::INTERRUPT_ON_COMPLETION
+                } else {
+                    ControlFlags::empty()
+                };
+                c.copy(&src, 0, &dst, 0, len, f);
+            }
+            if marker {
+                c.null(ControlFlags::INTERRUPT_ON_COMPLETION);
+            }
             threads.lock().unwrap().clear();
             let sub = ch.start(c).unwrap();
             if want_here {
@@ -319,7 +340,7 @@ fn cpu_small_copies_inline_as_declared() {
             assert_eq!(
                 ran[0] == me,
                 want_here,
-                "threshold {threshold}, {len} bytes"
+                "threshold {threshold}, {copies} x {len} bytes, marker {marker}"
             );
             assert_eq!(
                 &dst.to_vec().unwrap()[..len as usize],
