@@ -502,14 +502,39 @@ fn connect_to(
     Ok(())
 }
 
-/// Opens plain TCP connections to `to` until `open` holds `n`.
-fn tcp_connect_to(to: SocketAddr, open: &mut Vec<TcpStream>, n: usize) -> Result<()> {
+/// Opens plain TCP connections to `to` until `open` holds `n`: non-blocking connects, a batch
+/// (less than the listen backlog) in flight at a time, until the server has accepted them all.
+fn tcp_connect_to(
+    to: SocketAddr,
+    open: &mut Vec<TcpStream>,
+    n: usize,
+    server: &mut Server,
+) -> Result<()> {
+    use socket2::{Domain, Socket, Type};
+    const BATCH: usize = 512;
+    let fail = |e: std::io::Error| Error::msg(format!("cannot connect plain TCP to {to}: {e}"));
     while open.len() < n {
-        let s = TcpStream::connect_timeout(&to, TIMEOUT)
-            .map_err(|e| Error::msg(format!("cannot connect plain TCP to {to}: {e}")))?;
-        open.push(s);
+        if open.len() % BATCH == 0 {
+            let have = open.len();
+            server.wait_for("the TCP connections so far", |(_, t)| t >= have)?;
+        }
+        let s = Socket::new(Domain::for_address(to), Type::STREAM, None).map_err(fail)?;
+        s.set_nonblocking(true).map_err(fail)?;
+        // Closed with a reset: no TIME_WAIT left behind for the next round's connects.
+        s.set_linger(Some(Duration::ZERO)).map_err(fail)?;
+        match s.connect(&to.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc_einprogress()) => {}
+            Err(e) => return Err(fail(e)),
+        }
+        open.push(s.into());
     }
-    Ok(())
+    server.wait_for("all TCP connections", |(_, t)| t >= n)
+}
+
+/// `EINPROGRESS`: a non-blocking connect under way.
+fn libc_einprogress() -> i32 {
+    rustix::io::Errno::INPROGRESS.raw_os_error()
 }
 
 struct Server {
@@ -606,6 +631,7 @@ impl Server {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let n = self.count()?;
+            eprintln!("TRACE count {n:?} {what}");
             if done(n) {
                 return Ok(());
             }
@@ -634,7 +660,7 @@ struct Round {
     setup: Duration,
 }
 
-/// The median of the pooled samples of `rounds`' measurement `pick`.
+/// The median of the pooled samples of `rounds`.
 fn pooled_p50<'a>(rounds: impl Iterator<Item = &'a Measured>) -> Result<f64> {
     let mut all = new_hist()?;
     for m in rounds {
@@ -692,16 +718,16 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     let mut remote = (0u64, RemoteToken(0));
     let started = Instant::now();
     connect_to(&side, &*cq, args, to, &mut open, base_n, &mut remote)?;
-    let base_setup = started.elapsed();
+     eprintln!("TRACE b0 {:?}", started.elapsed());let base_setup = started.elapsed();
     let mut tcp_open: Vec<TcpStream> = Vec::new();
     if !args.no_tcp {
-        tcp_connect_to(tcp_to, &mut tcp_open, base_n)?;
+        tcp_connect_to(tcp_to, &mut tcp_open, base_n, &mut server)?;
         let s = &tcp_open[0];
         s.set_nodelay(true)
             .and_then(|()| s.set_nonblocking(true))
             .map_err(|e| Error::msg(format!("cannot set up the TCP reference: {e}")))?;
     }
-    server.wait_for("the base connections", |(q, t)| {
+     eprintln!("TRACE b1 {:?}", started.elapsed());server.wait_for("the base connections", |(q, t)| {
         q >= base_n && (args.no_tcp || t >= base_n)
     })?;
     let out = vec![0x5au8; args.size];
@@ -713,15 +739,15 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
         let nd_base = measure(args.iters, pid, |i| {
             read_once(&mut **qp0, &mut *cq, sge, remote, i)
         })?;
-        let tcp_base = match tcp_open.first_mut() {
+         eprintln!("TRACE b2 {:?}", started.elapsed());let tcp_base = match tcp_open.first_mut() {
             Some(s) => Some(measure(args.iters, pid, |_| tcp_once(s, &out, &mut back))?),
             None => None,
         };
         // All QPs open.
-        let t = Instant::now();
-        connect_to(&side, &*cq, args, to, &mut open, args.qps, &mut remote)?;
+         eprintln!("TRACE b3 {:?}", started.elapsed());let t = Instant::now();
+        connect_to(&side, &*cq, args, to, &mut open, args.qps, &mut remote)?; eprintln!("TRACE 0 {:?}", started.elapsed());
         let setup = t.elapsed();
-        server.wait_for("all connections", |(q, _)| q >= args.qps)?;
+        server.wait_for("all connections", |(q, _)| q >= args.qps)?; eprintln!("TRACE 1 {:?}", started.elapsed());
         std::thread::sleep(settle);
         if r == 0 {
             rss_full = (rss(None)?, rss(Some(pid))?);
@@ -731,18 +757,18 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
             read_once(&mut **qp0, &mut *cq, sge, remote, i)
         })?;
         // Back to the base: the added QPs close, and the server closes its ends.
-        open.truncate(base_n);
-        server.wait_for("the base connections", |(q, _)| q <= base_n)?;
+        open.truncate(base_n); eprintln!("TRACE 2 {:?}", started.elapsed());
+        server.wait_for("the base connections", |(q, _)| q <= base_n)?; eprintln!("TRACE 3 {:?}", started.elapsed());
         // As many plain TCP connections open.
         let tcp = match tcp_base {
             Some(tcp_base) => {
-                tcp_connect_to(tcp_to, &mut tcp_open, args.qps)?;
-                server.wait_for("all TCP connections", |(_, t)| t >= args.qps)?;
+                tcp_connect_to(tcp_to, &mut tcp_open, args.qps, &mut server)?; eprintln!("TRACE 4 {:?}", started.elapsed());
+                server.wait_for("all TCP connections", |(_, t)| t >= args.qps)?; eprintln!("TRACE 5 {:?}", started.elapsed());
                 std::thread::sleep(settle);
                 let s = &mut tcp_open[0];
                 let tcp_full = measure(args.iters, pid, |_| tcp_once(s, &out, &mut back))?;
-                tcp_open.truncate(base_n);
-                server.wait_for("the base TCP connections", |(_, t)| t <= base_n)?;
+                tcp_open.truncate(base_n); eprintln!("TRACE 6 {:?}", started.elapsed());
+                server.wait_for("the base TCP connections", |(_, t)| t <= base_n)?; eprintln!("TRACE 7 {:?}", started.elapsed());
                 Some([tcp_base, tcp_full])
             }
             None => None,
