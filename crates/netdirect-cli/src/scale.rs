@@ -273,8 +273,21 @@ fn tcp_echo(address: IpAddr, open: Arc<AtomicUsize>) -> Result<u16> {
     use mio::{Events, Interest, Poll, Token};
     let io = |what: &'static str| move |e: std::io::Error| Error::msg(format!("{what}: {e}"));
     const LISTENER: Token = Token(usize::MAX);
-    let mut listener = TcpListener::bind(SocketAddr::new(address, 0))
+    // A backlog well above the client's connects in flight (`tcp_connect_to`): a connection
+    // that overflows it is established for the client but never accepted (mio's own is 128).
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(SocketAddr::new(address, 0)),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(io("cannot listen for plain TCP"))?;
+    socket
+        .set_reuse_address(true)
+        .and_then(|()| socket.bind(&SocketAddr::new(address, 0).into()))
+        .and_then(|()| socket.listen(4096))
+        .and_then(|()| socket.set_nonblocking(true))
         .map_err(io("cannot listen for plain TCP"))?;
+    let mut listener = TcpListener::from_std(socket.into());
     let port = listener
         .local_addr()
         .map_err(io("cannot read the TCP listener's address"))?
@@ -297,15 +310,30 @@ fn tcp_echo(address: IpAddr, open: Arc<AtomicUsize>) -> Result<u16> {
             }
             for ev in events.iter() {
                 if ev.token() == LISTENER {
-                    while let Ok((mut s, _)) = listener.accept() {
-                        let _ = s.set_nodelay(true);
-                        if poll
-                            .registry()
-                            .register(&mut s, Token(next), Interest::READABLE)
-                            .is_ok()
-                        {
-                            conns.insert(next, s);
-                            next += 1;
+                    // Edge-triggered: accept until the queue is empty. A connection reset
+                    // while queued fails its accept alone; stopping there would leave the
+                    // rest queued with no event to come.
+                    loop {
+                        match listener.accept() {
+                            Ok((mut s, _)) => {
+                                let _ = s.set_nodelay(true);
+                                if poll
+                                    .registry()
+                                    .register(&mut s, Token(next), Interest::READABLE)
+                                    .is_ok()
+                                {
+                                    conns.insert(next, s);
+                                    next += 1;
+                                }
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    ErrorKind::ConnectionAborted
+                                        | ErrorKind::ConnectionReset
+                                        | ErrorKind::Interrupted
+                                ) => {}
+                            Err(_) => break,
                         }
                     }
                     open.store(conns.len(), Ordering::SeqCst);
@@ -511,7 +539,7 @@ fn tcp_connect_to(
     server: &mut Server,
 ) -> Result<()> {
     use socket2::{Domain, Socket, Type};
-    const BATCH: usize = 512;
+    const BATCH: usize = 256;
     let fail = |e: std::io::Error| Error::msg(format!("cannot connect plain TCP to {to}: {e}"));
     while open.len() < n {
         if open.len() % BATCH == 0 {
@@ -631,7 +659,7 @@ impl Server {
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let n = self.count()?;
-            eprintln!("TRACE count {n:?} {what}");
+
             if done(n) {
                 return Ok(());
             }
@@ -718,7 +746,7 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
     let mut remote = (0u64, RemoteToken(0));
     let started = Instant::now();
     connect_to(&side, &*cq, args, to, &mut open, base_n, &mut remote)?;
-     eprintln!("TRACE b0 {:?}", started.elapsed());let base_setup = started.elapsed();
+    let base_setup = started.elapsed();
     let mut tcp_open: Vec<TcpStream> = Vec::new();
     if !args.no_tcp {
         tcp_connect_to(tcp_to, &mut tcp_open, base_n, &mut server)?;
@@ -727,7 +755,7 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
             .and_then(|()| s.set_nonblocking(true))
             .map_err(|e| Error::msg(format!("cannot set up the TCP reference: {e}")))?;
     }
-     eprintln!("TRACE b1 {:?}", started.elapsed());server.wait_for("the base connections", |(q, t)| {
+    server.wait_for("the base connections", |(q, t)| {
         q >= base_n && (args.no_tcp || t >= base_n)
     })?;
     let out = vec![0x5au8; args.size];
@@ -739,15 +767,15 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
         let nd_base = measure(args.iters, pid, |i| {
             read_once(&mut **qp0, &mut *cq, sge, remote, i)
         })?;
-         eprintln!("TRACE b2 {:?}", started.elapsed());let tcp_base = match tcp_open.first_mut() {
+        let tcp_base = match tcp_open.first_mut() {
             Some(s) => Some(measure(args.iters, pid, |_| tcp_once(s, &out, &mut back))?),
             None => None,
         };
         // All QPs open.
-         eprintln!("TRACE b3 {:?}", started.elapsed());let t = Instant::now();
-        connect_to(&side, &*cq, args, to, &mut open, args.qps, &mut remote)?; eprintln!("TRACE 0 {:?}", started.elapsed());
+        let t = Instant::now();
+        connect_to(&side, &*cq, args, to, &mut open, args.qps, &mut remote)?;
         let setup = t.elapsed();
-        server.wait_for("all connections", |(q, _)| q >= args.qps)?; eprintln!("TRACE 1 {:?}", started.elapsed());
+        server.wait_for("all connections", |(q, _)| q >= args.qps)?;
         std::thread::sleep(settle);
         if r == 0 {
             rss_full = (rss(None)?, rss(Some(pid))?);
@@ -757,18 +785,18 @@ pub fn run(args: &ScaleArgs) -> Result<()> {
             read_once(&mut **qp0, &mut *cq, sge, remote, i)
         })?;
         // Back to the base: the added QPs close, and the server closes its ends.
-        open.truncate(base_n); eprintln!("TRACE 2 {:?}", started.elapsed());
-        server.wait_for("the base connections", |(q, _)| q <= base_n)?; eprintln!("TRACE 3 {:?}", started.elapsed());
+        open.truncate(base_n);
+        server.wait_for("the base connections", |(q, _)| q <= base_n)?;
         // As many plain TCP connections open.
         let tcp = match tcp_base {
             Some(tcp_base) => {
-                tcp_connect_to(tcp_to, &mut tcp_open, args.qps, &mut server)?; eprintln!("TRACE 4 {:?}", started.elapsed());
-                server.wait_for("all TCP connections", |(_, t)| t >= args.qps)?; eprintln!("TRACE 5 {:?}", started.elapsed());
+                tcp_connect_to(tcp_to, &mut tcp_open, args.qps, &mut server)?;
+                server.wait_for("all TCP connections", |(_, t)| t >= args.qps)?;
                 std::thread::sleep(settle);
                 let s = &mut tcp_open[0];
                 let tcp_full = measure(args.iters, pid, |_| tcp_once(s, &out, &mut back))?;
-                tcp_open.truncate(base_n); eprintln!("TRACE 6 {:?}", started.elapsed());
-                server.wait_for("the base TCP connections", |(_, t)| t <= base_n)?; eprintln!("TRACE 7 {:?}", started.elapsed());
+                tcp_open.truncate(base_n);
+                server.wait_for("the base TCP connections", |(_, t)| t <= base_n)?;
                 Some([tcp_base, tcp_full])
             }
             None => None,

@@ -903,10 +903,7 @@ fn idle_setup_deadlines(ip: IpAddr) {
     std::thread::sleep(Duration::from_millis(20));
     let before = (wakeups(&*server), wakeups(&*client));
     std::thread::sleep((started + TIMEOUT + Duration::from_millis(500)) - Instant::now());
-    let woke = (
-        wakeups(&*server) - before.0,
-        wakeups(&*client) - before.1,
-    );
+    let woke = (wakeups(&*server) - before.0, wakeups(&*client) - before.1);
     assert!(
         woke.0 + woke.1 <= 4,
         "{ip}: {QPS} idle connections woke the progress threads {woke:?} times (server, client)"
