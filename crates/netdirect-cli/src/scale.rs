@@ -232,15 +232,7 @@ pub fn serve(args: &ScaleArgs) -> Result<()> {
     });
     let mut open: HashMap<u64, Open> = HashMap::new();
     let mut next = 0u64;
-    let mut accepting = Vec::new();
-    loop {
-        let ev = match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(ev) => ev,
-            Err(_) => {
-                accepting.retain(|r: &netdirect::Request<()>| r.is_pending());
-                continue;
-            }
-        };
+    while let Ok(ev) = rx.recv() {
         match ev {
             ServerEvent::Gone(key) => {
                 // Dropping the QP and its connector closes them.
@@ -254,15 +246,21 @@ pub fn serve(args: &ScaleArgs) -> Result<()> {
                 let on_disconnect: netdirect::DisconnectEvent = Box::new(move || {
                     let _ = gone.send(ServerEvent::Gone(key));
                 });
-                accepting.push(c.accept(&*qp, 1, 1, &pd, Some(on_disconnect)));
+                // A client that closes at once may end the connection before the accept
+                // completes: the accept then fails, and no disconnect event comes.
+                let failed = tx.clone();
+                c.accept(&*qp, 1, 1, &pd, Some(on_disconnect))
+                    .on_complete(move |r| {
+                        if r.is_err() {
+                            let _ = failed.send(ServerEvent::Gone(key));
+                        }
+                    });
                 open.insert(key, (qp, c));
-                if accepting.len() > 256 {
-                    accepting.retain(|r| r.is_pending());
-                }
             }
         }
         nd_open.store(open.len(), Ordering::SeqCst);
     }
+    Ok(())
 }
 
 /// The plain TCP reference: an `epoll` thread (as the soft RNIC's progress thread) that
