@@ -18,7 +18,8 @@
 //!   advertisement, RDMA Read, go-ahead, sink advertisement, RDMA Write, done), to ping Linux
 //!   iWARP (siw) and be pinged by it; see [`rping`].
 //! * `nd scale` — 10,000 idle connected QPs between two processes: memory per idle QP on
-//!   both sides and one QP's read latency with 16 vs all open; see [`scale`].
+//!   both sides and one QP's read latency with 16 vs all open, in interleaved rounds, next to
+//!   a plain TCP echo with as many idle TCP connections (the kernel's share); see [`scale`].
 //! * `nd stat` — the counters of running processes' adapters (`--watch`, `--json`,
 //!   `--prometheus`); `--counters` prints a run's own; see [`stat`].
 //! * `nd dma` — the NetDMA CPU copy engine by size (4 KiB…64 MiB) and channel count next to

@@ -179,6 +179,37 @@ impl Cells {
         c
     }
 
+    /// Adds these cells into `sum` (an aggregate over many QPs), as [`Counters::merge`] of
+    /// their [`Cells::snapshot`] would, without building a snapshot: counters and
+    /// `ActiveConnection` add, high-water marks take the maximum. The totals derived from the
+    /// detail are left stale; call [`Counters::derive_totals`] on `sum` once at the end. An
+    /// adapter with 10,000 QPs sums them every publication period, so this is a few loads and
+    /// adds per cell, no allocation or copy.
+    pub fn add_to(&self, sum: &mut Counters) {
+        for &k in Counter::ALL {
+            let v = self.values[k as usize].load(Relaxed);
+            let a = sum.get(k);
+            sum.set(
+                k,
+                match k {
+                    Counter::IrdHighWater | Counter::OrdHighWater => a.max(v),
+                    _ => a.wrapping_add(v),
+                },
+            );
+        }
+        for (o, cells) in sum.opcodes.iter_mut().zip(self.opcodes.iter()) {
+            o.fpdus_in += cells[0].load(Relaxed);
+            o.octets_in += cells[1].load(Relaxed);
+            o.fpdus_out += cells[2].load(Relaxed);
+            o.octets_out += cells[3].load(Relaxed);
+        }
+        if let Ok(list) = self.terminates.lock() {
+            for t in list.iter() {
+                sum.add_terminate(t.sent, t.layer, t.error_type, t.error_code, t.count);
+            }
+        }
+    }
+
     /// Adds a snapshot into these cells from any thread (an adapter keeping a closed QP's
     /// counts): counters add, high-water marks take the maximum, `ActiveConnection` is left
     /// alone (a closed QP has none).
@@ -253,5 +284,32 @@ mod tests {
         assert_eq!(t.get(Counter::ActiveConnection), 0);
         assert_eq!(t.terminate(true, 1, 1, 0), 4);
         assert!(std::mem::size_of::<Cells>() < 640);
+    }
+
+    #[test]
+    fn add_to_sums_as_merging_snapshots_does() {
+        let cells: Vec<Cells> = (0..3).map(|_| Cells::default()).collect();
+        for (i, c) in cells.iter().enumerate() {
+            let i = i as u64;
+            c.frame_out(0, 10 + i);
+            c.frame_in(2, 7 * i);
+            c.bump(Counter::CrcErrors, i);
+            c.raise(Counter::IrdHighWater, 5 - i);
+            c.add(Counter::ActiveConnection, 1);
+            c.terminate(i % 2 == 0, 1, 1, i as u8);
+        }
+        let mut merged = cells[0].snapshot();
+        let mut summed = cells[0].snapshot();
+        for c in &cells[1..] {
+            merged.merge(&c.snapshot());
+            c.add_to(&mut summed);
+        }
+        merged.derive_totals();
+        summed.derive_totals();
+        assert_eq!(summed, merged);
+        assert_eq!(summed.get(Counter::RDMAOutOctets), 33);
+        assert_eq!(summed.get(Counter::IrdHighWater), 5);
+        assert_eq!(summed.get(Counter::ActiveConnection), 3);
+        assert_eq!(summed.get(Counter::TerminatesSent), 2);
     }
 }

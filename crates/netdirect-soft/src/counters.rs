@@ -56,13 +56,18 @@ impl Registry {
         }
     }
 
-    /// The sum over every connection the adapter had.
+    /// The sum over every connection the adapter had. It visits every live connection (the
+    /// publisher does this every [`PUBLISH_PERIOD`]), so each costs a few loads and adds
+    /// ([`Cells::add_to`]), not a snapshot of its own: with 10,000 idle QPs, building and
+    /// merging a snapshot per QP took ~680 instructions each, 6.8 million per publication.
     pub(crate) fn snapshot(&self) -> Counters {
         let live = self.live.lock();
         let mut sum = self.retired.snapshot();
         for c in live.iter() {
-            sum.merge(&c.snapshot());
+            c.add_to(&mut sum);
         }
+        drop(live);
+        sum.derive_totals();
         sum
     }
 }

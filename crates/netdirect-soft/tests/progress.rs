@@ -923,3 +923,90 @@ fn a_cq_poll_visits_only_connections_with_work() {
         active_list(ip, true);
     }
 }
+
+/// Connections that were set up and then sit idle cost the progress thread nothing once their
+/// setup deadlines (connect, MPA handshake) pass: those deadlines left the timer heap when the
+/// connections were established, so nothing wakes the thread for them (before: one wakeup
+/// and one connection lock per connection, `connect_timeout` after its connect, on both sides).
+#[test]
+fn setup_deadlines_of_idle_connections_do_not_wake_the_progress_thread() {
+    for ip in IPS {
+        let ip: IpAddr = ip.parse().unwrap();
+        idle_setup_deadlines(ip);
+    }
+}
+
+fn idle_setup_deadlines(ip: IpAddr) {
+    const QPS: usize = 32;
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let open = || {
+        SoftProvider::with_engine_config(EngineConfig {
+            connect_timeout: TIMEOUT,
+            poll_lease: LONG_LEASE,
+            ..EngineConfig::default()
+        })
+        .open_adapter(OpenParameters {
+            address: ip,
+            version: Version::V2_1,
+        })
+        .expect("open adapter")
+    };
+    let (server, client) = (open(), open());
+    let (spd, cpd) = (
+        server.create_pd().wait().unwrap(),
+        client.create_pd().wait().unwrap(),
+    );
+    let (scq, ccq) = (plain_cq(&*server), plain_cq(&*client));
+    let qp_on = |pd: &dyn Pd, cq: &dyn Cq| {
+        pd.create_qp(QpConfig {
+            receive_cq: cq,
+            initiator_cq: cq,
+            context: 0,
+            receive_queue_depth: 1,
+            initiator_queue_depth: 1,
+            max_receive_sge: 1,
+            max_initiator_sge: 1,
+            inline_data_size: 0,
+        })
+        .wait()
+        .unwrap()
+    };
+    let (tx, rx_conn) = mpsc::channel::<Box<dyn Connector>>();
+    let tx = Mutex::new(tx);
+    let listener = server
+        .create_listener(Arc::new(move |c| tx.lock().unwrap().send(c).unwrap()))
+        .wait()
+        .unwrap();
+    listener.listen(SocketAddr::new(ip, 0)).wait().unwrap();
+    let address = listener.local_address().unwrap();
+    let started = Instant::now();
+    let mut pairs = Vec::new();
+    for _ in 0..QPS {
+        let sqp = qp_on(&*spd, &*scq);
+        let cqp = qp_on(&*cpd, &*ccq);
+        let connector = client.create_connector().wait().unwrap();
+        let pending = connector.connect(&*cqp, SocketAddr::new(ip, 0), address, 1, 1, b"");
+        let incoming = rx_conn.recv_timeout(WAIT).expect("connect event");
+        let accepted = incoming.accept(&*sqp, 1, 1, b"", None);
+        pending.wait_timeout(WAIT).unwrap();
+        connector.complete_connect(None).wait_timeout(WAIT).unwrap();
+        accepted.wait_timeout(WAIT).unwrap();
+        pairs.push((sqp, cqp, incoming, connector));
+    }
+    let setup = started.elapsed();
+    assert!(
+        setup < TIMEOUT,
+        "setup took {setup:?}: the deadlines passed before the count began"
+    );
+    // Idle from here: count the wakeups of both progress threads until every setup deadline
+    // has passed, with room to spare.
+    std::thread::sleep(Duration::from_millis(20));
+    let before = (wakeups(&*server), wakeups(&*client));
+    std::thread::sleep((started + TIMEOUT + Duration::from_millis(500)) - Instant::now());
+    let woke = (wakeups(&*server) - before.0, wakeups(&*client) - before.1);
+    assert!(
+        woke.0 + woke.1 <= 4,
+        "{ip}: {QPS} idle connections woke the progress threads {woke:?} times (server, client)"
+    );
+    drop(pairs);
+}

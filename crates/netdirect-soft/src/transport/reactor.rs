@@ -1640,6 +1640,12 @@ pub(crate) struct ConnCell<H: QpHost> {
     rx_leased: AtomicBool,
     /// When a consumer last ran a progress pass ([`Inner::stamp`]).
     last_poll: AtomicU64,
+    /// The deadline the timer heap holds for this connection (`Conn::timer_at`) as
+    /// [`Inner::stamp`] + 1, 0 for none: written by the progress thread only, so that it can
+    /// drop a stale heap entry (a deadline that was cleared or moved, such as the connect
+    /// deadline of every established connection) without locking the connection or waking
+    /// for it.
+    timer: AtomicU64,
     /// When the connection last had work: a post, an arrival the progress thread heard, a
     /// lease taken ([`ConnCell::touch`]). Idle connections leave their CQs' active lists
     /// ([`ConnCell::wants_pass`]).
@@ -1663,6 +1669,7 @@ impl<H: QpHost> ConnCell<H> {
             rx_leased: AtomicBool::new(false),
             last_poll: AtomicU64::new(0),
             last_active: AtomicU64::new(0),
+            timer: AtomicU64::new(0),
             cqs: OnceLock::new(),
         })
     }
@@ -2005,6 +2012,7 @@ impl<H: QpHost> Reactor<H> {
             let timeout = if !self.ready.is_empty() {
                 Some(Duration::ZERO)
             } else {
+                self.prune_timers();
                 let timer = self
                     .timers
                     .peek()
@@ -2062,12 +2070,13 @@ impl<H: QpHost> Reactor<H> {
                     break;
                 }
                 self.timers.pop();
-                let Some(cell) = self.conns.get(&id).cloned() else {
+                let Some(cell) = self.live_timer(at, id) else {
                     continue;
                 };
                 let mut c = cell.lock();
                 if c.timer_at == Some(at) {
                     c.timer_at = None;
+                    cell.timer.store(0, Ordering::Relaxed);
                 }
                 if c.deadline.is_some_and(|d| d <= now) {
                     c.on_deadline(now, &self.inner.config);
@@ -2139,12 +2148,14 @@ impl<H: QpHost> Reactor<H> {
     }
 
     /// Records a connection's deadline in the timer heap; says what else to do with it.
-    fn after_drive(&mut self, id: usize, c: &mut Conn<H>) -> Follow {
+    fn after_drive(&mut self, cell: &ConnCell<H>, c: &mut Conn<H>) -> Follow {
         if c.deadline != c.timer_at {
             if let Some(d) = c.deadline {
-                self.timers.push(Reverse((d, id)));
+                self.timers.push(Reverse((d, cell.shared.id)));
             }
             c.timer_at = c.deadline;
+            let stamp = c.deadline.map_or(0, |d| self.inner.stamp(d) + 1);
+            cell.timer.store(stamp, Ordering::Relaxed);
         }
         Follow {
             request: match &mut c.phase {
@@ -2152,6 +2163,26 @@ impl<H: QpHost> Reactor<H> {
                 _ => None,
             },
             dead: c.phase.is_dead() && !(c.phase.is_zombie() && c.has_handle),
+        }
+    }
+
+    /// The connection a heap entry (`at`, `id`) is for, if the entry is still its deadline
+    /// (not one cleared or moved since it was pushed).
+    fn live_timer(&self, at: Instant, id: usize) -> Option<Arc<ConnCell<H>>> {
+        let cell = self.conns.get(&id)?;
+        (cell.timer.load(Ordering::Relaxed) == self.inner.stamp(at) + 1).then(|| cell.clone())
+    }
+
+    /// Drops stale entries from the top of the timer heap, so that the thread does not wake
+    /// for them: after setup every connection's connect (or handshake) deadline is stale, and
+    /// with 10,000 connections waking for each, and locking its connection, was 10,000
+    /// wakeups a `connect_timeout` later. Each entry is dropped once.
+    fn prune_timers(&mut self) {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if self.live_timer(at, id).is_some() {
+                break;
+            }
+            self.timers.pop();
         }
     }
 
@@ -2576,7 +2607,7 @@ impl<H: QpHost> Reactor<H> {
                 if c.drive(&mut self.rbuf, false, now, &self.inner.config) {
                     again.push(id);
                 }
-                let follow = self.after_drive(id, &mut c);
+                let follow = self.after_drive(&cell, &mut c);
                 drop(c);
                 if let Some((request, listener)) = follow.request {
                     self.deliver_request(&cell, request, listener, now);
