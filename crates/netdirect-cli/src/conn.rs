@@ -714,7 +714,11 @@ impl Conn {
                     let mut m = [0u8; CTRL_LEN];
                     self.ep.read_slot(slot, &mut m)?;
                     if let Some(ctrl) = Ctrl::decode(&m) {
-                        self.repost(slot)?;
+                        // Nothing follows a Bye, and the peer may be gone already: its slot
+                        // is neither reposted nor credited.
+                        if ctrl.kind != Kind::Bye {
+                            self.repost(slot)?;
+                        }
                         if ctrl.kind == Kind::Credit {
                             self.credit_limit = self.credit_limit.max(self.peer_rx_depth + ctrl.a);
                             continue;

@@ -101,6 +101,7 @@ cases!(
     ndk::cq_arm_on_a_non_empty_cq_fires_at_once,
     ndk::srq_feeds_two_qps_and_notifies_below_threshold,
     ndk::disconnect_event_without_flush_then_disconnect_flushes,
+    ndk::receives_posted_after_the_peer_disconnected_complete_cancelled,
     ndk::fast_register_seed_rules_each_with_its_status,
     ndk::posting_limits_have_their_statuses,
     ndk::shared_endpoint_connects_twice_from_one_port,

@@ -1026,6 +1026,68 @@ pub fn disconnect_event_without_flush_then_disconnect_flushes(
     Ok(())
 }
 
+/// A receive posted after the peer disconnected (a consumer re-posting as the peer's close
+/// arrives) is taken, not refused: it completes `STATUS_CANCELLED` once the QP is flushed (at
+/// once where the peer's disconnect flushes), and after the flush every receive posted still
+/// completes cancelled, firing a pending arm.
+pub fn receives_posted_after_the_peer_disconnected_complete_cancelled(
+    p: &dyn Provider,
+    ip: IpAddr,
+) -> Outcome {
+    require_loopback(p, ip)?;
+    let (mut server, notes) = side_with_notifications(p, ip, 1);
+    let client = Side::new(p, ip, 2);
+    let buf = Buffer::new(4096);
+    let mr = server.register(&buf, MrFlags::ALLOW_LOCAL_WRITE);
+    let (listener, events) = listen_on(&*server.adapter, ip);
+    let (dtx, disconnected) = mpsc::channel();
+    let (incoming, connector) = establish(
+        &*client.adapter,
+        &*client.qp,
+        &events,
+        listener.local_address().unwrap(),
+        &*server.qp,
+        Some(Box::new(move || dtx.send(()).unwrap())),
+    );
+    connector.disconnect().wait_timeout(WAIT).unwrap();
+    disconnected.recv_timeout(WAIT).expect("disconnect event");
+    assert_eq!(
+        server.qp.receiver().receive(7, &[sge(&buf, &*mr, 0, 64)]),
+        Ok(()),
+        "a receive posted after the peer's disconnect"
+    );
+    incoming.disconnect().wait_timeout(WAIT).unwrap();
+    let c = server.completions(1);
+    assert_eq!((c[0].request_context, c[0].status), (7, Status::CANCELLED));
+    assert_eq!(c[0].op_type, OperationType::Receive);
+    // Flushed: a receive is still taken, and completes cancelled; an arm fires for it.
+    server.cq.arm(CqNotifyType::Any);
+    assert!(
+        notes.recv_timeout(Duration::from_millis(100)).is_err(),
+        "fired on an empty CQ"
+    );
+    assert_eq!(
+        server.qp.receiver().receive(8, &[sge(&buf, &*mr, 64, 64)]),
+        Ok(()),
+        "a receive posted after the flush"
+    );
+    assert_eq!(notes.recv_timeout(WAIT), Ok(Status::SUCCESS));
+    let c = server.completions(1);
+    assert_eq!((c[0].request_context, c[0].status), (8, Status::CANCELLED));
+    // Still checked: a receive outside the region fails inline.
+    assert_eq!(
+        server
+            .qp
+            .receiver()
+            .receive(9, &[sge(&buf, &*mr, 4000, 200)]),
+        Err(Status::ACCESS_VIOLATION)
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let mut out = [Completion::EMPTY; 4];
+    assert_eq!(server.cq.get_results_ex(&mut out), 0, "{:?}", &out[..1]);
+    Ok(())
+}
+
 /// Each fast-register rule with its status (unconnected, page count, length, base address,
 /// remote rights), the good cases, and the read-sink right where the adapter requires it.
 pub fn fast_register_seed_rules_each_with_its_status(p: &dyn Provider, ip: IpAddr) -> Outcome {

@@ -55,6 +55,7 @@ both_families!(
     cq_arm_on_a_non_empty_cq_fires_at_once,
     srq_feeds_two_qps_and_notifies_below_threshold,
     disconnect_event_without_flush_then_disconnect_flushes,
+    receives_posted_after_the_peer_disconnected_complete_cancelled,
     fast_register_seed_rules_each_with_its_status,
     posting_limits_have_their_statuses,
     shared_endpoint_connects_twice_from_one_port,

@@ -59,8 +59,25 @@ impl CqShared {
 
     /// A QP of this CQ went into error (iWARP).
     pub(crate) fn adopt(&self, qp_num: u32) {
-        self.orphans.lock().push(qp_num);
+        let mut orphans = self.orphans.lock();
+        if !orphans.contains(&qp_num) {
+            orphans.push(qp_num);
+        }
         self.has_orphans.store(true, Ordering::Release);
+    }
+
+    /// A request was queued on a QP in error (never handed to the device): the next poll
+    /// completes it cancelled, and a pending arm fires for it (a cancelled completion is of
+    /// every kind an arm asks for).
+    pub(crate) fn adopt_and_notify(self: &Arc<Self>, qp_num: u32) {
+        self.adopt(qp_num);
+        if self.armed.load(Ordering::Acquire) {
+            // Not on the consumer's thread: it may hold the CQ (the callback polls it).
+            let shared = self.clone();
+            let _ = std::thread::Builder::new()
+                .name("verbs-cq-arm".into())
+                .spawn(move || shared.fire());
+        }
     }
 
     /// Cancelled completions for the outstanding requests of QPs in error (after the device
@@ -234,7 +251,11 @@ impl Cq for VerbsCq {
         // ahead (after the arm: one arriving in between fires verbs' arm, and `fire` runs once).
         if !shared.buffered.load(Ordering::Acquire) {
             let mut one = [Completion::EMPTY; 1];
-            if poll_device(&shared, &mut self.wc, &mut one) == 1 {
+            let got = match poll_device(&shared, &mut self.wc, &mut one) {
+                0 if shared.has_orphans.load(Ordering::Acquire) => shared.cancel_orphans(&mut one),
+                n => n,
+            };
+            if got == 1 {
                 shared.buffer.lock().push_back(one[0]);
                 shared.buffered.store(true, Ordering::Release);
             }

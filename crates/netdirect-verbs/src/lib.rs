@@ -79,7 +79,7 @@
 //! | `NdkFlush` | `ibv_modify_qp` to ERR: everything outstanding completes `IBV_WC_WR_FLUSH_ERR` → `STATUS_CANCELLED` in posting order per queue; later posts fail `STATUS_CONNECTION_INVALID` |
 //! | `NdkSend` / `NdkSendAndInvalidate` | `IBV_WR_SEND` / `IBV_WR_SEND_WITH_INV` through `ops.post_send`, after the NDK's inline checks (`qp.rs`: flags, connection, SGE count, inline bytes, queue depth, tokens) |
 //! | `NdkRead` / `NdkWrite` | `IBV_WR_RDMA_READ` / `IBV_WR_RDMA_WRITE`, same checks (a read's sink needs the sink right on iWARP); `NDK_OP_FLAG_READ_FENCE` is `IBV_SEND_FENCE`, left off reads on siw, which refuses fenced reads |
-//! | `NdkReceive` | `ops.post_recv`, after the checks (`STATUS_CONNECTION_INVALID` once the QP is in error) |
+//! | `NdkReceive` | `ops.post_recv`, after the checks; on a QP in error (flushed, disconnected) not handed to the device (iWARP would never complete it) but completed `STATUS_CANCELLED` by the provider at the CQ's next poll, as on the soft provider |
 //! | `NdkCreateConnector` / `NdkCloseConnector` | `rdma_create_id` (`RDMA_PS_TCP`) on connect / `rdma_disconnect`, `rdma_destroy_id` |
 //! | `NdkConnect` | `rdma_resolve_addr`, `rdma_resolve_route`, the QP attached to the id and brought to INIT (`rdma_init_qp_attr`), `rdma_connect` (IRD/ORD as `responder_resources`/`initiator_depth`, private data); completes on `RDMA_CM_EVENT_ESTABLISHED` |
 //! | `NdkCompleteConnect`, `NdkCompleteConnectEx` | nothing on the wire: librdmacm already sent the RTU (IB/RoCE) or the MPA exchange finished (iWARP); installs the disconnect callback |

@@ -14,9 +14,11 @@
 //! hold their slots until a later completion retires them) `STATUS_NO_MORE_ENTRIES`; an SGE
 //! outside a region of the QP's PD registered under its token, or a read sink without the
 //! sink right where the adapter requires it, `STATUS_ACCESS_VIOLATION`. Receives may be posted
-//! before the connection (the QP is brought to INIT at creation) and fail
-//! `STATUS_CONNECTION_INVALID` once the QP is in error: an iWARP device never completes a
-//! receive posted then, so none is accepted.
+//! before the connection (the QP is brought to INIT at creation), and after it: once the QP
+//! is in error (flushed, disconnected) a receive is not handed to the device, which would
+//! never complete it on iWARP, but completes `STATUS_CANCELLED` through the receive CQ at its
+//! next poll (and fires a pending arm), as on the soft provider. A receive posted just as the
+//! peer's close arrives is therefore not an error.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -881,7 +883,14 @@ impl QpReceiver for VerbsReceiver {
         if q._srq.is_some() {
             return Err(Status::INVALID_DEVICE_REQUEST);
         }
-        q.usable(false)?;
+        // A QP in error still takes receives (as the soft provider does): the device would
+        // never complete one posted now (iWARP), so the provider completes it cancelled.
+        let in_error = q.state.load(Ordering::Acquire) == IN_ERROR;
+        if !in_error {
+            q.usable(false)?;
+        } else if q._cqs.1.in_error() {
+            return Err(Status::CONNECTION_INVALID);
+        }
         let mut v = [ibv_sge::default(); MAX_SGE];
         let n = to_sges(sges, q.max_receive_sge, &mut v)?;
         let mut ring = q.recv.lock();
@@ -889,6 +898,12 @@ impl QpReceiver for VerbsReceiver {
             return Err(Status::NO_MORE_ENTRIES);
         }
         q._pd.check_sges(&v[..n], false)?;
+        if in_error {
+            ring.push(request_context, OperationType::Receive);
+            drop(ring);
+            q._cqs.1.adopt_and_notify(q.qp_num);
+            return Ok(());
+        }
         let mut wr = ibv_recv_wr {
             wr_id: 0,
             next: std::ptr::null_mut(),
