@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use netdirect::Connector;
-use netdirect_types::{AdapterInfo, Status};
+use netdirect_types::{AdapterInfo, RdmaTechnology, Status};
 
 use crate::conn::{Conn, Event, Layout, MIN_RX, Side, idle};
 use crate::error::{Context, Error, Result, explain, wait};
@@ -1161,6 +1161,8 @@ fn unexpected(e: Event) -> Error {
 /// What a server run did.
 #[derive(Debug, Clone)]
 pub struct ServeSummary {
+    /// The serving adapter's transport (for the header).
+    pub technology: RdmaTechnology,
     /// The client's address.
     pub peer: Option<SocketAddr>,
     /// Sizes measured.
@@ -1398,8 +1400,13 @@ pub fn serve(
     for l in listeners {
         let _ = l.close().wait_timeout(Duration::from_secs(2));
     }
+    let technology = sides
+        .get(side_idx)
+        .and_then(Option::as_ref)
+        .map_or(RdmaTechnology::IWarp, |s| s.info.rdma_technology);
     drop(sides);
     Ok(ServeSummary {
+        technology,
         inline,
         peer,
         phases,

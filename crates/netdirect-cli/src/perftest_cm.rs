@@ -53,7 +53,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use netdirect::{Connector, Qp};
-use netdirect_types::{Completion, MrFlags, OpFlags, RemoteToken, Sge, Status};
+use netdirect_types::{Completion, MrFlags, OpFlags, RdmaTechnology, RemoteToken, Sge, Status};
 
 use crate::conn::{QueueSizes, Side, idle, local_for};
 use crate::endpoint::{Endpoint, Polled, REMOTE_ACCESS, Shape};
@@ -1017,6 +1017,8 @@ fn connect_data(
 /// What a `-R` server run measured.
 #[derive(Debug, Clone)]
 pub struct ServeRun {
+    /// The serving adapter's transport (for the header).
+    pub technology: RdmaTechnology,
     /// The client's address.
     pub peer: Option<SocketAddr>,
     /// The rows to print: ours (send_bw, write_lat, send_lat) or the client's report
@@ -1098,6 +1100,7 @@ pub fn serve(opts: &Opts, gbits: bool, on_listen: &dyn Fn(&[SocketAddr])) -> Res
             wait(accepted, opts.timeout, "the data connection's accept")
                 .map_err(|e| Error::msg(format!("the data connection failed: {e}")))?;
             let mut run = ServeRun {
+                technology: side.info.rdma_technology,
                 peer,
                 rows: Vec::new(),
                 remote_report: false,

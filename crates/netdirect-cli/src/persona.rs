@@ -43,7 +43,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use netdirect_types::Status;
+use netdirect_types::{RdmaTechnology, Status};
 
 use crate::conn::{self, MpaFlags};
 use crate::error::{Error, Result};
@@ -600,8 +600,8 @@ fn provider_name() -> &'static str {
 }
 
 /// The header, saying how data was exchanged.
-fn header(opts: &Opts, device: &str, rdma_cm: bool) -> String {
-    let h = report::header(opts, device);
+fn header(opts: &Opts, device: &str, technology: RdmaTechnology, rdma_cm: bool) -> String {
+    let h = report::header(opts, device, technology);
     if rdma_cm {
         h.replace(
             "Data ex. method : nd send/recv (NDP1)",
@@ -644,7 +644,7 @@ fn serve_cm(a: &PerfArgs, opts: &Opts) -> Result<()> {
     })?;
     let peer = run.peer.map_or("?".into(), |p| p.to_string());
     if mode == JsonMode::Text {
-        outln!("{}", header(opts, provider_name(), true));
+        outln!("{}", header(opts, provider_name(), run.technology, true));
         outln!(" client: {peer}");
         if run.rows.is_empty() {
             outln!(
@@ -702,7 +702,10 @@ fn serve(a: &PerfArgs, opts: &Opts) -> Result<()> {
             inline: summary.inline,
             ..opts.clone()
         };
-        outln!("{}", report::header(&used, provider_name()));
+        outln!(
+            "{}",
+            report::header(&used, provider_name(), summary.technology)
+        );
         if !results.is_empty() {
             // -b: the server measured too.
             outln!("{}", report::columns(test, gbits));
@@ -792,7 +795,12 @@ pub fn run(a: &PerfArgs) -> Result<()> {
         } else {
             if so_far.rows.is_empty() {
                 let device = format!("{} ({})", provider_name(), so_far.local.ip());
-                text += &header(&opts.fit(&so_far.info), &device, a.common.rdma_cm);
+                text += &header(
+                    &opts.fit(&so_far.info),
+                    &device,
+                    so_far.info.rdma_technology,
+                    a.common.rdma_cm,
+                );
                 text += "\n";
                 text += &report::addresses(so_far);
                 text += "\n";
@@ -874,6 +882,7 @@ pub fn run(a: &PerfArgs) -> Result<()> {
                 header(
                     &opts.fit(&run.info),
                     &format!("{} ({})", provider_name(), run.local.ip()),
+                    run.info.rdma_technology,
                     a.common.rdma_cm
                 )
             );

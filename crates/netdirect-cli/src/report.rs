@@ -1,5 +1,6 @@
 //! perftest-style tables and JSON for the personas.
 
+use netdirect_types::RdmaTechnology;
 use serde::Serialize;
 
 use crate::perf::{BwRow, ClientRun, LatRow, Opts, Row, Stop, Test};
@@ -17,14 +18,27 @@ pub fn bw_unit(bytes_per_sec: f64, gbits: bool) -> f64 {
     }
 }
 
-/// perftest's header block (`ctx_print_test_info`), adapted to an iWARP soft RNIC.
-pub fn header(opts: &Opts, device: &str) -> String {
+/// perftest's name for a transport: `IW` for iWARP, `IB` for InfiniBand and RoCE (perftest
+/// prints the link layer apart).
+pub fn transport_type(technology: RdmaTechnology) -> &'static str {
+    match technology {
+        RdmaTechnology::IWarp => "IW",
+        _ => "IB",
+    }
+}
+
+/// perftest's header block (`ctx_print_test_info`), for the adapter's transport.
+pub fn header(opts: &Opts, device: &str, technology: RdmaTechnology) -> String {
     let mut s = String::new();
     s += LINE;
     s += "\n";
     s += &format!("                    {}\n", opts.test.title());
     s += &format!(" Dual-port       : OFF\t\tDevice         : {device}\n");
-    s += &format!(" Number of qps   : {}\t\tTransport type : IW\n", opts.qps);
+    s += &format!(
+        " Number of qps   : {}\t\tTransport type : {}\n",
+        opts.qps,
+        transport_type(technology)
+    );
     s += &format!(
         " Connection type : RC\t\tUsing SRQ      : {}\n",
         if opts.srq { "ON" } else { "OFF" }
@@ -479,4 +493,16 @@ pub struct ServerReport {
     pub results: Vec<ResultRow>,
     /// Whether `results` is the client's report.
     pub results_from_client: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_type_is_perftest_s_name_for_the_technology() {
+        assert_eq!(transport_type(RdmaTechnology::IWarp), "IW");
+        assert_eq!(transport_type(RdmaTechnology::RoCEv2), "IB");
+        assert_eq!(transport_type(RdmaTechnology::InfiniBand), "IB");
+    }
 }
