@@ -38,8 +38,8 @@ VN_TIMEOUT="${VN_TIMEOUT:-60}"
 VN_BW_ARGS="${VN_BW_ARGS:--n 50 -s 16384}"
 VN_LAT_ARGS="${VN_LAT_ARGS:--n 50 -s 64}"
 VN_PT_ARGS="${VN_PT_ARGS:--n 50 -s 4096}"
-VN_FIG_ARGS="${VN_FIG_ARGS:--n 200 -s 65536}"
-VN_FIG_ROUNDS="${VN_FIG_ROUNDS:-3}"
+VN_FIG_ARGS="${VN_FIG_ARGS:--n 1000 -s 65536}"
+VN_FIG_ROUNDS="${VN_FIG_ROUNDS:-5}"
 VN_PORT="${VN_PORT:-7400}"
 GND=/root/nd
 
@@ -208,10 +208,11 @@ _vn_bw_avg() { # file
 
 # nd write-bw --provider verbs vs ib_write_bw -R (perftest needs rdma_cm on iWARP), both siw to
 # siw in the guest, VN_FIG_ROUNDS rounds taken in turn (the emulated guest's figures vary by
-# tens of percent from run to run, mostly with the load of the machine): prints every run and
-# the ratio of the best of each.
+# tens of percent from run to run, mostly with the load of the machine): prints every run, the
+# ratio of the best of each, and the median of the rounds' ratios (each round's two runs are
+# next to each other in time, so the load hits both alike).
 _vn_figures() {
-    local port=$((VN_PORT + 50)) r nd_all="" ib_all="" v f
+    local port=$((VN_PORT + 50)) r nd_all="" ib_all="" pairs="" v f
     for r in $(seq "$VN_FIG_ROUNDS"); do
         port=$((port + 1))
         f="$WORK/verbs-nd-figure-nd-$r.out"
@@ -233,14 +234,20 @@ _vn_figures() {
         # perftest sometimes refuses to report under TCG (r^2 < 0.9): that run has no figure.
         v="$(_vn_bw_avg "$f")"
         [ -z "$v" ] || ib_all="$ib_all $v"
+        [ -z "$v" ] || pairs="$pairs ${nd_all##* }/$v"
     done
     [ -n "$ib_all" ] || { fail "verbs-nd figures: ib_write_bw -R printed no result row in $VN_FIG_ROUNDS runs (see $WORK/verbs-nd-figure-ib-*.out)"; return; }
     local line
-    line="$(awk -v n="$nd_all" -v i="$ib_all" -v a="$VN_FIG_ARGS" 'BEGIN {
+    line="$(awk -v n="$nd_all" -v i="$ib_all" -v p="$pairs" -v a="$VN_FIG_ARGS" 'BEGIN {
         nn = split(n, N, " "); ni = split(i, I, " "); bn = 0; bi = 0
         for (k = 1; k <= nn; k++) if (N[k] + 0 > bn) bn = N[k] + 0
         for (k = 1; k <= ni; k++) if (I[k] + 0 > bi) bi = I[k] + 0
-        printf "figures (guest, TCG, siw, write-bw %s, BW average, best of runs): nd write-bw --provider verbs %.2f MiB/s (runs:%s), ib_write_bw -R %.2f MiB/s (runs:%s), ratio %.2fx", a, bn, n, bi, i, (bi > 0 ? bn / bi : 0) }')"
+        np = split(p, P, " ")
+        for (k = 1; k <= np; k++) { split(P[k], q, "/"); R[k] = (q[2] > 0 ? q[1] / q[2] : 0) }
+        for (x = 1; x <= np; x++) for (y = x + 1; y <= np; y++) if (R[y] < R[x]) { t = R[x]; R[x] = R[y]; R[y] = t }
+        med = (np % 2 ? R[(np + 1) / 2] : (R[np / 2] + R[np / 2 + 1]) / 2)
+        rs = ""; for (k = 1; k <= np; k++) rs = rs sprintf(" %.2f", R[k])
+        printf "figures (guest, TCG, siw, write-bw %s, BW average): nd write-bw --provider verbs best %.2f MiB/s (runs:%s), ib_write_bw -R best %.2f MiB/s (runs:%s), ratio of bests %.2fx, median of %d rounds'"'"' ratios %.2fx (sorted:%s)", a, bn, n, bi, i, (bi > 0 ? bn / bi : 0), np, med, rs }')"
     VN_FIGURES="$line"
     pass "verbs-nd $line"
 }
