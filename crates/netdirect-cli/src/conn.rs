@@ -329,6 +329,10 @@ pub struct Layout {
 pub const CTRL_TX: usize = 16;
 /// Peer receives only credit messages may use.
 pub const CREDIT_RESERVE: u64 = 3;
+
+/// Idle turns (each gives the CPU away once) after which a side returns the credits it owes
+/// without waiting for a full batch.
+pub const FLUSH_AFTER_IDLE_TURNS: u32 = 32;
 /// The fewest receives a side posts.
 pub const MIN_RX: usize = 8;
 const RX_TAG: u64 = 1 << 63;
@@ -378,6 +382,11 @@ pub struct Conn {
     pub credit_limit: u64,
     peer_rx_depth: u64,
     consumed: u64,
+    /// A receive other than a `Credit` was consumed since credits last went out: an idle
+    /// side returns them at once ([`Conn::flush_credits`]).
+    credit_due: bool,
+    /// Idle turns since the last receive was consumed (see [`Conn::flush_credits`]).
+    idle_turns: u32,
     credited: u64,
     /// Mark the next data requests `DEFER`: the caller posts more right after and ends the
     /// batch with one posted while this is false.
@@ -431,6 +440,8 @@ impl Conn {
             credit_limit: 1 + CREDIT_RESERVE,
             peer_rx_depth: 0,
             consumed: 0,
+            credit_due: false,
+            idle_turns: 0,
             credited: 0,
             defer: false,
         };
@@ -595,7 +606,7 @@ impl Conn {
         while self.sent + reserve >= self.credit_limit || self.ctrl_out >= CTRL_TX {
             match self.poll_one()? {
                 Some(e) => self.backlog.push_back(e),
-                None => self.ep.idle(deadline, "a receive credit from the peer")?,
+                None => self.idle(deadline, "a receive credit from the peer")?,
             }
         }
         self.qp
@@ -609,13 +620,53 @@ impl Conn {
 
     /// Reposts receive slot `slot` after a [`Event::Data`], returning credits when due.
     pub fn repost(&mut self, slot: usize) -> Result<()> {
+        self.credit_due = true;
+        self.repost_slot(slot)
+    }
+
+    /// Reposts `slot`; credits go out in batches of a quarter of the ring.
+    fn repost_slot(&mut self, slot: usize) -> Result<()> {
         self.ep.post_receive(RX_TAG | slot as u64, slot)?;
         self.consumed += 1;
+        self.idle_turns = 0;
         if self.consumed - self.credited >= (self.layout.rx_depth as u64 / 4).max(1) {
-            self.credited = self.consumed;
-            self.send_ctrl(Ctrl::new(Kind::Credit, self.consumed, 0))?;
+            self.send_credit()?;
         }
         Ok(())
+    }
+
+    fn send_credit(&mut self) -> Result<()> {
+        self.credited = self.consumed;
+        self.credit_due = false;
+        self.send_ctrl(Ctrl::new(Kind::Credit, self.consumed, 0))
+    }
+
+    /// Called on each idle turn: once this side has idled [`FLUSH_AFTER_IDLE_TURNS`] turns
+    /// in a row, returns the credits still owed. Batched credits could otherwise deadlock two
+    /// sides that both wait, each holding back less than a batch of the other's credits while
+    /// it waits for its own. Only a side that has gone quiet flushes, so a stream of messages
+    /// still gets its credits in batches; and consuming a `Credit` alone does not make credits
+    /// due, so two idle sides do not trade credits for credits.
+    pub fn flush_credits(&mut self) -> Result<()> {
+        self.idle_turns = self.idle_turns.saturating_add(1);
+        if self.idle_turns >= FLUSH_AFTER_IDLE_TURNS
+            && self.credit_due
+            && self.consumed > self.credited
+        {
+            self.send_credit()?;
+        }
+        Ok(())
+    }
+
+    /// Waits a little for the next completion (see [`Endpoint::idle`]), after returning the
+    /// credits owed: a side that waits never holds back what its peer may wait for.
+    pub fn idle(&mut self, deadline: Instant, what: &str) -> Result<()> {
+        if self.ep.events {
+            // About to block on a notification: nothing owed may wait for that.
+            self.idle_turns = FLUSH_AFTER_IDLE_TURNS;
+        }
+        self.flush_credits()?;
+        self.ep.idle(deadline, what)
     }
 
     /// The next event, if one is there.
@@ -633,7 +684,7 @@ impl Conn {
             if let Some(e) = self.try_next()? {
                 return Ok(e);
             }
-            self.ep.idle(deadline, what)?;
+            self.idle(deadline, what)?;
         }
     }
 
@@ -678,7 +729,7 @@ impl Conn {
                 Some(Event::TxDone(_)) => continue,
                 Some(other) => self.backlog.push_back(other),
                 None if self.tx_out >= max_out => {
-                    self.ep.idle(deadline, "requests to complete")?;
+                    self.idle(deadline, "requests to complete")?;
                 }
                 None => return Ok(()),
             }
@@ -692,7 +743,7 @@ impl Conn {
             match self.poll_one()? {
                 Some(Event::TxDone(_)) => {}
                 Some(other) => self.backlog.push_back(other),
-                None => self.ep.idle(deadline, "outstanding requests to complete")?,
+                None => self.idle(deadline, "outstanding requests to complete")?,
             }
             if self.backlog.len() > 4096 {
                 return Err(Error::msg("protocol error: too many unexpected messages"));
@@ -716,8 +767,10 @@ impl Conn {
                     if let Some(ctrl) = Ctrl::decode(&m) {
                         // Nothing follows a Bye, and the peer may be gone already: its slot
                         // is neither reposted nor credited.
-                        if ctrl.kind != Kind::Bye {
-                            self.repost(slot)?;
+                        match ctrl.kind {
+                            Kind::Bye => {}
+                            Kind::Credit => self.repost_slot(slot)?,
+                            _ => self.repost(slot)?,
                         }
                         if ctrl.kind == Kind::Credit {
                             self.credit_limit = self.credit_limit.max(self.peer_rx_depth + ctrl.a);

@@ -792,6 +792,9 @@ impl crate::meter::BwLink for NdLink<'_> {
     }
 
     fn idle(&mut self, deadline: Instant) -> Result<()> {
+        for c in self.conns.iter_mut() {
+            c.flush_credits()?;
+        }
         idle(deadline, "RDMA requests to complete")
     }
 }
@@ -961,6 +964,9 @@ fn bidir_measure(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Re
         if progressed {
             last_progress = Instant::now();
         } else {
+            for c in conns.iter_mut() {
+                c.flush_credits()?;
+            }
             idle(
                 last_progress + opts.timeout,
                 "the peer's half of the bidirectional measurement",
@@ -1571,6 +1577,9 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
         if progressed {
             last_progress = Instant::now();
         } else {
+            for c in conns.iter_mut() {
+                c.flush_credits()?;
+            }
             idle(
                 last_progress + opts.timeout,
                 "the client's measurement to finish",
