@@ -102,6 +102,7 @@ cases!(
     ndk::srq_feeds_two_qps_and_notifies_below_threshold,
     ndk::disconnect_event_without_flush_then_disconnect_flushes,
     ndk::receives_posted_after_the_peer_disconnected_complete_cancelled,
+    ndk::sends_and_writes_behind_reads_leave_every_read_to_complete,
     ndk::fast_register_seed_rules_each_with_its_status,
     ndk::posting_limits_have_their_statuses,
     ndk::shared_endpoint_connects_twice_from_one_port,

@@ -1026,6 +1026,103 @@ pub fn disconnect_event_without_flush_then_disconnect_flushes(
     Ok(())
 }
 
+/// Reads with Sends and Writes posted behind them, signaled and silent: every signaled request
+/// completes once, with its status and type, and each Read's data lands. (An iWARP device may
+/// complete the Sends and Writes first: a Read completes when its response has arrived.)
+pub fn sends_and_writes_behind_reads_leave_every_read_to_complete(
+    p: &dyn Provider,
+    ip: IpAddr,
+) -> Outcome {
+    require_loopback(p, ip)?;
+    let mut server = Side::new(p, ip, 1);
+    let mut client = Side::new(p, ip, 2);
+    let srv_buf = Buffer::new(256 * 1024);
+    let pattern: Vec<u8> = (0..srv_buf.len()).map(|i| (i * 13 % 251) as u8).collect();
+    srv_buf.write_at(0, &pattern).unwrap();
+    let srv_mr = server.register(
+        &srv_buf,
+        MrFlags::ALLOW_LOCAL_WRITE | MrFlags::ALLOW_REMOTE_WRITE | MrFlags::ALLOW_REMOTE_READ,
+    );
+    for k in 0..4 {
+        server
+            .qp
+            .receiver()
+            .receive(100 + k, &[sge(&srv_buf, &*srv_mr, 4096 * k as usize, 64)])
+            .unwrap();
+    }
+    let (_s, _c) = connect(&mut server, &mut client, ip, b"");
+    let cli_buf = Buffer::new(256 * 1024);
+    let cli_mr = client.register(
+        &cli_buf,
+        MrFlags::ALLOW_LOCAL_WRITE | MrFlags::RDMA_READ_SINK,
+    );
+    let remote = RemoteToken(srv_mr.remote_token().0);
+    let base = srv_buf.address();
+    let q = client.qp.initiator();
+    let silent = OpFlags::SILENT_SUCCESS;
+    // Reads of 32 KiB from the upper half, each followed by a Send or a Write.
+    for k in 0..4u64 {
+        let at = 128 * 1024 + 32 * 1024 * k as usize;
+        let flags = if k == 1 { silent } else { OpFlags::empty() };
+        q.read(
+            10 + k,
+            &[sge(&cli_buf, &*cli_mr, at, 32 * 1024)],
+            base + at as u64,
+            remote,
+            flags,
+        )
+        .expect("read");
+        if k % 2 == 0 {
+            q.send_inline(20 + k, &[b"behind a read"], OpFlags::empty())
+                .expect("send");
+        } else {
+            q.write(
+                20 + k,
+                &[sge(&cli_buf, &*cli_mr, 4096 * k as usize, 64)],
+                base + 65536 + 4096 * k,
+                remote,
+                silent,
+            )
+            .expect("write");
+        }
+    }
+    // Signaled: reads 10, 12, 13 and sends 20, 22 (read 11 and the writes are silent). A
+    // last signaled Read covers what is silent.
+    q.read(
+        14,
+        &[sge(&cli_buf, &*cli_mr, 0, 4096)],
+        base,
+        remote,
+        OpFlags::empty(),
+    )
+    .expect("read");
+    let mut got: Vec<_> = client
+        .completions(6)
+        .iter()
+        .map(|c| (c.request_context, c.status, c.op_type))
+        .collect();
+    got.sort_unstable_by_key(|g| g.0);
+    assert_eq!(
+        got,
+        vec![
+            (10, Status::SUCCESS, OperationType::Read),
+            (12, Status::SUCCESS, OperationType::Read),
+            (13, Status::SUCCESS, OperationType::Read),
+            (14, Status::SUCCESS, OperationType::Read),
+            (20, Status::SUCCESS, OperationType::Send),
+            (22, Status::SUCCESS, OperationType::Send),
+        ]
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let mut out = [Completion::EMPTY; 4];
+    assert_eq!(client.cq.get_results_ex(&mut out), 0, "{:?}", &out[..1]);
+    let mut back = vec![0u8; 128 * 1024];
+    cli_buf.read_at(128 * 1024, &mut back).unwrap();
+    assert!(back == pattern[128 * 1024..], "a Read's data did not land");
+    assert_eq!(server.completions(2).len(), 2);
+    Ok(())
+}
+
 /// A receive posted after the peer disconnected (a consumer re-posting as the peer's close
 /// arrives) is taken, not refused: it completes `STATUS_CANCELLED` once the QP is flushed (at
 /// once where the peer's disconnect flushes), and after the flush every receive posted still

@@ -56,6 +56,7 @@ both_families!(
     srq_feeds_two_qps_and_notifies_below_threshold,
     disconnect_event_without_flush_then_disconnect_flushes,
     receives_posted_after_the_peer_disconnected_complete_cancelled,
+    sends_and_writes_behind_reads_leave_every_read_to_complete,
     fast_register_seed_rules_each_with_its_status,
     posting_limits_have_their_statuses,
     shared_endpoint_connects_twice_from_one_port,

@@ -3,7 +3,9 @@
 //! Work-request ids are sequence numbers into a per-queue ring of (request context, operation
 //! type): verbs leaves the opcode of a failed completion undefined, while NDK completions carry
 //! their type whatever their status. A signaled send completion also retires the unsignaled
-//! (`SILENT_SUCCESS`) requests before it, as verbs defines.
+//! (`SILENT_SUCCESS`) requests before it, as verbs defines, but not signaled ones, nor, on
+//! iWARP, unsignaled Reads: siw completes Sends and Writes before the Reads posted ahead of
+//! them (a Read completes when its response arrives).
 //!
 //! The NDK's posting rules are checked here before verbs sees a request (verbs would accept
 //! some of these and fail them later, or, on siw, leave them queued on the QP), in the order of
@@ -51,10 +53,14 @@ const RECV_BIT: u64 = 1 << 63;
 /// SRQ work-request ids have this bit.
 pub(crate) const SRQ_BIT: u64 = 1 << 62;
 
+/// One outstanding request: sequence number (the work-request id), request context,
+/// operation, and whether it was posted signaled.
+type Entry = (u64, u64, OperationType, bool);
+
 #[derive(Default)]
 struct Ring {
     next: u64,
-    pending: VecDeque<(u64, u64, OperationType)>,
+    pending: VecDeque<Entry>,
 }
 
 impl Ring {
@@ -65,16 +71,16 @@ impl Ring {
         }
     }
 
-    fn push(&mut self, context: u64, op: OperationType) -> u64 {
+    fn push(&mut self, context: u64, op: OperationType, signaled: bool) -> u64 {
         let seq = self.next;
         self.next += 1;
-        self.pending.push_back((seq, context, op));
+        self.pending.push_back((seq, context, op, signaled));
         seq
     }
 
     /// The oldest outstanding request, retired.
     fn take_front(&mut self) -> Option<(u64, OperationType)> {
-        self.pending.pop_front().map(|(_, c, op)| (c, op))
+        self.pending.pop_front().map(|(_, c, op, _)| (c, op))
     }
 
     /// Requests posted and not yet retired by a completion the consumer took.
@@ -87,18 +93,32 @@ impl Ring {
         self.next -= 1;
     }
 
-    /// Retires every entry up to `seq` and returns that one.
-    fn retire(&mut self, seq: u64) -> Option<(u64, OperationType)> {
-        while let Some((s, c, op)) = self.pending.pop_front() {
-            if s == seq {
-                return Some((c, op));
-            }
-            if s > seq {
-                self.pending.push_front((s, c, op));
-                return None;
+    /// Retires request `seq`, whose completion arrived, and returns it, with the unsignaled
+    /// requests posted before it (verbs: a completion covers them). A signaled request posted
+    /// before it stays for its own completion, and so does an unsignaled Read when
+    /// `reads_complete_late` and `seq` is not a Read: an iWARP device completes a Read when
+    /// its response has arrived, after Sends and Writes posted behind it (siw does), so their
+    /// completion says nothing of it (Reads complete in order among themselves).
+    fn retire(&mut self, seq: u64, reads_complete_late: bool) -> Option<(u64, OperationType)> {
+        let at = self.pending.iter().position(|e| e.0 >= seq)?;
+        let (s, context, op, _) = self.pending[at];
+        if s != seq {
+            return None;
+        }
+        self.pending.remove(at);
+        let keep_reads = reads_complete_late && op != OperationType::Read;
+        let mut i = 0;
+        let mut left = at;
+        while i < left {
+            let (_, _, before, signaled) = self.pending[i];
+            if signaled || (keep_reads && before == OperationType::Read) {
+                i += 1;
+            } else {
+                self.pending.remove(i);
+                left -= 1;
             }
         }
-        None
+        Some((context, op))
     }
 }
 
@@ -246,9 +266,10 @@ impl QpShared {
                 .and_then(|s| s.retire(wc.wr_id))
                 .map(|c| (c, OperationType::Receive))
         } else if wc.wr_id & RECV_BIT != 0 {
-            self.recv.lock().retire(wc.wr_id)
+            self.recv.lock().retire(wc.wr_id, false)
         } else {
-            self.send.lock().retire(wc.wr_id)
+            let late = self.adapter.info.rdma_technology == RdmaTechnology::IWarp;
+            self.send.lock().retire(wc.wr_id, late)
         };
         // Not outstanding: already completed cancelled by the provider (see `set_error`).
         let (request_context, mut op) = found?;
@@ -518,6 +539,26 @@ pub(crate) struct VerbsReceiver(Arc<QpShared>);
 impl VerbsInitiator {
     /// The first two checks of every initiator post: flags valid for the operation, then a
     /// connection.
+    /// The window of a bind or invalidate: `STATUS_NOT_SUPPORTED` on a device without
+    /// windows, then the flags (§10 row 1), then a window of this adapter.
+    fn window<'a>(
+        &self,
+        mw: &'a dyn Mw,
+        flags: OpFlags,
+        valid: OpFlags,
+    ) -> Result<&'a VerbsMw, Status> {
+        if self.0.adapter.info.max_window_size == 0 {
+            return Err(Status::NOT_SUPPORTED);
+        }
+        self.admit(flags, valid)?;
+        let mw = mw
+            .as_any()
+            .downcast_ref::<VerbsMw>()
+            .ok_or(Status::INVALID_PARAMETER)?;
+        same_adapter(&self.0.adapter, &mw.pd.adapter)?;
+        Ok(mw)
+    }
+
     fn admit(&self, flags: OpFlags, valid: OpFlags) -> Result<(), Status> {
         if !valid.contains(flags) {
             return Err(Status::INVALID_PARAMETER);
@@ -544,7 +585,8 @@ impl VerbsInitiator {
         if ring.outstanding() >= q.send_depth as usize {
             return Err(Status::NO_MORE_ENTRIES);
         }
-        wr.wr_id = ring.push(context, op);
+        let signaled = wr.send_flags & ffi::IBV_SEND_SIGNALED != 0;
+        wr.wr_id = ring.push(context, op, signaled);
         match q.adapter.lib.post_send(q.qp, &mut wr) {
             0 => Ok(()),
             e => {
@@ -610,7 +652,8 @@ impl VerbsInitiator {
         wr.imm_or_inv = invalidate;
         wr.remote_addr = remote.0;
         wr.rkey = remote.1;
-        wr.wr_id = ring.push(context, op);
+        let signaled = wr.send_flags & ffi::IBV_SEND_SIGNALED != 0;
+        wr.wr_id = ring.push(context, op, signaled);
         match q.adapter.lib.post_send(q.qp, &mut wr) {
             0 => Ok(()),
             e => {
@@ -786,20 +829,12 @@ impl QpInitiator for VerbsInitiator {
         length: u64,
         flags: OpFlags,
     ) -> Result<(), Status> {
-        if self.0.adapter.info.max_window_size == 0 {
-            return Err(Status::NOT_SUPPORTED);
-        }
-        self.admit(flags, OpFlags::BIND_VALID)?;
+        let mw = self.window(mw, flags, OpFlags::BIND_VALID)?;
         let mr = mr
             .as_any()
             .downcast_ref::<VerbsMr>()
             .ok_or(Status::INVALID_PARAMETER)?;
-        let mw = mw
-            .as_any()
-            .downcast_ref::<VerbsMw>()
-            .ok_or(Status::INVALID_PARAMETER)?;
         same_adapter(&self.0.adapter, &mr.pd().adapter)?;
-        same_adapter(&self.0.adapter, &mw.pd.adapter)?;
         let (mr_h, region) = mr.bind_target().ok_or(Status::INVALID_DEVICE_REQUEST)?;
         // Inside the MR (§7.10), and remote write through the window needs local write on it.
         let end = address.checked_add(length);
@@ -857,15 +892,7 @@ impl QpInitiator for VerbsInitiator {
         let InvalidateTarget::Mw(mw) = target else {
             return Err(Status::NOT_SUPPORTED);
         };
-        if self.0.adapter.info.max_window_size == 0 {
-            return Err(Status::NOT_SUPPORTED);
-        }
-        self.admit(flags, OpFlags::INVALIDATE_VALID)?;
-        let mw = mw
-            .as_any()
-            .downcast_ref::<VerbsMw>()
-            .ok_or(Status::INVALID_PARAMETER)?;
-        same_adapter(&self.0.adapter, &mw.pd.adapter)?;
+        let mw = self.window(mw, flags, OpFlags::INVALIDATE_VALID)?;
         let mut wr = ibv_send_wr::zeroed();
         wr.opcode = ffi::IBV_WR_LOCAL_INV;
         wr.imm_or_inv = mw.rkey();
@@ -899,7 +926,7 @@ impl QpReceiver for VerbsReceiver {
         }
         q._pd.check_sges(&v[..n], false)?;
         if in_error {
-            ring.push(request_context, OperationType::Receive);
+            ring.push(request_context, OperationType::Receive, true);
             drop(ring);
             q._cqs.1.adopt_and_notify(q.qp_num);
             return Ok(());
@@ -910,7 +937,7 @@ impl QpReceiver for VerbsReceiver {
             sg_list: v.as_mut_ptr(),
             num_sge: n as i32,
         };
-        wr.wr_id = ring.push(request_context, OperationType::Receive);
+        wr.wr_id = ring.push(request_context, OperationType::Receive, true);
         match q.adapter.lib.post_recv(q.qp, &mut wr) {
             0 => Ok(()),
             e => {
@@ -932,16 +959,47 @@ mod tests {
     #[test]
     fn ring_retires_silent_requests_before_a_signaled_one() {
         let mut r = Ring::default();
-        let a = r.push(10, OperationType::Write);
-        let b = r.push(11, OperationType::Write);
-        let c = r.push(12, OperationType::Send);
+        let a = r.push(10, OperationType::Write, false);
+        let b = r.push(11, OperationType::Write, false);
+        let c = r.push(12, OperationType::Send, true);
         assert_eq!((a, b, c), (0, 1, 2));
-        assert_eq!(r.retire(c), Some((12, OperationType::Send)));
+        assert_eq!(r.retire(c, true), Some((12, OperationType::Send)));
         assert!(r.pending.is_empty());
-        let d = r.push(13, OperationType::Read);
+        let d = r.push(13, OperationType::Read, true);
         r.unpush();
-        assert_eq!(r.push(14, OperationType::Read), d);
-        assert_eq!(r.retire(99), None);
+        assert_eq!(r.push(14, OperationType::Read, true), d);
+        assert_eq!(r.retire(99, true), None);
+    }
+
+    /// siw completes a Send posted behind Reads before them: the Reads stay outstanding, and
+    /// their own completions still find them (CI saw a guest read-bw lose its Reads to a
+    /// Credit Send's completion and time out).
+    #[test]
+    fn a_send_completing_before_earlier_reads_leaves_them_outstanding() {
+        let mut r = Ring::default();
+        let r1 = r.push(1, OperationType::Read, true);
+        let r2 = r.push(2, OperationType::Read, false);
+        let r3 = r.push(3, OperationType::Read, true);
+        let w = r.push(4, OperationType::Write, false);
+        let s = r.push(5, OperationType::Send, true);
+        // iWARP: the Send's completion retires the silent Write only.
+        assert_eq!(r.retire(s, true), Some((5, OperationType::Send)));
+        assert_eq!(r.outstanding(), 3);
+        assert_eq!(r.retire(r1, true), Some((1, OperationType::Read)));
+        // A Read's completion covers the silent Read before it.
+        assert_eq!(r.retire(r3, true), Some((3, OperationType::Read)));
+        assert_eq!(r.outstanding(), 0);
+        assert_eq!(r.retire(r2, true), None);
+        assert_eq!(r.retire(w, true), None);
+        // In-order devices (RoCE, InfiniBand): a later completion covers silent Reads too,
+        // never a signaled request.
+        let mut r = Ring::default();
+        let r1 = r.push(1, OperationType::Read, true);
+        r.push(2, OperationType::Read, false);
+        let s = r.push(3, OperationType::Send, true);
+        assert_eq!(r.retire(s, false), Some((3, OperationType::Send)));
+        assert_eq!(r.outstanding(), 1);
+        assert_eq!(r.retire(r1, false), Some((1, OperationType::Read)));
     }
 
     /// siw's library answers `-1` when its doorbell failed, with the kernel's reason in errno;
@@ -958,14 +1016,14 @@ mod tests {
     #[test]
     fn ring_counts_outstanding_requests_until_retired() {
         let mut r = Ring::default();
-        let a = r.push(1, OperationType::Send);
-        r.push(2, OperationType::Send);
-        let c = r.push(3, OperationType::Send);
+        let a = r.push(1, OperationType::Send, true);
+        r.push(2, OperationType::Send, false);
+        let c = r.push(3, OperationType::Send, true);
         assert_eq!(r.outstanding(), 3);
-        assert_eq!(r.retire(a), Some((1, OperationType::Send)));
+        assert_eq!(r.retire(a, true), Some((1, OperationType::Send)));
         assert_eq!(r.outstanding(), 2);
         // A signaled completion retires the silent ones before it.
-        assert_eq!(r.retire(c), Some((3, OperationType::Send)));
+        assert_eq!(r.retire(c, true), Some((3, OperationType::Send)));
         assert_eq!(r.outstanding(), 0);
     }
 
