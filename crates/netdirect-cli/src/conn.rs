@@ -865,6 +865,11 @@ pub fn local_for(remote: IpAddr) -> Result<IpAddr> {
         })
 }
 
+/// [`Conn::flush_credits`] for each connection: one idle turn of a side with several QPs.
+pub fn flush_credits(conns: &mut [Conn]) -> Result<()> {
+    conns.iter_mut().try_for_each(Conn::flush_credits)
+}
+
 /// One idle turn of a busy-polling loop: gives the CPU away (a thread that shares this CPU,
 /// such as the other end of an in-process run or a pinned progress thread, runs now; spinning
 /// longer between yields made an in-process send ping-pong wait for the spinner's turn); an

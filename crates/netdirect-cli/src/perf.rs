@@ -792,9 +792,7 @@ impl crate::meter::BwLink for NdLink<'_> {
     }
 
     fn idle(&mut self, deadline: Instant) -> Result<()> {
-        for c in self.conns.iter_mut() {
-            c.flush_credits()?;
-        }
+        crate::conn::flush_credits(self.conns)?;
         idle(deadline, "RDMA requests to complete")
     }
 }
@@ -964,9 +962,7 @@ fn bidir_measure(opts: &Opts, conns: &mut [Conn], size: usize, stop: Stop) -> Re
         if progressed {
             last_progress = Instant::now();
         } else {
-            for c in conns.iter_mut() {
-                c.flush_credits()?;
-            }
+            crate::conn::flush_credits(conns)?;
             idle(
                 last_progress + opts.timeout,
                 "the peer's half of the bidirectional measurement",
@@ -1577,9 +1573,7 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
         if progressed {
             last_progress = Instant::now();
         } else {
-            for c in conns.iter_mut() {
-                c.flush_credits()?;
-            }
+            crate::conn::flush_credits(conns)?;
             idle(
                 last_progress + opts.timeout,
                 "the client's measurement to finish",

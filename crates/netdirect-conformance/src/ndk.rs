@@ -970,6 +970,33 @@ pub fn srq_feeds_two_qps_and_notifies_below_threshold(p: &dyn Provider, ip: IpAd
     Ok(())
 }
 
+/// Connects `client` to `server` (accepted with a disconnect callback), then the client
+/// disconnects and the server's callback runs. Returns the listener, the server's connector
+/// and the client's, which the case keeps.
+fn peer_disconnected(
+    server: &Side,
+    client: &Side,
+    ip: IpAddr,
+) -> (
+    Box<dyn netdirect::Listener>,
+    Box<dyn Connector>,
+    Box<dyn Connector>,
+) {
+    let (listener, events) = listen_on(&*server.adapter, ip);
+    let (dtx, disconnected) = mpsc::channel();
+    let (incoming, connector) = establish(
+        &*client.adapter,
+        &*client.qp,
+        &events,
+        listener.local_address().unwrap(),
+        &*server.qp,
+        Some(Box::new(move || dtx.send(()).unwrap())),
+    );
+    connector.disconnect().wait_timeout(WAIT).unwrap();
+    disconnected.recv_timeout(WAIT).expect("disconnect event");
+    (listener, incoming, connector)
+}
+
 /// A peer's disconnect raises the disconnect event without flushing; the local disconnect then
 /// cancels the posted receive and later posts fail inline.
 pub fn disconnect_event_without_flush_then_disconnect_flushes(
@@ -990,20 +1017,8 @@ pub fn disconnect_event_without_flush_then_disconnect_flushes(
         .receiver()
         .receive(5, &[sge(&buf, &*mr, 0, 64)])
         .unwrap();
-    // Accept with a disconnect callback.
-    let (listener, events) = listen_on(&*server.adapter, ip);
-    let (dtx, disconnected) = mpsc::channel();
-    let (incoming, connector) = establish(
-        &*client.adapter,
-        &*client.qp,
-        &events,
-        listener.local_address().unwrap(),
-        &*server.qp,
-        Some(Box::new(move || dtx.send(()).unwrap())),
-    );
     // The client disconnects: the server hears of it, and nothing of its is flushed yet.
-    connector.disconnect().wait_timeout(WAIT).unwrap();
-    disconnected.recv_timeout(WAIT).expect("disconnect event");
+    let (_listener, incoming, _connector) = peer_disconnected(&server, &client, ip);
     let mut out = [Completion::EMPTY; 4];
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(
@@ -1136,18 +1151,7 @@ pub fn receives_posted_after_the_peer_disconnected_complete_cancelled(
     let client = Side::new(p, ip, 2);
     let buf = Buffer::new(4096);
     let mr = server.register(&buf, MrFlags::ALLOW_LOCAL_WRITE);
-    let (listener, events) = listen_on(&*server.adapter, ip);
-    let (dtx, disconnected) = mpsc::channel();
-    let (incoming, connector) = establish(
-        &*client.adapter,
-        &*client.qp,
-        &events,
-        listener.local_address().unwrap(),
-        &*server.qp,
-        Some(Box::new(move || dtx.send(()).unwrap())),
-    );
-    connector.disconnect().wait_timeout(WAIT).unwrap();
-    disconnected.recv_timeout(WAIT).expect("disconnect event");
+    let (_listener, incoming, _connector) = peer_disconnected(&server, &client, ip);
     assert_eq!(
         server.qp.receiver().receive(7, &[sge(&buf, &*mr, 0, 64)]),
         Ok(()),

@@ -72,12 +72,17 @@ impl CqShared {
     pub(crate) fn adopt_and_notify(self: &Arc<Self>, qp_num: u32) {
         self.adopt(qp_num);
         if self.armed.load(Ordering::Acquire) {
-            // Not on the consumer's thread: it may hold the CQ (the callback polls it).
-            let shared = self.clone();
-            let _ = std::thread::Builder::new()
-                .name("verbs-cq-arm".into())
-                .spawn(move || shared.fire());
+            self.fire_elsewhere();
         }
+    }
+
+    /// Runs [`Self::fire`] on a thread of its own, not on the consumer's: it may hold the CQ
+    /// (the callback polls it).
+    fn fire_elsewhere(self: &Arc<Self>) {
+        let shared = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("verbs-cq-arm".into())
+            .spawn(move || shared.fire());
     }
 
     /// Cancelled completions for the outstanding requests of QPs in error (after the device
@@ -269,10 +274,7 @@ impl Cq for VerbsCq {
             }
         };
         if due {
-            // Not on the consumer's thread: it may hold the CQ (the callback polls it).
-            let _ = std::thread::Builder::new()
-                .name("verbs-cq-arm".into())
-                .spawn(move || shared.fire());
+            shared.fire_elsewhere();
         }
     }
 
