@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::perf::{self, Opts, Row, Stop, Test};
 use crate::report::{LINE, bw_unit, lat_stats};
+use crate::tcp::Pinning;
 
 /// `nd bench` flags.
 #[derive(Args, Debug, Clone)]
@@ -47,6 +48,37 @@ pub struct BenchArgs {
     /// peer alternate round by round; tables show the median and the min-max spread.
     #[arg(long)]
     reps: Option<usize>,
+    /// Let the scheduler place both sides. By default, with two CPUs or more, the client side
+    /// (its thread and its adapter's progress thread) runs on the first CPU of this process's
+    /// mask and the server side on the second, for RDMA and TCP peer alike, as perftest users
+    /// pin with `taskset`: unpinned, a busy-polling side and its own progress thread or the
+    /// other side's share a CPU at random, and a round measures the scheduler.
+    #[arg(long = "no-pin")]
+    no_pin: bool,
+}
+
+/// The median of each round's RDMA / TCP ratio: a round measures its TCP peer just before its
+/// RDMA cells, so a drift of the machine's speed over the run cancels within the round, where
+/// a ratio of the two medians would mix rounds.
+fn paired_ratio(rdma: impl Iterator<Item = f64>, tcp: &[f64]) -> f64 {
+    let ratios: Vec<f64> = rdma.zip(tcp).map(|(r, &t)| r / t).collect();
+    Spread::of(&ratios).median
+}
+
+/// The CPUs the two sides run on: the first two of this process's mask.
+fn pinning(no_pin: bool) -> Pinning {
+    let cpus = if no_pin {
+        Vec::new()
+    } else {
+        core_affinity::get_core_ids().unwrap_or_default()
+    };
+    match cpus.as_slice() {
+        [c, s, ..] => Pinning {
+            client: Some(c.id),
+            server: Some(s.id),
+        },
+        _ => Pinning::default(),
+    }
 }
 
 /// Median and range of a cell's rounds.
@@ -134,12 +166,17 @@ fn base_opts(test: Test, sizes: Vec<usize>, stop: Stop, ip: IpAddr) -> Opts {
 }
 
 /// Runs server and client of `opts` in this process.
-fn pair(opts: &Opts, pb: &ProgressBar) -> Result<Vec<Row>> {
+/// The server opens its adapter on a thread pinned to the server's CPU, the client on one
+/// pinned to the client's, so each adapter's progress thread inherits its side's CPU.
+fn pair(opts: &Opts, pb: &ProgressBar, pin: Pinning) -> Result<Vec<Row>> {
     let (tx, rx) = mpsc::channel();
     let sopts = opts.clone();
     let server = std::thread::Builder::new()
         .name("nd bench server".into())
-        .spawn(move || perf::serve(&sopts, Some(tx), &|_| {}))
+        .spawn(move || {
+            pin.enter_server();
+            perf::serve(&sopts, Some(tx), &|_| {})
+        })
         .map_err(|e| Error::msg(format!("cannot start the server thread: {e}")))?;
     let port = match rx.recv_timeout(TIMEOUT) {
         Ok(p) => p,
@@ -151,7 +188,7 @@ fn pair(opts: &Opts, pb: &ProgressBar) -> Result<Vec<Row>> {
         }
     };
     let ip = opts.bind.unwrap_or(Ipv4Addr::LOCALHOST.into());
-    let client = perf::client(opts, SocketAddr::new(ip, port), pb);
+    let client = pin.on_client(|| perf::client(opts, SocketAddr::new(ip, port), pb));
     let served = server
         .join()
         .map_err(|_| Error::msg("the bench server thread failed"))?;
@@ -211,9 +248,16 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mut tests: Vec<BenchTest> = Vec::new();
     let mut text = String::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pin = pinning(a.no_pin);
     text += &format!(
         "nd bench: soft iWARP RNIC, two adapters in one process over TCP loopback ({cpus} CPUs)\n"
     );
+    text += &match (pin.client, pin.server) {
+        (Some(c), Some(s)) => format!(
+            " client side on CPU {c}, server side on CPU {s} (RDMA and TCP alike; --no-pin to let them float)\n"
+        ),
+        _ => " sides not pinned\n".to_string(),
+    };
     text += &format!(
         " bandwidth cells: {} ms each after a warm-up; latency: {lat_iters} samples; peer: a plain TCP socket pair\n streaming the same sizes in the same process (ratio > 1: RDMA ahead of TCP). MiB = 2^20 B.\n",
         cell.as_millis()
@@ -235,14 +279,14 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     label(size),
                     round + 1
                 ));
-                tcp[k].push(crate::tcp::bandwidth(ip, size, cell, 4)?.bw);
+                tcp[k].push(crate::tcp::bandwidth(ip, size, cell, 4, pin)?.bw);
                 pb.inc(1);
             }
             for (t, &test) in bw_tests.iter().enumerate() {
                 pb.set_message(format!("{fam} {} (round {})", test.name(), round + 1));
                 let mut o = base_opts(test, sizes.clone(), Stop::Duration(cell), ip);
                 o.warmup = 16;
-                for (k, row) in pair(&o, &pb)?.into_iter().enumerate() {
+                for (k, row) in pair(&o, &pb, pin)?.into_iter().enumerate() {
                     if let (Row::Bw(r), Some(cell)) = (row, rdma[t].get_mut(k)) {
                         cell.push(r);
                     }
@@ -251,7 +295,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
         for (t, &test) in bw_tests.iter().enumerate() {
             text += &format!(
-                "{LINE}\n {} over {ip}  (peer: TCP stream, same sizes; median (min-max) of {reps} round(s))\n",
+                "{LINE}\n {} over {ip}  (peer: TCP stream, same sizes; median (min-max) of {reps} round(s); vs TCP: median of the rounds' ratios)\n",
                 test.title()
             );
             text += &format!(
@@ -282,7 +326,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                         .collect::<Vec<_>>(),
                 );
                 let iters: u64 = rows.iter().map(|r| r.iters).sum::<u64>() / rows.len() as u64;
-                let ratio = avg.median / peer.median;
+                let ratio = paired_ratio(rows.iter().map(|r| r.avg), &tcp[k]);
                 text += &format!(
                     " {:>8}  {:>11}  {:>27}  {:>13.6}  {:>27}  {:>6.2}x\n",
                     size,
@@ -325,11 +369,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let mut rates: [Vec<perf::BwRow>; 2] = [Vec::new(), Vec::new()];
         for round in 0..reps {
             pb.set_message(format!("{fam} message rate (round {})", round + 1));
-            tcp8.push(crate::tcp::bandwidth(ip, 8, rate_cell, 64)?.msg_rate / 1e6);
+            tcp8.push(crate::tcp::bandwidth(ip, 8, rate_cell, 64, pin)?.msg_rate / 1e6);
             for (t, test) in [Test::WriteBw, Test::SendBw].into_iter().enumerate() {
                 let mut o = base_opts(test, vec![8], Stop::Duration(rate_cell * 2), ip);
                 o.warmup = 128;
-                if let Some(Row::Bw(r)) = pair(&o, &pb)?.into_iter().next() {
+                if let Some(Row::Bw(r)) = pair(&o, &pb, pin)?.into_iter().next() {
                     rates[t].push(r);
                 }
             }
@@ -337,7 +381,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         pb.inc(2);
         let peer8 = Spread::of(&tcp8);
         text += &format!(
-            "{LINE}\n Message rate over {ip}, 8-byte messages, 128 in flight  (peer: TCP 8-byte writes; median (min-max) of {reps})\n"
+            "{LINE}\n Message rate over {ip}, 8-byte messages, 128 in flight  (peer: TCP 8-byte writes; median (min-max) of {reps}; vs TCP: median of the rounds' ratios)\n"
         );
         text += &format!(
             " {:<12}  {:>6}  {:>11}  {:>30}  {:>30}  {:>7}\n",
@@ -350,7 +394,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             }
             let rate = Spread::of(&rows.iter().map(|r| r.msg_rate / 1e6).collect::<Vec<_>>());
             let iters: u64 = rows.iter().map(|r| r.iters).sum::<u64>() / rows.len() as u64;
-            let ratio = rate.median / peer8.median;
+            let ratio = paired_ratio(rows.iter().map(|r| r.msg_rate / 1e6), &tcp8);
             text += &format!(
                 " {:<12}  {:>6}  {:>11}  {:>30}  {:>30}  {:>6.2}x\n",
                 test.name(),
@@ -377,7 +421,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
         // Latency: 8 bytes, ping-pong.
         pb.set_message(format!("{fam} TCP latency"));
-        let tcp_lat = crate::tcp::latency(ip, 8, lat_iters, lat_iters / 10)?;
+        let tcp_lat = crate::tcp::latency(ip, 8, lat_iters, lat_iters / 10, pin)?;
         pb.inc(1);
         let tl = lat_stats(&perf::LatRow {
             size: 8,
@@ -404,7 +448,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             let mut o = base_opts(test, vec![8], Stop::Iters(lat_iters), ip);
             o.warmup = lat_iters / 10;
             o.inline = 220;
-            let rows = pair(&o, &pb)?;
+            let rows = pair(&o, &pb, pin)?;
             if let Some(Row::Lat(r)) = rows.first() {
                 let l = lat_stats(r);
                 let ratio = tl.typical / l.typical;

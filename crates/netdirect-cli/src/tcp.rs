@@ -11,6 +11,47 @@ use netdirect_types::Status;
 
 use crate::error::{Error, Result};
 
+/// Which CPU each side of a measurement runs on (`nd bench` pins as `taskset` would pin two
+/// processes); `None`: wherever the scheduler puts it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pinning {
+    /// The sending (client) side.
+    pub client: Option<usize>,
+    /// The receiving (server) side.
+    pub server: Option<usize>,
+}
+
+impl Pinning {
+    /// Pins the calling thread to the client's CPU (threads it spawns inherit it).
+    pub fn enter_client(self) {
+        pin_current(self.client);
+    }
+
+    /// Pins the calling thread to the server's CPU (threads it spawns inherit it).
+    pub fn enter_server(self) {
+        pin_current(self.server);
+    }
+
+    /// Runs `f` on a thread of its own pinned to the client's CPU, so the caller keeps its mask.
+    pub fn on_client<T: Send>(self, f: impl FnOnce() -> T + Send) -> T {
+        thread::scope(|s| {
+            s.spawn(|| {
+                self.enter_client();
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+}
+
+fn pin_current(cpu: Option<usize>) {
+    if let Some(id) = cpu {
+        // Best effort: a mask the cgroup forbids leaves the thread where it was.
+        let _ = core_affinity::set_for_current(core_affinity::CoreId { id });
+    }
+}
+
 fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::status(format!("TCP peer: {what}: {e}"), Status::UNSUCCESSFUL)
 }
@@ -41,10 +82,21 @@ pub struct TcpBw {
 
 /// Streams `size`-octet writes for `time` (at least `min_msgs`); the receiver reads them all
 /// and acknowledges the total; the time runs until the acknowledgement.
-pub fn bandwidth(ip: IpAddr, size: usize, time: Duration, min_msgs: u64) -> Result<TcpBw> {
+pub fn bandwidth(
+    ip: IpAddr,
+    size: usize,
+    time: Duration,
+    min_msgs: u64,
+    pin: Pinning,
+) -> Result<TcpBw> {
+    pin.on_client(|| stream(ip, size, time, min_msgs, pin))
+}
+
+fn stream(ip: IpAddr, size: usize, time: Duration, min_msgs: u64, pin: Pinning) -> Result<TcpBw> {
     let timeout = Duration::from_secs(30);
     let (mut c, mut s) = pair(ip, timeout)?;
     let reader = thread::spawn(move || -> std::io::Result<u64> {
+        pin.enter_server();
         let mut buf = vec![0u8; (1 << 20).max(size)];
         let mut total = 0u64;
         loop {
@@ -85,11 +137,28 @@ pub fn bandwidth(ip: IpAddr, size: usize, time: Duration, min_msgs: u64) -> Resu
 
 /// `iters` ping-pongs of `size` octets (after `warmup`); one-way latency = half the round trip,
 /// in nanoseconds.
-pub fn latency(ip: IpAddr, size: usize, iters: u64, warmup: u64) -> Result<Histogram<u64>> {
+pub fn latency(
+    ip: IpAddr,
+    size: usize,
+    iters: u64,
+    warmup: u64,
+    pin: Pinning,
+) -> Result<Histogram<u64>> {
+    pin.on_client(|| ping_pong(ip, size, iters, warmup, pin))
+}
+
+fn ping_pong(
+    ip: IpAddr,
+    size: usize,
+    iters: u64,
+    warmup: u64,
+    pin: Pinning,
+) -> Result<Histogram<u64>> {
     let timeout = Duration::from_secs(30);
     let (mut c, mut s) = pair(ip, timeout)?;
     let total = iters + warmup;
     let echo = thread::spawn(move || -> std::io::Result<()> {
+        pin.enter_server();
         let mut b = vec![0u8; size];
         for _ in 0..total {
             s.read_exact(&mut b)?;
