@@ -276,6 +276,70 @@ fn socket_reads(adapter: &dyn Adapter) -> u64 {
         .get(netdirect::counters::Counter::SocketReads)
 }
 
+/// Socket writes of an adapter's connections.
+fn socket_writes(adapter: &dyn Adapter) -> u64 {
+    adapter
+        .as_any()
+        .downcast_ref::<SoftAdapter>()
+        .expect("a soft adapter")
+        .counters()
+        .get(netdirect::counters::Counter::SocketWrites)
+}
+
+/// `MESSAGES` RDMA writes of 64 KiB, each cut into two FPDUs, posted one after another and
+/// waited for: returns the client's socket writes for them.
+fn writes_of_64k(ip: IpAddr) -> (u64, u64) {
+    const SIZE: usize = 64 << 10;
+    const MESSAGES: u64 = 64;
+    let server = Side::new(ip, true, None);
+    let mut client = Side::new(ip, true, None);
+    let (_incoming, _connector) = connect(&server, &client, ip);
+    let tbuf = Buffer::new(SIZE);
+    let tmr = server.register(
+        &tbuf,
+        MrFlags::ALLOW_LOCAL_WRITE | MrFlags::ALLOW_REMOTE_WRITE,
+    );
+    let src = Buffer::new(SIZE);
+    let smr = client.register(&src, MrFlags::empty());
+    let icq = &mut **client.icq.as_mut().unwrap();
+    let mut write = |i: u64| {
+        client
+            .qp
+            .initiator()
+            .write(
+                i,
+                &[sge(&src, &*smr, 0, SIZE as u32)],
+                tbuf.address(),
+                tmr.remote_token(),
+                OpFlags::empty(),
+            )
+            .unwrap();
+        poll(icq, 1);
+    };
+    // Warm up: the socket's send buffer grows to take a whole message.
+    (0..8).for_each(&mut write);
+    let before = socket_writes(&*client.adapter);
+    (0..MESSAGES).for_each(&mut write);
+    (socket_writes(&*client.adapter) - before, MESSAGES)
+}
+
+#[test]
+fn the_fpdus_of_a_message_leave_in_one_socket_write() {
+    for ip in IPS {
+        let ip: IpAddr = ip.parse().unwrap();
+        let (writes, messages) = writes_of_64k(ip);
+        println!(
+            "{ip}: {writes} socket writes for {messages} RDMA writes of 64 KiB (two FPDUs each)"
+        );
+        // One each when the socket takes the whole message; a partial write adds a flush.
+        assert!(
+            !netdirect_soft::counters::COUNTING
+                || (writes >= messages && writes * 4 < messages * 6),
+            "{writes} socket writes for {messages} RDMA writes of 64 KiB"
+        );
+    }
+}
+
 /// A stream of 4 KiB writes, then a send, to a target that busy-polls its CQ for that send:
 /// the target's passes read as much as the stream's read window says, like the progress
 /// thread, so a message costs about one read (a pass that read at most 2 KiB at a time took

@@ -119,6 +119,26 @@ impl QpHost for TestHost {
         }
     }
 
+    fn with_payloads<R>(
+        &mut self,
+        payloads: &[&Payload<u32>],
+        f: impl FnOnce(&[&[&[u8]]]) -> R,
+    ) -> Option<R> {
+        // Request payloads only (two spans each, as with_payload gives them); a batch with a
+        // Read Response goes frame by frame, so both of the driver's paths run.
+        let mut pieces = Vec::new();
+        for p in payloads {
+            let Payload::Request { wr, offset, len } = p else {
+                return None;
+            };
+            let g = &self.works[wr][*offset as usize..(*offset + u64::from(*len)) as usize];
+            let (a, b) = g.split_at(g.len() / 2);
+            pieces.push([a, b]);
+        }
+        let spans: Vec<&[&[u8]]> = pieces.iter().map(|p| &p[..]).collect();
+        Some(f(&spans))
+    }
+
     fn with_dest_mut<R>(
         &mut self,
         dest: &Dest<u32>,

@@ -90,6 +90,7 @@ counters! {
     InlineTransmits = "InlineTransmits", "inline_transmits", Counter, "Posts sent from the posting thread (no progress-thread hop).";
     SocketReads = "SocketReads", "socket_reads", Counter, "Reads from the connections' TCP sockets (system calls).";
     EmptyReads = "EmptyReads", "empty_reads", Counter, "Socket reads that found nothing (would block): a cost of busy polling.";
+    SocketWrites = "SocketWrites", "socket_writes", Counter, "Writes to the connections' TCP sockets (system calls): several FPDUs leave in one when they are ready together.";
 }
 
 /// RDMAP opcodes counted per opcode (RFC 5040 and RFC 7306: 0x0 to 0xB).

@@ -57,11 +57,12 @@
 //! taken: the receive queue's (or SRQ's).
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use netdirect::{
-    DisconnectEvent, DisconnectEventEx, InvalidateTarget, Mr, Mw, Object, Qp, QpInitiator,
+    Buffer, DisconnectEvent, DisconnectEventEx, InvalidateTarget, Mr, Mw, Object, Qp, QpInitiator,
     QpReceiver, Request,
 };
 use netdirect_proto::stream::{
@@ -1288,6 +1289,26 @@ impl Host for SoftHost {
     }
 }
 
+/// The buffer and range `[offset, offset + len)` of a list of leases is, when it is one
+/// contiguous piece of one buffer.
+fn contiguous(leases: &[Lease], offset: u64, len: u64) -> Option<(&Buffer, Range<usize>)> {
+    let mut at = offset;
+    for l in leases {
+        if at < l.len() {
+            if at + len > l.len() {
+                return None;
+            }
+            let mut spans = l.spans(l.to() + at, len).ok()?;
+            return match (spans.next(), spans.next()) {
+                (Some(piece), None) => Some(piece),
+                _ => None,
+            };
+        }
+        at -= l.len();
+    }
+    None
+}
+
 /// Calls `f` with the bytes of `[offset, offset + len)` of a list of leases: straight from
 /// memory when they are one contiguous piece, else from a copy in `scratch`.
 fn with_leases<R>(
@@ -1297,19 +1318,8 @@ fn with_leases<R>(
     scratch: &mut Vec<u8>,
     f: impl FnOnce(&[&[u8]]) -> R,
 ) -> R {
-    let mut at = offset;
-    for l in leases {
-        if at < l.len() {
-            if at + len <= l.len() {
-                if let Ok(mut spans) = l.spans(l.to() + at, len) {
-                    if let (Some((buffer, range)), None) = (spans.next(), spans.next()) {
-                        return buffer.with(|b| f(&[&b[range]]));
-                    }
-                }
-            }
-            break;
-        }
-        at -= l.len();
+    if let Some((buffer, range)) = contiguous(leases, offset, len) {
+        return buffer.with(|b| f(&[&b[range]]));
     }
     scratch.clear();
     let mut skip = offset;
@@ -1361,6 +1371,42 @@ impl QpHost for SoftHost {
                 )
             }
         }
+    }
+
+    /// Payloads that are each one contiguous piece of the same buffer (the FPDUs of one
+    /// message, or of messages from one buffer), under one read lock of it; else `None`.
+    fn with_payloads<R>(
+        &mut self,
+        payloads: &[&Payload<Lease>],
+        f: impl FnOnce(&[&[&[u8]]]) -> R,
+    ) -> Option<R> {
+        let mut buffer: Option<&Buffer> = None;
+        let mut ranges = Vec::with_capacity(payloads.len());
+        for p in payloads {
+            let (b, range) = match p {
+                Payload::Request { wr, offset, len } => match self.wrs.get(wr).map(|w| &w.data) {
+                    Some(WrData::Gather(leases)) => contiguous(leases, *offset, u64::from(*len))?,
+                    _ => return None,
+                },
+                Payload::Tagged { lease, to, len } => contiguous(
+                    std::slice::from_ref(lease),
+                    to - lease.to(),
+                    u64::from(*len),
+                )?,
+            };
+            // One lock only: a second read lock of a buffer whose writer waits would deadlock.
+            match buffer {
+                None => buffer = Some(b),
+                Some(first) if first.ptr_eq(b) => {}
+                Some(_) => return None,
+            }
+            ranges.push(range);
+        }
+        Some(buffer?.with(|bytes| {
+            let pieces: Vec<&[u8]> = ranges.iter().map(|r| &bytes[r.clone()]).collect();
+            let spans: Vec<&[&[u8]]> = pieces.iter().map(std::slice::from_ref).collect();
+            f(&spans)
+        }))
     }
 
     fn place(&mut self, dest: Dest<Lease>, data: &[u8]) {

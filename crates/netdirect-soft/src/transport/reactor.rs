@@ -12,7 +12,9 @@ use crossbeam_queue::SegQueue;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use netdirect_proto::handshake::{Event as HsEvent, Handshake, MpaConfig, PeerRequest, ReadLimits};
-use netdirect_proto::stream::{Event, PostFlags, Request, Stream, WorkCompletion, WorkKind};
+use netdirect_proto::stream::{
+    Event, Payload, PostFlags, Request, Stream, TxFrame, WorkCompletion, WorkKind,
+};
 use netdirect_types::Status;
 use netdirect_types::counters::Counter;
 use netdirect_wire::mpa::{self, MarkerLayout};
@@ -28,6 +30,7 @@ use super::{
 };
 use crate::callback::{Section, run_or_defer};
 use crate::capture::{Capture, ConnCapture};
+use crate::counters::Cells;
 
 /// How long an engine being dropped keeps writing bytes already queued.
 const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
@@ -37,6 +40,9 @@ pub(crate) const WAKER: Token = Token(0);
 
 /// Payloads up to this size are copied behind their header and coalesced.
 const SMALL_PAYLOAD: usize = 4096;
+/// Larger frames ready together leave in one vectored write of up to about this many octets
+/// (one `sendmsg` for the two 32 KiB FPDUs of a 64 KiB message).
+const GATHER: usize = 64 * 1024;
 /// Coalesced bytes are written once they reach this size.
 const COALESCE: usize = 64 * 1024;
 /// Out buffers up to this capacity are kept when they drain; larger ones are freed (an idle
@@ -260,10 +266,49 @@ fn capture_iov<S: std::ops::Deref<Target = [u8]>>(
     }
 }
 
-/// One `sendmsg` of `bufs`; `more`: with `MSG_MORE` (more follows at once).
-fn send(sock: &TcpStream, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+/// One `sendmsg` of `bufs`, counted; `more`: with `MSG_MORE` (more follows at once).
+fn send(sock: &TcpStream, counters: &Cells, bufs: &[IoSlice<'_>], more: bool) -> io::Result<usize> {
+    counters.bump(Counter::SocketWrites, 1);
     let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
     SockRef::from(sock).send_vectored_with_flags(bufs, flags)
+}
+
+/// One vectored write of `iov`; what the kernel did not take is copied to `rest` (cleared
+/// first). Returns whether the socket would block.
+fn send_keeping_rest(
+    sock: &TcpStream,
+    counters: &Cells,
+    iov: &[IoSlice<'_>],
+    more: bool,
+    rest: &mut Vec<u8>,
+    capture: Option<&mut ConnCapture>,
+) -> io::Result<bool> {
+    let mut blocked = false;
+    let written = loop {
+        match send(sock, counters, iov, more) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                blocked = true;
+                break 0;
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    if let Some(c) = capture {
+        capture_iov(iov, written, |b| c.sent(b));
+    }
+    rest.clear();
+    let mut skip = written;
+    for s in iov {
+        if skip >= s.len() {
+            skip -= s.len();
+            continue;
+        }
+        rest.extend_from_slice(&s[skip..]);
+        skip = 0;
+    }
+    Ok(blocked)
 }
 
 /// Counts a completion with an error status (`CQError`).
@@ -1175,7 +1220,7 @@ impl<H: QpHost> Conn<H> {
     fn flush_out(&mut self) -> io::Result<bool> {
         while self.out_pos < self.out.len() {
             let buf = [IoSlice::new(&self.out[self.out_pos..])];
-            match send(&self.sock, &buf, false) {
+            match send(&self.sock, &self.shared.counters, &buf, false) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     if let Some(c) = self.capture.as_mut() {
@@ -1226,6 +1271,9 @@ impl<H: QpHost> Conn<H> {
         // The last write went out with MSG_MORE: the next one must not, or TCP holds a partial
         // segment back.
         let mut corked = false;
+        // Large frames taken but not yet written: they leave together, in one vectored write.
+        let mut batch: Vec<TxFrame<H::Lease>> = Vec::new();
+        let mut batch_len = 0;
         while self.writable && self.frames_allowed() {
             let (Some(rdma), Some(host)) = (self.phase.rdma_mut(), self.host.as_mut()) else {
                 break;
@@ -1244,21 +1292,34 @@ impl<H: QpHost> Conn<H> {
             };
             progress = true;
             let plen = frame.payload.as_ref().map_or(0, |p| p.len() as usize);
-            // MSG_MORE where it fills packets: a frame under half the TCP send unit shares
-            // one with the next. A larger one leaves at once: holding half a GSO packet back
-            // costs the receiver its head start (RDMA read of 64 KiB on lo, two 32 KiB FPDUs
-            // per response: a third less throughput with MSG_MORE on every FPDU).
-            let more =
-                stream.tx_pending() && frame.header.len() + plen < mpa::gso_seglen(self.emss) / 2;
             if rdma.markers_tx || plen <= SMALL_PAYLOAD {
+                // In stream order: what is batched goes first.
+                if !batch.is_empty() {
+                    corked = self.write_frames(&mut batch, false)?;
+                    batch_len = 0;
+                }
                 self.append_frame(frame);
-            } else {
-                corked = self.write_direct(frame, more)?;
+                if self.out.len() - self.out_pos >= COALESCE && !self.flush_out()? {
+                    break;
+                }
                 continue;
             }
-            if self.out.len() - self.out_pos >= COALESCE && !self.flush_out()? {
-                break;
+            batch_len += frame.header.len() + plen;
+            batch.push(frame);
+            let pending = stream.tx_pending();
+            if batch_len >= GATHER || !pending {
+                // MSG_MORE where it fills packets: a write under half the TCP send unit
+                // shares one with the next. A larger one leaves at once: holding half a GSO
+                // packet back costs the receiver its head start (RDMA read of 64 KiB on lo,
+                // two 32 KiB FPDUs per response: a third less throughput with MSG_MORE on
+                // every FPDU).
+                let more = pending && batch_len < mpa::gso_seglen(self.emss) / 2;
+                corked = self.write_frames(&mut batch, more)?;
+                batch_len = 0;
             }
+        }
+        if !batch.is_empty() {
+            corked = self.write_frames(&mut batch, false)?;
         }
         if self.writable && self.out_pos < self.out.len() {
             let before = self.out_pos;
@@ -1300,6 +1361,63 @@ impl<H: QpHost> Conn<H> {
         }
     }
 
+    /// Writes the frames of `batch` (taken from the stream, large payloads) and empties it: one
+    /// vectored write straight from the host's memory when the host lends all payloads at once
+    /// ([`QpHost::with_payloads`]), else one write per frame. Returns what
+    /// [`Conn::write_direct`] returns for the last write.
+    fn write_frames(&mut self, batch: &mut Vec<TxFrame<H::Lease>>, more: bool) -> io::Result<bool> {
+        if batch.len() > 1 {
+            let writer = self.writer();
+            let payloads: Vec<&Payload<H::Lease>> =
+                batch.iter().filter_map(|f| f.payload.as_ref()).collect();
+            if let (true, Some(host)) = (payloads.len() == batch.len(), self.host.as_mut()) {
+                let (sock, spare) = (&self.sock, &mut self.spare);
+                let counters = &*self.shared.counters;
+                let pending = &self.out[self.out_pos..];
+                let capture = self.capture.as_deref_mut();
+                let frames = &batch[..];
+                let sent = host.with_payloads(&payloads, |spans| {
+                    // The stream sized every frame; a refusal would be an engine bug.
+                    let trailers = frames
+                        .iter()
+                        .zip(spans)
+                        .map(|(f, s)| writer.trailer(&f.header, s))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| io::Error::new(ErrorKind::InvalidData, e))?;
+                    let mut iov = Vec::with_capacity(1 + 4 * frames.len());
+                    iov.push(IoSlice::new(pending));
+                    for ((f, s), t) in frames.iter().zip(spans).zip(&trailers) {
+                        iov.push(IoSlice::new(&f.header));
+                        iov.extend(s.iter().map(|s| IoSlice::new(s)));
+                        iov.push(IoSlice::new(t.as_bytes()));
+                    }
+                    send_keeping_rest(sock, counters, &iov, more, spare, capture)
+                });
+                if let Some(blocked) = sent {
+                    drop(payloads);
+                    batch.clear();
+                    self.adopt_rest(blocked?);
+                    return Ok(more && self.out.is_empty());
+                }
+            }
+        }
+        let mut corked = false;
+        for frame in batch.drain(..) {
+            corked = self.write_direct(frame, more)?;
+        }
+        Ok(corked)
+    }
+
+    /// What a vectored write left in `spare` becomes the out buffer.
+    fn adopt_rest(&mut self, blocked: bool) {
+        std::mem::swap(&mut self.out, &mut self.spare);
+        self.out_pos = 0;
+        self.spare.clear();
+        if blocked {
+            self.writable = false;
+        }
+    }
+
     /// Writes an FPDU with a large payload with one vectored write straight from the host's
     /// memory, behind whatever is coalesced; keeps what the kernel did not take. With `more`
     /// (another frame follows) the write carries `MSG_MORE`; returns whether it did and the
@@ -1314,11 +1432,11 @@ impl<H: QpHost> Conn<H> {
             return Ok(false);
         };
         let sock = &self.sock;
+        let counters = &*self.shared.counters;
         let pending = &self.out[self.out_pos..];
         let spare = &mut self.spare;
-        let capture = &mut self.capture;
-        let mut blocked = false;
-        let res: io::Result<()> = host.with_payload(payload, |spans| {
+        let capture = self.capture.as_deref_mut();
+        let blocked = host.with_payload(payload, |spans| {
             // The stream sized the frame; a refusal would be an engine bug.
             let trailer = writer
                 .trailer(&frame.header, spans)
@@ -1328,42 +1446,9 @@ impl<H: QpHost> Conn<H> {
             iov.push(IoSlice::new(&frame.header));
             iov.extend(spans.iter().map(|s| IoSlice::new(s)));
             iov.push(IoSlice::new(trailer.as_bytes()));
-            let total: usize = iov.iter().map(|s| s.len()).sum();
-            let written = loop {
-                match send(sock, &iov, more) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        blocked = true;
-                        break 0;
-                    }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            };
-            if let Some(c) = capture.as_deref_mut() {
-                capture_iov(&iov, written, |b| c.sent(b));
-            }
-            // Keep the rest.
-            spare.clear();
-            let mut skip = written;
-            for s in &iov {
-                if skip >= s.len() {
-                    skip -= s.len();
-                    continue;
-                }
-                spare.extend_from_slice(&s[skip..]);
-                skip = 0;
-            }
-            debug_assert_eq!(spare.len(), total - written);
-            Ok(())
-        });
-        res?;
-        std::mem::swap(&mut self.out, &mut self.spare);
-        self.out_pos = 0;
-        self.spare.clear();
-        if blocked {
-            self.writable = false;
-        }
+            send_keeping_rest(sock, counters, &iov, more, spare, capture)
+        })?;
+        self.adopt_rest(blocked);
         Ok(more && self.out.is_empty())
     }
 
