@@ -870,13 +870,44 @@ pub fn flush_credits(conns: &mut [Conn]) -> Result<()> {
     conns.iter_mut().try_for_each(Conn::flush_credits)
 }
 
-/// One idle turn of a busy-polling loop: gives the CPU away (a thread that shares this CPU,
-/// such as the other end of an in-process run or a pinned progress thread, runs now; spinning
-/// longer between yields made an in-process send ping-pong wait for the spinner's turn); an
-/// error once `deadline` has passed.
+/// How long a busy-polling loop spins between two `sched_yield`s. A yield per empty turn cost
+/// an 8-byte ping-pong about a sixth of its latency (a system call per turn, and the CPU
+/// handed to whatever else is runnable); never yielding would let two spinners that share a
+/// CPU (a loaded machine, tests run in parallel) hold it a whole time slice each.
+const SPIN_BETWEEN_YIELDS: Duration = Duration::from_micros(50);
+
+/// Whether this machine has a single CPU online: then the two ends of a run share it, and a
+/// spinner yields on every turn so that the other end runs at once.
+fn single_cpu() -> bool {
+    static SINGLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SINGLE.get_or_init(|| {
+        // "0-3,5": a list of CPUs and ranges; the process's own mask may be narrower (taskset).
+        std::fs::read_to_string("/sys/devices/system/cpu/online").map_or_else(
+            |_| std::thread::available_parallelism().map_or(true, |n| n.get() == 1),
+            |list| list.trim() == "0",
+        )
+    })
+}
+
+/// One idle turn of a busy-polling loop: spins, and gives the CPU away every
+/// [`SPIN_BETWEEN_YIELDS`] (every turn on a single-CPU machine), so a thread that shares this
+/// CPU (the other end of an in-process run, a progress thread) still runs; an error once
+/// `deadline` has passed.
 pub fn idle(deadline: Instant, what: &str) -> Result<()> {
-    std::thread::yield_now();
-    if Instant::now() > deadline {
+    thread_local! {
+        static LAST_YIELD: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = Instant::now();
+    let due = LAST_YIELD
+        .get()
+        .is_none_or(|t| now.duration_since(t) >= SPIN_BETWEEN_YIELDS);
+    if due || single_cpu() {
+        std::thread::yield_now();
+        LAST_YIELD.set(Some(now));
+    } else {
+        std::hint::spin_loop();
+    }
+    if now > deadline {
         return Err(Error::status(
             format!("timed out waiting for {what}"),
             Status::IO_TIMEOUT,
