@@ -889,8 +889,8 @@ fn single_cpu() -> bool {
     })
 }
 
-/// One idle turn of a busy-polling loop: spins, and gives the CPU away every
-/// [`SPIN_BETWEEN_YIELDS`] (every turn on a single-CPU machine), so a thread that shares this
+/// One idle turn of a busy-polling loop: spins, and gives the CPU away every 50 us
+/// (`SPIN_BETWEEN_YIELDS`; every turn on a single-CPU machine), so a thread that shares this
 /// CPU (the other end of an in-process run, a progress thread) still runs; an error once
 /// `deadline` has passed.
 pub fn idle(deadline: Instant, what: &str) -> Result<()> {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use netdirect::counters::Counter;
 use netdirect::{
     Adapter, Buffer, Connector, Cq, Mr, OpenParameters, Pd, Provider, Qp, QpConfig, QpInitiator,
 };
@@ -53,14 +54,19 @@ fn wakeups(adapter: &dyn Adapter) -> u64 {
         .progress_wakeups()
 }
 
-/// Socket reads of an adapter's connections that found nothing.
-fn empty_reads(adapter: &dyn Adapter) -> u64 {
+/// One of an adapter's counters (the sum over its connections, live and closed).
+fn count(adapter: &dyn Adapter, c: Counter) -> u64 {
     adapter
         .as_any()
         .downcast_ref::<SoftAdapter>()
         .expect("a soft adapter")
         .counters()
-        .get(netdirect::counters::Counter::EmptyReads)
+        .get(c)
+}
+
+/// Socket reads of an adapter's connections that found nothing.
+fn empty_reads(adapter: &dyn Adapter) -> u64 {
+    count(adapter, Counter::EmptyReads)
 }
 
 /// Adapter, PD, a receive CQ and an initiator CQ (the same one unless `two_cqs`), a QP.
@@ -268,22 +274,12 @@ fn polling_ping_pong_does_not_wake_the_progress_thread_per_message() {
 
 /// Socket reads of an adapter's connections.
 fn socket_reads(adapter: &dyn Adapter) -> u64 {
-    adapter
-        .as_any()
-        .downcast_ref::<SoftAdapter>()
-        .expect("a soft adapter")
-        .counters()
-        .get(netdirect::counters::Counter::SocketReads)
+    count(adapter, Counter::SocketReads)
 }
 
 /// Socket writes of an adapter's connections.
 fn socket_writes(adapter: &dyn Adapter) -> u64 {
-    adapter
-        .as_any()
-        .downcast_ref::<SoftAdapter>()
-        .expect("a soft adapter")
-        .counters()
-        .get(netdirect::counters::Counter::SocketWrites)
+    count(adapter, Counter::SocketWrites)
 }
 
 /// `MESSAGES` RDMA writes of 64 KiB, each cut into two FPDUs, posted one after another and
