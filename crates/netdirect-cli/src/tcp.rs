@@ -89,49 +89,47 @@ pub fn bandwidth(
     min_msgs: u64,
     pin: Pinning,
 ) -> Result<TcpBw> {
-    pin.on_client(|| stream(ip, size, time, min_msgs, pin))
-}
-
-fn stream(ip: IpAddr, size: usize, time: Duration, min_msgs: u64, pin: Pinning) -> Result<TcpBw> {
-    let timeout = Duration::from_secs(30);
-    let (mut c, mut s) = pair(ip, timeout)?;
-    let reader = thread::spawn(move || -> std::io::Result<u64> {
-        pin.enter_server();
-        let mut buf = vec![0u8; (1 << 20).max(size)];
-        let mut total = 0u64;
-        loop {
-            let n = s.read(&mut buf)?;
-            if n == 0 {
-                break;
+    pin.on_client(|| {
+        let timeout = Duration::from_secs(30);
+        let (mut c, mut s) = pair(ip, timeout)?;
+        let reader = thread::spawn(move || -> std::io::Result<u64> {
+            pin.enter_server();
+            let mut buf = vec![0u8; (1 << 20).max(size)];
+            let mut total = 0u64;
+            loop {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
             }
-            total += n as u64;
+            s.write_all(&total.to_le_bytes())?;
+            Ok(total)
+        });
+        let msg = vec![0x5Au8; size];
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while sent < min_msgs || start.elapsed() < time {
+            c.write_all(&msg).map_err(io_err("write"))?;
+            sent += 1;
         }
-        s.write_all(&total.to_le_bytes())?;
-        Ok(total)
-    });
-    let msg = vec![0x5Au8; size];
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < min_msgs || start.elapsed() < time {
-        c.write_all(&msg).map_err(io_err("write"))?;
-        sent += 1;
-    }
-    c.shutdown(std::net::Shutdown::Write)
-        .map_err(io_err("shutdown"))?;
-    let mut ack = [0u8; 8];
-    c.read_exact(&mut ack).map_err(io_err("acknowledgement"))?;
-    let secs = start.elapsed().as_secs_f64().max(1e-9);
-    let total = u64::from_le_bytes(ack);
-    let _ = reader.join();
-    if total != sent * size as u64 {
-        return Err(Error::status(
-            format!("TCP peer: {total} octets arrived of {}", sent * size as u64),
-            Status::DATA_ERROR,
-        ));
-    }
-    Ok(TcpBw {
-        bw: total as f64 / secs,
-        msg_rate: sent as f64 / secs,
+        c.shutdown(std::net::Shutdown::Write)
+            .map_err(io_err("shutdown"))?;
+        let mut ack = [0u8; 8];
+        c.read_exact(&mut ack).map_err(io_err("acknowledgement"))?;
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        let total = u64::from_le_bytes(ack);
+        let _ = reader.join();
+        if total != sent * size as u64 {
+            return Err(Error::status(
+                format!("TCP peer: {total} octets arrived of {}", sent * size as u64),
+                Status::DATA_ERROR,
+            ));
+        }
+        Ok(TcpBw {
+            bw: total as f64 / secs,
+            msg_rate: sent as f64 / secs,
+        })
     })
 }
 
@@ -144,38 +142,30 @@ pub fn latency(
     warmup: u64,
     pin: Pinning,
 ) -> Result<Histogram<u64>> {
-    pin.on_client(|| ping_pong(ip, size, iters, warmup, pin))
-}
-
-fn ping_pong(
-    ip: IpAddr,
-    size: usize,
-    iters: u64,
-    warmup: u64,
-    pin: Pinning,
-) -> Result<Histogram<u64>> {
-    let timeout = Duration::from_secs(30);
-    let (mut c, mut s) = pair(ip, timeout)?;
-    let total = iters + warmup;
-    let echo = thread::spawn(move || -> std::io::Result<()> {
-        pin.enter_server();
-        let mut b = vec![0u8; size];
-        for _ in 0..total {
-            s.read_exact(&mut b)?;
-            s.write_all(&b)?;
+    pin.on_client(|| {
+        let timeout = Duration::from_secs(30);
+        let (mut c, mut s) = pair(ip, timeout)?;
+        let total = iters + warmup;
+        let echo = thread::spawn(move || -> std::io::Result<()> {
+            pin.enter_server();
+            let mut b = vec![0u8; size];
+            for _ in 0..total {
+                s.read_exact(&mut b)?;
+                s.write_all(&b)?;
+            }
+            Ok(())
+        });
+        let mut hist = crate::perf::new_hist()?;
+        let mut b = vec![7u8; size];
+        for i in 0..total {
+            let t0 = Instant::now();
+            c.write_all(&b).map_err(io_err("write"))?;
+            c.read_exact(&mut b).map_err(io_err("read"))?;
+            if i >= warmup {
+                let _ = hist.record((t0.elapsed().as_nanos() as u64 / 2).max(1));
+            }
         }
-        Ok(())
-    });
-    let mut hist = crate::perf::new_hist()?;
-    let mut b = vec![7u8; size];
-    for i in 0..total {
-        let t0 = Instant::now();
-        c.write_all(&b).map_err(io_err("write"))?;
-        c.read_exact(&mut b).map_err(io_err("read"))?;
-        if i >= warmup {
-            let _ = hist.record((t0.elapsed().as_nanos() as u64 / 2).max(1));
-        }
-    }
-    let _ = echo.join();
-    Ok(hist)
+        let _ = echo.join();
+        Ok(hist)
+    })
 }
