@@ -85,19 +85,28 @@ fn measure_pair(
 }
 
 /// The `memcpy` peer of a cell: `k` copies per step from `src` to `dst` (the very buffers the
-/// engine copies between: same alignment, same cache state), borrowed for one trial.
+/// engine copies between: same alignment, same cache state), borrowed for one trial. With
+/// `place` = (client CPU, worker CPU) the calling thread moves to the worker's CPU for the
+/// trial and back afterwards, so that both figures are of copies on the same CPU.
 fn memcpy_steps<'a>(
     src: &'a DmaBuffer,
     dst: &'a DmaBuffer,
     k: usize,
+    place: Option<(usize, usize)>,
 ) -> impl FnMut(Phase) -> Result<()> + 'a {
     let mut held: Option<(netdma::ReadGuard<'a>, netdma::WriteGuard<'a>)> = None;
     move |phase| {
         if phase == Phase::Finish {
             held = None;
+            if let Some((client, _)) = place {
+                netdma::pin_current_thread(client);
+            }
             return Ok(());
         }
         if held.is_none() {
+            if let Some((_, worker)) = place {
+                netdma::pin_current_thread(worker);
+            }
             held = Some((
                 src.read().map_err(dma_err("cannot read a buffer"))?,
                 dst.write().map_err(dma_err("cannot write a buffer"))?,
@@ -248,7 +257,11 @@ impl Bench {
         Ok(ch)
     }
 
-    /// One channel, `chain` descriptors of `size` octets per Append, against memcpy.
+    /// One channel, `chain` descriptors of `size` octets per Append, against memcpy. With two
+    /// CPUs or more the client runs on the first CPU of the process's mask and the channel's
+    /// worker on the second, and the memcpy trials run on the worker's CPU: a virtual
+    /// machine's CPUs need not be equally fast at a given moment, and a figure of one CPU
+    /// against a reference of another measured that difference.
     pub fn chain_cell(
         &self,
         size: usize,
@@ -256,7 +269,27 @@ impl Bench {
         trial: Duration,
         trials: u32,
     ) -> Result<ChainCell> {
-        let ch = self.channel(None)?;
+        let cpus = netdma::current_thread_cpus();
+        let place = (cpus.len() >= 2).then(|| (cpus[0], cpus[1]));
+        std::thread::scope(|sc| {
+            sc.spawn(|| self.chain_cell_on(place, size, chain, trial, trials))
+                .join()
+                .unwrap_or_else(|_| Err(Error::msg("the benchmark thread panicked")))
+        })
+    }
+
+    fn chain_cell_on(
+        &self,
+        place: Option<(usize, usize)>,
+        size: usize,
+        chain: usize,
+        trial: Duration,
+        trials: u32,
+    ) -> Result<ChainCell> {
+        if let Some((client, _)) = place {
+            netdma::pin_current_thread(client);
+        }
+        let ch = self.channel(place.map(|p| p.1))?;
         let (src, dst) = (
             DmaBuffer::from_slice(&vec![FILL; size]),
             DmaBuffer::new(size),
@@ -271,7 +304,7 @@ impl Bench {
                 Phase::Step => stream.step(depth),
                 Phase::Finish => stream.drain(),
             }),
-            (bytes, memcpy_steps(&src, &dst, chain)),
+            (bytes, memcpy_steps(&src, &dst, chain, place)),
         )?;
         stream.drain()?;
         drop(ch);

@@ -12,8 +12,13 @@
 //! figure is measured in trials that alternate with its `memcpy` reference; an engine trial
 //! ends when everything submitted in it has been copied (nothing runs during the `memcpy`
 //! trial), and the `memcpy` reference copies between the engine's own buffers (same
-//! alignment, same cache state; N threads: between their channels' buffers). A
-//! cell is the best of `--trials` trials of `--trial-ms` each. Sizes are powers of two from
+//! alignment, same cache state; N threads: between their channels' buffers). With two CPUs or
+//! more, the single-descriptor and chain views run the client on the first CPU of the
+//! process's mask and the channel's worker on the second, and their `memcpy` trials run on
+//! the worker's CPU (a virtual machine's CPUs are not equally fast at every moment). A
+//! cell is the best of `--trials` trials of `--trial-ms` each (default 8 of 10 ms: the host
+//! slows a CPU down for tens of milliseconds at a time, and many short alternating trials
+//! give each side one outside such a stretch where two long ones often did not). Sizes are powers of two from
 //! 4 KiB to 64 MiB (`--min-size`/`--max-size`, or `--quick`: 4 KiB, 256 KiB, 4 MiB); a chain
 //! cell moving more than `--max-chain-bytes` per chain is skipped. GB = 10^9 octets copied.
 //! The header shows what the engine measured at start-up: the caches the machine reports,
@@ -48,11 +53,11 @@ pub struct DmaArgs {
     /// Skip chain cells moving more than this many octets per chain (default 4 GiB).
     #[arg(long = "max-chain-bytes", default_value_t = 4 << 30)]
     max_chain_bytes: u64,
-    /// Milliseconds per trial (default 40; 5 with --quick).
+    /// Milliseconds per trial (default 10; 5 with --quick).
     #[arg(long = "trial-ms")]
     trial_ms: Option<u64>,
-    /// Trials per cell, the best is kept (default 2).
-    #[arg(long, default_value_t = 2)]
+    /// Trials per cell, alternating with the memcpy trials; the best is kept (default 8: a host slows down for tens of milliseconds at a time, and a cell needs one trial of each side outside such a stretch).
+    #[arg(long, default_value_t = 8)]
     trials: u32,
     /// Three sizes (4 KiB, 256 KiB, 4 MiB), short trials, at most 256 MiB per chain.
     #[arg(long)]
@@ -489,7 +494,7 @@ pub fn run(a: &DmaArgs) -> Result<()> {
         a.max_chain_bytes
     };
     let channels: Vec<usize> = (1..=most).collect();
-    let trial = Duration::from_millis(a.trial_ms.unwrap_or(if a.quick { 5 } else { 40 }).max(1));
+    let trial = Duration::from_millis(a.trial_ms.unwrap_or(if a.quick { 5 } else { 10 }).max(1));
     let cells = sizes.len() * (1 + a.chains.len() + channels.len());
     let pb = progress(cells as u64, a.quiet || a.json);
     let report = collect(

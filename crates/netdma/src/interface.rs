@@ -756,8 +756,18 @@ impl Drop for Channel {
     }
 }
 
+/// The machine's online CPUs (`/sys/devices/system/cpu/online`), not the calling thread's
+/// affinity mask: a client pinned to one CPU may still ask for a channel on another.
 pub(crate) fn online_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|l| crate::method::count_cpus(&l))
+            .map(|n| n as usize)
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
 }
 
 #[allow(dead_code)]

@@ -61,16 +61,20 @@
 //!   sleeps, so a streaming client's next Append needs no wake-up. Whoever executes a job
 //!   (the worker, or a submitter running a small job inline) marks the channel busy under the
 //!   channel lock first, so jobs run one at a time and in order. The worker
-//!   takes a whole submitted chain out of the queue under the channel lock and executes it
-//!   without the lock; between descriptors (and between 1 MiB pieces of a descriptor) it checks
+//!   takes a whole submitted chain out of the queue under the channel lock (and up to 15 more
+//!   queued chains, at most 1 MiB in all, none after one that asks for a callback: a stream of
+//!   single copies costs one lock hand-off per batch, not per copy) and executes them
+//!   without the lock; the chains of a batch complete one by one, each after its leases are
+//!   released; between descriptors (and between 1 MiB pieces of a descriptor) it checks
 //!   two atomics (`stop_after`: suspend / replacing start; `stop_now`: abort, reset, free).
 //!   Intermediate completions are published with atomic stores (completed sequence number, the
 //!   completion slot); the last descriptor of a chain is published under the channel lock, which
 //!   also decides Idle vs Active atomically with respect to Append.
 //! * Submission: validation and leasing happen before the channel lock; then one lock
 //!   acquisition enqueues and, only if the worker sleeps, one condvar notify. Polling a
-//!   submission is two atomic loads; waiting spins briefly and then blocks on a condvar that
-//!   the worker signals only when someone waits.
+//!   submission is two atomic loads; waiting spins briefly (with several CPUs: on, up to
+//!   2 ms, while the executor keeps completing work at least every 20 µs) and then blocks on a
+//!   condvar that the worker signals only when someone waits.
 //! * Control calls (start on a running channel, suspend, abort, reset, free) set the stop
 //!   flags and wait until the executor has handed its chain back; then they change the state.
 //! * Completion callbacks run on the executor thread outside every lock (the "DPC"); blocking
@@ -130,13 +134,16 @@
 //!   [`ProviderCharacteristics::inline_max_descriptors`] data descriptors (default
 //!   [`INLINE_MAX_DESCRIPTORS`] = 1: single copies; a chain's per-descriptor client work
 //!   overlaps its copies only on the worker) to a CPU-engine channel with nothing
-//!   queued or running executes inside Start/Append on the submitting thread (callbacks too).
+//!   queued or running, from a client that has seen every completion so far, executes inside
+//!   Start/Append on the submitting thread (callbacks too). A client that appends again
+//!   without polling, waiting or reading the completion slot is streaming: its submissions go
+//!   to the worker, which copies while the client builds the next one (inline, the client's
+//!   ~300–400 ns per submission would add to every copy instead).
 //!   The threshold is the largest power of two that the best copy method, at that size's own
 //!   measured rate, copies within one measured hand-off to a sleeping thread and back, at most
 //!   [`MAX_INLINE_THRESHOLD`] (1 MiB); 0 disables it ([`EngineConfig::inline_threshold`]).
 //!   The hand-off is measured, so on a busy machine (where a wake-up waits for a CPU) more
-//!   runs inline: a streaming client of single descriptors then copies at `memcpy` speed on
-//!   its own thread instead of paying a wake-up per batch on two contended CPUs.
+//!   runs inline.
 //! * **PnP**: late clients get Registered/Arrival/ChannelArrival replayed; ChannelArrival is
 //!   also sent when a channel is freed. PowerDown blocks new work (`STATUS_DEVICE_NOT_READY`)
 //!   and drains; PowerUp re-starts idle channels with a NULL descriptor. Stop waits for running

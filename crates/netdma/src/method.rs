@@ -102,7 +102,7 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// `"0-3,8,10-11"` → 7.
-fn count_cpus(list: &str) -> Option<u32> {
+pub(crate) fn count_cpus(list: &str) -> Option<u32> {
     let mut n = 0u32;
     for part in list.trim().split(',').filter(|p| !p.is_empty()) {
         n += match part.split_once('-') {

@@ -57,9 +57,12 @@ pub struct ProviderCharacteristics {
     /// `FriendlyName` (2.0).
     pub friendly_name: String,
     /// Extension: a submission (Start/Append) moving at most this many bytes to a channel
-    /// with nothing queued or running is executed on the submitting thread, inside the call,
-    /// because handing it to the engine would cost more than the copy (Intel's DSA library
-    /// keeps copies below 8 KiB on the CPU for the same reason). Completion, status and
+    /// with nothing queued or running, from a client that has seen every completion so far
+    /// (polled, waited for, or read the completion slot), is executed on the submitting
+    /// thread, inside the call, because handing it to the engine would cost more than the
+    /// copy (Intel's DSA library keeps copies below 8 KiB on the CPU for the same reason). A
+    /// client that submits again without looking streams: its work goes to the engine, which
+    /// copies while the client prepares the next submission. Completion, status and
     /// callbacks are as usual, but on the caller's thread. 0: never; `u64::MAX`: always
     /// (the inline reference engine). See also [`Self::inline_max_descriptors`].
     pub inline_threshold: u64,

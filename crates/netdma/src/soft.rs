@@ -31,6 +31,22 @@ const WORKER_SPIN: Duration = Duration::from_micros(20);
 /// one that yielded it.
 const WAIT_SPIN: Duration = Duration::from_micros(20);
 
+/// The worker takes up to this many queued jobs per turn of the channel lock (while their
+/// copies add up to at most [`BATCH_BYTES`]): a stream of single-descriptor submissions then
+/// costs one lock hand-off between client and worker per batch, not per copy. Completions
+/// inside a batch are still published one by one, leases released first.
+const BATCH_JOBS: usize = 16;
+
+/// See [`BATCH_JOBS`].
+const BATCH_BYTES: u64 = 1 << 20;
+
+/// With more than one CPU, `wait` keeps polling as long as the executor completes something
+/// at least every [`WAIT_SPIN`], up to this long: a client waiting for the middle of a
+/// stream would otherwise block, make the worker pay a futex wake, and come back late (a
+/// wake-up of an idle CPU costs tens of microseconds on a virtual machine), with the worker
+/// idle meanwhile if the queue ran dry.
+const WAIT_SPIN_PROGRESSING: Duration = Duration::from_millis(2);
+
 struct Inner {
     state: ChannelState,
     queue: VecDeque<Job>,
@@ -82,6 +98,11 @@ pub(crate) struct Shared {
     inline_max_descriptors: u32,
     /// Jobs ever enqueued (lets an idle worker notice new work without the lock).
     enqueued: AtomicU64,
+    /// Highest sequence number the client has seen complete (`poll`, `wait`, the completion
+    /// slot). Below `completed`, the client is streaming: it submits again without looking
+    /// at what finished, so its submissions go to the worker (which copies while the client
+    /// prepares the next) instead of running inline one after the other.
+    observed: Line<AtomicU64>,
     /// Wake-ups sent to a sleeping worker.
     worker_wakeups: AtomicU64,
     /// The execution right; held by whichever thread executes a job (one at a time: `busy`).
@@ -401,16 +422,73 @@ impl Shared {
                 g.worker_waiting = false;
             };
             spun = false;
+            // More queued jobs for the same turn (worker only; not across a callback).
+            let mut batch = VecDeque::new();
+            if !inline {
+                let mut bytes = job.chain.bytes();
+                let mut last = &job;
+                while batch.len() + 1 < BATCH_JOBS
+                    && !last
+                        .chain
+                        .flags(last.chain.len() - 1)
+                        .contains(ControlFlags::INTERRUPT_ON_COMPLETION)
+                {
+                    match g.queue.front() {
+                        Some(next) if bytes + next.chain.bytes() <= BATCH_BYTES => {
+                            bytes += next.chain.bytes();
+                        }
+                        _ => break,
+                    }
+                    match g.queue.pop_front() {
+                        Some(next) => batch.push_back(next),
+                        None => break,
+                    }
+                    last = batch.back().unwrap_or(&job);
+                }
+            }
             g.busy = true;
             g.exec_thread = Some(std::thread::current().id());
             drop(g);
             let outcome = {
                 let mut t = self.token.lock().unwrap_or_else(|e| e.into_inner());
                 match t.as_mut() {
-                    Some(token) => self.exec_job(token, &mut job),
+                    Some(token) => loop {
+                        let o = self.exec_job(token, &mut job);
+                        if !matches!(o, Outcome::Done) {
+                            break o;
+                        }
+                        let Some(next) = batch.pop_front() else {
+                            break o;
+                        };
+                        // A job inside the batch: more follow, so the channel stays active.
+                        let i = job.chain.len() - 1;
+                        let seq = job.first_seq + i as u64;
+                        let upd = job
+                            .chain
+                            .flags(i)
+                            .contains(ControlFlags::STATUS_UPDATE_ON_COMPLETION);
+                        drop(std::mem::replace(&mut job, next)); // leases first
+                        self.publish(seq, upd.then_some(TransferStatus::Active));
+                        if self.state_mirror.load(Ordering::Acquire)
+                            == state_code(ChannelState::Armed)
+                        {
+                            let mut g = self.lock();
+                            if g.state == ChannelState::Armed {
+                                self.set_state(&mut g, ChannelState::Active);
+                            }
+                            g.completed_since_start = true;
+                        }
+                    },
                     None => Outcome::Failed(Status::INVALID_DEVICE_STATE),
                 }
             };
+            if !batch.is_empty() {
+                // Stopped or failed inside a batch: the rest goes back to the queue, in order.
+                let mut g = self.lock();
+                while let Some(j) = batch.pop_back() {
+                    g.queue.push_front(j);
+                }
+            }
             let mut event = None;
             let done = matches!(outcome, Outcome::Done);
             match outcome {
@@ -483,22 +561,14 @@ impl Shared {
         let done = self.completed.load(Ordering::Acquire);
         if self.last_discard_end.load(Ordering::Acquire) < first {
             return if done >= last {
+                self.observe(done);
                 Status::SUCCESS
             } else {
                 Status::PENDING
             };
         }
         let g = self.lock();
-        for &(a, b, st) in g.discards.iter().rev() {
-            if a <= last && first <= b {
-                return st;
-            }
-        }
-        if self.completed.load(Ordering::Acquire) >= last {
-            Status::SUCCESS
-        } else {
-            Status::PENDING
-        }
+        self.poll_locked(&g, sub)
     }
 }
 
@@ -556,6 +626,7 @@ impl SoftChannel {
                 inline_max_descriptors
             },
             enqueued: AtomicU64::new(0),
+            observed: Line(AtomicU64::new(0)),
             worker_wakeups: AtomicU64::new(0),
             token: Mutex::new(Some(token)),
             on_free: Mutex::new(Some(on_free)),
@@ -590,7 +661,8 @@ impl SoftChannel {
                 || (!g.busy
                     && g.queue.len() == 1
                     && g.queue.front().is_some_and(|j| j.inline_ok)
-                    && Shared::runnable(&g)));
+                    && Shared::runnable(&g)
+                    && !sh.streaming()));
         if here {
             sh.run_locked(g, true, !self.inline);
         } else {
@@ -768,7 +840,12 @@ impl ProviderChannel for SoftChannel {
     }
 
     fn completion(&self) -> CompletionStatus {
-        CompletionStatus(self.shared.slot.load(Ordering::Acquire))
+        let sh = &*self.shared;
+        // Read before the slot: the slot is written before `completed` advances.
+        let done = sh.completed.load(Ordering::Acquire);
+        let v = CompletionStatus(sh.slot.load(Ordering::Acquire));
+        sh.observe(done);
+        v
     }
 
     fn last_error(&self) -> Option<Status> {
@@ -781,15 +858,25 @@ impl ProviderChannel for SoftChannel {
 
     fn wait(&self, sub: &Submission, timeout: Option<Duration>) -> Status {
         let sh = &*self.shared;
-        // Spin briefly, then block.
-        let spin = Instant::now();
+        // Spin briefly, and on while the executor makes progress (several CPUs), then block.
+        let started = Instant::now();
+        let mut spin = started;
+        let mut seen = sh.completed.load(Ordering::Relaxed);
+        let progressing = crate::interface::online_cpus() > 1;
         loop {
             let s = sh.poll(sub);
             if s != Status::PENDING {
                 return s;
             }
-            let e = spin.elapsed();
-            if e >= WAIT_SPIN || timeout.is_some_and(|t| e >= t) {
+            let now = Instant::now();
+            if progressing && now - started < WAIT_SPIN_PROGRESSING {
+                let c = sh.completed.load(Ordering::Relaxed);
+                if c != seen {
+                    seen = c;
+                    spin = now;
+                }
+            }
+            if now - spin >= WAIT_SPIN || timeout.is_some_and(|t| now - started >= t) {
                 break;
             }
             for _ in 0..32 {
@@ -835,6 +922,19 @@ impl ProviderChannel for SoftChannel {
 }
 
 impl Shared {
+    /// The client saw everything up to `seq` complete.
+    fn observe(&self, seq: u64) {
+        // A plain load first: a client polling the same completion again writes nothing.
+        if self.observed.load(Ordering::Relaxed) < seq {
+            self.observed.fetch_max(seq, Ordering::Relaxed);
+        }
+    }
+
+    /// True when the client has not looked at everything that completed: it streams.
+    fn streaming(&self) -> bool {
+        self.observed.load(Ordering::Relaxed) < self.completed.load(Ordering::Relaxed)
+    }
+
     fn poll_locked(&self, g: &Inner, sub: &Submission) -> Status {
         let (first, last) = (sub.first.seq(), sub.last.seq());
         for &(a, b, st) in g.discards.iter().rev() {
@@ -842,7 +942,9 @@ impl Shared {
                 return st;
             }
         }
-        if self.completed.load(Ordering::Acquire) >= last {
+        let done = self.completed.load(Ordering::Acquire);
+        if done >= last {
+            self.observe(done);
             Status::SUCCESS
         } else {
             Status::PENDING

@@ -350,6 +350,137 @@ fn cpu_small_copies_inline_as_declared() {
     }
 }
 
+/// A client that appends again without looking at what completed is streaming: its small
+/// submissions go to the worker (which copies while the client prepares the next one); once
+/// it has seen every completion, a small submission to the idle channel runs inline again.
+#[test]
+fn cpu_streaming_client_is_served_by_the_worker() {
+    let mut cfg = EngineConfig::new(1);
+    cfg.inline_threshold = Some(8192);
+    let s = Setup::new(cpu, cfg);
+    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t2 = threads.clone();
+    let ch = s.channel_with(ChannelParameters {
+        completion_callback: Some(Arc::new(move |_| {
+            t2.lock().unwrap().push(std::thread::current().id())
+        })),
+        ..ChannelParameters::default()
+    });
+    let src = DmaBuffer::from_slice(&[5u8; 4096]);
+    let dst = DmaBuffer::new(3 * 4096);
+    let me = std::thread::current().id();
+    let copy = |k: u64| {
+        let mut c = Chain::new();
+        c.copy(
+            &src,
+            0,
+            &dst,
+            k * 4096,
+            4096,
+            ControlFlags::INTERRUPT_ON_COMPLETION,
+        );
+        c
+    };
+    let first = ch.start(copy(0)).unwrap();
+    // Not polled: the second Append streams.
+    let second = ch.append(copy(1)).unwrap();
+    assert_eq!(ch.wait(&second, T), Status::SUCCESS);
+    assert_eq!(ch.poll(&first), Status::SUCCESS);
+    assert_eq!(ch.wait_idle(T), Status::SUCCESS);
+    // Every completion seen: the next small copy to the idle channel runs inline.
+    let third = ch.append(copy(2)).unwrap();
+    assert_eq!(ch.poll(&third), Status::SUCCESS, "ran inside append");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while threads.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    let ran = threads.lock().unwrap().clone();
+    assert_eq!(ran.len(), 3);
+    assert_eq!(ran[0], me, "the first copy ran inline");
+    assert_ne!(ran[1], me, "the streamed copy ran on the worker");
+    assert_eq!(
+        ran[2], me,
+        "inline again once the client saw every completion"
+    );
+    assert_eq!(dst.to_vec().unwrap(), vec![5u8; 3 * 4096]);
+}
+
+/// The worker takes queued single-copy submissions in batches: a failing one in the middle
+/// of a batch leaves the earlier ones complete and copied, fails with its own status, and
+/// discards the later ones (nothing of theirs is written); the channel halts.
+#[test]
+fn cpu_error_inside_a_batch_of_submissions() {
+    let s = Setup::new(cpu_worker, EngineConfig::new(1));
+    // The worker is held inside the callback of a first NULL descriptor until every
+    // submission is queued, so that it finds them all at once.
+    let gate = Arc::new(AtomicBool::new(false));
+    let g2 = gate.clone();
+    let ch = s.channel_with(ChannelParameters {
+        completion_callback: Some(Arc::new(move |_| {
+            while !g2.load(Ordering::Acquire) {
+                std::thread::yield_now();
+            }
+        })),
+        ..ChannelParameters::default()
+    });
+    let src = DmaBuffer::from_slice(&[9u8; 1024]);
+    let dst = DmaBuffer::new(24 * 1024);
+    let mut c = Chain::new();
+    c.null(ControlFlags::INTERRUPT_ON_COMPLETION);
+    let held = ch.start(c).unwrap();
+    let mut subs = Vec::new();
+    for k in 0..24u64 {
+        let mut c = Chain::new();
+        // Submission 10 reads past the end of its source.
+        let so = if k == 10 { 512 } else { 0 };
+        c.copy(&src, so, &dst, k * 1024, 1024, ControlFlags::empty());
+        subs.push(ch.append(c).unwrap());
+    }
+    gate.store(true, Ordering::Release);
+    assert_eq!(ch.wait(&held, T), Status::SUCCESS);
+    for (k, sub) in subs.iter().enumerate() {
+        let got = ch.wait(sub, T);
+        match k {
+            0..10 => assert_eq!(got, Status::SUCCESS, "submission {k}"),
+            10 => assert_eq!(got, Status::ACCESS_VIOLATION, "submission {k}"),
+            _ => assert!(
+                got != Status::SUCCESS && got != Status::PENDING,
+                "submission {k} after the failure: {got:?}"
+            ),
+        }
+    }
+    assert_eq!(ch.wait_idle(T), Status::SUCCESS);
+    assert_eq!(ch.state(), ChannelState::Halted);
+    let got = dst.to_vec().unwrap();
+    assert!(got[..10 * 1024].iter().all(|&b| b == 9));
+    assert!(
+        got[10 * 1024..].iter().all(|&b| b == 0),
+        "nothing from 10 on"
+    );
+}
+
+/// A client pinned to one CPU can still ask for a channel on another (the engine counts the
+/// machine's online CPUs, not the caller's affinity mask).
+#[test]
+fn cpu_pinned_client_allocates_on_another_cpu() {
+    let cpus = current_thread_cpus();
+    if cpus.len() < 2 {
+        return; // one CPU: nothing to check
+    }
+    let (here, there) = (cpus[0], cpus[1]);
+    std::thread::spawn(move || {
+        assert!(pin_current_thread(here));
+        let s = Setup::new(cpu_worker, EngineConfig::new(2));
+        let ch = s.channel_with(ChannelParameters {
+            processor_affinity_mask: 1 << there,
+            ..ChannelParameters::default()
+        });
+        assert_eq!(ch.cpu_number(), there as u32);
+    })
+    .join()
+    .unwrap();
+}
+
 /// A channel allocated with the CPU mask {c} reports CPU c, and its worker thread's affinity
 /// (`sched_getaffinity`, read inside the completion callback, which runs on the worker) is
 /// exactly {c}.
