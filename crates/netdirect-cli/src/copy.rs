@@ -48,40 +48,74 @@ enum Phase {
     Finish,
 }
 
-/// Best GB/s (10^9 octets) of `a` and of `b` over `trials` alternating trials of at least
-/// `trial` each (and at least one step); each step of `a` copies `bytes_a` octets.
+/// What [`measure_pair`] measured.
+#[derive(Debug, Clone, Copy)]
+struct Pair {
+    /// Best GB/s of `a` over its trials.
+    best_a: f64,
+    /// Best GB/s of `b` over its trials.
+    best_b: f64,
+    /// Median over the rounds of `a`'s GB/s over `b`'s in the same round.
+    ratio: f64,
+}
+
+/// Runs `trials` rounds of one trial of `a` then one of `b` (each returns its GB/s, 10^9
+/// octets); keeps each side's best and the median of the rounds' paired ratios.
+///
+/// The ratio is taken per round because this machine's CPUs change speed for stretches of
+/// about 100 ms (2x at 8 KiB, seen with `memcpy` alone): two trials next to each other run at
+/// the same speed, while the best of each side over a longer time may come from different
+/// stretches.
+fn measure_pair(
+    trials: u32,
+    mut a: impl FnMut() -> Result<f64>,
+    mut b: impl FnMut() -> Result<f64>,
+) -> Result<Pair> {
+    let (mut best_a, mut best_b) = (0f64, 0f64);
+    let mut ratios = Vec::with_capacity(trials as usize);
+    for _ in 0..trials.max(1) {
+        let (x, y) = (a()?, b()?);
+        best_a = best_a.max(x);
+        best_b = best_b.max(y);
+        if y > 0.0 {
+            ratios.push(x / y);
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    let ratio = match ratios.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => ratios[n / 2],
+        n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
+    };
+    Ok(Pair {
+        best_a,
+        best_b,
+        ratio,
+    })
+}
+
+/// One trial of a stepped copier: steps (each copying `bytes`) for at least `trial` and at
+/// least once, then `Finish`; GB/s.
 ///
 /// A trial is timed from its first step to the end of its `Finish`, so an engine's trial
 /// counts only copies done inside it: nothing is left in flight to run during the peer's
 /// trial (which would both slow the peer and credit the engine with work done off the
 /// clock), and each trial starts with an idle engine.
-fn measure_pair(
-    trial: Duration,
-    trials: u32,
-    (bytes_a, mut a): (u64, impl FnMut(Phase) -> Result<()>),
-    (bytes_b, mut b): (u64, impl FnMut(Phase) -> Result<()>),
-) -> Result<(f64, f64)> {
-    fn one(bytes: u64, trial: Duration, f: &mut impl FnMut(Phase) -> Result<()>) -> Result<f64> {
-        let t = Instant::now();
-        let mut n = 0u64;
-        while n == 0 || t.elapsed() < trial {
-            f(Phase::Step)?;
-            n += 1;
-        }
-        f(Phase::Finish)?;
-        Ok((n * bytes) as f64 / t.elapsed().as_secs_f64() / 1e9)
-    }
-    // Warm-up: page faults, caches, the engine's first hand-off.
-    for f in [&mut a as &mut dyn FnMut(Phase) -> Result<()>, &mut b] {
+fn timed(bytes: u64, trial: Duration, f: &mut impl FnMut(Phase) -> Result<()>) -> Result<f64> {
+    let t = Instant::now();
+    let mut n = 0u64;
+    while n == 0 || t.elapsed() < trial {
         f(Phase::Step)?;
-        f(Phase::Finish)?;
+        n += 1;
     }
-    let (mut best_a, mut best_b) = (0f64, 0f64);
-    for _ in 0..trials {
-        best_a = best_a.max(one(bytes_a, trial, &mut a)?);
-        best_b = best_b.max(one(bytes_b, trial, &mut b)?);
-    }
-    Ok((best_a, best_b))
+    f(Phase::Finish)?;
+    Ok((n * bytes) as f64 / t.elapsed().as_secs_f64() / 1e9)
+}
+
+/// Warm-up of a stepped copier: page faults, caches, the engine's first hand-off.
+fn warm(f: &mut impl FnMut(Phase) -> Result<()>) -> Result<()> {
+    f(Phase::Step)?;
+    f(Phase::Finish)
 }
 
 /// The `memcpy` peer of a cell: `k` copies per step from `src` to `dst` (the very buffers the
@@ -122,6 +156,9 @@ fn memcpy_steps<'a>(
     }
 }
 
+/// Trial rounds per size in `nd bench`'s NetDMA rows.
+pub const ROUNDS: u32 = 8;
+
 /// One row of `nd bench`: size, NetDMA GB/s, memcpy GB/s.
 #[derive(Debug, Clone, Copy)]
 pub struct CopyRow {
@@ -131,6 +168,8 @@ pub struct CopyRow {
     pub netdma: f64,
     /// `copy_from_slice` on the same kind of buffers.
     pub memcpy: f64,
+    /// Median of the paired per-round ratios (see [`ChainCell::ratio`]).
+    pub ratio: f64,
 }
 
 /// The copy engine (one channel, chains of about 16 MiB) and memcpy at each size (`nd bench`).
@@ -138,11 +177,12 @@ pub fn run(sizes: &[usize], trial: Duration, mut tick: impl FnMut()) -> Result<V
     let bench = Bench::new(1)?;
     let mut rows = Vec::new();
     for &size in sizes {
-        let c = bench.chain_cell(size, per_chain(size), trial, 2)?;
+        let c = bench.chain_cell(size, per_chain(size), trial, ROUNDS)?;
         rows.push(CopyRow {
             size,
             netdma: c.netdma_gb_s,
             memcpy: c.memcpy_gb_s,
+            ratio: c.ratio,
         });
         tick();
     }
@@ -165,6 +205,8 @@ pub struct ChainCell {
     pub netdma_gb_s: f64,
     /// Single-thread `memcpy` of the same copies, GB/s, measured in alternation.
     pub memcpy_gb_s: f64,
+    /// Median over the trial rounds of NetDMA's GB/s over memcpy's in the same round.
+    pub ratio: f64,
     /// True if the provider runs a submission of this size on the submitting thread.
     pub inline: bool,
 }
@@ -182,6 +224,8 @@ pub struct ChannelCell {
     pub netdma_gb_s: f64,
     /// Aggregate GB/s of as many `memcpy` threads pinned to the same CPUs.
     pub memcpy_threads_gb_s: f64,
+    /// Median over the trial rounds of the channels' GB/s over the threads' in the same round.
+    pub ratio: f64,
 }
 
 /// The engine under test and its provider id.
@@ -297,14 +341,17 @@ impl Bench {
         let mut stream = Stream::new(&ch, &src, &dst, size, chain);
         let depth = depth(size * chain);
         let bytes = (chain * size) as u64;
-        let (netdma_gb_s, memcpy_gb_s) = measure_pair(
-            trial,
+        let mut engine = |p| match p {
+            Phase::Step => stream.step(depth),
+            Phase::Finish => stream.drain(),
+        };
+        let mut reference = memcpy_steps(&src, &dst, chain, place);
+        warm(&mut engine)?;
+        warm(&mut reference)?;
+        let m = measure_pair(
             trials,
-            (bytes, |p| match p {
-                Phase::Step => stream.step(depth),
-                Phase::Finish => stream.drain(),
-            }),
-            (bytes, memcpy_steps(&src, &dst, chain, place)),
+            || timed(bytes, trial, &mut engine),
+            || timed(bytes, trial, &mut reference),
         )?;
         stream.drain()?;
         drop(ch);
@@ -312,8 +359,9 @@ impl Bench {
         Ok(ChainCell {
             size,
             chain,
-            netdma_gb_s,
-            memcpy_gb_s,
+            netdma_gb_s: m.best_a,
+            memcpy_gb_s: m.best_b,
+            ratio: m.ratio,
             inline: self.runs_inline(size, chain),
         })
     }
@@ -344,32 +392,28 @@ impl Bench {
             .collect();
         let bytes = (n * k * size) as u64;
         let keep = depth(k * size);
-        let mut threads_gb = 0f64;
         let pairs: Vec<(&DmaBuffer, &DmaBuffer)> = chans.iter().map(|(_, s, d)| (s, d)).collect();
-        let (netdma_gb_s, _) = measure_pair(
-            trial,
+        let mut engine = |p| {
+            if p == Phase::Finish {
+                for s in streams.iter_mut() {
+                    s.drain()?;
+                }
+                return Ok(());
+            }
+            for s in streams.iter_mut() {
+                s.submit()?;
+            }
+            for s in streams.iter_mut() {
+                s.retire(keep - 1)?;
+            }
+            Ok(())
+        };
+        warm(&mut engine)?;
+        memcpy_threads(&pairs, k, Duration::ZERO, cpus)?;
+        let m = measure_pair(
             trials,
-            (bytes, |p| {
-                if p == Phase::Finish {
-                    for s in streams.iter_mut() {
-                        s.drain()?;
-                    }
-                    return Ok(());
-                }
-                for s in streams.iter_mut() {
-                    s.submit()?;
-                }
-                for s in streams.iter_mut() {
-                    s.retire(keep - 1)?;
-                }
-                Ok(())
-            }),
-            (bytes, |p| {
-                if p == Phase::Step {
-                    threads_gb = threads_gb.max(memcpy_threads(&pairs, k, trial, cpus)?);
-                }
-                Ok(())
-            }),
+            || timed(bytes, trial, &mut engine),
+            || memcpy_threads(&pairs, k, trial, cpus),
         )?;
         for s in streams.iter_mut() {
             s.drain()?;
@@ -383,8 +427,9 @@ impl Bench {
             size,
             channels: n,
             cpus: reported,
-            netdma_gb_s,
-            memcpy_threads_gb_s: threads_gb,
+            netdma_gb_s: m.best_a,
+            memcpy_threads_gb_s: m.best_b,
+            ratio: m.ratio,
         })
     }
 }

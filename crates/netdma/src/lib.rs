@@ -121,9 +121,9 @@
 //!   4 KiB "pages" of the buffer's offset space; the second address must be 4 KiB aligned.
 //! * **Copy method**: chosen per descriptor size by a [`CopyPlan`], by default measured once
 //!   per process on the running machine ([`Calibration::get`]): `memcpy`, `rep movsb` and
-//!   vector stores on hot buffers at every power of two from 1 KiB to ⅛ of the L3 (a method must
+//!   vector stores on hot buffers at every power of two from 1 KiB to ¼ of the L3 (a method must
 //!   beat `memcpy` by 10 % to be chosen), and those against non-temporal
-//!   stores at ¼, ½ and all of the L3 that sysfs reports; non-temporal stores are used from
+//!   stores at ½ and all of the L3 that sysfs reports; non-temporal stores are used from
 //!   the smallest of those sizes at which they win there and at every larger one (never, if
 //!   they never win). [`EngineConfig::copy_plan`] fixes a plan instead.
 //! * **Cache hints**: `DESTINATION_NO_SNOOP` selects non-temporal stores for that descriptor,
