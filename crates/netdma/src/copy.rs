@@ -194,6 +194,7 @@ impl DmaBuffer {
     }
 
     /// True if both handles refer to the same memory.
+    #[inline]
     pub fn ptr_eq(&self, other: &DmaBuffer) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }

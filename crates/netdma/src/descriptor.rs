@@ -246,10 +246,16 @@ impl Chain {
     ///
     /// # Panics
     /// With more than 65 536 distinct buffers.
+    #[inline]
     pub fn buffer(&mut self, buf: &DmaBuffer) -> BufferSlot {
         if let Some(i) = self.buffers.iter().position(|b| b.ptr_eq(buf)) {
             return BufferSlot(i as u16);
         }
+        self.add_buffer(buf)
+    }
+
+    #[cold]
+    fn add_buffer(&mut self, buf: &DmaBuffer) -> BufferSlot {
         assert!(
             self.buffers.len() < 1 << 16,
             "too many buffers in one chain"
@@ -259,12 +265,14 @@ impl Chain {
     }
 
     /// Address of `offset` in `buf` (adds the buffer to the table).
+    #[inline]
     pub fn addr(&mut self, buf: &DmaBuffer, offset: u64) -> Pa {
         let s = self.buffer(buf);
         Pa::new(s, offset)
     }
 
     /// Appends `d` as is (no linking) and returns its index.
+    #[inline]
     pub fn push(&mut self, d: Descriptor) -> usize {
         self.descriptors.push(d);
         self.descriptors.len() - 1
@@ -272,6 +280,7 @@ impl Chain {
 
     /// Appends `d`, links the previously built descriptor to it and terminates it with
     /// [`Link::NULL`]; returns its index.
+    #[inline]
     pub fn link(&mut self, mut d: Descriptor) -> usize {
         d.next = Link::NULL;
         let i = self.push(d);
@@ -283,6 +292,7 @@ impl Chain {
     }
 
     /// Builds a copy of `len` bytes from `src[src_off..]` to `dst[dst_off..]`.
+    #[inline]
     pub fn copy(
         &mut self,
         src: &DmaBuffer,

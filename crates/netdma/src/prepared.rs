@@ -97,7 +97,7 @@ pub struct PreparedChain {
 
 const PAGE: u64 = 4096;
 
-#[inline]
+#[inline(always)]
 fn op_of(d: &crate::descriptor::Descriptor, caps: &Caps) -> Result<Op> {
     let f = d.control_flags;
     if f.has_reserved_bits() {
