@@ -720,9 +720,15 @@ impl Conn {
         }
     }
 
-    /// Reaps finished data requests without waiting, and waits while `max_out` or more are
-    /// still outstanding; other events are kept for [`Conn::try_next`].
+    /// Makes room for a request: while `max_out` or more data requests are outstanding, reaps
+    /// finished ones (waiting if none has finished); other events are kept for
+    /// [`Conn::try_next`]. Below `max_out` it does nothing: a poll of the CQ is also a receive
+    /// pass over the socket (a system call), which a ping-pong's reply must not wait for; the
+    /// completions are reaped by the next [`Conn::try_next`] instead.
     pub fn reap(&mut self, max_out: usize) -> Result<()> {
+        if self.tx_out < max_out {
+            return Ok(());
+        }
         let deadline = Instant::now() + self.timeout;
         loop {
             match self.poll_one()? {
