@@ -240,9 +240,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             notes.push("IPv6 loopback (::1) unavailable on this machine: IPv6 skipped".to_string());
         }
     }
-    // Progress: per family 3 sweeps + TCP sweep + 2 rates + 2 latencies + TCP latency; copy.
+    // Progress: per family and round, each size's TCP cell and its 3 RDMA cells; 2 rates, 2
+    // latencies, TCP latency; copy.
     let reps = a.reps.unwrap_or(if a.quick { 1 } else { 3 }).max(1);
-    let per_family = reps as u64 * sizes.len() as u64 + 3 * reps as u64 + 2 + 2 + 1;
+    let per_family = 4 * reps as u64 * sizes.len() as u64 + 3 * reps as u64 + 2 + 2 + 1;
     let total = per_family * ips.len() as u64 + sizes.len() as u64;
     let pb = crate::progress(total, a.quiet);
     let mut tests: Vec<BenchTest> = Vec::new();
@@ -267,8 +268,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     for &ip in &ips {
         let fam = family(ip);
-        // Bandwidth: every round measures the TCP peer, then each RDMA test, over all sizes,
-        // so drift over the run hits both alike.
+        // Bandwidth: in every round, each size's TCP peer cell is followed at once by that
+        // size's RDMA cells (a connection per cell), so a cell and its peer are measured
+        // within a few hundred milliseconds of each other: this machine's speed drifts over
+        // seconds, and a round that swept every size of TCP before every size of each RDMA
+        // test paired cells measured up to ten seconds apart (single cells read 0.6-1.9x).
         let bw_tests = [Test::WriteBw, Test::ReadBw, Test::SendBw];
         let mut tcp: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
         let mut rdma: Vec<Vec<Vec<perf::BwRow>>> = vec![vec![Vec::new(); sizes.len()]; 3];
@@ -280,17 +284,20 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     round + 1
                 ));
                 tcp[k].push(crate::tcp::bandwidth(ip, size, cell, 4, pin)?.bw);
-                pb.inc(1);
-            }
-            for (t, &test) in bw_tests.iter().enumerate() {
-                pb.set_message(format!("{fam} {} (round {})", test.name(), round + 1));
-                let mut o = base_opts(test, sizes.clone(), Stop::Duration(cell), ip);
-                o.warmup = 16;
-                for (k, row) in pair(&o, &pb, pin)?.into_iter().enumerate() {
-                    if let (Row::Bw(r), Some(cell)) = (row, rdma[t].get_mut(k)) {
-                        cell.push(r);
+                for (t, &test) in bw_tests.iter().enumerate() {
+                    pb.set_message(format!(
+                        "{fam} {} {} (round {})",
+                        test.name(),
+                        label(size),
+                        round + 1
+                    ));
+                    let mut o = base_opts(test, vec![size], Stop::Duration(cell), ip);
+                    o.warmup = 16;
+                    if let Some(Row::Bw(r)) = pair(&o, &pb, pin)?.into_iter().next() {
+                        rdma[t][k].push(r);
                     }
                 }
+                pb.inc(1);
             }
         }
         for (t, &test) in bw_tests.iter().enumerate() {
