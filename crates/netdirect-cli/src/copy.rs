@@ -270,9 +270,12 @@ impl Bench {
         self.inline_max_descriptors
     }
 
-    /// True if the provider runs a submission of `chain` copies of `size` octets inline.
+    /// True if the provider runs a submission of `chain` copies of `size` octets inline for
+    /// a streaming client such as this benchmark's (see [`netdma::STREAM_TO_WORKER_FROM`]).
     fn runs_inline(&self, size: usize, chain: usize) -> bool {
-        (size * chain) as u64 <= self.inline_threshold
+        let bytes = (size * chain) as u64;
+        bytes <= self.inline_threshold
+            && bytes < netdma::STREAM_TO_WORKER_FROM
             && chain as u64 <= u64::from(self.inline_max_descriptors)
     }
 

@@ -332,10 +332,11 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            " inline: submissions of at most {} octets in at most {} copies to an idle channel run on the submitting thread (hand-off measured {:.1} us)",
+            " inline: submissions of at most {} octets in at most {} copies to an idle channel run on the submitting thread (hand-off measured {:.1} us); a client streaming without polling hands those of {} octets and more to the worker",
             self.inline_threshold,
             self.inline_max_descriptors,
-            cal.handoff_ns as f64 / 1e3
+            cal.handoff_ns as f64 / 1e3,
+            netdma::STREAM_TO_WORKER_FROM
         );
         let _ = writeln!(
             t,

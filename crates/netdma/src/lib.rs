@@ -136,9 +136,10 @@
 //!   overlaps its copies only on the worker) to a CPU-engine channel with nothing
 //!   queued or running, from a client that has seen every completion so far, executes inside
 //!   Start/Append on the submitting thread (callbacks too). A client that appends again
-//!   without polling, waiting or reading the completion slot is streaming: its submissions go
-//!   to the worker, which copies while the client builds the next one (inline, the client's
-//!   ~300–400 ns per submission would add to every copy instead).
+//!   without polling, waiting or reading the completion slot is streaming: its submissions of
+//!   64 KiB and more go to the worker, which copies while the client builds the next one
+//!   (inline, the client's ~300–400 ns per submission would add to every copy instead);
+//!   smaller ones stay inline, where the hand-off to another CPU costs more than the copy.
 //!   The threshold is the largest power of two that the best copy method, at that size's own
 //!   measured rate, copies within one measured hand-off to a sleeping thread and back, at most
 //!   [`MAX_INLINE_THRESHOLD`] (1 MiB); 0 disables it ([`EngineConfig::inline_threshold`]).
@@ -230,4 +231,5 @@ pub use provider::{
     NET_DMA_PNP_NOTIFICATION_REVISION_1, NET_DMA_PROVIDER_REVISION_1, NET_DMA_PROVIDER_REVISION_2,
     OptionalHandlers, Provider, ProviderAttributes, ProviderChannel, ProviderCharacteristics,
 };
+pub use soft::STREAM_TO_WORKER_FROM;
 pub use status::{Result, Status};

@@ -61,8 +61,9 @@ pub struct ProviderCharacteristics {
     /// (polled, waited for, or read the completion slot), is executed on the submitting
     /// thread, inside the call, because handing it to the engine would cost more than the
     /// copy (Intel's DSA library keeps copies below 8 KiB on the CPU for the same reason). A
-    /// client that submits again without looking streams: its work goes to the engine, which
-    /// copies while the client prepares the next submission. Completion, status and
+    /// client that submits again without looking streams: its submissions of 64 KiB and more
+    /// go to the engine, which copies while the client prepares the next one (below that the
+    /// hand-off costs more than the overlap saves). Completion, status and
     /// callbacks are as usual, but on the caller's thread. 0: never; `u64::MAX`: always
     /// (the inline reference engine). See also [`Self::inline_max_descriptors`].
     pub inline_threshold: u64,

@@ -350,13 +350,15 @@ fn cpu_small_copies_inline_as_declared() {
     }
 }
 
-/// A client that appends again without looking at what completed is streaming: its small
-/// submissions go to the worker (which copies while the client prepares the next one); once
-/// it has seen every completion, a small submission to the idle channel runs inline again.
+/// A client that appends again without looking at what completed is streaming: its
+/// submissions of 64 KiB and more go to the worker (which copies while the client prepares the
+/// next one), smaller ones still run inline; once it has seen every completion, a submission
+/// to the idle channel runs inline again.
 #[test]
 fn cpu_streaming_client_is_served_by_the_worker() {
+    const BIG: u64 = 64 << 10;
     let mut cfg = EngineConfig::new(1);
-    cfg.inline_threshold = Some(8192);
+    cfg.inline_threshold = Some(1 << 20);
     let s = Setup::new(cpu, cfg);
     let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let t2 = threads.clone();
@@ -366,43 +368,55 @@ fn cpu_streaming_client_is_served_by_the_worker() {
         })),
         ..ChannelParameters::default()
     });
-    let src = DmaBuffer::from_slice(&[5u8; 4096]);
-    let dst = DmaBuffer::new(3 * 4096);
+    let src = DmaBuffer::from_slice(&vec![5u8; BIG as usize]);
+    let dst = DmaBuffer::new(4 * BIG as usize);
     let me = std::thread::current().id();
-    let copy = |k: u64| {
+    let copy = |k: u64, len: u64| {
         let mut c = Chain::new();
         c.copy(
             &src,
             0,
             &dst,
-            k * 4096,
-            4096,
+            k * BIG,
+            len as u32,
             ControlFlags::INTERRUPT_ON_COMPLETION,
         );
         c
     };
-    let first = ch.start(copy(0)).unwrap();
-    // Not polled: the second Append streams.
-    let second = ch.append(copy(1)).unwrap();
-    assert_eq!(ch.wait(&second, T), Status::SUCCESS);
+    let first = ch.start(copy(0, BIG)).unwrap();
+    // Not polled: the next Appends stream. A small one still runs here (the callbacks say
+    // where) ...
+    let small = ch.append(copy(1, 4096)).unwrap();
+    // ... a large one goes to the worker.
+    let big = ch.append(copy(2, BIG)).unwrap();
+    assert_eq!(ch.wait(&big, T), Status::SUCCESS);
     assert_eq!(ch.poll(&first), Status::SUCCESS);
+    assert_eq!(ch.poll(&small), Status::SUCCESS);
     assert_eq!(ch.wait_idle(T), Status::SUCCESS);
-    // Every completion seen: the next small copy to the idle channel runs inline.
-    let third = ch.append(copy(2)).unwrap();
-    assert_eq!(ch.poll(&third), Status::SUCCESS, "ran inside append");
+    // Every completion seen: the next copy to the idle channel runs inline.
+    let last = ch.append(copy(3, BIG)).unwrap();
+    assert_eq!(ch.poll(&last), Status::SUCCESS, "ran inside append");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while threads.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
+    while threads.lock().unwrap().len() < 4 && std::time::Instant::now() < deadline {
         std::thread::yield_now();
     }
     let ran = threads.lock().unwrap().clone();
-    assert_eq!(ran.len(), 3);
+    assert_eq!(ran.len(), 4);
     assert_eq!(ran[0], me, "the first copy ran inline");
-    assert_ne!(ran[1], me, "the streamed copy ran on the worker");
+    assert_eq!(ran[1], me, "a small streamed copy ran inline");
+    assert_ne!(ran[2], me, "a large streamed copy ran on the worker");
     assert_eq!(
-        ran[2], me,
+        ran[3], me,
         "inline again once the client saw every completion"
     );
-    assert_eq!(dst.to_vec().unwrap(), vec![5u8; 3 * 4096]);
+    let got = dst.to_vec().unwrap();
+    for (k, len) in [(0u64, BIG), (1, 4096), (2, BIG), (3, BIG)] {
+        let at = (k * BIG) as usize;
+        assert!(
+            got[at..at + len as usize].iter().all(|&b| b == 5),
+            "copy {k}"
+        );
+    }
 }
 
 /// The worker takes queued single-copy submissions in batches: a failing one in the middle
