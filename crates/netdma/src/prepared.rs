@@ -6,6 +6,7 @@ use crate::descriptor::{Chain, Link, Pa};
 use crate::flags::{ControlFlags, Extensions, OpType, ProviderFlags};
 use crate::method::CopyPlan;
 use crate::status::{Result, Status};
+use smallvec::SmallVec;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What validation needs to know about the provider.
@@ -91,8 +92,10 @@ impl Default for ExecOptions {
 /// reports the submission as finished, so that the client can access the buffers right away.
 #[derive(Debug)]
 pub struct PreparedChain {
-    ops: Vec<Op>,
-    leases: Vec<Option<Lease>>,
+    // Inline for the common single copy between two buffers: a streamed submission's memory
+    // is allocated by the client and freed by the worker, on another CPU.
+    ops: SmallVec<[Op; 1]>,
+    leases: SmallVec<[Option<Lease>; 2]>,
 }
 
 const PAGE: u64 = 4096;
@@ -239,7 +242,7 @@ impl PreparedChain {
                     }
                 }
                 // No order table needed: execution order is array order.
-                let mut ops = Vec::with_capacity(walk);
+                let mut ops = SmallVec::with_capacity(walk);
                 for d in &chain.descriptors[..walk] {
                     ops.push(op_of(d, caps)?);
                 }
@@ -283,7 +286,7 @@ impl PreparedChain {
                 }
             }
         }
-        let mut ops = Vec::with_capacity(order.len());
+        let mut ops = SmallVec::with_capacity(order.len());
         for &i in &order {
             ops.push(op_of(&chain.descriptors[i], caps)?);
         }
@@ -291,7 +294,7 @@ impl PreparedChain {
     }
 
     /// Leases every buffer the ops use (read, or write for destinations and results).
-    fn with_leases(chain: Chain, ops: Vec<Op>, channel: u64) -> Result<PreparedChain> {
+    fn with_leases(chain: Chain, ops: SmallVec<[Op; 1]>, channel: u64) -> Result<PreparedChain> {
         // Lease mode per buffer slot: 0 unused, 1 read, 2 write.
         // (On the stack for the usual handful of buffers.)
         let nb = chain.buffers.len();
@@ -337,7 +340,7 @@ impl PreparedChain {
                 }
             }
         }
-        let mut leases = Vec::with_capacity(nb);
+        let mut leases = SmallVec::with_capacity(nb);
         for (b, &m) in chain.buffers.iter().zip(mode.iter()) {
             leases.push(match m {
                 0 => None,
