@@ -154,44 +154,37 @@
 //!
 //! ## Performance (CPU engine)
 //!
-//! `nd dma` (`--json`) measures the engine against `memcpy` in the same run, in alternating
-//! trials: single descriptors, chains of 16/64/256 descriptors (one channel), and N channels on
-//! N CPUs against N pinned `memcpy` threads; its header shows the calibration (caches, method
-//! per size, inline threshold). Costs on the 2-vCPU development VM (AMD EPYC, 512 KiB L2,
-//! 32 MiB L3), best of many single-thread repetitions: building a copy descriptor ~10 ns,
-//! validating and leasing it ~10–15 ns, executing it in a run of plain copies ~5–10 ns beyond
-//! the copy kernel (a hot 4 KiB `memcpy` takes 55–70 ns); a one-descriptor submission costs
-//! ~300–400 ns from build to retirement. Chained, the client's share runs in parallel with the
-//! worker's.
+//! `nd dma` (`--json`) measures the engine against `memcpy` in the same run: single
+//! descriptors, chains of 16/64/256 descriptors (one channel; client on one CPU, worker on
+//! another, `memcpy` on the worker's CPU), and N channels on N CPUs against N pinned `memcpy`
+//! threads. A cell runs 8 rounds of one 10 ms engine trial next to one 10 ms `memcpy` trial;
+//! its ratio is the median of the rounds' ratios (this VM's CPUs change speed for ~100 ms
+//! stretches, so only neighbouring trials compare). Its header shows the calibration.
 //!
-//! Load-independent costs (callgrind, instructions per descriptor beyond the `memcpy` itself,
-//! client and engine together; the engine's share of a chained 4 KiB copy is ~45 of them):
+//! Client cost per descriptor, single thread (inline engine, chain of 64 × 64 B: build,
+//! validate, lease, execute, retire): 64 ns before the builder and `op_of` were inlined,
+//! 26–38 ns after; on two CPUs a chain of 64 × 4 KiB costs its client 1.6–2 µs (was 4.5 µs,
+//! more than the worker's copies). A single-descriptor submission costs ~300–400 ns from
+//! build to retirement.
 //!
-//! | case | before | now |
-//! |---|---|---|
-//! | chain of 64 × 4 KiB, worker | 492 | 429 |
-//! | single 64 KiB, inline | 3257 | 2608 |
-//! | single 128 KiB, worker | 4135 | 3385 |
+//! `nd dma --json`, medians of three runs on the 2-vCPU development VM (AMD EPYC, 512 KiB L2,
+//! 32 MiB L3), ratio to `memcpy`; "before" is the engine of the previous release measured with
+//! the same harness in alternation:
 //!
-//! and 20 000 single 128 KiB copies on the worker made ~26 000 futex calls before, ~11 000–16 000
-//! now (one wake-up per sleep of the worker). `nd dma --json` ratios to `memcpy`, medians of three
-//! `--trials 5` runs alternating the two builds, on the 2-vCPU VM at load 11–14 (a single run
-//! ranges over 0.3–3×: two engine threads get two shares of a contended CPU, or none; only a
-//! quieter machine can confirm the ≥ 0.9 targets):
-//!
-//! | size | single | chain 64 | 2 channels / 2 memcpy threads |
+//! | size | single, before → now | chain of 64, before → now | 2 channels / 2 threads, now |
 //! |---|---|---|---|
-//! | 4 KiB | 0.21 (inline) | 0.70 | 0.49 |
-//! | 64 KiB | 0.87 (inline) | 1.22 | 1.30 |
-//! | 128 KiB | 0.94 (inline) | 1.48 | 1.34 |
-//! | 1 MiB | 1.71 | 1.33 | 1.36 |
-//! | 4 MiB | 2.07 | 0.86 | 1.00 |
-//! | 16 MiB | 1.21 | 0.88 | 1.05 |
-//! | 64 MiB | 1.21 | 0.91 | 1.00 |
+//! | 4 KiB | 0.23 → 0.22 (inline) | 0.64–0.83 → 1.13 | 0.40 |
+//! | 64 KiB | 0.84 → 0.95 | 0.99 → 0.99 | 0.89 |
+//! | 128 KiB | 0.89 → 0.98 | 0.99 → 0.98 | 0.87 |
+//! | 1 MiB | 0.99 → 0.99 | 0.99 → 1.00 | 0.93 |
+//! | 4 MiB | 0.98 → 0.99 | 1.00 → 1.00 | 0.91 |
+//! | 8 MiB | 0.94 → 0.98 | 1.01 → 1.00 | 0.87 |
+//! | 64 MiB | 1.04 → 1.91 | 1.05 → 1.93 | 1.41 |
 //!
-//! `nd dma` no longer lets an engine trial leave work in flight into the `memcpy` trial (the
-//! earlier 1.5–6× at large sizes were mostly that), and its `memcpy` copies the engine's own
-//! buffers.
+//! At 64 MiB the engine's non-temporal stores beat `memcpy` when the host's L3 is busy (1.1×
+//! on a quiet one). Single copies below 64 KiB run inline and cost their ~300 ns each; chains
+//! are the way to move small copies. A run on a busier host read 0.72 for 4 KiB chains (the
+//! client's and worker's cross-CPU traffic suffers where a one-CPU `memcpy` does not).
 
 #![deny(unsafe_code)]
 
