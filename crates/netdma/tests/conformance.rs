@@ -222,20 +222,25 @@ fn cpu_callback_reentrancy() {
     slot.lock().unwrap().take();
 }
 
+/// A channel whose completion callback holds its executor until `gate` is true.
+fn gated_channel(s: &Setup, gate: &Arc<AtomicBool>) -> Channel {
+    let g = gate.clone();
+    s.channel_with(ChannelParameters {
+        completion_callback: Some(Arc::new(move |_| {
+            while !g.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+        })),
+        ..ChannelParameters::default()
+    })
+}
+
 /// Two channels copy concurrently; a buffer written by one cannot be leased by the other.
 #[test]
 fn cpu_two_channels_and_sharing() {
     let s = Setup::new(cpu_worker, EngineConfig::new(2));
     let go = Arc::new(AtomicBool::new(true));
-    let g2 = go.clone();
-    let a = s.channel_with(ChannelParameters {
-        completion_callback: Some(Arc::new(move |_| {
-            while !g2.load(Ordering::SeqCst) {
-                std::thread::yield_now();
-            }
-        })),
-        ..ChannelParameters::default()
-    });
+    let a = gated_channel(&s, &go);
     let b = s.channel();
     assert_ne!(a.index(), b.index());
     let mut r = Rng::new(9);
@@ -428,15 +433,7 @@ fn cpu_error_inside_a_batch_of_submissions() {
     // The worker is held inside the callback of a first NULL descriptor until every
     // submission is queued, so that it finds them all at once.
     let gate = Arc::new(AtomicBool::new(false));
-    let g2 = gate.clone();
-    let ch = s.channel_with(ChannelParameters {
-        completion_callback: Some(Arc::new(move |_| {
-            while !g2.load(Ordering::Acquire) {
-                std::thread::yield_now();
-            }
-        })),
-        ..ChannelParameters::default()
-    });
+    let ch = gated_channel(&s, &gate);
     let src = DmaBuffer::from_slice(&[9u8; 1024]);
     let dst = DmaBuffer::new(24 * 1024);
     let mut c = Chain::new();
@@ -450,7 +447,7 @@ fn cpu_error_inside_a_batch_of_submissions() {
         c.copy(&src, so, &dst, k * 1024, 1024, ControlFlags::empty());
         subs.push(ch.append(c).unwrap());
     }
-    gate.store(true, Ordering::Release);
+    gate.store(true, Ordering::SeqCst);
     assert_eq!(ch.wait(&held, T), Status::SUCCESS);
     for (k, sub) in subs.iter().enumerate() {
         let got = ch.wait(sub, T);
