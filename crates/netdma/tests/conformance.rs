@@ -222,6 +222,30 @@ fn cpu_callback_reentrancy() {
     slot.lock().unwrap().take();
 }
 
+type Threads = Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>;
+
+/// A channel whose completion callback records the thread it runs on.
+fn recording_channel(s: &Setup) -> (Channel, Threads) {
+    let threads: Threads = Arc::default();
+    let t2 = threads.clone();
+    let ch = s.channel_with(ChannelParameters {
+        completion_callback: Some(Arc::new(move |_| {
+            t2.lock().unwrap().push(std::thread::current().id())
+        })),
+        ..ChannelParameters::default()
+    });
+    (ch, threads)
+}
+
+/// The threads recorded once `n` callbacks ran (or after 10 s).
+fn callbacks_seen(threads: &Threads, n: usize) -> Vec<std::thread::ThreadId> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while threads.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    threads.lock().unwrap().clone()
+}
+
 /// A channel whose completion callback holds its executor until `gate` is true.
 fn gated_channel(s: &Setup, gate: &Arc<AtomicBool>) -> Channel {
     let g = gate.clone();
@@ -297,14 +321,7 @@ fn cpu_small_copies_inline_as_declared() {
                 .inline_max_descriptors,
             INLINE_MAX_DESCRIPTORS
         );
-        let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let t2 = threads.clone();
-        let ch = s.channel_with(ChannelParameters {
-            completion_callback: Some(Arc::new(move |_| {
-                t2.lock().unwrap().push(std::thread::current().id())
-            })),
-            ..ChannelParameters::default()
-        });
+        let (ch, threads) = recording_channel(&s);
         let src = DmaBuffer::from_slice(&[3u8; 16384]);
         let dst = DmaBuffer::new(16384);
         let me = std::thread::current().id();
@@ -336,11 +353,7 @@ fn cpu_small_copies_inline_as_declared() {
             }
             assert_eq!(ch.wait(&sub, T), Status::SUCCESS);
             assert_eq!(ch.wait_idle(T), Status::SUCCESS);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while threads.lock().unwrap().is_empty() && std::time::Instant::now() < deadline {
-                std::thread::yield_now();
-            }
-            let ran = threads.lock().unwrap().clone();
+            let ran = callbacks_seen(&threads, 1);
             assert_eq!(ran.len(), 1);
             assert_eq!(
                 ran[0] == me,
@@ -365,14 +378,7 @@ fn cpu_streaming_client_is_served_by_the_worker() {
     let mut cfg = EngineConfig::new(1);
     cfg.inline_threshold = Some(1 << 20);
     let s = Setup::new(cpu, cfg);
-    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let t2 = threads.clone();
-    let ch = s.channel_with(ChannelParameters {
-        completion_callback: Some(Arc::new(move |_| {
-            t2.lock().unwrap().push(std::thread::current().id())
-        })),
-        ..ChannelParameters::default()
-    });
+    let (ch, threads) = recording_channel(&s);
     let src = DmaBuffer::from_slice(&vec![5u8; BIG as usize]);
     let dst = DmaBuffer::new(4 * BIG as usize);
     let me = std::thread::current().id();
@@ -401,11 +407,7 @@ fn cpu_streaming_client_is_served_by_the_worker() {
     // Every completion seen: the next copy to the idle channel runs inline.
     let last = ch.append(copy(3, BIG)).unwrap();
     assert_eq!(ch.poll(&last), Status::SUCCESS, "ran inside append");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while threads.lock().unwrap().len() < 4 && std::time::Instant::now() < deadline {
-        std::thread::yield_now();
-    }
-    let ran = threads.lock().unwrap().clone();
+    let ran = callbacks_seen(&threads, 4);
     assert_eq!(ran.len(), 4);
     assert_eq!(ran[0], me, "the first copy ran inline");
     assert_eq!(ran[1], me, "a small streamed copy ran inline");
