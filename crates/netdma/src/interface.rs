@@ -756,9 +756,10 @@ impl Drop for Channel {
     }
 }
 
-/// The machine's online CPUs (`/sys/devices/system/cpu/online`), not the calling thread's
-/// affinity mask: a client pinned to one CPU may still ask for a channel on another.
-pub(crate) fn online_cpus() -> usize {
+/// The machine's online CPUs (`/sys/devices/system/cpu/online`, else the calling thread's
+/// CPU count), not the calling thread's affinity mask: a client pinned to one CPU may still
+/// ask for a channel on another.
+pub fn online_cpus() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *N.get_or_init(|| {
         std::fs::read_to_string("/sys/devices/system/cpu/online")

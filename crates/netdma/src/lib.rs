@@ -214,7 +214,7 @@ pub use engines::{
 pub use flags::{ControlFlags, Extensions, OpType, ProviderFlags};
 pub use interface::{
     Channel, ClientCallback, ClientRegistration, NetDma, PnpNotification, PnpNotificationCode,
-    ProviderHandle, ProviderId, ProviderInfo,
+    ProviderHandle, ProviderId, ProviderInfo, online_cpus,
 };
 pub use method::{CacheInfo, Calibration, CopyPlan, MAX_INLINE_THRESHOLD, Sample};
 pub use prepared::{ExecOptions, PreparedChain};

@@ -295,6 +295,18 @@ impl Shared {
         matches!(g.state, ChannelState::Armed | ChannelState::Active) && !g.queue.is_empty()
     }
 
+    /// After the first completion since a Start: Armed becomes Active (checked without the
+    /// lock first; only the first completion takes it).
+    fn armed_to_active(&self) {
+        if self.state_mirror.load(Ordering::Acquire) == state_code(ChannelState::Armed) {
+            let mut g = self.lock();
+            if g.state == ChannelState::Armed {
+                self.set_state(&mut g, ChannelState::Active);
+            }
+            g.completed_since_start = true;
+        }
+    }
+
     /// Runs one job from its cursor without the lock.
     fn exec_job(&self, token: &mut ChannelToken, job: &mut Job) -> Outcome {
         let n = job.chain.len();
@@ -316,13 +328,7 @@ impl Shared {
                     return Outcome::Done;
                 }
                 unpublished = Some(job.first_seq + job.cursor as u64 - 1);
-                if self.state_mirror.load(Ordering::Acquire) == state_code(ChannelState::Armed) {
-                    let mut g = self.lock();
-                    if g.state == ChannelState::Armed {
-                        self.set_state(&mut g, ChannelState::Active);
-                    }
-                    g.completed_since_start = true;
-                }
+                self.armed_to_active();
             }
             if let Err(s) = r {
                 flush(unpublished);
@@ -360,13 +366,7 @@ impl Shared {
             } else {
                 unpublished = Some(seq);
             }
-            if self.state_mirror.load(Ordering::Acquire) == state_code(ChannelState::Armed) {
-                let mut g = self.lock();
-                if g.state == ChannelState::Armed {
-                    self.set_state(&mut g, ChannelState::Active);
-                }
-                g.completed_since_start = true;
-            }
+            self.armed_to_active();
             if f.contains(ControlFlags::INTERRUPT_ON_COMPLETION) {
                 if let Some(cb) = &self.callback {
                     cb(CompletionEvent {
@@ -478,15 +478,7 @@ impl Shared {
                             .contains(ControlFlags::STATUS_UPDATE_ON_COMPLETION);
                         drop(std::mem::replace(&mut job, next)); // leases first
                         self.publish(seq, upd.then_some(TransferStatus::Active));
-                        if self.state_mirror.load(Ordering::Acquire)
-                            == state_code(ChannelState::Armed)
-                        {
-                            let mut g = self.lock();
-                            if g.state == ChannelState::Armed {
-                                self.set_state(&mut g, ChannelState::Active);
-                            }
-                            g.completed_since_start = true;
-                        }
+                        self.armed_to_active();
                     },
                     None => Outcome::Failed(Status::INVALID_DEVICE_STATE),
                 }
