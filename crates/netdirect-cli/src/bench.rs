@@ -61,24 +61,7 @@ pub struct BenchArgs {
 /// RDMA cells, so a drift of the machine's speed over the run cancels within the round, where
 /// a ratio of the two medians would mix rounds.
 fn paired_ratio(rdma: impl Iterator<Item = f64>, tcp: &[f64]) -> f64 {
-    let ratios: Vec<f64> = rdma.zip(tcp).map(|(r, &t)| r / t).collect();
-    Spread::of(&ratios).median
-}
-
-/// The CPUs the two sides run on: the first two of this process's mask.
-fn pinning(no_pin: bool) -> Pinning {
-    let cpus = if no_pin {
-        Vec::new()
-    } else {
-        core_affinity::get_core_ids().unwrap_or_default()
-    };
-    match cpus.as_slice() {
-        [c, s, ..] => Pinning {
-            client: Some(c.id),
-            server: Some(s.id),
-        },
-        _ => Pinning::default(),
-    }
+    crate::report::median(rdma.zip(tcp).map(|(r, &t)| r / t).collect())
 }
 
 /// Median and range of a cell's rounds.
@@ -91,20 +74,10 @@ struct Spread {
 
 impl Spread {
     fn of(v: &[f64]) -> Spread {
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        let n = s.len();
-        let median = if n == 0 {
-            0.0
-        } else if n % 2 == 1 {
-            s[n / 2]
-        } else {
-            (s[n / 2 - 1] + s[n / 2]) / 2.0
-        };
         Spread {
-            median,
-            min: s.first().copied().unwrap_or(0.0),
-            max: s.last().copied().unwrap_or(0.0),
+            median: crate::report::median(v.to_vec()),
+            min: v.iter().copied().reduce(f64::min).unwrap_or(0.0),
+            max: v.iter().copied().reduce(f64::max).unwrap_or(0.0),
         }
     }
 
@@ -249,7 +222,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let mut tests: Vec<BenchTest> = Vec::new();
     let mut text = String::new();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let pin = pinning(a.no_pin);
+    let pin = Pinning::first_two(a.no_pin);
     text += &format!(
         "nd bench: soft iWARP RNIC, two adapters in one process over TCP loopback ({cpus} CPUs)\n"
     );

@@ -885,14 +885,8 @@ const SPIN_BETWEEN_YIELDS: Duration = Duration::from_micros(50);
 /// Whether this machine has a single CPU online: then the two ends of a run share it, and a
 /// spinner yields on every turn so that the other end runs at once.
 fn single_cpu() -> bool {
-    static SINGLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SINGLE.get_or_init(|| {
-        // "0-3,5": a list of CPUs and ranges; the process's own mask may be narrower (taskset).
-        std::fs::read_to_string("/sys/devices/system/cpu/online").map_or_else(
-            |_| std::thread::available_parallelism().map_or(true, |n| n.get() == 1),
-            |list| list.trim() == "0",
-        )
-    })
+    // The machine's CPUs: the process's own mask may be narrower (taskset).
+    netdma::online_cpus() == 1
 }
 
 /// One idle turn of a busy-polling loop: spins, and gives the CPU away every 50 us

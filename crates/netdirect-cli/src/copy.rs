@@ -81,16 +81,10 @@ fn measure_pair(
             ratios.push(x / y);
         }
     }
-    ratios.sort_by(f64::total_cmp);
-    let ratio = match ratios.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => ratios[n / 2],
-        n => (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0,
-    };
     Ok(Pair {
         best_a,
         best_b,
-        ratio,
+        ratio: crate::report::median(ratios),
     })
 }
 
@@ -316,13 +310,8 @@ impl Bench {
         trial: Duration,
         trials: u32,
     ) -> Result<ChainCell> {
-        let cpus = netdma::current_thread_cpus();
-        let place = (cpus.len() >= 2).then(|| (cpus[0], cpus[1]));
-        std::thread::scope(|sc| {
-            sc.spawn(|| self.chain_cell_on(place, size, chain, trial, trials))
-                .join()
-                .unwrap_or_else(|_| Err(Error::msg("the benchmark thread panicked")))
-        })
+        let pin = crate::tcp::Pinning::first_two(false);
+        pin.on_client(|| self.chain_cell_on(pin.client.zip(pin.server), size, chain, trial, trials))
     }
 
     fn chain_cell_on(
@@ -333,9 +322,6 @@ impl Bench {
         trial: Duration,
         trials: u32,
     ) -> Result<ChainCell> {
-        if let Some((client, _)) = place {
-            netdma::pin_current_thread(client);
-        }
         let ch = self.channel(place.map(|p| p.1))?;
         let (src, dst) = (
             DmaBuffer::from_slice(&vec![FILL; size]),

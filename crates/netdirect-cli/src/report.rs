@@ -495,6 +495,16 @@ pub struct ServerReport {
     pub results_from_client: bool,
 }
 
+/// The median of `v` (the mean of the middle two for an even count; 0 for none).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,7 @@ use crate::conn::Side;
 use crate::error::{Context, Error, Result, wait};
 use crate::meter::{LatMeter, new_hist};
 use crate::outln;
+use crate::report::median;
 
 /// `nd scale` flags.
 #[derive(Args, Debug, Clone)]
@@ -694,15 +695,6 @@ fn pooled_p50<'a>(rounds: impl Iterator<Item = &'a Measured>) -> Result<f64> {
             .map_err(|e| Error::msg(format!("cannot pool the samples: {e}")))?;
     }
     Ok(all.value_at_quantile(0.5) as f64 / 1000.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// The client: starts the server, runs the rounds, prints the figures.

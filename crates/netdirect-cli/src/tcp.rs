@@ -22,6 +22,23 @@ pub struct Pinning {
 }
 
 impl Pinning {
+    /// The client on the first CPU of this process's mask, the server on the second; not
+    /// pinned with fewer CPUs, or with `no_pin`.
+    pub fn first_two(no_pin: bool) -> Pinning {
+        let cpus = if no_pin {
+            Vec::new()
+        } else {
+            core_affinity::get_core_ids().unwrap_or_default()
+        };
+        match cpus.as_slice() {
+            [c, s, ..] => Pinning {
+                client: Some(c.id),
+                server: Some(s.id),
+            },
+            _ => Pinning::default(),
+        }
+    }
+
     /// Pins the calling thread to the client's CPU (threads it spawns inherit it).
     pub fn enter_client(self) {
         pin_current(self.client);
