@@ -38,6 +38,12 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_millis(500);
 /// The waker's token; connections and listeners use their ids (from 1).
 pub(crate) const WAKER: Token = Token(0);
 
+/// `ConnCell::last_poll` of a lease its consumer handed back: expired at once. (A stamp of 0
+/// would not do: stamps count from the engine's start, so within the first lease period 0 is
+/// not old enough, and a hand-back that found the connection locked waited for the whole
+/// lease: a consumer blocked in `Cq::wait` missed its message for `poll_lease`.)
+const RELEASED: u64 = u64::MAX;
+
 /// Payloads up to this size are copied behind their header and coalesced.
 const SMALL_PAYLOAD: usize = 4096;
 /// Larger frames ready together leave in one vectored write of up to about this many octets
@@ -1723,7 +1729,8 @@ pub(crate) struct ConnCell<H: QpHost> {
     /// A consumer's progress passes own the receive side: the socket is registered for
     /// writability only. Changed under the connection lock.
     rx_leased: AtomicBool,
-    /// When a consumer last ran a progress pass ([`Inner::stamp`]).
+    /// When a consumer last ran a progress pass ([`Inner::stamp`]); [`RELEASED`] once the
+    /// consumer handed the lease back.
     last_poll: AtomicU64,
     /// The deadline the timer heap holds for this connection (`Conn::timer_at`) as
     /// [`Inner::stamp`] + 1, 0 for none: written by the progress thread only, so that it can
@@ -1922,7 +1929,7 @@ impl<H: QpHost> ConnCell<H> {
         }
         // The lease lapses now; if the lock is busy (the progress thread may be looking at this
         // very lease), the progress thread takes the arrivals back on its next turn.
-        self.last_poll.store(0, Ordering::Relaxed);
+        self.last_poll.store(RELEASED, Ordering::Relaxed);
         match self.try_lock() {
             Some(mut g) => self.unlease(&mut g),
             None => self.schedule(),
@@ -2192,7 +2199,8 @@ impl<H: QpHost> Reactor<H> {
                 self.leased.remove(&id);
                 continue;
             }
-            if stamp.saturating_sub(cell.last_poll.load(Ordering::Relaxed)) < lease {
+            let last = cell.last_poll.load(Ordering::Relaxed);
+            if last != RELEASED && stamp.saturating_sub(last) < lease {
                 continue;
             }
             let mut c = cell.lock();
