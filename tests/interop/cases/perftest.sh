@@ -111,12 +111,15 @@ run_perftest_cases() {
         for role in client server; do
             name="perftest-$tool-nd-$role"
             say "case $name ($args)"
-            for attempt in 1 2; do
+            # perftest calibrates its cycle counter inside the TCG guest when it reports, and
+            # refuses to report when that fit is poor (r^2 < 0.9): a property of the emulated
+            # clock under host load, not of the transfer. Up to three attempts.
+            for attempt in 1 2 3; do
                 _pt_reason=""
                 # `||`: siw.sh runs under `set -e`; a failing case must not end the script.
                 r=0
                 "_pt_$role" "$name" "$tool" $args || r=$?
-                [ $r -eq 2 ] && [ $attempt -eq 1 ] && { say "$name: perftest refused to report (r^2); once more"; continue; }
+                [ $r -eq 2 ] && [ $attempt -lt 3 ] && { say "$name: perftest refused to report (r^2); once more"; sleep 2; continue; }
                 break
             done
             bad=$(_pt_dmesg_bad)
@@ -125,7 +128,7 @@ run_perftest_cases() {
             elif [ $r -eq 0 ]; then
                 pass "$name"
             elif [ $r -eq 2 ]; then
-                fail "$name: perftest refused to report twice (r^2 < 0.9)"
+                fail "$name: perftest refused to report three times (r^2 < 0.9)"
             else
                 fail "$name: $_pt_reason (logs: $WORK/$name.*)"
             fi
