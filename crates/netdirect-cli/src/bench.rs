@@ -35,7 +35,7 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-    /// Milliseconds per bandwidth cell (default 100; 10 with --quick).
+    /// Milliseconds per bandwidth cell (default 60; 10 with --quick).
     #[arg(long = "cell-ms")]
     cell_ms: Option<u64>,
     /// Latency samples per test (default 10000; 200 with --quick).
@@ -44,8 +44,8 @@ pub struct BenchArgs {
     /// Only IPv4.
     #[arg(long = "no-ipv6")]
     no_ipv6: bool,
-    /// Rounds of every bandwidth and rate cell (default 3; 1 with --quick). RDMA and its TCP
-    /// peer alternate round by round; tables show the median and the min-max spread.
+    /// Rounds of every bandwidth and rate cell (default 5; 1 with --quick). Each RDMA cell runs
+    /// right after a TCP peer cell of its own; tables show the median and the min-max spread.
     #[arg(long)]
     reps: Option<usize>,
     /// Let the scheduler place both sides. By default, with two CPUs or more, the client side
@@ -57,8 +57,8 @@ pub struct BenchArgs {
     no_pin: bool,
 }
 
-/// The median of each round's RDMA / TCP ratio: a round measures its TCP peer just before its
-/// RDMA cells, so a drift of the machine's speed over the run cancels within the round, where
+/// The median of each round's RDMA / TCP ratio: a round measures each RDMA cell's TCP peer just
+/// before it, so a drift of the machine's speed over the run cancels within the round, where
 /// a ratio of the two medians would mix rounds.
 fn paired_ratio(rdma: impl Iterator<Item = f64>, tcp: &[f64]) -> f64 {
     crate::report::median(rdma.zip(tcp).map(|(r, &t)| r / t).collect())
@@ -199,7 +199,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     } else {
         SIZES.to_vec()
     };
-    let cell = Duration::from_millis(a.cell_ms.unwrap_or(if a.quick { 10 } else { 100 }));
+    let cell = Duration::from_millis(a.cell_ms.unwrap_or(if a.quick { 10 } else { 60 }));
     let lat_iters = a
         .lat_iters
         .unwrap_or(if a.quick { 200 } else { 10000 })
@@ -215,7 +215,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     // Progress: per family and round, each size's TCP cell and its 3 RDMA cells; 2 rates, 2
     // latencies, TCP latency; copy.
-    let reps = a.reps.unwrap_or(if a.quick { 1 } else { 3 }).max(1);
+    let reps = a.reps.unwrap_or(if a.quick { 1 } else { 5 }).max(1);
     let per_family = 4 * reps as u64 * sizes.len() as u64 + 3 * reps as u64 + 2 + 2 + 1;
     let total = per_family * ips.len() as u64 + sizes.len() as u64;
     let pb = crate::progress(total, a.quiet);
@@ -241,23 +241,25 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     for &ip in &ips {
         let fam = family(ip);
-        // Bandwidth: in every round, each size's TCP peer cell is followed at once by that
-        // size's RDMA cells (a connection per cell), so a cell and its peer are measured
-        // within a few hundred milliseconds of each other: this machine's speed drifts over
-        // seconds, and a round that swept every size of TCP before every size of each RDMA
-        // test paired cells measured up to ten seconds apart (single cells read 0.6-1.9x).
+        // Bandwidth: in every round, each RDMA cell (a connection per cell) runs right after
+        // a TCP peer cell of its own, so a cell and its peer are measured within about a
+        // hundred milliseconds of each other. This machine's speed drifts over tenths of a
+        // second: a round that swept every size of TCP before every size of each RDMA test
+        // paired cells up to ten seconds apart (single cells read 0.6-1.9x), and one TCP cell
+        // shared by a size's three RDMA cells made all three low together when it ran fast.
         let bw_tests = [Test::WriteBw, Test::ReadBw, Test::SendBw];
-        let mut tcp: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
+        let mut tcp: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); sizes.len()]; 3];
         let mut rdma: Vec<Vec<Vec<perf::BwRow>>> = vec![vec![Vec::new(); sizes.len()]; 3];
         for round in 0..reps {
             for (k, &size) in sizes.iter().enumerate() {
-                pb.set_message(format!(
-                    "{fam} TCP peer {} (round {})",
-                    label(size),
-                    round + 1
-                ));
-                tcp[k].push(crate::tcp::bandwidth(ip, size, cell, 4, pin)?.bw);
                 for (t, &test) in bw_tests.iter().enumerate() {
+                    pb.set_message(format!(
+                        "{fam} TCP peer {} for {} (round {})",
+                        label(size),
+                        test.name(),
+                        round + 1
+                    ));
+                    let peer = crate::tcp::bandwidth(ip, size, cell, 4, pin)?.bw;
                     pb.set_message(format!(
                         "{fam} {} {} (round {})",
                         test.name(),
@@ -268,6 +270,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     o.warmup = 16;
                     if let Some(Row::Bw(r)) = pair(&o, &pb, pin)?.into_iter().next() {
                         rdma[t][k].push(r);
+                        tcp[t][k].push(peer);
                     }
                 }
                 pb.inc(1);
@@ -300,13 +303,13 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 );
                 let rate = Spread::of(&rows.iter().map(|r| r.msg_rate / 1e6).collect::<Vec<_>>());
                 let peer = Spread::of(
-                    &tcp[k]
+                    &tcp[t][k]
                         .iter()
                         .map(|&b| bw_unit(b, false))
                         .collect::<Vec<_>>(),
                 );
                 let iters: u64 = rows.iter().map(|r| r.iters).sum::<u64>() / rows.len() as u64;
-                let ratio = paired_ratio(rows.iter().map(|r| r.avg), &tcp[k]);
+                let ratio = paired_ratio(rows.iter().map(|r| r.avg), &tcp[t][k]);
                 text += &format!(
                     " {:>8}  {:>11}  {:>27}  {:>13.6}  {:>27}  {:>6.2}x\n",
                     size,

@@ -576,7 +576,7 @@ fn terminate_for_bad_read_request_copies_ddp_and_rdmap_headers() {
     let out: Vec<u8> = {
         let f = s.poll_transmit().expect("terminate");
         assert!(f.payload.is_none());
-        let mut b = f.header.clone();
+        let mut b = f.header.to_vec();
         b.extend_from_slice(mpa::trailer(f.header.len() - 2, None).as_bytes());
         b
     };

@@ -249,13 +249,22 @@ impl<L> Payload<L> {
     }
 }
 
+/// Octets of a [`TxFrame`] header kept inline: MPA's ULPDU_Length (2) and the longest DDP and
+/// RDMAP headers but a Terminate's (a Read Request's: 18 + 28).
+pub const FRAME_HEADER_INLINE: usize = 48;
+
+/// A [`TxFrame`]'s header octets.
+pub type FrameHeader = smallvec::SmallVec<[u8; FRAME_HEADER_INLINE]>;
+
 /// One FPDU to send: `header` (ULPDU_Length and the DDP/RDMAP headers), then `payload`, then
 /// the pad and CRC ([`netdirect_wire::mpa::trailer`]), with markers inserted at `seq` when
 /// [`Stream::markers_tx`] is on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxFrame<L> {
-    /// ULPDU_Length and the headers.
-    pub header: Vec<u8>,
+    /// ULPDU_Length and the headers: inline up to [`FRAME_HEADER_INLINE`] octets (every
+    /// header but a Terminate's with copied headers), so that building a frame allocates
+    /// nothing on the data path.
+    pub header: FrameHeader,
     /// The payload, if any.
     pub payload: Option<Payload<L>>,
     /// Stream position of the FPDU's first octet, relative to the first FPDU (the marker base).

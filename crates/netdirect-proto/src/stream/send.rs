@@ -7,7 +7,8 @@ use netdirect_wire::rdmap::{self, Message, ReadRequest};
 use netdirect_wire::terminate::TermError;
 
 use super::{
-    Action, Core, Payload, PostError, PostFlags, Request, Segmentation, State, Stream, TxFrame,
+    Action, Core, FrameHeader, Payload, PostError, PostFlags, Request, Segmentation, State, Stream,
+    TxFrame,
     WorkCompletion, WorkKind,
 };
 use crate::handshake::RtrKind;
@@ -232,7 +233,7 @@ impl<L: Clone> Core<L> {
         payload: Option<Payload<L>>,
     ) -> TxFrame<L> {
         let ulpdu_len = repr.header_len() + payload.as_ref().map_or(0, |p| p.len() as usize);
-        let mut header = vec![0u8; mpa::LENGTH_LEN + repr.header_len()];
+        let mut header = FrameHeader::from_elem(0, mpa::LENGTH_LEN + repr.header_len());
         // ulpdu_len ≤ max_payload + 46 < 65536 by construction.
         header[..2].copy_from_slice(&(ulpdu_len as u16).to_be_bytes());
         repr.emit_header(&mut header[2..])

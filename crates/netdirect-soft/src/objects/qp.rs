@@ -56,7 +56,8 @@
 //! into receive buffers and regions, and carries out local operations. Locks it takes per completion: the CQ ring's; per receive
 //! taken: the receive queue's (or SRQ's).
 
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -1236,9 +1237,11 @@ pub struct SoftHost {
     core: Arc<QpCore>,
     /// Let go when the connection has flushed: nothing completes into the CQs after that.
     antecedents: Option<Arc<Antecedents>>,
-    wrs: HashMap<u64, WrRecord>,
+    // Keyed by ids this host hands out in sequence (no peer chooses them): Fx hashing, not
+    // SipHash's flooding resistance, three to five lookups per message.
+    wrs: FxHashMap<u64, WrRecord>,
     order: VecDeque<u64>,
-    receives: HashMap<u64, RecvEntry>,
+    receives: FxHashMap<u64, RecvEntry>,
     next_receive: u64,
     scratch: Vec<u8>,
 }
@@ -1248,9 +1251,9 @@ impl SoftHost {
         SoftHost {
             antecedents: core.antecedents.upgrade(),
             core,
-            wrs: HashMap::new(),
+            wrs: FxHashMap::default(),
             order: VecDeque::new(),
-            receives: HashMap::new(),
+            receives: FxHashMap::default(),
             next_receive: 1,
             scratch: Vec::new(),
         }
