@@ -8,8 +8,7 @@ use netdirect_wire::terminate::TermError;
 
 use super::{
     Action, Core, FrameHeader, Payload, PostError, PostFlags, Request, Segmentation, State, Stream,
-    TxFrame,
-    WorkCompletion, WorkKind,
+    TxFrame, WorkCompletion, WorkKind,
 };
 use crate::handshake::RtrKind;
 use netdirect_types::counters::Counter;
