@@ -49,7 +49,7 @@ const BATCH_JOBS: usize = 16;
 /// See [`BATCH_JOBS`].
 const BATCH_BYTES: u64 = 1 << 20;
 
-/// With more than one CPU, `wait` keeps polling as long as the executor completes something
+/// With a CPU to spare (see [`cpu_to_spare`]), `wait` keeps polling as long as the executor completes something
 /// at least every [`WAIT_SPIN`], up to this long: a client waiting for the middle of a
 /// stream would otherwise block, make the worker pay a futex wake, and come back late (a
 /// wake-up of an idle CPU costs tens of microseconds on a virtual machine), with the worker
@@ -62,7 +62,8 @@ const WAIT_SPIN_PROGRESSING: Duration = Duration::from_millis(2);
 /// read 0.87x of two `memcpy` threads with the client spinning).
 static AWAKE_WORKERS: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts a worker thread as awake while it lives ([`AWAKE_WORKERS`]).
+/// Counts a worker thread in [`AWAKE_WORKERS`] while it lives; the executor loop takes it
+/// out for as long as it sleeps on its condvar.
 struct Awake;
 
 impl Awake {
