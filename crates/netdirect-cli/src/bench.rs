@@ -348,21 +348,22 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         }
         // Message rate: 8-byte writes and sends, a window of 128.
         let rate_cell = cell.max(Duration::from_millis(50));
-        let mut tcp8 = Vec::new();
+        // As for bandwidth, each RDMA cell is paired with a TCP cell run right before it.
+        let mut tcp8: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
         let mut rates: [Vec<perf::BwRow>; 2] = [Vec::new(), Vec::new()];
         for round in 0..reps {
             pb.set_message(format!("{fam} message rate (round {})", round + 1));
-            tcp8.push(crate::tcp::bandwidth(ip, 8, rate_cell, 64, pin)?.msg_rate / 1e6);
             for (t, test) in [Test::WriteBw, Test::SendBw].into_iter().enumerate() {
+                let peer = crate::tcp::bandwidth(ip, 8, rate_cell, 64, pin)?.msg_rate / 1e6;
                 let mut o = base_opts(test, vec![8], Stop::Duration(rate_cell * 2), ip);
                 o.warmup = 128;
                 if let Some(Row::Bw(r)) = pair(&o, &pb, pin)?.into_iter().next() {
                     rates[t].push(r);
+                    tcp8[t].push(peer);
                 }
             }
         }
         pb.inc(2);
-        let peer8 = Spread::of(&tcp8);
         text += &format!(
             "{LINE}\n Message rate over {ip}, 8-byte messages, 128 in flight  (peer: TCP 8-byte writes; median (min-max) of {reps}; vs TCP: median of the rounds' ratios)\n"
         );
@@ -377,7 +378,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             }
             let rate = Spread::of(&rows.iter().map(|r| r.msg_rate / 1e6).collect::<Vec<_>>());
             let iters: u64 = rows.iter().map(|r| r.iters).sum::<u64>() / rows.len() as u64;
-            let ratio = paired_ratio(rows.iter().map(|r| r.msg_rate / 1e6), &tcp8);
+            let peer8 = Spread::of(&tcp8[t]);
+            let ratio = paired_ratio(rows.iter().map(|r| r.msg_rate / 1e6), &tcp8[t]);
             text += &format!(
                 " {:<12}  {:>6}  {:>11}  {:>30}  {:>30}  {:>6.2}x\n",
                 test.name(),
