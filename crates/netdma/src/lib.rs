@@ -76,8 +76,8 @@
 //!   2 ms, while the executor keeps completing work at least every 20 µs) and then blocks on a
 //!   condvar that the worker signals only when someone waits. A client does not spin at all
 //!   while the process has as many awake workers as CPUs: its spin would take those CPUs'
-//!   time from the workers (two channels on two CPUs: 0.87x of two `memcpy` threads with the
-//!   client spinning, 0.93x blocking, medians of 3 paired runs).
+//!   time from the workers (it matters for copies that complete faster than every 20 µs,
+//!   which would keep a spinning client going for its 2 ms).
 //! * Control calls (start on a running channel, suspend, abort, reset, free) set the stop
 //!   flags and wait until the executor has handed its chain back; then they change the state.
 //! * Completion callbacks run on the executor thread outside every lock (the "DPC"); blocking

@@ -58,8 +58,9 @@ const WAIT_SPIN_PROGRESSING: Duration = Duration::from_millis(2);
 
 /// Worker threads of this process that are awake (copying, or spinning before they sleep).
 /// A client spins in `wait` only while a CPU is left for it: with as many awake workers as
-/// CPUs, a spinning client takes its time slices from a worker (two channels on two CPUs
-/// read 0.87x of two `memcpy` threads with the client spinning).
+/// CPUs, a spinning client takes its time slices from a worker. That matters when copies
+/// complete faster than every [`WAIT_SPIN`] (descriptors up to a few hundred KiB), where
+/// the client would spin on for up to [`WAIT_SPIN_PROGRESSING`].
 static AWAKE_WORKERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts a worker thread in [`AWAKE_WORKERS`] while it lives; the executor loop takes it
@@ -998,6 +999,17 @@ impl Drop for SoftChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With an awake worker on every CPU, a waiting client has no CPU to spin on (other
+    /// tests' workers can only add to the count).
+    #[test]
+    fn no_cpu_to_spare_while_every_cpu_has_an_awake_worker() {
+        let held: Vec<Awake> = (0..crate::interface::online_cpus())
+            .map(|_| Awake::new())
+            .collect();
+        assert!(!cpu_to_spare());
+        drop(held);
+    }
 
     /// A worker that sleeps gets one wake-up however many submissions arrive before it runs
     /// again (each extra one was a futex system call on the submitting thread).
