@@ -335,6 +335,10 @@ pub const CREDIT_RESERVE: u64 = 3;
 pub const FLUSH_AFTER_IDLE_TURNS: u32 = 32;
 /// The fewest receives a side posts.
 pub const MIN_RX: usize = 8;
+/// perftest's cycle buffer (its default, the page size): a bandwidth test's messages go to
+/// the same octets when they are at least this long, as perftest's do, so that the buffers
+/// stay in cache as a TCP benchmark's single buffer does.
+pub const CYCLE_BUFFER: usize = 4096;
 const RX_TAG: u64 = 1 << 63;
 const CTRL_TAG: u64 = 1 << 62;
 
@@ -473,13 +477,14 @@ impl Conn {
         self.credit_limit = self.credit_limit.max(c.d);
     }
 
-    /// Message slots of `size` octets that fit both our buffer halves and the peer's.
+    /// Message slots of `size` octets that the bandwidth tests cycle through: perftest's cycle
+    /// buffer ([`CYCLE_BUFFER`]: messages from a page up all use offset 0, smaller ones step
+    /// through one page), within both our buffer halves and the peer's.
     pub fn slots(&self, size: usize) -> u64 {
-        let len = if self.remote.len == 0 {
-            self.layout.half
-        } else {
-            self.layout.half.min(self.remote.len as usize)
-        };
+        let mut len = self.layout.half.min(size.max(CYCLE_BUFFER));
+        if self.remote.len != 0 {
+            len = len.min(self.remote.len as usize);
+        }
         (len / size.max(1)).max(1) as u64
     }
 

@@ -359,7 +359,7 @@ fn window(opts: &Opts, size: usize) -> usize {
 /// Buffer and queue layout for a run whose largest message is `max_size`.
 fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
     let half = if opts.test.is_bw() {
-        max_size.max((max_size.saturating_mul(opts.tx_depth.max(1))).min(16 << 20))
+        max_size.max(crate::conn::CYCLE_BUFFER)
     } else {
         max_size
     };

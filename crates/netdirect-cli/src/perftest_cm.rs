@@ -68,7 +68,7 @@ const MIN_VERSION: f64 = 5.70;
 /// Octets of a dest (`struct pingpong_dest`) and of perftest's control receive.
 pub const DEST_LEN: usize = 56;
 /// Our cycle buffer and cache line.
-const CYCLE_BUFFER: i32 = 4096;
+const CYCLE_BUFFER: i32 = crate::conn::CYCLE_BUFFER as i32;
 const CACHE_LINE: i32 = 64;
 /// `IBV_MTU_1024`, what siw reports.
 const MTU: &[u8; 2] = b"3\0";
