@@ -165,7 +165,7 @@
 //!   registered memory and its pad and CRC — so the payload is not copied in user space; only
 //!   what the kernel did not take is copied into the out buffer, and the connection waits for
 //!   `WRITABLE` before it takes the next frame from the stream. Large FPDUs ready together
-//!   share that write up to 64 KiB and one more FPDU ([`QpHost::with_payloads`], when their
+//!   share that write up to 1 MiB and one more FPDU ([`QpHost::with_payloads`], when their
 //!   payloads lie in one buffer): the two 32 KiB FPDUs of a 64 KiB message leave in one
 //!   `sendmsg`, as one 64 KiB TCP write would (`Counter::SocketWrites` counts them; measured on
 //!   `lo`, pinned: 64 KiB RDMA write and send about a third faster than one write per FPDU).
