@@ -391,7 +391,7 @@ fn frames_ready_together_share_socket_writes_up_to_a_mib() {
         );
         // A MiB and the headers: two writes, and a flush for each partial write.
         assert!(
-            !netdirect_soft::counters::COUNTING || (writes >= 1 && writes <= 6),
+            !netdirect_soft::counters::COUNTING || (1..=6).contains(&writes),
             "{writes} socket writes for {messages} RDMA writes of 64 KiB posted together"
         );
     }

@@ -55,7 +55,9 @@ const GATHER: usize = 1024 * 1024;
 // span ([`QpHost::with_payloads`] lends only those) and a trailer; frames over
 // `SMALL_PAYLOAD`, up to `GATHER` and one more: within the kernel's `IOV_MAX` (1024 buffers
 // per `sendmsg`; more fails with `EMSGSIZE`).
-const _: () = assert!(1 + 3 * (GATHER / (SMALL_PAYLOAD + 1) + 2) <= 1024);
+const IOV_MAX: usize = 1024;
+const GATHER_IOV: usize = 1 + 3 * (GATHER / (SMALL_PAYLOAD + 1) + 2);
+const _: () = assert!(GATHER_IOV <= IOV_MAX);
 /// Coalesced bytes are written once they reach this size.
 const COALESCE: usize = 64 * 1024;
 /// Out buffers up to this capacity are kept when they drain; larger ones are freed (an idle
@@ -1404,7 +1406,11 @@ impl<H: QpHost> Conn<H> {
                         iov.extend(s.iter().map(|s| IoSlice::new(s)));
                         iov.push(IoSlice::new(t.as_bytes()));
                     }
-                    debug_assert!(iov.len() <= 1024, "{} buffers for one sendmsg", iov.len());
+                    debug_assert!(
+                        iov.len() <= IOV_MAX,
+                        "{} buffers for one sendmsg",
+                        iov.len()
+                    );
                     send_keeping_rest(sock, counters, &iov, more, spare, capture)
                 });
                 if let Some(blocked) = sent {
