@@ -282,11 +282,12 @@ fn socket_writes(adapter: &dyn Adapter) -> u64 {
     count(adapter, Counter::SocketWrites)
 }
 
-/// `MESSAGES` RDMA writes of 64 KiB, each cut into two FPDUs, posted one after another and
-/// waited for: returns the client's socket writes for them.
-fn writes_of_64k(ip: IpAddr) -> (u64, u64) {
+/// Socket writes for RDMA writes of 64 KiB, after a warm-up that lets the socket's send
+/// buffer grow: `(socket writes, messages)`. One at a time (64 messages, each polled for), or
+/// `together` (16 handed over at once: 15 deferred, then one that rings).
+fn writes_of_64k(ip: IpAddr, together: bool) -> (u64, u64) {
     const SIZE: usize = 64 << 10;
-    const MESSAGES: u64 = 64;
+    let messages: u64 = if together { 16 } else { 64 };
     let server = Side::new(ip, true, None);
     let mut client = Side::new(ip, true, None);
     let (_incoming, _connector) = connect(&server, &client, ip);
@@ -297,33 +298,47 @@ fn writes_of_64k(ip: IpAddr) -> (u64, u64) {
     );
     let src = Buffer::new(SIZE);
     let smr = client.register(&src, MrFlags::empty());
-    let icq = &mut **client.icq.as_mut().unwrap();
-    let mut write = |i: u64| {
-        client
-            .qp
-            .initiator()
+    let Side {
+        adapter, qp, icq, ..
+    } = &mut client;
+    let icq = &mut **icq.as_mut().unwrap();
+    let mut post = |i: u64, flags: OpFlags| {
+        qp.initiator()
             .write(
                 i,
                 &[sge(&src, &*smr, 0, SIZE as u32)],
                 tbuf.address(),
                 tmr.remote_token(),
-                OpFlags::empty(),
+                flags,
             )
             .unwrap();
-        poll(icq, 1);
     };
-    // Warm up: the socket's send buffer grows to take a whole message.
-    (0..8).for_each(&mut write);
-    let before = socket_writes(&*client.adapter);
-    (0..MESSAGES).for_each(&mut write);
-    (socket_writes(&*client.adapter) - before, MESSAGES)
+    // Warm up: the socket's send buffer grows to take a whole message (a MiB, together).
+    for i in 0..if together { 32 } else { 8 } {
+        post(i, OpFlags::empty());
+        poll(icq, 1);
+    }
+    let before = socket_writes(&**adapter);
+    if together {
+        for i in 0..messages - 1 {
+            post(100 + i, OpFlags::DEFER);
+        }
+        post(200, OpFlags::empty());
+        poll(icq, messages as usize);
+    } else {
+        for i in 0..messages {
+            post(100 + i, OpFlags::empty());
+            poll(icq, 1);
+        }
+    }
+    (socket_writes(&**adapter) - before, messages)
 }
 
 #[test]
 fn the_fpdus_of_a_message_leave_in_one_socket_write() {
     for ip in IPS {
         let ip: IpAddr = ip.parse().unwrap();
-        let (writes, messages) = writes_of_64k(ip);
+        let (writes, messages) = writes_of_64k(ip, false);
         println!(
             "{ip}: {writes} socket writes for {messages} RDMA writes of 64 KiB (two FPDUs each)"
         );
@@ -336,48 +351,6 @@ fn the_fpdus_of_a_message_leave_in_one_socket_write() {
     }
 }
 
-/// Socket writes for 16 RDMA writes of 64 KiB handed over together (15 deferred, then one
-/// that rings): `(socket writes, messages)`.
-fn writes_of_a_deferred_batch(ip: IpAddr) -> (u64, u64) {
-    const SIZE: usize = 64 << 10;
-    const MESSAGES: u64 = 16;
-    let server = Side::new(ip, true, None);
-    let mut client = Side::new(ip, true, None);
-    let (_incoming, _connector) = connect(&server, &client, ip);
-    let tbuf = Buffer::new(SIZE);
-    let tmr = server.register(
-        &tbuf,
-        MrFlags::ALLOW_LOCAL_WRITE | MrFlags::ALLOW_REMOTE_WRITE,
-    );
-    let src = Buffer::new(SIZE);
-    let smr = client.register(&src, MrFlags::empty());
-    let mut post = |i: u64, flags: OpFlags| {
-        client
-            .qp
-            .initiator()
-            .write(
-                i,
-                &[sge(&src, &*smr, 0, SIZE as u32)],
-                tbuf.address(),
-                tmr.remote_token(),
-                flags,
-            )
-            .unwrap();
-    };
-    // Warm up one at a time: the socket's send buffer grows past a MiB.
-    for i in 0..32 {
-        post(i, OpFlags::empty());
-        poll(&mut **client.icq.as_mut().unwrap(), 1);
-    }
-    let before = socket_writes(&*client.adapter);
-    for i in 0..MESSAGES - 1 {
-        post(100 + i, OpFlags::DEFER);
-    }
-    post(200, OpFlags::empty());
-    poll(&mut **client.icq.as_mut().unwrap(), MESSAGES as usize);
-    (socket_writes(&*client.adapter) - before, MESSAGES)
-}
-
 /// FPDUs ready together leave in `sendmsg`s of up to a MiB, as a TCP benchmark's 1 MiB
 /// writes: the per-call cost (socket lock, backlog, push) stays off the byte path. With one
 /// write per 64 KiB message (the old gather limit) this took 16 writes.
@@ -385,7 +358,7 @@ fn writes_of_a_deferred_batch(ip: IpAddr) -> (u64, u64) {
 fn frames_ready_together_share_socket_writes_up_to_a_mib() {
     for ip in IPS {
         let ip: IpAddr = ip.parse().unwrap();
-        let (writes, messages) = writes_of_a_deferred_batch(ip);
+        let (writes, messages) = writes_of_64k(ip, true);
         println!(
             "{ip}: {writes} socket writes for {messages} RDMA writes of 64 KiB posted together"
         );
