@@ -204,6 +204,18 @@ fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { 0.0 }
 }
 
+/// A ratio right-aligned in `width` characters and an "x": two decimals, fewer when it is too
+/// wide for them (a short trial that lost its CPU can read 100x), so columns stay aligned.
+fn ratio_cell(r: f64, width: usize) -> String {
+    for decimals in (0..=2).rev() {
+        let s = format!("{r:.decimals$}");
+        if s.len() <= width || decimals == 0 {
+            return format!("{s:>width$}x");
+        }
+    }
+    unreachable!("the last pass returns")
+}
+
 impl Report {
     fn memcpy_at(&self, size: usize) -> f64 {
         self.single
@@ -362,9 +374,9 @@ impl Report {
                     Some(x) => {
                         let mark = if x.inline { "*" } else { "" };
                         line += &format!(
-                            " {:>9} {:>5.2}x",
+                            " {:>9} {}",
                             format!("{mark}{:.2}", x.netdma_gb_s),
-                            x.ratio
+                            ratio_cell(x.ratio, 5)
                         )
                     }
                     None => line += &format!(" {:>9} {:>6}", "-", "-"),
@@ -400,14 +412,16 @@ impl Report {
                     Some(x) => {
                         best = best.max(x.netdma_gb_s);
                         line += &format!(
-                            " {:>9.2} {:>10.2} {:>8.2}x",
-                            x.netdma_gb_s, x.memcpy_threads_gb_s, x.ratio
+                            " {:>9.2} {:>10.2} {}",
+                            x.netdma_gb_s,
+                            x.memcpy_threads_gb_s,
+                            ratio_cell(x.ratio, 8)
                         );
                     }
                     None => line += &format!(" {:>9} {:>10} {:>9}", "-", "-", "-"),
                 }
             }
-            line += &format!(" {:>11.2}x", ratio(best, m));
+            line += &format!(" {}", ratio_cell(ratio(best, m), 11));
             let _ = writeln!(t, "{line}");
         }
         let _ = writeln!(
@@ -526,6 +540,22 @@ pub fn run(a: &DmaArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A ratio keeps its column's width however large a disturbed trial makes it.
+    #[test]
+    fn ratio_cells_keep_their_width() {
+        for r in [0.0, 0.93, 9.99, 99.99, 100.0, 123.456, 99_999.0] {
+            assert_eq!(
+                ratio_cell(r, 5).chars().count(),
+                6,
+                "{r}: {:?}",
+                ratio_cell(r, 5)
+            );
+        }
+        assert_eq!(ratio_cell(1.5, 5), " 1.50x");
+        assert_eq!(ratio_cell(123.456, 5), "123.5x");
+        assert_eq!(ratio_cell(12345.6, 5), "12346x");
+    }
 
     /// The JSON of a small run, printed and parsed back, has every section with the fields
     /// clients read, and the figures are consistent.
