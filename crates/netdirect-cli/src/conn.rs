@@ -899,9 +899,10 @@ fn single_cpu() -> bool {
 /// single-CPU machine), so a thread that shares this CPU (the other end of an in-process run,
 /// a progress thread) still runs; an error once `deadline` has passed.
 ///
-/// No `pause` between polls: in a VM, a loop of `pause`s with little between them (a poll
-/// that finds the connection's lock taken makes no system call) is what the hypervisor's
-/// pause-loop exiting looks for, and it takes the CPU away. Measured here (2 vCPUs, `nd
+/// No `pause` between polls. Likely why it matters (not verified: the host's exit counters
+/// are not visible): in a VM, `pause`s with little between them (a poll that finds the
+/// connection's lock taken makes no system call) are what pause-loop exiting looks for, and
+/// the hypervisor then takes the CPU away. Measured here (2 vCPUs, `nd
 /// write-bw` pinned, 22 paired runs of 3 s, 1 MiB and 64 KiB): the loopback data path's slow
 /// mode (segments 40 µs apart instead of 10) held 41 % of 250 ms samples with a `pause` per
 /// turn and 16 % without.

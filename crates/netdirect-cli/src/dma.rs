@@ -207,13 +207,12 @@ fn ratio(a: f64, b: f64) -> f64 {
 /// A ratio right-aligned in `width` characters and an "x": two decimals, fewer when it is too
 /// wide for them (a short trial that lost its CPU can read 100x), so columns stay aligned.
 fn ratio_cell(r: f64, width: usize) -> String {
-    for decimals in (0..=2).rev() {
-        let s = format!("{r:.decimals$}");
-        if s.len() <= width || decimals == 0 {
-            return format!("{s:>width$}x");
-        }
-    }
-    unreachable!("the last pass returns")
+    let s = [2, 1]
+        .into_iter()
+        .map(|decimals| format!("{r:.decimals$}"))
+        .find(|s| s.len() <= width)
+        .unwrap_or_else(|| format!("{r:.0}"));
+    format!("{s:>width$}x")
 }
 
 impl Report {

@@ -53,11 +53,10 @@ const SMALL_PAYLOAD: usize = 4096;
 const GATHER: usize = 1024 * 1024;
 // A gathered write is the pending bytes and, per frame, a header, one contiguous payload
 // span ([`QpHost::with_payloads`] lends only those) and a trailer; frames over
-// `SMALL_PAYLOAD`, up to `GATHER` and one more: within the kernel's `IOV_MAX` (1024 buffers
+// `SMALL_PAYLOAD`, up to `GATHER` and one more: within the kernel's `UIO_MAXIOV` (buffers
 // per `sendmsg`; more fails with `EMSGSIZE`).
-const IOV_MAX: usize = 1024;
 const GATHER_IOV: usize = 1 + 3 * (GATHER / (SMALL_PAYLOAD + 1) + 2);
-const _: () = assert!(GATHER_IOV <= IOV_MAX);
+const _: () = assert!(GATHER_IOV <= libc::UIO_MAXIOV as usize);
 /// Coalesced bytes are written once they reach this size.
 const COALESCE: usize = 64 * 1024;
 /// Out buffers up to this capacity are kept when they drain; larger ones are freed (an idle
@@ -1407,7 +1406,7 @@ impl<H: QpHost> Conn<H> {
                         iov.push(IoSlice::new(t.as_bytes()));
                     }
                     debug_assert!(
-                        iov.len() <= IOV_MAX,
+                        iov.len() <= GATHER_IOV,
                         "{} buffers for one sendmsg",
                         iov.len()
                     );
