@@ -50,10 +50,10 @@ const BATCH_JOBS: usize = 16;
 const BATCH_BYTES: u64 = 1 << 20;
 
 /// With a CPU to spare (see [`cpu_to_spare`]), `wait` keeps polling as long as the executor
-/// completes something at least every [`WAIT_SPIN`], up to this long: a client waiting for the middle of a
-/// stream would otherwise block, make the worker pay a futex wake, and come back late (a
-/// wake-up of an idle CPU costs tens of microseconds on a virtual machine), with the worker
-/// idle meanwhile if the queue ran dry.
+/// completes something at least every [`WAIT_SPIN`], up to this long: a client waiting for
+/// the middle of a stream would otherwise block, make the worker pay a futex wake, and come
+/// back late (a wake-up of an idle CPU costs tens of microseconds on a virtual machine), with
+/// the worker idle meanwhile if the queue ran dry.
 const WAIT_SPIN_PROGRESSING: Duration = Duration::from_millis(2);
 
 /// Worker threads of this process that are awake (copying, or spinning before they sleep).
