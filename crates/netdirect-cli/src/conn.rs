@@ -547,9 +547,9 @@ impl Conn {
     pub fn send_data(&mut self, context: u64, len: usize) -> Result<()> {
         let flags = self.data_flags();
         let r = if len as u32 <= self.layout.data_inline && len > 0 {
-            let half = self.layout.half;
-            let bytes = self.data.with(|b| b[half..half + len].to_vec());
-            self.qp.initiator().send_inline(context, &[&bytes], flags)
+            let mut copy = OutboxCopy::default();
+            let bytes = copy.take(&self.data, self.layout.half, len);
+            self.qp.initiator().send_inline(context, &[bytes], flags)
         } else {
             let sgl = self.outbox_sgl(0, len);
             self.qp.initiator().send(context, &sgl, flags)
@@ -567,13 +567,11 @@ impl Conn {
         let remote = self.remote_inbox(offset);
         let token = self.remote_token();
         let r = if len as u32 <= self.layout.data_inline && len > 0 {
-            let half = self.layout.half;
-            let bytes = self
-                .data
-                .with(|b| b[half + offset..half + offset + len].to_vec());
+            let mut copy = OutboxCopy::default();
+            let bytes = copy.take(&self.data, self.layout.half + offset, len);
             self.qp
                 .initiator()
-                .write_inline(context, &[&bytes], remote, token, flags)
+                .write_inline(context, &[bytes], remote, token, flags)
         } else {
             let sgl = self.outbox_sgl(offset, len);
             self.qp
@@ -814,6 +812,37 @@ impl Conn {
         }
         let within = self.timeout.min(Duration::from_secs(5));
         self.ep.close(within);
+    }
+}
+
+/// A copy of the octets of an inline post: on the stack up to 256 octets (no allocation per
+/// post). A copy, not the buffer itself: an inline post may run a progress pass that places
+/// arrivals into that very buffer, which the buffer's read lock would then block.
+struct OutboxCopy {
+    small: [u8; 256],
+    large: Vec<u8>,
+}
+
+impl Default for OutboxCopy {
+    fn default() -> Self {
+        OutboxCopy {
+            small: [0; 256],
+            large: Vec::new(),
+        }
+    }
+}
+
+impl OutboxCopy {
+    /// Copies `len` octets of `data` at `at`.
+    fn take(&mut self, data: &Buffer, at: usize, len: usize) -> &[u8] {
+        let bytes = if len <= self.small.len() {
+            &mut self.small[..len]
+        } else {
+            self.large.resize(len, 0);
+            &mut self.large[..]
+        };
+        data.with(|b| bytes.copy_from_slice(&b[at..at + len]));
+        bytes
     }
 }
 

@@ -369,7 +369,14 @@ fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
         CTRL_LEN
     };
     let rx_depth = if opts.test.is_send() {
-        let want = if server { opts.rx_depth } else { 64 };
+        // A send-bw client receives only control messages; a send-lat client gets a pong per
+        // ping, and its credits go back once per quarter of its ring (a control message on
+        // the critical path of that ping): the full depth keeps them rare.
+        let want = if server || opts.test == Test::SendLat {
+            opts.rx_depth
+        } else {
+            64
+        };
         want.min(RX_BYTES / slot).max(MIN_RX)
     } else {
         2 * MIN_RX

@@ -74,6 +74,7 @@ use netdirect_types::{
     AdapterInfo, Completion, LogicalAddress, OpFlags, OperationType, RemoteToken, Sge, Status,
 };
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 
 use super::adapter::AdapterShared;
 use super::lifetime::Reference;
@@ -90,7 +91,8 @@ use netdirect::{Extension, Guid};
 /// A posted receive: its context and the leases on its scatter list.
 pub(crate) struct RecvEntry {
     context: u64,
-    sges: Vec<Lease>,
+    /// Most receives have one or two segments: no allocation per posted receive for those.
+    sges: SmallVec<[Lease; 2]>,
     len: u64,
 }
 
@@ -102,7 +104,7 @@ impl RecvEntry {
         sges: &[Sge],
         access: LocalAccess,
     ) -> Result<RecvEntry, Status> {
-        let mut leases = Vec::with_capacity(sges.len());
+        let mut leases = SmallVec::with_capacity(sges.len());
         let mut len = 0u64;
         for sge in sges {
             leases.push(memory.check_local(pd, sge, access)?);
@@ -238,7 +240,9 @@ pub(crate) enum LocalOp {
 /// What a send-queue request carries to the engine.
 pub(crate) enum WrData {
     Gather(Vec<Lease>),
-    Inline(Vec<u8>),
+    /// The bytes of an inline request, copied at the post; up to 64 of them without an
+    /// allocation (a latency test's messages).
+    Inline(SmallVec<[u8; 64]>),
     Local(LocalOp),
 }
 
@@ -725,8 +729,8 @@ impl SoftInitiator {
     }
 
     /// Copies the bytes of checked leases (for INLINE posts).
-    fn copy(leases: &[Lease]) -> Vec<u8> {
-        let mut out = Vec::new();
+    fn copy(leases: &[Lease]) -> SmallVec<[u8; 64]> {
+        let mut out = SmallVec::new();
         for l in leases {
             let _ = l.for_each_span(l.to(), l.len(), |b| out.extend_from_slice(b));
         }
@@ -828,7 +832,8 @@ impl SoftInitiator {
         if total as u64 > u64::from(self.core.limits.inline_size) {
             return Err(Status::BUFFER_OVERFLOW);
         }
-        let bytes = data.concat();
+        let mut bytes = SmallVec::with_capacity(total);
+        data.iter().for_each(|d| bytes.extend_from_slice(d));
         self.submit(
             op,
             context,
