@@ -1052,6 +1052,9 @@ fn lat_loop(
     let half = c.layout.half;
     let mut i = 0u64;
     let mut last_slot = None;
+    // The receive of the last pong, reposted once the next ping has left: a credit message the
+    // repost makes due then follows the ping instead of delaying it.
+    let mut unposted = None;
     let total = opts.warmup
         + match stop {
             Stop::Iters(n) => n,
@@ -1087,6 +1090,9 @@ fn lat_loop(
                     }
                 }
                 c.send_data(1, size)?;
+                if let Some(slot) = unposted.take() {
+                    c.repost(slot)?;
+                }
                 loop {
                     match c.try_next()? {
                         Some(Event::TxDone(_)) => {}
@@ -1109,7 +1115,7 @@ fn lat_loop(
                                 ));
                             }
                             last_slot = Some(slot);
-                            c.repost(slot)?;
+                            unposted = Some(slot);
                             break;
                         }
                         Some(other) => return Err(unexpected(other)),
@@ -1145,6 +1151,9 @@ fn lat_loop(
             }
         })?;
         i += 1;
+    }
+    if let Some(slot) = unposted {
+        c.repost(slot)?;
     }
     c.drain()?;
     let ok = match opts.test {
@@ -1543,8 +1552,9 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
                         }
                         seen[q] += 1;
                         last[q] = Some((slot, len));
-                        c.repost(slot)?;
-                        if test == Test::SendLat {
+                        if test != Test::SendLat {
+                            c.repost(slot)?;
+                        } else {
                             let deadline = Instant::now() + opts.timeout;
                             while !c.can_send() {
                                 match c.try_next()? {
@@ -1555,6 +1565,8 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
                             }
                             c.reap(c.layout.tx_depth)?;
                             c.send_data(1, size)?;
+                            // After the pong: a credit this makes due follows it.
+                            c.repost(slot)?;
                         }
                     }
                     Event::Ctrl(k) if k.kind == Kind::PhaseEnd => {

@@ -44,6 +44,10 @@ pub(crate) const WAKER: Token = Token(0);
 /// lease: a consumer blocked in `Cq::wait` missed its message for `poll_lease`.)
 const RELEASED: u64 = u64::MAX;
 
+/// The longest interval between two looks at the consumers' leases, in leases
+/// ([`Reactor::check_leases`]).
+const LEASE_CHECK_MAX: u32 = 16;
+
 /// Payloads up to this size are copied behind their header and coalesced.
 const SMALL_PAYLOAD: usize = 4096;
 /// Larger frames ready together leave in one vectored write of up to about this many octets,
@@ -2062,9 +2066,13 @@ pub(crate) struct Reactor<H: QpHost> {
     ready: HashSet<usize>,
     /// Deadlines, soonest first (stale entries are skipped when they come up).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
-    /// Connections whose receive side a polling consumer holds (checked every
-    /// [`EngineConfig::poll_lease`]).
+    /// Connections whose receive side a polling consumer holds (see [`Reactor::check_leases`]).
     leased: HashSet<usize>,
+    /// When the leases are looked at next, and the interval that led there: `poll_lease` after
+    /// a lease is taken or lapses, doubling (up to [`LEASE_CHECK_MAX`] leases) while every
+    /// consumer keeps polling.
+    lease_due: Instant,
+    lease_every: Duration,
     rbuf: Vec<u8>,
     /// A descriptor kept in reserve: when an accept fails for lack of descriptors, it is
     /// closed to accept the connection and reset it at once (the initiator learns at once
@@ -2080,6 +2088,7 @@ impl<H: QpHost> Reactor<H> {
     pub(crate) fn new(pool: Arc<Pool<H>>, index: usize, poll: Poll) -> Self {
         let inner = pool.reactors[index].clone();
         let rbuf = vec![0u8; inner.config.read_buffer.max(4096)];
+        let lease_every = inner.config.poll_lease;
         Reactor {
             inner,
             pool,
@@ -2090,6 +2099,8 @@ impl<H: QpHost> Reactor<H> {
             ready: HashSet::new(),
             timers: BinaryHeap::new(),
             leased: HashSet::new(),
+            lease_due: Instant::now(),
+            lease_every,
             rbuf,
             spare: spare_fd(),
         }
@@ -2122,7 +2133,8 @@ impl<H: QpHost> Reactor<H> {
                     .timers
                     .peek()
                     .map(|Reverse((d, _))| d.saturating_duration_since(Instant::now()));
-                let lease = (!self.leased.is_empty()).then_some(self.inner.config.poll_lease);
+                let lease = (!self.leased.is_empty())
+                    .then(|| self.lease_due.saturating_duration_since(Instant::now()));
                 timer.into_iter().chain(lease).min()
             };
             let timeout = if self.listeners.values().any(|l| l.starved) {
@@ -2195,13 +2207,23 @@ impl<H: QpHost> Reactor<H> {
         self.shutdown();
     }
 
-    /// Takes the receive side back from consumers that stopped polling.
+    /// Takes the receive side back from consumers that stopped polling (no poll for
+    /// `poll_lease`).
+    ///
+    /// The leases are looked at `poll_lease` after one is taken or lapses, then at doubling
+    /// intervals, up to [`LEASE_CHECK_MAX`] leases, while every consumer keeps polling. A
+    /// look wakes this thread, and a benchmark pins it to its consumer's CPU: at a look per
+    /// `poll_lease`, the wakeups made one busy-polled 8-octet ping-pong in a hundred take 15 µs
+    /// instead of 4.5 (p99 19 µs). A consumer that stops polling without blocking has its
+    /// arrivals taken back within `LEASE_CHECK_MAX + 1` leases of its last poll; one that
+    /// blocks ([`crate::cq::Cq::wait`], an arm) hands them back at once.
     fn check_leases(&mut self, now: Instant) {
         if self.leased.is_empty() {
             return;
         }
         let stamp = self.inner.stamp(now);
         let lease = self.inner.config.poll_lease.as_nanos() as u64;
+        let mut lapsed = false;
         let ids: Vec<usize> = self.leased.iter().copied().collect();
         for id in ids {
             let Some(cell) = self.cell(id) else {
@@ -2221,6 +2243,29 @@ impl<H: QpHost> Reactor<H> {
             drop(c);
             self.leased.remove(&id);
             self.ready.insert(id);
+            lapsed = true;
+        }
+        let base = self.inner.config.poll_lease;
+        if lapsed {
+            self.lease_every = base;
+            self.lease_due = now + base;
+        } else if now >= self.lease_due {
+            self.lease_every = (self.lease_every * 2).min(base * LEASE_CHECK_MAX);
+            self.lease_due = now + self.lease_every;
+        }
+    }
+
+    /// A consumer took a lease: the first look comes one `poll_lease` from now.
+    fn lease_taken(&mut self, id: usize) {
+        if self.leased.insert(id) {
+            let base = self.inner.config.poll_lease;
+            let now = Instant::now();
+            self.lease_every = base;
+            self.lease_due = if self.leased.len() == 1 {
+                now + base
+            } else {
+                self.lease_due.min(now + base)
+            };
         }
     }
 
@@ -2231,7 +2276,7 @@ impl<H: QpHost> Reactor<H> {
             let id = cell.shared.id;
             if self.conns.contains_key(&id) {
                 if cell.rx_leased.load(Ordering::Acquire) {
-                    self.leased.insert(id);
+                    self.lease_taken(id);
                 }
                 self.ready.insert(id);
             } else {
