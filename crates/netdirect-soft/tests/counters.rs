@@ -98,16 +98,25 @@ impl Side {
 
     /// The adapter's counters through `NdkQueryExtension`, checked against the accessor.
     fn counters(&self) -> Counters {
-        let c = interface(&*self.adapter).query();
         let soft = self.adapter.as_any().downcast_ref::<SoftAdapter>().unwrap();
-        let mut plain = soft.counters();
-        // Wakeups and a teardown's reads and writes move on their own between the two reads.
-        for t in MOVING {
-            assert!(plain.get(t) >= c.get(t), "{t:?}");
-            plain.set(t, c.get(t));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let c = interface(&*self.adapter).query();
+            let mut plain = soft.counters();
+            // Wakeups and a teardown's reads and writes move on their own between the two
+            // reads.
+            for t in MOVING {
+                assert!(plain.get(t) >= c.get(t), "{t:?}");
+                plain.set(t, c.get(t));
+            }
+            // So may anything else while the workload is still arriving (a Terminate the
+            // progress thread takes once the consumer's lease lapsed): read both again.
+            if plain == c || Instant::now() > deadline {
+                assert_eq!(plain, c);
+                return c;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(plain, c);
-        c
     }
 }
 

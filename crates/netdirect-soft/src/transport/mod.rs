@@ -338,10 +338,10 @@ pub struct EngineConfig {
     /// arrivals stay its business. Meanwhile the progress thread is not woken by them (the
     /// socket is registered for writability only); it takes the receive side back from a
     /// consumer that stopped polling. It looks `poll_lease` after a lease is taken, then at
-    /// doubling intervals of up to 16 `poll_lease` while the consumers keep polling (each look
+    /// doubling intervals of up to 4 `poll_lease` while the consumers keep polling (each look
     /// is a wakeup, on the very CPU of a pinned consumer), so a consumer that stops polling
-    /// without blocking has its arrivals taken back within 17 `poll_lease` of its last poll
-    /// (17 ms by default). A consumer that blocks in [`crate::cq::Cq::wait`] gives them back
+    /// without blocking has its arrivals taken back within 5 `poll_lease` of its last poll
+    /// (5 ms by default). A consumer that blocks in [`crate::cq::Cq::wait`] gives them back
     /// at once. A connection without work for two `poll_lease` periods leaves its CQs' active
     /// lists and gives its lease back too (see [`crate::cq`]).
     pub poll_lease: Duration,
