@@ -25,10 +25,11 @@
 //!   ([`crate::cq::Poller::release`]). A poll visits only the connections on its CQ's active
 //!   list ([`crate::cq`]): a connection is listed when it gets work (a post, an arrival the
 //!   progress thread heard, a lease taken) and leaves at the pass that finds it without work
-//!   for two lease periods, handing its lease back (§10 row 33 in the crate docs). A pass
-//!   reads while reads fill their buffers; a short read means the socket was drained, so the
-//!   next pass asks the kernel (a `poll`, no socket lock) before reading: no read per message
-//!   that finds nothing ([`netdirect::counters::Counter::EmptyReads`] counts the ones left).
+//!   for two lease periods (arrivals a pass read are work), handing its lease back (§10 row 33
+//!   in the crate docs). A pass reads while reads fill their buffers; a short read means the
+//!   socket was drained, so the next pass asks the kernel (a `poll`, no socket lock) before
+//!   reading: no read per message that finds nothing
+//!   ([`netdirect::counters::Counter::EmptyReads`] counts the ones left).
 //! * **Progress thread.** Everything else, so that progress is automatic, like hardware: a
 //!   connection nobody polls (a target serving reads and writes), handshakes and closes,
 //!   timers (a heap), sends that hit `EAGAIN`. It sleeps while no connection has work for it;

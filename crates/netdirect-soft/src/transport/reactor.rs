@@ -525,6 +525,9 @@ pub(crate) struct Conn<H: QpHost> {
     /// The last read of a consumer's pass took data: the next pass reads without asking the
     /// kernel first (see [`Conn::rx_pass`]).
     rx_hot: bool,
+    /// Octets read from the socket, ever: a consumer's pass that read some kept the
+    /// connection busy (see [`ConnCell::progress_pass`]).
+    rx_octets: u64,
     writable: bool,
     /// The peer's FIN (or a reset) was read.
     eof: bool,
@@ -589,6 +592,7 @@ impl<H: QpHost> Conn<H> {
             spare: Vec::new(),
             readable: false,
             rx_hot: false,
+            rx_octets: 0,
             writable: false,
             eof: false,
             io_dead: false,
@@ -1126,6 +1130,7 @@ impl<H: QpHost> Conn<H> {
             }
             Ok(n) => {
                 self.rx_hot = n >= asked;
+                self.rx_octets += n as u64;
                 if short_read_drains && !self.rx_hot {
                     self.readable = false;
                 }
@@ -1916,7 +1921,16 @@ impl<H: QpHost> ConnCell<H> {
             return;
         };
         g.take_posts();
+        let read_before = g.rx_octets;
         let mut hand_over = g.rx_pass(now, &self.inner.config);
+        if g.rx_octets != read_before {
+            // Arrivals this consumer reads are work: the connection stays on the active lists
+            // and keeps its lease. (Else a target of RDMA writes, which completes nothing,
+            // went idle every two leases while data streamed in, and the progress thread
+            // took it back and handed it over again, about 2,000 times a second.)
+            self.last_active
+                .store(self.inner.stamp(now), Ordering::Relaxed);
+        }
         // A consumer polls: arrivals are its business for a while, so the progress thread stops
         // hearing of them (no wakeup per message); it takes them back once the consumer has
         // not polled for `EngineConfig::poll_lease`.
