@@ -89,7 +89,15 @@ impl Side {
         lease: Duration,
         notify: Option<netdirect_soft::cq::Notification>,
     ) -> Side {
-        let adapter = open(ip, inline, lease);
+        Side::build(open(ip, inline, lease), notify)
+    }
+
+    /// A side on an adapter opened already.
+    fn on(adapter: Box<dyn Adapter>) -> Side {
+        Side::build(adapter, None)
+    }
+
+    fn build(adapter: Box<dyn Adapter>, notify: Option<netdirect_soft::cq::Notification>) -> Side {
         let pd = adapter.create_pd().wait().unwrap();
         let rcq = adapter
             .create_cq(256, notify.unwrap_or_else(|| Arc::new(|_| {})), None)
@@ -311,6 +319,80 @@ fn busy_pollers_keep_their_leases_without_a_wakeup_per_lease() {
                 "{woke} wakeups in {leases:.0} lease periods: the leases are looked at about once per period"
             );
             break;
+        }
+    }
+}
+
+/// The congestion control names `ss -tin` reports for the TCP connections with `port` at
+/// either end (`None`: `ss` could not run).
+fn congestion_controls(port: u16) -> Option<Vec<String>> {
+    let known =
+        std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control").ok()?;
+    let known: Vec<&str> = known.split_whitespace().collect();
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-tinH", "state", "established", &filter])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Some(
+        text.split_whitespace()
+            .filter(|t| known.contains(t))
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// Connections to a loopback address use `EngineConfig::loopback_congestion_control` (cubic
+/// by default: the system's bbr paced loopback throughput down for seconds at a time), on
+/// both ends; `None` keeps the system's default. Checked from outside, with `ss`.
+#[test]
+fn loopback_connections_use_the_configured_congestion_control() {
+    let allowed = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_allowed_congestion_control")
+        .unwrap_or_default();
+    let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if !allowed.split_whitespace().any(|n| n == "cubic") {
+        println!("cubic is not an allowed congestion control here ({allowed:?}): nothing to check");
+        return;
+    }
+    for ip in IPS {
+        let ip: IpAddr = ip.parse().unwrap();
+        for (choice, want) in [
+            (Some("cubic".to_string()), "cubic"),
+            (None, system.as_str()),
+        ] {
+            let open = |choice: Option<String>| {
+                let adapter = SoftProvider::with_engine_config(EngineConfig {
+                    loopback_congestion_control: choice,
+                    ..EngineConfig::default()
+                })
+                .open_adapter(OpenParameters {
+                    address: ip,
+                    version: Version::V2_1,
+                })
+                .expect("open adapter");
+                Side::on(adapter)
+            };
+            let server = open(choice.clone());
+            let client = open(choice.clone());
+            let (_incoming, connector) = connect(&server, &client, ip);
+            let port = connector.peer_address().unwrap().port();
+            let Some(found) = congestion_controls(port) else {
+                assert!(
+                    std::env::var_os("ND_TEST_REQUIRE_TOOLS").is_none(),
+                    "ss (iproute2) cannot run and ND_TEST_REQUIRE_TOOLS is set"
+                );
+                println!("ss cannot run: nothing to check");
+                return;
+            };
+            println!("{ip}, {choice:?}: {found:?}");
+            assert_eq!(found, [want, want], "{ip}, {choice:?}: both ends");
         }
     }
 }

@@ -363,6 +363,16 @@ pub struct EngineConfig {
     /// [`crate::capture`]; `nd --pcap FILE`). `None` (the default): the data path pays one
     /// branch per read and write.
     pub capture: Option<std::sync::Arc<crate::capture::Capture>>,
+    /// The TCP congestion control of connections whose peer is a loopback address
+    /// (`TCP_CONGESTION` on the socket); `None` keeps the system's default, as every other
+    /// connection does. Default `cubic`: a loopback path has no congestion to probe, and a
+    /// pacing algorithm only throttles it. With the system's `bbr` here, loopback throughput
+    /// sat for seconds at a time at the rate of its pacing (segments evenly 30-50 µs apart):
+    /// RDMA read 4 MiB 6.1-6.6 GB/s against 8.4-9.2 with `cubic`, write 1 MiB 6.5-9.6 against
+    /// 8.5-11.2. If the name is not allowed (`net.ipv4.tcp_allowed_congestion_control`), the
+    /// default stays. The environment variable `NETDIRECT_LOOPBACK_CC` sets it for a whole
+    /// process (`system` keeps the default).
+    pub loopback_congestion_control: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -384,6 +394,11 @@ impl Default for EngineConfig {
                 .unwrap_or(1),
             publish_counters: std::env::var("NETDIRECT_PUBLISH_COUNTERS").is_ok_and(|v| v == "1"),
             capture: None,
+            loopback_congestion_control: match std::env::var("NETDIRECT_LOOPBACK_CC") {
+                Ok(v) if v == "system" || v.is_empty() => None,
+                Ok(v) => Some(v),
+                Err(_) => Some("cubic".into()),
+            },
         }
     }
 }
@@ -853,6 +868,11 @@ impl<H: QpHost> Engine<H> {
             .set_nonblocking(true)
             .map_err(|e| connect_status(&e, false))?;
         let _ = socket.set_nodelay(true);
+        choose_congestion_control(
+            socket2::SockRef::from(&socket),
+            remote.ip(),
+            &self.pool.first().config,
+        );
         let explicit_port = local.is_some_and(|l| l.port() != 0);
         if let Some(l) = local {
             socket
@@ -1293,5 +1313,24 @@ impl<H: QpHost> Drop for Connection<H> {
             id: self.cell.shared.id,
             on_done: None,
         });
+    }
+}
+
+/// Sets [`EngineConfig::loopback_congestion_control`] on a connection's socket when its peer is
+/// a loopback address (before the first byte of the connection's stream). Best effort: a name
+/// the system does not allow leaves its default.
+pub(crate) fn choose_congestion_control(
+    socket: socket2::SockRef<'_>,
+    peer: std::net::IpAddr,
+    config: &EngineConfig,
+) {
+    let Some(name) = config.loopback_congestion_control.as_deref() else {
+        return;
+    };
+    if !peer.to_canonical().is_loopback() {
+        return;
+    }
+    if let Err(e) = socket.set_tcp_congestion(name.as_bytes()) {
+        tracing::debug!(%peer, congestion_control = name, error = %e, "kept the system's congestion control");
     }
 }

@@ -2733,6 +2733,7 @@ impl<H: QpHost> Reactor<H> {
                 }
             };
             let _ = sock.set_nodelay(true);
+            super::choose_congestion_control(SockRef::from(&sock), peer.ip(), &self.inner.config);
             let local = sock.local_addr().unwrap_or(peer);
             let hs = Handshake::responder(l.config.clone(), now);
             // The connection goes to the least loaded reactor and stays there.
