@@ -78,7 +78,15 @@ fn pair(ip: IpAddr, timeout: Duration) -> Result<(TcpStream, TcpStream)> {
     let addr = l.local_addr().map_err(io_err("local address"))?;
     let c = TcpStream::connect_timeout(&addr, timeout).map_err(io_err("connect"))?;
     let (s, _) = l.accept().map_err(io_err("accept"))?;
+    // The congestion control of netdirect's own loopback connections (cubic unless
+    // NETDIRECT_LOOPBACK_CC says otherwise), so that "vs TCP" compares like with like.
+    let config = netdirect_soft::transport::EngineConfig::default();
     for x in [&c, &s] {
+        netdirect_soft::transport::choose_congestion_control(
+            socket2::SockRef::from(x),
+            ip,
+            &config,
+        );
         x.set_nodelay(true).map_err(io_err("nodelay"))?;
         x.set_read_timeout(Some(timeout))
             .map_err(io_err("timeout"))?;

@@ -1318,8 +1318,9 @@ impl<H: QpHost> Drop for Connection<H> {
 
 /// Sets [`EngineConfig::loopback_congestion_control`] on a connection's socket when its peer is
 /// a loopback address (before the first byte of the connection's stream). Best effort: a name
-/// the system does not allow leaves its default.
-pub(crate) fn choose_congestion_control(
+/// the system does not allow leaves its default. Public so that a benchmark's TCP peer runs
+/// with the same congestion control as the connections it is compared with (`nd bench`).
+pub fn choose_congestion_control(
     socket: socket2::SockRef<'_>,
     peer: std::net::IpAddr,
     config: &EngineConfig,
