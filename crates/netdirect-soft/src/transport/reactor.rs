@@ -2229,11 +2229,12 @@ impl<H: QpHost> Reactor<H> {
     /// The leases are looked at `poll_lease` after one is taken or lapses, then at doubling
     /// intervals, up to [`LEASE_CHECK_MAX`] leases, while every consumer keeps polling. A
     /// look wakes this thread, and a benchmark pins it to its consumer's CPU: at a look per
-    /// `poll_lease`, the wakeups made one busy-polled 8-octet ping-pong in a hundred take 15 µs
-    /// instead of 4.5 (p99 17-19 µs; 5.1-5.5 at 4 leases, 4.7-4.9 at 16, which would let
-    /// a consumer that stopped polling keep its arrivals for up to 17 ms). A consumer that stops polling without blocking has its
-    /// arrivals taken back within `LEASE_CHECK_MAX + 1` leases of its last poll; one that
-    /// blocks ([`crate::cq::Cq::wait`], an arm) hands them back at once.
+    /// `poll_lease`, the wakeups made one busy-polled 8-octet ping-pong in a hundred take
+    /// 15 µs instead of 4.5 (p99 17-19 µs; 5.1-5.5 with looks up to 4 leases apart, 4.7-4.9
+    /// up to 16, which would let a consumer that stopped polling keep its arrivals for 17 ms).
+    /// A consumer that stops polling without blocking has its arrivals taken back within
+    /// `LEASE_CHECK_MAX + 1` leases of its last poll; one that blocks
+    /// ([`crate::cq::Cq::wait`], an arm) hands them back at once.
     fn check_leases(&mut self, now: Instant) {
         if self.leased.is_empty() {
             return;
