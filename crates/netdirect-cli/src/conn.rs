@@ -548,7 +548,7 @@ impl Conn {
         let flags = self.data_flags();
         let r = if len as u32 <= self.layout.data_inline && len > 0 {
             let mut copy = OutboxCopy::default();
-            let bytes = copy.take(&self.data, self.layout.half, len);
+            let bytes = copy.take(&self.data, self.layout.half, len)?;
             self.qp.initiator().send_inline(context, &[bytes], flags)
         } else {
             let sgl = self.outbox_sgl(0, len);
@@ -568,7 +568,7 @@ impl Conn {
         let token = self.remote_token();
         let r = if len as u32 <= self.layout.data_inline && len > 0 {
             let mut copy = OutboxCopy::default();
-            let bytes = copy.take(&self.data, self.layout.half + offset, len);
+            let bytes = copy.take(&self.data, self.layout.half + offset, len)?;
             self.qp
                 .initiator()
                 .write_inline(context, &[bytes], remote, token, flags)
@@ -834,15 +834,16 @@ impl Default for OutboxCopy {
 
 impl OutboxCopy {
     /// Copies `len` octets of `data` at `at`.
-    fn take(&mut self, data: &Buffer, at: usize, len: usize) -> &[u8] {
+    fn take(&mut self, data: &Buffer, at: usize, len: usize) -> Result<&[u8]> {
         let bytes = if len <= self.small.len() {
             &mut self.small[..len]
         } else {
             self.large.resize(len, 0);
             &mut self.large[..]
         };
-        data.with(|b| bytes.copy_from_slice(&b[at..at + len]));
-        bytes
+        data.read_at(at, bytes)
+            .map_err(|e| Error::msg(e.to_string()))?;
+        Ok(bytes)
     }
 }
 

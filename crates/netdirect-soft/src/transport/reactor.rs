@@ -1848,11 +1848,17 @@ impl<H: QpHost> ConnCell<H> {
 
     /// Marks the connection as having work now: it enters its CQs' active lists.
     fn touch(&self, now: Instant) {
-        self.last_active
-            .store(self.inner.stamp(now), Ordering::Relaxed);
+        self.mark_active(now);
         for e in self.cqs.get().into_iter().flatten() {
             e.activate();
         }
+    }
+
+    /// Records work at `now` (what [`ConnCell::wants_pass`] looks at), without listing the
+    /// connection: a pass that is visiting it keeps it listed already.
+    fn mark_active(&self, now: Instant) {
+        self.last_active
+            .store(self.inner.stamp(now), Ordering::Relaxed);
     }
 
     /// Whether a consumer's poll pass should visit this connection: posts wait, or it had work
@@ -1928,8 +1934,7 @@ impl<H: QpHost> ConnCell<H> {
             // and keeps its lease. (Else a target of RDMA writes, which completes nothing,
             // went idle every two leases while data streamed in, and the progress thread
             // took it back and handed it over again, about 2,000 times a second.)
-            self.last_active
-                .store(self.inner.stamp(now), Ordering::Relaxed);
+            self.mark_active(now);
         }
         // A consumer polls: arrivals are its business for a while, so the progress thread stops
         // hearing of them (no wakeup per message); it takes them back once the consumer has
