@@ -91,7 +91,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{self, AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{self, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
@@ -269,7 +269,8 @@ impl State {
 /// whose completions go to that CQ (inline progress, [`crate::transport`]).
 pub trait Poller: Send + Sync {
     /// One non-blocking pass (try-lock, non-blocking socket I/O); never waits for a lock.
-    fn progress(&self);
+    /// `now` is the pass's clock reading (one per pass, not one per connection).
+    fn progress(&self, now: Instant);
 
     /// The consumer stops polling for now (it is about to block), or a pass found the
     /// connection idle and takes it off the active list: hand background progress back to
@@ -335,6 +336,9 @@ pub struct Cq {
     active: Mutex<Vec<Arc<PollerEntry>>>,
     /// Entries examined by passes (tests).
     visits: AtomicU64,
+    /// Entries queued, as of the last change under the state lock: an empty poll reads it
+    /// instead of taking the lock (a busy-polling consumer's every turn).
+    queued: AtomicUsize,
     /// Notifications issued (for [`Cq::wait`]).
     notified: Mutex<u64>,
     notified_cv: Condvar,
@@ -384,6 +388,7 @@ impl Cq {
             failed: AtomicBool::new(false),
             active: Mutex::new(Vec::new()),
             visits: AtomicU64::new(0),
+            queued: AtomicUsize::new(0),
             notified: Mutex::new(0),
             notified_cv: Condvar::new(),
         }))
@@ -433,6 +438,16 @@ impl Cq {
         std::mem::take(&mut *self.active.lock())
     }
 
+    /// Takes the active list for a pass and counts its entries as visited (under the list's
+    /// lock, which orders every count: no locked add of its own).
+    fn take_active_for_pass(&self) -> Vec<Arc<PollerEntry>> {
+        let mut list = self.active.lock();
+        let n = list.len() as u64;
+        self.visits
+            .store(self.visits.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        std::mem::take(&mut *list)
+    }
+
     /// Puts back what a pass kept, after what was listed meanwhile.
     fn put_back(&self, mut kept: Vec<Arc<PollerEntry>>) {
         if kept.is_empty() {
@@ -451,12 +466,11 @@ impl Cq {
     /// locked: it never is while a connection is visited).
     fn progress(&self) {
         let _section = callback::Section::open();
-        let mut batch = self.take_active();
+        let mut batch = self.take_active_for_pass();
         if batch.is_empty() {
             return;
         }
         let now = Instant::now();
-        self.visits.fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.retain(|e| Self::visit(e, now));
         self.put_back(batch);
     }
@@ -468,7 +482,7 @@ impl Cq {
             return false;
         };
         if p.wants_pass(now) {
-            p.progress();
+            p.progress(now);
             return true;
         }
         p.release();
@@ -549,6 +563,7 @@ impl Cq {
             s.trigger_seq = seq;
         }
         s.ring.push_back((seq, completion));
+        self.queued.store(s.ring.len(), Ordering::Release);
         let fire = match s.arm {
             Some(CqNotifyType::Any) => true,
             Some(CqNotifyType::Solicited) => trigger,
@@ -604,11 +619,15 @@ impl Cq {
     }
 
     fn take(&self, out: &mut [Completion]) -> usize {
+        if self.queued.load(Ordering::Acquire) == 0 {
+            return 0;
+        }
         let mut s = self.state.lock();
         let n = out.len().min(s.ring.len());
         for (slot, (_, c)) in out.iter_mut().zip(s.ring.drain(..n)) {
             *slot = c;
         }
+        self.queued.store(s.ring.len(), Ordering::Release);
         n
     }
 
@@ -626,6 +645,7 @@ impl Cq {
         for (slot, (_, c)) in out.iter_mut().zip(s.ring.drain(..n)) {
             *slot = c.to_basic();
         }
+        self.queued.store(s.ring.len(), Ordering::Release);
         n
     }
 
@@ -694,6 +714,7 @@ impl Cq {
         close_notifier(&self.idle, &mut s, notifier);
         s.arm = None;
         s.ring.clear();
+        self.queued.store(0, Ordering::Release);
         drop(s);
         *self.notified.lock() += 1;
         self.notified_cv.notify_all();
@@ -763,7 +784,7 @@ mod tests {
     }
 
     impl Poller for Fake {
-        fn progress(&self) {
+        fn progress(&self, _: Instant) {
             self.passes.fetch_add(1, Ordering::Relaxed);
         }
         fn release(&self) {

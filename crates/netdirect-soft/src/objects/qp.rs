@@ -1445,7 +1445,7 @@ impl QpHost for SoftHost {
     }
 
     fn completed(&mut self, c: WorkCompletion) {
-        let core = self.core.clone();
+        let core = &self.core;
         if c.kind == WorkKind::Receive {
             let Some(entry) = self.receives.remove(&c.wr) else {
                 return;

@@ -1269,7 +1269,7 @@ impl<H: QpHost> Connection<H> {
     /// runs): sends and reads what the socket allows, places, completes. Does nothing when the
     /// connection is busy on another thread, or with [`EngineConfig::inline_progress`] off.
     pub fn progress(&self) {
-        self.cell.progress_pass();
+        self.cell.progress_pass(Instant::now());
     }
 
     /// The connection as a [`crate::cq::Poller`], for the CQs its completions go to.

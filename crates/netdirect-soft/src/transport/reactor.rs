@@ -1816,7 +1816,12 @@ impl<H: QpHost> ConnCell<H> {
             guard: Some(guard),
             section: Some(section),
         };
-        let ev = self.ev.swap(0, Ordering::AcqRel);
+        // Usually nothing: a plain load spares every lock a locked instruction. A bit set
+        // after this look is the progress thread's, which locks the connection to apply it.
+        let ev = match self.ev.load(Ordering::Relaxed) {
+            0 => 0,
+            _ => self.ev.swap(0, Ordering::AcqRel),
+        };
         if ev & EV_READ != 0 {
             g.readable = true;
             // An arrival (or the peer's close) the progress thread heard. Writability alone is
@@ -1835,14 +1840,27 @@ impl<H: QpHost> ConnCell<H> {
     /// Queues a post and moves it on: sent from this thread when the connection is free
     /// (inline progress), else left for the thread holding it or the progress thread.
     pub(crate) fn post(&self, item: PostItem<H>, defer: bool) {
+        let now = Instant::now();
+        if self.inner.config.inline_progress && !defer {
+            self.touch(now);
+            if let Some(mut g) = self.try_lock() {
+                // The connection is free: the post goes to the stream straight away, behind
+                // whatever other threads queued first (no trip through the queue).
+                g.take_posts();
+                g.apply_post(item);
+                self.send_now(g, now);
+                return;
+            }
+            self.posts.push(item);
+            self.doorbell.store(true, Ordering::SeqCst);
+            self.kick_at(now);
+            return;
+        }
         self.posts.push(item);
-        self.touch(Instant::now());
+        self.touch(now);
         if !self.inner.config.inline_progress {
             self.doorbell.store(true, Ordering::SeqCst);
             self.schedule();
-        } else if !defer {
-            self.doorbell.store(true, Ordering::SeqCst);
-            self.kick();
         }
     }
 
@@ -1891,13 +1909,21 @@ impl<H: QpHost> ConnCell<H> {
     /// Posts are queued: take them now if the lock is free (its holder looks again after
     /// releasing it, see [`ConnGuard`]'s drop).
     fn kick(&self) {
+        self.kick_at(Instant::now());
+    }
+
+    fn kick_at(&self, now: Instant) {
         atomic::fence(Ordering::SeqCst);
         let Some(mut g) = self.try_lock() else {
             return;
         };
-        let cfg = &self.inner.config;
         g.take_posts();
-        g.tx_pass(Instant::now(), cfg);
+        self.send_now(g, now);
+    }
+
+    /// Sends what the stream has from this thread, under the lock `g` holds.
+    fn send_now(&self, mut g: ConnGuard<'_, H>, now: Instant) {
+        g.tx_pass(now, &self.inner.config);
         if g.needs_reactor() {
             self.schedule();
         }
@@ -1916,11 +1942,10 @@ impl<H: QpHost> ConnCell<H> {
 
     /// A consumer's progress pass (a poll of an empty CQ): non-blocking, never waits for the
     /// lock.
-    pub(crate) fn progress_pass(&self) {
+    pub(crate) fn progress_pass(&self, now: Instant) {
         if !self.inner.config.inline_progress || self.inner.closed.load(Ordering::Relaxed) {
             return;
         }
-        let now = Instant::now();
         self.last_poll
             .store(self.inner.stamp(now), Ordering::Relaxed);
         let Some(mut g) = self.try_lock() else {
@@ -1990,8 +2015,8 @@ impl<H: QpHost> ConnCell<H> {
 }
 
 impl<H: QpHost> crate::cq::Poller for ConnCell<H> {
-    fn progress(&self) {
-        self.progress_pass();
+    fn progress(&self, now: Instant) {
+        self.progress_pass(now);
     }
 
     fn wants_pass(&self, now: Instant) -> bool {
@@ -2029,7 +2054,11 @@ impl<H: QpHost> ConnGuard<'_, H> {
     /// Hands every queued post (deferred ones too) to the stream; the caller sends them (a
     /// drive or an inline pass) or flushes.
     fn take_posts(&mut self) {
-        self.cell.doorbell.store(false, Ordering::SeqCst);
+        // Cleared only when rung: a plain load on every pass instead of a locked store. A ring
+        // after this look makes the release of the lock look again (see the drop).
+        if self.cell.doorbell.load(Ordering::Relaxed) {
+            self.cell.doorbell.store(false, Ordering::SeqCst);
+        }
         while let Some(p) = self.cell.posts.pop() {
             self.apply_post(p);
         }
