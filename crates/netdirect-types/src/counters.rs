@@ -91,6 +91,7 @@ counters! {
     SocketReads = "SocketReads", "socket_reads", Counter, "Reads from the connections' TCP sockets (system calls).";
     EmptyReads = "EmptyReads", "empty_reads", Counter, "Socket reads that found nothing (would block): a cost of busy polling.";
     SocketWrites = "SocketWrites", "socket_writes", Counter, "Writes to the connections' TCP sockets (system calls): several FPDUs leave in one when they are ready together.";
+    LeaseReturns = "LeaseReturns", "lease_returns", Counter, "Times a connection's arrivals went back from its polling consumer to the progress thread (the consumer blocked, stopped polling for a poll lease, or found the connection idle).";
 }
 
 /// RDMAP opcodes counted per opcode (RFC 5040 and RFC 7306: 0x0 to 0xB).

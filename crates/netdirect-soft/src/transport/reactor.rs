@@ -2004,6 +2004,8 @@ impl<H: QpHost> ConnCell<H> {
         if !self.rx_leased.swap(false, Ordering::AcqRel) || c.phase.is_zombie() {
             return;
         }
+        // Under the lock, as every count of a connection's cells.
+        c.shared.counters.bump(Counter::LeaseReturns, 1);
         let token = Token(self.shared.id);
         let _ = self.inner.registry.reregister(
             &mut c.sock,
@@ -2118,6 +2120,8 @@ pub(crate) struct Reactor<H: QpHost> {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Connections whose receive side a polling consumer holds (see [`Reactor::check_leases`]).
     leased: HashSet<usize>,
+    /// Scratch for a look at the leases (no allocation per look).
+    lease_ids: Vec<usize>,
     /// When the leases are looked at next, and the interval that led there: `poll_lease` after
     /// a lease is taken or lapses, doubling (up to [`LEASE_CHECK_MAX`] leases) while every
     /// consumer keeps polling.
@@ -2149,6 +2153,7 @@ impl<H: QpHost> Reactor<H> {
             ready: HashSet::new(),
             timers: BinaryHeap::new(),
             leased: HashSet::new(),
+            lease_ids: Vec::new(),
             lease_due: Instant::now(),
             lease_every,
             rbuf,
@@ -2270,14 +2275,17 @@ impl<H: QpHost> Reactor<H> {
     /// `LEASE_CHECK_MAX + 1` leases of its last poll; one that blocks
     /// ([`crate::cq::Cq::wait`], an arm) hands them back at once.
     fn check_leases(&mut self, now: Instant) {
-        if self.leased.is_empty() {
+        // Only at a look: a wakeup for anything else costs nothing per leased connection.
+        if self.leased.is_empty() || now < self.lease_due {
             return;
         }
         let stamp = self.inner.stamp(now);
         let lease = self.inner.config.poll_lease.as_nanos() as u64;
         let mut lapsed = false;
-        let ids: Vec<usize> = self.leased.iter().copied().collect();
-        for id in ids {
+        let mut ids = std::mem::take(&mut self.lease_ids);
+        ids.clear();
+        ids.extend(self.leased.iter().copied());
+        for &id in &ids {
             let Some(cell) = self.cell(id) else {
                 self.leased.remove(&id);
                 continue;
@@ -2297,11 +2305,12 @@ impl<H: QpHost> Reactor<H> {
             self.ready.insert(id);
             lapsed = true;
         }
+        self.lease_ids = ids;
         let base = self.inner.config.poll_lease;
         if lapsed {
             self.lease_every = base;
             self.lease_due = now + base;
-        } else if now >= self.lease_due {
+        } else {
             self.lease_every = (self.lease_every * 2).min(base * LEASE_CHECK_MAX);
             self.lease_due = now + self.lease_every;
         }
@@ -2329,6 +2338,11 @@ impl<H: QpHost> Reactor<H> {
             if self.conns.contains_key(&id) {
                 if cell.rx_leased.load(Ordering::Acquire) {
                     self.lease_taken(id);
+                    if cell.last_poll.load(Ordering::Relaxed) == RELEASED {
+                        // Handed back by a consumer about to block, which found the lock
+                        // busy: take the arrivals back on this turn, not at the next look.
+                        self.lease_due = Instant::now();
+                    }
                 }
                 self.ready.insert(id);
             } else {
