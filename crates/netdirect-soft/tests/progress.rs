@@ -397,11 +397,6 @@ fn loopback_connections_use_the_configured_congestion_control() {
     }
 }
 
-/// Socket reads of an adapter's connections.
-fn socket_reads(adapter: &dyn Adapter) -> u64 {
-    count(adapter, Counter::SocketReads)
-}
-
 /// Socket writes of an adapter's connections.
 fn socket_writes(adapter: &dyn Adapter) -> u64 {
     count(adapter, Counter::SocketWrites)
@@ -500,57 +495,82 @@ fn frames_ready_together_share_socket_writes_up_to_a_mib() {
 /// thread, so a message costs about one read (a pass that read at most 2 KiB at a time took
 /// three per message).
 fn polled_stream_of_writes(ip: IpAddr) -> (u64, u64) {
-    const SIZE: usize = 4096;
     const MESSAGES: usize = 2000;
-    let mut server = Side::new(ip, true, None);
-    let mut client = Side::new(ip, true, None);
-    let (_incoming, _connector) = connect(&server, &client, ip);
-    let tbuf = Buffer::new(SIZE * 16);
-    let tmr = server.register(
-        &tbuf,
-        MrFlags::ALLOW_LOCAL_WRITE | MrFlags::ALLOW_REMOTE_WRITE,
-    );
-    let token = tmr.remote_token();
-    let s = sge(&tbuf, &*tmr, 0, 64);
-    server.qp.receiver().receive(1, &[s]).unwrap();
-    let src = Buffer::new(SIZE);
-    let smr = client.register(&src, MrFlags::empty());
-    let before = socket_reads(&*server.adapter);
-    let target = std::thread::spawn(move || {
-        // The send comes after every write: polling for it runs the passes that read them.
-        let r = poll(&mut *server.rcq, 1)[0];
-        assert_eq!(r.bytes_transferred, 8);
-        server
-    });
-    let icq = &mut **client.icq.as_mut().unwrap();
-    let mut outstanding = 0;
-    for i in 0..MESSAGES {
-        if outstanding == 32 {
-            poll(icq, 1);
-            outstanding -= 1;
+    let target = WriteTarget {
+        lease: LONG_LEASE,
+        size: 4096,
+        slots: 16,
+        window: 32,
+    };
+    let (reads, _) = target.stream(ip, MESSAGES, Counter::SocketReads);
+    (reads, MESSAGES as u64)
+}
+
+/// A busy-polling target of a stream of RDMA writes from another adapter: `size` octets each,
+/// to `slots` places in turn, `window` outstanding; the target polls for the Send behind them.
+struct WriteTarget {
+    lease: Duration,
+    size: usize,
+    slots: usize,
+    window: usize,
+}
+
+impl WriteTarget {
+    /// Streams `messages` writes; returns how much the target adapter's `counter` grew and how
+    /// long the stream took.
+    fn stream(&self, ip: IpAddr, messages: usize, counter: Counter) -> (u64, Duration) {
+        let mut server = Side::with_lease(ip, true, self.lease, None);
+        let mut client = Side::new(ip, true, None);
+        let (_incoming, _connector) = connect(&server, &client, ip);
+        let tbuf = Buffer::new(self.size * self.slots);
+        let tmr = server.register(
+            &tbuf,
+            MrFlags::ALLOW_LOCAL_WRITE | MrFlags::ALLOW_REMOTE_WRITE,
+        );
+        let token = tmr.remote_token();
+        let s = sge(&tbuf, &*tmr, 0, 64);
+        server.qp.receiver().receive(1, &[s]).unwrap();
+        let src = Buffer::new(self.size);
+        let smr = client.register(&src, MrFlags::empty());
+        let before = count(&*server.adapter, counter);
+        let start = Instant::now();
+        let target = std::thread::spawn(move || {
+            // The send comes after every write: polling for it runs the passes that read them.
+            let r = poll(&mut *server.rcq, 1)[0];
+            assert_eq!(r.bytes_transferred, 8);
+            server
+        });
+        let icq = &mut **client.icq.as_mut().unwrap();
+        let mut outstanding = 0;
+        for i in 0..messages {
+            if outstanding == self.window {
+                poll(icq, 1);
+                outstanding -= 1;
+            }
+            let to = tbuf.address() + (self.size * (i % self.slots)) as u64;
+            client
+                .qp
+                .initiator()
+                .write(
+                    i as u64,
+                    &[sge(&src, &*smr, 0, self.size as u32)],
+                    to,
+                    token,
+                    OpFlags::empty(),
+                )
+                .unwrap();
+            outstanding += 1;
         }
-        let to = tbuf.address() + (SIZE * (i % 16)) as u64;
         client
             .qp
             .initiator()
-            .write(
-                i as u64,
-                &[sge(&src, &*smr, 0, SIZE as u32)],
-                to,
-                token,
-                OpFlags::empty(),
-            )
+            .send_inline(0, &[&[0x5A; 8]], OpFlags::empty())
             .unwrap();
-        outstanding += 1;
+        poll(icq, outstanding + 1);
+        let server = target.join().unwrap();
+        let took = start.elapsed();
+        (count(&*server.adapter, counter) - before, took)
     }
-    client
-        .qp
-        .initiator()
-        .send_inline(0, &[&[0x5A; 8]], OpFlags::empty())
-        .unwrap();
-    poll(icq, outstanding + 1);
-    let server = target.join().unwrap();
-    (socket_reads(&*server.adapter) - before, MESSAGES as u64)
 }
 
 #[test]
@@ -566,72 +586,9 @@ fn a_polling_receiver_reads_a_message_in_about_one_read() {
     }
 }
 
-/// A busy-polling target of a stream of RDMA writes, with a lease of `LEASE`: the writes complete
-/// nothing there, and the Send behind them is what the target polls for. Returns how often the
-/// connection's arrivals went back to the progress thread ([`Counter::LeaseReturns`]) and how
-/// long the stream took.
-fn polling_write_target(ip: IpAddr, bytes: usize) -> (u64, Duration) {
-    const SIZE: usize = 64 * 1024;
-    let mut server = Side::with_lease(ip, true, TARGET_LEASE, None);
-    let mut client = Side::new(ip, true, None);
-    let (_incoming, _connector) = connect(&server, &client, ip);
-    let tbuf = Buffer::new(SIZE * 4);
-    let tmr = server.register(
-        &tbuf,
-        MrFlags::ALLOW_LOCAL_WRITE | MrFlags::ALLOW_REMOTE_WRITE,
-    );
-    let token = tmr.remote_token();
-    server
-        .qp
-        .receiver()
-        .receive(1, &[sge(&tbuf, &*tmr, 0, 64)])
-        .unwrap();
-    let src = Buffer::new(SIZE);
-    let smr = client.register(&src, MrFlags::empty());
-    let before = count(&*server.adapter, Counter::LeaseReturns);
-    let start = Instant::now();
-    let target = std::thread::spawn(move || {
-        let r = poll(&mut *server.rcq, 1)[0];
-        assert_eq!(r.bytes_transferred, 8);
-        server
-    });
-    let icq = &mut **client.icq.as_mut().unwrap();
-    let mut outstanding = 0;
-    for i in 0..bytes / SIZE {
-        if outstanding == 16 {
-            poll(icq, 1);
-            outstanding -= 1;
-        }
-        let to = tbuf.address() + (SIZE * (i % 4)) as u64;
-        client
-            .qp
-            .initiator()
-            .write(
-                i as u64,
-                &[sge(&src, &*smr, 0, SIZE as u32)],
-                to,
-                token,
-                OpFlags::empty(),
-            )
-            .unwrap();
-        outstanding += 1;
-    }
-    client
-        .qp
-        .initiator()
-        .send_inline(0, &[&[0x5A; 8]], OpFlags::empty())
-        .unwrap();
-    poll(icq, outstanding + 1);
-    let server = target.join().unwrap();
-    let took = start.elapsed();
-    (
-        count(&*server.adapter, Counter::LeaseReturns) - before,
-        took,
-    )
-}
-
-/// The lease of [`polling_write_target`]: long enough that a test thread descheduled on a loaded
-/// machine seldom loses it, short enough for a test of a second.
+/// The target's lease in [`a_polling_target_of_writes_keeps_its_lease`]: long enough that a
+/// test thread descheduled on a loaded machine seldom loses it, short enough for a test of a
+/// second or two.
 const TARGET_LEASE: Duration = Duration::from_millis(20);
 
 /// The octets a target's passes read are work although they complete nothing: a busy-polling
@@ -643,9 +600,15 @@ const TARGET_LEASE: Duration = Duration::from_millis(20);
 fn a_polling_target_of_writes_keeps_its_lease() {
     for ip in IPS {
         let ip: IpAddr = ip.parse().unwrap();
+        let target = WriteTarget {
+            lease: TARGET_LEASE,
+            size: 64 * 1024,
+            slots: 4,
+            window: 16,
+        };
         let mut bytes = 16 << 20;
         loop {
-            let (returns, took) = polling_write_target(ip, bytes);
+            let (returns, took) = target.stream(ip, bytes / target.size, Counter::LeaseReturns);
             let leases = took.as_secs_f64() / TARGET_LEASE.as_secs_f64();
             println!(
                 "{ip}: {returns} lease returns in {took:?} ({leases:.0} leases) for {} MiB of writes",
