@@ -306,6 +306,11 @@ impl fmt::Debug for PollerEntry {
 }
 
 impl PollerEntry {
+    /// The polls of this entry's CQ so far ([`Cq::polls`]; 0 once the CQ is gone).
+    pub fn cq_polls(&self) -> u64 {
+        self.cq.upgrade().map_or(0, |cq| cq.polls())
+    }
+
     /// Puts the connection on the CQ's active list unless it is there. Call it after making
     /// the work visible to [`Poller::wants_pass`]: a pass that drops the connection at the same
     /// moment then either sees the work or lets this call list it again.
@@ -339,6 +344,9 @@ pub struct Cq {
     /// Entries queued, as of the last change under the state lock: an empty poll reads it
     /// instead of taking the lock (a busy-polling consumer's every turn).
     queued: AtomicUsize,
+    /// Polls by consumers (`get_results`), full or empty: what tells the progress thread a
+    /// consumer is there although its polls never find the CQ empty (never run a pass).
+    polls: AtomicU64,
     /// Notifications issued (for [`Cq::wait`]).
     notified: Mutex<u64>,
     notified_cv: Condvar,
@@ -389,6 +397,7 @@ impl Cq {
             active: Mutex::new(Vec::new()),
             visits: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
+            polls: AtomicU64::new(0),
             notified: Mutex::new(0),
             notified_cv: Condvar::new(),
         }))
@@ -597,12 +606,27 @@ impl Cq {
     /// An empty CQ first runs a progress pass over the connections whose completions come
     /// here (non-blocking reads and sends, try-locks only; see [`crate::transport`]).
     pub fn get_results(&self, out: &mut [Completion]) -> usize {
+        self.count_poll();
         let n = self.take(out);
         if n > 0 || out.is_empty() {
             return n;
         }
         self.progress();
         self.take(out)
+    }
+
+    /// A consumer polled. Not a locked add: a signal that moves, not an exact count (two
+    /// consumers polling at once may count one).
+    fn count_poll(&self) {
+        self.polls.store(
+            self.polls.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Polls so far ([`Cq::get_results`] and [`Cq::get_results_basic`] calls, approximately).
+    pub fn polls(&self) -> u64 {
+        self.polls.load(Ordering::Relaxed)
     }
 
     /// Hands the arrivals of the connections polled through this CQ back to the progress
@@ -637,6 +661,7 @@ impl Cq {
         if out.is_empty() {
             return 0;
         }
+        self.count_poll();
         if self.is_empty() {
             self.progress();
         }

@@ -1608,11 +1608,12 @@ impl<H: QpHost> Conn<H> {
     }
 
     /// Inline receive on a consumer's thread (a poll of an empty CQ): sends and reads what the
-    /// sockets allow without blocking. Returns whether the progress thread must look at the
-    /// connection (read budget used up, or anything but the established data path changed).
-    fn rx_pass(&mut self, now: Instant, cfg: &EngineConfig) -> bool {
+    /// sockets allow without blocking. Returns whether the read budget was used up (more may
+    /// wait in the socket) and whether the progress thread must look at the connection
+    /// (anything but the established data path changed).
+    fn rx_pass(&mut self, now: Instant, cfg: &EngineConfig) -> (bool, bool) {
         if !self.phase.is_connected() || self.io_dead {
-            return false;
+            return (false, false);
         }
         // Edge-triggered readiness belongs to the progress thread. Here a read is tried at once
         // while the stream is flowing; once a read found nothing, the kernel is asked first
@@ -1626,7 +1627,7 @@ impl<H: QpHost> Conn<H> {
         // busy-polling consumer was a few percent of its instructions.
         let mut scratch = [0u8; 64];
         let again = self.drive(&mut scratch, true, now, cfg);
-        again || self.needs_reactor()
+        (again, self.needs_reactor())
     }
 
     /// The connection leaves the engine: drop the stream and the host now. The cell itself may
@@ -1664,7 +1665,16 @@ impl<H: QpHost> Conn<H> {
         cfg: &EngineConfig,
     ) -> bool {
         let mut budget = cfg.read_budget;
+        // Turns of sending and reading: a responder whose requester keeps asking (RDMA reads)
+        // would otherwise never leave this loop, and the thread driving it never looked at
+        // anything else (on the progress thread: never gave the connection to its polling
+        // consumer, on the CPU that consumer is pinned to).
+        let mut turns = DRIVE_TURNS;
         loop {
+            if turns == 0 {
+                return true;
+            }
+            turns -= 1;
             let mut progress = false;
             if !self.io_dead
                 && !matches!(self.phase, Phase::TcpConnecting { .. } | Phase::Dead { .. })
@@ -1730,6 +1740,10 @@ pub(crate) struct PostItem<H: QpHost> {
     pub(crate) flags: PostFlags,
 }
 
+/// The most turns (a send and a read) one drive takes before it lets its thread look
+/// elsewhere; the connection gets another turn (see [`Conn::drive`]).
+const DRIVE_TURNS: u32 = 16;
+
 /// Readiness the progress thread saw for a connection, applied by the next thread that locks
 /// it.
 const EV_READ: u8 = 1;
@@ -1769,6 +1783,8 @@ pub(crate) struct ConnCell<H: QpHost> {
     /// The connection's entries in the active lists of the CQs its completions go to (set
     /// once, when its QP is attached).
     cqs: OnceLock<Box<[Arc<crate::cq::PollerEntry>]>>,
+    /// The sum of its CQs' polls when the progress thread last looked ([`ConnCell::cq_polled`]).
+    seen_polls: AtomicU64,
 }
 
 impl<H: QpHost> ConnCell<H> {
@@ -1787,6 +1803,7 @@ impl<H: QpHost> ConnCell<H> {
             last_active: AtomicU64::new(0),
             timer: AtomicU64::new(0),
             cqs: OnceLock::new(),
+            seen_polls: AtomicU64::new(0),
         })
     }
 
@@ -1953,7 +1970,12 @@ impl<H: QpHost> ConnCell<H> {
         };
         g.take_posts();
         let read_before = g.rx_octets;
-        let mut hand_over = g.rx_pass(now, &self.inner.config);
+        let (budget_used, needs_reactor) = g.rx_pass(now, &self.inner.config);
+        // A pass that used its read budget leaves the rest to the next pass of its consumer
+        // while the consumer holds the lease (handing it to the progress thread made that
+        // thread read a busy stream and hold the lock, on the CPU a pinned consumer spins on).
+        let mut hand_over =
+            needs_reactor || (budget_used && !self.rx_leased.load(Ordering::Relaxed));
         if g.rx_octets != read_before {
             // Arrivals this consumer reads are work: the connection stays on the active lists
             // and keeps its lease. (Else a target of RDMA writes, which completes nothing,
@@ -1964,25 +1986,54 @@ impl<H: QpHost> ConnCell<H> {
         // A consumer polls: arrivals are its business for a while, so the progress thread stops
         // hearing of them (no wakeup per message); it takes them back once the consumer has
         // not polled for `EngineConfig::poll_lease`.
-        if !self.rx_leased.load(Ordering::Relaxed) && g.phase.is_connected() {
-            let token = Token(self.shared.id);
-            if self
-                .inner
-                .registry
-                .reregister(&mut g.sock, token, Interest::WRITABLE)
-                .is_ok()
-            {
-                self.rx_leased.store(true, Ordering::Release);
-                // Only a pass hears the arrivals now: on the active lists of its CQs (a pass
-                // through one CQ, or `Connection::progress`, may have taken it).
-                self.touch(now);
-                hand_over = true;
-            }
+        if self.lease(&mut g, now) {
+            hand_over = true;
         }
         drop(g);
         if hand_over {
             self.schedule();
         }
+    }
+
+    /// Leases the connection's arrivals to the consumers that poll it: the socket stays
+    /// registered for writability only, and their passes do the reading. Under the lock; returns
+    /// whether it leased (not if leased already, or not connected).
+    fn lease(&self, c: &mut Conn<H>, now: Instant) -> bool {
+        if self.rx_leased.load(Ordering::Relaxed) || !c.phase.is_connected() {
+            return false;
+        }
+        let token = Token(self.shared.id);
+        if self
+            .inner
+            .registry
+            .reregister(&mut c.sock, token, Interest::WRITABLE)
+            .is_err()
+        {
+            return false;
+        }
+        self.rx_leased.store(true, Ordering::Release);
+        // Only a pass hears the arrivals now: on the active lists of its CQs (a pass through
+        // one CQ, or `Connection::progress`, may have taken it).
+        self.touch(now);
+        true
+    }
+
+    /// Whether a consumer's pass visited this connection within the last `leases` poll leases
+    /// (and has not handed it back since).
+    fn polled_within(&self, now: Instant, leases: u32) -> bool {
+        let last = self.last_poll.load(Ordering::Relaxed);
+        let window = (self.inner.config.poll_lease * leases).as_nanos() as u64;
+        last != 0 && last != RELEASED && self.inner.stamp(now).saturating_sub(last) < window
+    }
+
+    /// Whether a consumer polled one of this connection's CQs since the progress thread last
+    /// asked (progress thread only): a consumer whose polls always find completions runs no
+    /// pass, so only its polls of the CQ show it is there.
+    fn cq_polled(&self) -> bool {
+        let polls = self.cqs.get().map_or(0, |es| {
+            es.iter().fold(0u64, |n, e| n.wrapping_add(e.cq_polls()))
+        });
+        self.seen_polls.swap(polls, Ordering::Relaxed) != polls
     }
 
     /// Gives the receive side back to the progress thread (a consumer about to block).
@@ -2233,6 +2284,16 @@ impl<H: QpHost> Reactor<H> {
                         bits |= EV_WRITE;
                     }
                     cell.ev.fetch_or(bits, Ordering::AcqRel);
+                    if bits == EV_WRITE
+                        && cell.rx_leased.load(Ordering::Acquire)
+                        && cell.polled_within(now, LEASE_CHECK_MAX + 1)
+                    {
+                        // Room to send on a connection whose consumer polls: its next pass
+                        // takes the bit and sends (this thread sending there took the CPU a
+                        // pinned consumer spins on, and the lock its passes need).
+                        cell.touch(now);
+                        continue;
+                    }
                     self.ready.insert(id);
                 }
             }
@@ -2295,7 +2356,8 @@ impl<H: QpHost> Reactor<H> {
                 continue;
             }
             let last = cell.last_poll.load(Ordering::Relaxed);
-            if last != RELEASED && stamp.saturating_sub(last) < lease {
+            if last != RELEASED && (stamp.saturating_sub(last) < lease || cell.cq_polled()) {
+                // Polled within the lease, by a pass or a poll that found completions.
                 continue;
             }
             let mut c = cell.lock();
@@ -2822,7 +2884,28 @@ impl<H: QpHost> Reactor<H> {
                 };
                 let mut c = cell.lock();
                 c.take_posts();
-                if c.drive(&mut self.rbuf, false, now, &self.inner.config) {
+                let mut more = c.drive(&mut self.rbuf, false, now, &self.inner.config);
+                // A consumer polls this connection (its pass found the lock taken, or the
+                // arrivals were taken back while it was descheduled): its passes read from
+                // now on. Else, on the CPU a pinned consumer spins on, this thread read every
+                // arrival of a busy stream, held the lock nearly always, and the consumer's
+                // passes could not take the lease back (a Send stream's target ran at 0.8x an
+                // RDMA Write stream's).
+                if self.inner.config.inline_progress {
+                    if !cell.rx_leased.load(Ordering::Relaxed) {
+                        // Within a few leases: a consumer pinned to this thread's CPU gets
+                        // little of it while this thread has work (it yields, and this thread
+                        // runs a whole time slice), and must still get its connection back.
+                        if cell.polled_within(now, LEASE_CHECK_MAX + 1) && cell.lease(&mut c, now) {
+                            self.lease_taken(id);
+                            more = false;
+                        }
+                    } else if cell.polled_within(now, LEASE_CHECK_MAX + 1) {
+                        // Leased, and its consumer polls: what is left to read is its passes'.
+                        more = false;
+                    }
+                }
+                if more {
                     again.push(id);
                 }
                 let follow = self.after_drive(&cell, &mut c);
