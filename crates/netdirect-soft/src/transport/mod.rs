@@ -29,12 +29,21 @@
 //!   in the crate docs). A pass reads while reads fill their buffers; a short read means the
 //!   socket was drained, so the next pass asks the kernel (a `poll`, no socket lock) before
 //!   reading: no read per message that finds nothing
-//!   ([`netdirect::counters::Counter::EmptyReads`] counts the ones left).
+//!   ([`netdirect::counters::Counter::EmptyReads`] counts the ones left). A pass that used its
+//!   read budget leaves the rest to the next pass while its consumer holds the lease. Polls
+//!   that find completions (no pass) keep a lease too. [`netdirect::counters::Counter::LeaseReturns`]
+//!   counts the hand-backs.
 //! * **Progress thread.** Everything else, so that progress is automatic, like hardware: a
 //!   connection nobody polls (a target serving reads and writes), handshakes and closes,
 //!   timers (a heap), sends that hit `EAGAIN`. It sleeps while no connection has work for it;
 //!   a consumer hands a connection over through a lock-free queue and writes the eventfd at
 //!   most once per batch (a "wake pending" flag). [`Engine::wakeups`] counts its wakeups.
+//!   It hands a connection back to a consumer that ran a pass within a few leases: it leases
+//!   the connection after driving it, leaves room to send on a leased connection to the
+//!   consumer's next pass, and drives any connection for at most a few turns at a time. A
+//!   consumer pinned to this thread's CPU gets little CPU while this thread has work. Before,
+//!   a busy Send stream's target was read by this thread, and its consumer never got the
+//!   connection back.
 //!
 //! Consumers only ever *try* a connection lock; callbacks never run under one (the thread
 //! defers them until it released the lock, [`crate::callback`]).
