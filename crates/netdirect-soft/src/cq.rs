@@ -307,7 +307,7 @@ impl fmt::Debug for PollerEntry {
 
 impl PollerEntry {
     /// The polls of this entry's CQ so far ([`Cq::polls`]; 0 once the CQ is gone).
-    pub fn cq_polls(&self) -> u64 {
+    pub(crate) fn cq_polls(&self) -> u64 {
         self.cq.upgrade().map_or(0, |cq| cq.polls())
     }
 
@@ -625,7 +625,7 @@ impl Cq {
     }
 
     /// Polls so far ([`Cq::get_results`] and [`Cq::get_results_basic`] calls, approximately).
-    pub fn polls(&self) -> u64 {
+    pub(crate) fn polls(&self) -> u64 {
         self.polls.load(Ordering::Relaxed)
     }
 

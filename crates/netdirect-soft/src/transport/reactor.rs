@@ -2018,11 +2018,14 @@ impl<H: QpHost> ConnCell<H> {
         true
     }
 
-    /// Whether a consumer's pass visited this connection within the last `leases` poll leases
-    /// (and has not handed it back since).
-    fn polled_within(&self, now: Instant, leases: u32) -> bool {
+    /// Whether a consumer's pass visited this connection within the last `LEASE_CHECK_MAX + 1`
+    /// poll leases (and has not handed it back since): the progress thread then leaves the
+    /// connection to that consumer. A few leases, not one: a consumer pinned to the progress
+    /// thread's CPU gets little of it while that thread has work (it yields, and the thread
+    /// runs a whole time slice), and must still get its connection back.
+    fn polled_lately(&self, now: Instant) -> bool {
         let last = self.last_poll.load(Ordering::Relaxed);
-        let window = (self.inner.config.poll_lease * leases).as_nanos() as u64;
+        let window = (self.inner.config.poll_lease * (LEASE_CHECK_MAX + 1)).as_nanos() as u64;
         last != 0 && last != RELEASED && self.inner.stamp(now).saturating_sub(last) < window
     }
 
@@ -2286,7 +2289,7 @@ impl<H: QpHost> Reactor<H> {
                     cell.ev.fetch_or(bits, Ordering::AcqRel);
                     if bits == EV_WRITE
                         && cell.rx_leased.load(Ordering::Acquire)
-                        && cell.polled_within(now, LEASE_CHECK_MAX + 1)
+                        && cell.polled_lately(now)
                     {
                         // Room to send on a connection whose consumer polls: its next pass
                         // takes the bit and sends (this thread sending there took the CPU a
@@ -2891,19 +2894,12 @@ impl<H: QpHost> Reactor<H> {
                 // arrival of a busy stream, held the lock nearly always, and the consumer's
                 // passes could not take the lease back (a Send stream's target ran at 0.8x an
                 // RDMA Write stream's).
-                if self.inner.config.inline_progress {
-                    if !cell.rx_leased.load(Ordering::Relaxed) {
-                        // Within a few leases: a consumer pinned to this thread's CPU gets
-                        // little of it while this thread has work (it yields, and this thread
-                        // runs a whole time slice), and must still get its connection back.
-                        if cell.polled_within(now, LEASE_CHECK_MAX + 1) && cell.lease(&mut c, now) {
-                            self.lease_taken(id);
-                            more = false;
-                        }
-                    } else if cell.polled_within(now, LEASE_CHECK_MAX + 1) {
-                        // Leased, and its consumer polls: what is left to read is its passes'.
-                        more = false;
+                if self.inner.config.inline_progress && cell.polled_lately(now) {
+                    if cell.lease(&mut c, now) {
+                        self.lease_taken(id);
                     }
+                    // What is left to read is the consumer's passes'.
+                    more &= !cell.rx_leased.load(Ordering::Relaxed);
                 }
                 if more {
                     again.push(id);
