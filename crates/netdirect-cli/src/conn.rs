@@ -26,7 +26,7 @@ pub struct QueueSizes {
     pub receive: usize,
     /// Initiator queue depth.
     pub initiator: usize,
-    /// SGEs per initiator request (receives take one).
+    /// SGEs per initiator request.
     pub initiator_sge: usize,
     /// Inline data size.
     pub inline: u32,
@@ -34,11 +34,13 @@ pub struct QueueSizes {
     pub spare: usize,
 }
 
-/// Creates a CQ for both queues of a QP, and the QP on it; `what` ("a", "the control", …)
-/// names them in errors, which carry the adapter's limits.
+/// Creates a CQ for both queues of a QP, and the QP on it, whose receives take up to
+/// `receive_sge` entries; `what` ("a", "the control", …) names them in errors, which carry the
+/// adapter's limits.
 pub fn cq_and_qp(
     side: &Side,
     q: QueueSizes,
+    receive_sge: u32,
     what: &str,
     timeout: Duration,
 ) -> Result<(Box<dyn Cq>, Box<dyn Qp>)> {
@@ -55,7 +57,7 @@ pub fn cq_and_qp(
             context: 0,
             receive_queue_depth: q.receive as u32,
             initiator_queue_depth: q.initiator as u32,
-            max_receive_sge: 1,
+            max_receive_sge: receive_sge,
             max_initiator_sge: q.initiator_sge as u32,
             inline_data_size: q.inline,
         }),
@@ -323,6 +325,9 @@ pub struct Layout {
     pub sge: usize,
     /// Receives on a shared receive queue (`--use-srq`).
     pub srq: bool,
+    /// Non-zero: the receive slots keep only this many octets each and share the rest
+    /// ([`Shape::private_head`]).
+    pub private_head: usize,
 }
 
 /// Initiator requests reserved for control messages on top of the data window.
@@ -429,15 +434,15 @@ impl Conn {
                 slots: layout.rx_depth,
                 what: "a",
                 srq: layout.srq,
+                private_head: layout.private_head,
             },
             timeout,
         )?;
         ep.data
             .with_mut(|b| crate::proto::fill_pattern(&mut b[layout.half..]));
         // The inbox and the receive ring are written now, at set-up, as perftest writes its
-        // buffers: a send-bw target's ring (up to 64 MiB) was first touched by the placements
-        // themselves, about 17,000 page faults inside the measurement (`nd bench`'s 60 ms Send
-        // cells read 0.5-0.9x TCP while its Write cells read 1.0-1.5x).
+        // buffers: a send-bw target's ring of whole slots (up to 64 MiB) was first touched by
+        // the placements themselves, about 17,000 page faults inside the measurement.
         ep.data.with_mut(|b| b[..layout.half].fill(0));
         ep.rx.with_mut(|b| b.fill(0));
         let mut conn = Conn {

@@ -24,6 +24,7 @@ type Objects = (Box<dyn Cq>, Box<dyn Qp>, Box<dyn Srq>);
 fn cq_and_qp_with_srq(
     side: &Side,
     q: QueueSizes,
+    receive_sge: u32,
     what: &str,
     timeout: Duration,
 ) -> Result<Objects> {
@@ -36,7 +37,7 @@ fn cq_and_qp_with_srq(
     let srq = wait(
         side.pd.create_srq(SrqConfig {
             depth: q.receive as u32,
-            max_receive_sge: 1,
+            max_receive_sge: receive_sge,
             notify_threshold: 0,
             notification: None,
             affinity: None,
@@ -79,6 +80,13 @@ pub struct Shape<'a> {
     pub slot: usize,
     /// Receive slots.
     pub slots: usize,
+    /// Non-zero (and less than `slot`): each slot keeps only its first `private_head` octets
+    /// to itself, and the rest of every slot is one buffer they share, posted as a second SGE
+    /// (the adapter must take two receive SGEs). This is perftest's receive layout: its receives of more
+    /// than half its cycle buffer all point at the same octets, so a Send target moves data
+    /// into one cache-resident buffer, as a TCP receiver's single buffer does. A control
+    /// message that fits in the head is never overwritten by the messages behind it.
+    pub private_head: usize,
     /// Names the CQ and QP in errors ("a", "the control", …).
     pub what: &'a str,
     /// Receives go to a shared receive queue of the QP's (perftest's `--use-srq`) instead of
@@ -118,11 +126,16 @@ pub struct Endpoint {
     pub data: Buffer,
     /// Its region.
     pub data_mr: Box<dyn Mr>,
-    /// The receive ring: `slots` slots of `slot` octets.
+    /// The receive ring: `slots` slots of `slot` octets, or (with a private head) `slots`
+    /// heads followed by the one tail they share.
     pub rx: Buffer,
     rx_mr: Box<dyn Mr>,
     /// Octets of a receive slot.
     pub slot: usize,
+    /// Octets of each slot's own head when the slots share their tail; 0 when they do not.
+    head: usize,
+    /// Offset of the shared tail in `rx`.
+    tail_at: usize,
     /// Initiator requests outstanding that the owner counts (it decides which).
     pub tx_out: usize,
     results: Vec<Completion>,
@@ -144,16 +157,29 @@ pub struct Endpoint {
 impl Endpoint {
     /// Creates the CQ, QP, buffers and regions (no receive posted yet).
     pub fn new(side: &Side, shape: Shape<'_>, timeout: Duration) -> Result<Endpoint> {
+        let head = if shape.private_head < shape.slot {
+            shape.private_head
+        } else {
+            0
+        };
+        let receive_sge = if head > 0 { 2 } else { 1 };
         let (cq, qp, srq) = if shape.srq {
-            let (cq, qp, srq) = cq_and_qp_with_srq(side, shape.queues, shape.what, timeout)?;
+            let (cq, qp, srq) =
+                cq_and_qp_with_srq(side, shape.queues, receive_sge, shape.what, timeout)?;
             (cq, qp, Some(srq))
         } else {
-            let (cq, qp) = cq_and_qp(side, shape.queues, shape.what, timeout)?;
+            let (cq, qp) = cq_and_qp(side, shape.queues, receive_sge, shape.what, timeout)?;
             (cq, qp, None)
         };
         let data = Buffer::new(shape.data_len.max(1));
         let data_mr = register(side, &data, shape.data_access, timeout)?;
-        let rx = Buffer::new((shape.slot * shape.slots).max(1));
+        let (rx_len, tail_at) = if head > 0 {
+            let tail_at = head * shape.slots;
+            (tail_at + (shape.slot - head), tail_at)
+        } else {
+            (shape.slot * shape.slots, 0)
+        };
+        let rx = Buffer::new(rx_len.max(1));
         let rx_mr = register(side, &rx, MrFlags::ALLOW_LOCAL_WRITE, timeout)?;
         Ok(Endpoint {
             connector: None,
@@ -165,6 +191,8 @@ impl Endpoint {
             rx,
             rx_mr,
             slot: shape.slot,
+            head,
+            tail_at,
             tx_out: 0,
             results: vec![Completion::EMPTY; 64],
             ready: VecDeque::new(),
@@ -188,23 +216,42 @@ impl Endpoint {
     /// Posts the receive of slot `slot` with request context `context`.
     #[inline]
     pub fn post_receive(&mut self, context: u64, slot: usize) -> Result<()> {
-        let sge = Sge::new(
-            self.rx.address() + (slot * self.slot) as u64,
-            self.slot as u32,
-            self.rx_mr.local_token(),
-        );
+        let base = self.rx.address();
+        let token = self.rx_mr.local_token();
+        let sges = if self.head > 0 {
+            [
+                Sge::new(base + (slot * self.head) as u64, self.head as u32, token),
+                Sge::new(
+                    base + self.tail_at as u64,
+                    (self.slot - self.head) as u32,
+                    token,
+                ),
+            ]
+        } else {
+            let whole = Sge::new(base + (slot * self.slot) as u64, self.slot as u32, token);
+            [whole, whole]
+        };
+        let sges = &sges[..if self.head > 0 { 2 } else { 1 }];
         match &mut self.srq {
-            Some(srq) => srq.receive(context, &[sge]),
-            None => self.qp.receiver().receive(context, &[sge]),
+            Some(srq) => srq.receive(context, sges),
+            None => self.qp.receiver().receive(context, sges),
         }
         .context(|| "cannot post a receive".into())
     }
 
-    /// Reads the start of receive slot `slot` into `out`.
+    /// Reads the start of receive slot `slot` into `out` (its head, then the shared tail).
     pub fn read_slot(&self, slot: usize, out: &mut [u8]) -> Result<()> {
-        self.rx
-            .read_at(slot * self.slot, out)
-            .map_err(|e| Error::msg(e.to_string()))
+        let read = |at: usize, out: &mut [u8]| {
+            self.rx
+                .read_at(at, out)
+                .map_err(|e| Error::msg(e.to_string()))
+        };
+        if self.head == 0 {
+            return read(slot * self.slot, out);
+        }
+        let (head, tail) = out.split_at_mut(out.len().min(self.head));
+        read(slot * self.head, head)?;
+        read(self.tail_at, tail)
     }
 
     /// `len` octets of receive slot `slot`.

@@ -356,8 +356,9 @@ fn window(opts: &Opts, size: usize) -> usize {
     w
 }
 
-/// Buffer and queue layout for a run whose largest message is `max_size`.
-fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
+/// Buffer and queue layout for a run whose largest message is `max_size`, on an adapter whose
+/// receives take up to `receive_sge` entries.
+fn layout(opts: &Opts, max_size: usize, server: bool, receive_sge: u32) -> Layout {
     let half = if opts.test.is_bw() {
         max_size.max(crate::conn::CYCLE_BUFFER)
     } else {
@@ -368,6 +369,17 @@ fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
     } else {
         CTRL_LEN
     };
+    // perftest's receives of more than half its cycle buffer all point at the same octets: a
+    // send-bw target moves data into one cache-resident buffer, as its write-bw target and a
+    // TCP receiver do. Ours keep a private head per slot for the control messages. A ring of
+    // whole slots (up to 64 MiB, mostly out of cache) made every placement a miss: `nd bench`'s
+    // Send cells read 0.6-0.9x TCP from 256 KiB up, where its Write cells read 1.1-1.5x.
+    let private_head =
+        if opts.test == Test::SendBw && slot > crate::conn::CYCLE_BUFFER / 2 && receive_sge >= 2 {
+            CTRL_LEN
+        } else {
+            0
+        };
     let rx_depth = if opts.test.is_send() {
         // A send-bw client receives only control messages; a send-lat client gets a pong per
         // ping, and its credits go back once per quarter of its ring (a control message on
@@ -377,7 +389,8 @@ fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
         } else {
             64
         };
-        want.min(RX_BYTES / slot).max(MIN_RX)
+        let own = if private_head > 0 { private_head } else { slot };
+        want.min(RX_BYTES / own).max(MIN_RX)
     } else {
         2 * MIN_RX
     };
@@ -395,6 +408,7 @@ fn layout(opts: &Opts, max_size: usize, server: bool) -> Layout {
         read_limit: opts.outs.clamp(1, 128),
         sge: opts.sge.max(1),
         srq: opts.srq,
+        private_head,
     }
 }
 
@@ -513,7 +527,12 @@ pub fn client_with(
     check_limits(opts, &side.info)?;
     let max_size = opts.max_size();
     // Both sides of a -b Send test take Sends: the client keeps the server's receive ring.
-    let lay = layout(opts, max_size, opts.bidir);
+    let lay = layout(
+        opts,
+        max_size,
+        opts.bidir,
+        side.info.max_receive_request_sge,
+    );
     let mut conns = Vec::new();
     for q in 0..opts.qps {
         let mut conn = Conn::new(&side, lay, opts.timeout)?;
@@ -1357,7 +1376,12 @@ pub fn serve(
                 Status::INVALID_BUFFER_SIZE,
             ));
         }
-        let lay = layout(&opts.fit(&side.info), max_size, true);
+        let lay = layout(
+            &opts.fit(&side.info),
+            max_size,
+            true,
+            side.info.max_receive_request_sge,
+        );
         // One client that connects and then says nothing (or dies) must not take the server
         // out before the run started: drop it and wait for the next.
         match accept_client(opts, side, lay, c, data.inbound_read_limit) {
@@ -1684,7 +1708,7 @@ mod tests {
             let fitted = o.fit(&info);
             assert_eq!(fitted.inline, 64);
             check_limits(&fitted, &info).expect("the default fits");
-            let lay = layout(&fitted, 2, false);
+            let lay = layout(&fitted, 2, false, info.max_receive_request_sge);
             assert_eq!((lay.inline, lay.data_inline), (64, 64));
         }
         let bw = Opts::new(Test::WriteBw).fit(&info);
@@ -1697,5 +1721,25 @@ mod tests {
         let e = check_limits(&kept, &info).expect_err("over the limit");
         assert_eq!(e.status, Some(Status::INVALID_PARAMETER));
         assert!(e.message.contains("MaxInlineDataSize 64"), "{e}");
+    }
+
+    /// A send-bw target's receives of more than half a page share one tail behind a private
+    /// head each (perftest's single receive buffer), so its ring stays cache-sized and keeps
+    /// its full depth; small messages, latency tests and adapters with one receive SGE keep
+    /// whole slots, capped at `RX_BYTES`.
+    #[test]
+    fn send_bw_receives_share_their_tail_past_half_a_page() {
+        let o = Opts::new(Test::SendBw);
+        let big = layout(&o, 1 << 20, true, 6);
+        assert_eq!((big.private_head, big.rx_depth), (CTRL_LEN, o.rx_depth));
+        let small = layout(&o, 2048, true, 6);
+        assert_eq!(small.private_head, 0);
+        let one_sge = layout(&o, 1 << 20, true, 1);
+        assert_eq!(
+            (one_sge.private_head, one_sge.rx_depth),
+            (0, RX_BYTES >> 20)
+        );
+        let lat = layout(&Opts::new(Test::SendLat), 1 << 20, true, 6);
+        assert_eq!(lat.private_head, 0);
     }
 }

@@ -242,6 +242,7 @@ impl Ctl {
                 slots: 1,
                 what: "the control",
                 srq: false,
+                private_head: 0,
             },
             timeout,
         )?;
@@ -431,6 +432,7 @@ impl Data {
                 slots,
                 what: "the data",
                 srq: false,
+                private_head: 0,
             },
             opts.timeout,
         )?;

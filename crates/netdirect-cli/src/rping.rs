@@ -230,6 +230,7 @@ impl Ep {
                 slots: RQ_DEPTH as usize,
                 what: "a",
                 srq: false,
+                private_head: 0,
             },
             timeout,
         )?;
