@@ -218,20 +218,19 @@ impl Endpoint {
     pub fn post_receive(&mut self, context: u64, slot: usize) -> Result<()> {
         let base = self.rx.address();
         let token = self.rx_mr.local_token();
-        let sges = if self.head > 0 {
-            [
+        let split;
+        let whole;
+        let sges: &[Sge] = if self.head > 0 {
+            let tail = (self.slot - self.head) as u32;
+            split = [
                 Sge::new(base + (slot * self.head) as u64, self.head as u32, token),
-                Sge::new(
-                    base + self.tail_at as u64,
-                    (self.slot - self.head) as u32,
-                    token,
-                ),
-            ]
+                Sge::new(base + self.tail_at as u64, tail, token),
+            ];
+            &split
         } else {
-            let whole = Sge::new(base + (slot * self.slot) as u64, self.slot as u32, token);
-            [whole, whole]
+            whole = Sge::new(base + (slot * self.slot) as u64, self.slot as u32, token);
+            std::slice::from_ref(&whole)
         };
-        let sges = &sges[..if self.head > 0 { 2 } else { 1 }];
         match &mut self.srq {
             Some(srq) => srq.receive(context, sges),
             None => self.qp.receiver().receive(context, sges),

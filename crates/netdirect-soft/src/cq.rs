@@ -525,7 +525,7 @@ impl Cq {
             self.arm(CqNotifyType::Any);
             // No progress pass here: it would lease the connections again, and their arrivals
             // would wait for the lease to lapse instead of waking us.
-            let n = self.take(out);
+            let n = self.take(out, |c| c);
             if n > 0 {
                 return n;
             }
@@ -606,13 +606,21 @@ impl Cq {
     /// An empty CQ first runs a progress pass over the connections whose completions come
     /// here (non-blocking reads and sends, try-locks only; see [`crate::transport`]).
     pub fn get_results(&self, out: &mut [Completion]) -> usize {
+        self.poll_into(out, |c| c)
+    }
+
+    /// A consumer's poll: takes what is queued, else runs a progress pass and takes again.
+    fn poll_into<T>(&self, out: &mut [T], convert: impl Fn(Completion) -> T) -> usize {
+        if out.is_empty() {
+            return 0;
+        }
         self.count_poll();
-        let n = self.take(out);
-        if n > 0 || out.is_empty() {
+        let n = self.take(out, &convert);
+        if n > 0 {
             return n;
         }
         self.progress();
-        self.take(out)
+        self.take(out, &convert)
     }
 
     /// A consumer polled. Not a locked add: a signal that moves, not an exact count (two
@@ -642,14 +650,15 @@ impl Cq {
         self.put_back(batch);
     }
 
-    fn take(&self, out: &mut [Completion]) -> usize {
+    /// Moves up to `out.len()` entries into `out`; an empty CQ is seen without the lock.
+    fn take<T>(&self, out: &mut [T], convert: impl Fn(Completion) -> T) -> usize {
         if self.queued.load(Ordering::Acquire) == 0 {
             return 0;
         }
         let mut s = self.state.lock();
         let n = out.len().min(s.ring.len());
         for (slot, (_, c)) in out.iter_mut().zip(s.ring.drain(..n)) {
-            *slot = c;
+            *slot = convert(c);
         }
         self.queued.store(s.ring.len(), Ordering::Release);
         n
@@ -658,20 +667,7 @@ impl Cq {
     /// `NdkGetCqResults`: as [`Cq::get_results`], in the `NDK_RESULT` form.
     #[doc(alias = "NdkGetCqResults")]
     pub fn get_results_basic(&self, out: &mut [BasicCompletion]) -> usize {
-        if out.is_empty() {
-            return 0;
-        }
-        self.count_poll();
-        if self.is_empty() {
-            self.progress();
-        }
-        let mut s = self.state.lock();
-        let n = out.len().min(s.ring.len());
-        for (slot, (_, c)) in out.iter_mut().zip(s.ring.drain(..n)) {
-            *slot = c.to_basic();
-        }
-        self.queued.store(s.ring.len(), Ordering::Release);
-        n
+        self.poll_into(out, |c| c.to_basic())
     }
 
     /// `NdkArmCq`: requests one notification of type `ty` (merged with a pending arm). Fires at
