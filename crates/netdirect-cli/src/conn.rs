@@ -683,6 +683,14 @@ impl Conn {
         self.ep.idle(deadline, what)
     }
 
+    /// Sleeps on the CQ's notification until the next completion (or the deadline), `-e` or
+    /// not, after returning the credits owed.
+    pub fn sleep(&mut self, deadline: Instant, what: &str) -> Result<()> {
+        self.idle_turns = FLUSH_AFTER_IDLE_TURNS;
+        self.flush_credits()?;
+        self.ep.sleep(deadline, what)
+    }
+
     /// The next event, if one is there.
     pub fn try_next(&mut self) -> Result<Option<Event>> {
         if let Some(e) = self.backlog.pop_front() {

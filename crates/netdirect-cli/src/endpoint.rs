@@ -335,6 +335,15 @@ impl Endpoint {
         if !self.events || !self.ready.is_empty() {
             return idle(deadline, what);
         }
+        self.sleep(deadline, what)
+    }
+
+    /// Blocks on the CQ's notification until a completion comes (taken into the ready queue,
+    /// not handed out) or the deadline passes (then an error naming `what`).
+    pub fn sleep(&mut self, deadline: Instant, what: &str) -> Result<()> {
+        if !self.ready.is_empty() {
+            return Ok(());
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         let n = self.cq.wait(&mut self.results, Duration::ZERO, left);
         self.ready.extend(self.results[..n].iter().copied());

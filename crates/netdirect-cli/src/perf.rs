@@ -1476,6 +1476,20 @@ fn serve_bidir_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<[Bw
     bidir_measure(opts, conns, size, stop)
 }
 
+/// Whether this server's QPs have nothing to do in a measurement of `size`-octet messages but
+/// answer the client's RDMA reads, which the provider does without the consumer (one-sided):
+/// a read-bw target. It then sleeps on the CQ's notification, as perftest's server sleeps on
+/// its socket, instead of busy polling: from 64 KiB up the responder's CPU is busy sending
+/// responses, and a poller on it took a share (pinned; a whole CPU unpinned). Below that a
+/// poller's passes serve the reads at once, where a sleeping progress thread must first be
+/// woken: 64 B reads ran at half the rate, 4 KiB at 0.6x, with the target asleep.
+fn passive_server(opts: &Opts, size: usize) -> bool {
+    opts.test == Test::ReadBw && !opts.bidir && size >= PASSIVE_MIN
+}
+
+/// The smallest read a read-bw target sleeps through (see [`passive_server`]).
+const PASSIVE_MIN: usize = 64 * 1024;
+
 /// Accepts one client's connection and exchanges the hellos; the hello must come within a few
 /// seconds (a client sends it right after connecting).
 fn accept_client(
@@ -1527,6 +1541,7 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
         c.send_ctrl(Ctrl::new(Kind::PhaseAck, 0, 0))?;
     }
     let nq = conns.len();
+    let passive = passive_server(opts, size);
     let mut seen = vec![0u64; nq];
     let mut last: Vec<Option<(usize, usize)>> = vec![None; nq];
     let mut end: Vec<Option<u64>> = vec![None; nq];
@@ -1617,10 +1632,15 @@ fn serve_phase(opts: &Opts, conns: &mut [Conn], size: usize) -> Result<bool> {
             last_progress = Instant::now();
         } else {
             crate::conn::flush_credits(conns)?;
-            idle(
-                last_progress + opts.timeout,
-                "the client's measurement to finish",
-            )?;
+            let deadline = last_progress + opts.timeout;
+            let what = "the client's measurement to finish";
+            // Sleeps where one CQ is all there is to watch (-e), or where nothing but the
+            // phase's end comes (a passive target: any unfinished QP will do).
+            match (0..nq).find(|&q| end[q].is_none()) {
+                Some(q) if passive => conns[q].sleep(deadline, what)?,
+                Some(q) if nq == 1 && conns[q].events => conns[q].idle(deadline, what)?,
+                _ => idle(deadline, what)?,
+            }
         }
     }
     let mut all_ok = true;
