@@ -2182,6 +2182,8 @@ pub(crate) struct Reactor<H: QpHost> {
     lease_due: Instant,
     lease_every: Duration,
     rbuf: Vec<u8>,
+    /// When this thread last read input (see [`EngineConfig::progress_spin`]).
+    input_at: Option<Instant>,
     /// A descriptor kept in reserve: when an accept fails for lack of descriptors, it is
     /// closed to accept the connection and reset it at once (the initiator learns at once
     /// instead of timing out), then reopened.
@@ -2211,6 +2213,7 @@ impl<H: QpHost> Reactor<H> {
             lease_due: Instant::now(),
             lease_every,
             rbuf,
+            input_at: None,
             spare: spare_fd(),
         }
     }
@@ -2257,6 +2260,22 @@ impl<H: QpHost> Reactor<H> {
                 && self.inner.work.is_empty()
                 && !self.inner.stop.load(Ordering::SeqCst);
             let timeout = if idle { timeout } else { Some(Duration::ZERO) };
+            // Shortly after input, look again instead of sleeping: the next arrival of a
+            // request-response stream (reads from a target nobody polls) comes within a round
+            // trip, and a sleeping thread must first be woken (an interrupt to its CPU).
+            let spin = timeout != Some(Duration::ZERO)
+                && self.input_at.is_some_and(|t| {
+                    Instant::now().saturating_duration_since(t) < self.inner.config.progress_spin
+                });
+            let timeout = if spin {
+                // Not marked asleep: posters need not wake a thread that looks again. A
+                // consumer on this CPU gets it between the looks.
+                self.inner.sleeping.store(false, Ordering::SeqCst);
+                std::thread::yield_now();
+                Some(Duration::ZERO)
+            } else {
+                timeout
+            };
             let res = self.poll.poll(&mut events, timeout);
             self.inner.sleeping.store(false, Ordering::SeqCst);
             self.inner.wake_pending.store(false, Ordering::SeqCst);
@@ -2887,7 +2906,11 @@ impl<H: QpHost> Reactor<H> {
                 };
                 let mut c = cell.lock();
                 c.take_posts();
+                let read_before = c.rx_octets;
                 let mut more = c.drive(&mut self.rbuf, false, now, &self.inner.config);
+                if c.rx_octets != read_before {
+                    self.input_at = Some(now);
+                }
                 // A consumer polls this connection (its pass found the lock taken, or the
                 // arrivals were taken back while it was descheduled): its passes read from
                 // now on. Else, on the CPU a pinned consumer spins on, this thread read every
