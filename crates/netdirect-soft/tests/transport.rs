@@ -1071,6 +1071,8 @@ fn engine_with(threads: usize, name: &str) -> Engine<TestHost> {
     Engine::new(EngineConfig {
         progress_threads: threads,
         thread_name: name.into(),
+        // Every arrival wakes its thread (which thread woke is what these tests look at).
+        progress_spin: Duration::ZERO,
         ..EngineConfig::default()
     })
     .unwrap()
