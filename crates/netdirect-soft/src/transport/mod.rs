@@ -35,7 +35,9 @@
 //!   counts the hand-backs.
 //! * **Progress thread.** Everything else, so that progress is automatic, like hardware: a
 //!   connection nobody polls (a target serving reads and writes), handshakes and closes,
-//!   timers (a heap), sends that hit `EAGAIN`. It sleeps while no connection has work for it;
+//!   timers (a heap), sends that hit `EAGAIN`. It sleeps while no connection has work for it,
+//!   but only [`EngineConfig::progress_spin`] after it last read input (yielding the CPU
+//!   between looks): a requester's next RDMA read comes a round trip later and finds it awake;
 //!   a consumer hands a connection over through a lock-free queue and writes the eventfd at
 //!   most once per batch (a "wake pending" flag). [`Engine::wakeups`] counts its wakeups.
 //!   It hands a connection back to a consumer that ran a pass within a few leases: it leases
