@@ -580,7 +580,9 @@ fn a_polling_receiver_reads_a_message_in_about_one_read() {
         let (reads, messages) = polled_stream_of_writes(ip);
         println!("{ip}: {reads} socket reads for {messages} writes of 4 KiB");
         assert!(
-            !netdirect_soft::counters::COUNTING || (reads > 0 && reads < 2 * messages),
+            // Two per message when the smallest read was 4 KiB even (4,096 octets, then the
+            // last 20 of a 4,116-octet FPDU).
+            !netdirect_soft::counters::COUNTING || (reads > 0 && reads < 3 * messages / 2),
             "{reads} socket reads for {messages} writes of 4 KiB on the polling target"
         );
     }

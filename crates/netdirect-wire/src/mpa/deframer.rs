@@ -58,8 +58,12 @@ pub struct Deframer {
     lent: usize,
 }
 
-/// The smallest read window, and the input buffer a connection keeps while idle.
-pub const READ_MIN: usize = 4 * 1024;
+/// The smallest read window, and the input buffer a connection keeps while idle: a page of
+/// payload with every header, pad, CRC and marker an FPDU wraps it in (27 octets, and 36 of
+/// markers). A read that takes a whole page-sized message then comes back short, and the
+/// socket counts as drained. (At 4 KiB even, a 4 KiB write, 4,116 octets on the wire, took
+/// two reads on a receiver that kept up: 4,096 octets, then the last 20.)
+pub const READ_MIN: usize = 4 * 1024 + 64;
 /// The largest read window: reads double up to this while each fills its window.
 pub const READ_MAX: usize = 256 * 1024;
 
@@ -412,6 +416,20 @@ mod tests {
         marked.push(&wire[..4]);
         assert_eq!(marked.consume(4), 0);
         assert!(!marked.skip(4));
+    }
+
+    #[test]
+    fn the_smallest_read_takes_a_page_sized_message_whole() {
+        use super::super::{MarkerLayout, fpdu_len};
+        // A page of payload behind the longest header (untagged: 18 octets).
+        let plain = fpdu_len(18 + 4096);
+        // With markers, at the worst phase against the marker grid.
+        let marked = (0..512u32)
+            .map(|seq| MarkerLayout::new(0).marked_len(seq, plain))
+            .max()
+            .unwrap();
+        // Strictly less: the read comes back short, so the socket counts as drained.
+        assert!(plain < READ_MIN && marked < READ_MIN, "{plain} {marked}");
     }
 
     #[test]
