@@ -676,8 +676,7 @@ impl Conn {
     /// credits owed: a side that waits never holds back what its peer may wait for.
     pub fn idle(&mut self, deadline: Instant, what: &str) -> Result<()> {
         if self.ep.events {
-            // About to block on a notification: nothing owed may wait for that.
-            self.idle_turns = FLUSH_AFTER_IDLE_TURNS;
+            return self.sleep(deadline, what);
         }
         self.flush_credits()?;
         self.ep.idle(deadline, what)
@@ -686,6 +685,7 @@ impl Conn {
     /// Sleeps on the CQ's notification until the next completion (or the deadline), `-e` or
     /// not, after returning the credits owed.
     pub fn sleep(&mut self, deadline: Instant, what: &str) -> Result<()> {
+        // About to block on a notification: nothing owed may wait for that.
         self.idle_turns = FLUSH_AFTER_IDLE_TURNS;
         self.flush_credits()?;
         self.ep.sleep(deadline, what)

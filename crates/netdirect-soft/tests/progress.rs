@@ -34,16 +34,23 @@ const WAIT: Duration = Duration::from_secs(20);
 const LONG_LEASE: Duration = Duration::from_secs(60);
 
 fn open(ip: IpAddr, inline: bool, lease: Duration) -> Box<dyn Adapter> {
-    SoftProvider::with_engine_config(EngineConfig {
-        inline_progress: inline,
-        poll_lease: lease,
-        ..EngineConfig::default()
-    })
-    .open_adapter(OpenParameters {
-        address: ip,
-        version: Version::V2_1,
-    })
-    .expect("open adapter")
+    open_with(
+        ip,
+        EngineConfig {
+            inline_progress: inline,
+            poll_lease: lease,
+            ..EngineConfig::default()
+        },
+    )
+}
+
+fn open_with(ip: IpAddr, config: EngineConfig) -> Box<dyn Adapter> {
+    SoftProvider::with_engine_config(config)
+        .open_adapter(OpenParameters {
+            address: ip,
+            version: Version::V2_1,
+        })
+        .expect("open adapter")
 }
 
 fn wakeups(adapter: &dyn Adapter) -> u64 {
@@ -1298,16 +1305,13 @@ fn idle_setup_deadlines(ip: IpAddr) {
 /// progress-thread wakeups per read when its thread looks for input `spin` after the last.
 fn wakeups_per_read(ip: IpAddr, spin: Duration) -> f64 {
     const READS: usize = 500;
-    let target = SoftProvider::with_engine_config(EngineConfig {
-        progress_spin: spin,
-        ..EngineConfig::default()
-    })
-    .open_adapter(OpenParameters {
-        address: ip,
-        version: Version::V2_1,
-    })
-    .expect("open adapter");
-    let server = Side::on(target);
+    let server = Side::on(open_with(
+        ip,
+        EngineConfig {
+            progress_spin: spin,
+            ..EngineConfig::default()
+        },
+    ));
     let mut client = Side::new(ip, true, None);
     let (_incoming, _connector) = connect(&server, &client, ip);
     let tbuf = Buffer::new(4096);

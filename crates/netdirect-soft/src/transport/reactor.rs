@@ -2254,12 +2254,6 @@ impl<H: QpHost> Reactor<H> {
             } else {
                 timeout
             };
-            self.inner.sleeping.store(true, Ordering::SeqCst);
-            atomic::fence(Ordering::SeqCst);
-            let idle = self.inner.cmds.is_empty()
-                && self.inner.work.is_empty()
-                && !self.inner.stop.load(Ordering::SeqCst);
-            let timeout = if idle { timeout } else { Some(Duration::ZERO) };
             // Shortly after input, look again instead of sleeping: the next arrival of a
             // request-response stream (reads from a target nobody polls) comes within a round
             // trip, and a sleeping thread must first be woken (an interrupt to its CPU).
@@ -2270,11 +2264,15 @@ impl<H: QpHost> Reactor<H> {
             let timeout = if spin {
                 // Not marked asleep: posters need not wake a thread that looks again. A
                 // consumer on this CPU gets it between the looks.
-                self.inner.sleeping.store(false, Ordering::SeqCst);
                 std::thread::yield_now();
                 Some(Duration::ZERO)
             } else {
-                timeout
+                self.inner.sleeping.store(true, Ordering::SeqCst);
+                atomic::fence(Ordering::SeqCst);
+                let idle = self.inner.cmds.is_empty()
+                    && self.inner.work.is_empty()
+                    && !self.inner.stop.load(Ordering::SeqCst);
+                if idle { timeout } else { Some(Duration::ZERO) }
             };
             let res = self.poll.poll(&mut events, timeout);
             self.inner.sleeping.store(false, Ordering::SeqCst);
